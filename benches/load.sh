@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Ingest load bench: oha against four servers with identical settings, in one run.
+#   (a) bare hyper: reads the body, answers 202            (cargo example bare_hyper)
+#   (b) naive: one fred XADD per request, then 202          (cargo example naive_fred)
+#   (c) Estafeta, cleartext listener
+#   (d) Estafeta, TLS listener (HTTP/1.1)
+# Prints requests/s, p50 and p99 (medians over ROUNDS interleaved rounds), the ratios c/a, c/b
+# and d/a, and Estafeta's peak RSS.
+#
+# Usage: benches/load.sh            (env: DURATION=10s CONNECTIONS=64 ROUNDS=3)
+# Needs: oha (cargo install oha --locked), redis-server, python3. Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+ROUNDS=${ROUNDS:-3}
+BODY='{"type":"order.paid","data":{"order_id":"ord_8Jq2xYd41Lk","customer":"cus_Q81nd0aP","amount":129900,"currency":"BRL","items":3,"paid_at":"2026-11-22T18:00:00Z","note":"bench payload"}}'
+
+command -v oha >/dev/null || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
+cargo build --release --quiet --bin estafeta --example bare_hyper --example naive_fred
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A Redis of our own, so the runs share nothing with anything else on the machine.
+RPORT=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+  --logfile "$work/redis.log" & pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+REDIS="redis://127.0.0.1:$RPORT"
+
+A=$(free_port); B=$(free_port); C=$(free_port); D=$(free_port); ADMIN=$(free_port)
+./target/release/examples/bare_hyper "127.0.0.1:$A" & pids+=($!)
+./target/release/examples/naive_fred "127.0.0.1:$B" "$REDIS" & pids+=($!)
+
+ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+MASTER_KEY=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
+mkdir -p "$work/certs"
+./target/release/estafeta gen-cert --out "$work/certs" --host localhost >/dev/null
+cat > "$work/estafeta.toml" <<EOF
+[edge]
+listen = "127.0.0.1:$D"
+plain_listen = "127.0.0.1:$C"
+[admin]
+listen = "127.0.0.1:$ADMIN"
+token = "env:BENCH_ADMIN_TOKEN"
+[tls]
+cert = "$work/certs/dev.crt"
+key = "$work/certs/dev.key"
+[redis]
+url = "$REDIS"
+prefix = "bench"
+[security]
+master_key = "env:BENCH_MASTER_KEY"
+[log]
+level = "warn"
+EOF
+BENCH_ADMIN_TOKEN=$ADMIN_TOKEN BENCH_MASTER_KEY=$MASTER_KEY \
+  ./target/release/estafeta serve --config "$work/estafeta.toml" --role edge 2>"$work/estafeta.log" &
+EST=$!; pids+=($EST)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$C/healthz" >/dev/null && break; sleep 0.1; done
+for p in $A $B; do for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done; done
+
+TOKEN=$(curl -sf -X POST "http://127.0.0.1:$ADMIN/admin/tenants" -H "Authorization: Bearer $ADMIN_TOKEN" \
+  -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+
+run() { # name url [extra oha args...]
+  local name=$1 url=$2; shift 2
+  oha -z "$DURATION" -c "$CONNECTIONS" -m POST -T application/json -d "$BODY" \
+    --no-tui --output-format json "$@" "$url" > "$work/$name.$round.json"
+  # Keep Redis memory flat between runs.
+  redis-cli -p "$RPORT" --scan --pattern '*events' | xargs -r redis-cli -p "$RPORT" del >/dev/null
+}
+
+echo "load: oha -z $DURATION -c $CONNECTIONS, POST ${#BODY}-byte JSON, $ROUNDS rounds"
+for round in $(seq "$ROUNDS"); do
+  run a "http://127.0.0.1:$A/v1/events/order.paid"
+  run b "http://127.0.0.1:$B/v1/events/order.paid"
+  run c "http://127.0.0.1:$C/v1/events/order.paid" -H "Authorization: Bearer $TOKEN"
+  run d "https://localhost:$D/v1/events/order.paid" -H "Authorization: Bearer $TOKEN" --insecure
+  echo "  round $round done"
+done
+RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$EST/status")
+
+python3 - "$work" "$ROUNDS" "$RSS_KB" <<'PY'
+import json, statistics, sys
+work, rounds, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+names = {"a": "bare hyper", "b": "naive fred XADD", "c": "estafeta plain", "d": "estafeta TLS"}
+res = {}
+for k in names:
+    runs = [json.load(open(f"{work}/{k}.{r}.json")) for r in range(1, rounds + 1)]
+    def ok(run):
+        codes = run.get("statusCodeDistribution", {})
+        return sum(v for c, v in codes.items() if c == "202"), sum(codes.values())
+    good = [ok(r) for r in runs]
+    res[k] = {
+        "rps": statistics.median(r["summary"]["requestsPerSec"] for r in runs),
+        "p50": statistics.median(r["latencyPercentiles"]["p50"] for r in runs) * 1000,
+        "p99": statistics.median(r["latencyPercentiles"]["p99"] for r in runs) * 1000,
+        "non202": sum(t - g for g, t in good),
+    }
+print(f"{'server':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-202':>9}")
+for k, name in names.items():
+    r = res[k]
+    print(f"{k}) {name:<15}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['non202']:>9}")
+a, b, c, d = (res[k]["rps"] for k in "abcd")
+print(f"ratios: c/a = {c/a:.2f} (goal >= 0.60)   c/b = {c/b:.2f} (goal > 1)   d/a = {d/a:.2f} (goal >= 0.45)")
+print(f"estafeta peak RSS: {rss_kb/1024:.1f} MB (goal < 150 MB)")
+PY

@@ -1,0 +1,278 @@
+//! Builds the components from a [`Config`] and runs them until shutdown, in order.
+//!
+//! Start: keys → Redis (and its durability check) → config tenants → consumer groups → auth
+//! cache and its invalidation subscription → enqueuer → listeners → ready.
+//!
+//! Shutdown: not ready → listeners stop accepting and drain in-flight requests (bounded by
+//! `edge.shutdown_grace_ms`) → the enqueuer finishes the batches it holds (each in-flight
+//! request already has its answer) → background tasks stop → Redis connections close.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::auth::{Auth, Invalidations};
+use crate::body::BodyLimits;
+use crate::config::Config;
+use crate::crypto::Keys;
+use crate::health::Readiness;
+use crate::ingest::{self, EdgeState};
+use crate::keyspace::Keyspace;
+use crate::listener::{self, HttpLimits, ListenerSpec};
+use crate::queue::{Enqueuer, EnqueuerConfig, Retention, ensure_groups};
+use crate::redis::RedisSetupError;
+use crate::service::HttpService;
+use crate::store::Store;
+use crate::{telemetry, tls};
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Edge and admin listeners, dispatcher, monitor checker, maintenance.
+    All,
+    /// Edge and admin listeners only.
+    Edge,
+    /// Dispatcher, monitor checker and maintenance, with the admin listener for metrics.
+    Dispatcher,
+}
+
+impl Role {
+    fn serves_edge(self) -> bool {
+        matches!(self, Role::All | Role::Edge)
+    }
+
+    fn runs_background(self) -> bool {
+        matches!(self, Role::All | Role::Dispatcher)
+    }
+}
+
+/// A failure to start; its message is the one line `serve` prints.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Redis(#[from] RedisSetupError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr} ({key}): {cause}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        cause: String,
+    },
+    #[error("cannot apply tenants[{index}] (`{id}`) from the config: {cause}")]
+    DeclaredTenant { index: usize, id: String, cause: String },
+    #[error("cannot prepare Redis: {0}")]
+    Prepare(String),
+}
+
+/// The sockets a process serves on, bound before [`run`] so tests can bind port 0.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub edge_tls: Option<TcpListener>,
+    pub edge_plain: Option<TcpListener>,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the configured addresses that `role` serves.
+    pub async fn bind(config: &Config, role: Role) -> Result<Listeners, StartError> {
+        async fn bind_one(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+            TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+                key,
+                addr,
+                cause: e.to_string(),
+            })
+        }
+        let mut out = Listeners::default();
+        if role.serves_edge() {
+            if let Some(addr) = config.edge.listen {
+                out.edge_tls = Some(bind_one("edge.listen", addr).await?);
+            }
+            if let Some(addr) = config.edge.plain_listen {
+                out.edge_plain = Some(bind_one("edge.plain_listen", addr).await?);
+            }
+        }
+        out.admin = Some(bind_one("admin.listen", config.admin.listen).await?);
+        Ok(out)
+    }
+}
+
+/// Runs the gateway until `shutdown` is cancelled, then stops in order.
+pub async fn run(
+    config: Config,
+    role: Role,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let master = config.master_key()?;
+    let crypto = Arc::new(Keys::derive(&master));
+    let metrics = telemetry::prometheus();
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    // TLS first: a bad certificate should fail before anything touches Redis.
+    let tls_acceptor = match &listeners.edge_tls {
+        Some(_) => Some(TlsAcceptor::from(tls::server_config(&config.tls)?)),
+        None => None,
+    };
+
+    let redis = crate::redis::connect(&config.redis).await?;
+    crate::redis::check_durability(&redis, &config.redis).await?;
+    let keys = Keyspace::new(&config.redis.prefix);
+    let store = Store::new(redis.clone(), keys.clone(), crypto.clone());
+    for (index, decl) in config.tenants.iter().enumerate() {
+        store
+            .apply_declared_tenant(decl)
+            .await
+            .map_err(|e| StartError::DeclaredTenant {
+                index,
+                id: decl.id.clone(),
+                cause: e.to_string(),
+            })?;
+    }
+    ensure_groups(&redis, &keys, config.queue.shards)
+        .await
+        .map_err(|e| StartError::Prepare(format!("creating consumer groups: {e}")))?;
+    Enqueuer::preload(&redis)
+        .await
+        .map_err(|e| StartError::Prepare(format!("loading scripts: {e}")))?;
+
+    let readiness = Readiness::new(redis.clone());
+    let background = TaskTracker::new();
+    let stop_background = CancellationToken::new();
+    let auth = Arc::new(Auth::new(
+        store.clone(),
+        &config.auth,
+        config.edge.default_rate_limit,
+        config.queue.shards,
+    ));
+    // Subscribe before serving: a change made after the first request must reach this cache.
+    let subscriber = crate::redis::connect_subscriber(&config.redis).await?;
+    let invalidations = Invalidations::new(
+        auth.clone(),
+        subscriber,
+        keys.invalidation_channel(),
+        config.redis_command_timeout() + Duration::from_millis(500),
+    );
+    invalidations
+        .subscribe()
+        .await
+        .map_err(|e| StartError::Prepare(format!("subscribing to invalidations: {e}")))?;
+    background.spawn(invalidations.run(stop_background.clone()));
+    background.spawn(upkeep(metrics.clone(), stop_background.clone()));
+    if role.runs_background() {
+        let retention = Retention::new(
+            redis.clone(),
+            keys.clone(),
+            config.queue.shards,
+            Duration::from_secs(config.queue.retention_hours * 3600),
+            Duration::from_secs(60),
+        );
+        background.spawn(retention.run(stop_background.clone()));
+    }
+
+    let enqueue_tasks = TaskTracker::new();
+    let enqueuer = Enqueuer::start(
+        redis.clone(),
+        &keys,
+        EnqueuerConfig {
+            max_batch: config.queue.max_batch,
+            max_inflight: 4,
+            capacity: 16 * 1024,
+            command_timeout: config.redis_command_timeout(),
+            wait_aof: config.redis.wait_aof,
+            shards: config.queue.shards,
+        },
+        &enqueue_tasks,
+    );
+    let body_limits = BodyLimits {
+        max_bytes: config.edge.max_body_bytes,
+        idle: Duration::from_millis(config.edge.body_idle_timeout_ms),
+        total: Duration::from_millis(config.edge.body_timeout_ms),
+    };
+    let http = HttpLimits {
+        header_read_timeout: Duration::from_millis(config.edge.header_read_timeout_ms),
+        max_header_bytes: config.edge.max_header_bytes,
+        h2_max_concurrent_streams: config.edge.h2_max_concurrent_streams,
+        h2_keepalive_interval: (config.edge.h2_keepalive_interval_ms > 0)
+            .then(|| Duration::from_millis(config.edge.h2_keepalive_interval_ms)),
+    };
+    let spec = |name: &'static str, tls: Option<TlsAcceptor>| ListenerSpec {
+        name,
+        tls,
+        tls_handshake_timeout: Duration::from_millis(config.edge.tls_handshake_timeout_ms),
+        max_connections: config.edge.max_connections,
+        http: http.clone(),
+        grace: Duration::from_millis(config.edge.shutdown_grace_ms),
+    };
+
+    let servers = TaskTracker::new();
+    let stop_listeners = CancellationToken::new();
+    {
+        let edge_state = EdgeState {
+            auth: auth.clone(),
+            enqueuer,
+            body_limits,
+        };
+        let edge_router = ingest::router(edge_state.clone(), readiness.clone());
+        if let Some(l) = listeners.edge_tls {
+            let service = HttpService::edge("edge_tls", edge_state.clone(), edge_router.clone());
+            servers.spawn(listener::serve(l, spec("edge_tls", tls_acceptor), service, stop_listeners.clone()));
+        }
+        if let Some(l) = listeners.edge_plain {
+            let service = HttpService::edge("edge_plain", edge_state.clone(), edge_router.clone());
+            servers.spawn(listener::serve(l, spec("edge_plain", None), service, stop_listeners.clone()));
+        }
+        if let Some(l) = listeners.admin {
+            let state = AdminState {
+                store: store.clone(),
+                auth: auth.clone(),
+                body_limits: BodyLimits {
+                    max_bytes: 64 * 1024,
+                    ..body_limits
+                },
+            };
+            let router = admin::router(state, config.admin.token.clone(), readiness.clone(), metrics);
+            let service = HttpService::routed("admin", router);
+            servers.spawn(listener::serve(l, spec("admin", None), service, stop_listeners.clone()));
+        }
+        // `edge_state` (and with it this scope's enqueuer handle) drops here: once the servers
+        // stop, no handle is left and the enqueuer's collector ends.
+    }
+    servers.close();
+    readiness.set_ready(true);
+    tracing::info!(role = ?role, "estafeta ready");
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    readiness.set_ready(false);
+    stop_listeners.cancel();
+    servers.wait().await;
+    enqueue_tasks.close();
+    enqueue_tasks.wait().await;
+    stop_background.cancel();
+    background.close();
+    background.wait().await;
+    let _ = fred::interfaces::ClientLike::quit(&redis).await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Keeps the Prometheus recorder's histograms drained.
+async fn upkeep(handle: metrics_exporter_prometheus::PrometheusHandle, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(telemetry::upkeep_interval());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}

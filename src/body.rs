@@ -1,0 +1,179 @@
+//! Reading request bodies within bounds: a size cap enforced while streaming (never buffering
+//! past it), a limit on the pause between two pieces, and a limit on the whole read. hyper has
+//! neither timeout, so slow-body clients are cut off here.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use tokio::time::{Instant, timeout_at};
+
+/// Limits of one body read.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest body accepted.
+    pub max_bytes: u64,
+    /// Longest pause between two frames.
+    pub idle: Duration,
+    /// Longest whole read.
+    pub total: Duration,
+}
+
+/// Why a body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("body larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("body arrived too slowly")]
+    Timeout,
+    #[error("{0}")]
+    Read(String),
+}
+
+/// Refuses a body whose declared length is over the cap, before reading any of it.
+pub fn check_declared_length(headers: &HeaderMap, limits: &BodyLimits) -> Result<(), BodyError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limits.max_bytes => Err(BodyError::TooLarge {
+            limit: limits.max_bytes,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads `body` whole within `limits`.
+pub async fn read<B>(body: B, headers: &HeaderMap, limits: &BodyLimits) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    check_declared_length(headers, limits)?;
+    let mut body = body;
+    // Set when the body first makes us wait: a body that is all there costs no clock read.
+    let mut deadline: Option<Instant> = None;
+    // Most bodies arrive in one frame: keep it without copying.
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<BytesMut> = None;
+    let mut len: u64 = 0;
+    loop {
+        // Small bodies are usually in the socket buffer already: take a frame that is ready
+        // without arming a timer, and only wait (with the deadlines) when none is.
+        let next = match body.frame().now_or_never() {
+            Some(ready) => ready,
+            None => {
+                let now = Instant::now();
+                let total = *deadline.get_or_insert(now + limits.total);
+                let idle_deadline = (now + limits.idle).min(total);
+                timeout_at(idle_deadline, body.frame())
+                    .await
+                    .map_err(|_| BodyError::Timeout)?
+            }
+        };
+        let frame = match next {
+            None => break,
+            Some(Err(e)) => return Err(BodyError::Read(e.to_string())),
+            Some(Ok(frame)) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing we keep
+        };
+        len += data.len() as u64;
+        if len > limits.max_bytes {
+            return Err(BodyError::TooLarge {
+                limit: limits.max_bytes,
+            });
+        }
+        match (&mut first, &mut buf) {
+            (None, None) => first = Some(data),
+            (Some(f), None) => {
+                let mut b = BytesMut::with_capacity((f.len() + data.len()).max(8 * 1024));
+                b.extend_from_slice(f);
+                b.extend_from_slice(&data);
+                first = None;
+                buf = Some(b);
+            }
+            (_, Some(b)) => b.extend_from_slice(&data),
+        }
+    }
+    Ok(match (first, buf) {
+        (_, Some(b)) => b.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    })
+}
+
+/// Reads a JSON body within `limits` and decodes it; an empty body decodes as `{}`.
+pub async fn read_json<T, B>(body: B, headers: &HeaderMap, limits: &BodyLimits) -> Result<T, JsonError>
+where
+    T: serde::de::DeserializeOwned,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let bytes = read(body, headers, limits).await?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+    serde_json::from_slice(bytes).map_err(|e| JsonError::Invalid(e.to_string()))
+}
+
+/// Why a JSON body was not decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("invalid JSON body: {0}")]
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+    use http_body_util::StreamBody;
+    use http_body::Frame;
+
+    fn limits(max: u64) -> BodyLimits {
+        BodyLimits {
+            max_bytes: max,
+            idle: Duration::from_millis(200),
+            total: Duration::from_secs(5),
+        }
+    }
+
+    fn chunks(parts: Vec<&'static [u8]>) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Unpin> {
+        StreamBody::new(stream::iter(
+            parts.into_iter().map(|p| Ok(Frame::data(Bytes::from_static(p)))),
+        ))
+    }
+
+    #[tokio::test]
+    async fn joins_chunks_within_cap() -> anyhow::Result<()> {
+        let b = read(chunks(vec![b"ab", b"cd", b"e"]), &HeaderMap::new(), &limits(5)).await?;
+        assert_eq!(&b[..], b"abcde");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn one_byte_over_is_too_large() {
+        let r = read(chunks(vec![b"abc", b"def"]), &HeaderMap::new(), &limits(5)).await;
+        assert!(matches!(r, Err(BodyError::TooLarge { limit: 5 })));
+    }
+
+    #[tokio::test]
+    async fn declared_length_is_refused_before_reading() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("6"));
+        let r = read(chunks(vec![]), &h, &limits(5)).await;
+        assert!(matches!(r, Err(BodyError::TooLarge { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_body_times_out() {
+        let stalled = StreamBody::new(stream::pending::<Result<Frame<Bytes>, std::io::Error>>());
+        let r = read(stalled, &HeaderMap::new(), &limits(5)).await;
+        assert!(matches!(r, Err(BodyError::Timeout)));
+    }
+}

@@ -1,0 +1,791 @@
+//! Configuration: defaults in code, then the TOML file, then `ESTAFETA_<SECTION>__<KEY>` overrides.
+//!
+//! Every struct denies unknown fields, so a misspelt key fails at start with its path. Values with a
+//! unit carry it in their name (`_ms`, `_bytes`, `_hours`). [`Config::load`] merges and validates;
+//! [`Config::warnings`] lists legal but risky choices that `serve` logs at start.
+
+mod secret;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use secret::Secret;
+
+/// Where the config is read from when neither `--config` nor `ESTAFETA_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "config/estafeta.toml";
+
+/// A configuration that cannot be used, with the key at fault in its message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} not found")]
+    NotFound(PathBuf),
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration of one `estafeta` process.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Public listeners: tenants and external platforms.
+    #[serde(default)]
+    pub edge: EdgeConfig,
+    /// Operators' listener.
+    pub admin: AdminConfig,
+    /// Certificate for the TLS edge listener.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Connection to Redis, the only state store.
+    #[serde(default)]
+    pub redis: RedisConfig,
+    /// Keys and outbound safety.
+    pub security: SecurityConfig,
+    /// Layout and retention of the event streams.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Bearer-token cache.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Outbound deliveries.
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    /// Passive monitors.
+    #[serde(default)]
+    pub monitors: MonitorsConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Tenants applied idempotently at start (config-driven deployments).
+    #[serde(default)]
+    pub tenants: Vec<TenantDecl>,
+}
+
+/// The edge listeners and their hardening limits.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// TLS listener (HTTP/1.1 and HTTP/2 by ALPN).
+    pub listen: Option<SocketAddr>,
+    /// Optional cleartext listener, for a load balancer that terminates TLS, or for benches.
+    pub plain_listen: Option<SocketAddr>,
+    /// Largest accepted request body; larger bodies get 413 without being buffered.
+    pub max_body_bytes: u64,
+    /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Time a client has to send a complete request head; also the idle limit between requests.
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to complete the TLS handshake.
+    pub tls_handshake_timeout_ms: u64,
+    /// Longest pause allowed between two pieces of a request body.
+    pub body_idle_timeout_ms: u64,
+    /// Longest time allowed to receive a whole request body.
+    pub body_timeout_ms: u64,
+    /// Open connections per listener; further clients wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings (0 disables them).
+    pub h2_keepalive_interval_ms: u64,
+    /// How long SIGTERM waits for in-flight requests before closing connections.
+    pub shutdown_grace_ms: u64,
+    /// Rate limit for tenants that have none of their own; none means unlimited.
+    pub default_rate_limit: Option<RateLimit>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            listen: None,
+            plain_listen: None,
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            header_read_timeout_ms: 10_000,
+            tls_handshake_timeout_ms: 5_000,
+            body_idle_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 256,
+            h2_keepalive_interval_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+            default_rate_limit: None,
+        }
+    }
+}
+
+/// A token-bucket (GCRA) rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second (may be fractional: 0.5 is one every two seconds).
+    pub per_second: f64,
+    /// Requests allowed at once above the sustained rate; defaults to one second's worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// Largest sustained rate accepted, to keep the GCRA period representable.
+    pub const MAX_PER_SECOND: f64 = 1_000_000.0;
+
+    /// Checks the limit's values.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.per_second.is_finite()
+            || self.per_second <= 0.0
+            || self.per_second > Self::MAX_PER_SECOND
+        {
+            return Err(format!(
+                "per_second must be a number above 0 and at most {}",
+                Self::MAX_PER_SECOND
+            ));
+        }
+        if self.burst == Some(0) {
+            return Err("burst must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The burst actually applied: the configured one, else one second's worth (at least 1).
+    pub fn effective_burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| (self.per_second.ceil() as u32).max(1))
+    }
+}
+
+/// The admin listener.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin API, `/metrics` and `/openapi.json`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token of the admin API.
+    pub token: Secret,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+/// The TLS certificate of the edge.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Generate a self-signed development certificate at start when the files are missing.
+    pub generate_dev_cert: bool,
+    /// Names the generated development certificate is valid for.
+    pub dev_cert_hosts: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: PathBuf::from("certs/dev.crt"),
+            key: PathBuf::from("certs/dev.key"),
+            generate_dev_cert: false,
+            dev_cert_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
+}
+
+/// Redis connection and durability settings.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://`, `rediss://` or `redis-cluster://host:port,host:port`.
+    pub url: String,
+    /// Every key the gateway writes starts with this.
+    pub prefix: String,
+    /// Longest wait for a Redis reply before the request fails with 503.
+    pub command_timeout_ms: u64,
+    /// Longest wait to open a connection.
+    pub connect_timeout_ms: u64,
+    /// Refuse to start unless Redis is set up so that an acknowledged event survives a crash.
+    pub require_durable: bool,
+    /// Make every 202 wait until Redis has fsynced the event to its AOF (`WAITAOF`, Redis 7.2+).
+    pub wait_aof: bool,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "estafeta".into(),
+            command_timeout_ms: 2_000,
+            connect_timeout_ms: 5_000,
+            require_durable: false,
+            wait_aof: false,
+        }
+    }
+}
+
+/// Keys and outbound safety.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// 32 bytes, base64: the root of every key that hashes tokens and seals secrets at rest.
+    pub master_key: Secret,
+    /// Allow delivery targets on loopback, private and link-local addresses (SSRF guard off).
+    #[serde(default)]
+    pub allow_private_targets: bool,
+}
+
+/// Layout and retention of the event streams.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Number of shard streams. Fixed for the life of a deployment: it decides which stream
+    /// holds each tenant's events.
+    pub shards: u16,
+    /// How long events stay in their stream after they were received.
+    pub retention_hours: u64,
+    /// Most events written to Redis as one batch (one stream entry per shard).
+    pub max_batch: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            shards: 16,
+            retention_hours: 14 * 24,
+            max_batch: 256,
+        }
+    }
+}
+
+/// The bearer-token cache in front of Redis.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a valid token or tenant stays cached (invalidations arrive sooner by pub/sub).
+    pub cache_ttl_ms: u64,
+    /// How long an unknown token is remembered as unknown.
+    pub negative_ttl_ms: u64,
+    /// Most tokens (and tenants) cached.
+    pub cache_capacity: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            cache_ttl_ms: 60_000,
+            negative_ttl_ms: 1_000,
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+/// Outbound deliveries.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Deliveries in flight per dispatcher process.
+    pub concurrency: usize,
+    /// Time limit of one delivery attempt.
+    pub request_timeout_ms: u64,
+    /// Default retry policy of persistent targets.
+    pub retry: RetryPolicy,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            concurrency: 256,
+            request_timeout_ms: 10_000,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Upper bound of the first retry's delay.
+    pub initial_delay_ms: u64,
+    /// Growth of the bound per attempt.
+    pub multiplier: f64,
+    /// Cap of the bound.
+    pub max_delay_ms: u64,
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_delay_ms: 1_000,
+            multiplier: 2.0,
+            max_delay_ms: 3_600_000,
+            max_attempts: 10,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Checks the policy's values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.initial_delay_ms == 0 {
+            return Err("initial_delay_ms must be at least 1".into());
+        }
+        if !self.multiplier.is_finite() || self.multiplier < 1.0 {
+            return Err("multiplier must be at least 1.0".into());
+        }
+        if self.max_delay_ms < self.initial_delay_ms {
+            return Err("max_delay_ms must be at least initial_delay_ms".into());
+        }
+        if self.max_attempts == 0 || self.max_attempts > 100 {
+            return Err("max_attempts must be between 1 and 100".into());
+        }
+        Ok(())
+    }
+}
+
+/// Passive monitors.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorsConfig {
+    /// Period of the overdue-monitor check.
+    pub check_every_ms: u64,
+}
+
+impl Default for MonitorsConfig {
+    fn default() -> Self {
+        MonitorsConfig {
+            check_every_ms: 60_000,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// Default filter (`RUST_LOG` overrides it), e.g. `info` or `estafeta=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A tenant declared in the config file.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDecl {
+    /// Stable id of the tenant (`[A-Za-z0-9_-]`, at most 64).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The tenant's id in the operator's own systems; unique.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Whether the tenant may send events.
+    #[serde(default = "default_true")]
+    pub active: bool,
+    /// The tenant's own rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// A bearer token of the tenant (usually `env:NAME`).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// More bearer tokens, for rotation with an overlap.
+    #[serde(default)]
+    pub tokens: Vec<Secret>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl TenantDecl {
+    /// All tokens declared for the tenant, `token` first.
+    pub fn all_tokens(&self) -> impl Iterator<Item = &Secret> {
+        self.token.iter().chain(self.tokens.iter())
+    }
+}
+
+/// Shortest accepted admin token and config-declared tenant token.
+pub const MIN_SECRET_TOKEN_LEN: usize = 24;
+
+impl Config {
+    /// Reads `path`, applies environment overrides and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::NotFound(path.to_owned()));
+        }
+        Self::from_figment(Figment::new().merge(Toml::file_exact(path)))
+    }
+
+    /// Parses a TOML text (plus environment overrides); used by tests and benches.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        // Only `SECTION__KEY` variables are overrides: ESTAFETA_CONFIG and the secrets that
+        // `env:` points at (ESTAFETA_ADMIN_TOKEN...) share the prefix but are not config keys.
+        let env = Env::prefixed("ESTAFETA_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__");
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Parse(one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The decoded master key.
+    pub fn master_key(&self) -> Result<[u8; 32], ConfigError> {
+        decode_master_key(self.security.master_key.expose())
+            .map_err(|m| invalid("security.master_key", m))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.master_key()?;
+        if self.admin.token.expose().len() < MIN_SECRET_TOKEN_LEN {
+            return Err(invalid(
+                "admin.token",
+                format!("must be at least {MIN_SECRET_TOKEN_LEN} characters"),
+            ));
+        }
+        let edge = &self.edge;
+        if edge.listen.is_none() && edge.plain_listen.is_none() {
+            return Err(invalid(
+                "edge.listen",
+                "set edge.listen (TLS) or edge.plain_listen (cleartext), or both",
+            ));
+        }
+        if edge.max_body_bytes == 0 {
+            return Err(invalid("edge.max_body_bytes", "must be at least 1"));
+        }
+        if !(8 * 1024..=1024 * 1024).contains(&edge.max_header_bytes) {
+            return Err(invalid(
+                "edge.max_header_bytes",
+                "must be between 8192 and 1048576",
+            ));
+        }
+        for (key, value) in [
+            ("edge.header_read_timeout_ms", edge.header_read_timeout_ms),
+            ("edge.tls_handshake_timeout_ms", edge.tls_handshake_timeout_ms),
+            ("edge.body_idle_timeout_ms", edge.body_idle_timeout_ms),
+            ("edge.body_timeout_ms", edge.body_timeout_ms),
+            ("redis.command_timeout_ms", self.redis.command_timeout_ms),
+            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
+            ("dispatch.request_timeout_ms", self.dispatch.request_timeout_ms),
+            ("monitors.check_every_ms", self.monitors.check_every_ms),
+            ("auth.cache_ttl_ms", self.auth.cache_ttl_ms),
+            ("auth.negative_ttl_ms", self.auth.negative_ttl_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if edge.max_connections == 0 {
+            return Err(invalid("edge.max_connections", "must be at least 1"));
+        }
+        if edge.h2_max_concurrent_streams == 0 {
+            return Err(invalid("edge.h2_max_concurrent_streams", "must be at least 1"));
+        }
+        if let Some(limit) = &edge.default_rate_limit {
+            limit
+                .validate()
+                .map_err(|m| invalid("edge.default_rate_limit", m))?;
+        }
+        if let (Some(a), Some(b)) = (edge.listen, edge.plain_listen) {
+            if a == b {
+                return Err(invalid("edge.plain_listen", "must differ from edge.listen"));
+            }
+        }
+        if edge.listen == Some(self.admin.listen) || edge.plain_listen == Some(self.admin.listen) {
+            return Err(invalid("admin.listen", "must differ from the edge listeners"));
+        }
+        crate::store::validate_prefix(&self.redis.prefix)
+            .map_err(|m| invalid("redis.prefix", m))?;
+        crate::redis::validate_url(&self.redis.url)
+            .map_err(|m| invalid("redis.url", m))?;
+        if self.redis.wait_aof && crate::redis::is_cluster_url(&self.redis.url) {
+            return Err(invalid(
+                "redis.wait_aof",
+                "is not supported with Redis Cluster (WAITAOF confirms one node only)",
+            ));
+        }
+        if !(1..=1024).contains(&self.queue.shards) {
+            return Err(invalid("queue.shards", "must be between 1 and 1024"));
+        }
+        if self.queue.retention_hours == 0 {
+            return Err(invalid("queue.retention_hours", "must be at least 1"));
+        }
+        if !(1..=crate::queue::MAX_BATCH_EVENTS).contains(&self.queue.max_batch) {
+            return Err(invalid(
+                "queue.max_batch",
+                format!("must be between 1 and {}", crate::queue::MAX_BATCH_EVENTS),
+            ));
+        }
+        if self.auth.cache_capacity == 0 {
+            return Err(invalid("auth.cache_capacity", "must be at least 1"));
+        }
+        if self.dispatch.concurrency == 0 {
+            return Err(invalid("dispatch.concurrency", "must be at least 1"));
+        }
+        self.dispatch
+            .retry
+            .validate()
+            .map_err(|m| invalid("dispatch.retry", m))?;
+        self.validate_tenants()
+    }
+
+    fn validate_tenants(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        let mut external_ids = HashSet::new();
+        let mut tokens = HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let key = format!("tenants[{i}]");
+            crate::store::validate_tenant_id(&t.id)
+                .map_err(|m| invalid(&format!("{key}.id"), m))?;
+            if !ids.insert(t.id.as_str()) {
+                return Err(invalid(&format!("{key}.id"), format!("`{}` is declared twice", t.id)));
+            }
+            crate::store::validate_name(&t.name).map_err(|m| invalid(&format!("{key}.name"), m))?;
+            if let Some(ext) = &t.external_id {
+                crate::store::validate_external_id(ext)
+                    .map_err(|m| invalid(&format!("{key}.external_id"), m))?;
+                if !external_ids.insert(ext.as_str()) {
+                    return Err(invalid(
+                        &format!("{key}.external_id"),
+                        "is declared for two tenants",
+                    ));
+                }
+            }
+            if let Some(limit) = &t.rate_limit {
+                limit
+                    .validate()
+                    .map_err(|m| invalid(&format!("{key}.rate_limit"), m))?;
+            }
+            for token in t.all_tokens() {
+                if token.expose().len() < MIN_SECRET_TOKEN_LEN {
+                    return Err(invalid(
+                        &format!("{key}.token"),
+                        format!("must be at least {MIN_SECRET_TOKEN_LEN} characters"),
+                    ));
+                }
+                crate::store::validate_token_text(token.expose())
+                    .map_err(|m| invalid(&format!("{key}.token"), m))?;
+                if !tokens.insert(token.expose()) {
+                    return Err(invalid(&format!("{key}.token"), "is declared twice"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Legal but risky settings, one sentence each, for `serve` to log at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.admin.token.is_literal() {
+            out.push("admin.token is written in the config file; use env:NAME outside development".into());
+        }
+        if self.security.master_key.is_literal() {
+            out.push(
+                "security.master_key is written in the config file; use env:NAME outside development"
+                    .into(),
+            );
+        }
+        if self.security.allow_private_targets {
+            out.push("security.allow_private_targets = true: targets may reach private and loopback addresses (SSRF guard off)".into());
+        }
+        if self.tls.generate_dev_cert {
+            out.push("tls.generate_dev_cert = true: a self-signed development certificate may be served".into());
+        }
+        for addr in [self.edge.plain_listen, Some(self.admin.listen)].into_iter().flatten() {
+            if !addr.ip().is_loopback() {
+                out.push(format!(
+                    "cleartext listener on non-loopback address {addr}: put it behind a TLS-terminating proxy"
+                ));
+            }
+        }
+        for t in &self.tenants {
+            if t.all_tokens().any(Secret::is_literal) {
+                out.push(format!(
+                    "tenants `{}` has a token written in the config file; use env:NAME outside development",
+                    t.id
+                ));
+            }
+        }
+        out
+    }
+
+    /// Durations derived from the `_ms` fields.
+    pub fn redis_command_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis.command_timeout_ms)
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+}
+
+/// Decodes a base64 master key and checks its length.
+pub fn decode_master_key(text: &str) -> Result<[u8; 32], String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| "must be base64 (32 random bytes, e.g. `openssl rand -base64 32`)".to_owned())?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "must be 32 bytes of base64, got {} bytes (e.g. `openssl rand -base64 32`)",
+            bytes.len()
+        )
+    })
+}
+
+/// Figment errors can span lines; the contract wants one line naming the key.
+fn one_line(e: &figment::Error) -> String {
+    let mut parts = Vec::new();
+    for err in e.clone() {
+        let path = err.path.join(".");
+        let msg = err.kind.to_string();
+        let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        if path.is_empty() {
+            parts.push(msg);
+        } else {
+            parts.push(format!("{path}: {msg}"));
+        }
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    fn base(extra: &str) -> String {
+        format!(
+            r#"
+[edge]
+plain_listen = "127.0.0.1:18080"
+[admin]
+token = "0123456789abcdef0123456789abcdef"
+[security]
+master_key = "{KEY}"
+{extra}
+"#
+        )
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() -> anyhow::Result<()> {
+        let c = Config::from_toml(&base(""))?;
+        assert_eq!(c.edge.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.redis.prefix, "estafeta");
+        assert_eq!(c.queue.shards, 16);
+        assert_eq!(c.dispatch.retry.max_attempts, 10);
+        assert_eq!(c.master_key()?, [0u8; 32]);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml(&base("[redis]\nurll = \"x\"")).err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains("redis") && err.contains("urll"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn short_master_key_is_refused() {
+        let text = base("").replace(KEY, "AAAA");
+        let err = Config::from_toml(&text).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.starts_with("security.master_key: must be 32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        for (extra, key) in [
+            ("[queue]\nshards = 0", "queue.shards"),
+            ("[dispatch]\nretry = { max_attempts = 0 }", "dispatch.retry"),
+            ("[redis]\nurl = \"http://x\"", "redis.url"),
+            ("[redis]\nprefix = \"a b\"", "redis.prefix"),
+            ("[edge.default_rate_limit]\nper_second = -1", "edge.default_rate_limit"),
+            ("[[tenants]]\nid = \"a b\"\nname = \"A\"", "tenants[0].id"),
+            ("[[tenants]]\nid = \"a\"\nname = \"A\"\ntoken = \"short\"", "tenants[0].token"),
+        ] {
+            let err = Config::from_toml(&base(extra)).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.starts_with(key), "{extra:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn missing_secret_variable_names_key_and_variable() {
+        let text = base("").replace(
+            "\"0123456789abcdef0123456789abcdef\"",
+            "\"env:ESTAFETA_TEST_UNSET_VAR_XYZ\"",
+        );
+        let err = Config::from_toml(&text).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("admin.token") && err.contains("ESTAFETA_TEST_UNSET_VAR_XYZ"), "{err}");
+    }
+
+    #[test]
+    fn redacted_toml_hides_secrets() -> anyhow::Result<()> {
+        let c = Config::from_toml(&base(""))?;
+        let out = c.to_redacted_toml()?;
+        assert!(!out.contains("0123456789abcdef"));
+        assert!(!out.contains(KEY));
+        assert!(out.contains("[redacted]"));
+        Ok(())
+    }
+
+    #[test]
+    fn literal_secrets_are_warned() -> anyhow::Result<()> {
+        let c = Config::from_toml(&base(""))?;
+        let w = c.warnings();
+        assert!(w.iter().any(|l| l.contains("admin.token")));
+        assert!(w.iter().any(|l| l.contains("security.master_key")));
+        Ok(())
+    }
+
+    #[test]
+    fn burst_defaults_to_one_second() {
+        let l = RateLimit { per_second: 2.5, burst: None };
+        assert_eq!(l.effective_burst(), 3);
+        let l = RateLimit { per_second: 0.1, burst: None };
+        assert_eq!(l.effective_burst(), 1);
+    }
+}

@@ -1,0 +1,60 @@
+//! The edge router: what tenants and external platforms call.
+//!
+//! | route | handler |
+//! | --- | --- |
+//! | `POST /v1/events/{event_type}` | [`events::post_event`] |
+//! | `GET /healthz`, `GET /readyz` | [`crate::health`] |
+//!
+//! Every other path answers the contract's JSON 404, every wrong method its JSON 405.
+
+pub mod events;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::auth::Auth;
+use crate::body::BodyLimits;
+use crate::error::ApiError;
+use crate::health::{self, Readiness};
+use crate::observe;
+use crate::queue::Enqueuer;
+
+/// What edge handlers share.
+#[derive(Clone, Debug)]
+pub struct EdgeState {
+    /// Token → tenant.
+    pub auth: Arc<Auth>,
+    /// Durable writes.
+    pub enqueuer: Enqueuer,
+    /// Body bounds.
+    pub body_limits: BodyLimits,
+}
+
+/// The edge router. The hot route is also served by hand ([`crate::service`]); it is routed
+/// here too so that other methods on its path get 405 and the router alone is complete.
+pub fn router(state: EdgeState, readiness: Arc<Readiness>) -> Router {
+    let api = Router::new()
+        .route("/v1/events/{event_type}", post(events::post_event_routed))
+        .with_state(state);
+    let health = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(readiness);
+    api.merge(health)
+        .route_layer(axum::middleware::from_fn(observe::tag_route))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// JSON 404 for unknown paths.
+pub async fn not_found() -> Response {
+    ApiError::new(http::StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
+}
+
+/// JSON 405 for known paths with the wrong method.
+pub async fn method_not_allowed() -> Response {
+    ApiError::method_not_allowed().into_response()
+}

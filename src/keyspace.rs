@@ -1,0 +1,144 @@
+//! The Redis key layout: every key and channel the gateway uses is named here and nowhere else.
+//!
+//! All keys start with the configured prefix `P`. Keys in braces are Redis Cluster hash tags:
+//! keys sharing a tag live in one slot, so multi-key scripts and transactions work on a cluster.
+//!
+//! | key | type | what it holds |
+//! | --- | --- | --- |
+//! | `P:{m}:tenant:<id>` | hash | a tenant: `name`, `ext` (sealed external id), `active`, `rl_ps`, `rl_burst`, `created_at`, `updated_at`, `origin` |
+//! | `P:{m}:tenants` | sorted set (score 0) | every tenant id, listed in lexical order (ids sort by creation) |
+//! | `P:{m}:tenant_ext:<blind>` | string | tenant id by keyed hash of its external id (unique) |
+//! | `P:{m}:token:<hash>` | hash | a token by HMAC of its text: `tenant`, `id`, `created_at` |
+//! | `P:{m}:tenant_tokens:<id>` | hash | a tenant's tokens: token id → token hash |
+//! | `P:{q<n>}:events` | stream | shard `n` of the event queue; consumer group [`DISPATCH_GROUP`] |
+//! | `P:{q<n>}:idem:<tenant>:<sha256>` | string, 24 h TTL | `<event id> <fingerprint>` of an `Idempotency-Key` |
+//! | channel `P:invalidate` | pub/sub | `tenant:<id>` / `token:<hash>`: drop that entry from every auth cache |
+//!
+//! Control-plane keys share the `{m}` tag: they are small and change rarely, and one slot lets
+//! tenant creation and deletion run as single atomic scripts. Each shard stream has its own tag
+//! so a cluster spreads the event load; a tenant's idempotency keys sit in its shard's slot so
+//! the check and the append are one atomic script.
+
+use crate::crypto::TokenHash;
+
+/// The consumer group of the dispatcher on every shard stream.
+pub const DISPATCH_GROUP: &str = "dispatch";
+
+/// Key builder for one deployment's prefix.
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    /// The configured `redis.prefix`.
+    prefix: String,
+}
+
+impl Keyspace {
+    /// A key builder for `prefix` (already validated by the config).
+    pub fn new(prefix: &str) -> Keyspace {
+        Keyspace {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The configured prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn tenant(&self, id: &str) -> String {
+        format!("{}:{{m}}:tenant:{id}", self.prefix)
+    }
+
+    pub fn tenants(&self) -> String {
+        format!("{}:{{m}}:tenants", self.prefix)
+    }
+
+    pub fn tenant_by_external_id(&self, blind: &str) -> String {
+        format!("{}:{{m}}:tenant_ext:{blind}", self.prefix)
+    }
+
+    pub fn token(&self, hash: &TokenHash) -> String {
+        self.token_hex(&hash.to_hex())
+    }
+
+    pub fn token_hex(&self, hash_hex: &str) -> String {
+        format!("{}:{{m}}:token:{hash_hex}", self.prefix)
+    }
+
+    pub fn tenant_tokens(&self, id: &str) -> String {
+        format!("{}:{{m}}:tenant_tokens:{id}", self.prefix)
+    }
+
+    /// Shard `n`'s event stream.
+    pub fn stream(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:events", self.prefix)
+    }
+
+    /// An idempotency record, in the same slot as the tenant's shard stream.
+    pub fn idempotency(&self, shard: u16, tenant: &str, key_digest: &str) -> String {
+        format!("{}:{{q{shard}}}:idem:{tenant}:{key_digest}", self.prefix)
+    }
+
+    /// The pub/sub channel of auth-cache invalidations.
+    pub fn invalidation_channel(&self) -> String {
+        format!("{}:invalidate", self.prefix)
+    }
+}
+
+/// Cluster hash slot of a key (CRC16/XMODEM of the hash tag, or of the whole key).
+#[cfg(test)]
+fn hash_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            bytes[open + 1..]
+                .iter()
+                .position(|&b| b == b'}')
+                .filter(|&len| len > 0)
+                .map(|len| &bytes[open + 1..open + 1 + len])
+        })
+        .unwrap_or(bytes);
+    let mut crc: u16 = 0;
+    for &b in tagged {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc16_matches_redis_reference() {
+        // From the Redis Cluster specification: "123456789" hashes to 0x31C3.
+        assert_eq!(hash_slot("123456789"), 0x31C3);
+    }
+
+    #[test]
+    fn keys_that_scripts_touch_together_share_a_slot() {
+        let k = Keyspace::new("est");
+        let t = k.tenant("ten_1");
+        assert_eq!(hash_slot(&t), hash_slot(&k.tenants()));
+        assert_eq!(hash_slot(&t), hash_slot(&k.tenant_tokens("ten_1")));
+        assert_eq!(hash_slot(&t), hash_slot(&k.tenant_by_external_id("ab")));
+        assert_eq!(hash_slot(&t), hash_slot(&k.token_hex("00")));
+        assert_eq!(hash_slot(&k.stream(3)), hash_slot(&k.idempotency(3, "ten_1", "ff")));
+    }
+
+    #[test]
+    fn shards_spread_over_slots() {
+        let k = Keyspace::new("est");
+        let slots: std::collections::HashSet<u16> = (0..16).map(|s| hash_slot(&k.stream(s))).collect();
+        assert_eq!(slots.len(), 16);
+        assert!(k.stream(0).starts_with("est:"));
+    }
+}

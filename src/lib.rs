@@ -1,0 +1,48 @@
+//! # Estafeta: a webhook gateway
+//!
+//! # Layout
+//!
+//! **Edge** ([`listener`], [`tls`], [`ingest`]). TCP → rustls (handshake deadline, ALPN h2 and
+//! http/1.1) → hyper-util auto → axum routers. Every limit is explicit: connections, handshake,
+//! head size and time, body size and time ([`body`]). `POST /v1/events/{type}` authenticates,
+//! checks, reads the body and hands the event to the queue; it answers 202 only when Redis holds
+//! the event.
+//!
+//! **Auth** ([`auth`], [`store`], [`crypto`]). Tenants and tokens live in Redis; a token is
+//! stored only as its HMAC, secrets that must be recovered are sealed with AES-256-GCM, and
+//! both keys derive from the master key. A moka cache answers the hot path; pub/sub
+//! invalidations keep every instance's cache coherent within a second.
+//!
+//! **Queue** ([`queue`], [`keyspace`]). A fixed number of shard streams, hash-tagged for Redis
+//! Cluster; a tenant always maps to one shard, so its events keep their order. Concurrent
+//! requests are written in pipelined batches. Idempotency keys are checked and recorded in the
+//! same atomic script as the append. Streams are trimmed by age, never past undelivered entries.
+//!
+//! **Admin** ([`admin`]). Tenants and tokens, `/metrics`, `/openapi.json`, health.
+//!
+//! **Process** ([`app`], [`config`], [`telemetry`], [`health`]). `app::run` takes a validated
+//! [`config::Config`] and bound sockets, starts everything in order and stops it in reverse
+//! order on shutdown: not ready, stop accepting, drain, flush the queue, stop background tasks.
+//!
+//! Errors map to the contract's JSON in one place: [`error`].
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod health;
+pub mod ingest;
+pub mod keyspace;
+pub mod listener;
+pub mod observe;
+pub mod queue;
+pub mod redis;
+pub mod service;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

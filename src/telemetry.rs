@@ -1,0 +1,255 @@
+//! Logs and metrics.
+//!
+//! Logs: a `tracing` subscriber writing text or JSON lines to stderr, filtered by `RUST_LOG` or
+//! `log.level`. No token, secret or payload is ever a log field.
+//!
+//! Metrics: one process-wide Prometheus recorder, rendered at the admin listener's `/metrics`.
+//! Labels stay low-cardinality: route templates, never paths; outcome words, never tenant ids.
+//! Every metric the gateway emits is recorded through a function here, so names live in one place.
+//! Handles of per-request metrics are resolved once and kept: they must be resolved after
+//! [`prometheus`] installed the recorder, which `app::run` does first.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, RwLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Latency buckets (seconds) shared by every duration histogram: 100 µs to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+/// Batch-size buckets.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+/// Installs the log subscriber. Later calls (tests building several apps) are no-ops.
+pub fn init_logging(cfg: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_span_events(FmtSpan::NONE);
+    let _ = match cfg.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus handle, installing the recorder on first use.
+pub fn prometheus() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), BATCH_BUCKETS)
+                });
+            let recorder = match builder {
+                Ok(b) => b.build_recorder(),
+                // Only a bucket list can fail to build, and ours are constant and non-empty.
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+/// Drains histogram samples into their buckets; call periodically.
+pub fn upkeep_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("estafeta_http_requests_total", "HTTP requests by listener, route template and status");
+    describe_histogram!("estafeta_http_request_duration_seconds", Unit::Seconds, "HTTP request latency by listener and route template");
+    describe_histogram!("estafeta_ingest_duration_seconds", Unit::Seconds, "Time from a request's arrival at the queue to its event being durable in Redis");
+    describe_counter!("estafeta_events_enqueued_total", "Events written to the queue (result=new) or recognised as idempotent repeats (result=duplicate)");
+    describe_histogram!("estafeta_enqueue_batch_size", "Events per pipelined Redis batch");
+    describe_counter!("estafeta_auth_cache_total", "Auth cache lookups by cache (token, tenant) and result (hit, miss)");
+    describe_counter!("estafeta_redis_errors_total", "Failed Redis operations by operation");
+    describe_gauge!("estafeta_connections", "Open client connections by listener");
+    describe_counter!("estafeta_connections_rejected_total", "Connections closed before serving by listener and reason (tls_handshake_timeout, tls_error)");
+    describe_counter!("estafeta_rate_limited_total", "Requests refused with 429");
+}
+
+/// The counter and histogram of one (listener, route, status) of a hot route.
+type RequestHandles = (metrics::Counter, metrics::Histogram);
+
+/// Handles of hot-route request metrics, resolved once: the registry lookup (hashing the key
+/// and its labels) costs more than the increment.
+static HOT_REQUESTS: LazyLock<RwLock<HashMap<HotKey, RequestHandles>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// (listener, route template, status).
+type HotKey = (&'static str, &'static str, u16);
+
+/// A request to a hot route (static template) finished.
+pub fn hot_request(listener: &'static str, route: &'static str, status: u16, elapsed: Duration) {
+    let key = (listener, route, status);
+    let cached = HOT_REQUESTS
+        .read()
+        .ok()
+        .and_then(|m| m.get(&key).cloned());
+    let (counter, histogram) = match cached {
+        Some(h) => h,
+        None => {
+            let handles = request_handles(listener, route.into(), status);
+            if let Ok(mut m) = HOT_REQUESTS.write() {
+                m.insert(key, handles.clone());
+            }
+            handles
+        }
+    };
+    counter.increment(1);
+    histogram.record(elapsed.as_secs_f64());
+}
+
+/// An HTTP request to a routed path finished. `route` is its template.
+pub fn http_request(listener: &'static str, route: metrics::SharedString, status: u16, elapsed: Duration) {
+    let (counter, histogram) = request_handles(listener, route, status);
+    counter.increment(1);
+    histogram.record(elapsed.as_secs_f64());
+}
+
+fn request_handles(listener: &'static str, route: metrics::SharedString, status: u16) -> RequestHandles {
+    let counter = metrics::counter!(
+        "estafeta_http_requests_total",
+        "listener" => listener,
+        "route" => route.clone(),
+        "status" => status_label(status),
+    );
+    let histogram = metrics::histogram!(
+        "estafeta_http_request_duration_seconds",
+        "listener" => listener,
+        "route" => route,
+    );
+    (counter, histogram)
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        202 => "202",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// An event batch went to Redis.
+pub fn enqueue_batch(size: usize) {
+    metrics::histogram!("estafeta_enqueue_batch_size").record(size as f64);
+}
+
+/// Handles of the per-event metrics, resolved once.
+struct EventHandles {
+    new: metrics::Counter,
+    duplicate: metrics::Counter,
+    latency: metrics::Histogram,
+    token_hit: metrics::Counter,
+    token_miss: metrics::Counter,
+    tenant_hit: metrics::Counter,
+    tenant_miss: metrics::Counter,
+}
+
+static EVENT_HANDLES: LazyLock<EventHandles> = LazyLock::new(|| {
+    let enqueued = |result: &'static str| metrics::counter!("estafeta_events_enqueued_total", "result" => result);
+    let cache = |cache: &'static str, result: &'static str| {
+        metrics::counter!("estafeta_auth_cache_total", "cache" => cache, "result" => result)
+    };
+    EventHandles {
+        new: enqueued("new"),
+        duplicate: enqueued("duplicate"),
+        latency: metrics::histogram!("estafeta_ingest_duration_seconds"),
+        token_hit: cache("token", "hit"),
+        token_miss: cache("token", "miss"),
+        tenant_hit: cache("tenant", "hit"),
+        tenant_miss: cache("tenant", "miss"),
+    }
+});
+
+/// An event was enqueued (or recognised as a repeat) in `elapsed`.
+pub fn event_enqueued(duplicate: bool, elapsed: Duration) {
+    let h = &*EVENT_HANDLES;
+    if duplicate { &h.duplicate } else { &h.new }.increment(1);
+    h.latency.record(elapsed.as_secs_f64());
+}
+
+/// An auth-cache lookup.
+pub fn auth_cache(cache: AuthCache, hit: bool) {
+    let h = &*EVENT_HANDLES;
+    match (cache, hit) {
+        (AuthCache::Token, true) => &h.token_hit,
+        (AuthCache::Token, false) => &h.token_miss,
+        (AuthCache::Tenant, true) => &h.tenant_hit,
+        (AuthCache::Tenant, false) => &h.tenant_miss,
+    }
+    .increment(1);
+}
+
+/// The two auth caches.
+#[derive(Debug, Clone, Copy)]
+pub enum AuthCache {
+    Token,
+    Tenant,
+}
+
+/// A Redis operation failed.
+pub fn redis_error(op: &'static str) {
+    metrics::counter!("estafeta_redis_errors_total", "op" => op).increment(1);
+}
+
+/// A connection opened (+1) or closed (-1) on `listener`.
+pub fn connection(listener: &'static str, delta: f64) {
+    metrics::gauge!("estafeta_connections", "listener" => listener).increment(delta);
+}
+
+/// A connection was closed before it served anything.
+pub fn connection_rejected(listener: &'static str, reason: &'static str) {
+    metrics::counter!(
+        "estafeta_connections_rejected_total",
+        "listener" => listener,
+        "reason" => reason,
+    )
+    .increment(1);
+}
+
+/// A request was refused by a rate limit.
+pub fn rate_limited() {
+    metrics::counter!("estafeta_rate_limited_total").increment(1);
+}
