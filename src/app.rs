@@ -68,7 +68,11 @@ pub enum StartError {
         cause: String,
     },
     #[error("cannot apply tenants[{index}] (`{id}`) from the config: {cause}")]
-    DeclaredTenant { index: usize, id: String, cause: String },
+    DeclaredTenant {
+        index: usize,
+        id: String,
+        cause: String,
+    },
     #[error("cannot prepare Redis: {0}")]
     Prepare(String),
 }
@@ -156,10 +160,10 @@ pub async fn run(
     ));
     // Subscribe before serving: a change made after the first request must reach this cache.
     let subscriber = crate::redis::connect_subscriber(&config.redis).await?;
-    let invalidations = Invalidations::new(
+    let mut invalidations = Invalidations::new(
         auth.clone(),
         subscriber,
-        keys.invalidation_channel(),
+        store.clone(),
         config.redis_command_timeout() + Duration::from_millis(500),
     );
     invalidations
@@ -225,11 +229,21 @@ pub async fn run(
         let edge_router = ingest::router(edge_state.clone(), readiness.clone());
         if let Some(l) = listeners.edge_tls {
             let service = HttpService::edge("edge_tls", edge_state.clone(), edge_router.clone());
-            servers.spawn(listener::serve(l, spec("edge_tls", tls_acceptor), service, stop_listeners.clone()));
+            servers.spawn(listener::serve(
+                l,
+                spec("edge_tls", tls_acceptor),
+                service,
+                stop_listeners.clone(),
+            ));
         }
         if let Some(l) = listeners.edge_plain {
             let service = HttpService::edge("edge_plain", edge_state.clone(), edge_router.clone());
-            servers.spawn(listener::serve(l, spec("edge_plain", None), service, stop_listeners.clone()));
+            servers.spawn(listener::serve(
+                l,
+                spec("edge_plain", None),
+                service,
+                stop_listeners.clone(),
+            ));
         }
         if let Some(l) = listeners.admin {
             let state = AdminState {
@@ -240,9 +254,19 @@ pub async fn run(
                     ..body_limits
                 },
             };
-            let router = admin::router(state, config.admin.token.clone(), readiness.clone(), metrics);
+            let router = admin::router(
+                state,
+                config.admin.token.clone(),
+                readiness.clone(),
+                metrics,
+            );
             let service = HttpService::routed("admin", router);
-            servers.spawn(listener::serve(l, spec("admin", None), service, stop_listeners.clone()));
+            servers.spawn(listener::serve(
+                l,
+                spec("admin", None),
+                service,
+                stop_listeners.clone(),
+            ));
         }
         // `edge_state` (and with it this scope's enqueuer handle) drops here: once the servers
         // stop, no handle is left and the enqueuer's collector ends.

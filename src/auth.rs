@@ -5,18 +5,20 @@
 //! Redis; concurrent misses for one key share one lookup, and unknown tokens are remembered for
 //! `auth.negative_ttl_ms` so a flood of bad tokens costs Redis one lookup per token and period.
 //!
-//! Coherence: the store publishes `tenant:<id>` / `token:<hash>` on the invalidation channel
-//! after every change that narrows access; [`Invalidations::run`] drops the entry here, and
-//! again one Redis timeout later, which covers a lookup that read the old value just before the
-//! change and finished after the message. When the subscription drops, messages may have been
-//! missed, so every entry is dropped on reconnect.
+//! Coherence: the store publishes numbered `tenant:<id>` / `token:<hash>` messages on the
+//! invalidation channel after every change that narrows access; [`Invalidations::run`] drops the
+//! entry here, and looks again one Redis timeout later: an entry whose read started before the
+//! message arrived may hold the value from before the change, and is dropped too. A gap in the numbers (or a counter
+//! that moved while the subscription was down) means messages were missed: then every entry is
+//! dropped. A counter that went back means Redis lost its data; cached entries then live out
+//! their TTL, so a Redis restart without persistence does not lock every tenant out at once.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fred::prelude::*;
 use fred::clients::SubscriberClient;
+use fred::prelude::*;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use moka::Expiry;
 use tokio::sync::Semaphore;
@@ -62,10 +64,11 @@ impl TenantAuth {
     pub fn check_rate(&self) -> Result<(), Duration> {
         match &self.limiter {
             None => Ok(()),
-            Some(l) => l
-                .limiter
-                .check()
-                .map_err(|not_until| not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))),
+            Some(l) => l.limiter.check().map_err(|not_until| {
+                not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ))
+            }),
         }
     }
 }
@@ -78,16 +81,20 @@ struct Limiter {
     limiter: DefaultDirectRateLimiter,
 }
 
+/// A cached token lookup: its owner, or `None` for an unknown token.
 #[derive(Clone)]
-enum TokenEntry {
-    Owner(Arc<str>),
-    Unknown,
+struct TokenEntry {
+    owner: Option<Arc<str>>,
+    /// When the Redis read behind this entry started.
+    read_at: Instant,
 }
 
+/// A cached tenant lookup: the tenant, or `None` for a missing one.
 #[derive(Clone)]
-enum TenantEntry {
-    Found(Arc<TenantAuth>),
-    Missing,
+struct TenantEntry {
+    tenant: Option<Arc<TenantAuth>>,
+    /// When the Redis read behind this entry started.
+    read_at: Instant,
 }
 
 /// Positive entries live `positive`, negative ones `negative`.
@@ -98,18 +105,20 @@ struct Ttl {
 
 impl Expiry<TokenHash, TokenEntry> for Ttl {
     fn expire_after_create(&self, _: &TokenHash, v: &TokenEntry, _: Instant) -> Option<Duration> {
-        Some(match v {
-            TokenEntry::Owner(_) => self.positive,
-            TokenEntry::Unknown => self.negative,
+        Some(if v.owner.is_some() {
+            self.positive
+        } else {
+            self.negative
         })
     }
 }
 
 impl Expiry<Arc<str>, TenantEntry> for Ttl {
     fn expire_after_create(&self, _: &Arc<str>, v: &TenantEntry, _: Instant) -> Option<Duration> {
-        Some(match v {
-            TenantEntry::Found(_) => self.positive,
-            TenantEntry::Missing => self.negative,
+        Some(if v.tenant.is_some() {
+            self.positive
+        } else {
+            self.negative
         })
     }
 }
@@ -191,15 +200,14 @@ impl Auth {
             return Err(AuthError::Invalid);
         }
         let hash = self.store.crypto().hash_token(token);
-        let tenant_id = match self.token_entry(hash).await? {
-            TokenEntry::Owner(id) => id,
-            TokenEntry::Unknown => return Err(AuthError::Invalid),
+        let Some(tenant_id) = self.token_entry(hash).await?.owner else {
+            return Err(AuthError::Invalid);
         };
-        match self.tenant_entry(tenant_id).await? {
-            TenantEntry::Found(t) if t.active => Ok(t),
-            TenantEntry::Found(_) => Err(AuthError::Disabled),
+        match self.tenant_entry(tenant_id).await?.tenant {
+            Some(t) if t.active => Ok(t),
+            Some(_) => Err(AuthError::Disabled),
             // The token outlived its tenant (deleted concurrently): it is no longer valid.
-            TenantEntry::Missing => Err(AuthError::Invalid),
+            None => Err(AuthError::Invalid),
         }
     }
 
@@ -212,14 +220,16 @@ impl Auth {
         // Boxed: moka's loader future is ~15 KB, and every request would otherwise carry (and
         // copy) it for a miss that happens once per token and TTL.
         Box::pin(self.tokens.try_get_with(hash, async {
-                let _permit = self.miss_lookups.acquire().await;
-                Ok::<_, StoreError>(match self.store.token_owner(&hash).await? {
-                    Some(owner) => TokenEntry::Owner(owner.tenant_id.into()),
-                    None => TokenEntry::Unknown,
-                })
-            }))
-            .await
-            .map_err(AuthError::Unavailable)
+            let _permit = self.miss_lookups.acquire().await;
+            let read_at = Instant::now();
+            let owner = self.store.token_owner(&hash).await?;
+            Ok::<_, StoreError>(TokenEntry {
+                owner: owner.map(|o| o.tenant_id.into()),
+                read_at,
+            })
+        }))
+        .await
+        .map_err(AuthError::Unavailable)
     }
 
     async fn tenant_entry(&self, id: Arc<str>) -> Result<TenantEntry, AuthError> {
@@ -229,19 +239,24 @@ impl Auth {
         }
         telemetry::auth_cache(AuthCache::Tenant, false);
         Box::pin(self.tenants.try_get_with(id.clone(), async {
-                let _permit = self.miss_lookups.acquire().await;
-                Ok::<_, StoreError>(match self.store.tenant(&id).await? {
-                    Some(record) => TenantEntry::Found(Arc::new(TenantAuth {
+            let _permit = self.miss_lookups.acquire().await;
+            let read_at = Instant::now();
+            let record = self.store.tenant(&id).await?;
+            Ok::<_, StoreError>(TenantEntry {
+                tenant: record.map(|record| {
+                    Arc::new(TenantAuth {
                         shard: shard_of(&record.id, self.shards),
                         active: record.active,
-                        limiter: self.limiter_for(&id, record.rate_limit.or(self.default_rate_limit)),
-                        id,
-                    })),
-                    None => TenantEntry::Missing,
-                })
-            }))
-            .await
-            .map_err(AuthError::Unavailable)
+                        limiter: self
+                            .limiter_for(&id, record.rate_limit.or(self.default_rate_limit)),
+                        id: id.clone(),
+                    })
+                }),
+                read_at,
+            })
+        }))
+        .await
+        .map_err(AuthError::Unavailable)
     }
 
     fn limiter_for(&self, id: &Arc<str>, limit: Option<RateLimit>) -> Option<Arc<Limiter>> {
@@ -272,6 +287,27 @@ impl Auth {
             }
         } else {
             tracing::debug!(entry, "ignoring an unknown invalidation");
+        }
+    }
+
+    /// Drops the entry again if its Redis read started before `changed_at` (when the change
+    /// was announced): such a read may have seen the value from before the change.
+    pub async fn recheck(&self, entry: &str, changed_at: Instant) {
+        let stale = if let Some(id) = entry.strip_prefix("tenant:") {
+            self.tenants
+                .get(id)
+                .await
+                .is_some_and(|e| e.read_at < changed_at)
+        } else if let Some(hash) = entry.strip_prefix("token:").and_then(TokenHash::from_hex) {
+            self.tokens
+                .get(&hash)
+                .await
+                .is_some_and(|e| e.read_at < changed_at)
+        } else {
+            false
+        };
+        if stale {
+            self.invalidate(entry).await;
         }
     }
 
@@ -310,46 +346,62 @@ pub struct Invalidations {
     auth: Arc<Auth>,
     /// A connection dedicated to the subscription.
     subscriber: SubscriberClient,
+    /// Reads the invalidation counter after a reconnect.
+    store: Store,
     /// The channel name.
     channel: String,
     /// How long after a message its entry is dropped a second time.
     recheck_after: Duration,
+    /// Which invalidations this instance has seen.
+    seq: SeqTracker,
 }
 
 impl Invalidations {
     pub fn new(
         auth: Arc<Auth>,
         subscriber: SubscriberClient,
-        channel: String,
+        store: Store,
         recheck_after: Duration,
     ) -> Invalidations {
+        let channel = store.keyspace().invalidation_channel();
         Invalidations {
             auth,
             subscriber,
+            store,
             channel,
             recheck_after,
+            seq: SeqTracker::default(),
         }
     }
 
     /// Subscribes, so that changes made after this returns reach the cache.
-    pub async fn subscribe(&self) -> Result<(), fred::error::Error> {
-        self.subscriber.subscribe(self.channel.clone()).await
+    pub async fn subscribe(&mut self) -> Result<(), StoreError> {
+        self.subscriber.subscribe(self.channel.clone()).await?;
+        self.seq.last = self.store.invalidation_seq().await?;
+        Ok(())
     }
 
     /// Applies invalidation messages until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let resubscriber = self.subscriber.manage_subscriptions();
         let mut messages = self.subscriber.message_rx();
         let mut reconnects = self.subscriber.reconnect_rx();
-        let mut rechecks: DelayQueue<String> = DelayQueue::new();
+        let mut rechecks: DelayQueue<(String, Instant)> = DelayQueue::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 msg = messages.recv() => match msg {
                     Ok(message) => {
-                        if let Some(entry) = message.value.as_str() {
-                            self.auth.invalidate(&entry).await;
-                            rechecks.insert(entry.into_owned(), self.recheck_after);
+                        let Some(text) = message.value.as_str() else { continue };
+                        let Some((n, entry)) = parse_message(&text) else {
+                            tracing::debug!("ignoring a malformed invalidation");
+                            continue;
+                        };
+                        self.auth.invalidate(entry).await;
+                        rechecks.insert((entry.to_owned(), Instant::now()), self.recheck_after);
+                        if self.seq.on_message(n) == Seen::Gap {
+                            tracing::warn!("auth invalidations were missed; dropping the whole cache");
+                            self.auth.invalidate_all();
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -358,23 +410,108 @@ impl Invalidations {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
-                Ok(_) = reconnects.recv() => {
-                    tracing::info!("invalidation subscription reconnected; dropping the whole auth cache");
-                    self.auth.invalidate_all();
-                }
+                Ok(_) = reconnects.recv() => self.after_reconnect().await,
                 Some(expired) = futures_util::StreamExt::next(&mut rechecks), if !rechecks.is_empty() => {
-                    self.auth.invalidate(expired.get_ref()).await;
+                    let (entry, changed_at) = expired.into_inner();
+                    self.auth.recheck(&entry, changed_at).await;
                 }
             }
         }
         resubscriber.abort();
         let _ = self.subscriber.quit().await;
     }
+
+    /// While the subscription was down, invalidations may have been published and missed: the
+    /// counter tells. Only then is the whole cache dropped, so a Redis restart alone does not
+    /// turn every request into a cache miss.
+    async fn after_reconnect(&mut self) {
+        let current = match self.store.invalidation_seq().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the invalidation counter after a reconnect; dropping the whole auth cache");
+                self.auth.invalidate_all();
+                return;
+            }
+        };
+        match self.seq.on_reconnect(current) {
+            Seen::InOrder => {
+                tracing::info!("invalidation subscription reconnected; nothing was missed")
+            }
+            Seen::Gap => {
+                tracing::info!(
+                    "invalidations were published while disconnected; dropping the whole auth cache"
+                );
+                self.auth.invalidate_all();
+            }
+            Seen::Reset => tracing::warn!(
+                "the invalidation counter went back: Redis lost its data (restart without persistence, or a flush); cached tokens stay valid until they expire"
+            ),
+        }
+    }
+}
+
+/// `<seq> <entry>`.
+fn parse_message(text: &str) -> Option<(u64, &str)> {
+    let (n, entry) = text.split_once(' ')?;
+    Some((n.parse().ok()?, entry))
+}
+
+/// What a sequence number says about the messages before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Nothing was missed.
+    InOrder,
+    /// At least one invalidation was missed.
+    Gap,
+    /// The counter restarted below what was seen: Redis lost its data.
+    Reset,
+}
+
+/// The highest invalidation number seen.
+#[derive(Debug, Default)]
+struct SeqTracker {
+    last: u64,
+}
+
+impl SeqTracker {
+    fn on_message(&mut self, n: u64) -> Seen {
+        let seen = if n > self.last + 1 {
+            Seen::Gap
+        } else {
+            Seen::InOrder
+        };
+        self.last = self.last.max(n);
+        seen
+    }
+
+    fn on_reconnect(&mut self, current: u64) -> Seen {
+        let seen = match current.cmp(&self.last) {
+            std::cmp::Ordering::Equal => Seen::InOrder,
+            std::cmp::Ordering::Greater => Seen::Gap,
+            std::cmp::Ordering::Less => Seen::Reset,
+        };
+        self.last = current;
+        seen
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalidation_sequence_detects_gaps_and_resets() {
+        let mut t = SeqTracker { last: 4 };
+        assert_eq!(t.on_message(5), Seen::InOrder);
+        assert_eq!(t.on_message(7), Seen::Gap);
+        assert_eq!(t.on_reconnect(7), Seen::InOrder);
+        assert_eq!(t.on_reconnect(9), Seen::Gap);
+        assert_eq!(t.on_reconnect(0), Seen::Reset);
+        assert_eq!(t.on_message(1), Seen::InOrder);
+        assert_eq!(parse_message("12 token:ab"), Some((12, "token:ab")));
+        assert_eq!(parse_message("x token:ab"), None);
+        assert_eq!(parse_message("12"), None);
+    }
 
     #[test]
     fn bearer_header_parsing() {
@@ -407,10 +544,13 @@ mod tests {
         };
         let l = RateLimiter::direct(quota(&limit));
         assert!(l.check().is_ok());
-        let wait = l
-            .check()
-            .err()
-            .map(|nu| nu.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default())));
-        assert!(wait.is_some_and(|w| w > Duration::from_millis(1500) && w <= Duration::from_secs(2)));
+        let wait = l.check().err().map(|nu| {
+            nu.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
+        });
+        assert!(
+            wait.is_some_and(|w| w > Duration::from_millis(1500) && w <= Duration::from_secs(2))
+        );
     }
 }

@@ -108,14 +108,22 @@ where
 }
 
 /// Reads a JSON body within `limits` and decodes it; an empty body decodes as `{}`.
-pub async fn read_json<T, B>(body: B, headers: &HeaderMap, limits: &BodyLimits) -> Result<T, JsonError>
+pub async fn read_json<T, B>(
+    body: B,
+    headers: &HeaderMap,
+    limits: &BodyLimits,
+) -> Result<T, JsonError>
 where
     T: serde::de::DeserializeOwned,
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
     let bytes = read(body, headers, limits).await?;
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
     serde_json::from_slice(bytes).map_err(|e| JsonError::Invalid(e.to_string()))
 }
 
@@ -132,8 +140,8 @@ pub enum JsonError {
 mod tests {
     use super::*;
     use futures_util::stream;
-    use http_body_util::StreamBody;
     use http_body::Frame;
+    use http_body_util::StreamBody;
 
     fn limits(max: u64) -> BodyLimits {
         BodyLimits {
@@ -143,15 +151,25 @@ mod tests {
         }
     }
 
-    fn chunks(parts: Vec<&'static [u8]>) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Unpin> {
+    fn chunks(
+        parts: Vec<&'static [u8]>,
+    ) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Unpin>
+    {
         StreamBody::new(stream::iter(
-            parts.into_iter().map(|p| Ok(Frame::data(Bytes::from_static(p)))),
+            parts
+                .into_iter()
+                .map(|p| Ok(Frame::data(Bytes::from_static(p)))),
         ))
     }
 
     #[tokio::test]
     async fn joins_chunks_within_cap() -> anyhow::Result<()> {
-        let b = read(chunks(vec![b"ab", b"cd", b"e"]), &HeaderMap::new(), &limits(5)).await?;
+        let b = read(
+            chunks(vec![b"ab", b"cd", b"e"]),
+            &HeaderMap::new(),
+            &limits(5),
+        )
+        .await?;
         assert_eq!(&b[..], b"abcde");
         Ok(())
     }
@@ -165,7 +183,10 @@ mod tests {
     #[tokio::test]
     async fn declared_length_is_refused_before_reading() {
         let mut h = HeaderMap::new();
-        h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("6"));
+        h.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("6"),
+        );
         let r = read(chunks(vec![]), &h, &limits(5)).await;
         assert!(matches!(r, Err(BodyError::TooLarge { .. })));
     }

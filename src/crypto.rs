@@ -256,7 +256,10 @@ mod tests {
         let k = keys(3);
         let s = k.seal(b"secret", "target:t1")?;
         assert!(matches!(k.open(&s, "target:t2"), Err(CryptoError::Open)));
-        assert!(matches!(keys(4).open(&s, "target:t1"), Err(CryptoError::Open)));
+        assert!(matches!(
+            keys(4).open(&s, "target:t1"),
+            Err(CryptoError::Open)
+        ));
         let mut tampered = s.clone();
         tampered.pop();
         tampered.push(if s.ends_with('A') { 'B' } else { 'A' });

@@ -13,8 +13,8 @@ use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use crate::auth::AuthError;
-use crate::observe::current_request_id;
 use crate::body::{BodyError, JsonError};
+use crate::observe::current_request_id;
 use crate::queue::QueueError;
 use crate::store::StoreError;
 
@@ -60,7 +60,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn conflict(message: impl Into<String>) -> ApiError {
@@ -118,14 +122,20 @@ impl ApiError {
         };
         serde_json::to_vec(&envelope)
             .map(Bytes::from)
-            .unwrap_or_else(|_| Bytes::from_static(br#"{"error":{"code":"internal","message":"internal error"}}"#))
+            .unwrap_or_else(|_| {
+                Bytes::from_static(br#"{"error":{"code":"internal","message":"internal error"}}"#)
+            })
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_client_error() {
-            tracing::debug!(status = self.status.as_u16(), code = self.code, "client error");
+            tracing::debug!(
+                status = self.status.as_u16(),
+                code = self.code,
+                "client error"
+            );
         }
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -212,7 +222,9 @@ impl From<QueueError> for ApiError {
             QueueError::Unavailable(_) | QueueError::Timeout | QueueError::Overloaded => {
                 crate::telemetry::redis_error("enqueue");
                 tracing::warn!(request_id = %current_request_id(), error = %e, "enqueue failed");
-                ApiError::unavailable("the event queue is unreachable; the event was not accepted, retry shortly")
+                ApiError::unavailable(
+                    "the event queue is unreachable; the event was not accepted, retry shortly",
+                )
             }
             QueueError::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -274,14 +286,29 @@ mod tests {
 
     #[test]
     fn rate_limit_rounds_retry_after_up() {
-        assert_eq!(ApiError::rate_limited(Duration::from_millis(1)).retry_after, Some(1));
-        assert_eq!(ApiError::rate_limited(Duration::from_millis(2100)).retry_after, Some(3));
+        assert_eq!(
+            ApiError::rate_limited(Duration::from_millis(1)).retry_after,
+            Some(1)
+        );
+        assert_eq!(
+            ApiError::rate_limited(Duration::from_millis(2100)).retry_after,
+            Some(3)
+        );
     }
 
     #[test]
     fn auth_errors_map_to_401_and_403() {
-        assert_eq!(ApiError::from(AuthError::Missing).status, StatusCode::UNAUTHORIZED);
-        assert_eq!(ApiError::from(AuthError::Invalid).status, StatusCode::UNAUTHORIZED);
-        assert_eq!(ApiError::from(AuthError::Disabled).status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            ApiError::from(AuthError::Missing).status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ApiError::from(AuthError::Invalid).status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ApiError::from(AuthError::Disabled).status,
+            StatusCode::FORBIDDEN
+        );
     }
 }

@@ -12,7 +12,8 @@
 //! | `P:{m}:tenant_tokens:<id>` | hash | a tenant's tokens: token id → token hash |
 //! | `P:{q<n>}:events` | stream | shard `n` of the event queue; consumer group [`DISPATCH_GROUP`] |
 //! | `P:{q<n>}:idem:<tenant>:<sha256>` | string, 24 h TTL | `<event id> <fingerprint>` of an `Idempotency-Key` |
-//! | channel `P:invalidate` | pub/sub | `tenant:<id>` / `token:<hash>`: drop that entry from every auth cache |
+//! | `P:{m}:invalidations` | string (counter) | sequence number of the last auth-cache invalidation |
+//! | channel `P:invalidate` | pub/sub | `<seq> tenant:<id>` / `<seq> token:<hash>`: drop that entry from every auth cache |
 //!
 //! Control-plane keys share the `{m}` tag: they are small and change rarely, and one slot lets
 //! tenant creation and deletion run as single atomic scripts. Each shard stream has its own tag
@@ -78,6 +79,11 @@ impl Keyspace {
         format!("{}:{{q{shard}}}:idem:{tenant}:{key_digest}", self.prefix)
     }
 
+    /// The counter numbering auth-cache invalidations, so a subscriber can tell it missed one.
+    pub fn invalidation_seq(&self) -> String {
+        format!("{}:{{m}}:invalidations", self.prefix)
+    }
+
     /// The pub/sub channel of auth-cache invalidations.
     pub fn invalidation_channel(&self) -> String {
         format!("{}:invalidate", self.prefix)
@@ -131,13 +137,18 @@ mod tests {
         assert_eq!(hash_slot(&t), hash_slot(&k.tenant_tokens("ten_1")));
         assert_eq!(hash_slot(&t), hash_slot(&k.tenant_by_external_id("ab")));
         assert_eq!(hash_slot(&t), hash_slot(&k.token_hex("00")));
-        assert_eq!(hash_slot(&k.stream(3)), hash_slot(&k.idempotency(3, "ten_1", "ff")));
+        assert_eq!(hash_slot(&t), hash_slot(&k.invalidation_seq()));
+        assert_eq!(
+            hash_slot(&k.stream(3)),
+            hash_slot(&k.idempotency(3, "ten_1", "ff"))
+        );
     }
 
     #[test]
     fn shards_spread_over_slots() {
         let k = Keyspace::new("est");
-        let slots: std::collections::HashSet<u16> = (0..16).map(|s| hash_slot(&k.stream(s))).collect();
+        let slots: std::collections::HashSet<u16> =
+            (0..16).map(|s| hash_slot(&k.stream(s))).collect();
         assert_eq!(slots.len(), 16);
         assert!(k.stream(0).starts_with("est:"));
     }

@@ -10,12 +10,17 @@
 //! finish gracefully (in-flight requests complete, idle connections close). After `grace`, what
 //! is left is closed, with a loud log line saying how many.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -149,7 +154,10 @@ pub async fn serve(
     drop(listener);
     connections.close();
     drain.cancel();
-    if tokio::time::timeout(spec.grace, connections.wait()).await.is_err() {
+    if tokio::time::timeout(spec.grace, connections.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             listener = spec.name,
             open = connections.len(),
@@ -172,15 +180,22 @@ struct Connection {
 
 impl Connection {
     async fn run(&self, stream: TcpStream, peer: SocketAddr) {
+        let first_byte = self.spec.http.header_read_timeout;
         match &self.spec.tls {
-            None => self.serve_http(TokioIo::new(stream)).await,
+            None => {
+                self.serve_http(TokioIo::new(FirstByteDeadline::new(stream, first_byte)))
+                    .await
+            }
             Some(acceptor) => {
                 let handshake = tokio::select! {
                     _ = self.force.cancelled() => return,
                     r = tokio::time::timeout(self.spec.tls_handshake_timeout, acceptor.accept(stream)) => r,
                 };
                 match handshake {
-                    Ok(Ok(tls)) => self.serve_http(TokioIo::new(tls)).await,
+                    Ok(Ok(tls)) => {
+                        self.serve_http(TokioIo::new(FirstByteDeadline::new(tls, first_byte)))
+                            .await
+                    }
                     Ok(Err(e)) => {
                         telemetry::connection_rejected(self.spec.name, "tls_error");
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -214,5 +229,76 @@ impl Connection {
             // Timeouts, resets and protocol errors of clients: worth a debug line, no more.
             tracing::debug!(error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// Fails reads with `TimedOut` if no byte arrives within the deadline. hyper-util's auto
+/// builder reads the first bytes (to tell HTTP/1 from HTTP/2) with no timeout of its own, so a
+/// client that connects and sends nothing would otherwise hold its connection slot forever;
+/// after the first byte, hyper's header timeout takes over.
+struct FirstByteDeadline<I> {
+    io: I,
+    /// Cleared by the first byte read.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> FirstByteDeadline<I> {
+    fn new(io: I, limit: Duration) -> Self {
+        FirstByteDeadline {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.deadline = None;
+                polled
+            }
+            Poll::Pending => match self.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+                _ => Poll::Pending,
+            },
+            _ => polled,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }

@@ -95,7 +95,10 @@ fn serve(path: &std::path::Path, role: Role) -> ExitCode {
         Err(e) => return fail(e),
     };
     telemetry::init_logging(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
@@ -116,7 +119,10 @@ fn serve(path: &std::path::Path, role: Role) -> ExitCode {
 /// First SIGTERM/SIGINT: graceful shutdown. A second one: exit at once.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         eprintln!("estafeta: cannot install signal handlers; stop with SIGKILL");
         return;
     };

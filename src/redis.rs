@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use fred::prelude::*;
 use fred::clients::SubscriberClient;
+use fred::prelude::*;
 use fred::types::config::{ReconnectPolicy, UnresponsiveConfig};
 
 use crate::config::RedisConfig;
@@ -41,7 +41,10 @@ pub fn validate_url(url: &str) -> Result<(), String> {
 /// `redis-cluster://h1:p1?node=h2:p2`.
 pub fn normalize_url(url: &str) -> Result<String, String> {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err("expected redis://host:port, rediss://host:port or redis-cluster://host:port,...".into());
+        return Err(
+            "expected redis://host:port, rediss://host:port or redis-cluster://host:port,..."
+                .into(),
+        );
     };
     match scheme {
         "redis" | "rediss" => Ok(url.to_owned()),
@@ -54,8 +57,13 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
                 Some((h, q)) => (h, Some(q)),
                 None => (hosts, None),
             };
-            let mut nodes = hosts.trim_end_matches('/').split(',').filter(|h| !h.is_empty());
-            let first = nodes.next().ok_or("a cluster URL needs at least one host:port")?;
+            let mut nodes = hosts
+                .trim_end_matches('/')
+                .split(',')
+                .filter(|h| !h.is_empty());
+            let first = nodes
+                .next()
+                .ok_or("a cluster URL needs at least one host:port")?;
             let mut params: Vec<String> = nodes.map(|n| format!("node={n}")).collect();
             if let Some(q) = query {
                 params.push(q.to_owned());
@@ -127,7 +135,11 @@ fn builder(cfg: &RedisConfig) -> Result<Builder, RedisSetupError> {
         // A connection that answers nothing for this long is closed and reopened; commands in
         // flight on it are retried (the event id makes a re-sent XADD recognisable).
         c.unresponsive = UnresponsiveConfig {
-            max_timeout: Some(command_timeout.saturating_mul(2).max(Duration::from_secs(2))),
+            max_timeout: Some(
+                command_timeout
+                    .saturating_mul(2)
+                    .max(Duration::from_secs(2)),
+            ),
             interval: Duration::from_millis(500),
         };
     })
@@ -311,9 +323,21 @@ mod tests {
 
     #[test]
     fn risks_are_named() {
-        assert!(d(false, "everysec", "noeviction").risk(false).is_some_and(|r| r.contains("appendonly=no")));
-        assert!(d(true, "always", "allkeys-lru").risk(false).is_some_and(|r| r.contains("allkeys-lru")));
-        assert!(d(true, "everysec", "noeviction").risk(false).is_some_and(|r| r.contains("appendfsync=everysec")));
+        assert!(
+            d(false, "everysec", "noeviction")
+                .risk(false)
+                .is_some_and(|r| r.contains("appendonly=no"))
+        );
+        assert!(
+            d(true, "always", "allkeys-lru")
+                .risk(false)
+                .is_some_and(|r| r.contains("allkeys-lru"))
+        );
+        assert!(
+            d(true, "everysec", "noeviction")
+                .risk(false)
+                .is_some_and(|r| r.contains("appendfsync=everysec"))
+        );
         assert_eq!(d(true, "everysec", "noeviction").risk(true), None);
         assert_eq!(d(true, "always", "noeviction").risk(false), None);
         assert_eq!(d(true, "always", "volatile-lru").risk(false), None);

@@ -56,7 +56,8 @@ impl Hot {
 
 fn hot_route(method: &Method, path: &str) -> Option<Hot> {
     let event_type = path.strip_prefix("/v1/events/")?;
-    (method == Method::POST && !event_type.is_empty() && !event_type.contains('/')).then_some(Hot::Event)
+    (method == Method::POST && !event_type.is_empty() && !event_type.contains('/'))
+        .then_some(Hot::Event)
 }
 
 impl HttpService {
@@ -101,15 +102,19 @@ impl HttpService {
                 let serve = match hot {
                     Hot::Event => ingest::events::post_event(edge, req),
                 };
-                let response = observe::with_request_id(request_id.clone(), serve.instrument(span)).await;
+                let response =
+                    observe::with_request_id(request_id.clone(), serve.instrument(span)).await;
                 (Some(hot.template()), response)
             }
             None => {
                 let routed = inner.router.clone().oneshot(req.map(Body::new));
-                let response = match observe::with_request_id(request_id.clone(), routed.instrument(span)).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                };
+                let response =
+                    match observe::with_request_id(request_id.clone(), routed.instrument(span))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
                 (None, response)
             }
         };
@@ -135,8 +140,14 @@ mod tests {
 
     #[test]
     fn hot_routes_are_recognised_exactly() {
-        assert_eq!(hot_route(&Method::POST, "/v1/events/order.paid"), Some(Hot::Event));
-        assert_eq!(hot_route(&Method::POST, "/v1/events/a%20b"), Some(Hot::Event));
+        assert_eq!(
+            hot_route(&Method::POST, "/v1/events/order.paid"),
+            Some(Hot::Event)
+        );
+        assert_eq!(
+            hot_route(&Method::POST, "/v1/events/a%20b"),
+            Some(Hot::Event)
+        );
         assert!(hot_route(&Method::POST, "/v1/events/").is_none());
         assert!(hot_route(&Method::GET, "/v1/events/order.paid").is_none());
         assert!(hot_route(&Method::POST, "/v1/events/a/b").is_none());

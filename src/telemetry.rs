@@ -25,7 +25,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 /// Batch-size buckets.
-const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// Installs the log subscriber. Later calls (tests building several apps) are no-ops.
 pub fn init_logging(cfg: &LogConfig) {
@@ -80,15 +82,44 @@ pub fn upkeep_interval() -> Duration {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("estafeta_http_requests_total", "HTTP requests by listener, route template and status");
-    describe_histogram!("estafeta_http_request_duration_seconds", Unit::Seconds, "HTTP request latency by listener and route template");
-    describe_histogram!("estafeta_ingest_duration_seconds", Unit::Seconds, "Time from a request's arrival at the queue to its event being durable in Redis");
-    describe_counter!("estafeta_events_enqueued_total", "Events written to the queue (result=new) or recognised as idempotent repeats (result=duplicate)");
-    describe_histogram!("estafeta_enqueue_batch_size", "Events per pipelined Redis batch");
-    describe_counter!("estafeta_auth_cache_total", "Auth cache lookups by cache (token, tenant) and result (hit, miss)");
-    describe_counter!("estafeta_redis_errors_total", "Failed Redis operations by operation");
-    describe_gauge!("estafeta_connections", "Open client connections by listener");
-    describe_counter!("estafeta_connections_rejected_total", "Connections closed before serving by listener and reason (tls_handshake_timeout, tls_error)");
+    describe_counter!(
+        "estafeta_http_requests_total",
+        "HTTP requests by listener, route template and status"
+    );
+    describe_histogram!(
+        "estafeta_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by listener and route template"
+    );
+    describe_histogram!(
+        "estafeta_ingest_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's arrival at the queue to its event being durable in Redis"
+    );
+    describe_counter!(
+        "estafeta_events_enqueued_total",
+        "Events written to the queue (result=new) or recognised as idempotent repeats (result=duplicate)"
+    );
+    describe_histogram!(
+        "estafeta_enqueue_batch_size",
+        "Events per pipelined Redis batch"
+    );
+    describe_counter!(
+        "estafeta_auth_cache_total",
+        "Auth cache lookups by cache (token, tenant) and result (hit, miss)"
+    );
+    describe_counter!(
+        "estafeta_redis_errors_total",
+        "Failed Redis operations by operation"
+    );
+    describe_gauge!(
+        "estafeta_connections",
+        "Open client connections by listener"
+    );
+    describe_counter!(
+        "estafeta_connections_rejected_total",
+        "Connections closed before serving by listener and reason (tls_handshake_timeout, tls_error)"
+    );
     describe_counter!("estafeta_rate_limited_total", "Requests refused with 429");
 }
 
@@ -106,10 +137,7 @@ type HotKey = (&'static str, &'static str, u16);
 /// A request to a hot route (static template) finished.
 pub fn hot_request(listener: &'static str, route: &'static str, status: u16, elapsed: Duration) {
     let key = (listener, route, status);
-    let cached = HOT_REQUESTS
-        .read()
-        .ok()
-        .and_then(|m| m.get(&key).cloned());
+    let cached = HOT_REQUESTS.read().ok().and_then(|m| m.get(&key).cloned());
     let (counter, histogram) = match cached {
         Some(h) => h,
         None => {
@@ -125,13 +153,22 @@ pub fn hot_request(listener: &'static str, route: &'static str, status: u16, ela
 }
 
 /// An HTTP request to a routed path finished. `route` is its template.
-pub fn http_request(listener: &'static str, route: metrics::SharedString, status: u16, elapsed: Duration) {
+pub fn http_request(
+    listener: &'static str,
+    route: metrics::SharedString,
+    status: u16,
+    elapsed: Duration,
+) {
     let (counter, histogram) = request_handles(listener, route, status);
     counter.increment(1);
     histogram.record(elapsed.as_secs_f64());
 }
 
-fn request_handles(listener: &'static str, route: metrics::SharedString, status: u16) -> RequestHandles {
+fn request_handles(
+    listener: &'static str,
+    route: metrics::SharedString,
+    status: u16,
+) -> RequestHandles {
     let counter = metrics::counter!(
         "estafeta_http_requests_total",
         "listener" => listener,
@@ -189,9 +226,7 @@ struct EventHandles {
 
 static EVENT_HANDLES: LazyLock<EventHandles> = LazyLock::new(|| {
     let enqueued = |result: &'static str| metrics::counter!("estafeta_events_enqueued_total", "result" => result);
-    let cache = |cache: &'static str, result: &'static str| {
-        metrics::counter!("estafeta_auth_cache_total", "cache" => cache, "result" => result)
-    };
+    let cache = |cache: &'static str, result: &'static str| metrics::counter!("estafeta_auth_cache_total", "cache" => cache, "result" => result);
     EventHandles {
         new: enqueued("new"),
         duplicate: enqueued("duplicate"),

@@ -80,7 +80,9 @@ pub struct DevCert {
 
 impl std::fmt::Debug for DevCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevCert").field("key_pem", &"[redacted]").finish_non_exhaustive()
+        f.debug_struct("DevCert")
+            .field("key_pem", &"[redacted]")
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,8 +93,8 @@ pub fn generate_dev_cert(hosts: &[String]) -> Result<DevCert, TlsError> {
     } else {
         hosts.to_vec()
     };
-    let certified = rcgen::generate_simple_self_signed(hosts)
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let certified =
+        rcgen::generate_simple_self_signed(hosts).map_err(|e| TlsError::Generate(e.to_string()))?;
     Ok(DevCert {
         cert_pem: certified.cert.pem(),
         key_pem: certified.key_pair.serialize_pem(),
@@ -147,7 +149,10 @@ mod tests {
             dev_cert_hosts: vec!["localhost".into(), "127.0.0.1".into()],
         };
         let server = server_config(&cfg)?;
-        assert_eq!(server.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            server.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -164,7 +169,10 @@ mod tests {
             generate_dev_cert: false,
             dev_cert_hosts: vec![],
         };
-        let err = server_config(&cfg).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = server_config(&cfg)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.starts_with("tls.cert /nonexistent/x.crt"), "{err}");
     }
 }

@@ -17,8 +17,14 @@ async fn event_lands_in_its_stream_byte_for_byte_over_every_listener() {
     // A body that is not JSON and not UTF-8, with an unusual content type: kept as is.
     let bodies: Vec<(Vec<u8>, &str)> = vec![
         (br#"{"user":{"id":1}}"#.to_vec(), "application/json"),
-        (vec![0, 159, 146, 150, 255, b'\n'], "application/octet-stream"),
-        (b"a=1&b=2".to_vec(), "application/x-www-form-urlencoded; charset=utf-8"),
+        (
+            vec![0, 159, 146, 150, 255, b'\n'],
+            "application/octet-stream",
+        ),
+        (
+            b"a=1&b=2".to_vec(),
+            "application/x-www-form-urlencoded; charset=utf-8",
+        ),
     ];
     let mut ids = Vec::new();
     for (i, (body, ct)) in bodies.iter().enumerate() {
@@ -47,7 +53,10 @@ async fn event_lands_in_its_stream_byte_for_byte_over_every_listener() {
     let events = all_events(&redis, &gw.prefix).await;
     assert_eq!(events.len(), 3);
     for (id, (body, ct)) in ids.iter().zip(&bodies) {
-        let (_, e) = events.iter().find(|(_, e)| e.id == *id).expect("an event for each id");
+        let (_, e) = events
+            .iter()
+            .find(|(_, e)| e.id == *id)
+            .expect("an event for each id");
         assert_eq!(&e.body[..], &body[..]);
         assert_eq!(e.content_type.as_deref(), Some(ct.as_bytes()));
         assert_eq!(e.event_type, "user.created");
@@ -61,7 +70,9 @@ async fn one_tenants_events_stay_in_one_shard_in_order() {
     let gw = Gateway::start("order").await;
     let (_, token) = gw.tenant("acme").await;
     for i in 0..20 {
-        let res = gw.post_event(&token, "seq", format!("{i}").as_bytes()).await;
+        let res = gw
+            .post_event(&token, "seq", format!("{i}").as_bytes())
+            .await;
         assert_eq!(res.status, 202);
     }
     let redis = RedisServer::shared().client().await;
@@ -72,7 +83,10 @@ async fn one_tenants_events_stay_in_one_shard_in_order() {
             continue;
         }
         non_empty += 1;
-        let bodies: Vec<String> = events.iter().map(|e| String::from_utf8_lossy(&e.body).into_owned()).collect();
+        let bodies: Vec<String> = events
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.body).into_owned())
+            .collect();
         let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
         assert_eq!(bodies, expected);
     }
@@ -86,9 +100,15 @@ async fn bad_credentials_get_401_with_error_json() {
     let (tenant, token) = gw.tenant("acme").await;
     let cases = [
         (None, "missing_token"),
-        (Some("Basic dXNlcjpwYXNz".to_owned()), "malformed_authorization"),
+        (
+            Some("Basic dXNlcjpwYXNz".to_owned()),
+            "malformed_authorization",
+        ),
         (Some("Bearer".to_owned()), "malformed_authorization"),
-        (Some("Bearer est_not-a-real-token".to_owned()), "invalid_token"),
+        (
+            Some("Bearer est_not-a-real-token".to_owned()),
+            "invalid_token",
+        ),
         (Some(format!("Bearer {token}x")), "invalid_token"),
     ];
     for (header, code) in cases {
@@ -102,9 +122,14 @@ async fn bad_credentials_get_401_with_error_json() {
         assert_eq!(res.header("www-authenticate").as_deref(), Some("Bearer"));
     }
     // Revoked: issue a second token, revoke the first.
-    let second = gw.admin("POST", &format!("/admin/tenants/{tenant}/tokens"), None).await;
+    let second = gw
+        .admin("POST", &format!("/admin/tenants/{tenant}/tokens"), None)
+        .await;
     assert_eq!(second.status, 201);
-    let list = gw.admin("GET", &format!("/admin/tenants/{tenant}/tokens"), None).await.json();
+    let list = gw
+        .admin("GET", &format!("/admin/tenants/{tenant}/tokens"), None)
+        .await
+        .json();
     let first_id = list["data"]
         .as_array()
         .unwrap()
@@ -114,7 +139,11 @@ async fn bad_credentials_get_401_with_error_json() {
         .unwrap();
     assert_eq!(gw.post_event(&token, "a", b"{}").await.status, 202);
     let revoked = gw
-        .admin("DELETE", &format!("/admin/tenants/{tenant}/tokens/{first_id}"), None)
+        .admin(
+            "DELETE",
+            &format!("/admin/tenants/{tenant}/tokens/{first_id}"),
+            None,
+        )
         .await;
     assert_eq!(revoked.status, 204);
     let res = gw.post_event(&token, "a", b"{}").await;
@@ -130,13 +159,24 @@ async fn disabled_tenant_gets_403_and_enabled_again_202() {
     let gw = Gateway::start("disabled").await;
     let (tenant, token) = gw.tenant("acme").await;
     assert_eq!(gw.post_event(&token, "a", b"{}").await.status, 202);
-    let r = gw.admin("PATCH", &format!("/admin/tenants/{tenant}"), Some(json!({"active": false}))).await;
+    let r = gw
+        .admin(
+            "PATCH",
+            &format!("/admin/tenants/{tenant}"),
+            Some(json!({"active": false})),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["active"], false);
     let res = gw.post_event(&token, "a", b"{}").await;
     assert_eq!(res.status, 403);
     assert!(res.is_error("tenant_disabled"));
-    gw.admin("PATCH", &format!("/admin/tenants/{tenant}"), Some(json!({"active": true}))).await;
+    gw.admin(
+        "PATCH",
+        &format!("/admin/tenants/{tenant}"),
+        Some(json!({"active": true})),
+    )
+    .await;
     assert_eq!(gw.post_event(&token, "a", b"{}").await.status, 202);
     gw.stop().await.unwrap();
 }
@@ -146,7 +186,12 @@ async fn body_caps_and_event_type_rules() {
     let gw = Gateway::start("caps").await;
     let (_, token) = gw.tenant("acme").await;
     // The test config caps bodies at 65536 bytes.
-    assert_eq!(gw.post_event(&token, "big", &vec![b'x'; 65536]).await.status, 202);
+    assert_eq!(
+        gw.post_event(&token, "big", &vec![b'x'; 65536])
+            .await
+            .status,
+        202
+    );
     let res = gw.post_event(&token, "big", &vec![b'x'; 65537]).await;
     assert_eq!(res.status, 413);
     assert!(res.is_error("payload_too_large"));
@@ -155,7 +200,10 @@ async fn body_caps_and_event_type_rules() {
         assert_eq!(res.status, 400, "{bad}");
         assert!(res.is_error("invalid_event_type"));
     }
-    assert_eq!(gw.post_event(&token, &"x".repeat(128), b"{}").await.status, 202);
+    assert_eq!(
+        gw.post_event(&token, &"x".repeat(128), b"{}").await.status,
+        202
+    );
     // An empty body is an event too.
     assert_eq!(gw.post_event(&token, "ping", b"").await.status, 202);
     gw.stop().await.unwrap();
@@ -164,13 +212,22 @@ async fn body_caps_and_event_type_rules() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_error_json() {
     let gw = Gateway::start("routes").await;
-    let res = Request::get("/v1/nothing").send_plain(gw.addrs.plain).await.unwrap();
+    let res = Request::get("/v1/nothing")
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
     assert_eq!(res.status, 404);
     assert!(res.is_error("not_found"));
-    let res = Request::get("/v1/events/x").send_plain(gw.addrs.plain).await.unwrap();
+    let res = Request::get("/v1/events/x")
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
     assert_eq!(res.status, 405);
     assert!(res.is_error("method_not_allowed"));
-    let res = Request::get("/healthz").send_plain(gw.addrs.plain).await.unwrap();
+    let res = Request::get("/healthz")
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
     assert_eq!(res.status, 200);
     gw.stop().await.unwrap();
 }
@@ -210,13 +267,26 @@ async fn idempotency_key_returns_first_id_and_writes_once() {
     assert_ne!(theirs.json()["id"], first.json()["id"]);
 
     let redis = RedisServer::shared().client().await;
-    assert_eq!(all_events(&redis, &gw.prefix).await.len(), 2, "one event per tenant");
+    assert_eq!(
+        all_events(&redis, &gw.prefix).await.len(),
+        2,
+        "one event per tenant"
+    );
     // Concurrent repeats of a fresh key still write once.
-    let results = futures_util::future::join_all((0..20).map(|_| send(token.clone(), "k-2", "x"))).await;
-    let ids: std::collections::HashSet<String> =
-        results.iter().map(|r| r.json()["id"].as_str().unwrap().to_owned()).collect();
+    let results =
+        futures_util::future::join_all((0..20).map(|_| send(token.clone(), "k-2", "x"))).await;
+    let ids: std::collections::HashSet<String> = results
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), 1);
-    assert_eq!(results.iter().filter(|r| r.json()["duplicate"] == false).count(), 1);
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r.json()["duplicate"] == false)
+            .count(),
+        1
+    );
     assert_eq!(all_events(&redis, &gw.prefix).await.len(), 3);
     let bad = Request::new("POST", "/v1/events/x")
         .bearer(&token)
@@ -272,11 +342,12 @@ async fn default_rate_limit_applies_to_tenants_without_one() {
     )
     .await;
     let (_, token) = gw.tenant("acme").await;
-    let statuses: Vec<u16> = futures_util::future::join_all((0..3).map(|_| gw.post_event(&token, "a", b"{}")))
-        .await
-        .iter()
-        .map(|r| r.status)
-        .collect();
+    let statuses: Vec<u16> =
+        futures_util::future::join_all((0..3).map(|_| gw.post_event(&token, "a", b"{}")))
+            .await
+            .iter()
+            .map(|r| r.status)
+            .collect();
     assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 2);
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1);
     gw.stop().await.unwrap();

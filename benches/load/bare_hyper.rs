@@ -14,7 +14,12 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let _body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let _body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let mut res = Response::new(Full::new(Bytes::from_static(
         br#"{"id":"evt_01JAAAAAAAAAAAAAAAAAAAAAAA","event_type":"bench","duplicate":false}"#,
     )));
@@ -24,7 +29,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18081".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18081".into());
     let listener = TcpListener::bind(&addr).await?;
     loop {
         let (stream, _) = listener.accept().await?;

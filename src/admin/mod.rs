@@ -62,13 +62,18 @@ pub fn router(
         .route("/admin/tenants", get(tenants::list).post(tenants::create))
         .route(
             "/admin/tenants/{id}",
-            get(tenants::read).patch(tenants::update).delete(tenants::remove),
+            get(tenants::read)
+                .patch(tenants::update)
+                .delete(tenants::remove),
         )
         .route(
             "/admin/tenants/{id}/tokens",
             get(tenants::list_tokens).post(tenants::issue_token),
         )
-        .route("/admin/tenants/{id}/tokens/{token_id}", delete(tenants::revoke_token))
+        .route(
+            "/admin/tenants/{id}/tokens/{token_id}",
+            delete(tenants::revoke_token),
+        )
         .with_state(state)
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(admin_token),
@@ -98,7 +103,9 @@ async fn require_admin(State(token): State<Arc<Secret>>, req: Request, next: Nex
         .and_then(bearer_token);
     match presented {
         Some(p) if secrets_equal(p.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
-        Some(_) => ApiError::unauthorized("invalid_token", "the admin token is wrong").into_response(),
+        Some(_) => {
+            ApiError::unauthorized("invalid_token", "the admin token is wrong").into_response()
+        }
         None => ApiError::unauthorized(
             "missing_token",
             "send the admin token as `Authorization: Bearer <token>`",
@@ -109,7 +116,10 @@ async fn require_admin(State(token): State<Arc<Secret>>, req: Request, next: Nex
 
 async fn render_metrics(State(handle): State<PrometheusHandle>) -> Response {
     (
-        [(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
         handle.render(),
     )
         .into_response()
@@ -136,7 +146,10 @@ mod tests {
             "/admin/tenants/{id}/tokens",
             "/admin/tenants/{id}/tokens/{token_id}",
         ] {
-            assert!(doc["paths"].get(path).is_some(), "{path} missing from openapi.json");
+            assert!(
+                doc["paths"].get(path).is_some(),
+                "{path} missing from openapi.json"
+            );
         }
         Ok(())
     }

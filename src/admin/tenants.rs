@@ -13,9 +13,7 @@ use crate::body::read_json;
 use crate::config::RateLimit;
 use crate::error::ApiError;
 use crate::observe::current_request_id;
-use crate::store::{
-    NewTenant, Tenant, TenantPatch, is_id, validate_external_id, validate_name,
-};
+use crate::store::{NewTenant, Tenant, TenantPatch, is_id, validate_external_id, validate_name};
 
 /// Largest page of a listing.
 const MAX_PAGE: usize = 500;
@@ -161,7 +159,10 @@ pub async fn list(
     }
     if let Some(after) = &q.after {
         if !is_id(after) {
-            return Err(ApiError::bad_request("invalid_query", "after must be a tenant id"));
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "after must be a tenant id",
+            ));
         }
     }
     let (records, more) = s.store.list_tenants(q.after.as_deref(), limit).await?;

@@ -502,12 +502,18 @@ impl Config {
         }
         for (key, value) in [
             ("edge.header_read_timeout_ms", edge.header_read_timeout_ms),
-            ("edge.tls_handshake_timeout_ms", edge.tls_handshake_timeout_ms),
+            (
+                "edge.tls_handshake_timeout_ms",
+                edge.tls_handshake_timeout_ms,
+            ),
             ("edge.body_idle_timeout_ms", edge.body_idle_timeout_ms),
             ("edge.body_timeout_ms", edge.body_timeout_ms),
             ("redis.command_timeout_ms", self.redis.command_timeout_ms),
             ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
-            ("dispatch.request_timeout_ms", self.dispatch.request_timeout_ms),
+            (
+                "dispatch.request_timeout_ms",
+                self.dispatch.request_timeout_ms,
+            ),
             ("monitors.check_every_ms", self.monitors.check_every_ms),
             ("auth.cache_ttl_ms", self.auth.cache_ttl_ms),
             ("auth.negative_ttl_ms", self.auth.negative_ttl_ms),
@@ -520,7 +526,10 @@ impl Config {
             return Err(invalid("edge.max_connections", "must be at least 1"));
         }
         if edge.h2_max_concurrent_streams == 0 {
-            return Err(invalid("edge.h2_max_concurrent_streams", "must be at least 1"));
+            return Err(invalid(
+                "edge.h2_max_concurrent_streams",
+                "must be at least 1",
+            ));
         }
         if let Some(limit) = &edge.default_rate_limit {
             limit
@@ -533,12 +542,14 @@ impl Config {
             }
         }
         if edge.listen == Some(self.admin.listen) || edge.plain_listen == Some(self.admin.listen) {
-            return Err(invalid("admin.listen", "must differ from the edge listeners"));
+            return Err(invalid(
+                "admin.listen",
+                "must differ from the edge listeners",
+            ));
         }
         crate::store::validate_prefix(&self.redis.prefix)
             .map_err(|m| invalid("redis.prefix", m))?;
-        crate::redis::validate_url(&self.redis.url)
-            .map_err(|m| invalid("redis.url", m))?;
+        crate::redis::validate_url(&self.redis.url).map_err(|m| invalid("redis.url", m))?;
         if self.redis.wait_aof && crate::redis::is_cluster_url(&self.redis.url) {
             return Err(invalid(
                 "redis.wait_aof",
@@ -579,7 +590,10 @@ impl Config {
             crate::store::validate_tenant_id(&t.id)
                 .map_err(|m| invalid(&format!("{key}.id"), m))?;
             if !ids.insert(t.id.as_str()) {
-                return Err(invalid(&format!("{key}.id"), format!("`{}` is declared twice", t.id)));
+                return Err(invalid(
+                    &format!("{key}.id"),
+                    format!("`{}` is declared twice", t.id),
+                ));
             }
             crate::store::validate_name(&t.name).map_err(|m| invalid(&format!("{key}.name"), m))?;
             if let Some(ext) = &t.external_id {
@@ -618,7 +632,10 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.admin.token.is_literal() {
-            out.push("admin.token is written in the config file; use env:NAME outside development".into());
+            out.push(
+                "admin.token is written in the config file; use env:NAME outside development"
+                    .into(),
+            );
         }
         if self.security.master_key.is_literal() {
             out.push(
@@ -630,9 +647,15 @@ impl Config {
             out.push("security.allow_private_targets = true: targets may reach private and loopback addresses (SSRF guard off)".into());
         }
         if self.tls.generate_dev_cert {
-            out.push("tls.generate_dev_cert = true: a self-signed development certificate may be served".into());
+            out.push(
+                "tls.generate_dev_cert = true: a self-signed development certificate may be served"
+                    .into(),
+            );
         }
-        for addr in [self.edge.plain_listen, Some(self.admin.listen)].into_iter().flatten() {
+        for addr in [self.edge.plain_listen, Some(self.admin.listen)]
+            .into_iter()
+            .flatten()
+        {
             if !addr.ip().is_loopback() {
                 out.push(format!(
                     "cleartext listener on non-loopback address {addr}: put it behind a TLS-terminating proxy"
@@ -665,7 +688,9 @@ impl Config {
 pub fn decode_master_key(text: &str) -> Result<[u8; 32], String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
-        .map_err(|_| "must be base64 (32 random bytes, e.g. `openssl rand -base64 32`)".to_owned())?;
+        .map_err(|_| {
+            "must be base64 (32 random bytes, e.g. `openssl rand -base64 32`)".to_owned()
+        })?;
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
         format!(
             "must be 32 bytes of base64, got {} bytes (e.g. `openssl rand -base64 32`)",
@@ -723,7 +748,9 @@ master_key = "{KEY}"
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::from_toml(&base("[redis]\nurll = \"x\"")).err().map(|e| e.to_string());
+        let err = Config::from_toml(&base("[redis]\nurll = \"x\""))
+            .err()
+            .map(|e| e.to_string());
         let err = err.unwrap_or_default();
         assert!(err.contains("redis") && err.contains("urll"), "{err}");
         assert!(!err.contains('\n'));
@@ -732,8 +759,14 @@ master_key = "{KEY}"
     #[test]
     fn short_master_key_is_refused() {
         let text = base("").replace(KEY, "AAAA");
-        let err = Config::from_toml(&text).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.starts_with("security.master_key: must be 32 bytes"), "{err}");
+        let err = Config::from_toml(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("security.master_key: must be 32 bytes"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -743,11 +776,20 @@ master_key = "{KEY}"
             ("[dispatch]\nretry = { max_attempts = 0 }", "dispatch.retry"),
             ("[redis]\nurl = \"http://x\"", "redis.url"),
             ("[redis]\nprefix = \"a b\"", "redis.prefix"),
-            ("[edge.default_rate_limit]\nper_second = -1", "edge.default_rate_limit"),
+            (
+                "[edge.default_rate_limit]\nper_second = -1",
+                "edge.default_rate_limit",
+            ),
             ("[[tenants]]\nid = \"a b\"\nname = \"A\"", "tenants[0].id"),
-            ("[[tenants]]\nid = \"a\"\nname = \"A\"\ntoken = \"short\"", "tenants[0].token"),
+            (
+                "[[tenants]]\nid = \"a\"\nname = \"A\"\ntoken = \"short\"",
+                "tenants[0].token",
+            ),
         ] {
-            let err = Config::from_toml(&base(extra)).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = Config::from_toml(&base(extra))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(err.starts_with(key), "{extra:?} gave {err:?}");
         }
     }
@@ -758,8 +800,14 @@ master_key = "{KEY}"
             "\"0123456789abcdef0123456789abcdef\"",
             "\"env:ESTAFETA_TEST_UNSET_VAR_XYZ\"",
         );
-        let err = Config::from_toml(&text).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("admin.token") && err.contains("ESTAFETA_TEST_UNSET_VAR_XYZ"), "{err}");
+        let err = Config::from_toml(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("admin.token") && err.contains("ESTAFETA_TEST_UNSET_VAR_XYZ"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -783,9 +831,15 @@ master_key = "{KEY}"
 
     #[test]
     fn burst_defaults_to_one_second() {
-        let l = RateLimit { per_second: 2.5, burst: None };
+        let l = RateLimit {
+            per_second: 2.5,
+            burst: None,
+        };
         assert_eq!(l.effective_burst(), 3);
-        let l = RateLimit { per_second: 0.1, burst: None };
+        let l = RateLimit {
+            per_second: 0.1,
+            burst: None,
+        };
         assert_eq!(l.effective_burst(), 1);
     }
 }

@@ -39,7 +39,9 @@ impl Secret {
         match raw.strip_prefix("env:") {
             Some(name) => {
                 if name.is_empty() {
-                    return Err("`env:` needs a variable name, as in `env:ESTAFETA_ADMIN_TOKEN`".into());
+                    return Err(
+                        "`env:` needs a variable name, as in `env:ESTAFETA_ADMIN_TOKEN`".into(),
+                    );
                 }
                 match std::env::var(name) {
                     Ok(value) if !value.is_empty() => Ok(Secret {

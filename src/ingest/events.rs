@@ -124,7 +124,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         )
     };
     let key = value.to_str().map_err(|_| bad())?;
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
         return Err(bad());
     }
     Ok(Some(key))
@@ -143,7 +146,10 @@ mod tests {
         h.insert("idempotency-key", HeaderValue::from_static(""));
         assert!(idempotency_key(&h).is_err());
         let long = "k".repeat(256);
-        h.insert("idempotency-key", HeaderValue::from_str(&long).unwrap_or(HeaderValue::from_static("x")));
+        h.insert(
+            "idempotency-key",
+            HeaderValue::from_str(&long).unwrap_or(HeaderValue::from_static("x")),
+        );
         assert!(idempotency_key(&h).is_err());
     }
 }

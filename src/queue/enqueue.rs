@@ -116,7 +116,12 @@ pub struct Enqueuer {
 
 impl Enqueuer {
     /// Starts the collector on `tracker`.
-    pub fn start(redis: Client, keys: &Keyspace, cfg: EnqueuerConfig, tracker: &TaskTracker) -> Enqueuer {
+    pub fn start(
+        redis: Client,
+        keys: &Keyspace,
+        cfg: EnqueuerConfig,
+        tracker: &TaskTracker,
+    ) -> Enqueuer {
         let (tx, rx) = mpsc::channel(cfg.capacity.max(1));
         let writer = Arc::new(Writer {
             streams: (0..cfg.shards).map(|s| Key::from(keys.stream(s))).collect(),
@@ -126,7 +131,13 @@ impl Enqueuer {
             wait_aof: cfg.wait_aof,
         });
         let max_batch = cfg.max_batch.clamp(1, MAX_BATCH_EVENTS);
-        tracker.spawn(collect(rx, writer, max_batch, cfg.max_inflight.max(1), tracker.clone()));
+        tracker.spawn(collect(
+            rx,
+            writer,
+            max_batch,
+            cfg.max_inflight.max(1),
+            tracker.clone(),
+        ));
         Enqueuer {
             tx,
             queue_wait: cfg.command_timeout,
@@ -250,7 +261,10 @@ impl Writer {
             fields.push((field::ID, Value::from(e.id.as_str())));
             fields.push((field::TENANT, Value::from(&*e.tenant)));
             fields.push((field::TYPE, Value::from(e.event_type.as_str())));
-            fields.push((field::CONTENT_TYPE, Value::Bytes(e.content_type.clone().unwrap_or_default())));
+            fields.push((
+                field::CONTENT_TYPE,
+                Value::Bytes(e.content_type.clone().unwrap_or_default()),
+            ));
             fields.push((field::BODY, Value::Bytes(e.body.clone())));
         }
         fields
@@ -270,7 +284,11 @@ impl Writer {
             argv.push(Value::Bytes(e.body.clone()));
             match &e.idempotency {
                 Some(idem) => {
-                    keys.push(Value::from(self.keys.idempotency(shard, &e.tenant, &idem.key_digest)));
+                    keys.push(Value::from(self.keys.idempotency(
+                        shard,
+                        &e.tenant,
+                        &idem.key_digest,
+                    )));
                     argv.push(Value::from(keys.len() as i64));
                     argv.push(Value::from(idem.fingerprint.as_str()));
                 }
@@ -295,16 +313,26 @@ impl Writer {
         jobs: &[Job],
     ) -> Result<Value, fred::error::Error> {
         if jobs.iter().any(|j| j.event.idempotency.is_some()) {
-            let first = client.custom(evalsha(), self.script_args(shard, jobs)).await;
+            let first = client
+                .custom(evalsha(), self.script_args(shard, jobs))
+                .await;
             if !is_noscript(&first) {
                 return first;
             }
             // After a Redis restart or flush the script is gone: load it and run it again.
             APPEND_BATCH.load(&self.redis).await?;
-            client.custom(evalsha(), self.script_args(shard, jobs)).await
+            client
+                .custom(evalsha(), self.script_args(shard, jobs))
+                .await
         } else {
             client
-                .xadd(self.stream(shard), false, None::<()>, "*", Self::entry_fields(jobs))
+                .xadd(
+                    self.stream(shard),
+                    false,
+                    None::<()>,
+                    "*",
+                    Self::entry_fields(jobs),
+                )
                 .await
         }
     }
@@ -332,7 +360,9 @@ impl Writer {
         };
         let client = self.redis.with_options(&options);
         let replies = futures_util::future::join_all(
-            groups.iter().map(|(shard, jobs)| self.append(&client, *shard, jobs)),
+            groups
+                .iter()
+                .map(|(shard, jobs)| self.append(&client, *shard, jobs)),
         )
         .await;
         let fsync_ok = !self.wait_aof || self.wait_for_fsync(&client).await;
@@ -356,14 +386,20 @@ impl Writer {
 
 /// Each job's outcome from its group's reply: the entry id of a plain append, or the script's
 /// per-event answers.
-fn outcomes(jobs: &[Job], reply: Result<Value, fred::error::Error>, fsync_ok: bool) -> Vec<Result<Enqueued, QueueError>> {
+fn outcomes(
+    jobs: &[Job],
+    reply: Result<Value, fred::error::Error>,
+    fsync_ok: bool,
+) -> Vec<Result<Enqueued, QueueError>> {
     let failed = |e: QueueError| jobs.iter().map(|_| Err(e.clone())).collect();
     let reply = match reply {
         Ok(v) => v,
         Err(e) => return failed(QueueError::Unavailable(e.to_string())),
     };
     if !fsync_ok {
-        return failed(QueueError::Unavailable("Redis did not confirm the AOF fsync".into()));
+        return failed(QueueError::Unavailable(
+            "Redis did not confirm the AOF fsync".into(),
+        ));
     }
     match reply {
         Value::Array(items) if items.len() == jobs.len() => jobs
@@ -372,11 +408,20 @@ fn outcomes(jobs: &[Job], reply: Result<Value, fred::error::Error>, fsync_ok: bo
             .map(|(job, item)| outcome_of(&job.event, &item))
             .collect(),
         // A plain XADD answers with the entry id: every event of the group is in.
-        Value::String(_) | Value::Bytes(_) if jobs.iter().all(|j| j.event.idempotency.is_none()) => jobs
-            .iter()
-            .map(|j| Ok(Enqueued::New { id: j.event.id.clone() }))
-            .collect(),
-        _ => failed(QueueError::Unavailable("unexpected reply to an append".into())),
+        Value::String(_) | Value::Bytes(_)
+            if jobs.iter().all(|j| j.event.idempotency.is_none()) =>
+        {
+            jobs.iter()
+                .map(|j| {
+                    Ok(Enqueued::New {
+                        id: j.event.id.clone(),
+                    })
+                })
+                .collect()
+        }
+        _ => failed(QueueError::Unavailable(
+            "unexpected reply to an append".into(),
+        )),
     }
 }
 
@@ -384,17 +429,25 @@ fn outcomes(jobs: &[Job], reply: Result<Value, fred::error::Error>, fsync_ok: bo
 fn outcome_of(event: &NewEvent, item: &Value) -> Result<Enqueued, QueueError> {
     let stored = item.as_str().map(|s| s.into_owned()).unwrap_or_default();
     let Some(idem) = &event.idempotency else {
-        return Ok(Enqueued::New { id: event.id.clone() });
+        return Ok(Enqueued::New {
+            id: event.id.clone(),
+        });
     };
     if stored.is_empty() {
-        return Ok(Enqueued::New { id: event.id.clone() });
+        return Ok(Enqueued::New {
+            id: event.id.clone(),
+        });
     }
     let (prev_id, prev_fingerprint) = stored.split_once(' ').unwrap_or((stored.as_str(), ""));
     if prev_id == event.id {
         // Our own append, re-sent by the client after a reconnect: still this request's event.
-        Ok(Enqueued::New { id: event.id.clone() })
+        Ok(Enqueued::New {
+            id: event.id.clone(),
+        })
     } else if prev_fingerprint == idem.fingerprint {
-        Ok(Enqueued::Duplicate { id: prev_id.to_owned() })
+        Ok(Enqueued::Duplicate {
+            id: prev_id.to_owned(),
+        })
     } else {
         Err(QueueError::IdempotencyConflict)
     }
@@ -423,10 +476,19 @@ mod tests {
     #[test]
     fn script_answers_map_to_outcomes() {
         let new = Enqueued::New { id: "evt_1".into() };
-        assert_eq!(outcome_of(&event(None), &Value::from("")).ok(), Some(new.clone()));
-        assert_eq!(outcome_of(&event(Some("fp")), &Value::from("")).ok(), Some(new.clone()));
+        assert_eq!(
+            outcome_of(&event(None), &Value::from("")).ok(),
+            Some(new.clone())
+        );
+        assert_eq!(
+            outcome_of(&event(Some("fp")), &Value::from("")).ok(),
+            Some(new.clone())
+        );
         // The stored id is this event's own: a re-sent script, not a duplicate.
-        assert_eq!(outcome_of(&event(Some("fp")), &Value::from("evt_1 fp")).ok(), Some(new));
+        assert_eq!(
+            outcome_of(&event(Some("fp")), &Value::from("evt_1 fp")).ok(),
+            Some(new)
+        );
         assert_eq!(
             outcome_of(&event(Some("fp")), &Value::from("evt_0 fp")).ok(),
             Some(Enqueued::Duplicate { id: "evt_0".into() })

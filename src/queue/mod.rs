@@ -132,14 +132,24 @@ pub fn decode_entry(fields: &[(Bytes, Bytes)]) -> Result<Vec<StoredEvent>, Entry
         return Err(EntryError::Malformed("no version field"));
     }
     if first.1 != ENTRY_VERSION {
-        return Err(EntryError::Version(String::from_utf8_lossy(&first.1).into_owned()));
+        return Err(EntryError::Version(
+            String::from_utf8_lossy(&first.1).into_owned(),
+        ));
     }
     if rest.len() % 5 != 0 {
-        return Err(EntryError::Malformed("field count is not a whole number of events"));
+        return Err(EntryError::Malformed(
+            "field count is not a whole number of events",
+        ));
     }
     rest.chunks(5)
         .map(|ev| {
-            let names = [field::ID, field::TENANT, field::TYPE, field::CONTENT_TYPE, field::BODY];
+            let names = [
+                field::ID,
+                field::TENANT,
+                field::TYPE,
+                field::CONTENT_TYPE,
+                field::BODY,
+            ];
             if ev.iter().zip(names).any(|((name, _), want)| name != want) {
                 return Err(EntryError::Malformed("fields out of order"));
             }
@@ -177,8 +187,7 @@ pub fn shard_of(tenant: &str, shards: u16) -> u16 {
 pub fn valid_event_type(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 128
-        && t
-            .bytes()
+        && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
@@ -194,13 +203,17 @@ mod tests {
         for i in 0..1000 {
             assert!(shard_of(&format!("t{i}"), 7) < 7);
         }
-        let used: std::collections::HashSet<u16> =
-            (0..1000).map(|i| shard_of(&format!("ten_{i}"), 16)).collect();
+        let used: std::collections::HashSet<u16> = (0..1000)
+            .map(|i| shard_of(&format!("ten_{i}"), 16))
+            .collect();
         assert_eq!(used.len(), 16);
     }
 
     fn pair(k: &str, v: &[u8]) -> (Bytes, Bytes) {
-        (Bytes::copy_from_slice(k.as_bytes()), Bytes::copy_from_slice(v))
+        (
+            Bytes::copy_from_slice(k.as_bytes()),
+            Bytes::copy_from_slice(v),
+        )
     }
 
     #[test]
@@ -221,11 +234,22 @@ mod tests {
         let events = decode_entry(&fields).unwrap_or_default();
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].id, "evt_1");
-        assert_eq!(events[0].content_type.as_deref(), Some(&b"application/json"[..]));
+        assert_eq!(
+            events[0].content_type.as_deref(),
+            Some(&b"application/json"[..])
+        );
         assert_eq!(events[1].content_type, None);
         assert_eq!(&events[1].body[..], &[0, 255]);
-        assert_eq!(decode_entry(&fields[..4]), Err(EntryError::Malformed("field count is not a whole number of events")));
-        assert!(matches!(decode_entry(&[pair("v", b"9")]), Err(EntryError::Version(_))));
+        assert_eq!(
+            decode_entry(&fields[..4]),
+            Err(EntryError::Malformed(
+                "field count is not a whole number of events"
+            ))
+        );
+        assert!(matches!(
+            decode_entry(&[pair("v", b"9")]),
+            Err(EntryError::Version(_))
+        ));
         assert!(decode_entry(&[]).is_err());
     }
 

@@ -48,7 +48,13 @@ pub struct Retention {
 }
 
 impl Retention {
-    pub fn new(redis: Client, keys: Keyspace, shards: u16, max_age: Duration, every: Duration) -> Retention {
+    pub fn new(
+        redis: Client,
+        keys: Keyspace,
+        shards: u16,
+        max_age: Duration,
+        every: Duration,
+    ) -> Retention {
         Retention {
             redis,
             keys,
@@ -75,7 +81,11 @@ impl Retention {
     }
 
     /// The highest id below which entries may go, or `None` when nothing may.
-    async fn safe_cut(&self, key: &str, age_cut_ms: u64) -> Result<Option<String>, fred::error::Error> {
+    async fn safe_cut(
+        &self,
+        key: &str,
+        age_cut_ms: u64,
+    ) -> Result<Option<String>, fred::error::Error> {
         let groups: Vec<Value> = match self.redis.xinfo_groups(key).await {
             Ok(g) => g,
             Err(e) if e.details().contains("no such key") => return Ok(None),
@@ -158,7 +168,9 @@ fn group_last_delivered(group: &Value) -> Option<StreamId> {
             }
         }
     }
-    (name.as_deref() == Some(DISPATCH_GROUP)).then_some(last).flatten()
+    (name.as_deref() == Some(DISPATCH_GROUP))
+        .then_some(last)
+        .flatten()
 }
 
 /// Smallest pending id from the `XPENDING key group` summary `[count, min, max, consumers]`.
@@ -169,7 +181,10 @@ fn pending_oldest(summary: &Value) -> Option<StreamId> {
     if items.first().and_then(Value::as_u64).unwrap_or(0) == 0 {
         return None;
     }
-    items.get(1).and_then(|v| v.as_str()).and_then(|s| StreamId::parse(&s))
+    items
+        .get(1)
+        .and_then(|v| v.as_str())
+        .and_then(|s| StreamId::parse(&s))
 }
 
 #[cfg(test)]
@@ -196,9 +211,19 @@ mod tests {
             "10-2".into(),
         ]);
         assert_eq!(group_last_delivered(&group), Some(StreamId::new(10, 2)));
-        let pending = Value::Array(vec![Value::Integer(2), "5-0".into(), "9-0".into(), Value::Null]);
+        let pending = Value::Array(vec![
+            Value::Integer(2),
+            "5-0".into(),
+            "9-0".into(),
+            Value::Null,
+        ]);
         assert_eq!(pending_oldest(&pending), Some(StreamId::new(5, 0)));
-        let none = Value::Array(vec![Value::Integer(0), Value::Null, Value::Null, Value::Null]);
+        let none = Value::Array(vec![
+            Value::Integer(0),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+        ]);
         assert_eq!(pending_oldest(&none), None);
     }
 }

@@ -74,13 +74,24 @@ impl Store {
     }
 
     /// Tells every instance's auth cache to drop `entry` (`tenant:<id>` or `token:<hash>`).
-    /// The write that made the change has already succeeded; a failed publish is logged and
-    /// covered by the cache TTL.
+    /// Invalidations are numbered, so a subscriber that missed one (its connection dropped)
+    /// knows to drop its whole cache. The write that made the change has already succeeded; a
+    /// failed publish is logged and covered by the cache TTL.
     async fn publish_invalidation(&self, entry: String) {
-        let channel = self.keys.invalidation_channel();
-        if let Err(e) = self.redis.publish::<i64, _, _>(channel, entry).await {
+        let keys = vec![self.keys.invalidation_seq()];
+        let args = vec![self.keys.invalidation_channel(), entry];
+        let published: Result<i64, _> = scripts::PUBLISH_INVALIDATION
+            .evalsha_with_reload(&self.redis, keys, args)
+            .await;
+        if let Err(e) = published {
             tracing::warn!(error = %e, "could not publish an auth-cache invalidation; other instances will see the change when their cache entry expires");
         }
+    }
+
+    /// The number of the last invalidation published (0 when none, or after Redis lost its data).
+    pub async fn invalidation_seq(&self) -> Result<u64, StoreError> {
+        let n: Option<u64> = self.redis.get(self.keys.invalidation_seq()).await?;
+        Ok(n.unwrap_or(0))
     }
 }
 

@@ -108,3 +108,15 @@ return 'ok'
 "#,
     )
 });
+
+/// Numbers an auth-cache invalidation and publishes it as `<seq> <entry>`.
+/// KEYS: the sequence counter. ARGV: channel, entry.
+pub static PUBLISH_INVALIDATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+local n = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], n .. ' ' .. ARGV[2])
+return n
+"#,
+    )
+});

@@ -227,7 +227,10 @@ impl Store {
         ext: &str,
     ) -> Result<Option<TenantRecord>, StoreError> {
         let idx = self.crypto.blind_index(EXT_DOMAIN, ext);
-        let id: Option<String> = self.redis.get(self.keys.tenant_by_external_id(&idx)).await?;
+        let id: Option<String> = self
+            .redis
+            .get(self.keys.tenant_by_external_id(&idx))
+            .await?;
         match id {
             Some(id) => self.tenant(&id).await,
             None => Ok(None),

@@ -141,8 +141,10 @@ impl Store {
 
     /// Who owns the token with this hash, if anyone.
     pub async fn token_owner(&self, hash: &TokenHash) -> Result<Option<TokenOwner>, StoreError> {
-        let (tenant, id): (Option<String>, Option<String>) =
-            self.redis.hmget(self.keys.token(hash), vec!["tenant", "id"]).await?;
+        let (tenant, id): (Option<String>, Option<String>) = self
+            .redis
+            .hmget(self.keys.token(hash), vec!["tenant", "id"])
+            .await?;
         Ok(match (tenant, id) {
             (Some(tenant_id), Some(token_id)) => Some(TokenOwner {
                 tenant_id,

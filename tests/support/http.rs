@@ -49,7 +49,10 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 
     /// The body has the contract's error shape with this code.
@@ -88,7 +91,8 @@ impl Request {
     }
 
     pub fn json(self, v: &serde_json::Value) -> Request {
-        self.header("content-type", "application/json").body(serde_json::to_vec(v).unwrap())
+        self.header("content-type", "application/json")
+            .body(serde_json::to_vec(v).unwrap())
     }
 
     fn build(&self, authority: &str) -> hyper::Request<Full<Bytes>> {
@@ -116,7 +120,12 @@ impl Request {
     }
 
     /// Sends over TLS, trusting `cert`, negotiating `alpn`.
-    pub async fn send_tls(&self, addr: SocketAddr, cert: &Path, alpn: Alpn) -> anyhow::Result<Response> {
+    pub async fn send_tls(
+        &self,
+        addr: SocketAddr,
+        cert: &Path,
+        alpn: Alpn,
+    ) -> anyhow::Result<Response> {
         let stream = TcpStream::connect(addr).await?;
         let tls = tls_connector(cert, alpn)
             .connect(ServerName::try_from("localhost")?, stream)
@@ -125,7 +134,10 @@ impl Request {
         let authority = format!("localhost:{}", addr.port());
         match alpn {
             Alpn::H2 => {
-                anyhow::ensure!(negotiated.as_deref() == Some(b"h2"), "server did not negotiate h2");
+                anyhow::ensure!(
+                    negotiated.as_deref() == Some(b"h2"),
+                    "server did not negotiate h2"
+                );
                 let mut req = self.build(&authority);
                 *req.version_mut() = hyper::Version::HTTP_2;
                 send_h2(TokioIo::new(tls), req).await

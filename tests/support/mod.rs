@@ -33,7 +33,12 @@ pub fn free_port() -> u16 {
 /// A unique key prefix per test.
 pub fn unique_prefix(name: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("t{}-{}-{}", std::process::id(), name, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        name,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A `redis-server` owned by the test process. A shell watchdog kills it when the test process
@@ -126,7 +131,9 @@ impl RedisServer {
             let _ = c.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+        while Instant::now() < deadline
+            && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -138,9 +145,10 @@ impl RedisServer {
 
     /// A fred client for assertions.
     pub async fn client(&self) -> Client {
-        let client = Builder::from_config(fred::types::config::Config::from_url(&self.url()).unwrap())
-            .build()
-            .unwrap();
+        let client =
+            Builder::from_config(fred::types::config::Config::from_url(&self.url()).unwrap())
+                .build()
+                .unwrap();
         client.init().await.unwrap();
         client
     }
@@ -153,7 +161,13 @@ impl Drop for RedisServer {
 }
 
 /// The TOML of a test gateway. `extra` is appended (more sections or keys).
-pub fn config_toml(redis_url: &str, prefix: &str, addrs: &Addrs, certs: &Path, extra: &str) -> String {
+pub fn config_toml(
+    redis_url: &str,
+    prefix: &str,
+    addrs: &Addrs,
+    certs: &Path,
+    extra: &str,
+) -> String {
     format!(
         r#"
 [edge]
@@ -241,7 +255,12 @@ impl Gateway {
         Self::start_full(redis_url, prefix, extra, Arc::new(certs())).await
     }
 
-    pub async fn start_full(redis_url: &str, prefix: &str, extra: &str, certs: Arc<tempfile::TempDir>) -> Gateway {
+    pub async fn start_full(
+        redis_url: &str,
+        prefix: &str,
+        extra: &str,
+        certs: Arc<tempfile::TempDir>,
+    ) -> Gateway {
         let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -274,7 +293,10 @@ impl Gateway {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if let Ok(r) = http::Request::get("/readyz").send_plain(self.addrs.plain).await {
+            if let Ok(r) = http::Request::get("/readyz")
+                .send_plain(self.addrs.plain)
+                .await
+            {
                 if r.status == 200 {
                     return;
                 }
@@ -294,7 +316,12 @@ impl Gateway {
     }
 
     /// An admin API call with the admin token.
-    pub async fn admin(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> http::Response {
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> http::Response {
         let mut req = http::Request::new(method, path).bearer(ADMIN_TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
@@ -311,7 +338,10 @@ impl Gateway {
         let r = self.admin("POST", "/admin/tenants", Some(body)).await;
         assert_eq!(r.status, 201, "{}", r.text());
         let v = r.json();
-        (v["id"].as_str().unwrap().to_owned(), v["token"].as_str().unwrap().to_owned())
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// Posts an event on the cleartext listener.
@@ -345,11 +375,20 @@ pub async fn stream_events(redis: &Client, key: &str) -> Vec<estafeta::queue::St
         return out;
     };
     for entry in entries {
-        let Value::Array(mut parts) = entry else { panic!("entry is not an array") };
-        let Some(Value::Array(flat)) = parts.pop() else { panic!("entry has no fields") };
+        let Value::Array(mut parts) = entry else {
+            panic!("entry is not an array")
+        };
+        let Some(Value::Array(flat)) = parts.pop() else {
+            panic!("entry has no fields")
+        };
         let fields: Vec<(bytes::Bytes, bytes::Bytes)> = flat
             .chunks(2)
-            .map(|kv| (kv[0].as_bytes().unwrap().to_vec().into(), kv[1].as_bytes().unwrap().to_vec().into()))
+            .map(|kv| {
+                (
+                    kv[0].as_bytes().unwrap().to_vec().into(),
+                    kv[1].as_bytes().unwrap().to_vec().into(),
+                )
+            })
             .collect();
         out.extend(estafeta::queue::decode_entry(&fields).unwrap());
     }
