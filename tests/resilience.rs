@@ -119,7 +119,7 @@ async fn redis_outage_gets_503_then_recovers_and_loses_nothing_acknowledged() {
         .into_iter()
         .map(|(_, e)| e.id)
         .collect();
-    let acked = acked.lock().unwrap();
+    let acked: Vec<String> = acked.lock().unwrap().iter().cloned().collect();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(
         lost.is_empty(),
