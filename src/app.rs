@@ -189,7 +189,7 @@ pub async fn run(
         &keys,
         EnqueuerConfig {
             max_batch: config.queue.max_batch,
-            max_inflight: 4,
+            max_inflight: config.queue.max_inflight_batches,
             capacity: 16 * 1024,
             command_timeout: config.redis_command_timeout(),
             wait_aof: config.redis.wait_aof,

@@ -43,9 +43,41 @@ struct Served {
     child: Child,
     output: Arc<Mutex<Vec<u8>>>,
     addrs: Addrs,
+    /// Config and certificate folders, kept for the life of the process.
+    dirs: Vec<tempfile::TempDir>,
 }
 
 impl Served {
+    /// A ready gateway on the shared Redis, with its own prefix and the test config.
+    async fn on_shared_redis(name: &str, env: &[(&str, &str)]) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = support::certs();
+        let a = addrs();
+        let text = support::config_toml(
+            &RedisServer::shared().url(),
+            &support::unique_prefix(name),
+            &a,
+            certs.path(),
+            "",
+        );
+        let path = write_config(dir.path(), &text);
+        let mut served = Served::start(&path, a, env);
+        served.dirs = vec![dir, certs];
+        served.wait_ready().await;
+        served
+    }
+
+    /// Creates a tenant through the admin API and returns its token.
+    async fn tenant_token(&self) -> String {
+        let created = Request::new("POST", "/admin/tenants")
+            .bearer(ADMIN_TOKEN)
+            .json(&serde_json::json!({"name": "acme"}))
+            .send_plain(self.addrs.admin)
+            .await
+            .unwrap();
+        created.json()["token"].as_str().unwrap().to_owned()
+    }
+
     fn start(config: &Path, addrs: Addrs, env: &[(&str, &str)]) -> Served {
         let mut c = Command::new(binary());
         c.args(["serve", "--config"])
@@ -76,6 +108,7 @@ impl Served {
             child,
             output,
             addrs,
+            dirs: Vec::new(),
         }
     }
 
@@ -396,32 +429,9 @@ async fn secrets_never_reach_the_logs_even_at_trace_level() {
 
 #[tokio::test]
 async fn chunked_bodies_past_the_cap_keep_memory_flat() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = support::certs();
-    let redis = RedisServer::shared();
-    let a = addrs();
-    let path = write_config(
-        dir.path(),
-        &support::config_toml(
-            &redis.url(),
-            &support::unique_prefix("memory"),
-            &a,
-            certs.path(),
-            "",
-        ),
-    );
-    let mut served = Served::start(&path, a.clone(), &[("RUST_LOG", "warn")]);
-    served.wait_ready().await;
-    let token = Request::new("POST", "/admin/tenants")
-        .bearer(ADMIN_TOKEN)
-        .json(&serde_json::json!({"name": "acme"}))
-        .send_plain(a.admin)
-        .await
-        .unwrap()
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut served = Served::on_shared_redis("memory", &[("RUST_LOG", "warn")]).await;
+    let token = served.tenant_token().await;
+    let a = served.addrs.clone();
     let before = proc_status_kb(served.pid(), "VmRSS:");
     // 16 clients at once, each offering 64 MiB of chunked body against a 64 KiB cap.
     let mut clients = Vec::new();
@@ -462,32 +472,9 @@ async fn chunked_bodies_past_the_cap_keep_memory_flat() {
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = support::certs();
-    let redis = RedisServer::shared();
-    let a = addrs();
-    let path = write_config(
-        dir.path(),
-        &support::config_toml(
-            &redis.url(),
-            &support::unique_prefix("sigterm"),
-            &a,
-            certs.path(),
-            "",
-        ),
-    );
-    let mut served = Served::start(&path, a.clone(), &[("RUST_LOG", "info")]);
-    served.wait_ready().await;
-    let token = Request::new("POST", "/admin/tenants")
-        .bearer(ADMIN_TOKEN)
-        .json(&serde_json::json!({"name": "acme"}))
-        .send_plain(a.admin)
-        .await
-        .unwrap()
-        .json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut served = Served::on_shared_redis("sigterm", &[("RUST_LOG", "info")]).await;
+    let token = served.tenant_token().await;
+    let a = served.addrs.clone();
     // A request in flight (its body half sent) when the signal arrives.
     let mut s = tokio::net::TcpStream::connect(a.plain).await.unwrap();
     let head = format!(
@@ -510,4 +497,48 @@ async fn sigterm_drains_and_exits_zero() {
     let code = served.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{}", served.logs());
     assert!(served.logs().contains("stopped cleanly"));
+}
+
+#[test]
+fn checked_in_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dev = cli(
+        &[
+            "check-config",
+            "--config",
+            root.join("config/estafeta.toml").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        dev.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&dev.stderr)
+    );
+    let prod_path = root.join("config/production.example.toml");
+    let prod = cli(
+        &["check-config", "--config", prod_path.to_str().unwrap()],
+        &[
+            (
+                "ESTAFETA_ADMIN_TOKEN",
+                "production-admin-token-0123456789abcdef",
+            ),
+            ("ESTAFETA_MASTER_KEY", MASTER_KEY),
+        ],
+    );
+    assert_eq!(
+        prod.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&prod.stderr)
+    );
+    // The production template reads every secret from the environment.
+    let missing = cli(
+        &["check-config", "--config", prod_path.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    let text = std::fs::read_to_string(prod_path).unwrap();
+    assert!(text.contains("token = \"env:") && text.contains("master_key = \"env:"));
 }

@@ -71,6 +71,9 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// The async runtime.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     /// Tenants applied idempotently at start (config-driven deployments).
     #[serde(default)]
     pub tenants: Vec<TenantDecl>,
@@ -260,6 +263,9 @@ pub struct QueueConfig {
     pub retention_hours: u64,
     /// Most events written to Redis as one batch (one stream entry per shard).
     pub max_batch: usize,
+    /// Batches in flight to Redis at once. More lowers latency when Redis is far away; fewer
+    /// makes batches larger and Redis's work per event smaller.
+    pub max_inflight_batches: usize,
 }
 
 impl Default for QueueConfig {
@@ -268,6 +274,7 @@ impl Default for QueueConfig {
             shards: 16,
             retention_hours: 14 * 24,
             max_batch: 256,
+            max_inflight_batches: 2,
         }
     }
 }
@@ -393,6 +400,15 @@ impl Default for LogConfig {
             level: "info".into(),
         }
     }
+}
+
+/// The async runtime.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker threads; 0 means one per CPU. On a machine shared with Redis, leaving Redis a
+    /// core (CPUs - 1) avoids the cost of workers waking each other for every request.
+    pub worker_threads: usize,
 }
 
 /// Log line format.
@@ -566,6 +582,12 @@ impl Config {
             return Err(invalid(
                 "queue.max_batch",
                 format!("must be between 1 and {}", crate::queue::MAX_BATCH_EVENTS),
+            ));
+        }
+        if !(1..=64).contains(&self.queue.max_inflight_batches) {
+            return Err(invalid(
+                "queue.max_inflight_batches",
+                "must be between 1 and 64",
             ));
         }
         if self.auth.cache_capacity == 0 {
