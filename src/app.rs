@@ -1,11 +1,14 @@
 //! Builds the components from a [`Config`] and runs them until shutdown, in order.
 //!
-//! Start: keys → Redis (and its durability check) → config tenants → consumer groups → auth
-//! cache and its invalidation subscription → enqueuer → listeners → ready.
+//! Start: keys → Redis (and its durability check) → config tenants and targets → consumer
+//! groups → auth and target caches and their invalidation subscription → dispatcher (roles
+//! `all`, `dispatcher`) → enqueuer → listeners → ready.
 //!
 //! Shutdown: not ready → listeners stop accepting and drain in-flight requests (bounded by
 //! `edge.shutdown_grace_ms`) → the enqueuer finishes the batches it holds (each in-flight
-//! request already has its answer) → background tasks stop → Redis connections close.
+//! request already has its answer) → the dispatcher stops reading and finishes in-flight
+//! deliveries (bounded; what is left stays pending in Redis) → background tasks stop → Redis
+//! connections close.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,14 +24,17 @@ use crate::auth::{Auth, Invalidations};
 use crate::body::BodyLimits;
 use crate::config::Config;
 use crate::crypto::Keys;
+use crate::dispatch::{Dispatcher, Settings as DispatchSettings, TargetCache};
 use crate::health::Readiness;
 use crate::ingest::{self, EdgeState};
 use crate::keyspace::Keyspace;
 use crate::listener::{self, HttpLimits, ListenerSpec};
+use crate::manage::ManageState;
 use crate::queue::{Enqueuer, EnqueuerConfig, Retention, ensure_groups};
 use crate::redis::RedisSetupError;
 use crate::service::HttpService;
 use crate::store::Store;
+use crate::store::deliveries::Deliveries;
 use crate::{telemetry, tls};
 
 /// What a process runs.
@@ -133,14 +139,18 @@ pub async fn run(
     let keys = Keyspace::new(&config.redis.prefix);
     let store = Store::new(redis.clone(), keys.clone(), crypto.clone());
     for (index, decl) in config.tenants.iter().enumerate() {
-        store
-            .apply_declared_tenant(decl)
-            .await
-            .map_err(|e| StartError::DeclaredTenant {
-                index,
-                id: decl.id.clone(),
-                cause: e.to_string(),
-            })?;
+        let failed = |e: crate::store::StoreError| StartError::DeclaredTenant {
+            index,
+            id: decl.id.clone(),
+            cause: e.to_string(),
+        };
+        store.apply_declared_tenant(decl).await.map_err(failed)?;
+        for target in &decl.targets {
+            store
+                .apply_declared_target(&decl.id, &target.id, &target.spec())
+                .await
+                .map_err(failed)?;
+        }
     }
     ensure_groups(&redis, &keys, config.queue.shards)
         .await
@@ -160,12 +170,20 @@ pub async fn run(
     ));
     // Subscribe before serving: a change made after the first request must reach this cache.
     let subscriber = crate::redis::connect_subscriber(&config.redis).await?;
+    let deliveries = Deliveries::new(
+        redis.clone(),
+        keys.clone(),
+        config.queue.retention_hours * 3600,
+        config.dispatch.attempts_kept,
+    );
+    let target_cache = TargetCache::new(store.clone(), Duration::from_secs(30));
     let mut invalidations = Invalidations::new(
         auth.clone(),
         subscriber,
         store.clone(),
         config.redis_command_timeout() + Duration::from_millis(500),
-    );
+    )
+    .with_targets(target_cache.clone());
     invalidations
         .subscribe()
         .await
@@ -182,6 +200,35 @@ pub async fn run(
         );
         background.spawn(retention.run(stop_background.clone()));
     }
+    let dispatcher = if role.runs_background() {
+        Some(
+            Dispatcher::start(
+                DispatchSettings::from_config(&config),
+                &config.redis,
+                redis.clone(),
+                store.clone(),
+                deliveries.clone(),
+                target_cache.clone(),
+            )
+            .await
+            .map_err(|e| StartError::Prepare(format!("starting the dispatcher: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let manage = ManageState {
+        store: store.clone(),
+        deliveries: deliveries.clone(),
+        auth: auth.clone(),
+        body_limits: BodyLimits {
+            max_bytes: 64 * 1024,
+            idle: Duration::from_millis(config.edge.body_idle_timeout_ms),
+            total: Duration::from_millis(config.edge.body_timeout_ms),
+        },
+        allow_private_targets: config.security.allow_private_targets,
+        rotation_overlap_ms: config.dispatch.secret_rotation_overlap_ms,
+        shards: config.queue.shards,
+    };
 
     let enqueue_tasks = TaskTracker::new();
     let enqueuer = Enqueuer::start(
@@ -226,7 +273,7 @@ pub async fn run(
             enqueuer,
             body_limits,
         };
-        let edge_router = ingest::router(edge_state.clone(), readiness.clone());
+        let edge_router = ingest::router(edge_state.clone(), manage.clone(), readiness.clone());
         if let Some(l) = listeners.edge_tls {
             let service = HttpService::edge("edge_tls", edge_state.clone(), edge_router.clone());
             servers.spawn(listener::serve(
@@ -256,6 +303,7 @@ pub async fn run(
             };
             let router = admin::router(
                 state,
+                manage.clone(),
                 config.admin.token.clone(),
                 readiness.clone(),
                 metrics,
@@ -282,6 +330,11 @@ pub async fn run(
     servers.wait().await;
     enqueue_tasks.close();
     enqueue_tasks.wait().await;
+    if let Some(d) = dispatcher {
+        tracing::info!("shutting down: finishing in-flight deliveries");
+        d.shutdown(Duration::from_millis(config.edge.shutdown_grace_ms))
+            .await;
+    }
     stop_background.cancel();
     background.close();
     background.wait().await;

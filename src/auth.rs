@@ -285,7 +285,7 @@ impl Auth {
             if let Some(hash) = TokenHash::from_hex(hex) {
                 self.tokens.invalidate(&hash).await;
             }
-        } else {
+        } else if !entry.starts_with("targets:") {
             tracing::debug!(entry, "ignoring an unknown invalidation");
         }
     }
@@ -354,6 +354,8 @@ pub struct Invalidations {
     recheck_after: Duration,
     /// Which invalidations this instance has seen.
     seq: SeqTracker,
+    /// The dispatcher's target cache, kept coherent by the same messages (`targets:<tenant>`).
+    targets: Option<crate::dispatch::TargetCache>,
 }
 
 impl Invalidations {
@@ -371,6 +373,34 @@ impl Invalidations {
             channel,
             recheck_after,
             seq: SeqTracker::default(),
+            targets: None,
+        }
+    }
+
+    /// Keeps the dispatcher's target cache coherent too.
+    pub fn with_targets(mut self, cache: crate::dispatch::TargetCache) -> Invalidations {
+        self.targets = Some(cache);
+        self
+    }
+
+    async fn drop_entry(&self, entry: &str) {
+        self.auth.invalidate(entry).await;
+        if let (Some(t), Some(tenant)) = (&self.targets, entry.strip_prefix("targets:")) {
+            t.invalidate(tenant).await;
+        }
+    }
+
+    async fn recheck_entry(&self, entry: &str, changed_at: Instant) {
+        self.auth.recheck(entry, changed_at).await;
+        if let (Some(t), Some(tenant)) = (&self.targets, entry.strip_prefix("targets:")) {
+            t.recheck(tenant, changed_at).await;
+        }
+    }
+
+    fn drop_all(&self) {
+        self.auth.invalidate_all();
+        if let Some(t) = &self.targets {
+            t.invalidate_all();
         }
     }
 
@@ -397,23 +427,23 @@ impl Invalidations {
                             tracing::debug!("ignoring a malformed invalidation");
                             continue;
                         };
-                        self.auth.invalidate(entry).await;
+                        self.drop_entry(entry).await;
                         rechecks.insert((entry.to_owned(), Instant::now()), self.recheck_after);
                         if self.seq.on_message(n) == Seen::Gap {
                             tracing::warn!("auth invalidations were missed; dropping the whole cache");
-                            self.auth.invalidate_all();
+                            self.drop_all();
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "auth invalidations lagged; dropping the whole cache");
-                        self.auth.invalidate_all();
+                        self.drop_all();
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
                 Ok(_) = reconnects.recv() => self.after_reconnect().await,
                 Some(expired) = futures_util::StreamExt::next(&mut rechecks), if !rechecks.is_empty() => {
                     let (entry, changed_at) = expired.into_inner();
-                    self.auth.recheck(&entry, changed_at).await;
+                    self.recheck_entry(&entry, changed_at).await;
                 }
             }
         }
@@ -429,7 +459,7 @@ impl Invalidations {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the invalidation counter after a reconnect; dropping the whole auth cache");
-                self.auth.invalidate_all();
+                self.drop_all();
                 return;
             }
         };
@@ -441,7 +471,7 @@ impl Invalidations {
                 tracing::info!(
                     "invalidations were published while disconnected; dropping the whole auth cache"
                 );
-                self.auth.invalidate_all();
+                self.drop_all();
             }
             Seen::Reset => tracing::warn!(
                 "the invalidation counter went back: Redis lost its data (restart without persistence, or a flush); cached tokens stay valid until they expire"

@@ -124,7 +124,19 @@ where
     } else {
         &bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| JsonError::Invalid(e.to_string()))
+    // The path names the field at fault (`mode: unknown variant…`), not just a column.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            JsonError::Invalid(inner.to_string())
+        } else {
+            JsonError::Invalid(format!("{path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| JsonError::Invalid(e.to_string()))?;
+    Ok(value)
 }
 
 /// Why a JSON body was not decoded.

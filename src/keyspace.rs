@@ -12,6 +12,14 @@
 //! | `P:{m}:tenant_tokens:<id>` | hash | a tenant's tokens: token id → token hash |
 //! | `P:{q<n>}:events` | stream | shard `n` of the event queue; consumer group [`DISPATCH_GROUP`] |
 //! | `P:{q<n>}:idem:<tenant>:<sha256>` | string, 24 h TTL | `<event id> <fingerprint>` of an `Idempotency-Key` |
+//! | `P:{m}:target:<id>` | hash | a delivery target: `doc` (JSON, secrets sealed), `ver`, `tenant` |
+//! | `P:{m}:tenant_targets:<tenant>` | sorted set (score 0) | a tenant's target ids |
+//! | `P:{q<n>}:ev:<event id>` | hash | an event's delivery record: `entry` (stream entry that expanded it), `tenant`, `type`, `ct`, `at`, `targets`, `d:<target>` (delivery state JSON), `body` (kept once a retry or the error queue needs it) |
+//! | `P:{q<n>}:att:<event id>` | list | the event's last delivery attempts (JSON), bounded |
+//! | `P:{q<n>}:retry` | sorted set | deliveries waiting for their next attempt: `<event>:<target>` scored by due time (ms) |
+//! | `P:{q<n>}:dlq:<tenant>` | hash | the tenant's error queue: entry id → JSON |
+//! | `P:{q<n>}:dlqi:<tenant>` | sorted set | the error queue's entry ids by failure time (ms) |
+//! | `P:{q<n>}:stats:<tenant>` | hash | the tenant's delivery counters |
 //! | `P:{m}:invalidations` | string (counter) | sequence number of the last auth-cache invalidation |
 //! | channel `P:invalidate` | pub/sub | `<seq> tenant:<id>` / `<seq> token:<hash>`: drop that entry from every auth cache |
 //!
@@ -67,6 +75,44 @@ impl Keyspace {
 
     pub fn tenant_tokens(&self, id: &str) -> String {
         format!("{}:{{m}}:tenant_tokens:{id}", self.prefix)
+    }
+
+    pub fn target(&self, id: &str) -> String {
+        format!("{}:{{m}}:target:{id}", self.prefix)
+    }
+
+    pub fn tenant_targets(&self, tenant: &str) -> String {
+        format!("{}:{{m}}:tenant_targets:{tenant}", self.prefix)
+    }
+
+    /// An event's delivery record, in its shard's slot.
+    pub fn event_record(&self, shard: u16, event: &str) -> String {
+        format!("{}:{{q{shard}}}:ev:{event}", self.prefix)
+    }
+
+    /// An event's recent attempts.
+    pub fn attempts(&self, shard: u16, event: &str) -> String {
+        format!("{}:{{q{shard}}}:att:{event}", self.prefix)
+    }
+
+    /// Deliveries due for another attempt, of one shard.
+    pub fn retries(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:retry", self.prefix)
+    }
+
+    /// A tenant's error queue entries.
+    pub fn dead_letters(&self, shard: u16, tenant: &str) -> String {
+        format!("{}:{{q{shard}}}:dlq:{tenant}", self.prefix)
+    }
+
+    /// A tenant's error queue, ordered by failure time.
+    pub fn dead_letter_index(&self, shard: u16, tenant: &str) -> String {
+        format!("{}:{{q{shard}}}:dlqi:{tenant}", self.prefix)
+    }
+
+    /// A tenant's delivery counters.
+    pub fn stats(&self, shard: u16, tenant: &str) -> String {
+        format!("{}:{{q{shard}}}:stats:{tenant}", self.prefix)
     }
 
     /// Shard `n`'s event stream.
@@ -142,6 +188,18 @@ mod tests {
             hash_slot(&k.stream(3)),
             hash_slot(&k.idempotency(3, "ten_1", "ff"))
         );
+        assert_eq!(hash_slot(&t), hash_slot(&k.target("tgt_1")));
+        assert_eq!(hash_slot(&t), hash_slot(&k.tenant_targets("ten_1")));
+        for key in [
+            k.event_record(3, "evt_1"),
+            k.attempts(3, "evt_1"),
+            k.retries(3),
+            k.dead_letters(3, "ten_1"),
+            k.dead_letter_index(3, "ten_1"),
+            k.stats(3, "ten_1"),
+        ] {
+            assert_eq!(hash_slot(&k.stream(3)), hash_slot(&key), "{key}");
+        }
     }
 
     #[test]

@@ -121,6 +121,26 @@ fn describe() {
         "Connections closed before serving by listener and reason (tls_handshake_timeout, tls_error)"
     );
     describe_counter!("estafeta_rate_limited_total", "Requests refused with 429");
+    describe_counter!(
+        "estafeta_deliveries_total",
+        "Delivery attempts by outcome (delivered, retry, dead_letter, deferred, sent)"
+    );
+    describe_histogram!(
+        "estafeta_delivery_attempt_seconds",
+        "Duration of one delivery attempt, connect to response"
+    );
+    describe_gauge!(
+        "estafeta_stream_lag",
+        "Stream entries not yet read by the dispatcher, by shard"
+    );
+    describe_gauge!(
+        "estafeta_retry_queue_depth",
+        "Deliveries waiting for a retry, by shard"
+    );
+    describe_counter!(
+        "estafeta_entries_reclaimed_total",
+        "Stream entries taken over from a stopped consumer"
+    );
 }
 
 /// The counter and histogram of one (listener, route, status) of a hot route.
@@ -287,4 +307,27 @@ pub fn connection_rejected(listener: &'static str, reason: &'static str) {
 /// A request was refused by a rate limit.
 pub fn rate_limited() {
     metrics::counter!("estafeta_rate_limited_total").increment(1);
+}
+
+/// A delivery attempt ended with `outcome` (`delivered`, `retry`, `dead_letter`, `deferred`,
+/// `sent`) after `elapsed` (deferred deliveries made no attempt and record no latency).
+pub fn delivery(outcome: &'static str, elapsed: Option<Duration>) {
+    metrics::counter!("estafeta_deliveries_total", "outcome" => outcome).increment(1);
+    if let Some(e) = elapsed {
+        metrics::histogram!("estafeta_delivery_attempt_seconds").record(e.as_secs_f64());
+    }
+}
+
+/// The dispatcher's backlog gauges of one shard.
+pub fn shard_backlog(shard: u16, stream_lag: Option<u64>, scheduled: u64) {
+    let s = shard.to_string();
+    if let Some(lag) = stream_lag {
+        metrics::gauge!("estafeta_stream_lag", "shard" => s.clone()).set(lag as f64);
+    }
+    metrics::gauge!("estafeta_retry_queue_depth", "shard" => s).set(scheduled as f64);
+}
+
+/// Stream entries reclaimed from consumers that stopped answering.
+pub fn reclaimed(entries: usize) {
+    metrics::counter!("estafeta_entries_reclaimed_total").increment(entries as u64);
 }

@@ -218,7 +218,7 @@ async fn unknown_routes_and_methods_answer_error_json() {
         .unwrap();
     assert_eq!(res.status, 404);
     assert!(res.is_error("not_found"));
-    let res = Request::get("/v1/events/x")
+    let res = Request::new("PUT", "/v1/events/x")
         .send_plain(gw.addrs.plain)
         .await
         .unwrap();

@@ -54,6 +54,7 @@ pub struct AdminState {
 /// The admin router.
 pub fn router(
     state: AdminState,
+    manage: crate::manage::ManageState,
     admin_token: Secret,
     readiness: Arc<Readiness>,
     metrics: PrometheusHandle,
@@ -75,6 +76,7 @@ pub fn router(
             delete(tenants::revoke_token),
         )
         .with_state(state)
+        .merge(crate::manage::routes("/admin/tenants/{id}", manage))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(admin_token),
             require_admin,

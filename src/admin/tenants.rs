@@ -6,7 +6,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::AdminState;
 use crate::body::read_json;
@@ -39,19 +39,10 @@ pub struct UpdateTenant {
     name: Option<String>,
     #[serde(default)]
     active: Option<bool>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::store::present")]
     rate_limit: Option<Option<RateLimit>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::store::present")]
     external_id: Option<Option<String>>,
-}
-
-/// Tells an explicit `null` (`Some(None)`: remove) from an absent field (`None`: keep).
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +220,8 @@ pub async fn remove(
         return Err(ApiError::not_found("tenant"));
     }
     s.auth.invalidate(&format!("tenant:{id}")).await;
+    // Its targets go too (the tenant is already gone, so nothing new can reach them).
+    s.store.delete_targets_of(&id).await?;
     tracing::info!(request_id = %current_request_id(), tenant = %id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -311,6 +311,21 @@ pub struct DispatchConfig {
     pub request_timeout_ms: u64,
     /// Default retry policy of persistent targets.
     pub retry: RetryPolicy,
+    /// Deliveries in flight to one target.
+    pub per_target_concurrency: usize,
+    /// Deliveries waiting in memory for one target; more are deferred to the retry schedule.
+    pub max_waiting_per_target: usize,
+    /// A stream entry pending this long with no progress is taken over by another consumer;
+    /// must exceed the request timeout with margin.
+    pub reclaim_idle_ms: u64,
+    /// Stream entries read per `XREADGROUP`.
+    pub read_batch: usize,
+    /// Period of the retry schedule's poll.
+    pub retry_poll_ms: u64,
+    /// How long the previous secret keeps signing after a rotation.
+    pub secret_rotation_overlap_ms: u64,
+    /// Attempts kept in each event's attempt log.
+    pub attempts_kept: u32,
 }
 
 impl Default for DispatchConfig {
@@ -319,6 +334,13 @@ impl Default for DispatchConfig {
             concurrency: 256,
             request_timeout_ms: 10_000,
             retry: RetryPolicy::default(),
+            per_target_concurrency: 32,
+            max_waiting_per_target: 512,
+            reclaim_idle_ms: 60_000,
+            read_batch: 16,
+            retry_poll_ms: 250,
+            secret_rotation_overlap_ms: 24 * 3600 * 1000,
+            attempts_kept: 50,
         }
     }
 }
@@ -442,6 +464,52 @@ pub struct TenantDecl {
     /// More bearer tokens, for rotation with an overlap.
     #[serde(default)]
     pub tokens: Vec<Secret>,
+    /// The tenant's delivery targets (`[[tenants.targets]]`).
+    #[serde(default)]
+    pub targets: Vec<TargetDecl>,
+}
+
+/// A delivery target declared in the config file.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDecl {
+    /// Stable id (`[A-Za-z0-9_-]`, at most 64), unique across tenants.
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub mode: crate::store::Mode,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Credentials (literal in the file; prefer `headers` with nothing secret, or the API).
+    #[serde(default, skip_serializing)]
+    pub auth: Option<crate::store::TargetAuth>,
+    #[serde(default)]
+    pub ordered: bool,
+    #[serde(default = "default_true")]
+    pub active: bool,
+    /// The signing secret (`whsec_…`, usually `env:NAME`); generated once when absent.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+impl TargetDecl {
+    /// The target as the store takes it.
+    pub fn spec(&self) -> crate::store::TargetSpec {
+        crate::store::TargetSpec {
+            url: self.url.clone(),
+            events: self.events.clone(),
+            mode: self.mode,
+            retry: self.retry,
+            headers: self.headers.clone(),
+            auth: self.auth.clone(),
+            ordered: self.ordered,
+            active: self.active,
+            secret: self.secret.as_ref().map(|s| s.expose().to_owned()),
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -593,8 +661,30 @@ impl Config {
         if self.auth.cache_capacity == 0 {
             return Err(invalid("auth.cache_capacity", "must be at least 1"));
         }
-        if self.dispatch.concurrency == 0 {
-            return Err(invalid("dispatch.concurrency", "must be at least 1"));
+        let d = &self.dispatch;
+        for (key, value) in [
+            ("dispatch.concurrency", d.concurrency),
+            ("dispatch.per_target_concurrency", d.per_target_concurrency),
+            ("dispatch.max_waiting_per_target", d.max_waiting_per_target),
+            ("dispatch.read_batch", d.read_batch),
+            ("dispatch.retry_poll_ms", d.retry_poll_ms as usize),
+            ("dispatch.attempts_kept", d.attempts_kept as usize),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if d.read_batch > 1000 {
+            return Err(invalid("dispatch.read_batch", "must be at most 1000"));
+        }
+        let margin = (d.request_timeout_ms * 2).max(d.request_timeout_ms + 5_000);
+        if d.reclaim_idle_ms < margin {
+            return Err(invalid(
+                "dispatch.reclaim_idle_ms",
+                format!(
+                    "must be at least {margin} (twice dispatch.request_timeout_ms, and 5 s more than it): a shorter one hands live deliveries to a second consumer"
+                ),
+            ));
         }
         self.dispatch
             .retry
@@ -607,6 +697,7 @@ impl Config {
         let mut ids = HashSet::new();
         let mut external_ids = HashSet::new();
         let mut tokens = HashSet::new();
+        let mut target_ids = HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let key = format!("tenants[{i}]");
             crate::store::validate_tenant_id(&t.id)
@@ -645,6 +736,21 @@ impl Config {
                 if !tokens.insert(token.expose()) {
                     return Err(invalid(&format!("{key}.token"), "is declared twice"));
                 }
+            }
+            for (j, target) in t.targets.iter().enumerate() {
+                let tkey = format!("{key}.targets[{j}]");
+                crate::store::validate_tenant_id(&target.id)
+                    .map_err(|m| invalid(&format!("{tkey}.id"), m))?;
+                if !target_ids.insert(target.id.as_str()) {
+                    return Err(invalid(
+                        &format!("{tkey}.id"),
+                        format!("`{}` is declared twice", target.id),
+                    ));
+                }
+                target
+                    .spec()
+                    .validate(self.security.allow_private_targets)
+                    .map_err(|m| invalid(&tkey, m))?;
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! | route | handler |
 //! | --- | --- |
 //! | `POST /v1/events/{event_type}` | [`events::post_event`] |
+//! | `GET /v1/events/{id}`, `/v1/targets…`, `/v1/dead-letters…`, `/v1/stats` | [`crate::manage`] |
 //! | `GET /healthz`, `GET /readyz` | [`crate::health`] |
 //!
 //! Every other path answers the contract's JSON 404, every wrong method its JSON 405.
@@ -35,10 +36,18 @@ pub struct EdgeState {
 
 /// The edge router. The hot route is also served by hand ([`crate::service`]); it is routed
 /// here too so that other methods on its path get 405 and the router alone is complete.
-pub fn router(state: EdgeState, readiness: Arc<Readiness>) -> Router {
+pub fn router(
+    state: EdgeState,
+    manage: crate::manage::ManageState,
+    readiness: Arc<Readiness>,
+) -> Router {
+    // `GET /v1/events/{id}` shares the path template of the hot POST route.
+    let events_route = post(events::post_event_routed)
+        .with_state(state)
+        .merge(get(crate::manage::dead_letters::event).with_state(manage.clone()));
     let api = Router::new()
-        .route("/v1/events/{event_type}", post(events::post_event_routed))
-        .with_state(state);
+        .route("/v1/events/{event_type}", events_route)
+        .merge(crate::manage::routes("/v1", manage));
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

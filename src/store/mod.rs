@@ -11,7 +11,9 @@
 //! Multi-key changes run as Lua scripts over keys of the one `{m}` slot, so they are atomic on a
 //! single Redis and on a cluster alike.
 
+pub mod deliveries;
 mod scripts;
+pub mod targets;
 pub mod tenants;
 pub mod tokens;
 
@@ -23,6 +25,7 @@ use fred::prelude::*;
 use crate::crypto::{CryptoError, Keys};
 use crate::keyspace::Keyspace;
 
+pub use targets::{Mode, Target, TargetAuth, TargetPatch, TargetSpec};
 pub use tenants::{NewTenant, Tenant, TenantPatch, TenantRecord};
 pub use tokens::{IssuedToken, TokenInfo, TokenOwner};
 
@@ -93,6 +96,15 @@ impl Store {
         let n: Option<u64> = self.redis.get(self.keys.invalidation_seq()).await?;
         Ok(n.unwrap_or(0))
     }
+}
+
+/// Tells an explicit `null` (`Some(None)`: remove) from an absent field (`None`: keep).
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -120,3 +120,32 @@ return n
 "#,
     )
 });
+
+/// Writes a target document if its version is still the expected one (0: must not exist) and
+/// its tenant exists. KEYS: target, tenant's target index, tenant. ARGV: id, doc, expected
+/// version, tenant id.
+pub static SAVE_TARGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+if redis.call('EXISTS', KEYS[3]) == 0 then return 'no_tenant' end
+local ver = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
+if ver ~= tonumber(ARGV[3]) then
+  if ARGV[3] == '0' then return 'exists' end
+  return 'retry'
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'ver', ver + 1, 'tenant', ARGV[4])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 'ok'
+"#,
+    )
+});
+
+/// Deletes a target and its index entry. KEYS: target, tenant's target index. ARGV: id.
+pub static DELETE_TARGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+"#,
+    )
+});

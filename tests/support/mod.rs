@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod http;
+pub mod sink;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -261,6 +262,17 @@ impl Gateway {
         extra: &str,
         certs: Arc<tempfile::TempDir>,
     ) -> Gateway {
+        Self::start_edited(redis_url, prefix, extra, certs, |t| t).await
+    }
+
+    /// Like [`Gateway::start_full`], with the config text passed through `edit` first.
+    pub async fn start_edited(
+        redis_url: &str,
+        prefix: &str,
+        extra: &str,
+        certs: Arc<tempfile::TempDir>,
+        edit: impl FnOnce(String) -> String,
+    ) -> Gateway {
         let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -269,7 +281,7 @@ impl Gateway {
             plain: plain.local_addr().unwrap(),
             admin: admin.local_addr().unwrap(),
         };
-        let text = config_toml(redis_url, prefix, &addrs, certs.path(), extra);
+        let text = edit(config_toml(redis_url, prefix, &addrs, certs.path(), extra));
         let config = Config::from_toml(&text).unwrap();
         let shutdown = CancellationToken::new();
         let listeners = Listeners {

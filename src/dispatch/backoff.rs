@@ -1,0 +1,133 @@
+//! Retry timing: exponential backoff with full jitter, and what counts as retryable.
+
+use std::time::Duration;
+
+use crate::config::RetryPolicy;
+
+/// What to do after an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The target took it.
+    Delivered,
+    /// Worth another attempt (connect error, timeout, 408, 429, 5xx).
+    Retry,
+    /// Another attempt would fail the same way (other 4xx, a refused address).
+    Final,
+    /// 410 Gone: the receiver asks us to stop; the target is disabled.
+    Gone,
+}
+
+/// Classifies a response status.
+pub fn verdict_for_status(status: u16) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        410 => Verdict::Gone,
+        408 | 429 | 500..=599 => Verdict::Retry,
+        // 1xx/3xx end up here too: redirects are not followed (they could point anywhere).
+        _ => Verdict::Final,
+    }
+}
+
+/// Longest `Retry-After` honoured when the policy's maximum is shorter.
+const RETRY_AFTER_CAP_MS: u64 = 3_600_000;
+
+/// The upper bound of the delay before attempt `next_attempt` (2 = the first retry):
+/// `initial × multiplier^(next_attempt − 2)`, capped.
+pub fn ceiling(policy: &RetryPolicy, next_attempt: u32) -> Duration {
+    let exp = next_attempt.saturating_sub(2).min(1000) as i32;
+    let ms = policy.initial_delay_ms as f64 * policy.multiplier.powi(exp);
+    Duration::from_millis(ms.min(policy.max_delay_ms as f64).max(1.0) as u64)
+}
+
+/// The delay before attempt `next_attempt`: uniform in `[0, ceiling]` (full jitter, so a burst
+/// of failures does not come back as a burst), but never sooner than the receiver's
+/// `Retry-After` (capped at an hour, or the policy's maximum when that is longer).
+pub fn delay(
+    policy: &RetryPolicy,
+    next_attempt: u32,
+    retry_after: Option<Duration>,
+    unit: f64,
+) -> Duration {
+    let cap = ceiling(policy, next_attempt);
+    let jittered = Duration::from_secs_f64(cap.as_secs_f64() * unit.clamp(0.0, 1.0));
+    match retry_after {
+        Some(ra) => jittered.max(ra.min(Duration::from_millis(
+            policy.max_delay_ms.max(RETRY_AFTER_CAP_MS),
+        ))),
+        None => jittered,
+    }
+}
+
+/// A uniform number in `[0, 1)` from the OS source (a failure falls back to the ceiling).
+pub fn unit_random() -> f64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 1.0,
+    }
+}
+
+/// Reads `Retry-After` in seconds (the HTTP-date form is rare for webhooks and ignored).
+pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
+    std::str::from_utf8(value)
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            initial_delay_ms: 1000,
+            multiplier: 2.0,
+            max_delay_ms: 10_000,
+            max_attempts: 10,
+        }
+    }
+
+    #[test]
+    fn ceiling_grows_then_caps() {
+        let p = policy();
+        let ms: Vec<u128> = (2..8).map(|a| ceiling(&p, a).as_millis()).collect();
+        assert_eq!(ms, vec![1000, 2000, 4000, 8000, 10_000, 10_000]);
+        assert_eq!(ceiling(&p, 200).as_millis(), 10_000);
+    }
+
+    #[test]
+    fn full_jitter_spans_zero_to_ceiling_and_respects_retry_after() {
+        let p = policy();
+        assert_eq!(delay(&p, 3, None, 0.0), Duration::ZERO);
+        assert_eq!(delay(&p, 3, None, 0.5).as_millis(), 1000);
+        assert_eq!(delay(&p, 3, None, 1.0).as_millis(), 2000);
+        let ra = Some(Duration::from_secs(5));
+        assert_eq!(delay(&p, 2, ra, 0.1), Duration::from_secs(5));
+        assert_eq!(
+            delay(&p, 2, Some(Duration::from_secs(99)), 0.1),
+            Duration::from_secs(99)
+        );
+        assert_eq!(
+            delay(&p, 2, Some(Duration::from_secs(86_400)), 0.1),
+            Duration::from_secs(3600)
+        );
+        let u = unit_random();
+        assert!((0.0..1.0).contains(&u));
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(verdict_for_status(204), Verdict::Delivered);
+        assert_eq!(verdict_for_status(400), Verdict::Final);
+        assert_eq!(verdict_for_status(301), Verdict::Final);
+        assert_eq!(verdict_for_status(408), Verdict::Retry);
+        assert_eq!(verdict_for_status(429), Verdict::Retry);
+        assert_eq!(verdict_for_status(503), Verdict::Retry);
+        assert_eq!(verdict_for_status(410), Verdict::Gone);
+        assert_eq!(parse_retry_after(b" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}

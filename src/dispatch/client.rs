@@ -1,0 +1,233 @@
+//! The outbound HTTP client: pooled HTTP/1.1 and HTTP/2 (ALPN) over rustls, names resolved
+//! through the SSRF guard, one attempt bounded by the request timeout from connect to the
+//! first bytes of the response body.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::backoff::parse_retry_after;
+use super::signing::{SigningKey, signature_header};
+use super::ssrf::{GuardedResolver, is_public, literal_ip};
+use crate::store::{Target, TargetAuth};
+
+/// Bytes of a response body kept in the attempt log.
+pub const RESPONSE_SNIPPET: usize = 512;
+
+type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    /// The response status, when there was a response.
+    pub status: Option<u16>,
+    /// The receiver's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+    /// Why there was no usable response.
+    pub error: Option<String>,
+    /// The address was refused by the SSRF guard (final, not retried).
+    pub refused: bool,
+    /// The first bytes of the response body.
+    pub response: Option<String>,
+    pub latency: Duration,
+}
+
+/// What is sent: one event to one target.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub content_type: Option<&'a [u8]>,
+    pub body: &'a Bytes,
+}
+
+/// The pooled client. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DeliveryClient {
+    client: Client<Connector, Full<Bytes>>,
+    timeout: Duration,
+    allow_private: bool,
+}
+
+impl DeliveryClient {
+    pub fn new(
+        timeout: Duration,
+        allow_private: bool,
+        max_idle_per_host: usize,
+    ) -> Result<DeliveryClient, rustls::Error> {
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(max_idle_per_host)
+            .build(https);
+        Ok(DeliveryClient {
+            client,
+            timeout,
+            allow_private,
+        })
+    }
+
+    /// Sends `msg` to `target`, signed with `keys`. Never fails: every problem is a result.
+    pub async fn send(
+        &self,
+        target: &Target,
+        keys: &[SigningKey],
+        msg: Message<'_>,
+        now_secs: i64,
+    ) -> AttemptResult {
+        let started = Instant::now();
+        let fail = |error: String, refused: bool| AttemptResult {
+            status: None,
+            retry_after: None,
+            error: Some(error),
+            refused,
+            response: None,
+            latency: started.elapsed(),
+        };
+        let request = match build_request(target, keys, msg, now_secs) {
+            Ok(r) => r,
+            Err(e) => return fail(e, true),
+        };
+        if !self.allow_private {
+            if let Some(ip) = request.uri().host().and_then(literal_ip) {
+                if !is_public(ip) {
+                    return fail("the target address is private and refused".into(), true);
+                }
+            }
+        }
+        let attempt = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| describe(&e))?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| parse_retry_after(v.as_bytes()));
+            let mut body = response.into_body();
+            let mut snippet = Vec::new();
+            while snippet.len() < RESPONSE_SNIPPET {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            let take = data.len().min(RESPONSE_SNIPPET - snippet.len());
+                            snippet.extend_from_slice(&data[..take]);
+                        }
+                    }
+                    // The status is what counts; a broken body after it is not a failure.
+                    Some(Err(_)) | None => break,
+                }
+            }
+            Ok::<_, String>((status, retry_after, snippet))
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok((status, retry_after, snippet))) => AttemptResult {
+                status: Some(status),
+                retry_after,
+                error: None,
+                refused: false,
+                response: (!snippet.is_empty())
+                    .then(|| String::from_utf8_lossy(&snippet).into_owned()),
+                latency: started.elapsed(),
+            },
+            Ok(Err(e)) => {
+                let refused = e.contains("private addresses");
+                fail(e, refused)
+            }
+            Err(_) => fail(
+                format!("timed out after {} ms", self.timeout.as_millis()),
+                false,
+            ),
+        }
+    }
+}
+
+/// The signed request of one attempt.
+pub fn build_request(
+    target: &Target,
+    keys: &[SigningKey],
+    msg: Message<'_>,
+    now_secs: i64,
+) -> Result<http::Request<Full<Bytes>>, String> {
+    let mut b = http::Request::post(target.url.as_str());
+    let headers = b.headers_mut().ok_or("the target url is invalid")?;
+    for (k, v) in &target.headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
+        let value = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
+        headers.insert(name, value);
+    }
+    if let Some(ct) = msg.content_type {
+        if let Ok(v) = HeaderValue::from_bytes(ct) {
+            headers.insert(CONTENT_TYPE, v);
+        }
+    }
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("Estafeta/", env!("CARGO_PKG_VERSION"))),
+    );
+    let hv = |s: &str| HeaderValue::from_str(s).map_err(|e| e.to_string());
+    headers.insert("webhook-id", hv(msg.event_id)?);
+    headers.insert("webhook-timestamp", hv(&now_secs.to_string())?);
+    let key_refs: Vec<&SigningKey> = keys.iter().collect();
+    headers.insert(
+        "webhook-signature",
+        hv(&signature_header(
+            &key_refs,
+            msg.event_id,
+            now_secs,
+            msg.body,
+        ))?,
+    );
+    headers.insert("estafeta-event-type", hv(msg.event_type)?);
+    match &target.auth {
+        None => {}
+        Some(TargetAuth::Bearer(t)) => {
+            headers.insert(AUTHORIZATION, hv(&format!("Bearer {t}"))?);
+        }
+        Some(TargetAuth::Basic { username, password }) => {
+            use base64::Engine;
+            let raw = format!("{username}:{password}");
+            let enc = base64::engine::general_purpose::STANDARD.encode(raw);
+            headers.insert(AUTHORIZATION, hv(&format!("Basic {enc}"))?);
+        }
+        Some(TargetAuth::Header { name, value }) => {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+            headers.insert(name, hv(value)?);
+        }
+    }
+    b.body(Full::new(msg.body.clone()))
+        .map_err(|e| e.to_string())
+}
+
+/// A client error as one line, with its causes (the top level alone says only "client error").
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    crate::error::ErrorChain(e).to_string()
+}

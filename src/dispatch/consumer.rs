@@ -1,0 +1,491 @@
+//! The stream side of the dispatcher: reading, expanding, acknowledging and reclaiming entries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::*;
+
+use super::worker::{Delivery, EventData};
+use super::{Inner, worker};
+use crate::keyspace::DISPATCH_GROUP;
+use crate::queue::{StoredEvent, decode_entry};
+use crate::store::deliveries::Expansion;
+use crate::store::now_ms;
+
+/// One stream entry: id and fields in order.
+pub(super) type RawEntry = (String, Vec<(Bytes, Bytes)>);
+
+/// The deliveries of one entry that have no recorded outcome yet; the last one acks it.
+#[derive(Debug)]
+pub(super) struct EntryTracker {
+    shard: u16,
+    id: String,
+    open: AtomicUsize,
+}
+
+impl EntryTracker {
+    /// One delivery of the entry has its outcome in Redis.
+    pub(super) async fn finish(&self, inner: &Inner) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            ack(inner, self.shard, &self.id).await;
+        }
+    }
+
+    /// A delivery could not record its outcome (Redis gone, shutting down): the entry stays
+    /// pending for a reclaim, and stops being kept alive.
+    pub(super) fn abandon(&self, inner: &Inner) {
+        if let Ok(mut open) = inner.open_entries.lock() {
+            open.remove(&(self.shard, self.id.clone()));
+        }
+    }
+}
+
+async fn ack(inner: &Inner, shard: u16, id: &str) {
+    if let Ok(mut open) = inner.open_entries.lock() {
+        open.remove(&(shard, id.to_owned()));
+    }
+    let acked: Result<i64, _> = inner
+        .redis
+        .xack(inner.keys.stream(shard), DISPATCH_GROUP, id)
+        .await;
+    if let Err(e) = acked {
+        // The outcomes are recorded; a reclaim will find them done and ack then.
+        crate::telemetry::redis_error("xack");
+        tracing::warn!(shard, entry = id, error = %e, "could not ack a finished entry");
+    }
+}
+
+/// Reads new entries of one shard until the dispatcher stops.
+pub(super) async fn read_loop(inner: Arc<Inner>, shard: u16, reader: Client) {
+    let stream = inner.keys.stream(shard);
+    let block = inner.settings.block.as_millis() as u64;
+    let mut failures = 0u32;
+    loop {
+        if inner.stop.is_cancelled() {
+            break;
+        }
+        // Backpressure: read only while memory has room for a batch's deliveries.
+        if inner.admission.available_permits() == 0 {
+            tokio::select! {
+                _ = inner.stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
+            }
+        }
+        let read = tokio::select! {
+            _ = inner.stop.cancelled() => break,
+            r = reader.xreadgroup::<Value, _, _, _, _>(
+                DISPATCH_GROUP,
+                inner.consumer.as_str(),
+                Some(inner.settings.read_batch as u64),
+                Some(block),
+                false,
+                stream.as_str(),
+                ">",
+            ) => r,
+        };
+        match read {
+            Ok(value) => {
+                failures = 0;
+                for entry in parse_read(value) {
+                    process_entry(&inner, shard, entry).await;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if e.details().contains("NOGROUP") {
+                    repair_group(&inner, shard).await;
+                    continue;
+                }
+                crate::telemetry::redis_error("xreadgroup");
+                if failures == 1 || failures % 50 == 0 {
+                    tracing::warn!(shard, error = %e, "reading the stream failed; retrying");
+                }
+                let pause = Duration::from_millis((100 * u64::from(failures)).min(2000));
+                tokio::select! {
+                    _ = inner.stop.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+    // Not `QUIT`: it would wait behind the blocked read. Dropping the client closes it.
+    drop(reader);
+}
+
+/// Recreates the group (and the stream) after Redis lost them (restart without persistence,
+/// flush). New entries are read from the start of what the stream holds now.
+async fn repair_group(inner: &Inner, shard: u16) {
+    let created: Result<(), _> = inner
+        .redis
+        .xgroup_create(inner.keys.stream(shard), DISPATCH_GROUP, "0", true)
+        .await;
+    match created {
+        Ok(()) => tracing::warn!(
+            shard,
+            "the consumer group was missing (Redis lost its data?); recreated it"
+        ),
+        Err(e) if e.details().starts_with("BUSYGROUP") => {}
+        Err(e) => {
+            tracing::warn!(shard, error = %e, "could not recreate the consumer group");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Takes over entries idle past `reclaim_idle` (their consumer stopped) and keeps this
+/// consumer's own open entries from looking idle.
+pub(super) async fn reclaim_loop(inner: Arc<Inner>, shard: u16) {
+    let every = (inner.settings.reclaim_idle / 3).max(Duration::from_millis(100));
+    let stream = inner.keys.stream(shard);
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        touch_open_entries(&inner, shard, &stream).await;
+        let mut cursor = "0-0".to_owned();
+        loop {
+            if inner.stop.is_cancelled() || inner.admission.available_permits() == 0 {
+                break;
+            }
+            let claimed: Result<Value, _> = inner
+                .redis
+                .xautoclaim(
+                    stream.as_str(),
+                    DISPATCH_GROUP,
+                    inner.consumer.as_str(),
+                    inner.settings.reclaim_idle.as_millis() as u64,
+                    cursor.as_str(),
+                    Some(64),
+                    false,
+                )
+                .await;
+            let value = match claimed {
+                Ok(v) => v,
+                Err(e) => {
+                    if e.details().contains("NOGROUP") {
+                        repair_group(&inner, shard).await;
+                    } else {
+                        crate::telemetry::redis_error("xautoclaim");
+                        tracing::debug!(shard, error = %e, "reclaim failed");
+                    }
+                    break;
+                }
+            };
+            let (next, entries) = parse_autoclaim(value);
+            if !entries.is_empty() {
+                crate::telemetry::reclaimed(entries.len());
+                tracing::info!(
+                    shard,
+                    entries = entries.len(),
+                    "reclaimed entries of a stopped consumer"
+                );
+            }
+            for entry in entries {
+                // Our own open entries are touched above and never idle long enough to be here.
+                process_entry(&inner, shard, entry).await;
+            }
+            if next == "0-0" || next.is_empty() {
+                break;
+            }
+            cursor = next;
+        }
+    }
+}
+
+async fn touch_open_entries(inner: &Inner, shard: u16, stream: &str) {
+    let ids: Vec<String> = match inner.open_entries.lock() {
+        Ok(open) => open
+            .keys()
+            .filter(|(s, _)| *s == shard)
+            .map(|(_, id)| id.clone())
+            .collect(),
+        Err(_) => return,
+    };
+    for chunk in ids.chunks(256) {
+        // XCLAIM to ourselves resets the idle time; JUSTID leaves the delivery count alone.
+        let touched: Result<Value, _> = inner
+            .redis
+            .xclaim(
+                stream,
+                DISPATCH_GROUP,
+                inner.consumer.as_str(),
+                0,
+                chunk.to_vec(),
+                None,
+                None,
+                None,
+                false,
+                true,
+            )
+            .await;
+        if let Err(e) = touched {
+            tracing::debug!(shard, error = %e, "could not refresh open entries");
+        }
+    }
+}
+
+/// Expands one entry into deliveries and starts them. Returns once every delivery holds its
+/// memory permit (so the reader slows down when memory is full).
+async fn process_entry(inner: &Arc<Inner>, shard: u16, (entry_id, fields): RawEntry) {
+    let events = match decode_entry(&fields) {
+        Ok(e) => e,
+        Err(e) => {
+            // Nothing can ever read it; keeping it pending would retry it forever.
+            tracing::error!(shard, entry = %entry_id, error = %e, "unreadable stream entry; acknowledging it without delivery");
+            ack(inner, shard, &entry_id).await;
+            return;
+        }
+    };
+    // Targets of each event; a store failure leaves the entry pending, to be reclaimed.
+    let mut matched: Vec<(StoredEvent, Vec<Arc<crate::store::Target>>)> =
+        Vec::with_capacity(events.len());
+    for event in events {
+        let targets = loop {
+            match inner.targets.get(&event.tenant).await {
+                Ok(t) => break t.matching(&event.event_type),
+                Err(e) => {
+                    crate::telemetry::redis_error("targets");
+                    tracing::warn!(shard, error = %e, "cannot load targets; retrying");
+                    tokio::select! {
+                        _ = inner.stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        };
+        matched.push((event, targets));
+    }
+    let now = now_ms();
+    let expansions: Vec<Expansion<'_>> = matched
+        .iter()
+        .map(|(e, targets)| Expansion {
+            event_id: &e.id,
+            tenant: &e.tenant,
+            event_type: &e.event_type,
+            content_type: e.content_type.as_deref().unwrap_or_default(),
+            received_at_ms: received_at(&e.id).unwrap_or(now),
+            targets: targets.iter().map(|t| t.id.as_str()).collect(),
+        })
+        .collect();
+    let owned = loop {
+        match inner.deliveries.expand(shard, &entry_id, &expansions).await {
+            Ok(flags) => break flags,
+            Err(e) => {
+                crate::telemetry::redis_error("expand");
+                tracing::warn!(shard, error = %e, "cannot record the expansion; retrying");
+                tokio::select! {
+                    _ = inner.stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    };
+    drop(expansions);
+    let mut deliveries = Vec::new();
+    for ((event, targets), mine) in matched.into_iter().zip(owned) {
+        if !mine {
+            tracing::debug!(event = %event.id, "event already expanded by another entry; skipping the repeat");
+            continue;
+        }
+        let data = Arc::new(EventData {
+            id: event.id,
+            tenant: event.tenant,
+            event_type: event.event_type,
+            content_type: event.content_type,
+            body: event.body,
+        });
+        for target in targets {
+            deliveries.push((data.clone(), target));
+        }
+    }
+    if deliveries.is_empty() {
+        ack(inner, shard, &entry_id).await;
+        return;
+    }
+    let tracker = Arc::new(EntryTracker {
+        shard,
+        id: entry_id.clone(),
+        open: AtomicUsize::new(deliveries.len()),
+    });
+    if let Ok(mut open) = inner.open_entries.lock() {
+        open.insert((shard, entry_id), ());
+    }
+    for (event, target) in deliveries {
+        let permit = match inner.admission.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let d = Delivery {
+            shard,
+            event,
+            target,
+            attempt: 1,
+            entry: Some(tracker.clone()),
+        };
+        inner.tasks.spawn(worker::run(inner.clone(), d, permit));
+    }
+}
+
+/// The receive time encoded in an `evt_<ULID>` id.
+fn received_at(event_id: &str) -> Option<u64> {
+    let ulid = event_id.strip_prefix("evt_")?;
+    ulid::Ulid::from_string(ulid).ok().map(|u| u.timestamp_ms())
+}
+
+/// Entries of an `XREADGROUP` reply (RESP2 nested arrays or a RESP3 map).
+fn parse_read(value: Value) -> Vec<RawEntry> {
+    let streams: Vec<Value> = match value {
+        Value::Array(a) => a
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(m) => m.inner().into_values().collect(),
+        _ => Vec::new(),
+    };
+    streams.into_iter().flat_map(parse_entries).collect()
+}
+
+/// `[next cursor, entries, deleted ids]` of `XAUTOCLAIM`.
+fn parse_autoclaim(value: Value) -> (String, Vec<RawEntry>) {
+    let Value::Array(mut parts) = value else {
+        return (String::new(), Vec::new());
+    };
+    if parts.len() < 2 {
+        return (String::new(), Vec::new());
+    }
+    let entries = parse_entries(parts.remove(1));
+    let next = parts.first().and_then(Value::as_string).unwrap_or_default();
+    (next, entries)
+}
+
+fn parse_entries(list: Value) -> Vec<RawEntry> {
+    let Value::Array(items) = list else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(mut pair) = item else {
+                return None;
+            };
+            if pair.len() != 2 {
+                return None;
+            }
+            let fields = pair.pop()?;
+            let id = pair.pop()?.as_string()?;
+            let flat: Vec<Value> = match fields {
+                Value::Array(f) => f,
+                // A deleted entry's fields come back as nil: nothing to deliver, but it must be
+                // acked, which an empty field list achieves through the unreadable-entry path.
+                _ => Vec::new(),
+            };
+            let fields = flat
+                .chunks(2)
+                .filter_map(|kv| Some((to_bytes(&kv[0])?, to_bytes(kv.get(1)?)?)))
+                .collect();
+            Some((id, fields))
+        })
+        .collect()
+}
+
+fn to_bytes(v: &Value) -> Option<Bytes> {
+    match v {
+        Value::Bytes(b) => Some(b.clone()),
+        Value::String(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
+        Value::Integer(i) => Some(Bytes::from(i.to_string())),
+        _ => None,
+    }
+}
+
+/// Periodically publishes stream lag and schedule depth per shard.
+pub(super) async fn gauges_loop(inner: Arc<Inner>) {
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        for shard in 0..inner.settings.shards {
+            let scheduled = inner.deliveries.scheduled(shard).await.unwrap_or(0);
+            let lag = stream_lag(&inner, shard).await;
+            crate::telemetry::shard_backlog(shard, lag, scheduled);
+        }
+    }
+}
+
+async fn stream_lag(inner: &Inner, shard: u16) -> Option<u64> {
+    let groups: Value = inner
+        .redis
+        .xinfo_groups(inner.keys.stream(shard))
+        .await
+        .ok()?;
+    let Value::Array(groups) = groups else {
+        return None;
+    };
+    for g in groups {
+        let fields: Vec<Value> = match g {
+            Value::Array(f) => f,
+            Value::Map(m) => m
+                .inner()
+                .into_iter()
+                .flat_map(|(k, v)| [Value::from(k), v])
+                .collect(),
+            _ => continue,
+        };
+        let get = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|kv| kv[0].as_str().as_deref() == Some(name))
+                .and_then(|kv| kv.get(1).cloned())
+        };
+        if get("name").and_then(|v| v.as_string()).as_deref() == Some(DISPATCH_GROUP) {
+            return get("lag").and_then(|v| v.as_u64());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Value {
+        Value::Bytes(Bytes::copy_from_slice(x.as_bytes()))
+    }
+
+    #[test]
+    fn reads_resp2_replies() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            s("stream"),
+            Value::Array(vec![Value::Array(vec![
+                s("1-0"),
+                Value::Array(vec![s("v"), s("1")]),
+            ])]),
+        ])]);
+        let entries = parse_read(reply);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].0, "1-0");
+        assert_eq!(entries[0].1, vec![(Bytes::from("v"), Bytes::from("1"))]);
+        let claimed = Value::Array(vec![
+            s("5-0"),
+            Value::Array(vec![Value::Array(vec![s("2-0"), Value::Null])]),
+            Value::Array(vec![]),
+        ]);
+        let (next, entries) = parse_autoclaim(claimed);
+        assert_eq!(next, "5-0");
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].1.is_empty());
+    }
+
+    #[test]
+    fn receive_time_comes_from_the_id() {
+        let id = format!("evt_{}", ulid::Ulid::from_parts(1_700_000_000_000, 7));
+        assert_eq!(received_at(&id), Some(1_700_000_000_000));
+        assert_eq!(received_at("nope"), None);
+    }
+}

@@ -1,0 +1,218 @@
+//! The dispatcher: reads the shard streams through the consumer group, expands each event into
+//! one delivery per matching target, sends them signed, and records every outcome before the
+//! stream entry is acknowledged.
+//!
+//! - **Reading** ([`consumer`]): one reader per shard (`XREADGROUP … BLOCK`, on its own
+//!   connection), plus a reclaimer that takes over entries left pending by a consumer that
+//!   stopped (`XAUTOCLAIM`, after `dispatch.reclaim_idle_ms`), keeps this consumer's own long
+//!   entries from looking idle, and recreates a missing group or stream (`NOGROUP`).
+//! - **Expanding**: one script per entry marks each event as expanded by that entry; an event id
+//!   already expanded by *another* entry (a re-sent `XADD`) is skipped, so it yields one
+//!   delivery per target, not two.
+//! - **Delivering** ([`worker`]): a per-target gate (`per_target_concurrency` in flight, at most
+//!   `max_waiting_per_target` waiting) then the global cap (`concurrency`). A delivery that
+//!   finds its target's queue full is deferred to the retry schedule in Redis instead of
+//!   waiting in memory, so a slow target costs memory for its cap, not its backlog, and its
+//!   tenant's other targets and other tenants keep moving.
+//! - **Recording**: one script per outcome writes the delivery state, the attempt log, the
+//!   counters, and the retry schedule or error queue entry. Only then does the entry's count of
+//!   open deliveries go down; at zero the entry is acknowledged.
+//! - **Retrying** ([`retries`]): each shard's schedule is a sorted set of due times; a claim
+//!   script leases due deliveries (moves their score forward), so two dispatchers never fire one
+//!   retry twice, and a crash only delays it until the lease ends.
+//!
+//! Nothing acknowledged is lost: an entry is acked after all its outcomes are in Redis, and
+//! anything in flight when a process dies is still pending (stream) or leased (schedule).
+
+pub mod backoff;
+pub mod client;
+mod consumer;
+pub mod matcher;
+mod retries;
+pub mod signing;
+pub mod ssrf;
+mod targets;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use targets::{TargetCache, TenantTargets};
+
+use crate::config::{Config, RedisConfig, RetryPolicy};
+use crate::keyspace::Keyspace;
+use crate::store::Store;
+use crate::store::deliveries::Deliveries;
+use client::DeliveryClient;
+
+/// What the dispatcher runs with, from `[dispatch]` and neighbours.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub shards: u16,
+    pub concurrency: usize,
+    pub per_target_concurrency: usize,
+    pub max_waiting_per_target: usize,
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub reclaim_idle: Duration,
+    pub read_batch: usize,
+    pub retry_poll: Duration,
+    pub allow_private: bool,
+    /// Longest a reader blocks in `XREADGROUP`; below the Redis command timeout.
+    pub block: Duration,
+    /// How long a deferred delivery waits before it is looked at again.
+    pub defer: Duration,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        let d = &c.dispatch;
+        Settings {
+            shards: c.queue.shards,
+            concurrency: d.concurrency,
+            per_target_concurrency: d.per_target_concurrency,
+            max_waiting_per_target: d.max_waiting_per_target,
+            request_timeout: Duration::from_millis(d.request_timeout_ms),
+            retry: d.retry,
+            reclaim_idle: Duration::from_millis(d.reclaim_idle_ms),
+            read_batch: d.read_batch,
+            retry_poll: Duration::from_millis(d.retry_poll_ms),
+            allow_private: c.security.allow_private_targets,
+            block: (c.redis_command_timeout() / 2)
+                .clamp(Duration::from_millis(10), Duration::from_millis(1000)),
+            defer: Duration::from_millis(d.retry_poll_ms.max(250) * 4),
+        }
+    }
+}
+
+/// Why the dispatcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("delivery client: {0}")]
+    Client(#[from] rustls::Error),
+    #[error(transparent)]
+    Redis(#[from] crate::redis::RedisSetupError),
+    #[error("redis: {0}")]
+    Command(#[from] fred::error::Error),
+}
+
+/// The per-target gate: in-flight cap and a count of deliveries waiting for it.
+#[derive(Debug)]
+struct Gate {
+    permits: Arc<Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// What the dispatcher's tasks share.
+#[derive(Debug)]
+struct Inner {
+    settings: Settings,
+    redis: Client,
+    keys: Keyspace,
+    store: Store,
+    deliveries: Deliveries,
+    targets: TargetCache,
+    client: DeliveryClient,
+    /// This process's consumer name in the group.
+    consumer: String,
+    /// Deliveries in flight, all targets.
+    global: Arc<Semaphore>,
+    /// Deliveries held in memory (waiting or in flight); bounds the reader.
+    admission: Arc<Semaphore>,
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// Entries this consumer is still working on, by shard: kept from looking idle.
+    open_entries: Mutex<HashMap<(u16, String), ()>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The running dispatcher.
+#[derive(Debug)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl Dispatcher {
+    /// Starts readers, reclaimers and retry pollers for every shard.
+    pub async fn start(
+        settings: Settings,
+        redis_cfg: &RedisConfig,
+        redis: Client,
+        store: Store,
+        deliveries: Deliveries,
+        targets: TargetCache,
+    ) -> Result<Dispatcher, DispatchError> {
+        crate::store::deliveries::preload(&redis).await?;
+        let client = DeliveryClient::new(
+            settings.request_timeout,
+            settings.allow_private,
+            settings.per_target_concurrency.max(8),
+        )?;
+        let consumer = format!(
+            "{}-{}-{}",
+            hostname(),
+            std::process::id(),
+            &crate::store::new_id("c")[2..12]
+        );
+        let inner = Arc::new(Inner {
+            keys: store.keyspace().clone(),
+            global: Arc::new(Semaphore::new(settings.concurrency)),
+            admission: Arc::new(Semaphore::new(
+                settings.concurrency * 4 + settings.read_batch * 64,
+            )),
+            gates: Mutex::new(HashMap::new()),
+            open_entries: Mutex::new(HashMap::new()),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            settings,
+            redis,
+            store,
+            deliveries,
+            targets,
+            client,
+            consumer,
+        });
+        for shard in 0..inner.settings.shards {
+            let reader = crate::redis::connect(redis_cfg).await?;
+            inner
+                .tasks
+                .spawn(consumer::read_loop(inner.clone(), shard, reader));
+            inner
+                .tasks
+                .spawn(consumer::reclaim_loop(inner.clone(), shard));
+            inner.tasks.spawn(retries::poll_loop(inner.clone(), shard));
+        }
+        inner.tasks.spawn(consumer::gauges_loop(inner.clone()));
+        tracing::info!(consumer = %inner.consumer, shards = inner.settings.shards, "dispatcher started");
+        Ok(Dispatcher { inner })
+    }
+
+    /// Stops reading, lets in-flight deliveries finish (bounded by `grace`), then returns.
+    /// What did not finish stays pending in Redis and is reclaimed.
+    pub async fn shutdown(self, grace: Duration) {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "deliveries still in flight at shutdown; their entries stay pending and will be reclaimed"
+            );
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && crate::store::is_id(h))
+        .unwrap_or_else(|| "estafeta".into())
+}

@@ -1,0 +1,280 @@
+//! One delivery: wait for the target's gate and the global cap, send, decide what the result
+//! means, record it, and release the stream entry's hold.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::backoff::{Verdict, delay, unit_random, verdict_for_status};
+use super::client::{AttemptResult, Message};
+use super::consumer::EntryTracker;
+use super::{Gate, Inner};
+use crate::store::deliveries::{AttemptRecord, DeadLetter, DeliveryState, Next, Outcome, State};
+use crate::store::{Mode, Target, new_id, now_ms};
+
+/// An event as the dispatcher holds it.
+#[derive(Debug)]
+pub(super) struct EventData {
+    pub id: String,
+    pub tenant: String,
+    pub event_type: String,
+    pub content_type: Option<Bytes>,
+    pub body: Bytes,
+}
+
+/// One attempt to make.
+#[derive(Debug)]
+pub(super) struct Delivery {
+    pub shard: u16,
+    pub event: Arc<EventData>,
+    pub target: Arc<Target>,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// The stream entry it came from (first attempts); `None` for scheduled ones.
+    pub entry: Option<Arc<EntryTracker>>,
+}
+
+impl Inner {
+    fn gate(&self, target: &Target) -> Arc<Gate> {
+        let cap = if target.ordered {
+            1
+        } else {
+            self.settings.per_target_concurrency
+        };
+        let mut gates = match self.gates.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if gates.len() > 100_000 {
+            // Forget idle gates; busy ones are still held by their deliveries.
+            gates.retain(|_, g| Arc::strong_count(g) > 1);
+        }
+        gates
+            .entry(target.id.clone())
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    permits: Arc::new(tokio::sync::Semaphore::new(cap)),
+                    waiting: std::sync::atomic::AtomicUsize::new(0),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Runs one delivery to its recorded outcome. `_memory` is released at the end.
+pub(super) async fn run(inner: Arc<Inner>, d: Delivery, _memory: OwnedSemaphorePermit) {
+    let target = d.target.clone();
+    if target.mode == Mode::FireAndForget {
+        fire_and_forget(&inner, &d).await;
+        finish(&inner, &d).await;
+        return;
+    }
+    let gate = inner.gate(&target);
+    if gate.waiting.load(Ordering::Relaxed) >= inner.settings.max_waiting_per_target {
+        // The target is behind: park this delivery in Redis rather than in memory.
+        let due = now_ms() + inner.settings.defer.as_millis() as u64;
+        let outcome = outcome_of(
+            &d,
+            DeliveryState {
+                state: State::Retrying,
+                attempts: d.attempt - 1,
+                last_status: None,
+                last_error: None,
+                next_retry_at_ms: Some(due),
+                updated_at_ms: now_ms(),
+            },
+            None,
+            Next::RetryAt(due),
+        );
+        if record(&inner, &outcome).await {
+            crate::telemetry::delivery("deferred", None);
+            finish(&inner, &d).await;
+        } else {
+            abandon(&inner, &d);
+        }
+        return;
+    }
+    gate.waiting.fetch_add(1, Ordering::Relaxed);
+    let target_permit = gate.permits.clone().acquire_owned().await;
+    gate.waiting.fetch_sub(1, Ordering::Relaxed);
+    let global_permit = inner.global.clone().acquire_owned().await;
+    let (Ok(_target_permit), Ok(_global_permit)) = (target_permit, global_permit) else {
+        abandon(&inner, &d);
+        return;
+    };
+    let now = now_ms();
+    let keys = target.signing_keys(now);
+    let msg = Message {
+        event_id: &d.event.id,
+        event_type: &d.event.event_type,
+        content_type: d.event.content_type.as_deref(),
+        body: &d.event.body,
+    };
+    let result = inner
+        .client
+        .send(&target, &keys, msg, (now / 1000) as i64)
+        .await;
+    let (outcome, verdict) = decide(&inner, &d, &result);
+    if !record(&inner, &outcome).await {
+        abandon(&inner, &d);
+        return;
+    }
+    crate::telemetry::delivery(
+        match outcome.next {
+            Next::Done => "delivered",
+            Next::RetryAt(_) => "retry",
+            Next::DeadLetter(_) => "dead_letter",
+        },
+        Some(result.latency),
+    );
+    if verdict == Verdict::Gone {
+        tracing::warn!(target_id = %target.id, "target answered 410 Gone; disabling it");
+        if let Err(e) = inner
+            .store
+            .disable_target(&target.tenant, &target.id, "gone")
+            .await
+        {
+            tracing::warn!(target_id = %target.id, error = %e, "could not disable the target");
+        }
+    }
+    finish(&inner, &d).await;
+}
+
+/// What `result` means for this delivery.
+fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verdict) {
+    let now = now_ms();
+    let verdict = match (result.status, result.refused) {
+        (_, true) => Verdict::Final,
+        (Some(s), _) => verdict_for_status(s),
+        (None, _) => Verdict::Retry,
+    };
+    let policy = d.target.retry.unwrap_or(inner.settings.retry);
+    let error = result
+        .error
+        .clone()
+        .or_else(|| match (verdict, result.status) {
+            (Verdict::Delivered, _) | (_, None) => None,
+            (_, Some(s)) => Some(format!("the target answered {s}")),
+        });
+    let attempt = AttemptRecord {
+        target_id: d.target.id.clone(),
+        attempt: d.attempt,
+        at_ms: now,
+        status: result.status,
+        latency_ms: result.latency.as_millis() as u64,
+        error: error.clone(),
+        response: result.response.clone(),
+    };
+    let mut state = DeliveryState {
+        state: State::Succeeded,
+        attempts: d.attempt,
+        last_status: result.status,
+        last_error: error.clone(),
+        next_retry_at_ms: None,
+        updated_at_ms: now,
+    };
+    let can_retry = d.target.mode == Mode::Persistent && d.attempt < policy.max_attempts;
+    let next = match verdict {
+        Verdict::Delivered => Next::Done,
+        Verdict::Retry if can_retry => {
+            let wait = delay(&policy, d.attempt + 1, result.retry_after, unit_random());
+            let due = now + wait.as_millis() as u64;
+            state.state = State::Retrying;
+            state.next_retry_at_ms = Some(due);
+            Next::RetryAt(due)
+        }
+        _ => {
+            state.state = State::DeadLettered;
+            Next::DeadLetter(DeadLetter {
+                id: new_id("dl"),
+                event_id: d.event.id.clone(),
+                target_id: d.target.id.clone(),
+                event_type: d.event.event_type.clone(),
+                attempts: d.attempt,
+                last_status: result.status,
+                last_error: error,
+                failed_at_ms: now,
+            })
+        }
+    };
+    (outcome_of(d, state, Some(attempt), next), verdict)
+}
+
+fn outcome_of(
+    d: &Delivery,
+    state: DeliveryState,
+    attempt: Option<AttemptRecord>,
+    next: Next,
+) -> Outcome {
+    Outcome {
+        shard: d.shard,
+        tenant: d.event.tenant.clone(),
+        event_id: d.event.id.clone(),
+        target_id: d.target.id.clone(),
+        state,
+        attempt,
+        next,
+        body: d.event.body.clone(),
+        content_type: d.event.content_type.clone(),
+    }
+}
+
+/// Records an outcome, retrying while Redis is away; `false` if the dispatcher stopped first.
+async fn record(inner: &Inner, outcome: &Outcome) -> bool {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match inner.deliveries.record(outcome).await {
+            Ok(()) => return true,
+            Err(e) => {
+                crate::telemetry::redis_error("record");
+                tracing::warn!(event = %outcome.event_id, target_id = %outcome.target_id, error = %e, "cannot record a delivery outcome; retrying");
+            }
+        }
+        tokio::select! {
+            _ = inner.stop.cancelled() => return false,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Sends without waiting for the answer: the contract's fire-and-forget records a counter only.
+async fn fire_and_forget(inner: &Arc<Inner>, d: &Delivery) {
+    let Ok(permit) = inner.global.clone().acquire_owned().await else {
+        return;
+    };
+    let inner2 = inner.clone();
+    let event = d.event.clone();
+    let target = d.target.clone();
+    inner.tasks.spawn(async move {
+        let _permit = permit;
+        let now = now_ms();
+        let keys = target.signing_keys(now);
+        let msg = Message {
+            event_id: &event.id,
+            event_type: &event.event_type,
+            content_type: event.content_type.as_deref(),
+            body: &event.body,
+        };
+        let r = inner2
+            .client
+            .send(&target, &keys, msg, (now / 1000) as i64)
+            .await;
+        crate::telemetry::delivery("sent", Some(r.latency));
+    });
+}
+
+async fn finish(inner: &Inner, d: &Delivery) {
+    if let Some(entry) = &d.entry {
+        entry.finish(inner).await;
+    }
+}
+
+fn abandon(inner: &Inner, d: &Delivery) {
+    if let Some(entry) = &d.entry {
+        entry.abandon(inner);
+    }
+}

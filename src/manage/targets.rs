@@ -1,0 +1,143 @@
+//! Target handlers (both scopes; see [`super`]).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+use super::{ManageState, TenantScope};
+use crate::body::read_json;
+use crate::error::ApiError;
+use crate::store::{TargetPatch, TargetSpec, is_id};
+
+fn target_id(params: &HashMap<String, String>) -> Result<&str, ApiError> {
+    params
+        .get("target_id")
+        .map(String::as_str)
+        .filter(|id| is_id(id))
+        .ok_or_else(|| ApiError::not_found("target"))
+}
+
+fn invalid(m: String) -> ApiError {
+    ApiError::bad_request("invalid_target", m)
+}
+
+pub async fn create(
+    State(s): State<ManageState>,
+    scope: TenantScope,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let spec: TargetSpec = read_json(body, &headers, &s.body_limits).await?;
+    spec.validate(s.allow_private_targets).map_err(invalid)?;
+    let created = s
+        .store
+        .create_target(&scope.tenant, &spec, None, "api")
+        .await?;
+    let mut view = created.target.view();
+    view["secret"] = created.target.secret.clone().into();
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+pub async fn list(State(s): State<ManageState>, scope: TenantScope) -> Result<Response, ApiError> {
+    let targets = s.store.targets_of(&scope.tenant).await?;
+    let data: Vec<serde_json::Value> = targets.iter().map(|t| t.view()).collect();
+    Ok(Json(serde_json::json!({ "data": data })).into_response())
+}
+
+pub async fn read(
+    State(s): State<ManageState>,
+    scope: TenantScope,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let id = target_id(&params)?;
+    match s.store.target(&scope.tenant, id).await? {
+        Some(t) => Ok(Json(t.view()).into_response()),
+        None => Err(ApiError::not_found("target")),
+    }
+}
+
+pub async fn update(
+    State(s): State<ManageState>,
+    scope: TenantScope,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = target_id(&params)?.to_owned();
+    let patch: TargetPatch = read_json(body, &headers, &s.body_limits).await?;
+    let updated = s
+        .store
+        .update_target(&scope.tenant, &id, &patch, s.allow_private_targets)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Invalid(m) => invalid(m),
+            other => other.into(),
+        })?;
+    match updated {
+        Some(t) => Ok(Json(t.view()).into_response()),
+        None => Err(ApiError::not_found("target")),
+    }
+}
+
+pub async fn remove(
+    State(s): State<ManageState>,
+    scope: TenantScope,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let id = target_id(&params)?;
+    if s.store.delete_target(&scope.tenant, id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found("target"))
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    /// A chosen new secret; generated when absent.
+    #[serde(default)]
+    secret: Option<String>,
+    /// How long the old secret keeps signing; the config's default when absent.
+    #[serde(default)]
+    overlap_ms: Option<u64>,
+}
+
+pub async fn rotate_secret(
+    State(s): State<ManageState>,
+    scope: TenantScope,
+    Path(params): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = target_id(&params)?.to_owned();
+    // An empty body means "generate a secret, default overlap".
+    let req: Rotate = read_json(body, &headers, &s.body_limits).await?;
+    if let Some(secret) = &req.secret {
+        if crate::dispatch::signing::SigningKey::parse(secret).is_none() {
+            return Err(invalid(
+                "secret must be `whsec_` followed by base64 of 16 to 64 bytes".into(),
+            ));
+        }
+    }
+    let overlap = req
+        .overlap_ms
+        .unwrap_or(s.rotation_overlap_ms)
+        .min(30 * 24 * 3600 * 1000);
+    match s
+        .store
+        .rotate_target_secret(&scope.tenant, &id, req.secret, overlap)
+        .await?
+    {
+        Some(t) => {
+            let mut view = t.view();
+            view["secret"] = t.secret.clone().into();
+            Ok(Json(view).into_response())
+        }
+        None => Err(ApiError::not_found("target")),
+    }
+}

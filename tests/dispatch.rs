@@ -1,0 +1,864 @@
+//! The dispatcher end to end: events posted to the edge reach real HTTP receivers on loopback,
+//! signed; failures retry, park in the error queue and replay; tenants stay apart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use fred::prelude::*;
+use hmac::{Hmac, Mac};
+use serde_json::{Value as Json, json};
+use sha2::Sha256;
+use support::sink::{Reply, Sink};
+use support::{Gateway, RedisServer, eventually, unique_prefix};
+
+const FAST_RETRIES: &str = r#"
+[dispatch]
+request_timeout_ms = 1000
+reclaim_idle_ms = 6000
+retry_poll_ms = 20
+retry = { initial_delay_ms = 50, multiplier = 2.0, max_delay_ms = 300, max_attempts = 4 }
+"#;
+
+async fn gateway(name: &str) -> Gateway {
+    Gateway::start_with(
+        &RedisServer::shared().url(),
+        &unique_prefix(name),
+        FAST_RETRIES,
+    )
+    .await
+}
+
+/// Creates a target through the admin API; returns its JSON (with `secret`).
+async fn target(gw: &Gateway, tenant: &str, body: Json) -> Json {
+    let r = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{tenant}/targets"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()
+}
+
+async fn post(gw: &Gateway, token: &str, event_type: &str, body: &[u8]) -> String {
+    let r = gw.post_event(token, event_type, body).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// Independent Standard Webhooks verification (not the gateway's signing code).
+fn verify(secret: &str, id: &str, ts: &str, body: &[u8], header: &str) -> bool {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    header.split(' ').any(|s| s == expected)
+}
+
+async fn event_view(gw: &Gateway, tenant: &str, id: &str) -> Json {
+    let r = gw
+        .admin("GET", &format!("/admin/tenants/{tenant}/events/{id}"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[tokio::test]
+async fn fans_out_by_pattern_signed_with_body_and_headers_intact() {
+    let gw = gateway("fanout").await;
+    let sink = Sink::start().await;
+    let (tenant, token) = gw.tenant("acme").await;
+    let orders = target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/orders"), "events": ["order.*"],
+        "headers": {"X-Route": "blue"}, "auth": {"bearer": "receiver-secret"}}),
+    )
+    .await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/paid"), "events": ["order.paid"]}),
+    )
+    .await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/users"), "events": ["user.*"]}),
+    )
+    .await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/all"), "events": ["*"]}),
+    )
+    .await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/off"), "events": ["*"], "active": false}),
+    )
+    .await;
+    assert!(orders["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(
+        orders["auth"]["bearer"], "***",
+        "credentials are never shown back"
+    );
+
+    let body = br#"{"order": 42, "note": "caf\u00e9"}"#;
+    let paid = post(&gw, &token, "order.paid", body).await;
+    let created = post(&gw, &token, "user.created", b"plain text").await;
+
+    eventually(Duration::from_secs(10), "all deliveries", || async {
+        sink.count("/orders") == 1
+            && sink.count("/paid") == 1
+            && sink.count("/users") == 1
+            && sink.count("/all") == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sink.count("/orders"), 1, "no duplicate");
+    assert_eq!(sink.count("/off"), 0, "inactive targets get nothing");
+
+    let got = &sink.received("/orders")[0];
+    assert_eq!(&got.body[..], body, "raw body byte for byte");
+    assert_eq!(
+        got.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(got.header("webhook-id").as_deref(), Some(paid.as_str()));
+    assert_eq!(
+        got.header("estafeta-event-type").as_deref(),
+        Some("order.paid")
+    );
+    assert_eq!(got.header("x-route").as_deref(), Some("blue"));
+    assert_eq!(
+        got.header("authorization").as_deref(),
+        Some("Bearer receiver-secret")
+    );
+    let ts = got.header("webhook-timestamp").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((ts.parse::<i64>().unwrap() - now).abs() < 30);
+    let sig = got.header("webhook-signature").unwrap();
+    assert!(
+        verify(orders["secret"].as_str().unwrap(), &paid, &ts, body, &sig),
+        "signature {sig}"
+    );
+    assert!(!verify(
+        orders["secret"].as_str().unwrap(),
+        &paid,
+        &ts,
+        b"tampered",
+        &sig
+    ));
+
+    let users = &sink.received("/users")[0];
+    assert_eq!(
+        users.header("webhook-id").as_deref(),
+        Some(created.as_str())
+    );
+    assert_eq!(&users.body[..], b"plain text");
+
+    eventually(
+        Duration::from_secs(5),
+        "delivery view shows success",
+        || async {
+            let v = event_view(&gw, &tenant, &paid).await;
+            let d = v["deliveries"].as_array().cloned().unwrap_or_default();
+            d.len() == 3
+                && d.iter().all(|d| {
+                    d["state"] == "succeeded" && d["attempts"] == 1 && d["last_status"] == 200
+                })
+        },
+    )
+    .await;
+    let tenant_view = support::http::Request::get(&format!("/v1/events/{paid}"))
+        .bearer(&token)
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(tenant_view.status, 200, "{}", tenant_view.text());
+    assert_eq!(tenant_view.json()["event_type"], "order.paid");
+    let stats = gw
+        .admin("GET", &format!("/admin/tenants/{tenant}/stats"), None)
+        .await
+        .json();
+    assert_eq!(stats["events_received"], 2);
+    assert_eq!(stats["deliveries_succeeded"], 5);
+    assert_eq!(stats["deliveries_failed"], 0);
+}
+
+#[tokio::test]
+async fn retries_with_backoff_until_success() {
+    let gw = gateway("retry").await;
+    let sink = Sink::start().await;
+    sink.plan(
+        "/flaky",
+        vec![Reply::Status(500), Reply::Status(503)],
+        Reply::Status(200),
+    );
+    let (tenant, token) = gw.tenant("acme").await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/flaky"), "events": ["*"]}),
+    )
+    .await;
+    let id = post(&gw, &token, "a.b", b"{}").await;
+    eventually(
+        Duration::from_secs(10),
+        "third attempt succeeds",
+        || async { sink.count("/flaky") == 3 },
+    )
+    .await;
+    let got = sink.received("/flaky");
+    assert!(
+        got.iter()
+            .all(|r| r.header("webhook-id").as_deref() == Some(id.as_str())),
+        "webhook-id is stable across retries"
+    );
+    eventually(Duration::from_secs(5), "recorded as succeeded", || async {
+        let v = event_view(&gw, &tenant, &id).await;
+        v["deliveries"][0]["state"] == "succeeded" && v["deliveries"][0]["attempts"] == 3
+    })
+    .await;
+    let v = event_view(&gw, &tenant, &id).await;
+    let statuses: Vec<Json> = v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].clone())
+        .collect();
+    assert_eq!(statuses, vec![json!(500), json!(503), json!(200)]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.count("/flaky"), 3, "nothing after success");
+    let stats = gw
+        .admin("GET", &format!("/admin/tenants/{tenant}/stats"), None)
+        .await
+        .json();
+    assert_eq!(stats["in_retry"], 0);
+    assert_eq!(stats["deliveries_succeeded"], 1);
+}
+
+#[tokio::test]
+async fn final_failures_go_to_the_error_queue_and_replay_delivers() {
+    let gw = gateway("dlq").await;
+    let sink = Sink::start().await;
+    sink.plan("/bad", vec![], Reply::Status(400));
+    sink.plan("/down", vec![], Reply::Status(500));
+    let (tenant, token) = gw.tenant("acme").await;
+    let bad = target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/bad"), "events": ["x"]}),
+    )
+    .await;
+    let down = target(&gw, &tenant, json!({"url": sink.url("/down"), "events": ["x"],
+        "retry": {"initial_delay_ms": 20, "multiplier": 1.0, "max_delay_ms": 20, "max_attempts": 3}})).await;
+    let id = post(&gw, &token, "x", b"{\"n\":1}").await;
+
+    let list = || async {
+        let r = gw
+            .admin(
+                "GET",
+                &format!("/admin/tenants/{tenant}/dead-letters"),
+                None,
+            )
+            .await;
+        r.json()["data"].as_array().cloned().unwrap_or_default()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "both in the error queue",
+        || async { list().await.len() == 2 },
+    )
+    .await;
+    assert_eq!(sink.count("/bad"), 1, "a 400 is not retried");
+    assert_eq!(sink.count("/down"), 3, "max_attempts honoured");
+    let entries = list().await;
+    let bad_entry = entries
+        .iter()
+        .find(|e| e["target_id"] == bad["id"])
+        .unwrap();
+    assert_eq!(bad_entry["event_id"], id.as_str());
+    assert_eq!(bad_entry["event_type"], "x");
+    assert_eq!(bad_entry["attempts"], 1);
+    assert_eq!(bad_entry["last_status"], 400);
+    let down_entry = entries
+        .iter()
+        .find(|e| e["target_id"] == down["id"])
+        .unwrap();
+    assert_eq!(down_entry["attempts"], 3);
+    assert_eq!(down_entry["last_status"], 500);
+    let filtered = gw
+        .admin(
+            "GET",
+            &format!(
+                "/admin/tenants/{tenant}/dead-letters?target_id={}",
+                bad["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(filtered.json()["data"].as_array().unwrap().len(), 1);
+    let stats = gw
+        .admin("GET", &format!("/admin/tenants/{tenant}/stats"), None)
+        .await
+        .json();
+    assert_eq!(stats["dead_letters"], 2);
+    assert_eq!(stats["deliveries_failed"], 2);
+
+    // The receivers are fixed; replay one by id through the tenant's own API, the rest by target.
+    sink.plan("/bad", vec![], Reply::Status(200));
+    sink.plan("/down", vec![], Reply::Status(200));
+    let r = support::http::Request::new("POST", "/v1/dead-letters/replay")
+        .bearer(&token)
+        .json(&json!({"ids": [bad_entry["id"]]}))
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["replayed"], 1);
+    eventually(
+        Duration::from_secs(5),
+        "replayed delivery arrives",
+        || async { sink.count("/bad") == 2 },
+    )
+    .await;
+    let r = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{tenant}/dead-letters/replay"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.json()["replayed"], 1);
+    eventually(Duration::from_secs(5), "second replay arrives", || async {
+        sink.count("/down") == 4
+    })
+    .await;
+    assert_eq!(
+        &sink.received("/down")[3].body[..],
+        b"{\"n\":1}",
+        "the body survives in the error queue"
+    );
+    eventually(Duration::from_secs(5), "error queue empty", || async {
+        list().await.is_empty()
+    })
+    .await;
+    eventually(Duration::from_secs(5), "state succeeded", || async {
+        let v = event_view(&gw, &tenant, &id).await;
+        v["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["state"] == "succeeded")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gone_disables_and_retry_after_is_honoured() {
+    let gw = gateway("gone").await;
+    let sink = Sink::start().await;
+    sink.plan("/gone", vec![], Reply::Status(410));
+    sink.plan("/busy", vec![Reply::RetryAfter(429, 1)], Reply::Status(200));
+    let (tenant, token) = gw.tenant("acme").await;
+    let gone = target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/gone"), "events": ["*"]}),
+    )
+    .await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/busy"), "events": ["*"]}),
+    )
+    .await;
+    post(&gw, &token, "e", b"1").await;
+    eventually(Duration::from_secs(10), "busy target retried", || async {
+        sink.count("/busy") == 2
+    })
+    .await;
+    let busy = sink.received("/busy");
+    let gap = busy[1].at - busy[0].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Retry-After: 1 honoured, retried after {gap:?}"
+    );
+    let path = format!(
+        "/admin/tenants/{tenant}/targets/{}",
+        gone["id"].as_str().unwrap()
+    );
+    eventually(
+        Duration::from_secs(5),
+        "410 disables the target",
+        || async {
+            let t = gw.admin("GET", &path, None).await.json();
+            t["active"] == false && t["disabled_reason"] == "gone"
+        },
+    )
+    .await;
+    post(&gw, &token, "e", b"2").await;
+    eventually(
+        Duration::from_secs(5),
+        "busy gets the next event",
+        || async { sink.count("/busy") == 3 },
+    )
+    .await;
+    assert_eq!(
+        sink.count("/gone"),
+        1,
+        "a disabled target gets nothing more"
+    );
+    // Enabling it again clears the reason.
+    let r = gw
+        .admin("PATCH", &path, Some(json!({"active": true})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["disabled_reason"], Json::Null);
+}
+
+#[tokio::test]
+async fn modes_once_and_fire_and_forget() {
+    let gw = gateway("modes").await;
+    let sink = Sink::start().await;
+    sink.plan("/once", vec![], Reply::Status(503));
+    sink.plan("/ff", vec![], Reply::Status(500));
+    let (tenant, token) = gw.tenant("acme").await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/once"), "events": ["*"], "mode": "once"}),
+    )
+    .await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/ff"), "events": ["*"], "mode": "fire_and_forget"}),
+    )
+    .await;
+    post(&gw, &token, "e", b"{}").await;
+    eventually(
+        Duration::from_secs(10),
+        "once-mode failure parked",
+        || async {
+            let r = gw
+                .admin(
+                    "GET",
+                    &format!("/admin/tenants/{tenant}/dead-letters"),
+                    None,
+                )
+                .await;
+            r.json()["data"].as_array().map(|a| a.len()) == Some(1)
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "fire-and-forget sent", || async {
+        sink.count("/ff") == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.count("/once"), 1, "once means one attempt");
+    assert_eq!(sink.count("/ff"), 1, "fire-and-forget is never retried");
+    let dl = gw
+        .admin(
+            "GET",
+            &format!("/admin/tenants/{tenant}/dead-letters"),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(
+        dl["data"][0]["last_status"], 503,
+        "only the once target is in the error queue"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_target_times_out_without_stalling_others() {
+    let gw = gateway("hang").await;
+    let sink = Sink::start().await;
+    sink.plan("/hang", vec![], Reply::Hang);
+    let (tenant, token) = gw.tenant("acme").await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/hang"), "events": ["*"], "mode": "once"}),
+    )
+    .await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/ok"), "events": ["*"]}),
+    )
+    .await;
+    let started = Instant::now();
+    let id = post(&gw, &token, "e", b"{}").await;
+    eventually(
+        Duration::from_secs(5),
+        "the healthy target is served",
+        || async { sink.count("/ok") == 1 },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "served before the hanging one timed out"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the hanging attempt timed out",
+        || async {
+            let v = event_view(&gw, &tenant, &id).await;
+            v["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["error"].as_str().is_some_and(|e| e.contains("timed out")))
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn secret_rotation_signs_with_both_secrets_during_the_overlap() {
+    let gw = gateway("rotate").await;
+    let sink = Sink::start().await;
+    let (tenant, token) = gw.tenant("acme").await;
+    let t = target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/r"), "events": ["*"]}),
+    )
+    .await;
+    let old = t["secret"].as_str().unwrap().to_owned();
+    let r = gw
+        .admin(
+            "POST",
+            &format!(
+                "/admin/tenants/{tenant}/targets/{}/rotate-secret",
+                t["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let new = r.json()["secret"].as_str().unwrap().to_owned();
+    assert_ne!(old, new);
+    let id = post(&gw, &token, "e", b"{}").await;
+    eventually(Duration::from_secs(5), "delivered", || async {
+        sink.count("/r") == 1
+    })
+    .await;
+    let got = &sink.received("/r")[0];
+    let (ts, sig) = (
+        got.header("webhook-timestamp").unwrap(),
+        got.header("webhook-signature").unwrap(),
+    );
+    assert_eq!(sig.split(' ').count(), 2);
+    assert!(verify(&old, &id, &ts, b"{}", &sig) && verify(&new, &id, &ts, b"{}", &sig));
+}
+
+#[tokio::test]
+async fn tenants_cannot_reach_each_other() {
+    let gw = gateway("isolation").await;
+    let sink = Sink::start().await;
+    sink.plan("/a", vec![], Reply::Status(400));
+    let (a, a_token) = gw.tenant("a").await;
+    let (_b, b_token) = gw.tenant("b").await;
+    let ta = target(&gw, &a, json!({"url": sink.url("/a"), "events": ["*"]})).await;
+    let event = post(&gw, &a_token, "e", b"{}").await;
+    eventually(
+        Duration::from_secs(5),
+        "a's error queue has the entry",
+        || async {
+            let r = gw
+                .admin("GET", &format!("/admin/tenants/{a}/dead-letters"), None)
+                .await;
+            r.json()["data"].as_array().map(|a| a.len()) == Some(1)
+        },
+    )
+    .await;
+    let dl = gw
+        .admin("GET", &format!("/admin/tenants/{a}/dead-letters"), None)
+        .await
+        .json();
+    let dl_id = dl["data"][0]["id"].as_str().unwrap().to_owned();
+    let as_b = |method: &str, path: String| {
+        let token = b_token.clone();
+        let method = method.to_owned();
+        async move {
+            support::http::Request::new(&method, &path)
+                .bearer(&token)
+                .header("content-type", "application/json")
+                .body(b"{}".to_vec())
+                .send_plain(gw.addrs.plain)
+                .await
+                .unwrap()
+        }
+    };
+    let tid = ta["id"].as_str().unwrap();
+    assert_eq!(as_b("GET", format!("/v1/targets/{tid}")).await.status, 404);
+    assert_eq!(
+        as_b("PATCH", format!("/v1/targets/{tid}")).await.status,
+        404
+    );
+    assert_eq!(
+        as_b("DELETE", format!("/v1/targets/{tid}")).await.status,
+        404
+    );
+    assert_eq!(
+        as_b("POST", format!("/v1/targets/{tid}/rotate-secret"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(as_b("GET", format!("/v1/events/{event}")).await.status, 404);
+    assert_eq!(
+        as_b("DELETE", format!("/v1/dead-letters/{dl_id}"))
+            .await
+            .status,
+        404
+    );
+    let listed = as_b("GET", "/v1/targets".into()).await.json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 0);
+    let dlq = as_b("GET", "/v1/dead-letters".into()).await.json();
+    assert_eq!(dlq["data"].as_array().unwrap().len(), 0);
+    let replay = support::http::Request::new("POST", "/v1/dead-letters/replay")
+        .bearer(&b_token)
+        .json(&json!({"ids": [dl_id]}))
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(replay.json()["replayed"], 0);
+    let still = gw
+        .admin("GET", &format!("/admin/tenants/{a}/dead-letters"), None)
+        .await
+        .json();
+    assert_eq!(
+        still["data"].as_array().unwrap().len(),
+        1,
+        "b's replay touched nothing of a's"
+    );
+    // Without a token: 401, as everywhere.
+    let anon = support::http::Request::get("/v1/targets")
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(anon.status, 401);
+}
+
+#[tokio::test]
+async fn bad_target_definitions_are_refused_with_clear_errors() {
+    let gw = Gateway::start_edited(
+        &RedisServer::shared().url(),
+        &unique_prefix("ssrf"),
+        "",
+        Arc::new(support::certs()),
+        |t| {
+            t.replace(
+                "allow_private_targets = true",
+                "allow_private_targets = false",
+            )
+        },
+    )
+    .await;
+    let (tenant, token) = gw.tenant("acme").await;
+    for (url, why) in [
+        ("http://127.0.0.1:9/x", "private"),
+        ("http://169.254.169.254/latest/meta-data", "private"),
+        ("http://[::1]/x", "private"),
+        ("http://10.0.0.8/x", "private"),
+        ("http://localhost:8080/x", "private"),
+        ("ftp://example.com/x", "http or https"),
+        ("not a url", "valid"),
+    ] {
+        let r = gw
+            .admin(
+                "POST",
+                &format!("/admin/tenants/{tenant}/targets"),
+                Some(json!({"url": url, "events": ["*"]})),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{url}: {}", r.text());
+        assert!(
+            r.json()["error"]["message"].as_str().unwrap().contains(why),
+            "{url}: {}",
+            r.text()
+        );
+    }
+    for (body, why) in [
+        (
+            json!({"url": "https://example.com", "events": []}),
+            "events",
+        ),
+        (
+            json!({"url": "https://example.com", "events": ["a*"]}),
+            "pattern",
+        ),
+        (
+            json!({"url": "https://example.com", "events": ["*"], "mode": "sometimes"}),
+            "mode",
+        ),
+        (
+            json!({"url": "https://example.com", "events": ["*"], "headers": {"Webhook-Signature": "x"}}),
+            "set by the gateway",
+        ),
+        (
+            json!({"url": "https://example.com", "events": ["*"], "retry": {"max_attempts": 0}}),
+            "max_attempts",
+        ),
+        (
+            json!({"url": "https://example.com", "events": ["*"], "surprise": 1}),
+            "surprise",
+        ),
+    ] {
+        let r = support::http::Request::new("POST", "/v1/targets")
+            .bearer(&token)
+            .json(&body)
+            .send_plain(gw.addrs.plain)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.text().contains(why), "{body}: {}", r.text());
+    }
+    let ok = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{tenant}/targets"),
+            Some(json!({"url": "https://example.com/hook", "events": ["*"]})),
+        )
+        .await;
+    assert_eq!(ok.status, 201);
+    let moved = gw
+        .admin(
+            "PATCH",
+            &format!(
+                "/admin/tenants/{tenant}/targets/{}",
+                ok.json()["id"].as_str().unwrap()
+            ),
+            Some(json!({"url": "http://192.168.0.1/"})),
+        )
+        .await;
+    assert_eq!(
+        moved.status,
+        400,
+        "an update is checked too: {}",
+        moved.text()
+    );
+}
+
+#[tokio::test]
+async fn an_event_written_twice_is_delivered_once() {
+    let gw = gateway("dupe").await;
+    let sink = Sink::start().await;
+    let (tenant, token) = gw.tenant("acme").await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/d"), "events": ["*"]}),
+    )
+    .await;
+    let id = post(&gw, &token, "e", b"{}").await;
+    eventually(Duration::from_secs(5), "delivered", || async {
+        sink.count("/d") == 1
+    })
+    .await;
+    // What a client library re-sending the XADD after a reconnect produces: a second entry
+    // holding the same event id.
+    let redis = RedisServer::shared().client().await;
+    let (shard, event) = support::all_events(&redis, &gw.prefix)
+        .await
+        .into_iter()
+        .find(|(_, e)| e.id == id)
+        .unwrap();
+    let _: String = redis
+        .xadd(
+            gw.stream(shard),
+            false,
+            None,
+            "*",
+            vec![
+                ("v", "1"),
+                ("id", event.id.as_str()),
+                ("tenant", event.tenant.as_str()),
+                ("type", "e"),
+                ("ct", ""),
+                ("body", "{}"),
+            ],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sink.count("/d"), 1, "the repeat is not expanded again");
+}
+
+#[tokio::test]
+async fn targets_are_managed_by_the_tenant_itself() {
+    let gw = gateway("selfserve").await;
+    let sink = Sink::start().await;
+    let (_tenant, token) = gw.tenant("acme").await;
+    let call = |method: &str, path: &str, body: Option<Json>| {
+        let mut r = support::http::Request::new(method, path).bearer(&token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let addr = gw.addrs.plain;
+        async move { r.send_plain(addr).await.unwrap() }
+    };
+    let created = call(
+        "POST",
+        "/v1/targets",
+        Some(json!({"url": sink.url("/mine"), "events": ["a.*"]})),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let listed = call("GET", "/v1/targets", None).await.json();
+    assert_eq!(listed["data"][0]["id"], id.as_str());
+    assert!(
+        listed["data"][0].get("secret").is_none(),
+        "the secret is shown at creation only"
+    );
+    let patched = call(
+        "PATCH",
+        &format!("/v1/targets/{id}"),
+        Some(json!({"events": ["b.*"]})),
+    )
+    .await;
+    assert_eq!(patched.json()["events"], json!(["b.*"]));
+    post(&gw, &token, "a.x", b"1").await;
+    post(&gw, &token, "b.x", b"2").await;
+    eventually(
+        Duration::from_secs(5),
+        "the updated filter applies",
+        || async { sink.count("/mine") == 1 },
+    )
+    .await;
+    assert_eq!(&sink.received("/mine")[0].body[..], b"2");
+    assert_eq!(
+        call("DELETE", &format!("/v1/targets/{id}"), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        call("GET", &format!("/v1/targets/{id}"), None).await.status,
+        404
+    );
+}
