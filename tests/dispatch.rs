@@ -862,3 +862,134 @@ async fn targets_are_managed_by_the_tenant_itself() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_to_a_slow_target_does_not_hold_back_another_tenant() {
+    let gw = gateway("fair").await;
+    let sink = Sink::start().await;
+    sink.plan(
+        "/slow",
+        vec![],
+        Reply::Slow(Duration::from_millis(200), 200),
+    );
+    let (a, _) = gw.tenant("big").await;
+    // Another shard than a's, so b's events are not queued behind a's in one stream.
+    let shard_a = estafeta::queue::shard_of(&a, 4);
+    let (b, b_token) = loop {
+        let (b, t) = gw.tenant("small").await;
+        if estafeta::queue::shard_of(&b, 4) != shard_a {
+            break (b, t);
+        }
+    };
+    target(&gw, &a, json!({"url": sink.url("/slow"), "events": ["*"]})).await;
+    target(&gw, &b, json!({"url": sink.url("/fast"), "events": ["*"]})).await;
+
+    // a's backlog: 100 000 events written straight into its stream, as the edge writes them.
+    const BACKLOG: usize = 100_000;
+    let redis = RedisServer::shared().client().await;
+    let stream = gw.stream(shard_a);
+    let pipeline = redis.pipeline();
+    for batch in 0..BACKLOG / 500 {
+        let mut fields: Vec<(String, String)> = vec![("v".into(), "1".into())];
+        for i in 0..500 {
+            let id = format!("evt_{}", ulid::Ulid::new());
+            fields.extend([
+                ("id".into(), id),
+                ("tenant".into(), a.clone()),
+                ("type".into(), "bulk".into()),
+                ("ct".into(), "application/json".into()),
+                ("body".into(), format!("{{\"b\":{batch},\"i\":{i}}}")),
+            ]);
+        }
+        let _: () = pipeline
+            .xadd(stream.as_str(), false, None, "*", fields)
+            .await
+            .unwrap();
+    }
+    let _: Vec<String> = pipeline.all().await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the slow target is busy with the backlog",
+        || async { sink.count("/slow") > 50 },
+    )
+    .await;
+
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let sent = Instant::now();
+        post(&gw, &b_token, "small.event", format!("{i}").as_bytes()).await;
+        eventually(Duration::from_secs(10), "b's event delivered", || async {
+            sink.count("/fast") > i
+        })
+        .await;
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    eprintln!(
+        "tenant b, beside a 100k backlog to a slow target: p50 {:?}, max {:?}; slow target received {}",
+        latencies[10],
+        latencies[19],
+        sink.count("/slow")
+    );
+    // Queued behind a's backlog b would wait minutes (100 000 events at 32 × 5/s); it is served
+    // at once. The bound is loose on purpose: this is a debug build on a shared machine.
+    assert!(
+        latencies[19] < Duration::from_secs(1),
+        "b was held back: {latencies:?}"
+    );
+    let stats = gw
+        .admin("GET", &format!("/admin/tenants/{b}/stats"), None)
+        .await
+        .json();
+    assert_eq!(stats["deliveries_succeeded"], 20);
+}
+
+#[tokio::test]
+async fn an_ordered_target_gets_events_in_order_and_a_failing_head_blocks_only_it() {
+    let gw = gateway("ordered").await;
+    let sink = Sink::start().await;
+    sink.plan(
+        "/ordered",
+        vec![Reply::Status(503), Reply::Status(503)],
+        Reply::Status(200),
+    );
+    let (tenant, token) = gw.tenant("acme").await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/ordered"), "events": ["*"], "ordered": true}),
+    )
+    .await;
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/other"), "events": ["*"]}),
+    )
+    .await;
+    for i in 0..20 {
+        post(&gw, &token, "seq", format!("{i}").as_bytes()).await;
+    }
+    eventually(
+        Duration::from_secs(5),
+        "the unordered target is not blocked",
+        || async { sink.count("/other") == 20 },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the ordered target catches up",
+        || async { sink.count("/ordered") == 22 },
+    )
+    .await;
+    let bodies: Vec<String> = sink
+        .received("/ordered")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    let mut expected: Vec<String> = vec!["0".into(), "0".into()];
+    expected.extend((0..20).map(|i| i.to_string()));
+    assert_eq!(
+        bodies, expected,
+        "the head is retried first, then the rest in order"
+    );
+}

@@ -4,30 +4,14 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use support::http::Request;
-use support::{ADMIN_TOKEN, Addrs, MASTER_KEY, RedisServer, binary, free_port};
+use support::process::{Served, addrs, write_config};
+use support::{ADMIN_TOKEN, MASTER_KEY, RedisServer, binary, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn addrs() -> Addrs {
-    let a = |p: u16| format!("127.0.0.1:{p}").parse().unwrap();
-    Addrs {
-        tls: a(free_port()),
-        plain: a(free_port()),
-        admin: a(free_port()),
-    }
-}
-
-fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("estafeta.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(binary());
@@ -36,133 +20,6 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().unwrap()
-}
-
-/// A running `estafeta serve` whose output is collected.
-struct Served {
-    child: Child,
-    output: Arc<Mutex<Vec<u8>>>,
-    addrs: Addrs,
-    /// Config and certificate folders, kept for the life of the process.
-    dirs: Vec<tempfile::TempDir>,
-}
-
-impl Served {
-    /// A ready gateway on the shared Redis, with its own prefix and the test config.
-    async fn on_shared_redis(name: &str, env: &[(&str, &str)]) -> Served {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = support::certs();
-        let a = addrs();
-        let text = support::config_toml(
-            &RedisServer::shared().url(),
-            &support::unique_prefix(name),
-            &a,
-            certs.path(),
-            "",
-        );
-        let path = write_config(dir.path(), &text);
-        let mut served = Served::start(&path, a, env);
-        served.dirs = vec![dir, certs];
-        served.wait_ready().await;
-        served
-    }
-
-    /// Creates a tenant through the admin API and returns its token.
-    async fn tenant_token(&self) -> String {
-        let created = Request::new("POST", "/admin/tenants")
-            .bearer(ADMIN_TOKEN)
-            .json(&serde_json::json!({"name": "acme"}))
-            .send_plain(self.addrs.admin)
-            .await
-            .unwrap();
-        created.json()["token"].as_str().unwrap().to_owned()
-    }
-
-    fn start(config: &Path, addrs: Addrs, env: &[(&str, &str)]) -> Served {
-        let mut c = Command::new(binary());
-        c.args(["serve", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let mut child = c.spawn().unwrap();
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for mut pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    output.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-        Served {
-            child,
-            output,
-            addrs,
-            dirs: Vec::new(),
-        }
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("estafeta exited ({status}): {}", self.logs());
-            }
-            if let Ok(r) = Request::get("/readyz").send_plain(self.addrs.plain).await {
-                if r.status == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("estafeta did not become ready: {}", self.logs());
-    }
-
-    fn logs(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM, then the exit status within `limit`.
-    fn terminate(&mut self, limit: Duration) -> Option<i32> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status();
-        self.wait_exit(limit)
-    }
-
-    /// The exit status within `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn proc_status_kb(pid: u32, field: &str) -> u64 {

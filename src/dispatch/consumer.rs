@@ -314,18 +314,18 @@ async fn process_entry(inner: &Arc<Inner>, shard: u16, (entry_id, fields): RawEn
         open.insert((shard, entry_id), ());
     }
     for (event, target) in deliveries {
-        let permit = match inner.admission.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return,
+        let Some(permit) = inner.admit(&event.tenant).await else {
+            return;
         };
         let d = Delivery {
             shard,
             event,
             target,
             attempt: 1,
+            deferrals: 0,
             entry: Some(tracker.clone()),
         };
-        inner.tasks.spawn(worker::run(inner.clone(), d, permit));
+        worker::start(inner, d, permit).await;
     }
 }
 

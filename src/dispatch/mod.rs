@@ -125,11 +125,57 @@ struct Inner {
     global: Arc<Semaphore>,
     /// Deliveries held in memory (waiting or in flight); bounds the reader.
     admission: Arc<Semaphore>,
+    /// The size of `admission`.
+    admission_total: usize,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// Each tenant's share of `admission` (half), so one tenant's backlog cannot fill memory
+    /// and stop the readers of other tenants' shards.
+    tenant_shares: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The queues of ordered targets, each drained by one task.
+    ordered: Mutex<HashMap<String, tokio::sync::mpsc::Sender<(worker::Delivery, Memory)>>>,
     /// Entries this consumer is still working on, by shard: kept from looking idle.
     open_entries: Mutex<HashMap<(u16, String), ()>>,
     stop: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// Room in memory for one delivery: its tenant's share and the process-wide bound.
+#[derive(Debug)]
+pub(crate) struct Memory {
+    _tenant: tokio::sync::OwnedSemaphorePermit,
+    _all: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Inner {
+    /// Waits for room for one more delivery of `tenant`; `None` once stopping.
+    async fn admit(&self, tenant: &str) -> Option<Memory> {
+        let share = {
+            let mut shares = match self.tenant_shares.lock() {
+                Ok(s) => s,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if shares.len() > 100_000 {
+                shares.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            let cap = (self.admission_total / 2).max(1);
+            shares
+                .entry(tenant.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(cap)))
+                .clone()
+        };
+        let tenant = tokio::select! {
+            _ = self.stop.cancelled() => return None,
+            p = share.acquire_owned() => p.ok()?,
+        };
+        let all = tokio::select! {
+            _ = self.stop.cancelled() => return None,
+            p = self.admission.clone().acquire_owned() => p.ok()?,
+        };
+        Some(Memory {
+            _tenant: tenant,
+            _all: all,
+        })
+    }
 }
 
 /// The running dispatcher.
@@ -160,13 +206,15 @@ impl Dispatcher {
             std::process::id(),
             &crate::store::new_id("c")[2..12]
         );
+        let admission_total = settings.concurrency * 4 + settings.read_batch * 64;
         let inner = Arc::new(Inner {
             keys: store.keyspace().clone(),
             global: Arc::new(Semaphore::new(settings.concurrency)),
-            admission: Arc::new(Semaphore::new(
-                settings.concurrency * 4 + settings.read_batch * 64,
-            )),
+            admission: Arc::new(Semaphore::new(admission_total)),
+            admission_total,
             gates: Mutex::new(HashMap::new()),
+            tenant_shares: Mutex::new(HashMap::new()),
+            ordered: Mutex::new(HashMap::new()),
             open_entries: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),

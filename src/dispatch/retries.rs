@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Inner;
-use super::worker::{Delivery, EventData, run};
+use super::worker::{Delivery, EventData, start};
 use crate::store::deliveries::{DeadLetter, DeliveryState, Next, Outcome, State};
 use crate::store::{new_id, now_ms};
 
@@ -73,6 +73,7 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
                         last_error: Some("the target is disabled".into()),
                         next_retry_at_ms: None,
                         updated_at_ms: now,
+                        deferrals: 0,
                     },
                     attempt: None,
                     next: Next::DeadLetter(DeadLetter {
@@ -91,7 +92,7 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
                 let _ = inner.deliveries.record(&outcome).await;
                 continue;
             }
-            let Ok(permit) = inner.admission.clone().acquire_owned().await else {
+            let Some(permit) = inner.admit(&item.tenant).await else {
                 return;
             };
             let d = Delivery {
@@ -105,9 +106,10 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
                 }),
                 target,
                 attempt: item.attempts_so_far + 1,
+                deferrals: item.deferrals_so_far,
                 entry: None,
             };
-            inner.tasks.spawn(run(inner.clone(), d, permit));
+            start(&inner, d, permit).await;
         }
     }
 }

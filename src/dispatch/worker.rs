@@ -6,12 +6,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::backoff::{Verdict, delay, unit_random, verdict_for_status};
 use super::client::{AttemptResult, Message};
 use super::consumer::EntryTracker;
-use super::{Gate, Inner};
+use super::{Gate, Inner, Memory};
 use crate::store::deliveries::{AttemptRecord, DeadLetter, DeliveryState, Next, Outcome, State};
 use crate::store::{Mode, Target, new_id, now_ms};
 
@@ -33,6 +32,8 @@ pub(super) struct Delivery {
     pub target: Arc<Target>,
     /// This attempt's number, from 1.
     pub attempt: u32,
+    /// Times it was deferred because the target was saturated.
+    pub deferrals: u32,
     /// The stream entry it came from (first attempts); `None` for scheduled ones.
     pub entry: Option<Arc<EntryTracker>>,
 }
@@ -64,8 +65,78 @@ impl Inner {
     }
 }
 
+/// Starts a delivery: ordered targets take it through their queue (one at a time, in arrival
+/// order), the others run it as a task of its own.
+pub(super) async fn start(inner: &Arc<Inner>, d: Delivery, memory: Memory) {
+    if d.target.ordered {
+        let queue = ordered_queue(inner, &d.target);
+        // A full queue makes the reader wait: order is kept over throughput.
+        if let Err(returned) = queue.send((d, memory)).await {
+            let (d, _) = returned.0;
+            abandon(inner, &d);
+        }
+    } else {
+        inner.tasks.spawn(run(inner.clone(), d, memory));
+    }
+}
+
+type Queued = (Delivery, Memory);
+
+fn ordered_queue(inner: &Arc<Inner>, target: &Target) -> tokio::sync::mpsc::Sender<Queued> {
+    let mut queues = match inner.ordered.lock() {
+        Ok(q) => q,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(tx) = queues.get(&target.id).filter(|tx| !tx.is_closed()) {
+        return tx.clone();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(inner.settings.max_waiting_per_target);
+    queues.insert(target.id.clone(), tx.clone());
+    inner.tasks.spawn(run_ordered(inner.clone(), rx));
+    tx
+}
+
+/// One ordered target's deliveries, strictly one after the other. A failing head is retried
+/// here, holding the queue, until it succeeds or runs out of attempts.
+async fn run_ordered(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
+    loop {
+        let next = tokio::select! {
+            _ = inner.stop.cancelled() => break,
+            n = rx.recv() => n,
+        };
+        let Some((mut d, _memory)) = next else { break };
+        loop {
+            let Ok(_global) = inner.global.clone().acquire_owned().await else {
+                return;
+            };
+            let (outcome, verdict, latency) = attempt(&inner, &d).await;
+            if !record(&inner, &outcome).await {
+                abandon(&inner, &d);
+                break;
+            }
+            count(&outcome, latency);
+            if let Next::HeldUntil(due) = outcome.next {
+                drop(_global);
+                let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+                tokio::select! {
+                    _ = inner.stop.cancelled() => {
+                        // Still pending in the stream (or leased in the schedule): not lost.
+                        abandon(&inner, &d);
+                        return;
+                    }
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                d.attempt += 1;
+                continue;
+            }
+            after(&inner, &d, verdict).await;
+            break;
+        }
+    }
+}
+
 /// Runs one delivery to its recorded outcome. `_memory` is released at the end.
-pub(super) async fn run(inner: Arc<Inner>, d: Delivery, _memory: OwnedSemaphorePermit) {
+pub(super) async fn run(inner: Arc<Inner>, d: Delivery, _memory: Memory) {
     let target = d.target.clone();
     if target.mode == Mode::FireAndForget {
         fire_and_forget(&inner, &d).await;
@@ -74,8 +145,11 @@ pub(super) async fn run(inner: Arc<Inner>, d: Delivery, _memory: OwnedSemaphoreP
     }
     let gate = inner.gate(&target);
     if gate.waiting.load(Ordering::Relaxed) >= inner.settings.max_waiting_per_target {
-        // The target is behind: park this delivery in Redis rather than in memory.
-        let due = now_ms() + inner.settings.defer.as_millis() as u64;
+        // The target is behind: park this delivery in Redis rather than in memory, and look at
+        // it again later each time it finds the target still saturated, so a big backlog is
+        // not churned through Redis at full speed.
+        let wait = inner.settings.defer * 2u32.pow(d.deferrals.min(6));
+        let due = now_ms() + wait.as_millis() as u64;
         let outcome = outcome_of(
             &d,
             DeliveryState {
@@ -85,6 +159,7 @@ pub(super) async fn run(inner: Arc<Inner>, d: Delivery, _memory: OwnedSemaphoreP
                 last_error: None,
                 next_retry_at_ms: Some(due),
                 updated_at_ms: now_ms(),
+                deferrals: d.deferrals + 1,
             },
             None,
             Next::RetryAt(due),
@@ -105,8 +180,19 @@ pub(super) async fn run(inner: Arc<Inner>, d: Delivery, _memory: OwnedSemaphoreP
         abandon(&inner, &d);
         return;
     };
+    let (outcome, verdict, latency) = attempt(&inner, &d).await;
+    if !record(&inner, &outcome).await {
+        abandon(&inner, &d);
+        return;
+    }
+    count(&outcome, latency);
+    after(&inner, &d, verdict).await;
+}
+
+/// Sends one attempt and decides what it means.
+async fn attempt(inner: &Inner, d: &Delivery) -> (Outcome, Verdict, Duration) {
     let now = now_ms();
-    let keys = target.signing_keys(now);
+    let keys = d.target.signing_keys(now);
     let msg = Message {
         event_id: &d.event.id,
         event_type: &d.event.event_type,
@@ -115,32 +201,36 @@ pub(super) async fn run(inner: Arc<Inner>, d: Delivery, _memory: OwnedSemaphoreP
     };
     let result = inner
         .client
-        .send(&target, &keys, msg, (now / 1000) as i64)
+        .send(&d.target, &keys, msg, (now / 1000) as i64)
         .await;
-    let (outcome, verdict) = decide(&inner, &d, &result);
-    if !record(&inner, &outcome).await {
-        abandon(&inner, &d);
-        return;
-    }
+    let (outcome, verdict) = decide(inner, d, &result);
+    (outcome, verdict, result.latency)
+}
+
+fn count(outcome: &Outcome, latency: Duration) {
     crate::telemetry::delivery(
         match outcome.next {
             Next::Done => "delivered",
-            Next::RetryAt(_) => "retry",
+            Next::RetryAt(_) | Next::HeldUntil(_) => "retry",
             Next::DeadLetter(_) => "dead_letter",
         },
-        Some(result.latency),
+        Some(latency),
     );
+}
+
+/// After the outcome is recorded: a 410 disables the target; the entry's hold is released.
+async fn after(inner: &Inner, d: &Delivery, verdict: Verdict) {
     if verdict == Verdict::Gone {
-        tracing::warn!(target_id = %target.id, "target answered 410 Gone; disabling it");
+        tracing::warn!(target_id = %d.target.id, "target answered 410 Gone; disabling it");
         if let Err(e) = inner
             .store
-            .disable_target(&target.tenant, &target.id, "gone")
+            .disable_target(&d.target.tenant, &d.target.id, "gone")
             .await
         {
-            tracing::warn!(target_id = %target.id, error = %e, "could not disable the target");
+            tracing::warn!(target_id = %d.target.id, error = %e, "could not disable the target");
         }
     }
-    finish(&inner, &d).await;
+    finish(inner, d).await;
 }
 
 /// What `result` means for this delivery.
@@ -175,6 +265,7 @@ fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verd
         last_error: error.clone(),
         next_retry_at_ms: None,
         updated_at_ms: now,
+        deferrals: 0,
     };
     let can_retry = d.target.mode == Mode::Persistent && d.attempt < policy.max_attempts;
     let next = match verdict {
@@ -184,7 +275,11 @@ fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verd
             let due = now + wait.as_millis() as u64;
             state.state = State::Retrying;
             state.next_retry_at_ms = Some(due);
-            Next::RetryAt(due)
+            if d.target.ordered {
+                Next::HeldUntil(due)
+            } else {
+                Next::RetryAt(due)
+            }
         }
         _ => {
             state.state = State::DeadLettered;

@@ -37,6 +37,13 @@ pub struct DeliveryState {
     pub last_error: Option<String>,
     pub next_retry_at_ms: Option<u64>,
     pub updated_at_ms: u64,
+    /// Times the delivery was put back unsent because its target was saturated.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferrals: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One attempt, kept in the event's bounded attempt log.
@@ -85,8 +92,11 @@ impl DeadLetter {
 pub enum Next {
     /// Delivered: done.
     Done,
-    /// Try again at this time (ms); `counted` is false for a delivery deferred without an attempt.
+    /// Try again at this time (ms), from the shared schedule.
     RetryAt(u64),
+    /// Try again at this time (ms), held by this process: an ordered target's head, which
+    /// must block the deliveries behind it rather than go to the schedule.
+    HeldUntil(u64),
     /// Park in the error queue.
     DeadLetter(DeadLetter),
 }
@@ -128,6 +138,7 @@ pub struct DueDelivery {
     pub content_type: Option<Bytes>,
     pub body: Bytes,
     pub attempts_so_far: u32,
+    pub deferrals_so_far: u32,
 }
 
 /// Which error queue entries to replay.
@@ -169,7 +180,7 @@ return out
 
 /// Records one delivery outcome. KEYS: event record, attempts, retries, counters, error queue,
 /// error queue index. ARGV: target, state JSON, attempt JSON (or ''), attempts kept, ttl,
-/// kind (done|retry|dead), due ms, member, body, ct, dead letter id, dead letter JSON, now,
+/// kind (done|retry|held|dead), due ms, member, body, ct, dead letter id, dead letter JSON, now,
 /// latency ms (or '').
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
@@ -184,8 +195,9 @@ if ARGV[14] ~= '' then
   redis.call('HINCRBY', KEYS[4], 'response_ms_total', ARGV[14])
   redis.call('HINCRBY', KEYS[4], 'responses', 1)
 end
-local was_waiting = redis.call('ZREM', KEYS[3], ARGV[8])
 local kind = ARGV[6]
+if kind == 'held' then return 1 end
+local was_waiting = redis.call('ZREM', KEYS[3], ARGV[8])
 if kind == 'retry' then
   if redis.call('HEXISTS', KEYS[1], 'body') == 0 then
     redis.call('HSET', KEYS[1], 'body', ARGV[9], 'ct', ARGV[10])
@@ -324,6 +336,7 @@ impl Deliveries {
         let (kind, due, dl_id, dl_json) = match &o.next {
             Next::Done => ("done", String::new(), String::new(), String::new()),
             Next::RetryAt(due) => ("retry", due.to_string(), String::new(), String::new()),
+            Next::HeldUntil(_) => ("held", String::new(), String::new(), String::new()),
             Next::DeadLetter(dl) => ("dead", String::new(), dl.id.clone(), json(dl)),
         };
         let latency = o
@@ -419,10 +432,9 @@ impl Deliveries {
                 .and_then(|v| v.as_bytes())
                 .filter(|b| !b.is_empty())
                 .map(Bytes::copy_from_slice);
-            let attempts_so_far = text(4)
-                .and_then(|s| serde_json::from_str::<DeliveryState>(&s).ok())
-                .map(|s| s.attempts)
-                .unwrap_or(0);
+            let state = text(4).and_then(|s| serde_json::from_str::<DeliveryState>(&s).ok());
+            let attempts_so_far = state.as_ref().map(|s| s.attempts).unwrap_or(0);
+            let deferrals_so_far = state.as_ref().map(|s| s.deferrals).unwrap_or(0);
             out.push(DueDelivery {
                 member,
                 event_id,
@@ -432,6 +444,7 @@ impl Deliveries {
                 content_type,
                 body,
                 attempts_so_far,
+                deferrals_so_far,
             });
         }
         Ok(out)
@@ -528,6 +541,7 @@ impl Deliveries {
                 last_error: d.last_error.clone(),
                 next_retry_at_ms: Some(now),
                 updated_at_ms: now,
+                deferrals: 0,
             };
             let keys = vec![
                 self.keys.dead_letters(shard, tenant),
