@@ -993,3 +993,75 @@ async fn an_ordered_target_gets_events_in_order_and_a_failing_head_blocks_only_i
         "the head is retried first, then the rest in order"
     );
 }
+
+#[tokio::test]
+async fn targets_declared_in_the_config_are_applied_idempotently() {
+    let sink = Sink::start().await;
+    let prefix = unique_prefix("declared");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let token = "declared-tenant-token-0123456789abcdef";
+    let config = |path: &str| {
+        format!(
+            r#"{FAST_RETRIES}
+[[tenants]]
+id = "shop"
+name = "Shop"
+token = "{token}"
+
+[[tenants.targets]]
+id = "shop-orders"
+url = "{}"
+events = ["order.*"]
+secret = "{secret}"
+headers = {{ "X-From" = "config" }}
+"#,
+            sink.url(path)
+        )
+    };
+    let certs = Arc::new(support::certs());
+    let gw = Gateway::start_full(
+        &RedisServer::shared().url(),
+        &prefix,
+        &config("/v1"),
+        certs.clone(),
+    )
+    .await;
+    let id = post(&gw, token, "order.paid", b"{}").await;
+    eventually(
+        Duration::from_secs(5),
+        "delivered to the declared target",
+        || async { sink.count("/v1") == 1 },
+    )
+    .await;
+    let got = &sink.received("/v1")[0];
+    assert_eq!(got.header("x-from").as_deref(), Some("config"));
+    let (ts, sig) = (
+        got.header("webhook-timestamp").unwrap(),
+        got.header("webhook-signature").unwrap(),
+    );
+    assert!(
+        verify(secret, &id, &ts, b"{}", &sig),
+        "signed with the declared secret"
+    );
+    gw.stop().await.unwrap();
+
+    // Started again with the target moved: updated in place, not duplicated.
+    let gw =
+        Gateway::start_full(&RedisServer::shared().url(), &prefix, &config("/v2"), certs).await;
+    let listed = gw
+        .admin("GET", "/admin/tenants/shop/targets", None)
+        .await
+        .json();
+    let data = listed["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["id"], "shop-orders");
+    assert_eq!(data[0]["url"], sink.url("/v2").as_str());
+    post(&gw, token, "order.paid", b"{}").await;
+    eventually(
+        Duration::from_secs(5),
+        "delivered to the moved target",
+        || async { sink.count("/v2") == 1 },
+    )
+    .await;
+    assert_eq!(sink.count("/v1"), 1);
+}

@@ -6,6 +6,7 @@
 //! | `GET/PATCH/DELETE /admin/tenants/{id}` | admin token | read, update, delete (revokes its tokens) |
 //! | `POST/GET /admin/tenants/{id}/tokens` | admin token | issue a token (shown once), list token ids |
 //! | `DELETE /admin/tenants/{id}/tokens/{token_id}` | admin token | revoke |
+//! | `/admin/tenants/{id}/targets…`, `…/dead-letters…`, `…/events/{event_id}`, `…/stats` | admin token | [`crate::manage`] |
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /openapi.json` | none | OpenAPI 3 description of the edge and admin APIs |
 //! | `GET /healthz`, `GET /readyz` | none | liveness, readiness |
@@ -147,6 +148,11 @@ mod tests {
             "/admin/tenants/{id}",
             "/admin/tenants/{id}/tokens",
             "/admin/tenants/{id}/tokens/{token_id}",
+            "/admin/tenants/{id}/targets/{target_id}/rotate-secret",
+            "/admin/tenants/{id}/dead-letters/replay",
+            "/admin/tenants/{id}/events/{event_id}",
+            "/v1/targets",
+            "/v1/dead-letters",
         ] {
             assert!(
                 doc["paths"].get(path).is_some(),

@@ -913,6 +913,22 @@ master_key = "{KEY}"
                 "[[tenants]]\nid = \"a\"\nname = \"A\"\ntoken = \"short\"",
                 "tenants[0].token",
             ),
+            (
+                "[dispatch]\nrequest_timeout_ms = 30000\nreclaim_idle_ms = 40000",
+                "dispatch.reclaim_idle_ms",
+            ),
+            (
+                "[dispatch]\nper_target_concurrency = 0",
+                "dispatch.per_target_concurrency",
+            ),
+            (
+                "[[tenants]]\nid = \"a\"\nname = \"A\"\n[[tenants.targets]]\nid = \"t\"\nurl = \"gopher://x\"\nevents = [\"*\"]",
+                "tenants[0].targets[0]",
+            ),
+            (
+                "[[tenants]]\nid = \"a\"\nname = \"A\"\n[[tenants.targets]]\nid = \"t\"\nurl = \"https://example.com\"\nevents = [\"*\"]\n[[tenants.targets]]\nid = \"t\"\nurl = \"https://example.com\"\nevents = [\"*\"]",
+                "tenants[0].targets[1].id",
+            ),
         ] {
             let err = Config::from_toml(&base(extra))
                 .err()

@@ -36,8 +36,33 @@ impl EntryTracker {
     /// A delivery could not record its outcome (Redis gone, shutting down): the entry stays
     /// pending for a reclaim, and stops being kept alive.
     pub(super) fn abandon(&self, inner: &Inner) {
-        if let Ok(mut open) = inner.open_entries.lock() {
-            open.remove(&(self.shard, self.id.clone()));
+        let was_open = match inner.open_entries.lock() {
+            Ok(mut open) => open.remove(&(self.shard, self.id.clone())).is_some(),
+            Err(_) => false,
+        };
+        if was_open && inner.stop.is_cancelled() {
+            // Shutting down with Redis reachable: let another dispatcher take it at once.
+            let (shard, id) = (self.shard, self.id.clone());
+            let redis = inner.redis.clone();
+            let keys = inner.keys.clone();
+            let consumer = inner.consumer.clone();
+            let idle = inner.settings.reclaim_idle.as_millis() as u64;
+            tokio::spawn(async move {
+                let _: Result<Value, _> = redis
+                    .xclaim(
+                        keys.stream(shard),
+                        DISPATCH_GROUP,
+                        consumer.as_str(),
+                        0,
+                        id,
+                        Some(idle),
+                        None,
+                        None,
+                        false,
+                        true,
+                    )
+                    .await;
+            });
         }
     }
 }
@@ -73,9 +98,10 @@ pub(super) async fn read_loop(inner: Arc<Inner>, shard: u16, reader: Client) {
                 _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
             }
         }
-        let read = tokio::select! {
-            _ = inner.stop.cancelled() => break,
-            r = reader.xreadgroup::<Value, _, _, _, _>(
+        // Not raced against the stop signal: a read abandoned mid-way would still hand its
+        // entries to this consumer. It returns within `block`; what it got is released below.
+        let read = reader
+            .xreadgroup::<Value, _, _, _, _>(
                 DISPATCH_GROUP,
                 inner.consumer.as_str(),
                 Some(inner.settings.read_batch as u64),
@@ -83,8 +109,15 @@ pub(super) async fn read_loop(inner: Arc<Inner>, shard: u16, reader: Client) {
                 false,
                 stream.as_str(),
                 ">",
-            ) => r,
-        };
+            )
+            .await;
+        if inner.stop.is_cancelled() {
+            if let Ok(value) = read {
+                let ids: Vec<String> = parse_read(value).into_iter().map(|(id, _)| id).collect();
+                release(&inner, shard, ids).await;
+            }
+            break;
+        }
         match read {
             Ok(value) => {
                 failures = 0;
@@ -110,8 +143,34 @@ pub(super) async fn read_loop(inner: Arc<Inner>, shard: u16, reader: Client) {
             }
         }
     }
-    // Not `QUIT`: it would wait behind the blocked read. Dropping the client closes it.
-    drop(reader);
+    let _ = reader.quit().await;
+}
+
+/// Hands entries back: marks them idle for `reclaim_idle`, so another consumer's next reclaim
+/// takes them at once instead of after the idle time.
+pub(super) async fn release(inner: &Inner, shard: u16, ids: Vec<String>) {
+    if ids.is_empty() {
+        return;
+    }
+    let idle = inner.settings.reclaim_idle.as_millis() as u64;
+    let released: Result<Value, _> = inner
+        .redis
+        .xclaim(
+            inner.keys.stream(shard),
+            DISPATCH_GROUP,
+            inner.consumer.as_str(),
+            0,
+            ids,
+            Some(idle),
+            None,
+            None,
+            false,
+            true,
+        )
+        .await;
+    if let Err(e) = released {
+        tracing::debug!(shard, error = %e, "could not release entries; they are reclaimed after the idle time");
+    }
 }
 
 /// Recreates the group (and the stream) after Redis lost them (restart without persistence,

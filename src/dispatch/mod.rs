@@ -28,6 +28,7 @@ pub mod backoff;
 pub mod client;
 mod consumer;
 pub mod matcher;
+mod recorder;
 mod retries;
 pub mod signing;
 pub mod ssrf;
@@ -117,6 +118,8 @@ struct Inner {
     keys: Keyspace,
     store: Store,
     deliveries: Deliveries,
+    /// Batches outcome writes.
+    recorder: recorder::Recorder,
     targets: TargetCache,
     client: DeliveryClient,
     /// This process's consumer name in the group.
@@ -207,6 +210,9 @@ impl Dispatcher {
             &crate::store::new_id("c")[2..12]
         );
         let admission_total = settings.concurrency * 4 + settings.read_batch * 64;
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let recorder = recorder::Recorder::start(deliveries.clone(), stop.clone(), &tasks);
         let inner = Arc::new(Inner {
             keys: store.keyspace().clone(),
             global: Arc::new(Semaphore::new(settings.concurrency)),
@@ -216,8 +222,9 @@ impl Dispatcher {
             tenant_shares: Mutex::new(HashMap::new()),
             ordered: Mutex::new(HashMap::new()),
             open_entries: Mutex::new(HashMap::new()),
-            stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            stop,
+            tasks,
+            recorder,
             settings,
             redis,
             store,

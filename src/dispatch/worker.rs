@@ -321,13 +321,11 @@ fn outcome_of(
 async fn record(inner: &Inner, outcome: &Outcome) -> bool {
     let mut pause = Duration::from_millis(50);
     loop {
-        match inner.deliveries.record(outcome).await {
-            Ok(()) => return true,
-            Err(e) => {
-                crate::telemetry::redis_error("record");
-                tracing::warn!(event = %outcome.event_id, target_id = %outcome.target_id, error = %e, "cannot record a delivery outcome; retrying");
-            }
+        if inner.recorder.record(outcome.clone()).await {
+            return true;
         }
+        crate::telemetry::redis_error("record");
+        tracing::warn!(event = %outcome.event_id, target_id = %outcome.target_id, "cannot record a delivery outcome; retrying");
         tokio::select! {
             _ = inner.stop.cancelled() => return false,
             _ = tokio::time::sleep(pause) => {}

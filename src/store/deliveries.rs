@@ -178,47 +178,56 @@ return out
     )
 });
 
-/// Records one delivery outcome. KEYS: event record, attempts, retries, counters, error queue,
-/// error queue index. ARGV: target, state JSON, attempt JSON (or ''), attempts kept, ttl,
-/// kind (done|retry|held|dead), due ms, member, body, ct, dead letter id, dead letter JSON, now,
-/// latency ms (or '').
+/// Records delivery outcomes of one shard, atomically each. KEYS: retries, then per outcome:
+/// event record, attempts, counters, error queue, error queue index. ARGV: n, attempts kept, ttl,
+/// now, then per outcome: target, state JSON, attempt JSON (or ''), kind (done|retry|held|dead),
+/// due ms, member, body, ct, dead letter id, dead letter JSON, latency ms (or '').
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
-redis.call('HSET', KEYS[1], 'd:' .. ARGV[1], ARGV[2])
-if ARGV[3] ~= '' then
-  redis.call('RPUSH', KEYS[2], ARGV[3])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-end
-if ARGV[14] ~= '' then
-  redis.call('HINCRBY', KEYS[4], 'response_ms_total', ARGV[14])
-  redis.call('HINCRBY', KEYS[4], 'responses', 1)
-end
-local kind = ARGV[6]
-if kind == 'held' then return 1 end
-local was_waiting = redis.call('ZREM', KEYS[3], ARGV[8])
-if kind == 'retry' then
-  if redis.call('HEXISTS', KEYS[1], 'body') == 0 then
-    redis.call('HSET', KEYS[1], 'body', ARGV[9], 'ct', ARGV[10])
+local n, kept, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+for i = 1, n do
+  local k = 1 + (i - 1) * 5
+  local ev, att, stats, dlq, dlqi = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
+  local a = 4 + (i - 1) * 11
+  local target, state, attempt, kind = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local due, member, body, ct = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local dl_id, dl_json, latency = ARGV[a + 9], ARGV[a + 10], ARGV[a + 11]
+  redis.call('HSET', ev, 'd:' .. target, state)
+  if attempt ~= '' then
+    redis.call('RPUSH', att, attempt)
+    redis.call('LTRIM', att, -kept, -1)
+    redis.call('EXPIRE', att, ttl)
   end
-  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[8])
-  if was_waiting == 0 then redis.call('HINCRBY', KEYS[4], 'in_retry', 1) end
-  return 1
-end
-if was_waiting == 1 then redis.call('HINCRBY', KEYS[4], 'in_retry', -1) end
-if kind == 'done' then
-  redis.call('HINCRBY', KEYS[4], 'succeeded', 1)
-elseif kind == 'dead' then
-  if redis.call('HEXISTS', KEYS[1], 'body') == 0 then
-    redis.call('HSET', KEYS[1], 'body', ARGV[9], 'ct', ARGV[10])
+  if latency ~= '' then
+    redis.call('HINCRBY', stats, 'response_ms_total', latency)
+    redis.call('HINCRBY', stats, 'responses', 1)
   end
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-  redis.call('HSET', KEYS[5], ARGV[11], ARGV[12])
-  redis.call('ZADD', KEYS[6], ARGV[13], ARGV[11])
-  redis.call('HINCRBY', KEYS[4], 'failed', 1)
+  if kind ~= 'held' then
+    local was_waiting = redis.call('ZREM', KEYS[1], member)
+    if kind == 'retry' then
+      if redis.call('HEXISTS', ev, 'body') == 0 then
+        redis.call('HSET', ev, 'body', body, 'ct', ct)
+      end
+      redis.call('ZADD', KEYS[1], due, member)
+      if was_waiting == 0 then redis.call('HINCRBY', stats, 'in_retry', 1) end
+    else
+      if was_waiting == 1 then redis.call('HINCRBY', stats, 'in_retry', -1) end
+      if kind == 'done' then
+        redis.call('HINCRBY', stats, 'succeeded', 1)
+      elseif kind == 'dead' then
+        if redis.call('HEXISTS', ev, 'body') == 0 then
+          redis.call('HSET', ev, 'body', body, 'ct', ct)
+        end
+        redis.call('EXPIRE', ev, ttl)
+        redis.call('HSET', dlq, dl_id, dl_json)
+        redis.call('ZADD', dlqi, now, dl_id)
+        redis.call('HINCRBY', stats, 'failed', 1)
+      end
+    end
+  end
 end
-return 1
+return n
 "#,
     )
 });
@@ -324,45 +333,59 @@ impl Deliveries {
 
     /// Records one outcome atomically (state, attempt log, counters, schedule, error queue).
     pub async fn record(&self, o: &Outcome) -> Result<(), StoreError> {
-        let s = o.shard;
-        let keys = vec![
-            self.keys.event_record(s, &o.event_id),
-            self.keys.attempts(s, &o.event_id),
-            self.keys.retries(s),
-            self.keys.stats(s, &o.tenant),
-            self.keys.dead_letters(s, &o.tenant),
-            self.keys.dead_letter_index(s, &o.tenant),
-        ];
-        let (kind, due, dl_id, dl_json) = match &o.next {
-            Next::Done => ("done", String::new(), String::new(), String::new()),
-            Next::RetryAt(due) => ("retry", due.to_string(), String::new(), String::new()),
-            Next::HeldUntil(_) => ("held", String::new(), String::new(), String::new()),
-            Next::DeadLetter(dl) => ("dead", String::new(), dl.id.clone(), json(dl)),
-        };
-        let latency = o
-            .attempt
-            .as_ref()
-            .filter(|a| a.status.is_some())
-            .map(|a| a.latency_ms.to_string())
-            .unwrap_or_default();
-        let body: Value = Value::Bytes(o.body.clone());
-        let ct: Value = Value::Bytes(o.content_type.clone().unwrap_or_default());
-        let args: Vec<Value> = vec![
-            o.target_id.clone().into(),
-            json(&o.state).into(),
-            o.attempt.as_ref().map(json).unwrap_or_default().into(),
-            i64::from(self.attempts_kept).into(),
-            (self.ttl_secs as i64).into(),
-            kind.into(),
-            due.into(),
-            member(&o.event_id, &o.target_id).into(),
-            body,
-            ct,
-            dl_id.into(),
-            dl_json.into(),
-            (super::now_ms() as i64).into(),
-            latency.into(),
-        ];
+        self.record_many(o.shard, std::slice::from_ref(o)).await
+    }
+
+    /// Records outcomes of one shard in one call, each atomically.
+    pub async fn record_many(&self, shard: u16, outcomes: &[Outcome]) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(1 + outcomes.len() * 5);
+        keys.push(self.keys.retries(shard));
+        let mut args: Vec<Value> = Vec::with_capacity(4 + outcomes.len() * 11);
+        args.push((outcomes.len() as i64).into());
+        args.push(i64::from(self.attempts_kept).into());
+        args.push((self.ttl_secs as i64).into());
+        args.push((super::now_ms() as i64).into());
+        for o in outcomes {
+            keys.push(self.keys.event_record(shard, &o.event_id));
+            keys.push(self.keys.attempts(shard, &o.event_id));
+            keys.push(self.keys.stats(shard, &o.tenant));
+            keys.push(self.keys.dead_letters(shard, &o.tenant));
+            keys.push(self.keys.dead_letter_index(shard, &o.tenant));
+            let (kind, due, dl_id, dl_json) = match &o.next {
+                Next::Done => ("done", String::new(), String::new(), String::new()),
+                Next::RetryAt(due) => ("retry", due.to_string(), String::new(), String::new()),
+                Next::HeldUntil(_) => ("held", String::new(), String::new(), String::new()),
+                Next::DeadLetter(dl) => ("dead", String::new(), dl.id.clone(), json(dl)),
+            };
+            let latency = o
+                .attempt
+                .as_ref()
+                .filter(|a| a.status.is_some())
+                .map(|a| a.latency_ms.to_string())
+                .unwrap_or_default();
+            // The body is sent only when the outcome keeps the event beyond its stream entry.
+            let needs_body = matches!(kind, "retry" | "dead");
+            args.extend([
+                Value::from(o.target_id.clone()),
+                json(&o.state).into(),
+                o.attempt.as_ref().map(json).unwrap_or_default().into(),
+                kind.into(),
+                due.into(),
+                member(&o.event_id, &o.target_id).into(),
+                Value::Bytes(if needs_body {
+                    o.body.clone()
+                } else {
+                    Bytes::new()
+                }),
+                Value::Bytes(o.content_type.clone().unwrap_or_default()),
+                dl_id.into(),
+                dl_json.into(),
+                latency.into(),
+            ]);
+        }
         let _: i64 = RECORD.evalsha_with_reload(&self.redis, keys, args).await?;
         Ok(())
     }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Delivery bench: Estafeta (release, role all) with its own Redis, a local sink that answers 200
+# at once, and the dispatch_bench driver (benches/load/dispatch_bench.rs), all on this machine.
+#   1. fan-out 1:  EVENTS events, one target
+#   2. fan-out 10: EVENTS events, ten targets (EVENTS x 10 deliveries)
+#   3. fan-out 10 paced at half the deliveries/s measured in 2, for latency
+#   4. sink down: 20 000 events to a closed port; Estafeta's memory before and after
+# Usage: benches/dispatch.sh        (env: EVENTS=50000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS=${EVENTS:-50000}
+
+cargo build --release --quiet --bin estafeta --example dispatch_bench
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+RPORT=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+  --logfile "$work/redis.log" & pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+start_estafeta() { # prefix -> sets EST, PLAIN, ADMIN
+  PLAIN=$(free_port); ADMIN=$(free_port)
+  cat > "$work/$1.toml" <<TOML
+[edge]
+plain_listen = "127.0.0.1:$PLAIN"
+[admin]
+listen = "127.0.0.1:$ADMIN"
+token = "env:BENCH_ADMIN_TOKEN"
+[redis]
+url = "redis://127.0.0.1:$RPORT"
+prefix = "$1"
+[security]
+master_key = "env:BENCH_MASTER_KEY"
+allow_private_targets = true
+[log]
+level = "warn"
+TOML
+  BENCH_ADMIN_TOKEN=$ADMIN_TOKEN BENCH_MASTER_KEY=$MASTER_KEY \
+    ./target/release/estafeta serve --config "$work/$1.toml" 2>"$work/$1.log" &
+  EST=$!; pids+=($EST)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PLAIN/readyz" >/dev/null && break; sleep 0.1; done
+}
+rss() { awk "/$2/ {print \$2}" "/proc/$1/status"; }
+
+ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+MASTER_KEY=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
+bench=./target/release/examples/dispatch_bench
+
+echo "delivery bench: $EVENTS events per run, sink answers 200 at once"
+start_estafeta f1
+$bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$EVENTS" 1 0
+echo "  estafeta peak RSS: $(( $(rss "$EST" VmHWM) / 1024 )) MB"
+kill "$EST"; wait "$EST" 2>/dev/null || true
+
+start_estafeta f10
+out=$($bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$EVENTS" 10 0)
+echo "$out"
+echo "  estafeta peak RSS: $(( $(rss "$EST" VmHWM) / 1024 )) MB"
+kill "$EST"; wait "$EST" 2>/dev/null || true
+
+rate=$(echo "$out" | python3 -c 'import re,sys; d=float(re.search(r"= (\d+) deliveries/s", sys.stdin.read()).group(1)); print(int(d/2/10))')
+start_estafeta half
+$bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$(( rate * 15 ))" 10 "$rate"
+kill "$EST"; wait "$EST" 2>/dev/null || true
+
+start_estafeta down
+before=$(rss "$EST" VmRSS)
+$bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" 20000 1 0 --sink-down
+sleep 10
+scheduled=0
+for s in $(seq 0 15); do scheduled=$(( scheduled + $(redis-cli -p "$RPORT" zcard "down:{q$s}:retry") )); done
+echo "  sink down: estafeta RSS ${before} kB before, $(rss "$EST" VmRSS) kB after 10 s of retries," \
+  "peak $(rss "$EST" VmHWM) kB; $scheduled deliveries wait in Redis's retry schedule"

@@ -1,0 +1,243 @@
+//! End-to-end delivery bench: a local sink that answers 200 at once, a tenant with `fanout`
+//! targets on it, `events` events posted to a running Estafeta; measures completed deliveries
+//! per second (first 202 to last delivery) and the delivery latency (event id's timestamp, taken
+//! by the gateway before the write, to arrival at the sink).
+//!
+//! `dispatch_bench <edge plain addr> <admin addr> <admin token> <events> <fanout> <rate/s, 0 = max> [--sink-down]`
+//!
+//! With `--sink-down` the targets point at a closed port: nothing is delivered, and the caller
+//! watches the gateway's memory while the backlog builds up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[derive(Default)]
+struct Tally {
+    count: AtomicU64,
+    latencies: Mutex<Vec<u64>>,
+    last_ms: AtomicU64,
+}
+
+async fn sink(tally: Arc<Tally>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tally = tally.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let tally = tally.clone();
+                    async move {
+                        let sent = req
+                            .headers()
+                            .get("webhook-id")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|id| id.strip_prefix("evt_"))
+                            .and_then(|u| ulid::Ulid::from_string(u).ok())
+                            .map(|u| u.timestamp_ms());
+                        let _ = req.into_body().collect().await;
+                        let now = now_ms();
+                        if let Some(sent) = sent {
+                            tally
+                                .latencies
+                                .lock()
+                                .unwrap()
+                                .push(now.saturating_sub(sent));
+                        }
+                        tally.count.fetch_add(1, Ordering::Relaxed);
+                        tally.last_ms.store(now, Ordering::Relaxed);
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: String,
+) -> serde_json::Value {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "bench")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 7 {
+        eprintln!(
+            "usage: dispatch_bench <edge> <admin> <admin token> <events> <fanout> <rate> [--sink-down]"
+        );
+        std::process::exit(2);
+    }
+    let edge: SocketAddr = args[1].parse().unwrap();
+    let admin: SocketAddr = args[2].parse().unwrap();
+    let admin_token = &args[3];
+    let events: u64 = args[4].parse().unwrap();
+    let fanout: u64 = args[5].parse().unwrap();
+    let rate: f64 = args[6].parse().unwrap();
+    let sink_down = args.iter().any(|a| a == "--sink-down");
+
+    let tally = Arc::new(Tally::default());
+    let sink_addr = if sink_down {
+        // A port nobody listens on.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    } else {
+        sink(tally.clone()).await
+    };
+    let tenant = call(
+        admin,
+        "POST",
+        "/admin/tenants",
+        admin_token,
+        r#"{"name":"bench"}"#.into(),
+    )
+    .await;
+    let (tenant_id, token) = (
+        tenant["id"].as_str().unwrap().to_owned(),
+        tenant["token"].as_str().unwrap().to_owned(),
+    );
+    for i in 0..fanout {
+        let body = serde_json::json!({"url": format!("http://{sink_addr}/t{i}"), "events": ["*"]})
+            .to_string();
+        let t = call(
+            admin,
+            "POST",
+            &format!("/admin/tenants/{tenant_id}/targets"),
+            admin_token,
+            body,
+        )
+        .await;
+        assert!(t["id"].is_string(), "target not created: {t}");
+    }
+
+    const CONNS: u64 = 32;
+    let started = Instant::now();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for c in 0..CONNS {
+        let token = token.clone();
+        let accepted = accepted.clone();
+        let mine = events / CONNS + u64::from(c < events % CONNS);
+        let interval = (rate > 0.0).then(|| Duration::from_secs_f64(CONNS as f64 / rate));
+        senders.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let begin = Instant::now();
+            for i in 0..mine {
+                if let Some(iv) = interval {
+                    let at = begin + iv * i as u32;
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let req = hyper::Request::post("/v1/events/order.paid")
+                    .header("host", "bench")
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(format!(
+                        r#"{{"order":{i},"conn":{c},"amount":129900,"currency":"BRL"}}"#
+                    ))))
+                    .unwrap();
+                send.ready().await.unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                let ok = resp.status() == 202;
+                let _ = resp.into_body().collect().await;
+                if ok {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let sent_in = started.elapsed();
+    let accepted = accepted.load(Ordering::Relaxed);
+    if sink_down {
+        println!(
+            "sink down: {accepted} events accepted in {:.1} s; nothing delivered",
+            sent_in.as_secs_f64()
+        );
+        return;
+    }
+    let expected = accepted * fanout;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while tally.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = tally.count.load(Ordering::Relaxed);
+    let start_ms = now_ms() - started.elapsed().as_millis() as u64;
+    let span_ms = tally
+        .last_ms
+        .load(Ordering::Relaxed)
+        .saturating_sub(start_ms)
+        .max(1);
+    let mut lat = tally.latencies.lock().unwrap().clone();
+    lat.sort_unstable();
+    println!(
+        "fan-out {fanout:>2}, {accepted} events ({}): {delivered}/{expected} deliveries in {:.1} s = {:.0} deliveries/s; ingest {:.0} events/s; latency p50 {} ms, p99 {} ms, max {} ms",
+        if rate > 0.0 {
+            format!("paced at {rate:.0}/s")
+        } else {
+            "as fast as accepted".to_owned()
+        },
+        span_ms as f64 / 1000.0,
+        delivered as f64 * 1000.0 / span_ms as f64,
+        accepted as f64 / sent_in.as_secs_f64(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(0),
+    );
+}
