@@ -20,6 +20,7 @@
 //! | `P:{q<n>}:dlq:<tenant>` | hash | the tenant's error queue: entry id → JSON |
 //! | `P:{q<n>}:dlqi:<tenant>` | sorted set | the error queue's entry ids by failure time (ms) |
 //! | `P:{q<n>}:stats:<tenant>` | hash | the tenant's delivery counters |
+//! | `P:{q<n>}:dlq_total` | string (counter) | entries in the shard's error queues, for metrics |
 //! | `P:{m}:invalidations` | string (counter) | sequence number of the last auth-cache invalidation |
 //! | channel `P:invalidate` | pub/sub | `<seq> tenant:<id>` / `<seq> token:<hash>`: drop that entry from every auth cache |
 //!
@@ -110,6 +111,11 @@ impl Keyspace {
         format!("{}:{{q{shard}}}:dlqi:{tenant}", self.prefix)
     }
 
+    /// Entries in all error queues of one shard (a gauge for metrics).
+    pub fn dead_letter_total(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:dlq_total", self.prefix)
+    }
+
     /// A tenant's delivery counters.
     pub fn stats(&self, shard: u16, tenant: &str) -> String {
         format!("{}:{{q{shard}}}:stats:{tenant}", self.prefix)
@@ -197,6 +203,7 @@ mod tests {
             k.dead_letters(3, "ten_1"),
             k.dead_letter_index(3, "ten_1"),
             k.stats(3, "ten_1"),
+            k.dead_letter_total(3),
         ] {
             assert_eq!(hash_slot(&k.stream(3)), hash_slot(&key), "{key}");
         }

@@ -319,11 +319,12 @@ pub fn delivery(outcome: &'static str, elapsed: Option<Duration>) {
 }
 
 /// The dispatcher's backlog gauges of one shard.
-pub fn shard_backlog(shard: u16, stream_lag: Option<u64>, scheduled: u64) {
+pub fn shard_backlog(shard: u16, stream_lag: Option<u64>, scheduled: u64, dead_letters: u64) {
     let s = shard.to_string();
     if let Some(lag) = stream_lag {
         metrics::gauge!("estafeta_stream_lag", "shard" => s.clone()).set(lag as f64);
     }
+    metrics::gauge!("estafeta_dead_letters", "shard" => s.clone()).set(dead_letters as f64);
     metrics::gauge!("estafeta_retry_queue_depth", "shard" => s).set(scheduled as f64);
 }
 

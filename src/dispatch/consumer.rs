@@ -471,8 +471,9 @@ pub(super) async fn gauges_loop(inner: Arc<Inner>) {
         }
         for shard in 0..inner.settings.shards {
             let scheduled = inner.deliveries.scheduled(shard).await.unwrap_or(0);
+            let dead = inner.deliveries.dead_letter_total(shard).await.unwrap_or(0);
             let lag = stream_lag(&inner, shard).await;
-            crate::telemetry::shard_backlog(shard, lag, scheduled);
+            crate::telemetry::shard_backlog(shard, lag, scheduled, dead);
         }
     }
 }

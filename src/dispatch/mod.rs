@@ -201,7 +201,8 @@ impl Dispatcher {
         let client = DeliveryClient::new(
             settings.request_timeout,
             settings.allow_private,
-            settings.per_target_concurrency.max(8),
+            // Many targets often share one host: keep every connection the caps allow alive.
+            settings.concurrency,
         )?;
         let consumer = format!(
             "{}-{}-{}",

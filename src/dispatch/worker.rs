@@ -76,7 +76,8 @@ pub(super) async fn start(inner: &Arc<Inner>, d: Delivery, memory: Memory) {
             abandon(inner, &d);
         }
     } else {
-        inner.tasks.spawn(run(inner.clone(), d, memory));
+        // Boxed: the future holds a whole HTTP exchange; moving it into the task would copy it.
+        inner.tasks.spawn(Box::pin(run(inner.clone(), d, memory)));
     }
 }
 

@@ -178,7 +178,8 @@ return out
     )
 });
 
-/// Records delivery outcomes of one shard, atomically each. KEYS: retries, then per outcome:
+/// Records delivery outcomes of one shard, atomically each. KEYS: retries, error queue total,
+/// then per outcome:
 /// event record, attempts, counters, error queue, error queue index. ARGV: n, attempts kept, ttl,
 /// now, then per outcome: target, state JSON, attempt JSON (or ''), kind (done|retry|held|dead),
 /// due ms, member, body, ct, dead letter id, dead letter JSON, latency ms (or '').
@@ -187,7 +188,7 @@ static RECORD: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local n, kept, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 for i = 1, n do
-  local k = 1 + (i - 1) * 5
+  local k = 2 + (i - 1) * 5
   local ev, att, stats, dlq, dlqi = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
   local a = 4 + (i - 1) * 11
   local target, state, attempt, kind = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
@@ -222,6 +223,7 @@ for i = 1, n do
         redis.call('EXPIRE', ev, ttl)
         redis.call('HSET', dlq, dl_id, dl_json)
         redis.call('ZADD', dlqi, now, dl_id)
+        redis.call('INCR', KEYS[2])
         redis.call('HINCRBY', stats, 'failed', 1)
       end
     end
@@ -246,12 +248,14 @@ return due
 });
 
 /// Moves one error queue entry back into the retry schedule with fresh attempts. KEYS: error
-/// queue, index, retries, counters, event record. ARGV: entry id, member, target, state JSON, now.
+/// queue, index, retries, counters, event record, error queue total. ARGV: entry id, member,
+/// target, state JSON, now.
 static REPLAY: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DECR', KEYS[6])
 if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
 redis.call('HSET', KEYS[5], 'd:' .. ARGV[3], ARGV[4])
 if redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2]) == 1 then
@@ -341,8 +345,9 @@ impl Deliveries {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut keys = Vec::with_capacity(1 + outcomes.len() * 5);
+        let mut keys = Vec::with_capacity(2 + outcomes.len() * 5);
         keys.push(self.keys.retries(shard));
+        keys.push(self.keys.dead_letter_total(shard));
         let mut args: Vec<Value> = Vec::with_capacity(4 + outcomes.len() * 11);
         args.push((outcomes.len() as i64).into());
         args.push(i64::from(self.attempts_kept).into());
@@ -490,6 +495,12 @@ impl Deliveries {
         Ok(())
     }
 
+    /// Entries in `shard`'s error queues.
+    pub async fn dead_letter_total(&self, shard: u16) -> Result<u64, StoreError> {
+        let n: Option<i64> = self.redis.get(self.keys.dead_letter_total(shard)).await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
     /// Deliveries waiting in `shard`'s schedule.
     pub async fn scheduled(&self, shard: u16) -> Result<u64, StoreError> {
         Ok(self.redis.zcard(self.keys.retries(shard)).await?)
@@ -572,6 +583,7 @@ impl Deliveries {
                 self.keys.retries(shard),
                 self.keys.stats(shard, tenant),
                 self.keys.event_record(shard, &d.event_id),
+                self.keys.dead_letter_total(shard),
             ];
             let args = vec![
                 d.id.clone(),
