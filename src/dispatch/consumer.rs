@@ -121,9 +121,7 @@ pub(super) async fn read_loop(inner: Arc<Inner>, shard: u16, reader: Client) {
         match read {
             Ok(value) => {
                 failures = 0;
-                for entry in parse_read(value) {
-                    process_entry(&inner, shard, entry).await;
-                }
+                process_entries(&inner, shard, parse_read(value)).await;
             }
             Err(e) => {
                 failures += 1;
@@ -242,10 +240,8 @@ pub(super) async fn reclaim_loop(inner: Arc<Inner>, shard: u16) {
                     "reclaimed entries of a stopped consumer"
                 );
             }
-            for entry in entries {
-                // Our own open entries are touched above and never idle long enough to be here.
-                process_entry(&inner, shard, entry).await;
-            }
+            // Our own open entries are touched above and never idle long enough to be here.
+            process_entries(&inner, shard, entries).await;
             if next == "0-0" || next.is_empty() {
                 break;
             }
@@ -286,16 +282,39 @@ async fn touch_open_entries(inner: &Inner, shard: u16, stream: &str) {
     }
 }
 
-/// Expands one entry into deliveries and starts them. Returns once every delivery holds its
-/// memory permit (so the reader slows down when memory is full).
-async fn process_entry(inner: &Arc<Inner>, shard: u16, (entry_id, fields): RawEntry) {
+/// One entry's deliveries, expanded and ready to start.
+struct Prepared {
+    entry_id: String,
+    deliveries: Vec<(Arc<EventData>, Arc<crate::store::Target>)>,
+}
+
+/// Expands the entries of one read together (their Redis round trips overlap, so the last
+/// entry of a batch does not wait for the others' expansions), then starts their deliveries in
+/// entry order. Returns once every delivery holds its memory permit, so the reader slows down
+/// when memory is full.
+async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec<RawEntry>) {
+    let prepared =
+        futures_util::future::join_all(entries.into_iter().map(|e| prepare_entry(inner, shard, e)))
+            .await;
+    for p in prepared.into_iter().flatten() {
+        start_entry(inner, shard, p).await;
+    }
+}
+
+/// Decodes an entry, matches its events and records the expansion; `None` when there is
+/// nothing to start (acked already, or stopping).
+async fn prepare_entry(
+    inner: &Arc<Inner>,
+    shard: u16,
+    (entry_id, fields): RawEntry,
+) -> Option<Prepared> {
     let events = match decode_entry(&fields) {
         Ok(e) => e,
         Err(e) => {
             // Nothing can ever read it; keeping it pending would retry it forever.
             tracing::error!(shard, entry = %entry_id, error = %e, "unreadable stream entry; acknowledging it without delivery");
             ack(inner, shard, &entry_id).await;
-            return;
+            return None;
         }
     };
     // Targets of each event; a store failure leaves the entry pending, to be reclaimed.
@@ -309,7 +328,7 @@ async fn process_entry(inner: &Arc<Inner>, shard: u16, (entry_id, fields): RawEn
                     crate::telemetry::redis_error("targets");
                     tracing::warn!(shard, error = %e, "cannot load targets; retrying");
                     tokio::select! {
-                        _ = inner.stop.cancelled() => return,
+                        _ = inner.stop.cancelled() => return None,
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     }
                 }
@@ -336,7 +355,7 @@ async fn process_entry(inner: &Arc<Inner>, shard: u16, (entry_id, fields): RawEn
                 crate::telemetry::redis_error("expand");
                 tracing::warn!(shard, error = %e, "cannot record the expansion; retrying");
                 tokio::select! {
-                    _ = inner.stop.cancelled() => return,
+                    _ = inner.stop.cancelled() => return None,
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }
@@ -362,8 +381,20 @@ async fn process_entry(inner: &Arc<Inner>, shard: u16, (entry_id, fields): RawEn
     }
     if deliveries.is_empty() {
         ack(inner, shard, &entry_id).await;
-        return;
+        return None;
     }
+    Some(Prepared {
+        entry_id,
+        deliveries,
+    })
+}
+
+/// Starts the deliveries of a prepared entry; the last outcome acks it.
+async fn start_entry(inner: &Arc<Inner>, shard: u16, p: Prepared) {
+    let Prepared {
+        entry_id,
+        deliveries,
+    } = p;
     let tracker = Arc::new(EntryTracker {
         shard,
         id: entry_id.clone(),
@@ -384,7 +415,7 @@ async fn process_entry(inner: &Arc<Inner>, shard: u16, (entry_id, fields): RawEn
             deferrals: 0,
             entry: Some(tracker.clone()),
         };
-        worker::start(inner, d, permit).await;
+        worker::start(inner, d, permit, true).await;
     }
 }
 

@@ -107,7 +107,10 @@ pub enum DispatchError {
 #[derive(Debug)]
 struct Gate {
     permits: Arc<Semaphore>,
+    /// Deliveries started for the target and not yet holding a permit.
     waiting: std::sync::atomic::AtomicUsize,
+    /// Signalled when one of them gets its permit (or gives up).
+    room: tokio::sync::Notify,
 }
 
 /// What the dispatcher's tasks share.

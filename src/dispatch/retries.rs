@@ -109,7 +109,7 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
                 deferrals: item.deferrals_so_far,
                 entry: None,
             };
-            start(&inner, d, permit).await;
+            start(&inner, d, permit, false).await;
         }
     }
 }

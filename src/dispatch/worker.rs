@@ -59,6 +59,7 @@ impl Inner {
                 Arc::new(Gate {
                     permits: Arc::new(tokio::sync::Semaphore::new(cap)),
                     waiting: std::sync::atomic::AtomicUsize::new(0),
+                    room: tokio::sync::Notify::new(),
                 })
             })
             .clone()
@@ -67,7 +68,11 @@ impl Inner {
 
 /// Starts a delivery: ordered targets take it through their queue (one at a time, in arrival
 /// order), the others run it as a task of its own.
-pub(super) async fn start(inner: &Arc<Inner>, d: Delivery, memory: Memory) {
+///
+/// With `wait_for_room` (the stream reader), a target whose queue is full makes the caller wait
+/// up to `defer` for room: a busy target slows the reader down instead of having its deliveries
+/// parked; only a target that stays saturated gets them deferred to Redis.
+pub(super) async fn start(inner: &Arc<Inner>, d: Delivery, memory: Memory, wait_for_room: bool) {
     if d.target.ordered {
         let queue = ordered_queue(inner, &d.target);
         // A full queue makes the reader wait: order is kept over throughput.
@@ -75,10 +80,29 @@ pub(super) async fn start(inner: &Arc<Inner>, d: Delivery, memory: Memory) {
             let (d, _) = returned.0;
             abandon(inner, &d);
         }
-    } else {
-        // Boxed: the future holds a whole HTTP exchange; moving it into the task would copy it.
-        inner.tasks.spawn(Box::pin(run(inner.clone(), d, memory)));
+        return;
     }
+    let mut queued = None;
+    if d.target.mode != Mode::FireAndForget {
+        let gate = inner.gate(&d.target);
+        let max = inner.settings.max_waiting_per_target;
+        if wait_for_room {
+            let deadline = tokio::time::Instant::now() + inner.settings.defer;
+            while gate.waiting.load(Ordering::Acquire) >= max
+                && tokio::time::Instant::now() < deadline
+            {
+                let _ = tokio::time::timeout_at(deadline, gate.room.notified()).await;
+            }
+        }
+        if gate.waiting.load(Ordering::Acquire) < max {
+            gate.waiting.fetch_add(1, Ordering::AcqRel);
+            queued = Some(gate);
+        }
+    }
+    // Boxed: the future holds a whole HTTP exchange; moving it into the task would copy it.
+    inner
+        .tasks
+        .spawn(Box::pin(run(inner.clone(), d, memory, queued)));
 }
 
 type Queued = (Delivery, Memory);
@@ -136,48 +160,36 @@ async fn run_ordered(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<Queu
     }
 }
 
-/// Runs one delivery to its recorded outcome. `_memory` is released at the end.
-pub(super) async fn run(inner: Arc<Inner>, d: Delivery, _memory: Memory) {
-    let target = d.target.clone();
-    if target.mode == Mode::FireAndForget {
+/// Runs one delivery to its recorded outcome. `queued` is its target's gate when [`start`]
+/// counted it as waiting there; without it the target was saturated and the delivery is
+/// deferred at once. `_memory` is released at the end.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    d: Delivery,
+    _memory: Memory,
+    queued: Option<Arc<Gate>>,
+) {
+    if d.target.mode == Mode::FireAndForget {
         fire_and_forget(&inner, &d).await;
         finish(&inner, &d).await;
         return;
     }
-    let gate = inner.gate(&target);
-    if gate.waiting.load(Ordering::Relaxed) >= inner.settings.max_waiting_per_target {
-        // The target is behind: park this delivery in Redis rather than in memory, and look at
-        // it again later each time it finds the target still saturated, so a big backlog is
-        // not churned through Redis at full speed.
-        let wait = inner.settings.defer * 2u32.pow(d.deferrals.min(6));
-        let due = now_ms() + wait.as_millis() as u64;
-        let outcome = outcome_of(
-            &d,
-            DeliveryState {
-                state: State::Retrying,
-                attempts: d.attempt - 1,
-                last_status: None,
-                last_error: None,
-                next_retry_at_ms: Some(due),
-                updated_at_ms: now_ms(),
-                deferrals: d.deferrals + 1,
-            },
-            None,
-            Next::RetryAt(due),
-        );
-        if record(&inner, &outcome).await {
-            crate::telemetry::delivery("deferred", None);
-            finish(&inner, &d).await;
-        } else {
-            abandon(&inner, &d);
-        }
+    let Some(gate) = queued else {
+        defer(&inner, &d).await;
         return;
-    }
-    gate.waiting.fetch_add(1, Ordering::Relaxed);
-    let target_permit = gate.permits.clone().acquire_owned().await;
-    gate.waiting.fetch_sub(1, Ordering::Relaxed);
-    let global_permit = inner.global.clone().acquire_owned().await;
-    let (Ok(_target_permit), Ok(_global_permit)) = (target_permit, global_permit) else {
+    };
+    // A delivery waits in memory for its target only so long: a target that is merely busy
+    // serves it within that time; a slow or failing one gets its backlog parked in Redis.
+    let permit =
+        tokio::time::timeout(inner.settings.defer, gate.permits.clone().acquire_owned()).await;
+    gate.waiting.fetch_sub(1, Ordering::AcqRel);
+    gate.room.notify_one();
+    let Ok(Ok(target_permit)) = permit else {
+        defer(&inner, &d).await;
+        return;
+    };
+    let _target_permit = target_permit;
+    let Ok(_global_permit) = inner.global.clone().acquire_owned().await else {
         abandon(&inner, &d);
         return;
     };
@@ -188,6 +200,34 @@ pub(super) async fn run(inner: Arc<Inner>, d: Delivery, _memory: Memory) {
     }
     count(&outcome, latency);
     after(&inner, &d, verdict).await;
+}
+
+/// Parks a delivery whose target is saturated in the retry schedule, without counting an
+/// attempt. Each time it finds the target still saturated it waits twice as long (up to 64 ×
+/// `defer`), so a big backlog is not churned through Redis at full speed.
+async fn defer(inner: &Inner, d: &Delivery) {
+    let wait = inner.settings.defer * 2u32.pow(d.deferrals.min(6));
+    let due = now_ms() + wait.as_millis() as u64;
+    let outcome = outcome_of(
+        d,
+        DeliveryState {
+            state: State::Retrying,
+            attempts: d.attempt - 1,
+            last_status: None,
+            last_error: None,
+            next_retry_at_ms: Some(due),
+            updated_at_ms: now_ms(),
+            deferrals: d.deferrals + 1,
+        },
+        None,
+        Next::RetryAt(due),
+    );
+    if record(inner, &outcome).await {
+        crate::telemetry::delivery("deferred", None);
+        finish(inner, d).await;
+    } else {
+        abandon(inner, d);
+    }
 }
 
 /// Sends one attempt and decides what it means.
