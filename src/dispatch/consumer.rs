@@ -196,12 +196,17 @@ async fn repair_group(inner: &Inner, shard: u16) {
 pub(super) async fn reclaim_loop(inner: Arc<Inner>, shard: u16) {
     let every = (inner.settings.reclaim_idle / 3).max(Duration::from_millis(100));
     let stream = inner.keys.stream(shard);
+    let mut rounds: u64 = 0;
     loop {
         tokio::select! {
             _ = inner.stop.cancelled() => break,
             _ = tokio::time::sleep(every) => {}
         }
         touch_open_entries(&inner, shard, &stream).await;
+        rounds += 1;
+        if rounds % 64 == 0 {
+            prune_consumers(&inner, shard, &stream).await;
+        }
         let mut cursor = "0-0".to_owned();
         loop {
             if inner.stop.is_cancelled() || inner.admission.available_permits() == 0 {
@@ -248,6 +253,61 @@ pub(super) async fn reclaim_loop(inner: Arc<Inner>, shard: u16) {
             cursor = next;
         }
     }
+}
+
+/// Consumers idle this long with nothing pending belong to processes that are gone.
+const STALE_CONSUMER: Duration = Duration::from_secs(3600);
+
+/// Removes the group's consumers left by processes that stopped (each process joins under a
+/// new name, so they would pile up). Only those with no pending entries: anything they held
+/// has been reclaimed first.
+async fn prune_consumers(inner: &Inner, shard: u16, stream: &str) {
+    let min_idle = STALE_CONSUMER.max(inner.settings.reclaim_idle * 10);
+    let reply: Value = match inner.redis.xinfo_consumers(stream, DISPATCH_GROUP).await {
+        Ok(v) => v,
+        Err(_) => return,
+    };
+    for name in stale_consumers(reply, &inner.consumer, min_idle) {
+        let removed: Result<i64, _> = inner
+            .redis
+            .xgroup_delconsumer(stream, DISPATCH_GROUP, name.as_str())
+            .await;
+        if removed.is_ok() {
+            tracing::info!(shard, consumer = %name, "removed a consumer left by a stopped process");
+        }
+    }
+}
+
+/// The consumers of an `XINFO CONSUMERS` reply that are not `me`, have nothing pending and
+/// were idle at least `min_idle`.
+fn stale_consumers(reply: Value, me: &str, min_idle: Duration) -> Vec<String> {
+    let Value::Array(consumers) = reply else {
+        return Vec::new();
+    };
+    consumers
+        .into_iter()
+        .filter_map(|c| {
+            let fields: Vec<Value> = match c {
+                Value::Array(f) => f,
+                Value::Map(m) => m
+                    .inner()
+                    .into_iter()
+                    .flat_map(|(k, v)| [Value::from(k), v])
+                    .collect(),
+                _ => return None,
+            };
+            let get = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv[0].as_str().as_deref() == Some(name))
+                    .and_then(|kv| kv.get(1).cloned())
+            };
+            let name = get("name")?.as_string()?;
+            let pending = get("pending")?.as_u64()?;
+            let idle = get("idle")?.as_u64()?;
+            (name != me && pending == 0 && idle >= min_idle.as_millis() as u64).then_some(name)
+        })
+        .collect()
 }
 
 async fn touch_open_entries(inner: &Inner, shard: u16, stream: &str) {
@@ -571,6 +631,30 @@ mod tests {
         assert_eq!(next, "5-0");
         assert_eq!(entries.len(), 1);
         assert!(entries[0].1.is_empty());
+    }
+
+    #[test]
+    fn only_idle_empty_foreign_consumers_are_stale() {
+        let consumer = |name: &str, pending: i64, idle: i64| {
+            Value::Array(vec![
+                s("name"),
+                s(name),
+                s("pending"),
+                Value::Integer(pending),
+                s("idle"),
+                Value::Integer(idle),
+            ])
+        };
+        let reply = Value::Array(vec![
+            consumer("gone", 0, 7_200_000),
+            consumer("busy-gone", 3, 7_200_000),
+            consumer("alive", 0, 500),
+            consumer("me", 0, 7_200_000),
+        ]);
+        assert_eq!(
+            stale_consumers(reply, "me", Duration::from_secs(3600)),
+            vec!["gone".to_owned()]
+        );
     }
 
     #[test]
