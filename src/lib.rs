@@ -45,6 +45,7 @@ pub mod observe;
 pub mod queue;
 pub mod redis;
 pub mod service;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
