@@ -33,6 +33,7 @@ use crate::manage::ManageState;
 use crate::queue::{Enqueuer, EnqueuerConfig, Retention, ensure_groups};
 use crate::redis::RedisSetupError;
 use crate::service::HttpService;
+use crate::sources::hooks::{HookState, SourceCache};
 use crate::store::Store;
 use crate::store::deliveries::Deliveries;
 use crate::{telemetry, tls};
@@ -177,13 +178,15 @@ pub async fn run(
         config.dispatch.attempts_kept,
     );
     let target_cache = TargetCache::new(store.clone(), Duration::from_secs(30));
+    let source_cache = SourceCache::new(store.clone());
     let mut invalidations = Invalidations::new(
         auth.clone(),
         subscriber,
         store.clone(),
         config.redis_command_timeout() + Duration::from_millis(500),
     )
-    .with_targets(target_cache.clone());
+    .with_targets(target_cache.clone())
+    .with_sources(source_cache.clone());
     invalidations
         .subscribe()
         .await
@@ -273,7 +276,14 @@ pub async fn run(
             enqueuer,
             body_limits,
         };
-        let edge_router = ingest::router(edge_state.clone(), manage.clone(), readiness.clone());
+        let hooks = HookState {
+            edge: edge_state.clone(),
+            store: store.clone(),
+            sources: source_cache.clone(),
+            redis: redis.clone(),
+        };
+        let edge_router =
+            ingest::router(edge_state.clone(), manage.clone(), hooks, readiness.clone());
         if let Some(l) = listeners.edge_tls {
             let service = HttpService::edge("edge_tls", edge_state.clone(), edge_router.clone());
             servers.spawn(listener::serve(

@@ -211,6 +211,16 @@ impl Auth {
         }
     }
 
+    /// The tenant `id` as the edge sees it (for requests authenticated otherwise than by a
+    /// bearer token, such as a source's URL token): disabled → `Disabled`, unknown → `Invalid`.
+    pub async fn tenant_by_id(&self, id: &str) -> Result<Arc<TenantAuth>, AuthError> {
+        match self.tenant_entry(id.into()).await?.tenant {
+            Some(t) if t.active => Ok(t),
+            Some(_) => Err(AuthError::Disabled),
+            None => Err(AuthError::Invalid),
+        }
+    }
+
     async fn token_entry(&self, hash: TokenHash) -> Result<TokenEntry, AuthError> {
         if let Some(e) = self.tokens.get(&hash).await {
             telemetry::auth_cache(AuthCache::Token, true);
@@ -285,7 +295,7 @@ impl Auth {
             if let Some(hash) = TokenHash::from_hex(hex) {
                 self.tokens.invalidate(&hash).await;
             }
-        } else if !entry.starts_with("targets:") {
+        } else if !entry.starts_with("targets:") && !entry.starts_with("source:") {
             tracing::debug!(entry, "ignoring an unknown invalidation");
         }
     }
@@ -356,6 +366,8 @@ pub struct Invalidations {
     seq: SeqTracker,
     /// The dispatcher's target cache, kept coherent by the same messages (`targets:<tenant>`).
     targets: Option<crate::dispatch::TargetCache>,
+    /// The inbound source cache (`source:<token hash>`).
+    sources: Option<crate::sources::hooks::SourceCache>,
 }
 
 impl Invalidations {
@@ -374,7 +386,14 @@ impl Invalidations {
             recheck_after,
             seq: SeqTracker::default(),
             targets: None,
+            sources: None,
         }
+    }
+
+    /// Keeps the inbound source cache coherent too.
+    pub fn with_sources(mut self, cache: crate::sources::hooks::SourceCache) -> Invalidations {
+        self.sources = Some(cache);
+        self
     }
 
     /// Keeps the dispatcher's target cache coherent too.
@@ -388,6 +407,9 @@ impl Invalidations {
         if let (Some(t), Some(tenant)) = (&self.targets, entry.strip_prefix("targets:")) {
             t.invalidate(tenant).await;
         }
+        if let (Some(s), Some(hash)) = (&self.sources, entry.strip_prefix("source:")) {
+            s.invalidate(hash).await;
+        }
     }
 
     async fn recheck_entry(&self, entry: &str, changed_at: Instant) {
@@ -395,12 +417,19 @@ impl Invalidations {
         if let (Some(t), Some(tenant)) = (&self.targets, entry.strip_prefix("targets:")) {
             t.recheck(tenant, changed_at).await;
         }
+        // A source read before the change may hold the old token: drop it again.
+        if let (Some(s), Some(hash)) = (&self.sources, entry.strip_prefix("source:")) {
+            s.invalidate(hash).await;
+        }
     }
 
     fn drop_all(&self) {
         self.auth.invalidate_all();
         if let Some(t) = &self.targets {
             t.invalidate_all();
+        }
+        if let Some(s) = &self.sources {
+            s.invalidate_all();
         }
     }
 

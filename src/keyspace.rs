@@ -21,6 +21,10 @@
 //! | `P:{q<n>}:dlqi:<tenant>` | sorted set | the error queue's entry ids by failure time (ms) |
 //! | `P:{q<n>}:stats:<tenant>` | hash | the tenant's delivery counters |
 //! | `P:{q<n>}:dlq_total` | string (counter) | entries in the shard's error queues, for metrics |
+//! | `P:{m}:source:<id>` | hash | an inbound source: `doc` (JSON, secret sealed), `tenant` |
+//! | `P:{m}:source_token:<hash>` | string | source id by keyed hash of its URL token |
+//! | `P:{m}:tenant_sources:<tenant>` | sorted set (score 0) | a tenant's source ids |
+//! | `P:{q<n>}:seen:<source>:<sha256>` | string, TTL 2 × tolerance | a signed request already accepted (replay refusal) |
 //! | `P:{m}:invalidations` | string (counter) | sequence number of the last auth-cache invalidation |
 //! | channel `P:invalidate` | pub/sub | `<seq> tenant:<id>` / `<seq> token:<hash>`: drop that entry from every auth cache |
 //!
@@ -84,6 +88,23 @@ impl Keyspace {
 
     pub fn tenant_targets(&self, tenant: &str) -> String {
         format!("{}:{{m}}:tenant_targets:{tenant}", self.prefix)
+    }
+
+    pub fn source(&self, id: &str) -> String {
+        format!("{}:{{m}}:source:{id}", self.prefix)
+    }
+
+    pub fn source_token(&self, hash_hex: &str) -> String {
+        format!("{}:{{m}}:source_token:{hash_hex}", self.prefix)
+    }
+
+    pub fn tenant_sources(&self, tenant: &str) -> String {
+        format!("{}:{{m}}:tenant_sources:{tenant}", self.prefix)
+    }
+
+    /// A signed request already seen from a source (replay refusal), in the tenant's shard slot.
+    pub fn source_seen(&self, shard: u16, source: &str, digest: &str) -> String {
+        format!("{}:{{q{shard}}}:seen:{source}:{digest}", self.prefix)
     }
 
     /// An event's delivery record, in its shard's slot.

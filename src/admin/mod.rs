@@ -153,6 +153,9 @@ mod tests {
             "/admin/tenants/{id}/events/{event_id}",
             "/v1/targets",
             "/v1/dead-letters",
+            "/v1/sources",
+            "/v1/hooks/{source_token}",
+            "/admin/tenants/{id}/sources/{source_id}/rotate-token",
         ] {
             assert!(
                 doc["paths"].get(path).is_some(),

@@ -222,6 +222,9 @@ pub async fn remove(
     s.auth.invalidate(&format!("tenant:{id}")).await;
     // Its targets go too (the tenant is already gone, so nothing new can reach them).
     s.store.delete_targets_of(&id).await?;
+    for source in s.store.sources_of(&id).await? {
+        s.store.delete_source(&id, &source.id).await?;
+    }
     tracing::info!(request_id = %current_request_id(), tenant = %id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

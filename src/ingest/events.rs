@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use percent_encoding::percent_decode_str;
 
 use super::EdgeState;
+use crate::auth::TenantAuth;
 use crate::crypto::sha256_hex;
 use crate::error::ApiError;
 use crate::queue::{Enqueued, Idempotency, NewEvent, new_event_id, valid_event_type};
@@ -74,13 +75,27 @@ where
     }
     let idempotency_key = idempotency_key(headers)?;
     let body = body::read(request_body, headers, &state.body_limits).await?;
+    let key_digest = idempotency_key.map(|key| sha256_hex(&[key.as_bytes()]));
+    enqueue_and_answer(state, &tenant, event_type, headers, body, key_digest).await
+}
+
+/// Enqueues one event of `tenant` (its type validated, its body read within bounds) and
+/// answers `202 {"id", "event_type", "duplicate"}` once Redis holds it. `key_digest` is the
+/// idempotency key's digest, if the request has one. Shared by `/v1/events` and `/v1/hooks`.
+pub async fn enqueue_and_answer(
+    state: &EdgeState,
+    tenant: &TenantAuth,
+    event_type: String,
+    headers: &HeaderMap,
+    body: Bytes,
+    key_digest: Option<String>,
+) -> Result<Response, ApiError> {
     let content_type = headers
         .get(CONTENT_TYPE)
         .map(|v| Bytes::copy_from_slice(v.as_bytes()));
-
     let started = Instant::now();
-    let idempotency = idempotency_key.map(|key| Idempotency {
-        key_digest: sha256_hex(&[key.as_bytes()]),
+    let idempotency = key_digest.map(|key_digest| Idempotency {
+        key_digest,
         fingerprint: sha256_hex(&[
             event_type.as_bytes(),
             content_type.as_deref().unwrap_or_default(),

@@ -3,7 +3,8 @@
 //! | route | handler |
 //! | --- | --- |
 //! | `POST /v1/events/{event_type}` | [`events::post_event`] |
-//! | `GET /v1/events/{id}`, `/v1/targets…`, `/v1/dead-letters…`, `/v1/stats` | [`crate::manage`] |
+//! | `GET /v1/events/{id}`, `/v1/targets…`, `/v1/dead-letters…`, `/v1/sources…`, `/v1/stats` | [`crate::manage`] |
+//! | `POST /v1/hooks/{source_token}` | [`crate::sources::hooks::post_hook`] |
 //! | `GET /healthz`, `GET /readyz` | [`crate::health`] |
 //!
 //! Every other path answers the contract's JSON 404, every wrong method its JSON 405.
@@ -39,6 +40,7 @@ pub struct EdgeState {
 pub fn router(
     state: EdgeState,
     manage: crate::manage::ManageState,
+    hooks: crate::sources::hooks::HookState,
     readiness: Arc<Readiness>,
 ) -> Router {
     // `GET /v1/events/{id}` shares the path template of the hot POST route.
@@ -47,7 +49,11 @@ pub fn router(
         .merge(get(crate::manage::dead_letters::event).with_state(manage.clone()));
     let api = Router::new()
         .route("/v1/events/{event_type}", events_route)
-        .merge(crate::manage::routes("/v1", manage));
+        .merge(crate::manage::routes("/v1", manage))
+        .route(
+            "/v1/hooks/{source_token}",
+            post(crate::sources::hooks::post_hook).with_state(hooks),
+        );
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use serde::Deserialize;
 
 use super::{ManageState, TenantScope};
@@ -88,14 +88,11 @@ pub async fn remove(
         .get("dl_id")
         .filter(|i| is_id(i))
         .ok_or_else(|| ApiError::not_found("dead letter"))?;
-    if s.deliveries
+    let done = s
+        .deliveries
         .delete_dead_letter(scope.shard, &scope.tenant, id)
-        .await?
-    {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(ApiError::not_found("dead letter"))
-    }
+        .await?;
+    super::deleted(done, "dead letter")
 }
 
 /// `GET …/events/{event_id}`: the event's deliveries per target and its recent attempts.
@@ -109,14 +106,11 @@ pub async fn event(
         .or_else(|| params.get("event_type"))
         .filter(|i| is_id(i))
         .ok_or_else(|| ApiError::not_found("event"))?;
-    match s
+    let view = s
         .deliveries
         .event_view(scope.shard, &scope.tenant, id)
-        .await?
-    {
-        Some(v) => Ok(Json(v).into_response()),
-        None => Err(ApiError::not_found("event")),
-    }
+        .await?;
+    super::found(view, "event")
 }
 
 pub async fn stats(State(s): State<ManageState>, scope: TenantScope) -> Result<Response, ApiError> {

@@ -14,8 +14,10 @@
 //! | `DELETE …/dead-letters/{dl_id}` | `DELETE /v1/dead-letters/{dl_id}` | [`dead_letters::remove`] |
 //! | `GET …/events/{event_id}` | `GET /v1/events/{event_id}` | [`dead_letters::event`] |
 //! | `GET …/stats` | `GET /v1/stats` | [`dead_letters::stats`] |
+//! | `GET/POST …/sources`, `GET/DELETE …/sources/{source_id}`, `POST …/rotate-token` | same under `/v1` | [`sources`] |
 
 pub mod dead_letters;
+pub mod sources;
 pub mod targets;
 
 use std::sync::Arc;
@@ -79,6 +81,27 @@ impl FromRequestParts<ManageState> for TenantScope {
     }
 }
 
+/// `200` with the JSON, or the contract's `404` naming `what`.
+fn found(
+    value: Option<serde_json::Value>,
+    what: &str,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    value
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(|| ApiError::not_found(what))
+}
+
+/// `204`, or the contract's `404` naming `what`.
+fn deleted(done: bool, what: &str) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if done {
+        Ok(http::StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found(what))
+    }
+}
+
 /// The same routes under a prefix: `/admin/tenants/{id}` or `/v1`.
 pub fn routes(prefix: &str, state: ManageState) -> Router {
     let p = |path: &str| format!("{prefix}{path}");
@@ -100,7 +123,16 @@ pub fn routes(prefix: &str, state: ManageState) -> Router {
             &p("/dead-letters/{dl_id}"),
             axum::routing::delete(dead_letters::remove),
         )
-        .route(&p("/stats"), get(dead_letters::stats));
+        .route(&p("/stats"), get(dead_letters::stats))
+        .route(&p("/sources"), get(sources::list).post(sources::create))
+        .route(
+            &p("/sources/{source_id}"),
+            get(sources::read).delete(sources::remove),
+        )
+        .route(
+            &p("/sources/{source_id}/rotate-token"),
+            post(sources::rotate_token),
+        );
     if prefix.starts_with("/admin") {
         r = r.route(&p("/events/{event_id}"), get(dead_letters::event));
     }

@@ -8,7 +8,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use std::collections::HashMap;
 
-use super::{ManageState, TenantScope};
+use super::{ManageState, TenantScope, deleted, found};
 use crate::body::read_json;
 use crate::error::ApiError;
 use crate::store::{TargetPatch, TargetSpec, is_id};
@@ -53,11 +53,8 @@ pub async fn read(
     scope: TenantScope,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let id = target_id(&params)?;
-    match s.store.target(&scope.tenant, id).await? {
-        Some(t) => Ok(Json(t.view()).into_response()),
-        None => Err(ApiError::not_found("target")),
-    }
+    let target = s.store.target(&scope.tenant, target_id(&params)?).await?;
+    found(target.map(|t| t.view()), "target")
 }
 
 pub async fn update(
@@ -77,10 +74,7 @@ pub async fn update(
             crate::store::StoreError::Invalid(m) => invalid(m),
             other => other.into(),
         })?;
-    match updated {
-        Some(t) => Ok(Json(t.view()).into_response()),
-        None => Err(ApiError::not_found("target")),
-    }
+    found(updated.map(|t| t.view()), "target")
 }
 
 pub async fn remove(
@@ -88,12 +82,11 @@ pub async fn remove(
     scope: TenantScope,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let id = target_id(&params)?;
-    if s.store.delete_target(&scope.tenant, id).await? {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(ApiError::not_found("target"))
-    }
+    let done = s
+        .store
+        .delete_target(&scope.tenant, target_id(&params)?)
+        .await?;
+    deleted(done, "target")
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -146,6 +146,11 @@ impl Verifier {
         })
     }
 
+    /// How far a timestamp may be from now.
+    pub fn tolerance(&self) -> Duration {
+        self.tolerance
+    }
+
     /// Verifies a request's raw body and headers at `now` (Unix seconds).
     pub fn verify(
         &self,

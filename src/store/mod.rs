@@ -13,6 +13,7 @@
 
 pub mod deliveries;
 mod scripts;
+pub mod sources;
 pub mod targets;
 pub mod tenants;
 pub mod tokens;

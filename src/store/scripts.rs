@@ -149,3 +149,31 @@ return redis.call('DEL', KEYS[1])
 "#,
     )
 });
+
+/// Writes a source and points its token at it, if its tenant exists. KEYS: source, token
+/// index entry, tenant's source index, tenant, old token index entry (or placeholder).
+/// ARGV: id, doc, tenant id.
+pub static SAVE_SOURCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+if redis.call('EXISTS', KEYS[4]) == 0 then return 'no_tenant' end
+if KEYS[5] ~= KEYS[2] then redis.call('DEL', KEYS[5]) end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'tenant', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+return 'ok'
+"#,
+    )
+});
+
+/// Deletes a source, its token entry and its index entry. KEYS: source, token index entry,
+/// tenant's source index. ARGV: id.
+pub static DELETE_SOURCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[2])
+return redis.call('DEL', KEYS[1])
+"#,
+    )
+});

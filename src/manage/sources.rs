@@ -1,0 +1,91 @@
+//! Source handlers (both scopes; see [`super`]).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+
+use super::{ManageState, TenantScope, deleted, found};
+use crate::body::read_json;
+use crate::error::ApiError;
+use crate::store::is_id;
+use crate::store::sources::{Source, SourceSpec};
+
+fn source_id(params: &HashMap<String, String>) -> Result<&str, ApiError> {
+    params
+        .get("source_id")
+        .map(String::as_str)
+        .filter(|id| is_id(id))
+        .ok_or_else(|| ApiError::not_found("source"))
+}
+
+/// The view with its URL token, shown at creation and rotation only.
+fn with_token(s: &Source, token: &str) -> serde_json::Value {
+    let mut v = s.view();
+    v["token"] = token.into();
+    v["url"] = format!("/v1/hooks/{token}").into();
+    v
+}
+
+pub async fn create(
+    State(s): State<ManageState>,
+    scope: TenantScope,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let spec: SourceSpec = read_json(body, &headers, &s.body_limits).await?;
+    spec.validate()
+        .map_err(|m| ApiError::bad_request("invalid_source", m))?;
+    let (source, token) = s.store.create_source(&scope.tenant, &spec).await?;
+    Ok((StatusCode::CREATED, Json(with_token(&source, &token))).into_response())
+}
+
+pub async fn list(State(s): State<ManageState>, scope: TenantScope) -> Result<Response, ApiError> {
+    let data: Vec<serde_json::Value> = s
+        .store
+        .sources_of(&scope.tenant)
+        .await?
+        .iter()
+        .map(Source::view)
+        .collect();
+    Ok(Json(serde_json::json!({ "data": data })).into_response())
+}
+
+pub async fn read(
+    State(s): State<ManageState>,
+    scope: TenantScope,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let source = s.store.source(&scope.tenant, source_id(&params)?).await?;
+    found(source.map(|src| src.view()), "source")
+}
+
+pub async fn remove(
+    State(s): State<ManageState>,
+    scope: TenantScope,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let done = s
+        .store
+        .delete_source(&scope.tenant, source_id(&params)?)
+        .await?;
+    deleted(done, "source")
+}
+
+pub async fn rotate_token(
+    State(s): State<ManageState>,
+    scope: TenantScope,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let rotated = s
+        .store
+        .rotate_source_token(&scope.tenant, source_id(&params)?)
+        .await?;
+    found(
+        rotated.map(|(src, token)| with_token(&src, &token)),
+        "source",
+    )
+}
