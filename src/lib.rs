@@ -18,7 +18,18 @@
 //! requests are written in pipelined batches. Idempotency keys are checked and recorded in the
 //! same atomic script as the append. Streams are trimmed by age, never past undelivered entries.
 //!
-//! **Admin** ([`admin`]). Tenants and tokens, `/metrics`, `/openapi.json`, health.
+//! **Dispatcher** ([`dispatch`]). Consumer groups on the shard streams; each event expanded once
+//! into one delivery per matching target; per-target and global caps with bounded memory;
+//! signed (Standard Webhooks) POSTs through a pooled HTTP/1.1 + HTTP/2 client behind an SSRF
+//! guard; outcomes recorded in batches before the entry is acked; retries in a Redis sorted
+//! set; reclaim of a dead consumer's entries. Records live in [`store::deliveries`].
+//!
+//! **Sources** ([`sources`]). Inbound webhooks of external platforms at `/v1/hooks/{token}`,
+//! verified by the sender's scheme over the raw bytes, then enqueued like `/v1/events`.
+//!
+//! **Admin** ([`admin`], [`manage`]). Tenants and tokens, `/metrics`, `/openapi.json`, health;
+//! targets, error queue, sources, event delivery views and stats, served to operators and (under
+//! `/v1`) to each tenant for itself by the same handlers.
 //!
 //! **Process** ([`app`], [`config`], [`telemetry`], [`health`]). `app::run` takes a validated
 //! [`config::Config`] and bound sockets, starts everything in order and stops it in reverse
