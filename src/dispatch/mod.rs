@@ -2,14 +2,14 @@
 //! one delivery per matching target, sends them signed, and records every outcome before the
 //! stream entry is acknowledged.
 //!
-//! - **Reading** ([`consumer`]): one reader per shard (`XREADGROUP … BLOCK`, on its own
+//! - **Reading** (`consumer`): one reader per shard (`XREADGROUP … BLOCK`, on its own
 //!   connection), plus a reclaimer that takes over entries left pending by a consumer that
 //!   stopped (`XAUTOCLAIM`, after `dispatch.reclaim_idle_ms`), keeps this consumer's own long
 //!   entries from looking idle, and recreates a missing group or stream (`NOGROUP`).
 //! - **Expanding**: one script per entry marks each event as expanded by that entry; an event id
 //!   already expanded by *another* entry (a re-sent `XADD`) is skipped, so it yields one
 //!   delivery per target, not two.
-//! - **Delivering** ([`worker`]): a per-target gate (`per_target_concurrency` in flight, at most
+//! - **Delivering** (`worker`): a per-target gate (`per_target_concurrency` in flight, at most
 //!   `max_waiting_per_target` waiting) then the global cap (`concurrency`). A delivery that
 //!   finds its target's queue full is deferred to the retry schedule in Redis instead of
 //!   waiting in memory, so a slow target costs memory for its cap, not its backlog, and its
@@ -17,7 +17,7 @@
 //! - **Recording**: one script per outcome writes the delivery state, the attempt log, the
 //!   counters, and the retry schedule or error queue entry. Only then does the entry's count of
 //!   open deliveries go down; at zero the entry is acknowledged.
-//! - **Retrying** ([`retries`]): each shard's schedule is a sorted set of due times; a claim
+//! - **Retrying** (`retries`): each shard's schedule is a sorted set of due times; a claim
 //!   script leases due deliveries (moves their score forward), so two dispatchers never fire one
 //!   retry twice, and a crash only delays it until the lease ends.
 //!
