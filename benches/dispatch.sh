@@ -11,20 +11,7 @@ cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-50000}
 
 cargo build --release --quiet --bin estafeta --example dispatch_bench
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
-  --logfile "$work/redis.log" & pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+. benches/common.sh
 
 start_estafeta() { # prefix -> sets EST, PLAIN, ADMIN
   PLAIN=$(free_port); ADMIN=$(free_port)
@@ -35,7 +22,7 @@ plain_listen = "127.0.0.1:$PLAIN"
 listen = "127.0.0.1:$ADMIN"
 token = "env:BENCH_ADMIN_TOKEN"
 [redis]
-url = "redis://127.0.0.1:$RPORT"
+url = "$REDIS"
 prefix = "$1"
 [security]
 master_key = "env:BENCH_MASTER_KEY"
@@ -50,8 +37,6 @@ TOML
 }
 rss() { awk "/$2/ {print \$2}" "/proc/$1/status"; }
 
-ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
-MASTER_KEY=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
 bench=./target/release/examples/dispatch_bench
 
 echo "delivery bench: $EVENTS events per run, sink answers 200 at once"

@@ -20,29 +20,12 @@ BODY='{"type":"order.paid","data":{"order_id":"ord_8Jq2xYd41Lk","customer":"cus_
 command -v oha >/dev/null || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
 cargo build --release --quiet --bin estafeta --example bare_hyper --example naive_fred
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# A Redis of our own, so the runs share nothing with anything else on the machine.
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
-  --logfile "$work/redis.log" & pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-REDIS="redis://127.0.0.1:$RPORT"
+. benches/common.sh
 
 A=$(free_port); B=$(free_port); C=$(free_port); D=$(free_port); ADMIN=$(free_port)
 ./target/release/examples/bare_hyper "127.0.0.1:$A" & pids+=($!)
 ./target/release/examples/naive_fred "127.0.0.1:$B" "$REDIS" & pids+=($!)
 
-ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
-MASTER_KEY=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
 mkdir -p "$work/certs"
 ./target/release/estafeta gen-cert --out "$work/certs" --host localhost >/dev/null
 cat > "$work/estafeta.toml" <<EOF

@@ -219,15 +219,21 @@ pub async fn run(
     } else {
         None
     };
+    let body_limits = BodyLimits {
+        max_bytes: config.edge.max_body_bytes,
+        idle: Duration::from_millis(config.edge.body_idle_timeout_ms),
+        total: Duration::from_millis(config.edge.body_timeout_ms),
+    };
+    // Management bodies (JSON documents) are small whatever the event size limit.
+    let api_body_limits = BodyLimits {
+        max_bytes: 64 * 1024,
+        ..body_limits
+    };
     let manage = ManageState {
         store: store.clone(),
         deliveries: deliveries.clone(),
         auth: auth.clone(),
-        body_limits: BodyLimits {
-            max_bytes: 64 * 1024,
-            idle: Duration::from_millis(config.edge.body_idle_timeout_ms),
-            total: Duration::from_millis(config.edge.body_timeout_ms),
-        },
+        body_limits: api_body_limits,
         allow_private_targets: config.security.allow_private_targets,
         rotation_overlap_ms: config.dispatch.secret_rotation_overlap_ms,
         shards: config.queue.shards,
@@ -247,11 +253,6 @@ pub async fn run(
         },
         &enqueue_tasks,
     );
-    let body_limits = BodyLimits {
-        max_bytes: config.edge.max_body_bytes,
-        idle: Duration::from_millis(config.edge.body_idle_timeout_ms),
-        total: Duration::from_millis(config.edge.body_timeout_ms),
-    };
     let http = HttpLimits {
         header_read_timeout: Duration::from_millis(config.edge.header_read_timeout_ms),
         max_header_bytes: config.edge.max_header_bytes,
@@ -306,10 +307,7 @@ pub async fn run(
             let state = AdminState {
                 store: store.clone(),
                 auth: auth.clone(),
-                body_limits: BodyLimits {
-                    max_bytes: 64 * 1024,
-                    ..body_limits
-                },
+                body_limits: api_body_limits,
             };
             let router = admin::router(
                 state,

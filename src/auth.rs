@@ -295,7 +295,7 @@ impl Auth {
             if let Some(hash) = TokenHash::from_hex(hex) {
                 self.tokens.invalidate(&hash).await;
             }
-        } else if !entry.starts_with("targets:") && !entry.starts_with("source:") {
+        } else {
             tracing::debug!(entry, "ignoring an unknown invalidation");
         }
     }
@@ -402,24 +402,33 @@ impl Invalidations {
         self
     }
 
+    /// Routes an entry to the cache that holds it: `targets:<tenant>` and `source:<hash>` to
+    /// theirs, everything else (`tenant:`, `token:`) to the auth cache.
     async fn drop_entry(&self, entry: &str) {
-        self.auth.invalidate(entry).await;
-        if let (Some(t), Some(tenant)) = (&self.targets, entry.strip_prefix("targets:")) {
-            t.invalidate(tenant).await;
-        }
-        if let (Some(s), Some(hash)) = (&self.sources, entry.strip_prefix("source:")) {
-            s.invalidate(hash).await;
+        if let Some(tenant) = entry.strip_prefix("targets:") {
+            if let Some(t) = &self.targets {
+                t.invalidate(tenant).await;
+            }
+        } else if let Some(hash) = entry.strip_prefix("source:") {
+            if let Some(s) = &self.sources {
+                s.invalidate(hash).await;
+            }
+        } else {
+            self.auth.invalidate(entry).await;
         }
     }
 
     async fn recheck_entry(&self, entry: &str, changed_at: Instant) {
-        self.auth.recheck(entry, changed_at).await;
-        if let (Some(t), Some(tenant)) = (&self.targets, entry.strip_prefix("targets:")) {
-            t.recheck(tenant, changed_at).await;
-        }
-        // A source read before the change may hold the old token: drop it again.
-        if let (Some(s), Some(hash)) = (&self.sources, entry.strip_prefix("source:")) {
-            s.invalidate(hash).await;
+        if let Some(tenant) = entry.strip_prefix("targets:") {
+            if let Some(t) = &self.targets {
+                t.recheck(tenant, changed_at).await;
+            }
+        } else if entry.starts_with("source:") {
+            // Sources keep no read time: a read before the change may hold the old token, so
+            // the entry is dropped again.
+            self.drop_entry(entry).await;
+        } else {
+            self.auth.recheck(entry, changed_at).await;
         }
     }
 

@@ -18,7 +18,6 @@
 //! | `P:{q<n>}:att:<event id>` | list | the event's last delivery attempts (JSON), bounded |
 //! | `P:{q<n>}:retry` | sorted set | deliveries waiting for their next attempt: `<event>:<target>` scored by due time (ms) |
 //! | `P:{q<n>}:dlq:<tenant>` | hash | the tenant's error queue: entry id → JSON |
-//! | `P:{q<n>}:dlqi:<tenant>` | sorted set | the error queue's entry ids by failure time (ms) |
 //! | `P:{q<n>}:stats:<tenant>` | hash | the tenant's delivery counters |
 //! | `P:{q<n>}:dlq_total` | string (counter) | entries in the shard's error queues, for metrics |
 //! | `P:{m}:source:<id>` | hash | an inbound source: `doc` (JSON, secret sealed), `tenant` |
@@ -127,11 +126,6 @@ impl Keyspace {
         format!("{}:{{q{shard}}}:dlq:{tenant}", self.prefix)
     }
 
-    /// A tenant's error queue, ordered by failure time.
-    pub fn dead_letter_index(&self, shard: u16, tenant: &str) -> String {
-        format!("{}:{{q{shard}}}:dlqi:{tenant}", self.prefix)
-    }
-
     /// Entries in all error queues of one shard (a gauge for metrics).
     pub fn dead_letter_total(&self, shard: u16) -> String {
         format!("{}:{{q{shard}}}:dlq_total", self.prefix)
@@ -222,7 +216,6 @@ mod tests {
             k.attempts(3, "evt_1"),
             k.retries(3),
             k.dead_letters(3, "ten_1"),
-            k.dead_letter_index(3, "ten_1"),
             k.stats(3, "ten_1"),
             k.dead_letter_total(3),
         ] {

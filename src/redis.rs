@@ -96,6 +96,24 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// One field of an `XINFO` item (`XINFO GROUPS` / `CONSUMERS`): a flat `[name, value, …]`
+/// array in RESP2, a map in RESP3.
+pub fn info_field(item: &Value, name: &str) -> Option<Value> {
+    match item {
+        Value::Array(fields) => fields
+            .chunks(2)
+            .find(|kv| kv[0].as_str().as_deref() == Some(name))
+            .and_then(|kv| kv.get(1).cloned()),
+        Value::Map(map) => map
+            .clone()
+            .inner()
+            .into_iter()
+            .find(|(k, _)| k.as_str() == Some(name))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
 /// A short, human cause for a connection error ("connection refused").
 pub fn describe_error(e: &fred::error::Error) -> String {
     let details = e.details().to_string();

@@ -66,6 +66,23 @@ fn verify(secret: &str, id: &str, ts: &str, body: &[u8], header: &str) -> bool {
     header.split(' ').any(|s| s == expected)
 }
 
+async fn stats(gw: &Gateway, tenant: &str) -> Json {
+    gw.admin("GET", &format!("/admin/tenants/{tenant}/stats"), None)
+        .await
+        .json()
+}
+
+/// The tenant's error queue, as the admin API answers it (`{"data": […]}`).
+async fn dead_letters(gw: &Gateway, tenant: &str) -> Json {
+    gw.admin(
+        "GET",
+        &format!("/admin/tenants/{tenant}/dead-letters"),
+        None,
+    )
+    .await
+    .json()
+}
+
 async fn event_view(gw: &Gateway, tenant: &str, id: &str) -> Json {
     let r = gw
         .admin("GET", &format!("/admin/tenants/{tenant}/events/{id}"), None)
@@ -193,10 +210,7 @@ async fn fans_out_by_pattern_signed_with_body_and_headers_intact() {
         .unwrap();
     assert_eq!(tenant_view.status, 200, "{}", tenant_view.text());
     assert_eq!(tenant_view.json()["event_type"], "order.paid");
-    let stats = gw
-        .admin("GET", &format!("/admin/tenants/{tenant}/stats"), None)
-        .await
-        .json();
+    let stats = stats(&gw, &tenant).await;
     assert_eq!(stats["events_received"], 2);
     assert_eq!(stats["deliveries_succeeded"], 5);
     assert_eq!(stats["deliveries_failed"], 0);
@@ -246,10 +260,7 @@ async fn retries_with_backoff_until_success() {
     assert_eq!(statuses, vec![json!(500), json!(503), json!(200)]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.count("/flaky"), 3, "nothing after success");
-    let stats = gw
-        .admin("GET", &format!("/admin/tenants/{tenant}/stats"), None)
-        .await
-        .json();
+    let stats = stats(&gw, &tenant).await;
     assert_eq!(stats["in_retry"], 0);
     assert_eq!(stats["deliveries_succeeded"], 1);
 }
@@ -272,14 +283,10 @@ async fn final_failures_go_to_the_error_queue_and_replay_delivers() {
     let id = post(&gw, &token, "x", b"{\"n\":1}").await;
 
     let list = || async {
-        let r = gw
-            .admin(
-                "GET",
-                &format!("/admin/tenants/{tenant}/dead-letters"),
-                None,
-            )
-            .await;
-        r.json()["data"].as_array().cloned().unwrap_or_default()
+        dead_letters(&gw, &tenant).await["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     };
     eventually(
         Duration::from_secs(10),
@@ -315,10 +322,7 @@ async fn final_failures_go_to_the_error_queue_and_replay_delivers() {
         )
         .await;
     assert_eq!(filtered.json()["data"].as_array().unwrap().len(), 1);
-    let stats = gw
-        .admin("GET", &format!("/admin/tenants/{tenant}/stats"), None)
-        .await
-        .json();
+    let stats = stats(&gw, &tenant).await;
     assert_eq!(stats["dead_letters"], 2);
     assert_eq!(stats["deliveries_failed"], 2);
 
@@ -458,14 +462,10 @@ async fn modes_once_and_fire_and_forget() {
         Duration::from_secs(10),
         "once-mode failure parked",
         || async {
-            let r = gw
-                .admin(
-                    "GET",
-                    &format!("/admin/tenants/{tenant}/dead-letters"),
-                    None,
-                )
-                .await;
-            r.json()["data"].as_array().map(|a| a.len()) == Some(1)
+            dead_letters(&gw, &tenant).await["data"]
+                .as_array()
+                .map(|a| a.len())
+                == Some(1)
         },
     )
     .await;
@@ -476,14 +476,7 @@ async fn modes_once_and_fire_and_forget() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sink.count("/once"), 1, "once means one attempt");
     assert_eq!(sink.count("/ff"), 1, "fire-and-forget is never retried");
-    let dl = gw
-        .admin(
-            "GET",
-            &format!("/admin/tenants/{tenant}/dead-letters"),
-            None,
-        )
-        .await
-        .json();
+    let dl = dead_letters(&gw, &tenant).await;
     assert_eq!(
         dl["data"][0]["last_status"], 503,
         "only the once target is in the error queue"
@@ -587,17 +580,14 @@ async fn tenants_cannot_reach_each_other() {
         Duration::from_secs(5),
         "a's error queue has the entry",
         || async {
-            let r = gw
-                .admin("GET", &format!("/admin/tenants/{a}/dead-letters"), None)
-                .await;
-            r.json()["data"].as_array().map(|a| a.len()) == Some(1)
+            dead_letters(&gw, &a).await["data"]
+                .as_array()
+                .map(|a| a.len())
+                == Some(1)
         },
     )
     .await;
-    let dl = gw
-        .admin("GET", &format!("/admin/tenants/{a}/dead-letters"), None)
-        .await
-        .json();
+    let dl = dead_letters(&gw, &a).await;
     let dl_id = dl["data"][0]["id"].as_str().unwrap().to_owned();
     let as_b = |method: &str, path: String| {
         let token = b_token.clone();
@@ -646,10 +636,7 @@ async fn tenants_cannot_reach_each_other() {
         .await
         .unwrap();
     assert_eq!(replay.json()["replayed"], 0);
-    let still = gw
-        .admin("GET", &format!("/admin/tenants/{a}/dead-letters"), None)
-        .await
-        .json();
+    let still = dead_letters(&gw, &a).await;
     assert_eq!(
         still["data"].as_array().unwrap().len(),
         1,
@@ -937,10 +924,7 @@ async fn a_backlog_to_a_slow_target_does_not_hold_back_another_tenant() {
         latencies[19] < Duration::from_secs(1),
         "b was held back: {latencies:?}"
     );
-    let stats = gw
-        .admin("GET", &format!("/admin/tenants/{b}/stats"), None)
-        .await
-        .json();
+    let stats = stats(&gw, &b).await;
     assert_eq!(stats["deliveries_succeeded"], 20);
 }
 

@@ -77,7 +77,11 @@ pub fn router(
             delete(tenants::revoke_token),
         )
         .with_state(state)
-        .merge(crate::manage::routes("/admin/tenants/{id}", manage))
+        .merge(crate::manage::routes("/admin/tenants/{id}", manage.clone()))
+        .route(
+            "/admin/tenants/{id}/events/{event_id}",
+            get(crate::manage::dead_letters::event).with_state(manage),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(admin_token),
             require_admin,

@@ -265,9 +265,11 @@ pub async fn revoke_token(
 ) -> Result<Response, ApiError> {
     check_id(&id, "tenant")?;
     check_id(&token_id, "token")?;
-    if !s.store.revoke_token(&id, &token_id).await? {
+    let Some(entry) = s.store.revoke_token(&id, &token_id).await? else {
         return Err(ApiError::not_found("token"));
-    }
+    };
+    // This instance refuses the token at once; the others hear of it by pub/sub.
+    s.auth.invalidate(&entry).await;
     tracing::info!(request_id = %current_request_id(), tenant = %id, token_id = %token_id, "token revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -10,7 +10,9 @@ use fred::prelude::*;
 use super::worker::{Delivery, EventData};
 use super::{Inner, worker};
 use crate::keyspace::DISPATCH_GROUP;
+use crate::queue::ensure_group;
 use crate::queue::{StoredEvent, decode_entry};
+use crate::redis::info_field;
 use crate::store::deliveries::Expansion;
 use crate::store::now_ms;
 
@@ -35,34 +37,14 @@ impl EntryTracker {
 
     /// A delivery could not record its outcome (Redis gone, shutting down): the entry stays
     /// pending for a reclaim, and stops being kept alive.
-    pub(super) fn abandon(&self, inner: &Inner) {
+    pub(super) async fn abandon(&self, inner: &Inner) {
         let was_open = match inner.open_entries.lock() {
             Ok(mut open) => open.remove(&(self.shard, self.id.clone())).is_some(),
             Err(_) => false,
         };
         if was_open && inner.stop.is_cancelled() {
             // Shutting down with Redis reachable: let another dispatcher take it at once.
-            let (shard, id) = (self.shard, self.id.clone());
-            let redis = inner.redis.clone();
-            let keys = inner.keys.clone();
-            let consumer = inner.consumer.clone();
-            let idle = inner.settings.reclaim_idle.as_millis() as u64;
-            tokio::spawn(async move {
-                let _: Result<Value, _> = redis
-                    .xclaim(
-                        keys.stream(shard),
-                        DISPATCH_GROUP,
-                        consumer.as_str(),
-                        0,
-                        id,
-                        Some(idle),
-                        None,
-                        None,
-                        false,
-                        true,
-                    )
-                    .await;
-            });
+            release(inner, self.shard, vec![self.id.clone()]).await;
         }
     }
 }
@@ -93,10 +75,10 @@ pub(super) async fn read_loop(inner: Arc<Inner>, shard: u16, reader: Client) {
         }
         // Backpressure: read only while memory has room for a batch's deliveries.
         if inner.admission.available_permits() == 0 {
-            tokio::select! {
-                _ = inner.stop.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
+            if !inner.pause(Duration::from_millis(5)).await {
+                break;
             }
+            continue;
         }
         // Not raced against the stop signal: a read abandoned mid-way would still hand its
         // entries to this consumer. It returns within `block`; what it got is released below.
@@ -134,9 +116,8 @@ pub(super) async fn read_loop(inner: Arc<Inner>, shard: u16, reader: Client) {
                     tracing::warn!(shard, error = %e, "reading the stream failed; retrying");
                 }
                 let pause = Duration::from_millis((100 * u64::from(failures)).min(2000));
-                tokio::select! {
-                    _ = inner.stop.cancelled() => break,
-                    _ = tokio::time::sleep(pause) => {}
+                if !inner.pause(pause).await {
+                    break;
                 }
             }
         }
@@ -174,19 +155,15 @@ pub(super) async fn release(inner: &Inner, shard: u16, ids: Vec<String>) {
 /// Recreates the group (and the stream) after Redis lost them (restart without persistence,
 /// flush). New entries are read from the start of what the stream holds now.
 async fn repair_group(inner: &Inner, shard: u16) {
-    let created: Result<(), _> = inner
-        .redis
-        .xgroup_create(inner.keys.stream(shard), DISPATCH_GROUP, "0", true)
-        .await;
-    match created {
-        Ok(()) => tracing::warn!(
+    match ensure_group(&inner.redis, &inner.keys, shard).await {
+        Ok(true) => tracing::warn!(
             shard,
             "the consumer group was missing (Redis lost its data?); recreated it"
         ),
-        Err(e) if e.details().starts_with("BUSYGROUP") => {}
+        Ok(false) => {}
         Err(e) => {
             tracing::warn!(shard, error = %e, "could not recreate the consumer group");
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            inner.pause(Duration::from_millis(500)).await;
         }
     }
 }
@@ -198,9 +175,8 @@ pub(super) async fn reclaim_loop(inner: Arc<Inner>, shard: u16) {
     let stream = inner.keys.stream(shard);
     let mut rounds: u64 = 0;
     loop {
-        tokio::select! {
-            _ = inner.stop.cancelled() => break,
-            _ = tokio::time::sleep(every) => {}
+        if !inner.pause(every).await {
+            break;
         }
         touch_open_entries(&inner, shard, &stream).await;
         rounds += 1;
@@ -285,26 +261,11 @@ fn stale_consumers(reply: Value, me: &str, min_idle: Duration) -> Vec<String> {
         return Vec::new();
     };
     consumers
-        .into_iter()
+        .iter()
         .filter_map(|c| {
-            let fields: Vec<Value> = match c {
-                Value::Array(f) => f,
-                Value::Map(m) => m
-                    .inner()
-                    .into_iter()
-                    .flat_map(|(k, v)| [Value::from(k), v])
-                    .collect(),
-                _ => return None,
-            };
-            let get = |name: &str| {
-                fields
-                    .chunks(2)
-                    .find(|kv| kv[0].as_str().as_deref() == Some(name))
-                    .and_then(|kv| kv.get(1).cloned())
-            };
-            let name = get("name")?.as_string()?;
-            let pending = get("pending")?.as_u64()?;
-            let idle = get("idle")?.as_u64()?;
+            let name = info_field(c, "name")?.as_string()?;
+            let pending = info_field(c, "pending")?.as_u64()?;
+            let idle = info_field(c, "idle")?.as_u64()?;
             (name != me && pending == 0 && idle >= min_idle.as_millis() as u64).then_some(name)
         })
         .collect()
@@ -387,9 +348,8 @@ async fn prepare_entry(
                 Err(e) => {
                     crate::telemetry::redis_error("targets");
                     tracing::warn!(shard, error = %e, "cannot load targets; retrying");
-                    tokio::select! {
-                        _ = inner.stop.cancelled() => return None,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    if !inner.pause(Duration::from_millis(500)).await {
+                        return None;
                     }
                 }
             }
@@ -414,9 +374,8 @@ async fn prepare_entry(
             Err(e) => {
                 crate::telemetry::redis_error("expand");
                 tracing::warn!(shard, error = %e, "cannot record the expansion; retrying");
-                tokio::select! {
-                    _ = inner.stop.cancelled() => return None,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                if !inner.pause(Duration::from_millis(500)).await {
+                    return None;
                 }
             }
         }
@@ -556,9 +515,8 @@ fn to_bytes(v: &Value) -> Option<Bytes> {
 /// Periodically publishes stream lag and schedule depth per shard.
 pub(super) async fn gauges_loop(inner: Arc<Inner>) {
     loop {
-        tokio::select! {
-            _ = inner.stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        if !inner.pause(Duration::from_secs(5)).await {
+            break;
         }
         for shard in 0..inner.settings.shards {
             let scheduled = inner.deliveries.scheduled(shard).await.unwrap_or(0);
@@ -578,27 +536,12 @@ async fn stream_lag(inner: &Inner, shard: u16) -> Option<u64> {
     let Value::Array(groups) = groups else {
         return None;
     };
-    for g in groups {
-        let fields: Vec<Value> = match g {
-            Value::Array(f) => f,
-            Value::Map(m) => m
-                .inner()
-                .into_iter()
-                .flat_map(|(k, v)| [Value::from(k), v])
-                .collect(),
-            _ => continue,
-        };
-        let get = |name: &str| {
-            fields
-                .chunks(2)
-                .find(|kv| kv[0].as_str().as_deref() == Some(name))
-                .and_then(|kv| kv.get(1).cloned())
-        };
-        if get("name").and_then(|v| v.as_string()).as_deref() == Some(DISPATCH_GROUP) {
-            return get("lag").and_then(|v| v.as_u64());
-        }
-    }
-    None
+    groups
+        .iter()
+        .find(|g| {
+            info_field(g, "name").and_then(|v| v.as_string()).as_deref() == Some(DISPATCH_GROUP)
+        })
+        .and_then(|g| info_field(g, "lag")?.as_u64())
 }
 
 #[cfg(test)]

@@ -153,6 +153,14 @@ pub(crate) struct Memory {
 }
 
 impl Inner {
+    /// Sleeps for `d`; `false` when the dispatcher stopped meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
     /// Waits for room for one more delivery of `tenant`; `None` once stopping.
     async fn admit(&self, tenant: &str) -> Option<Memory> {
         let share = {

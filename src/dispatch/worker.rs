@@ -78,7 +78,7 @@ pub(super) async fn start(inner: &Arc<Inner>, d: Delivery, memory: Memory, wait_
         // A full queue makes the reader wait: order is kept over throughput.
         if let Err(returned) = queue.send((d, memory)).await {
             let (d, _) = returned.0;
-            abandon(inner, &d);
+            abandon(inner, &d).await;
         }
         return;
     }
@@ -134,22 +134,16 @@ async fn run_ordered(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<Queu
             let Ok(_global) = inner.global.clone().acquire_owned().await else {
                 return;
             };
-            let (outcome, verdict, latency) = attempt(&inner, &d).await;
-            if !record(&inner, &outcome).await {
-                abandon(&inner, &d);
+            let Some((next, verdict)) = attempt_and_record(&inner, &d).await else {
                 break;
-            }
-            count(&outcome, latency);
-            if let Next::HeldUntil(due) = outcome.next {
+            };
+            if let Next::HeldUntil(due) = next {
                 drop(_global);
                 let wait = Duration::from_millis(due.saturating_sub(now_ms()));
-                tokio::select! {
-                    _ = inner.stop.cancelled() => {
-                        // Still pending in the stream (or leased in the schedule): not lost.
-                        abandon(&inner, &d);
-                        return;
-                    }
-                    _ = tokio::time::sleep(wait) => {}
+                if !inner.pause(wait).await {
+                    // Still pending in the stream (or leased in the schedule): not lost.
+                    abandon(&inner, &d).await;
+                    return;
                 }
                 d.attempt += 1;
                 continue;
@@ -190,16 +184,24 @@ pub(super) async fn run(
     };
     let _target_permit = target_permit;
     let Ok(_global_permit) = inner.global.clone().acquire_owned().await else {
-        abandon(&inner, &d);
+        abandon(&inner, &d).await;
         return;
     };
-    let (outcome, verdict, latency) = attempt(&inner, &d).await;
-    if !record(&inner, &outcome).await {
-        abandon(&inner, &d);
-        return;
+    if let Some((_, verdict)) = attempt_and_record(&inner, &d).await {
+        after(&inner, &d, verdict).await;
+    }
+}
+
+/// One attempt, its outcome recorded and counted; `None` when it could not be recorded (the
+/// delivery is then abandoned to a reclaim).
+async fn attempt_and_record(inner: &Inner, d: &Delivery) -> Option<(Next, Verdict)> {
+    let (outcome, verdict, latency) = attempt(inner, d).await;
+    if !record(inner, &outcome).await {
+        abandon(inner, d).await;
+        return None;
     }
     count(&outcome, latency);
-    after(&inner, &d, verdict).await;
+    Some((outcome.next, verdict))
 }
 
 /// Parks a delivery whose target is saturated in the retry schedule, without counting an
@@ -226,7 +228,7 @@ async fn defer(inner: &Inner, d: &Delivery) {
         crate::telemetry::delivery("deferred", None);
         finish(inner, d).await;
     } else {
-        abandon(inner, d);
+        abandon(inner, d).await;
     }
 }
 
@@ -367,9 +369,8 @@ async fn record(inner: &Inner, outcome: &Outcome) -> bool {
         }
         crate::telemetry::redis_error("record");
         tracing::warn!(event = %outcome.event_id, target_id = %outcome.target_id, "cannot record a delivery outcome; retrying");
-        tokio::select! {
-            _ = inner.stop.cancelled() => return false,
-            _ = tokio::time::sleep(pause) => {}
+        if !inner.pause(pause).await {
+            return false;
         }
         pause = (pause * 2).min(Duration::from_secs(2));
     }
@@ -407,8 +408,8 @@ async fn finish(inner: &Inner, d: &Delivery) {
     }
 }
 
-fn abandon(inner: &Inner, d: &Delivery) {
+async fn abandon(inner: &Inner, d: &Delivery) {
     if let Some(entry) = &d.entry {
-        entry.abandon(inner);
+        entry.abandon(inner).await;
     }
 }

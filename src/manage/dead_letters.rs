@@ -39,8 +39,7 @@ pub async fn list(
         .deliveries
         .dead_letters(scope.shard, &scope.tenant, q.target_id.as_deref(), limit)
         .await?;
-    let data: Vec<serde_json::Value> = entries.iter().map(|d| d.view()).collect();
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    Ok(super::listing(entries.iter().map(|d| d.view()).collect()))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -84,10 +83,7 @@ pub async fn remove(
     scope: TenantScope,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let id = params
-        .get("dl_id")
-        .filter(|i| is_id(i))
-        .ok_or_else(|| ApiError::not_found("dead letter"))?;
+    let id = super::path_id(&params, &["dl_id"], "dead letter")?;
     let done = s
         .deliveries
         .delete_dead_letter(scope.shard, &scope.tenant, id)
@@ -101,11 +97,8 @@ pub async fn event(
     scope: TenantScope,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let id = params
-        .get("event_id")
-        .or_else(|| params.get("event_type"))
-        .filter(|i| is_id(i))
-        .ok_or_else(|| ApiError::not_found("event"))?;
+    // `event_type` under `/v1/events/{…}`: the GET shares the path template of the POST.
+    let id = super::path_id(&params, &["event_id", "event_type"], "event")?;
     let view = s
         .deliveries
         .event_view(scope.shard, &scope.tenant, id)

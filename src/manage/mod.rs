@@ -81,6 +81,27 @@ impl FromRequestParts<ManageState> for TenantScope {
     }
 }
 
+/// A path parameter holding an id (the first of `names` present), or the contract's `404`
+/// naming `what`: ids are checked before they reach a Redis key.
+fn path_id<'a>(
+    params: &'a std::collections::HashMap<String, String>,
+    names: &[&str],
+    what: &str,
+) -> Result<&'a str, ApiError> {
+    names
+        .iter()
+        .find_map(|n| params.get(*n))
+        .map(String::as_str)
+        .filter(|id| crate::store::is_id(id))
+        .ok_or_else(|| ApiError::not_found(what))
+}
+
+/// `200 {"data": […]}`.
+fn listing(data: Vec<serde_json::Value>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    axum::Json(serde_json::json!({ "data": data })).into_response()
+}
+
 /// `200` with the JSON, or the contract's `404` naming `what`.
 fn found(
     value: Option<serde_json::Value>,
@@ -105,7 +126,7 @@ fn deleted(done: bool, what: &str) -> Result<axum::response::Response, ApiError>
 /// The same routes under a prefix: `/admin/tenants/{id}` or `/v1`.
 pub fn routes(prefix: &str, state: ManageState) -> Router {
     let p = |path: &str| format!("{prefix}{path}");
-    let mut r = Router::new()
+    let r = Router::new()
         .route(&p("/targets"), get(targets::list).post(targets::create))
         .route(
             &p("/targets/{target_id}"),
@@ -133,8 +154,5 @@ pub fn routes(prefix: &str, state: ManageState) -> Router {
             &p("/sources/{source_id}/rotate-token"),
             post(sources::rotate_token),
         );
-    if prefix.starts_with("/admin") {
-        r = r.route(&p("/events/{event_id}"), get(dead_letters::event));
-    }
     r.with_state(state)
 }

@@ -8,18 +8,13 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 
-use super::{ManageState, TenantScope, deleted, found};
+use super::{ManageState, TenantScope, deleted, found, listing, path_id};
 use crate::body::read_json;
 use crate::error::ApiError;
-use crate::store::is_id;
 use crate::store::sources::{Source, SourceSpec};
 
 fn source_id(params: &HashMap<String, String>) -> Result<&str, ApiError> {
-    params
-        .get("source_id")
-        .map(String::as_str)
-        .filter(|id| is_id(id))
-        .ok_or_else(|| ApiError::not_found("source"))
+    path_id(params, &["source_id"], "source")
 }
 
 /// The view with its URL token, shown at creation and rotation only.
@@ -44,14 +39,8 @@ pub async fn create(
 }
 
 pub async fn list(State(s): State<ManageState>, scope: TenantScope) -> Result<Response, ApiError> {
-    let data: Vec<serde_json::Value> = s
-        .store
-        .sources_of(&scope.tenant)
-        .await?
-        .iter()
-        .map(Source::view)
-        .collect();
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    let sources = s.store.sources_of(&scope.tenant).await?;
+    Ok(listing(sources.iter().map(Source::view).collect()))
 }
 
 pub async fn read(

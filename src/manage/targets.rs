@@ -8,17 +8,20 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use std::collections::HashMap;
 
-use super::{ManageState, TenantScope, deleted, found};
+use super::{ManageState, TenantScope, deleted, found, listing, path_id};
 use crate::body::read_json;
 use crate::error::ApiError;
-use crate::store::{TargetPatch, TargetSpec, is_id};
+use crate::store::{Target, TargetPatch, TargetSpec};
 
 fn target_id(params: &HashMap<String, String>) -> Result<&str, ApiError> {
-    params
-        .get("target_id")
-        .map(String::as_str)
-        .filter(|id| is_id(id))
-        .ok_or_else(|| ApiError::not_found("target"))
+    path_id(params, &["target_id"], "target")
+}
+
+/// The view with the signing secret, shown at creation and rotation only.
+fn with_secret(t: &Target) -> serde_json::Value {
+    let mut view = t.view();
+    view["secret"] = t.secret.clone().into();
+    view
 }
 
 fn invalid(m: String) -> ApiError {
@@ -37,15 +40,12 @@ pub async fn create(
         .store
         .create_target(&scope.tenant, &spec, None, "api")
         .await?;
-    let mut view = created.target.view();
-    view["secret"] = created.target.secret.clone().into();
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    Ok((StatusCode::CREATED, Json(with_secret(&created))).into_response())
 }
 
 pub async fn list(State(s): State<ManageState>, scope: TenantScope) -> Result<Response, ApiError> {
     let targets = s.store.targets_of(&scope.tenant).await?;
-    let data: Vec<serde_json::Value> = targets.iter().map(|t| t.view()).collect();
-    Ok(Json(serde_json::json!({ "data": data })).into_response())
+    Ok(listing(targets.iter().map(Target::view).collect()))
 }
 
 pub async fn read(
@@ -121,16 +121,9 @@ pub async fn rotate_secret(
         .overlap_ms
         .unwrap_or(s.rotation_overlap_ms)
         .min(30 * 24 * 3600 * 1000);
-    match s
+    let rotated = s
         .store
         .rotate_target_secret(&scope.tenant, &id, req.secret, overlap)
-        .await?
-    {
-        Some(t) => {
-            let mut view = t.view();
-            view["secret"] = t.secret.clone().into();
-            Ok(Json(view).into_response())
-        }
-        None => Err(ApiError::not_found("target")),
-    }
+        .await?;
+    found(rotated.as_ref().map(with_secret), "target")
 }

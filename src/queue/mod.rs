@@ -31,7 +31,7 @@ mod retention;
 use bytes::Bytes;
 
 pub use enqueue::{Enqueuer, EnqueuerConfig, MAX_BATCH_EVENTS};
-pub use retention::{Retention, ensure_groups};
+pub use retention::{Retention, ensure_group, ensure_groups};
 
 /// Why an event was not enqueued.
 #[derive(Debug, Clone, thiserror::Error)]

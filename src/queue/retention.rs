@@ -14,6 +14,7 @@ use fred::types::streams::XCap;
 use tokio_util::sync::CancellationToken;
 
 use crate::keyspace::{DISPATCH_GROUP, Keyspace};
+use crate::redis::info_field;
 use crate::store::now_ms;
 
 /// Creates the dispatcher group on every shard stream (and the stream if missing).
@@ -23,16 +24,26 @@ pub async fn ensure_groups(
     shards: u16,
 ) -> Result<(), fred::error::Error> {
     for shard in 0..shards {
-        let created: Result<(), _> = redis
-            .xgroup_create(keys.stream(shard), DISPATCH_GROUP, "0", true)
-            .await;
-        match created {
-            Ok(()) => {}
-            Err(e) if e.details().starts_with("BUSYGROUP") => {}
-            Err(e) => return Err(e),
-        }
+        ensure_group(redis, keys, shard).await?;
     }
     Ok(())
+}
+
+/// Creates the dispatcher group on one shard stream (and the stream if missing), reading from
+/// the start of what the stream holds; `true` when it was missing.
+pub async fn ensure_group(
+    redis: &Client,
+    keys: &Keyspace,
+    shard: u16,
+) -> Result<bool, fred::error::Error> {
+    let created: Result<(), _> = redis
+        .xgroup_create(keys.stream(shard), DISPATCH_GROUP, "0", true)
+        .await;
+    match created {
+        Ok(()) => Ok(true),
+        Err(e) if e.details().starts_with("BUSYGROUP") => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The periodic trimming task.
@@ -154,23 +165,12 @@ impl std::fmt::Display for StreamId {
 
 /// `last-delivered-id` of the dispatcher group in one `XINFO GROUPS` item.
 fn group_last_delivered(group: &Value) -> Option<StreamId> {
-    let Value::Array(fields) = group else {
+    if info_field(group, "name")?.as_str().as_deref() != Some(DISPATCH_GROUP) {
         return None;
-    };
-    let mut name = None;
-    let mut last = None;
-    for pair in fields.chunks(2) {
-        if let [k, v] = pair {
-            match k.as_str().as_deref() {
-                Some("name") => name = v.as_str().map(|s| s.into_owned()),
-                Some("last-delivered-id") => last = v.as_str().and_then(|s| StreamId::parse(&s)),
-                _ => {}
-            }
-        }
     }
-    (name.as_deref() == Some(DISPATCH_GROUP))
-        .then_some(last)
-        .flatten()
+    info_field(group, "last-delivered-id")?
+        .as_str()
+        .and_then(|s| StreamId::parse(&s))
 }
 
 /// Smallest pending id from the `XPENDING key group` summary `[count, min, max, consumers]`.

@@ -179,18 +179,17 @@ return out
 });
 
 /// Records delivery outcomes of one shard, atomically each. KEYS: retries, error queue total,
-/// then per outcome:
-/// event record, attempts, counters, error queue, error queue index. ARGV: n, attempts kept, ttl,
-/// now, then per outcome: target, state JSON, attempt JSON (or ''), kind (done|retry|held|dead),
+/// then per outcome: event record, attempts, counters, error queue. ARGV: n, attempts kept,
+/// ttl, then per outcome: target, state JSON, attempt JSON (or ''), kind (done|retry|held|dead),
 /// due ms, member, body, ct, dead letter id, dead letter JSON, latency ms (or '').
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
-local n, kept, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local n, kept, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 for i = 1, n do
-  local k = 2 + (i - 1) * 5
-  local ev, att, stats, dlq, dlqi = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
-  local a = 4 + (i - 1) * 11
+  local k = 2 + (i - 1) * 4
+  local ev, att, stats, dlq = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local a = 3 + (i - 1) * 11
   local target, state, attempt, kind = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local due, member, body, ct = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local dl_id, dl_json, latency = ARGV[a + 9], ARGV[a + 10], ARGV[a + 11]
@@ -222,7 +221,6 @@ for i = 1, n do
         end
         redis.call('EXPIRE', ev, ttl)
         redis.call('HSET', dlq, dl_id, dl_json)
-        redis.call('ZADD', dlqi, now, dl_id)
         redis.call('INCR', KEYS[2])
         redis.call('HINCRBY', stats, 'failed', 1)
       end
@@ -248,19 +246,29 @@ return due
 });
 
 /// Moves one error queue entry back into the retry schedule with fresh attempts. KEYS: error
-/// queue, index, retries, counters, event record, error queue total. ARGV: entry id, member,
-/// target, state JSON, now.
+/// queue, retries, counters, event record, error queue total. ARGV: entry id, member, target,
+/// state JSON, now.
 static REPLAY: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('DECR', KEYS[6])
-if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
-redis.call('HSET', KEYS[5], 'd:' .. ARGV[3], ARGV[4])
-if redis.call('ZADD', KEYS[3], ARGV[5], ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[4], 'in_retry', 1)
+redis.call('DECR', KEYS[5])
+if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+redis.call('HSET', KEYS[4], 'd:' .. ARGV[3], ARGV[4])
+if redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[3], 'in_retry', 1)
 end
+return 1
+"#,
+    )
+});
+
+/// Removes one error queue entry. KEYS: error queue, error queue total. ARGV: entry id.
+static DELETE_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DECR', KEYS[2])
 return 1
 "#,
     )
@@ -268,7 +276,13 @@ return 1
 
 /// Preloads the scripts (a missing one is also reloaded on first use).
 pub async fn preload(redis: &Client) -> Result<(), fred::error::Error> {
-    for s in [&*EXPAND, &*RECORD, &*CLAIM_DUE, &*REPLAY] {
+    for s in [
+        &*EXPAND,
+        &*RECORD,
+        &*CLAIM_DUE,
+        &*REPLAY,
+        &*DELETE_DEAD_LETTER,
+    ] {
         s.load(redis).await?;
     }
     Ok(())
@@ -345,20 +359,18 @@ impl Deliveries {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut keys = Vec::with_capacity(2 + outcomes.len() * 5);
+        let mut keys = Vec::with_capacity(2 + outcomes.len() * 4);
         keys.push(self.keys.retries(shard));
         keys.push(self.keys.dead_letter_total(shard));
-        let mut args: Vec<Value> = Vec::with_capacity(4 + outcomes.len() * 11);
+        let mut args: Vec<Value> = Vec::with_capacity(3 + outcomes.len() * 11);
         args.push((outcomes.len() as i64).into());
         args.push(i64::from(self.attempts_kept).into());
         args.push((self.ttl_secs as i64).into());
-        args.push((super::now_ms() as i64).into());
         for o in outcomes {
             keys.push(self.keys.event_record(shard, &o.event_id));
             keys.push(self.keys.attempts(shard, &o.event_id));
             keys.push(self.keys.stats(shard, &o.tenant));
             keys.push(self.keys.dead_letters(shard, &o.tenant));
-            keys.push(self.keys.dead_letter_index(shard, &o.tenant));
             let (kind, due, dl_id, dl_json) = match &o.next {
                 Next::Done => ("done", String::new(), String::new(), String::new()),
                 Next::RetryAt(due) => ("retry", due.to_string(), String::new(), String::new()),
@@ -539,13 +551,12 @@ impl Deliveries {
         tenant: &str,
         id: &str,
     ) -> Result<bool, StoreError> {
-        let removed: i64 = self
-            .redis
-            .hdel(self.keys.dead_letters(shard, tenant), id)
-            .await?;
-        let _: i64 = self
-            .redis
-            .zrem(self.keys.dead_letter_index(shard, tenant), id)
+        let keys = vec![
+            self.keys.dead_letters(shard, tenant),
+            self.keys.dead_letter_total(shard),
+        ];
+        let removed: i64 = DELETE_DEAD_LETTER
+            .evalsha_with_reload(&self.redis, keys, vec![id.to_owned()])
             .await?;
         Ok(removed == 1)
     }
@@ -579,7 +590,6 @@ impl Deliveries {
             };
             let keys = vec![
                 self.keys.dead_letters(shard, tenant),
-                self.keys.dead_letter_index(shard, tenant),
                 self.keys.retries(shard),
                 self.keys.stats(shard, tenant),
                 self.keys.event_record(shard, &d.event_id),

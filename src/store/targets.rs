@@ -301,12 +301,6 @@ fn auth_context(target: &str) -> String {
     format!("target:{target}:auth")
 }
 
-/// Answer of a create or a rotation: the target and its current secret, shown this once.
-#[derive(Debug)]
-pub struct WithSecret {
-    pub target: Target,
-}
-
 impl Store {
     fn seal_doc(&self, t: &Target) -> Result<String, StoreError> {
         let auth = match &t.auth {
@@ -427,7 +421,7 @@ impl Store {
         spec: &TargetSpec,
         id: Option<String>,
         origin: &str,
-    ) -> Result<WithSecret, StoreError> {
+    ) -> Result<Target, StoreError> {
         let now = now_ms();
         let target = Target {
             id: id.unwrap_or_else(|| super::new_id("tgt")),
@@ -457,7 +451,7 @@ impl Store {
                 target.id
             )));
         }
-        Ok(WithSecret { target })
+        Ok(target)
     }
 
     /// One target of `tenant`; `None` when it does not exist or belongs to another tenant.

@@ -90,14 +90,19 @@ impl Store {
         }
     }
 
-    /// Revokes a token of `tenant`. `false` when there is no such token.
-    pub async fn revoke_token(&self, tenant: &str, token_id: &str) -> Result<bool, StoreError> {
+    /// Revokes a token of `tenant`; the auth-cache entry to drop (`token:<hash>`), or `None`
+    /// when there is no such token.
+    pub async fn revoke_token(
+        &self,
+        tenant: &str,
+        token_id: &str,
+    ) -> Result<Option<String>, StoreError> {
         let hash: Option<String> = self
             .redis
             .hget(self.keys.tenant_tokens(tenant), token_id)
             .await?;
         let Some(hash) = hash else {
-            return Ok(false);
+            return Ok(None);
         };
         let keys = vec![self.keys.tenant_tokens(tenant), self.keys.token_hex(&hash)];
         let status: String = REVOKE_TOKEN
@@ -105,10 +110,11 @@ impl Store {
             .await?;
         match status.as_str() {
             "ok" => {
-                self.publish_invalidation(format!("token:{hash}")).await;
-                Ok(true)
+                let entry = format!("token:{hash}");
+                self.publish_invalidation(entry.clone()).await;
+                Ok(Some(entry))
             }
-            "not_found" => Ok(false),
+            "not_found" => Ok(None),
             other => Err(unexpected(other)),
         }
     }
