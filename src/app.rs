@@ -1,8 +1,9 @@
 //! Builds the components from a [`Config`] and runs them until shutdown, in order.
 //!
-//! Start: keys → Redis (and its durability check) → config tenants and targets → consumer
-//! groups → auth and target caches and their invalidation subscription → dispatcher (roles
-//! `all`, `dispatcher`) → enqueuer → listeners → ready.
+//! Start: keys → Redis (and its durability check) → config tenants, targets and monitors →
+//! consumer groups → auth, target, source and monitor caches and their invalidation
+//! subscription → dispatcher, monitor checker and retention (roles `all`, `dispatcher`) →
+//! enqueuer → listeners → ready.
 //!
 //! Shutdown: not ready → listeners stop accepting and drain in-flight requests (bounded by
 //! `edge.shutdown_grace_ms`) → the enqueuer finishes the batches it holds (each in-flight
@@ -30,6 +31,8 @@ use crate::ingest::{self, EdgeState};
 use crate::keyspace::Keyspace;
 use crate::listener::{self, HttpLimits, ListenerSpec};
 use crate::manage::ManageState;
+use crate::monitors::push::{MonitorCache, PushState};
+use crate::monitors::state::{Kind, Subject, Watches};
 use crate::queue::{Enqueuer, EnqueuerConfig, Retention, ensure_groups};
 use crate::redis::RedisSetupError;
 use crate::service::HttpService;
@@ -139,6 +142,12 @@ pub async fn run(
     crate::redis::check_durability(&redis, &config.redis).await?;
     let keys = Keyspace::new(&config.redis.prefix);
     let store = Store::new(redis.clone(), keys.clone(), crypto.clone());
+    let watches = Watches::new(
+        redis.clone(),
+        keys.clone(),
+        config.monitors.checks_kept,
+        config.monitors.incidents_kept,
+    );
     for (index, decl) in config.tenants.iter().enumerate() {
         let failed = |e: crate::store::StoreError| StartError::DeclaredTenant {
             index,
@@ -152,11 +161,38 @@ pub async fn run(
                 .await
                 .map_err(failed)?;
         }
+        for monitor in &decl.monitors {
+            let spec = monitor.spec();
+            store
+                .apply_declared_monitor(
+                    &decl.id,
+                    &monitor.id,
+                    &spec,
+                    monitor.token.as_ref().map(|t| t.expose()),
+                )
+                .await
+                .map_err(failed)?;
+            watches
+                .describe(Subject {
+                    kind: Kind::Monitor,
+                    id: &monitor.id,
+                    tenant: &decl.id,
+                    name: &spec.name,
+                    shard: crate::queue::shard_of(&decl.id, config.queue.shards),
+                    window: Duration::from_secs(spec.heartbeat_interval_s + spec.grace_s),
+                })
+                .await
+                .map_err(failed)?;
+        }
     }
     ensure_groups(&redis, &keys, config.queue.shards)
         .await
         .map_err(|e| StartError::Prepare(format!("creating consumer groups: {e}")))?;
     Enqueuer::preload(&redis)
+        .await
+        .map_err(|e| StartError::Prepare(format!("loading scripts: {e}")))?;
+    watches
+        .preload()
         .await
         .map_err(|e| StartError::Prepare(format!("loading scripts: {e}")))?;
 
@@ -179,6 +215,7 @@ pub async fn run(
     );
     let target_cache = TargetCache::new(store.clone(), Duration::from_secs(30));
     let source_cache = SourceCache::new(store.clone());
+    let monitor_cache = MonitorCache::new(store.clone());
     let mut invalidations = Invalidations::new(
         auth.clone(),
         subscriber,
@@ -186,7 +223,8 @@ pub async fn run(
         config.redis_command_timeout() + Duration::from_millis(500),
     )
     .with_targets(target_cache.clone())
-    .with_sources(source_cache.clone());
+    .with_sources(source_cache.clone())
+    .with_monitors(monitor_cache.clone());
     invalidations
         .subscribe()
         .await
@@ -202,6 +240,12 @@ pub async fn run(
             Duration::from_secs(60),
         );
         background.spawn(retention.run(stop_background.clone()));
+        background.spawn(crate::monitors::checker::run(
+            watches.clone(),
+            config.queue.shards,
+            Duration::from_millis(config.monitors.check_every_ms),
+            stop_background.clone(),
+        ));
     }
     let dispatcher = if role.runs_background() {
         Some(
@@ -237,6 +281,7 @@ pub async fn run(
         allow_private_targets: config.security.allow_private_targets,
         rotation_overlap_ms: config.dispatch.secret_rotation_overlap_ms,
         shards: config.queue.shards,
+        watches: watches.clone(),
     };
 
     let enqueue_tasks = TaskTracker::new();
@@ -282,9 +327,22 @@ pub async fn run(
             store: store.clone(),
             sources: source_cache.clone(),
             redis: redis.clone(),
+            watches: watches.clone(),
         };
-        let edge_router =
-            ingest::router(edge_state.clone(), manage.clone(), hooks, readiness.clone());
+        let push = PushState {
+            auth: auth.clone(),
+            store: store.clone(),
+            monitors: monitor_cache.clone(),
+            watches: watches.clone(),
+            body_limits: api_body_limits,
+        };
+        let edge_router = ingest::router(
+            edge_state.clone(),
+            manage.clone(),
+            hooks,
+            push,
+            readiness.clone(),
+        );
         if let Some(l) = listeners.edge_tls {
             let service = HttpService::edge("edge_tls", edge_state.clone(), edge_router.clone());
             servers.spawn(listener::serve(

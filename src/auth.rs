@@ -368,6 +368,8 @@ pub struct Invalidations {
     targets: Option<crate::dispatch::TargetCache>,
     /// The inbound source cache (`source:<token hash>`).
     sources: Option<crate::sources::hooks::SourceCache>,
+    /// The monitor cache (`monitor:<id>:<token hash>`).
+    monitors: Option<crate::monitors::push::MonitorCache>,
 }
 
 impl Invalidations {
@@ -387,7 +389,14 @@ impl Invalidations {
             seq: SeqTracker::default(),
             targets: None,
             sources: None,
+            monitors: None,
         }
+    }
+
+    /// Keeps the monitor cache coherent too.
+    pub fn with_monitors(mut self, cache: crate::monitors::push::MonitorCache) -> Invalidations {
+        self.monitors = Some(cache);
+        self
     }
 
     /// Keeps the inbound source cache coherent too.
@@ -402,8 +411,8 @@ impl Invalidations {
         self
     }
 
-    /// Routes an entry to the cache that holds it: `targets:<tenant>` and `source:<hash>` to
-    /// theirs, everything else (`tenant:`, `token:`) to the auth cache.
+    /// Routes an entry to the cache that holds it: `targets:<tenant>`, `source:<hash>` and
+    /// `monitor:<id>:<hash>` to theirs, everything else (`tenant:`, `token:`) to the auth cache.
     async fn drop_entry(&self, entry: &str) {
         if let Some(tenant) = entry.strip_prefix("targets:") {
             if let Some(t) = &self.targets {
@@ -412,6 +421,10 @@ impl Invalidations {
         } else if let Some(hash) = entry.strip_prefix("source:") {
             if let Some(s) = &self.sources {
                 s.invalidate(hash).await;
+            }
+        } else if let Some(id_and_hash) = entry.strip_prefix("monitor:") {
+            if let Some(m) = &self.monitors {
+                m.invalidate(id_and_hash).await;
             }
         } else {
             self.auth.invalidate(entry).await;
@@ -423,8 +436,8 @@ impl Invalidations {
             if let Some(t) = &self.targets {
                 t.recheck(tenant, changed_at).await;
             }
-        } else if entry.starts_with("source:") {
-            // Sources keep no read time: a read before the change may hold the old token, so
+        } else if entry.starts_with("source:") || entry.starts_with("monitor:") {
+            // Sources and monitors keep no read time: a read before the change may hold the old token, so
             // the entry is dropped again.
             self.drop_entry(entry).await;
         } else {
@@ -439,6 +452,9 @@ impl Invalidations {
         }
         if let Some(s) = &self.sources {
             s.invalidate_all();
+        }
+        if let Some(m) = &self.monitors {
+            m.invalidate_all();
         }
     }
 

@@ -119,10 +119,15 @@ where
     B::Error: std::fmt::Display,
 {
     let bytes = read(body, headers, limits).await?;
+    decode_json(&bytes)
+}
+
+/// Decodes a JSON body already read; an empty body decodes as `{}`.
+pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
-        &bytes
+        bytes
     };
     // The path names the field at fault (`mode: unknown variant…`), not just a column.
     let mut de = serde_json::Deserializer::from_slice(bytes);

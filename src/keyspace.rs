@@ -24,6 +24,14 @@
 //! | `P:{m}:source_token:<hash>` | string | source id by keyed hash of its URL token |
 //! | `P:{m}:tenant_sources:<tenant>` | sorted set (score 0) | a tenant's source ids |
 //! | `P:{q<n>}:seen:<source>:<sha256>` | string, TTL 2 × tolerance | a signed request already accepted (replay refusal) |
+//! | `P:{m}:monitor:<id>` | hash | a passive monitor: `doc` (JSON, secret sealed), `tenant` |
+//! | `P:{m}:monitor_token:<hash>` | string | monitor id by keyed hash of its URL token |
+//! | `P:{m}:tenant_monitors:<tenant>` | sorted set (score 0) | a tenant's monitor ids |
+//! | `P:{q<n>}:watch:<subject>` | hash | live state of a monitor or a watched source: `status`, `since`, `last_signal`, `last_heartbeat`, `started_at`, `last_duration_ms`, `incident`, `kind`, `tenant`, `name` |
+//! | `P:{q<n>}:due` | sorted set | watched subjects by deadline (ms): the checker reads only what is overdue |
+//! | `P:{q<n>}:checks:<subject>` | list | recent status records (JSON, newest first), bounded |
+//! | `P:{q<n>}:incidents:<subject>` | list | incident history (JSON, newest first), bounded |
+//! | `P:{q<n>}:watch_counts` | hash | subjects per `<kind>:<status>` in the shard, for metrics |
 //! | `P:{m}:invalidations` | string (counter) | sequence number of the last auth-cache invalidation |
 //! | channel `P:invalidate` | pub/sub | `<seq> tenant:<id>` / `<seq> token:<hash>`: drop that entry from every auth cache |
 //!
@@ -104,6 +112,43 @@ impl Keyspace {
     /// A signed request already seen from a source (replay refusal), in the tenant's shard slot.
     pub fn source_seen(&self, shard: u16, source: &str, digest: &str) -> String {
         format!("{}:{{q{shard}}}:seen:{source}:{digest}", self.prefix)
+    }
+
+    pub fn monitor(&self, id: &str) -> String {
+        format!("{}:{{m}}:monitor:{id}", self.prefix)
+    }
+
+    pub fn monitor_token(&self, hash_hex: &str) -> String {
+        format!("{}:{{m}}:monitor_token:{hash_hex}", self.prefix)
+    }
+
+    pub fn tenant_monitors(&self, tenant: &str) -> String {
+        format!("{}:{{m}}:tenant_monitors:{tenant}", self.prefix)
+    }
+
+    /// Live state of a watched subject (monitor or source), in its tenant's shard slot.
+    pub fn watch(&self, shard: u16, subject: &str) -> String {
+        format!("{}:{{q{shard}}}:watch:{subject}", self.prefix)
+    }
+
+    /// Deadlines of the shard's watched subjects.
+    pub fn due(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:due", self.prefix)
+    }
+
+    /// A watched subject's recent status records.
+    pub fn checks(&self, shard: u16, subject: &str) -> String {
+        format!("{}:{{q{shard}}}:checks:{subject}", self.prefix)
+    }
+
+    /// A watched subject's incident history.
+    pub fn incidents(&self, shard: u16, subject: &str) -> String {
+        format!("{}:{{q{shard}}}:incidents:{subject}", self.prefix)
+    }
+
+    /// Watched subjects per kind and status, of one shard.
+    pub fn watch_counts(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:watch_counts", self.prefix)
     }
 
     /// An event's delivery record, in its shard's slot.
@@ -211,6 +256,9 @@ mod tests {
         );
         assert_eq!(hash_slot(&t), hash_slot(&k.target("tgt_1")));
         assert_eq!(hash_slot(&t), hash_slot(&k.tenant_targets("ten_1")));
+        assert_eq!(hash_slot(&t), hash_slot(&k.monitor("mon_1")));
+        assert_eq!(hash_slot(&t), hash_slot(&k.monitor_token("ab")));
+        assert_eq!(hash_slot(&t), hash_slot(&k.tenant_monitors("ten_1")));
         for key in [
             k.event_record(3, "evt_1"),
             k.attempts(3, "evt_1"),
@@ -218,6 +266,11 @@ mod tests {
             k.dead_letters(3, "ten_1"),
             k.stats(3, "ten_1"),
             k.dead_letter_total(3),
+            k.watch(3, "mon_1"),
+            k.due(3),
+            k.checks(3, "mon_1"),
+            k.incidents(3, "mon_1"),
+            k.watch_counts(3),
         ] {
             assert_eq!(hash_slot(&k.stream(3)), hash_slot(&key), "{key}");
         }

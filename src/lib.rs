@@ -52,6 +52,7 @@ pub mod ingest;
 pub mod keyspace;
 pub mod listener;
 pub mod manage;
+pub mod monitors;
 pub mod observe;
 pub mod queue;
 pub mod redis;

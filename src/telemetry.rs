@@ -141,6 +141,23 @@ fn describe() {
         "estafeta_entries_reclaimed_total",
         "Stream entries taken over from a stopped consumer"
     );
+    describe_gauge!(
+        "estafeta_watched",
+        "Monitors and silence-watched sources by kind and status (new, up, down, degraded)"
+    );
+    describe_counter!(
+        "estafeta_watch_transitions_total",
+        "Status changes of monitors and watched sources, by kind and new status"
+    );
+    describe_histogram!(
+        "estafeta_monitor_check_seconds",
+        Unit::Seconds,
+        "Duration of one overdue-checker pass over every shard"
+    );
+    describe_counter!(
+        "estafeta_monitor_timeouts_total",
+        "Monitors and sources turned down by the overdue checker"
+    );
 }
 
 /// The counter and histogram of one (listener, route, status) of a hot route.
@@ -331,4 +348,26 @@ pub fn shard_backlog(shard: u16, stream_lag: Option<u64>, scheduled: u64, dead_l
 /// Stream entries reclaimed from consumers that stopped answering.
 pub fn reclaimed(entries: usize) {
     metrics::counter!("estafeta_entries_reclaimed_total").increment(entries as u64);
+}
+
+/// A monitor or watched source changed status.
+pub fn watch_transition(kind: &str, status: &str) {
+    metrics::counter!("estafeta_watch_transitions_total", "kind" => kind.to_owned(), "status" => status.to_owned())
+        .increment(1);
+}
+
+/// One overdue-checker pass ended.
+pub fn monitor_check(elapsed: Duration, timed_out: usize) {
+    metrics::histogram!("estafeta_monitor_check_seconds").record(elapsed.as_secs_f64());
+    metrics::counter!("estafeta_monitor_timeouts_total").increment(timed_out as u64);
+}
+
+/// Subjects per `<kind>:<status>`, as counted in Redis.
+pub fn watched(counts: &HashMap<String, i64>) {
+    for (key, n) in counts {
+        if let Some((kind, status)) = key.split_once(':') {
+            metrics::gauge!("estafeta_watched", "kind" => kind.to_owned(), "status" => status.to_owned())
+                .set(*n as f64);
+        }
+    }
 }

@@ -395,12 +395,18 @@ impl RetryPolicy {
 pub struct MonitorsConfig {
     /// Period of the overdue-monitor check.
     pub check_every_ms: u64,
+    /// Status records kept per monitor (and per watched source).
+    pub checks_kept: u32,
+    /// Incidents kept per monitor (and per watched source).
+    pub incidents_kept: u32,
 }
 
 impl Default for MonitorsConfig {
     fn default() -> Self {
         MonitorsConfig {
             check_every_ms: 60_000,
+            checks_kept: 50,
+            incidents_kept: 100,
         }
     }
 }
@@ -467,6 +473,49 @@ pub struct TenantDecl {
     /// The tenant's delivery targets (`[[tenants.targets]]`).
     #[serde(default)]
     pub targets: Vec<TargetDecl>,
+    /// The tenant's passive monitors (`[[tenants.monitors]]`).
+    #[serde(default)]
+    pub monitors: Vec<MonitorDecl>,
+}
+
+/// A passive monitor declared in the config file.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorDecl {
+    /// Stable id (`[A-Za-z0-9_-]`, at most 64), unique across tenants.
+    pub id: String,
+    pub name: String,
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval_s: u64,
+    #[serde(default = "default_grace")]
+    pub grace_s: u64,
+    /// Signs status pushes (usually `env:NAME`).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// The URL token (usually `env:NAME`). Without one, a token is generated once and the
+    /// monitor is reached with the tenant's bearer token and its id, or after a rotate-token.
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+fn default_heartbeat_interval() -> u64 {
+    300
+}
+
+fn default_grace() -> u64 {
+    60
+}
+
+impl MonitorDecl {
+    /// The monitor as the store takes it.
+    pub fn spec(&self) -> crate::store::monitors::MonitorSpec {
+        crate::store::monitors::MonitorSpec {
+            name: self.name.clone(),
+            heartbeat_interval_s: self.heartbeat_interval_s,
+            grace_s: self.grace_s,
+            secret: self.secret.as_ref().map(|s| s.expose().to_owned()),
+        }
+    }
 }
 
 /// A delivery target declared in the config file.
@@ -490,6 +539,9 @@ pub struct TargetDecl {
     pub ordered: bool,
     #[serde(default = "default_true")]
     pub active: bool,
+    /// `raw` (default), `slack` or `discord`.
+    #[serde(default)]
+    pub format: crate::store::targets::Format,
     /// The signing secret (`whsec_…`, usually `env:NAME`); generated once when absent.
     #[serde(default)]
     pub secret: Option<Secret>,
@@ -507,6 +559,7 @@ impl TargetDecl {
             auth: self.auth.clone(),
             ordered: self.ordered,
             active: self.active,
+            format: self.format,
             secret: self.secret.as_ref().map(|s| s.expose().to_owned()),
         }
     }
@@ -698,6 +751,7 @@ impl Config {
         let mut external_ids = HashSet::new();
         let mut tokens = HashSet::new();
         let mut target_ids = HashSet::new();
+        let mut monitor_ids = HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let key = format!("tenants[{i}]");
             crate::store::validate_tenant_id(&t.id)
@@ -751,6 +805,28 @@ impl Config {
                     .spec()
                     .validate(self.security.allow_private_targets)
                     .map_err(|m| invalid(&tkey, m))?;
+            }
+            for (j, monitor) in t.monitors.iter().enumerate() {
+                let mkey = format!("{key}.monitors[{j}]");
+                crate::store::validate_tenant_id(&monitor.id)
+                    .map_err(|m| invalid(&format!("{mkey}.id"), m))?;
+                if !monitor_ids.insert(monitor.id.as_str()) {
+                    return Err(invalid(
+                        &format!("{mkey}.id"),
+                        format!("`{}` is declared twice", monitor.id),
+                    ));
+                }
+                monitor.spec().validate().map_err(|m| invalid(&mkey, m))?;
+                if let Some(token) = &monitor.token {
+                    if token.expose().len() < MIN_SECRET_TOKEN_LEN {
+                        return Err(invalid(
+                            &format!("{mkey}.token"),
+                            format!("must be at least {MIN_SECRET_TOKEN_LEN} characters"),
+                        ));
+                    }
+                    crate::store::validate_token_text(token.expose())
+                        .map_err(|m| invalid(&format!("{mkey}.token"), m))?;
+                }
             }
         }
         Ok(())

@@ -177,6 +177,13 @@ pub fn build_request(
     msg: Message<'_>,
     now_secs: i64,
 ) -> Result<http::Request<Full<Bytes>>, String> {
+    // A chat-format target gets the platform's message; what is signed is what is sent.
+    let rendered =
+        crate::monitors::format::render(target.format, msg.event_type, msg.event_id, msg.body);
+    let (body, content_type) = match &rendered {
+        Some(b) => (b, Some(b"application/json".as_slice())),
+        None => (msg.body, msg.content_type),
+    };
     let mut b = http::Request::post(target.url.as_str());
     let headers = b.headers_mut().ok_or("the target url is invalid")?;
     for (k, v) in &target.headers {
@@ -184,7 +191,7 @@ pub fn build_request(
         let value = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
         headers.insert(name, value);
     }
-    if let Some(ct) = msg.content_type {
+    if let Some(ct) = content_type {
         if let Ok(v) = HeaderValue::from_bytes(ct) {
             headers.insert(CONTENT_TYPE, v);
         }
@@ -199,12 +206,7 @@ pub fn build_request(
     let key_refs: Vec<&SigningKey> = keys.iter().collect();
     headers.insert(
         "webhook-signature",
-        hv(&signature_header(
-            &key_refs,
-            msg.event_id,
-            now_secs,
-            msg.body,
-        ))?,
+        hv(&signature_header(&key_refs, msg.event_id, now_secs, body))?,
     );
     headers.insert("estafeta-event-type", hv(msg.event_type)?);
     match &target.auth {
@@ -223,8 +225,7 @@ pub fn build_request(
             headers.insert(name, hv(value)?);
         }
     }
-    b.body(Full::new(msg.body.clone()))
-        .map_err(|e| e.to_string())
+    b.body(Full::new(body.clone())).map_err(|e| e.to_string())
 }
 
 /// A client error as one line, with its causes (the top level alone says only "client error").

@@ -5,6 +5,8 @@
 //! | `POST /v1/events/{event_type}` | [`events::post_event`] |
 //! | `GET /v1/events/{id}`, `/v1/targets…`, `/v1/dead-letters…`, `/v1/sources…`, `/v1/stats` | [`crate::manage`] |
 //! | `POST /v1/hooks/{source_token}` | [`crate::sources::hooks::post_hook`] |
+//! | `POST /v1/monitors/{key}`, `GET\|POST /v1/monitors/{key}/heartbeat[/…]` | [`crate::monitors::push`] |
+//! | `GET/POST /v1/monitors…` (tenant management) | [`crate::manage`] |
 //! | `GET /healthz`, `GET /readyz` | [`crate::health`] |
 //!
 //! Every other path answers the contract's JSON 404, every wrong method its JSON 405.
@@ -41,6 +43,7 @@ pub fn router(
     state: EdgeState,
     manage: crate::manage::ManageState,
     hooks: crate::sources::hooks::HookState,
+    push: crate::monitors::push::PushState,
     readiness: Arc<Readiness>,
 ) -> Router {
     // `GET /v1/events/{id}` shares the path template of the hot POST route.
@@ -50,6 +53,7 @@ pub fn router(
     let api = Router::new()
         .route("/v1/events/{event_type}", events_route)
         .merge(crate::manage::routes("/v1", manage))
+        .merge(crate::monitors::push::routes(push))
         .route(
             "/v1/hooks/{source_token}",
             post(crate::sources::hooks::post_hook).with_state(hooks),

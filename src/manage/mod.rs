@@ -15,8 +15,14 @@
 //! | `GET …/events/{event_id}` | `GET /v1/events/{event_id}` | [`dead_letters::event`] |
 //! | `GET …/stats` | `GET /v1/stats` | [`dead_letters::stats`] |
 //! | `GET/POST …/sources`, `GET/DELETE …/sources/{source_id}`, `POST …/rotate-token` | same under `/v1` | [`sources`] |
+//! | `GET/POST …/monitors`, `GET/PATCH/DELETE …/monitors/{monitor_id}`, `POST …/rotate-token` | same under `/v1` | [`monitors`] |
+//! | `GET …/monitors/{monitor_id}/incidents`, `…/checks` (and the same under `…/sources/{source_id}`) | same under `/v1` | [`monitors::incidents`], [`monitors::checks`] |
+//!
+//! Under `/v1`, `POST /v1/monitors/{key}` and `…/heartbeat…` are the monitored service's own
+//! routes ([`crate::monitors::push`]); the edge router adds them beside these.
 
 pub mod dead_letters;
+pub mod monitors;
 pub mod sources;
 pub mod targets;
 
@@ -45,6 +51,8 @@ pub struct ManageState {
     pub allow_private_targets: bool,
     pub rotation_overlap_ms: u64,
     pub shards: u16,
+    /// Live state of monitors and watched sources.
+    pub watches: crate::monitors::state::Watches,
 }
 
 /// The tenant a request acts for, and its shard.
@@ -153,6 +161,27 @@ pub fn routes(prefix: &str, state: ManageState) -> Router {
         .route(
             &p("/sources/{source_id}/rotate-token"),
             post(sources::rotate_token),
-        );
+        )
+        .route(
+            &p("/sources/{source_id}/incidents"),
+            get(monitors::incidents),
+        )
+        .route(&p("/sources/{source_id}/checks"), get(monitors::checks))
+        .route(&p("/monitors"), get(monitors::list).post(monitors::create))
+        .route(
+            &p("/monitors/{monitor_id}"),
+            get(monitors::read)
+                .patch(monitors::update)
+                .delete(monitors::remove),
+        )
+        .route(
+            &p("/monitors/{monitor_id}/rotate-token"),
+            post(monitors::rotate_token),
+        )
+        .route(
+            &p("/monitors/{monitor_id}/incidents"),
+            get(monitors::incidents),
+        )
+        .route(&p("/monitors/{monitor_id}/checks"), get(monitors::checks));
     r.with_state(state)
 }

@@ -57,10 +57,11 @@ pub async fn remove(
     scope: TenantScope,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let done = s
-        .store
-        .delete_source(&scope.tenant, source_id(&params)?)
-        .await?;
+    let id = source_id(&params)?;
+    let done = s.store.delete_source(&scope.tenant, id).await?;
+    if done {
+        s.watches.forget(scope.shard, id).await?;
+    }
     deleted(done, "source")
 }
 

@@ -22,6 +22,7 @@ use crate::crypto::sha256_hex;
 use crate::error::ApiError;
 use crate::ingest::EdgeState;
 use crate::ingest::events::enqueue_and_answer;
+use crate::monitors::state::{Kind, Signal, Subject};
 use crate::queue::valid_event_type;
 use crate::store::sources::{EventTypeRule, Source};
 use crate::store::{Store, StoreError, now_ms};
@@ -71,6 +72,8 @@ pub struct HookState {
     pub store: Store,
     pub sources: SourceCache,
     pub redis: Client,
+    /// Silence watches of sources that declare `expect_every_s`.
+    pub watches: crate::monitors::state::Watches,
 }
 
 fn refused() -> ApiError {
@@ -122,7 +125,25 @@ pub async fn post_hook(
     let key_digest = verified
         .delivery_id
         .map(|id| sha256_hex(&[b"source:", source.id.as_bytes(), b":", id.as_bytes()]));
-    enqueue_and_answer(&s.edge, &tenant, event_type, &headers, raw, key_digest).await
+    let answer =
+        enqueue_and_answer(&s.edge, &tenant, event_type, &headers, raw, key_digest).await?;
+    if let Some(watch) = source.watch {
+        let subject = Subject {
+            kind: Kind::Source,
+            id: &source.id,
+            tenant: &source.tenant,
+            name: &source.name,
+            shard: tenant.shard,
+            window: watch.window(),
+        };
+        // The event is already durable: a failed watch update must not turn it into an error
+        // (the sender would retry a delivery we hold). At worst it raises a silence alert
+        // early, which the next event resolves.
+        if let Err(e) = s.watches.signal(subject, &Signal::Event).await {
+            tracing::warn!(source = %source.id, error = %e, "source watch update failed");
+        }
+    }
+    Ok(answer)
 }
 
 /// Remembers each accepted signature of a timestamped scheme for twice the tolerance; the

@@ -146,6 +146,11 @@ impl Verifier {
         })
     }
 
+    /// Whether `secret` is the configured secret (constant time), for idempotent config apply.
+    pub fn secret_is(&self, secret: &str) -> bool {
+        crate::crypto::secrets_equal(&self.secret, secret.as_bytes())
+    }
+
     /// How far a timestamp may be from now.
     pub fn tolerance(&self) -> Duration {
         self.tolerance

@@ -12,6 +12,7 @@
 //! single Redis and on a cluster alike.
 
 pub mod deliveries;
+pub mod monitors;
 mod scripts;
 pub mod sources;
 pub mod targets;
@@ -90,6 +91,38 @@ impl Store {
         if let Err(e) = published {
             tracing::warn!(error = %e, "could not publish an auth-cache invalidation; other instances will see the change when their cache entry expires");
         }
+    }
+
+    /// Writes a document reached by a URL token (source, monitor) and its index entries in one
+    /// atomic step. `keys`: document, token entry, tenant's index, tenant, old token entry (the
+    /// new one again when the token did not change).
+    async fn save_tokened(
+        &self,
+        keys: [String; 5],
+        id: &str,
+        json: &str,
+        tenant: &str,
+    ) -> Result<(), StoreError> {
+        let status: String = scripts::SAVE_TOKENED
+            .evalsha_with_reload(
+                &self.redis,
+                keys.to_vec(),
+                vec![id.to_owned(), json.to_owned(), tenant.to_owned()],
+            )
+            .await?;
+        match status.as_str() {
+            "ok" => Ok(()),
+            "no_tenant" => Err(StoreError::NotFound("tenant")),
+            other => Err(tenants::unexpected(other)),
+        }
+    }
+
+    /// Deletes a document reached by a URL token. `keys`: document, token entry, tenant's index.
+    async fn delete_tokened(&self, keys: [String; 3], id: &str) -> Result<(), StoreError> {
+        let _: i64 = scripts::DELETE_TOKENED
+            .evalsha_with_reload(&self.redis, keys.to_vec(), vec![id.to_owned()])
+            .await?;
+        Ok(())
     }
 
     /// The number of the last invalidation published (0 when none, or after Redis lost its data).

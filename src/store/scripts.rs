@@ -150,10 +150,10 @@ return redis.call('DEL', KEYS[1])
     )
 });
 
-/// Writes a source and points its token at it, if its tenant exists. KEYS: source, token
-/// index entry, tenant's source index, tenant, old token index entry (or placeholder).
-/// ARGV: id, doc, tenant id.
-pub static SAVE_SOURCE: LazyLock<Script> = LazyLock::new(|| {
+/// Writes a document reached by a URL token (a source or a monitor) and points its token at it,
+/// if its tenant exists. KEYS: document, token index entry, tenant's index, tenant, old token
+/// index entry (or the new one again). ARGV: id, doc, tenant id.
+pub static SAVE_TOKENED: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 if redis.call('EXISTS', KEYS[4]) == 0 then return 'no_tenant' end
@@ -166,9 +166,9 @@ return 'ok'
     )
 });
 
-/// Deletes a source, its token entry and its index entry. KEYS: source, token index entry,
-/// tenant's source index. ARGV: id.
-pub static DELETE_SOURCE: LazyLock<Script> = LazyLock::new(|| {
+/// Deletes a document reached by a URL token, its token entry and its index entry. KEYS:
+/// document, token index entry, tenant's index. ARGV: id.
+pub static DELETE_TOKENED: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 redis.call('ZREM', KEYS[3], ARGV[1])

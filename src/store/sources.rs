@@ -6,8 +6,6 @@ use std::time::Duration;
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::scripts::{DELETE_SOURCE, SAVE_SOURCE};
-use super::tenants::unexpected;
 use super::{Store, StoreError, now_ms, rfc3339};
 use crate::sources::verify::{Scheme, Verifier};
 
@@ -61,6 +59,13 @@ pub struct SourceSpec {
     pub name: String,
     pub verify: VerifySpec,
     pub event_type: EventTypeRule,
+    /// Silence watch: an incident and a `source.silent` alert when no event arrives within
+    /// this many seconds plus `grace_s`.
+    #[serde(default)]
+    pub expect_every_s: Option<u64>,
+    /// Grace of the silence watch (default 60).
+    #[serde(default)]
+    pub grace_s: Option<u64>,
 }
 
 impl SourceSpec {
@@ -72,6 +77,18 @@ impl SourceSpec {
             && self.verify.secret.as_deref().is_none_or(str::is_empty)
         {
             return Err("verify.secret is required (or choose scheme `none` explicitly)".into());
+        }
+        if self
+            .expect_every_s
+            .is_some_and(|e| e == 0 || e > 366 * 86_400)
+        {
+            return Err("expect_every_s must be between 1 and 31622400".into());
+        }
+        if self.grace_s.is_some_and(|g| g > 366 * 86_400) {
+            return Err("grace_s must be at most 31622400".into());
+        }
+        if self.grace_s.is_some() && self.expect_every_s.is_none() {
+            return Err("grace_s applies to the silence watch: set expect_every_s too".into());
         }
         if self
             .verify
@@ -108,9 +125,25 @@ struct SourceDoc {
     #[serde(default)]
     tolerance_s: Option<u64>,
     event_type: EventTypeRule,
+    #[serde(default)]
+    watch: Option<SilenceWatch>,
     token_hash: String,
     created_at_ms: u64,
     updated_at_ms: u64,
+}
+
+/// A source's silence watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilenceWatch {
+    pub expect_every_s: u64,
+    pub grace_s: u64,
+}
+
+impl SilenceWatch {
+    /// How long after an event the source is silent.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.expect_every_s + self.grace_s)
+    }
 }
 
 /// A source, secret opened.
@@ -121,6 +154,7 @@ pub struct Source {
     pub name: String,
     pub verifier: Verifier,
     pub event_type: EventTypeRule,
+    pub watch: Option<SilenceWatch>,
     pub token_hash: String,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
@@ -137,6 +171,8 @@ impl Source {
             "name": self.name,
             "verify": {"scheme": self.verifier.scheme, "header": self.header, "tolerance_s": self.tolerance_s},
             "event_type": self.event_type,
+            "expect_every_s": self.watch.map(|w| w.expect_every_s),
+            "grace_s": self.watch.map(|w| w.grace_s),
             "created_at": rfc3339(self.created_at_ms),
             "updated_at": rfc3339(self.updated_at_ms),
         })
@@ -175,6 +211,7 @@ impl Store {
             name: d.name,
             verifier,
             event_type: d.event_type,
+            watch: d.watch,
             token_hash: d.token_hash,
             created_at_ms: d.created_at_ms,
             updated_at_ms: d.updated_at_ms,
@@ -190,26 +227,20 @@ impl Store {
         old_token_hash: Option<&str>,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let keys = vec![
-            self.keys.source(id),
-            self.keys.source_token(&doc.token_hash),
-            self.keys.tenant_sources(&doc.tenant),
-            self.keys.tenant(&doc.tenant),
-            self.keys
-                .source_token(old_token_hash.unwrap_or(&doc.token_hash)),
-        ];
-        let status: String = SAVE_SOURCE
-            .evalsha_with_reload(
-                &self.redis,
-                keys,
-                vec![id.to_owned(), json, doc.tenant.clone()],
-            )
-            .await?;
-        match status.as_str() {
-            "ok" => Ok(()),
-            "no_tenant" => Err(StoreError::NotFound("tenant")),
-            other => Err(unexpected(other)),
-        }
+        self.save_tokened(
+            [
+                self.keys.source(id),
+                self.keys.source_token(&doc.token_hash),
+                self.keys.tenant_sources(&doc.tenant),
+                self.keys.tenant(&doc.tenant),
+                self.keys
+                    .source_token(old_token_hash.unwrap_or(&doc.token_hash)),
+            ],
+            id,
+            &json,
+            &doc.tenant,
+        )
+        .await
     }
 
     /// Creates a source (spec validated); returns it and its URL token, shown this once.
@@ -234,6 +265,10 @@ impl Store {
             header: spec.verify.header.clone(),
             tolerance_s: spec.verify.tolerance_s,
             event_type: spec.event_type.clone(),
+            watch: spec.expect_every_s.map(|expect_every_s| SilenceWatch {
+                expect_every_s,
+                grace_s: spec.grace_s.unwrap_or(60),
+            }),
             token_hash,
             created_at_ms: now,
             updated_at_ms: now,
@@ -308,14 +343,15 @@ impl Store {
         let Some(s) = self.source(tenant, id).await? else {
             return Ok(false);
         };
-        let keys = vec![
-            self.keys.source(id),
-            self.keys.source_token(&s.token_hash),
-            self.keys.tenant_sources(tenant),
-        ];
-        let _: i64 = DELETE_SOURCE
-            .evalsha_with_reload(&self.redis, keys, vec![id.to_owned()])
-            .await?;
+        self.delete_tokened(
+            [
+                self.keys.source(id),
+                self.keys.source_token(&s.token_hash),
+                self.keys.tenant_sources(tenant),
+            ],
+            id,
+        )
+        .await?;
         self.publish_invalidation(format!("source:{}", s.token_hash))
             .await;
         Ok(true)

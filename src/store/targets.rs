@@ -18,6 +18,7 @@ use super::{Store, StoreError, now_ms, rfc3339};
 use crate::config::RetryPolicy;
 use crate::dispatch::matcher::validate_pattern;
 use crate::dispatch::signing::{SigningKey, generate_secret};
+pub use crate::monitors::format::Format;
 
 /// Attempts of an optimistic update before giving up with a conflict.
 const OPTIMISTIC_ATTEMPTS: usize = 8;
@@ -94,6 +95,8 @@ pub struct Target {
     pub auth: Option<TargetAuth>,
     pub ordered: bool,
     pub active: bool,
+    /// `raw`, or a chat platform's message format.
+    pub format: Format,
     /// Why the gateway disabled the target (`gone` after a 410), if it did.
     pub disabled_reason: Option<String>,
     /// The current signing secret (`whsec_…`).
@@ -134,6 +137,7 @@ impl Target {
             "auth": self.auth.as_ref().map(TargetAuth::redacted),
             "ordered": self.ordered,
             "active": self.active,
+            "format": self.format,
             "disabled_reason": self.disabled_reason,
             "secret_rotating_until": self.previous_secret.as_ref().map(|(_, until)| rfc3339(*until)),
             "created_at": rfc3339(self.created_at_ms),
@@ -157,6 +161,8 @@ struct TargetDoc {
     auth: Option<String>,
     ordered: bool,
     active: bool,
+    #[serde(default)]
+    format: Format,
     #[serde(default)]
     disabled_reason: Option<String>,
     secret: String,
@@ -185,6 +191,8 @@ pub struct TargetSpec {
     pub ordered: bool,
     #[serde(default = "yes")]
     pub active: bool,
+    #[serde(default)]
+    pub format: Format,
     /// A chosen secret (`whsec_…`); generated when absent.
     #[serde(default)]
     pub secret: Option<String>,
@@ -208,6 +216,7 @@ pub struct TargetPatch {
     pub auth: Option<Option<TargetAuth>>,
     pub ordered: Option<bool>,
     pub active: Option<bool>,
+    pub format: Option<Format>,
 }
 
 fn check_header_name(name: &str) -> Result<(), String> {
@@ -327,6 +336,7 @@ impl Store {
             auth,
             ordered: t.ordered,
             active: t.active,
+            format: t.format,
             disabled_reason: t.disabled_reason.clone(),
             secret: self
                 .crypto
@@ -372,6 +382,7 @@ impl Store {
             auth,
             ordered: d.ordered,
             active: d.active,
+            format: d.format,
             disabled_reason: d.disabled_reason,
             previous_secret,
             created_at_ms: d.created_at_ms,
@@ -434,6 +445,7 @@ impl Store {
             auth: spec.auth.clone(),
             ordered: spec.ordered,
             active: spec.active,
+            format: spec.format,
             disabled_reason: None,
             secret: match &spec.secret {
                 Some(s) => s.clone(),
@@ -538,6 +550,7 @@ impl Store {
                 auth: patch.auth.clone().unwrap_or_else(|| t.auth.clone()),
                 ordered: patch.ordered.unwrap_or(t.ordered),
                 active: patch.active.unwrap_or(t.active),
+                format: patch.format.unwrap_or(t.format),
                 secret: None,
             };
             // An unchanged URL is not re-checked: it passed when it was set.
@@ -556,6 +569,7 @@ impl Store {
                 t.disabled_reason = None;
             }
             t.active = spec.active;
+            t.format = spec.format;
             Ok(())
         })
         .await
@@ -648,6 +662,7 @@ impl Store {
                     && current.auth == spec.auth
                     && current.ordered == spec.ordered
                     && current.active == spec.active
+                    && current.format == spec.format
                     && spec.secret.as_ref().is_none_or(|s| *s == current.secret);
                 if !same {
                     self.modify_target(tenant, id, |t| {
@@ -659,6 +674,7 @@ impl Store {
                         t.auth = spec.auth.clone();
                         t.ordered = spec.ordered;
                         t.active = spec.active;
+                        t.format = spec.format;
                         if let Some(s) = &spec.secret {
                             t.secret = s.clone();
                         }
@@ -686,6 +702,7 @@ mod tests {
             auth: None,
             ordered: false,
             active: true,
+            format: Format::Raw,
             secret: None,
         }
     }

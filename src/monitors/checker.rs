@@ -1,0 +1,81 @@
+//! The overdue checker: every `monitors.check_every_ms`, for each shard, reads the subjects
+//! whose deadline has passed (a range read of the deadline set: nothing else is touched, so a
+//! million monitors cost nothing between deadlines) and times each one out through the signal
+//! script, which claims it first. Several instances may run the checker: each overdue subject
+//! is handled by the first script that claims it; the others find it gone and skip it.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio_util::sync::CancellationToken;
+
+use super::state::Watches;
+use crate::store::now_ms;
+
+/// Overdue subjects read (and timed out concurrently) per step.
+const STEP: i64 = 500;
+/// How often the per-status gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(15);
+
+/// What one pass found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Subjects timed out by this instance.
+    pub timed_out: usize,
+    /// Redis commands issued (range reads and scripts).
+    pub commands: usize,
+}
+
+/// One pass over every shard at `now`.
+pub async fn check_once(watches: &Watches, shards: u16, now: u64) -> Pass {
+    let mut pass = Pass::default();
+    for shard in 0..shards {
+        loop {
+            pass.commands += 1;
+            let overdue = match watches.overdue(shard, now, STEP).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "reading overdue monitors failed");
+                    break;
+                }
+            };
+            pass.commands += overdue.len();
+            let results = join_all(overdue.iter().map(|s| watches.time_out(shard, s, now))).await;
+            for r in &results {
+                match r {
+                    Ok(Some(rec)) if rec.changed => pass.timed_out += 1,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(shard, error = %e, "timing out a monitor failed"),
+                }
+            }
+            // A short page is the end; a failed script leaves its subject for the next pass.
+            if (overdue.len() as i64) < STEP || results.iter().any(Result::is_err) {
+                break;
+            }
+        }
+    }
+    pass
+}
+
+/// Runs the checker until `stop`.
+pub async fn run(watches: Watches, shards: u16, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gauges_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let started = Instant::now();
+        let pass = check_once(&watches, shards, now_ms()).await;
+        crate::telemetry::monitor_check(started.elapsed(), pass.timed_out);
+        if gauges_at.is_none_or(|at| at.elapsed() >= GAUGE_EVERY) {
+            gauges_at = Some(Instant::now());
+            match watches.counts(shards).await {
+                Ok(counts) => crate::telemetry::watched(&counts),
+                Err(e) => tracing::warn!(error = %e, "reading monitor counts failed"),
+            }
+        }
+    }
+}
