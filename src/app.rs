@@ -366,6 +366,8 @@ pub async fn run(
                 store: store.clone(),
                 auth: auth.clone(),
                 body_limits: api_body_limits,
+                watches: watches.clone(),
+                shards: config.queue.shards,
             };
             let router = admin::router(
                 state,

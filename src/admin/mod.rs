@@ -50,6 +50,10 @@ pub struct AdminState {
     pub auth: Arc<Auth>,
     /// Bounds of admin request bodies.
     pub body_limits: BodyLimits,
+    /// Live state of monitors and watched sources (dropped with their tenant).
+    pub watches: crate::monitors::state::Watches,
+    /// Number of shard streams.
+    pub shards: u16,
 }
 
 /// The admin router.

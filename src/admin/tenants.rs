@@ -222,8 +222,15 @@ pub async fn remove(
     s.auth.invalidate(&format!("tenant:{id}")).await;
     // Its targets go too (the tenant is already gone, so nothing new can reach them).
     s.store.delete_targets_of(&id).await?;
+    // Monitors and watched sources go with their live state, so no alert outlives them.
+    let shard = crate::queue::shard_of(&id, s.shards);
     for source in s.store.sources_of(&id).await? {
         s.store.delete_source(&id, &source.id).await?;
+        s.watches.forget(shard, &source.id).await?;
+    }
+    for monitor in s.store.monitors_of(&id).await? {
+        s.store.delete_monitor(&id, &monitor.id).await?;
+        s.watches.forget(shard, &monitor.id).await?;
     }
     tracing::info!(request_id = %current_request_id(), tenant = %id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
