@@ -6,7 +6,7 @@
 //! | `GET/PATCH/DELETE /admin/tenants/{id}` | admin token | read, update, delete (revokes its tokens) |
 //! | `POST/GET /admin/tenants/{id}/tokens` | admin token | issue a token (shown once), list token ids |
 //! | `DELETE /admin/tenants/{id}/tokens/{token_id}` | admin token | revoke |
-//! | `/admin/tenants/{id}/targets…`, `…/dead-letters…`, `…/events/{event_id}`, `…/stats` | admin token | [`crate::manage`] |
+//! | `/admin/tenants/{id}/targets…`, `…/dead-letters…`, `…/events/{event_id}`, `…/stats`, `…/sources…`, `…/monitors…` | admin token | [`crate::manage`] |
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /openapi.json` | none | OpenAPI 3 description of the edge and admin APIs |
 //! | `GET /healthz`, `GET /readyz` | none | liveness, readiness |
@@ -164,6 +164,14 @@ mod tests {
             "/v1/sources",
             "/v1/hooks/{source_token}",
             "/admin/tenants/{id}/sources/{source_id}/rotate-token",
+            "/admin/tenants/{id}/monitors",
+            "/admin/tenants/{id}/monitors/{monitor_id}/rotate-token",
+            "/admin/tenants/{id}/monitors/{monitor_id}/incidents",
+            "/admin/tenants/{id}/monitors/{monitor_id}/checks",
+            "/admin/tenants/{id}/sources/{source_id}/incidents",
+            "/v1/monitors/{monitor_id}",
+            "/v1/monitors/{monitor_id}/heartbeat",
+            "/v1/monitors/{monitor_id}/heartbeat/{signal}",
         ] {
             assert!(
                 doc["paths"].get(path).is_some(),
