@@ -4,8 +4,9 @@
 #   (b) naive: one fred XADD per request, then 202          (cargo example naive_fred)
 #   (c) Estafeta, cleartext listener
 #   (d) Estafeta, TLS listener (HTTP/1.1)
-# Prints requests/s, p50 and p99 (medians over ROUNDS interleaved rounds), the ratios c/a, c/b
-# and d/a, and Estafeta's peak RSS.
+#   (e) Estafeta, monitor heartbeats (POST /v1/monitors/{token}/heartbeat, cleartext)
+# Prints requests/s, p50 and p99 (medians over ROUNDS interleaved rounds), the ratios c/a, c/b,
+# d/a and e/c, and Estafeta's peak RSS.
 #
 # Usage: benches/load.sh            (env: DURATION=10s CONNECTIONS=64 ROUNDS=3)
 # Needs: oha (cargo install oha --locked), redis-server, python3. Loopback only.
@@ -52,8 +53,12 @@ EST=$!; pids+=($EST)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$C/healthz" >/dev/null && break; sleep 0.1; done
 for p in $A $B; do for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done; done
 
-TOKEN=$(curl -sf -X POST "http://127.0.0.1:$ADMIN/admin/tenants" -H "Authorization: Bearer $ADMIN_TOKEN" \
-  -d '{"name":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+read -r TENANT TOKEN < <(curl -sf -X POST "http://127.0.0.1:$ADMIN/admin/tenants" \
+  -H "Authorization: Bearer $ADMIN_TOKEN" -d '{"name":"bench"}' \
+  | python3 -c 'import json,sys; t=json.load(sys.stdin); print(t["id"], t["token"])')
+MONITOR=$(curl -sf -X POST "http://127.0.0.1:$ADMIN/admin/tenants/$TENANT/monitors" \
+  -H "Authorization: Bearer $ADMIN_TOKEN" -d '{"name":"bench"}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
 run() { # name url [extra oha args...]
   local name=$1 url=$2; shift 2
@@ -69,6 +74,7 @@ for round in $(seq "$ROUNDS"); do
   run b "http://127.0.0.1:$B/v1/events/order.paid"
   run c "http://127.0.0.1:$C/v1/events/order.paid" -H "Authorization: Bearer $TOKEN"
   run d "https://localhost:$D/v1/events/order.paid" -H "Authorization: Bearer $TOKEN" --insecure
+  run e "http://127.0.0.1:$C/v1/monitors/$MONITOR/heartbeat"
   echo "  round $round done"
 done
 RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$EST/status")
@@ -76,13 +82,14 @@ RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$EST/status")
 python3 - "$work" "$ROUNDS" "$RSS_KB" <<'PY'
 import json, statistics, sys
 work, rounds, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-names = {"a": "bare hyper", "b": "naive fred XADD", "c": "estafeta plain", "d": "estafeta TLS"}
+names = {"a": "bare hyper", "b": "naive fred XADD", "c": "estafeta plain", "d": "estafeta TLS",
+         "e": "heartbeats"}
 res = {}
 for k in names:
     runs = [json.load(open(f"{work}/{k}.{r}.json")) for r in range(1, rounds + 1)]
     def ok(run):
         codes = run.get("statusCodeDistribution", {})
-        return sum(v for c, v in codes.items() if c == "202"), sum(codes.values())
+        return sum(v for c, v in codes.items() if c in ("200", "202")), sum(codes.values())
     good = [ok(r) for r in runs]
     res[k] = {
         "rps": statistics.median(r["summary"]["requestsPerSec"] for r in runs),
@@ -90,11 +97,12 @@ for k in names:
         "p99": statistics.median(r["latencyPercentiles"]["p99"] for r in runs) * 1000,
         "non202": sum(t - g for g, t in good),
     }
-print(f"{'server':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-202':>9}")
+print(f"{'server':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
 for k, name in names.items():
     r = res[k]
     print(f"{k}) {name:<15}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['non202']:>9}")
-a, b, c, d = (res[k]["rps"] for k in "abcd")
+a, b, c, d, e = (res[k]["rps"] for k in "abcde")
 print(f"ratios: c/a = {c/a:.2f} (goal >= 0.60)   c/b = {c/b:.2f} (goal > 1)   d/a = {d/a:.2f} (goal >= 0.45)")
+print(f"heartbeats vs ingest: e/c = {e/c:.2f} (goal >= 0.90)")
 print(f"estafeta peak RSS: {rss_kb/1024:.1f} MB (goal < 150 MB)")
 PY
