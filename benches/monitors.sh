@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Overdue-checker cost with many monitors: MONITORS (default 1000000) watched monitors in a
 # Redis of the bench's own, OVERDUE_PCT (default 1) % of them overdue; prints the fill rate
-# through the heartbeat script, then the time and Redis commands of a checker pass between
-# deadlines, of the pass that handles the overdue ones, and of the pass after it.
+# through the heartbeat script, then the time and Redis commands (sent, and run by Redis inside
+# scripts too) of a checker pass between deadlines, of the pass that handles the overdue ones,
+# and of the pass after it.
 #
 # Usage: benches/monitors.sh        (env: MONITORS=1000000 OVERDUE_PCT=1)
 # Needs: redis-server, python3. Loopback only.

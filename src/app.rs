@@ -340,11 +340,16 @@ pub async fn run(
             edge_state.clone(),
             manage.clone(),
             hooks,
-            push,
+            push.clone(),
             readiness.clone(),
         );
         if let Some(l) = listeners.edge_tls {
-            let service = HttpService::edge("edge_tls", edge_state.clone(), edge_router.clone());
+            let service = HttpService::edge(
+                "edge_tls",
+                edge_state.clone(),
+                push.clone(),
+                edge_router.clone(),
+            );
             servers.spawn(listener::serve(
                 l,
                 spec("edge_tls", tls_acceptor),
@@ -353,7 +358,12 @@ pub async fn run(
             ));
         }
         if let Some(l) = listeners.edge_plain {
-            let service = HttpService::edge("edge_plain", edge_state.clone(), edge_router.clone());
+            let service = HttpService::edge(
+                "edge_plain",
+                edge_state.clone(),
+                push.clone(),
+                edge_router.clone(),
+            );
             servers.spawn(listener::serve(
                 l,
                 spec("edge_plain", None),

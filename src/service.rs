@@ -21,6 +21,7 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::ingest::{self, EdgeState};
+use crate::monitors::{self, push::PushState};
 use crate::observe;
 
 /// A listener's request handler. Cheap to clone (one `Arc`).
@@ -35,6 +36,8 @@ struct Inner {
     listener: &'static str,
     /// Edge state, on edge listeners: enables the hot routes.
     edge: Option<EdgeState>,
+    /// Monitor signals, on edge listeners.
+    push: Option<PushState>,
     /// Every other route.
     router: Router,
 }
@@ -44,29 +47,55 @@ struct Inner {
 enum Hot {
     /// `POST /v1/events/{event_type}`.
     Event,
+    /// `GET|POST /v1/monitors/{key}/heartbeat`.
+    Heartbeat,
+    /// `GET|POST /v1/monitors/{key}/heartbeat/{signal}`.
+    JobSignal,
 }
 
 impl Hot {
     fn template(self) -> &'static str {
         match self {
             Hot::Event => "/v1/events/{event_type}",
+            Hot::Heartbeat => "/v1/monitors/{monitor_id}/heartbeat",
+            Hot::JobSignal => "/v1/monitors/{monitor_id}/heartbeat/{signal}",
         }
     }
 }
 
 fn hot_route(method: &Method, path: &str) -> Option<Hot> {
-    let event_type = path.strip_prefix("/v1/events/")?;
-    (method == Method::POST && !event_type.is_empty() && !event_type.contains('/'))
-        .then_some(Hot::Event)
+    if let Some(event_type) = path.strip_prefix("/v1/events/") {
+        return (method == Method::POST && !event_type.is_empty() && !event_type.contains('/'))
+            .then_some(Hot::Event);
+    }
+    let rest = path.strip_prefix("/v1/monitors/")?;
+    if method != Method::GET && method != Method::POST {
+        return None;
+    }
+    let (key, after) = rest.split_once("/heartbeat")?;
+    if key.is_empty() || key.contains('/') {
+        return None;
+    }
+    match after.strip_prefix('/') {
+        None if after.is_empty() => Some(Hot::Heartbeat),
+        Some(signal) if !signal.is_empty() && !signal.contains('/') => Some(Hot::JobSignal),
+        _ => None,
+    }
 }
 
 impl HttpService {
     /// An edge listener's service: hot routes plus `router`.
-    pub fn edge(listener: &'static str, state: EdgeState, router: Router) -> HttpService {
+    pub fn edge(
+        listener: &'static str,
+        state: EdgeState,
+        push: PushState,
+        router: Router,
+    ) -> HttpService {
         HttpService {
             inner: Arc::new(Inner {
                 listener,
                 edge: Some(state),
+                push: Some(push),
                 router,
             }),
         }
@@ -78,6 +107,7 @@ impl HttpService {
             inner: Arc::new(Inner {
                 listener,
                 edge: None,
+                push: None,
                 router,
             }),
         }
@@ -93,14 +123,21 @@ impl HttpService {
             path = req.uri().path(),
         );
         let inner = &self.inner;
-        let hot = match &inner.edge {
-            Some(edge) => hot_route(req.method(), req.uri().path()).map(|h| (edge, h)),
-            None => None,
+        let hot = match (&inner.edge, &inner.push) {
+            (Some(edge), Some(push)) => {
+                hot_route(req.method(), req.uri().path()).map(|h| (edge, push, h))
+            }
+            _ => None,
         };
         let (route, mut response) = match hot {
-            Some((edge, hot)) => {
-                let serve = match hot {
-                    Hot::Event => ingest::events::post_event(edge, req),
+            Some((edge, push, hot)) => {
+                let serve = async {
+                    match hot {
+                        Hot::Event => ingest::events::post_event(edge, req).await,
+                        Hot::Heartbeat | Hot::JobSignal => {
+                            monitors::push::beat_hot(push, req.uri().path(), req.headers()).await
+                        }
+                    }
                 };
                 let response =
                     observe::with_request_id(request_id.clone(), serve.instrument(span)).await;
@@ -152,5 +189,19 @@ mod tests {
         assert!(hot_route(&Method::GET, "/v1/events/order.paid").is_none());
         assert!(hot_route(&Method::POST, "/v1/events/a/b").is_none());
         assert!(hot_route(&Method::POST, "/v1/eventsx").is_none());
+        assert_eq!(
+            hot_route(&Method::GET, "/v1/monitors/mt_x/heartbeat"),
+            Some(Hot::Heartbeat)
+        );
+        assert_eq!(
+            hot_route(&Method::POST, "/v1/monitors/mt_x/heartbeat/0"),
+            Some(Hot::JobSignal)
+        );
+        assert!(hot_route(&Method::DELETE, "/v1/monitors/mt_x/heartbeat").is_none());
+        assert!(hot_route(&Method::POST, "/v1/monitors/mt_x").is_none());
+        assert!(hot_route(&Method::GET, "/v1/monitors/mt_x/heartbeats").is_none());
+        assert!(hot_route(&Method::GET, "/v1/monitors/mt_x/heartbeat/a/b").is_none());
+        assert!(hot_route(&Method::GET, "/v1/monitors//heartbeat").is_none());
+        assert!(hot_route(&Method::GET, "/v1/monitors/a/b/heartbeat").is_none());
     }
 }

@@ -1,19 +1,19 @@
 //! The overdue checker: every `monitors.check_every_ms`, for each shard, reads the subjects
 //! whose deadline has passed (a range read of the deadline set: nothing else is touched, so a
-//! million monitors cost nothing between deadlines) and times each one out through the signal
-//! script, which claims it first. Several instances may run the checker: each overdue subject
+//! million monitors cost nothing between deadlines) and times them out, a page per call of the
+//! signal script, which claims each one first. Several instances may run the checker: each overdue subject
 //! is handled by the first script that claims it; the others find it gone and skip it.
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use super::state::Watches;
 use crate::store::now_ms;
 
-/// Overdue subjects read (and timed out concurrently) per step.
-const STEP: i64 = 500;
+/// Overdue subjects read, and timed out in one script call, per step: small enough that one
+/// call holds Redis for a few milliseconds at most.
+const STEP: i64 = 200;
 /// How often the per-status gauges are refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(15);
 
@@ -39,17 +39,22 @@ pub async fn check_once(watches: &Watches, shards: u16, now: u64) -> Pass {
                     break;
                 }
             };
-            pass.commands += overdue.len();
-            let results = join_all(overdue.iter().map(|s| watches.time_out(shard, s, now))).await;
-            for r in &results {
-                match r {
-                    Ok(Some(rec)) if rec.changed => pass.timed_out += 1,
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(shard, error = %e, "timing out a monitor failed"),
+            if overdue.is_empty() {
+                break;
+            }
+            pass.commands += 1;
+            match watches.time_out(shard, &overdue, now).await {
+                Ok(results) => {
+                    pass.timed_out += results.iter().flatten().filter(|r| r.changed).count();
+                }
+                Err(e) => {
+                    // The subjects stay overdue: the next pass takes them again.
+                    tracing::warn!(shard, error = %e, "timing out monitors failed");
+                    break;
                 }
             }
-            // A short page is the end; a failed script leaves its subject for the next pass.
-            if (overdue.len() as i64) < STEP || results.iter().any(Result::is_err) {
+            // A short page is the end.
+            if (overdue.len() as i64) < STEP {
                 break;
             }
         }

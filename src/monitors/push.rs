@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +21,7 @@ use serde::Deserialize;
 use super::state::{Kind, Recorded, Signal, Status, Subject, Watches};
 use crate::auth::{Auth, TenantAuth};
 use crate::body::{BodyLimits, decode_json};
+use crate::crypto::TokenHash;
 use crate::error::ApiError;
 use crate::store::monitors::Monitor;
 use crate::store::{Store, StoreError, now_ms, rfc3339};
@@ -37,7 +37,14 @@ const MAX_METADATA: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct MonitorCache {
     store: Store,
-    cache: moka::future::Cache<String, Option<Arc<Monitor>>>,
+    cache: moka::future::Cache<CacheKey, Option<Arc<Monitor>>>,
+}
+
+/// How a request names a monitor: its URL token's hash, or its id (with the tenant's token).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Token(TokenHash),
+    Id(String),
 }
 
 impl MonitorCache {
@@ -51,14 +58,16 @@ impl MonitorCache {
         }
     }
 
-    async fn get(&self, key: String) -> Result<Option<Arc<Monitor>>, Arc<StoreError>> {
+    async fn get(&self, key: CacheKey) -> Result<Option<Arc<Monitor>>, Arc<StoreError>> {
+        if let Some(hit) = self.cache.get(&key).await {
+            return Ok(hit);
+        }
         let store = self.store.clone();
         let k = key.clone();
         Box::pin(self.cache.try_get_with(key, async move {
-            let found = match k.split_once(':') {
-                Some(("t", hash)) => store.monitor_by_token(hash).await?,
-                Some((_, id)) => store.monitor_by_id(id).await?,
-                None => None,
+            let found = match k {
+                CacheKey::Token(hash) => store.monitor_by_token(&hash.to_hex()).await?,
+                CacheKey::Id(id) => store.monitor_by_id(&id).await?,
             };
             Ok::<_, StoreError>(found.map(Arc::new))
         }))
@@ -68,8 +77,10 @@ impl MonitorCache {
     /// Drops the entries of an announced `<id>:<token hash>`.
     pub async fn invalidate(&self, id_and_hash: &str) {
         if let Some((id, hash)) = id_and_hash.split_once(':') {
-            self.cache.invalidate(&format!("i:{id}")).await;
-            self.cache.invalidate(&format!("t:{hash}")).await;
+            self.cache.invalidate(&CacheKey::Id(id.to_owned())).await;
+            if let Some(hash) = TokenHash::from_hex(hash) {
+                self.cache.invalidate(&CacheKey::Token(hash)).await;
+            }
         }
     }
 
@@ -105,7 +116,7 @@ async fn resolve(
         }
         let monitor = s
             .monitors
-            .get(format!("i:{key}"))
+            .get(CacheKey::Id(key.to_owned()))
             .await
             .map_err(unavailable)?
             .filter(|m| *m.tenant == *tenant.id)
@@ -115,10 +126,10 @@ async fn resolve(
         if crate::store::validate_token_text(key).is_err() {
             return Err(ApiError::not_found("monitor"));
         }
-        let hash = s.store.crypto().hash_token(key).to_hex();
+        let hash = s.store.crypto().hash_token(key);
         let monitor = s
             .monitors
-            .get(format!("t:{hash}"))
+            .get(CacheKey::Token(hash))
             .await
             .map_err(unavailable)?
             .ok_or_else(|| ApiError::not_found("monitor"))?;
@@ -150,14 +161,26 @@ async fn record(
 }
 
 fn answer(monitor: &Monitor, r: &Recorded) -> Response {
-    Json(serde_json::json!({"monitor": {
-        "id": monitor.id,
-        "name": monitor.name,
-        "status": r.status,
-        "last_heartbeat": r.last_heartbeat_ms.map(rfc3339),
-        "last_duration_ms": r.duration_ms,
-    }}))
-    .into_response()
+    // Written by hand: this is every heartbeat's answer. Ids and statuses are from fixed
+    // alphabets; the name is escaped once, when the monitor is loaded.
+    let quoted = |v: Option<String>| v.map_or_else(|| "null".to_owned(), |t| format!("\"{t}\""));
+    let json = format!(
+        r#"{{"monitor":{{"id":"{}","name":{},"status":"{}","last_heartbeat":{},"last_duration_ms":{}}}}}"#,
+        monitor.id,
+        monitor.name_json,
+        r.status,
+        quoted(r.last_heartbeat_ms.map(rfc3339)),
+        r.duration_ms
+            .map_or_else(|| "null".to_owned(), |d| d.to_string()),
+    );
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response()
 }
 
 /// A status push's body.
@@ -237,9 +260,7 @@ pub async fn heartbeat(
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (monitor, tenant) = resolve(&s, &key, &headers).await?;
-    let recorded = record(&s, &monitor, &tenant, &Signal::Heartbeat).await?;
-    Ok(answer(&monitor, &recorded))
+    beat(&s, &key, None, &headers).await
 }
 
 /// `GET|POST /v1/monitors/{key}/heartbeat/{start|fail|exit code}`.
@@ -252,10 +273,22 @@ pub async fn job_signal(
         .get("monitor_id")
         .map(String::as_str)
         .unwrap_or_default();
-    let signal = match params.get("signal").map(String::as_str).unwrap_or_default() {
-        "start" => Signal::Start,
-        "fail" => Signal::Fail,
-        code => match code.parse::<u8>() {
+    let signal = params.get("signal").map(String::as_str).unwrap_or_default();
+    beat(&s, key, Some(signal), &headers).await
+}
+
+/// A heartbeat (`signal` `None`) or a job signal.
+pub async fn beat(
+    s: &PushState,
+    key: &str,
+    signal: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let signal = match signal {
+        None => Signal::Heartbeat,
+        Some("start") => Signal::Start,
+        Some("fail") => Signal::Fail,
+        Some(code) => match code.parse::<u8>() {
             Ok(c) if code.len() <= 3 => Signal::Exit(i64::from(c)),
             _ => {
                 return Err(ApiError::bad_request(
@@ -265,9 +298,27 @@ pub async fn job_signal(
             }
         },
     };
-    let (monitor, tenant) = resolve(&s, key, &headers).await?;
-    let recorded = record(&s, &monitor, &tenant, &signal).await?;
+    let (monitor, tenant) = resolve(s, key, headers).await?;
+    let recorded = record(s, &monitor, &tenant, &signal).await?;
     Ok(answer(&monitor, &recorded))
+}
+
+/// The hot form of the heartbeat routes, served without the router ([`crate::service`]):
+/// `path` is `/v1/monitors/{key}/heartbeat[/{signal}]`.
+pub async fn beat_hot(s: &PushState, path: &str, headers: &HeaderMap) -> Response {
+    let rest = path.strip_prefix("/v1/monitors/").unwrap_or_default();
+    let (key, signal) = match rest.split_once("/heartbeat") {
+        Some((key, "")) => (key, None),
+        Some((key, signal)) => (key, signal.strip_prefix('/')),
+        None => (rest, None),
+    };
+    // Decoded as the router decodes path parameters, so both give the same answers.
+    let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+    let signal = signal.map(|sig| percent_encoding::percent_decode_str(sig).decode_utf8_lossy());
+    match beat(s, &key, signal.as_deref(), headers).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The monitored service's routes, merged beside the tenant's `/v1/monitors` management routes.

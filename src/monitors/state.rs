@@ -7,9 +7,12 @@
 //! timeout runs through the same script, which first claims the subject by removing it from
 //! the set, so with several checkers each overdue subject is handled once.
 
-use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -18,112 +21,147 @@ use crate::keyspace::Keyspace;
 use crate::queue::new_event_id;
 use crate::store::{StoreError, new_id, now_ms, rfc3339};
 
-/// Records one signal. KEYS: watch hash, due set, checks, incidents, stream, counts.
-/// ARGV: now (ms), subject, signal, wanted status ('' for `start`), window (ms), tenant, kind,
-/// name, event id, incident id, time (RFC 3339), reason, extra JSON members ('' for none),
-/// checks kept, incidents kept.
-/// Answers `{status, last_heartbeat, changed, duration_ms, event_type, kind}` or `{'skip'}` when a
-/// timeout finds the subject no longer overdue.
+/// Records signals of subjects of one shard, in order. KEYS: due set, stream, counts, then per
+/// subject its watch hash, checks and incidents. ARGV: checks kept, incidents kept, then per
+/// subject [`ARGS_PER_SIGNAL`] values: now (ms), subject, signal, wanted status ('' for
+/// `start`), kind ('' for a timeout), window (ms), and, newline-separated in one value (only
+/// split when the status changes, so a routine heartbeat does not pay for them): tenant, name,
+/// event id, incident id, time (RFC 3339), reason, extra JSON members.
+/// Answers per subject `{status, last_heartbeat, changed, duration_ms, event_type, kind}`, or
+/// `{'skip'}` when a timeout finds the subject no longer overdue.
 static SIGNAL: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
-local now = tonumber(ARGV[1])
-local subject, signal, want = ARGV[2], ARGV[3], ARGV[4]
-local tenant, kind, name = ARGV[6], ARGV[7], ARGV[8]
-local reason, extra = ARGV[12], ARGV[13]
-if signal == 'timeout' then
-  local d = redis.call('ZSCORE', KEYS[2], subject)
-  if not d or tonumber(d) > now then return {'skip'} end
-  redis.call('ZREM', KEYS[2], subject)
-  local h = redis.call('HMGET', KEYS[1], 'tenant', 'kind', 'name')
-  if not h[1] then return {'skip'} end
-  tenant, kind, name = h[1], h[2], h[3]
-  if kind == 'source' then reason = 'silent' end
-else
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), subject)
-  redis.call('HSET', KEYS[1], 'tenant', tenant, 'kind', kind, 'name', name, 'last_signal', now)
+local due, stream, counts = KEYS[1], KEYS[2], KEYS[3]
+local keep_checks, keep_incidents = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- What a signal rarely needs travels packed in one argument, split only when used.
+local function unpack_more(p)
+  local t = {}
+  for f in string.gmatch(p .. '\n', '([^\n]*)\n') do t[#t + 1] = f end
+  return t
 end
-local st = redis.call('HMGET', KEYS[1], 'status', 'started_at', 'incident', 'last_heartbeat')
-local prev = st[1]
-if not prev then
-  prev = 'new'
-  redis.call('HSET', KEYS[1], 'status', prev, 'since', now)
-  redis.call('HINCRBY', KEYS[6], kind .. ':' .. prev, 1)
-end
-local hb = st[4] or ''
-if signal == 'start' then
-  redis.call('HSET', KEYS[1], 'started_at', now)
-  return {prev, hb, '0', '', '', kind}
-end
-local dur = ''
-if signal == 'heartbeat' or signal == 'fail' or signal == 'exit' then
-  hb = tostring(now)
-  redis.call('HSET', KEYS[1], 'last_heartbeat', now)
-  if st[2] then
-    dur = tostring(now - tonumber(st[2]))
-    redis.call('HSET', KEYS[1], 'last_duration_ms', dur)
-    redis.call('HDEL', KEYS[1], 'started_at')
+local function one(w, ck, ik, a)
+  local now = tonumber(ARGV[a])
+  local subject, signal, want = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local more = nil
+  local function m(i)
+    if not more then more = unpack_more(ARGV[a + 6]) end
+    return more[i]
   end
-end
-if extra ~= '' then extra = ',' .. extra end
-if dur ~= '' then extra = extra .. ',"duration_ms":' .. dur end
-if want ~= prev or signal == 'status' then
-  redis.call('LPUSH', KEYS[3], '{"at":"' .. ARGV[11] .. '","signal":"' .. signal .. '","status":"' .. want
-    .. '","previous_status":"' .. prev .. '","reason":"' .. reason .. '"' .. extra .. '}')
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[14]) - 1)
-end
-if want == prev then return {want, hb, '0', dur, '', kind} end
-redis.call('HSET', KEYS[1], 'status', want, 'since', now)
-redis.call('HINCRBY', KEYS[6], kind .. ':' .. prev, -1)
-redis.call('HINCRBY', KEYS[6], kind .. ':' .. want, 1)
-local incident = st[3] or ''
-if want == 'up' then
-  if incident ~= '' then
-    local head = redis.call('LINDEX', KEYS[4], 0)
+  local tenant, kind, name, reason = nil, ARGV[a + 4], nil, nil
+  local st = redis.call('HMGET', w, 'status', 'started_at', 'incident', 'last_heartbeat',
+    'tenant', 'kind', 'name')
+  if signal == 'timeout' then
+    local d = redis.call('ZSCORE', due, subject)
+    if not d or tonumber(d) > now then return {'skip'} end
+    redis.call('ZREM', due, subject)
+    if not st[5] then return {'skip'} end
+    kind = st[6]
+    if kind == 'source' then reason = 'silent' end
+  else
+    redis.call('ZADD', due, now + tonumber(ARGV[a + 5]), subject)
+    -- Renames go through DESCRIBE; these are written once.
+    if not st[5] then redis.call('HSET', w, 'tenant', m(1), 'kind', kind, 'name', m(2)) end
+  end
+  local prev = st[1]
+  if not prev then
+    prev = 'new'
+    redis.call('HSET', w, 'status', prev, 'since', now)
+    redis.call('HINCRBY', counts, kind .. ':' .. prev, 1)
+  end
+  local hb = st[4] or ''
+  if signal == 'start' then
+    redis.call('HSET', w, 'started_at', now, 'last_signal', now)
+    return {prev, hb, '0', '', '', kind}
+  end
+  local dur = ''
+  if signal == 'heartbeat' or signal == 'fail' or signal == 'exit' then
+    hb = tostring(now)
+    if st[2] then
+      dur = tostring(now - tonumber(st[2]))
+      redis.call('HSET', w, 'last_signal', now, 'last_heartbeat', now, 'last_duration_ms', dur)
+      redis.call('HDEL', w, 'started_at')
+    else
+      redis.call('HSET', w, 'last_signal', now, 'last_heartbeat', now)
+    end
+  elseif signal ~= 'timeout' then
+    redis.call('HSET', w, 'last_signal', now)
+  end
+  local extra = ''
+  if signal == 'status' or signal == 'exit' then
+    local x = m(7)
+    if x ~= '' then extra = ',' .. x end
+  end
+  if dur ~= '' then extra = extra .. ',"duration_ms":' .. dur end
+  if want == prev and signal ~= 'status' then return {want, hb, '0', dur, '', kind} end
+  reason = reason or m(6)
+  tenant, name = st[5] or m(1), st[7] or m(2)
+  if want ~= prev or signal == 'status' then
+    redis.call('LPUSH', ck, '{"at":"' .. m(5) .. '","signal":"' .. signal .. '","status":"' .. want
+      .. '","previous_status":"' .. prev .. '","reason":"' .. reason .. '"' .. extra .. '}')
+    redis.call('LTRIM', ck, 0, keep_checks - 1)
+  end
+  if want == prev then return {want, hb, '0', dur, '', kind} end
+  redis.call('HSET', w, 'status', want, 'since', now)
+  redis.call('HINCRBY', counts, kind .. ':' .. prev, -1)
+  redis.call('HINCRBY', counts, kind .. ':' .. want, 1)
+  local incident = st[3] or ''
+  if want == 'up' then
+    if incident ~= '' then
+      local head = redis.call('LINDEX', ik, 0)
+      if head then
+        local i = cjson.decode(head)
+        if i.id == incident then
+          i.resolved_at = m(5)
+          i.resolved_reason = reason
+          i.duration_ms = now - i.opened_ms
+          redis.call('LSET', ik, 0, cjson.encode(i))
+        end
+      end
+      redis.call('HSET', w, 'incident', '')
+    end
+  elseif incident == '' then
+    incident = m(4)
+    redis.call('LPUSH', ik, cjson.encode({id = incident, status = want, reason = reason,
+      opened_at = m(5), opened_ms = now}))
+    redis.call('LTRIM', ik, 0, keep_incidents - 1)
+    redis.call('HSET', w, 'incident', incident)
+  else
+    local head = redis.call('LINDEX', ik, 0)
     if head then
       local i = cjson.decode(head)
       if i.id == incident then
-        i.resolved_at = ARGV[11]
-        i.resolved_reason = reason
-        i.duration_ms = now - i.opened_ms
-        redis.call('LSET', KEYS[4], 0, cjson.encode(i))
+        i.status = want
+        redis.call('LSET', ik, 0, cjson.encode(i))
       end
     end
-    redis.call('HSET', KEYS[1], 'incident', '')
   end
-elseif incident == '' then
-  incident = ARGV[10]
-  redis.call('LPUSH', KEYS[4], cjson.encode({id = incident, status = want, reason = reason,
-    opened_at = ARGV[11], opened_ms = now}))
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[15]) - 1)
-  redis.call('HSET', KEYS[1], 'incident', incident)
-else
-  local head = redis.call('LINDEX', KEYS[4], 0)
-  if head then
-    local i = cjson.decode(head)
-    if i.id == incident then
-      i.status = want
-      redis.call('LSET', KEYS[4], 0, cjson.encode(i))
-    end
+  -- The first signal of a new subject only starts the watch: nothing was wrong before it.
+  if prev == 'new' and want == 'up' then return {want, hb, '1', dur, '', kind} end
+  local etype = kind .. '.' .. want
+  if kind == 'source' then
+    if want == 'up' then etype = 'source.resumed' else etype = 'source.silent' end
   end
+  local inc = 'null'
+  if incident ~= '' then inc = '"' .. incident .. '"' end
+  local body = '{"type":"' .. etype .. '","' .. kind .. '":' .. cjson.encode({id = subject, name = name})
+    .. ',"status":"' .. want .. '","previous_status":"' .. prev .. '","reason":"' .. reason
+    .. '","incident_id":' .. inc .. ',"at":"' .. m(5) .. '"' .. extra .. '}'
+  redis.call('XADD', stream, '*', 'v', '1', 'id', m(3), 'tenant', tenant, 'type', etype,
+    'ct', 'application/json', 'body', body)
+  return {want, hb, '1', dur, etype, kind}
 end
--- The first signal of a new subject only starts the watch: nothing was wrong before it.
-if prev == 'new' and want == 'up' then return {want, hb, '1', dur, '', kind} end
-local etype = kind .. '.' .. want
-if kind == 'source' then
-  if want == 'up' then etype = 'source.resumed' else etype = 'source.silent' end
+local out = {}
+for i = 0, (#KEYS - 3) / 3 - 1 do
+  out[i + 1] = one(KEYS[4 + i * 3], KEYS[5 + i * 3], KEYS[6 + i * 3], 3 + i * 7)
 end
-local inc = 'null'
-if incident ~= '' then inc = '"' .. incident .. '"' end
-local body = '{"type":"' .. etype .. '","' .. kind .. '":' .. cjson.encode({id = subject, name = name})
-  .. ',"status":"' .. want .. '","previous_status":"' .. prev .. '","reason":"' .. reason
-  .. '","incident_id":' .. inc .. ',"at":"' .. ARGV[11] .. '"' .. extra .. '}'
-redis.call('XADD', KEYS[5], '*', 'v', '1', 'id', ARGV[9], 'tenant', tenant, 'type', etype,
-  'ct', 'application/json', 'body', body)
-return {want, hb, '1', dur, etype, kind}
+return out
 "#,
     )
 });
+
+/// Values per subject in [`SIGNAL`]'s ARGV.
+const ARGS_PER_SIGNAL: usize = 7;
 
 /// Creates a subject's state (status `new`) or, when it exists, renames it and moves its
 /// deadline to its last signal plus the new window. KEYS: watch hash, due set, counts.
@@ -258,9 +296,37 @@ pub struct Recorded {
     pub duration_ms: Option<u64>,
 }
 
+/// One subject's part of a [`SIGNAL`] call: its keys and arguments.
+#[derive(Debug)]
+struct Call {
+    subject_keys: [String; 3],
+    args: [String; ARGS_PER_SIGNAL],
+}
+
+/// A signal waiting for the batch it rides in.
+#[derive(Debug)]
+struct Job {
+    shard: u16,
+    call: Call,
+    reply: oneshot::Sender<Result<Option<Recorded>, Arc<StoreError>>>,
+}
+
+/// Most signals per batch, and batches in flight: as with the event queue, signals that arrive
+/// while batches are in flight make the next one larger, so one script call (one command, one
+/// write, one reply) carries many heartbeats under load and one when idle.
+const MAX_BATCH: usize = 128;
+const MAX_INFLIGHT: usize = 4;
+
 /// Live state of watched subjects.
 #[derive(Debug, Clone)]
 pub struct Watches {
+    inner: Arc<WatchesInner>,
+    /// The batch collector's queue.
+    tx: mpsc::Sender<Job>,
+}
+
+#[derive(Debug)]
+struct WatchesInner {
     redis: Client,
     keys: Keyspace,
     checks_kept: u32,
@@ -268,64 +334,40 @@ pub struct Watches {
 }
 
 impl Watches {
+    /// Starts the batch collector (on the current runtime); it ends when the last handle drops.
     pub fn new(redis: Client, keys: Keyspace, checks_kept: u32, incidents_kept: u32) -> Watches {
-        Watches {
+        let inner = Arc::new(WatchesInner {
             redis,
             keys,
             checks_kept: checks_kept.max(1),
             incidents_kept: incidents_kept.max(1),
-        }
+        });
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        tokio::spawn(collect(rx, inner.clone()));
+        Watches { inner, tx }
     }
 
     /// Loads the scripts, so the first heartbeat after a start needs no reload round trip.
     pub async fn preload(&self) -> Result<(), StoreError> {
         for script in [&*SIGNAL, &*DESCRIBE, &*FORGET] {
-            script.load(&self.redis).await?;
+            script.load(&self.inner.redis).await?;
         }
         Ok(())
     }
 
-    fn signal_keys(&self, shard: u16, subject: &str) -> Vec<String> {
-        vec![
-            self.keys.watch(shard, subject),
-            self.keys.due(shard),
-            self.keys.checks(shard, subject),
-            self.keys.incidents(shard, subject),
-            self.keys.stream(shard),
-            self.keys.watch_counts(shard),
-        ]
+    fn call(&self, shard: u16, subject: &str, args: [String; ARGS_PER_SIGNAL]) -> Call {
+        let k = &self.inner.keys;
+        Call {
+            subject_keys: [
+                k.watch(shard, subject),
+                k.checks(shard, subject),
+                k.incidents(shard, subject),
+            ],
+            args,
+        }
     }
 
-    async fn run_signal(
-        &self,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<Option<Recorded>, StoreError> {
-        let out: Vec<String> = SIGNAL.evalsha_with_reload(&self.redis, keys, args).await?;
-        let mut it = out.into_iter();
-        let status = it.next().unwrap_or_default();
-        if status == "skip" || status.is_empty() {
-            return Ok(None);
-        }
-        let hb = it.next().unwrap_or_default();
-        let changed = it.next().is_some_and(|c| c == "1");
-        let duration = it.next().unwrap_or_default();
-        let alert = it.next().filter(|e| !e.is_empty());
-        let kind = it.next().unwrap_or_default();
-        let recorded = Recorded {
-            status,
-            last_heartbeat_ms: hb.parse().ok(),
-            changed,
-            alert,
-            duration_ms: duration.parse().ok(),
-        };
-        if recorded.changed {
-            crate::telemetry::watch_transition(&kind, &recorded.status);
-        }
-        Ok(Some(recorded))
-    }
-
-    /// Records `signal` for `subject`: one round trip.
+    /// Records `signal` for `subject`, batched with concurrent signals of its shard.
     pub async fn signal(
         &self,
         subject: Subject<'_>,
@@ -333,26 +375,52 @@ impl Watches {
     ) -> Result<Recorded, StoreError> {
         let now = now_ms();
         let (name, want, reason, extra) = signal.parts();
-        let args = vec![
+        // Names hold no control characters, ids and times are from fixed alphabets, and the
+        // extra members are serialized JSON (newlines escaped): a newline separates safely.
+        let packed = [
+            subject.tenant,
+            subject.name,
+            &new_event_id(),
+            &new_id("inc"),
+            &rfc3339(now),
+            reason,
+            &extra,
+        ]
+        .join("\n");
+        let args = [
             now.to_string(),
             subject.id.to_owned(),
             name.to_owned(),
             want.to_owned(),
-            (subject.window.as_millis() as u64).to_string(),
-            subject.tenant.to_owned(),
             subject.kind.as_str().to_owned(),
-            subject.name.to_owned(),
-            new_event_id(),
-            new_id("inc"),
-            rfc3339(now),
-            reason.to_owned(),
-            extra,
-            self.checks_kept.to_string(),
-            self.incidents_kept.to_string(),
+            (subject.window.as_millis() as u64).to_string(),
+            packed,
         ];
-        self.run_signal(self.signal_keys(subject.shard, subject.id), args)
-            .await?
-            .ok_or_else(|| StoreError::Invalid("signal script skipped a live signal".into()))
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            shard: subject.shard,
+            call: self.call(subject.shard, subject.id, args),
+            reply,
+        };
+        self.tx.try_send(job).map_err(|_| {
+            StoreError::Redis(fred::error::Error::new(
+                fred::error::ErrorKind::Backpressure,
+                "too many signals waiting for Redis",
+            ))
+        })?;
+        match answer.await {
+            Ok(Ok(Some(r))) => Ok(r),
+            Ok(Ok(None)) => Err(StoreError::Invalid(
+                "the signal script skipped a live signal".into(),
+            )),
+            Ok(Err(e)) => Err(StoreError::Redis(match &*e {
+                StoreError::Redis(r) => r.clone(),
+                other => {
+                    fred::error::Error::new(fred::error::ErrorKind::Unknown, other.to_string())
+                }
+            })),
+            Err(_) => Err(StoreError::Invalid("the signal batcher stopped".into())),
+        }
     }
 
     /// Subjects of `shard` whose deadline is before `now`, at most `limit`.
@@ -363,9 +431,10 @@ impl Watches {
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
         Ok(self
+            .inner
             .redis
             .zrangebyscore(
-                self.keys.due(shard),
+                self.inner.keys.due(shard),
                 "-inf",
                 now as f64,
                 false,
@@ -374,41 +443,49 @@ impl Watches {
             .await?)
     }
 
-    /// Turns an overdue subject `down`, if it still is overdue (another checker may have
-    /// handled it, or a signal arrived): `None` then.
+    /// Turns overdue subjects of one shard `down`, in one script call; each is handled only if
+    /// it still is overdue (another checker may have handled it, or a signal arrived): `None`
+    /// for those.
     pub async fn time_out(
         &self,
         shard: u16,
-        subject: &str,
+        subjects: &[String],
         now: u64,
-    ) -> Result<Option<Recorded>, StoreError> {
-        let args = vec![
-            now.to_string(),
-            subject.to_owned(),
-            "timeout".into(),
-            "down".into(),
-            "0".into(),
-            String::new(),
-            String::new(),
-            String::new(),
-            new_event_id(),
-            new_id("inc"),
-            rfc3339(now),
-            "heartbeat_missed".into(),
-            String::new(),
-            self.checks_kept.to_string(),
-            self.incidents_kept.to_string(),
-        ];
-        self.run_signal(self.signal_keys(shard, subject), args)
-            .await
+    ) -> Result<Vec<Option<Recorded>>, StoreError> {
+        let calls = subjects
+            .iter()
+            .map(|subject| {
+                let packed = [
+                    "",
+                    "",
+                    &new_event_id(),
+                    &new_id("inc"),
+                    &rfc3339(now),
+                    "heartbeat_missed",
+                    "",
+                ]
+                .join("\n");
+                let args = [
+                    now.to_string(),
+                    subject.clone(),
+                    "timeout".into(),
+                    "down".into(),
+                    String::new(),
+                    "0".into(),
+                    packed,
+                ];
+                self.call(shard, subject, args)
+            })
+            .collect::<Vec<_>>();
+        self.inner.run(shard, calls).await
     }
 
     /// Creates a subject's state at status `new`, or renames it and applies a new window.
     pub async fn describe(&self, subject: Subject<'_>) -> Result<(), StoreError> {
         let keys = vec![
-            self.keys.watch(subject.shard, subject.id),
-            self.keys.due(subject.shard),
-            self.keys.watch_counts(subject.shard),
+            self.inner.keys.watch(subject.shard, subject.id),
+            self.inner.keys.due(subject.shard),
+            self.inner.keys.watch_counts(subject.shard),
         ];
         let args = vec![
             subject.id.to_owned(),
@@ -419,7 +496,7 @@ impl Watches {
             (subject.window.as_millis() as u64).to_string(),
         ];
         let _: i64 = DESCRIBE
-            .evalsha_with_reload(&self.redis, keys, args)
+            .evalsha_with_reload(&self.inner.redis, keys, args)
             .await?;
         Ok(())
     }
@@ -427,14 +504,14 @@ impl Watches {
     /// Removes a subject's state and history.
     pub async fn forget(&self, shard: u16, subject: &str) -> Result<(), StoreError> {
         let keys = vec![
-            self.keys.watch(shard, subject),
-            self.keys.due(shard),
-            self.keys.checks(shard, subject),
-            self.keys.incidents(shard, subject),
-            self.keys.watch_counts(shard),
+            self.inner.keys.watch(shard, subject),
+            self.inner.keys.due(shard),
+            self.inner.keys.checks(shard, subject),
+            self.inner.keys.incidents(shard, subject),
+            self.inner.keys.watch_counts(shard),
         ];
         let _: i64 = FORGET
-            .evalsha_with_reload(&self.redis, keys, vec![subject.to_owned()])
+            .evalsha_with_reload(&self.inner.redis, keys, vec![subject.to_owned()])
             .await?;
         Ok(())
     }
@@ -443,9 +520,9 @@ impl Watches {
     /// duration, open incident, next deadline.
     pub async fn view(&self, shard: u16, subject: &str) -> Result<serde_json::Value, StoreError> {
         let (h, due): (HashMap<String, String>, Option<f64>) = {
-            let pipe = self.redis.pipeline();
-            let _: () = pipe.hgetall(self.keys.watch(shard, subject)).await?;
-            let _: () = pipe.zscore(self.keys.due(shard), subject).await?;
+            let pipe = self.inner.redis.pipeline();
+            let _: () = pipe.hgetall(self.inner.keys.watch(shard, subject)).await?;
+            let _: () = pipe.zscore(self.inner.keys.due(shard), subject).await?;
             pipe.all().await?
         };
         let time = |field: &str| {
@@ -466,7 +543,7 @@ impl Watches {
     }
 
     async fn history(&self, key: String, limit: i64) -> Result<Vec<serde_json::Value>, StoreError> {
-        let items: Vec<String> = self.redis.lrange(key, 0, limit - 1).await?;
+        let items: Vec<String> = self.inner.redis.lrange(key, 0, limit - 1).await?;
         Ok(items
             .iter()
             .filter_map(|i| serde_json::from_str::<serde_json::Value>(i).ok())
@@ -486,7 +563,7 @@ impl Watches {
         subject: &str,
         limit: i64,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
-        self.history(self.keys.incidents(shard, subject), limit)
+        self.history(self.inner.keys.incidents(shard, subject), limit)
             .await
     }
 
@@ -497,18 +574,118 @@ impl Watches {
         subject: &str,
         limit: i64,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
-        self.history(self.keys.checks(shard, subject), limit).await
+        self.history(self.inner.keys.checks(shard, subject), limit)
+            .await
     }
 
     /// Subjects per `(kind, status)` over `shards`.
     pub async fn counts(&self, shards: u16) -> Result<HashMap<String, i64>, StoreError> {
         let mut total: HashMap<String, i64> = HashMap::new();
         for shard in 0..shards {
-            let h: HashMap<String, i64> = self.redis.hgetall(self.keys.watch_counts(shard)).await?;
+            let h: HashMap<String, i64> = self
+                .inner
+                .redis
+                .hgetall(self.inner.keys.watch_counts(shard))
+                .await?;
             for (k, v) in h {
                 *total.entry(k).or_default() += v;
             }
         }
         Ok(total)
+    }
+}
+
+impl WatchesInner {
+    /// One [`SIGNAL`] call for `calls` (all of `shard`).
+    async fn run(&self, shard: u16, calls: Vec<Call>) -> Result<Vec<Option<Recorded>>, StoreError> {
+        let mut keys = Vec::with_capacity(3 + calls.len() * 3);
+        keys.extend([
+            self.keys.due(shard),
+            self.keys.stream(shard),
+            self.keys.watch_counts(shard),
+        ]);
+        let mut args = Vec::with_capacity(2 + calls.len() * ARGS_PER_SIGNAL);
+        args.extend([
+            self.checks_kept.to_string(),
+            self.incidents_kept.to_string(),
+        ]);
+        for call in calls {
+            keys.extend(call.subject_keys);
+            args.extend(call.args);
+        }
+        let out: Vec<Vec<String>> = SIGNAL.evalsha_with_reload(&self.redis, keys, args).await?;
+        Ok(out.into_iter().map(recorded).collect())
+    }
+}
+
+/// Decodes one subject's answer of [`SIGNAL`].
+fn recorded(answer: Vec<String>) -> Option<Recorded> {
+    let mut it = answer.into_iter();
+    let status = it.next().filter(|s| !s.is_empty() && s != "skip")?;
+    let hb = it.next().unwrap_or_default();
+    let changed = it.next().is_some_and(|c| c == "1");
+    let duration = it.next().unwrap_or_default();
+    let alert = it.next().filter(|e| !e.is_empty());
+    let kind = it.next().unwrap_or_default();
+    if changed {
+        crate::telemetry::watch_transition(&kind, &status);
+    }
+    Some(Recorded {
+        status,
+        last_heartbeat_ms: hb.parse().ok(),
+        changed,
+        alert,
+        duration_ms: duration.parse().ok(),
+    })
+}
+
+/// Gathers waiting signals into batches, one script call per shard per batch.
+async fn collect(mut rx: mpsc::Receiver<Job>, inner: Arc<WatchesInner>) {
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT));
+    let fill = |jobs: &mut Vec<Job>, rx: &mut mpsc::Receiver<Job>| {
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+    };
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        fill(&mut jobs, &mut rx);
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            break; // the semaphore is never closed
+        };
+        fill(&mut jobs, &mut rx);
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let mut by_shard: BTreeMap<u16, Vec<Job>> = BTreeMap::new();
+            for job in jobs {
+                by_shard.entry(job.shard).or_default().push(job);
+            }
+            join_all(by_shard.into_iter().map(|(shard, jobs)| {
+                let inner = inner.clone();
+                async move {
+                    let (calls, replies): (Vec<Call>, Vec<_>) =
+                        jobs.into_iter().map(|j| (j.call, j.reply)).unzip();
+                    match inner.run(shard, calls).await {
+                        Ok(answers) => {
+                            let mut answers = answers.into_iter();
+                            for reply in replies {
+                                let _ = reply.send(Ok(answers.next().flatten()));
+                            }
+                        }
+                        Err(e) => {
+                            let e = Arc::new(e);
+                            for reply in replies {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                }
+            }))
+            .await;
+            drop(permit);
+        });
     }
 }

@@ -111,6 +111,8 @@ pub struct Monitor {
     pub id: String,
     pub tenant: String,
     pub name: String,
+    /// The name as a JSON string, for answers written by hand.
+    pub name_json: String,
     pub interval_s: u64,
     pub grace_s: u64,
     /// Verifies status pushes when the monitor has a secret.
@@ -177,6 +179,7 @@ impl Store {
             id: id.to_owned(),
             tenant: doc.tenant.clone(),
             name: doc.name.clone(),
+            name_json: serde_json::Value::from(doc.name.as_str()).to_string(),
             interval_s: doc.interval_s,
             grace_s: doc.grace_s,
             verifier,
