@@ -104,6 +104,20 @@ fn path_id<'a>(
         .ok_or_else(|| ApiError::not_found(what))
 }
 
+/// A JSON body within the management limits, checked by `validate`; a failed check is the
+/// contract's `400` with `code` and the check's message.
+async fn read_valid<T: serde::de::DeserializeOwned>(
+    s: &ManageState,
+    headers: &http::HeaderMap,
+    body: axum::body::Body,
+    code: &'static str,
+    validate: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, ApiError> {
+    let value: T = crate::body::read_json(body, headers, &s.body_limits).await?;
+    validate(&value).map_err(|m| ApiError::bad_request(code, m))?;
+    Ok(value)
+}
+
 /// `200 {"data": […]}`.
 fn listing(data: Vec<serde_json::Value>) -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use super::{ManageState, TenantScope, deleted, found, listing, path_id};
-use crate::body::read_json;
+use super::{ManageState, TenantScope, deleted, found, listing, path_id, read_valid};
 use crate::error::ApiError;
 use crate::monitors::state::{Kind, Subject};
 use crate::store::monitors::{Monitor, MonitorPatch, MonitorSpec};
@@ -66,9 +65,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let spec: MonitorSpec = read_json(body, &headers, &s.body_limits).await?;
-    spec.validate()
-        .map_err(|m| ApiError::bad_request("invalid_monitor", m))?;
+    let spec = read_valid(&s, &headers, body, "invalid_monitor", MonitorSpec::validate).await?;
     let (monitor, token) = s
         .store
         .create_monitor(&scope.tenant, &spec, None, None, "api")
@@ -107,10 +104,14 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let patch: MonitorPatch = read_json(body, &headers, &s.body_limits).await?;
-    patch
-        .validate()
-        .map_err(|m| ApiError::bad_request("invalid_monitor", m))?;
+    let patch = read_valid(
+        &s,
+        &headers,
+        body,
+        "invalid_monitor",
+        MonitorPatch::validate,
+    )
+    .await?;
     let Some(m) = s
         .store
         .update_monitor(&scope.tenant, monitor_id(&params)?, &patch)

@@ -8,8 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 
-use super::{ManageState, TenantScope, deleted, found, listing, path_id};
-use crate::body::read_json;
+use super::{ManageState, TenantScope, deleted, found, listing, path_id, read_valid};
 use crate::error::ApiError;
 use crate::store::sources::{Source, SourceSpec};
 
@@ -31,9 +30,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let spec: SourceSpec = read_json(body, &headers, &s.body_limits).await?;
-    spec.validate()
-        .map_err(|m| ApiError::bad_request("invalid_source", m))?;
+    let spec = read_valid(&s, &headers, body, "invalid_source", SourceSpec::validate).await?;
     let (source, token) = s.store.create_source(&scope.tenant, &spec).await?;
     Ok((StatusCode::CREATED, Json(with_token(&source, &token))).into_response())
 }
