@@ -214,6 +214,10 @@ async fn status_pushes_record_checks_and_alert_only_on_change() {
         json!({"id": id, "name": "payments api", "status": "degraded", "last_heartbeat": null, "last_duration_ms": null})
     );
     assert_eq!(push(&gw, &token, &degraded, None).await.status, 200);
+    // A routine heartbeat does not override what the service pushed (no flapping).
+    let r = beat(&gw, &token, "").await;
+    assert_eq!(r.json()["monitor"]["status"], "degraded");
+    assert!(r.json()["monitor"]["last_heartbeat"].is_string());
     let r = push(&gw, &token, &json!({"status": "down"}), None).await;
     assert_eq!(r.json()["monitor"]["status"], "down");
     let r = push(
@@ -376,6 +380,14 @@ async fn the_bearer_header_names_a_monitor_by_id_within_its_tenant_only() {
             .await
         }
     };
+    // A URL token works whatever Authorization header a proxy adds.
+    let r = send(
+        &gw,
+        Request::get(&format!("/v1/monitors/{token}/heartbeat"))
+            .header("authorization", "Basic cHJveHk6cGFzcw=="),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = by_id(a_token.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["monitor"]["status"], "up");
@@ -709,4 +721,47 @@ async fn deleting_a_tenant_silences_its_monitors() {
             .all(|(_, e)| !e.event_type.starts_with("monitor.")),
         "no alert for a deleted tenant's monitor"
     );
+}
+
+#[tokio::test]
+async fn a_signal_never_brings_a_deleted_subject_back() {
+    let redis = RedisServer::shared();
+    let client = redis.client().await;
+    let prefix = unique_prefix("mon-gone-state");
+    let keys = estafeta::keyspace::Keyspace::new(&prefix);
+    let watches = estafeta::monitors::state::Watches::new(client.clone(), keys.clone(), 10, 10);
+    let subject = estafeta::monitors::state::Subject {
+        kind: estafeta::monitors::state::Kind::Monitor,
+        id: "mon_deleted",
+        tenant: "ten_x",
+        name: "deleted",
+        shard: 1,
+        window: Duration::from_secs(1),
+    };
+    let signal = estafeta::monitors::state::Signal::Heartbeat;
+    // As a stale cache would send it after the monitor was deleted.
+    assert!(watches.signal(subject, &signal).await.unwrap().is_none());
+    let exists: i64 =
+        fred::interfaces::KeysInterface::exists(&client, keys.watch(1, "mon_deleted"))
+            .await
+            .unwrap();
+    assert_eq!(exists, 0, "no state was made");
+    let due: Option<f64> =
+        fred::interfaces::SortedSetsInterface::zscore(&client, keys.due(1), "mon_deleted")
+            .await
+            .unwrap();
+    assert!(due.is_none(), "no deadline was set");
+    // Described (created), then signalled, then forgotten (deleted): gone again.
+    watches.describe(subject).await.unwrap();
+    assert_eq!(
+        watches
+            .signal(subject, &signal)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "up"
+    );
+    watches.forget(1, "mon_deleted").await.unwrap();
+    assert!(watches.signal(subject, &signal).await.unwrap().is_none());
 }

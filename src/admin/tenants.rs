@@ -220,20 +220,49 @@ pub async fn remove(
         return Err(ApiError::not_found("tenant"));
     }
     s.auth.invalidate(&format!("tenant:{id}")).await;
-    // Its targets go too (the tenant is already gone, so nothing new can reach them).
-    s.store.delete_targets_of(&id).await?;
-    // Monitors and watched sources go with their live state, so no alert outlives them.
-    let shard = crate::queue::shard_of(&id, s.shards);
-    for source in s.store.sources_of(&id).await? {
-        s.store.delete_source(&id, &source.id).await?;
-        s.watches.forget(shard, &source.id).await?;
-    }
-    for monitor in s.store.monitors_of(&id).await? {
-        s.store.delete_monitor(&id, &monitor.id).await?;
-        s.watches.forget(shard, &monitor.id).await?;
-    }
+    // Its targets, sources and monitors go too (the tenant is already gone, so nothing new
+    // can reach them), with the monitors' live state so no alert outlives them. Each step is
+    // tried even if one fails: the tenant cannot be deleted twice.
+    purge_tenant(&s, &id).await;
     tracing::info!(request_id = %current_request_id(), tenant = %id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Deletes what belonged to a deleted tenant, logging (not stopping at) failures.
+async fn purge_tenant(s: &AdminState, id: &str) {
+    let shard = crate::queue::shard_of(id, s.shards);
+    let failed = |what: &str, e: &crate::store::StoreError| {
+        tracing::warn!(request_id = %current_request_id(), tenant = %id, error = %e, "could not delete a deleted tenant's {what}");
+    };
+    if let Err(e) = s.store.delete_targets_of(id).await {
+        failed("targets", &e);
+    }
+    match s.store.sources_of(id).await {
+        Ok(sources) => {
+            for source in sources {
+                if let Err(e) = s.store.delete_source(id, &source.id).await {
+                    failed("source", &e);
+                }
+                if let Err(e) = s.watches.forget(shard, &source.id).await {
+                    failed("source watch", &e);
+                }
+            }
+        }
+        Err(e) => failed("sources", &e),
+    }
+    match s.store.monitors_of(id).await {
+        Ok(monitors) => {
+            for monitor in monitors {
+                if let Err(e) = s.store.delete_monitor(id, &monitor.id).await {
+                    failed("monitor", &e);
+                }
+                if let Err(e) = s.watches.forget(shard, &monitor.id).await {
+                    failed("monitor state", &e);
+                }
+            }
+        }
+        Err(e) => failed("monitors", &e),
+    }
 }
 
 pub async fn issue_token(

@@ -10,6 +10,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::{ManageState, TenantScope, deleted, found, listing, path_id, read_valid};
 use crate::error::ApiError;
+use crate::monitors::state::{Kind, Subject};
 use crate::store::sources::{Source, SourceSpec};
 
 fn source_id(params: &HashMap<String, String>) -> Result<&str, ApiError> {
@@ -32,6 +33,18 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let spec = read_valid(&s, &headers, body, "invalid_source", SourceSpec::validate).await?;
     let (source, token) = s.store.create_source(&scope.tenant, &spec).await?;
+    if let Some(watch) = source.watch {
+        s.watches
+            .describe(Subject {
+                kind: Kind::Source,
+                id: &source.id,
+                tenant: &source.tenant,
+                name: &source.name,
+                shard: scope.shard,
+                window: watch.window(),
+            })
+            .await?;
+    }
     Ok((StatusCode::CREATED, Json(with_token(&source, &token))).into_response())
 }
 

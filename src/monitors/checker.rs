@@ -73,7 +73,9 @@ pub async fn run(watches: Watches, shards: u16, every: Duration, stop: Cancellat
             _ = tick.tick() => {}
         }
         let started = Instant::now();
-        let pass = check_once(&watches, shards, now_ms()).await;
+        // Deadlines are in Redis's clock; this instance's may differ.
+        let now = watches.clock().await.unwrap_or_else(|_| now_ms());
+        let pass = check_once(&watches, shards, now).await;
         crate::telemetry::monitor_check(started.elapsed(), pass.timed_out);
         if gauges_at.is_none_or(|at| at.elapsed() >= GAUGE_EVERY) {
             gauges_at = Some(Instant::now());

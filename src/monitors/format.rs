@@ -129,10 +129,26 @@ fn clip(s: &str, max: usize) -> String {
     out
 }
 
+/// [`clip`] for escaped text: a cut inside `&amp;`, `&lt;` or `&gt;` drops the partial entity.
+fn clip_escaped(s: &str, max: usize) -> String {
+    let clipped = clip(s, max);
+    if clipped.len() == s.len() {
+        return clipped;
+    }
+    let body = clipped.trim_end_matches('…');
+    match body.rfind('&') {
+        Some(amp) if !body[amp..].contains(';') => format!("{}…", &body[..amp]),
+        _ => clipped,
+    }
+}
+
 fn slack(event_type: &str, event_id: &str, body: &[u8]) -> Value {
     if let Some(a) = Alert::parse(event_type, body) {
         let headline = format!("{} {}", a.emoji(), slack_escape(&a.headline()));
-        let detail = slack_escape(&clip(&a.detail(), 2900));
+        // Slack counts the escaped text (a section holds 3000 characters): escape, then clip,
+        // never inside an entity.
+        let room = 2900usize.saturating_sub(headline.chars().count());
+        let detail = clip_escaped(&slack_escape(&a.detail()), room);
         return json!({
             "text": format!("{headline}: {detail}"),
             "blocks": [
@@ -143,7 +159,7 @@ fn slack(event_type: &str, event_id: &str, body: &[u8]) -> Value {
     }
     let mut text = format!("Event `{event_type}` ({event_id})");
     if let Ok(s) = std::str::from_utf8(body) {
-        text.push_str(&format!("\n```{}```", slack_escape(&clip(s, 2500))));
+        text.push_str(&format!("\n```{}```", clip_escaped(&slack_escape(s), 2500)));
     }
     json!({ "text": text })
 }
@@ -263,6 +279,28 @@ mod tests {
         assert!(content.chars().count() <= 2000);
         let v = parsed(render(Format::Slack, "order.paid", "evt_9", b"{\"a\":1}"));
         assert_eq!(v["text"], "Event `order.paid` (evt_9)\n```{\"a\":1}```");
+    }
+
+    #[test]
+    fn slack_clips_after_escaping_and_never_inside_an_entity() {
+        let long = "<".repeat(5000);
+        let body = json!({"type": "monitor.down", "monitor": {"id": "m", "name": "n"},
+            "status": "down", "previous_status": "up", "reason": "status_push", "message": long})
+        .to_string();
+        let v = parsed(render(Format::Slack, "monitor.down", "e", body.as_bytes()));
+        let section = v["blocks"][0]["text"]["text"].as_str().unwrap_or_default();
+        assert!(
+            section.chars().count() <= 3000,
+            "{}",
+            section.chars().count()
+        );
+        assert!(
+            section.ends_with("&lt;…"),
+            "{}",
+            &section[section.len() - 20..]
+        );
+        assert_eq!(clip_escaped("ab&amp;cd", 4), "ab…");
+        assert_eq!(clip_escaped("ab&amp;cd", 100), "ab&amp;cd");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `GET|POST /v1/monitors/{key}/heartbeat[/start|/fail|/{exit_code}]`.
 //!
 //! `{key}` (routed as `{monitor_id}`, the template the tenant's management routes share) is
-//! the monitor's URL token; or, when the request carries `Authorization: Bearer
+//! the monitor's URL token (looked up first); or, when the request carries `Authorization: Bearer
 //! <tenant token>`, the monitor's id (for senders that can keep a header secret and would
 //! rather not put one in a URL). The definition comes from a cache, so a signal costs one
 //! Redis round trip: the [`SIGNAL`](super::state) script.
@@ -109,32 +109,36 @@ async fn resolve(
         tracing::warn!(error = %e, "monitor lookup failed");
         ApiError::unavailable("the monitor store is unreachable; retry shortly")
     };
-    let (monitor, tenant) = if let Some(header) = headers.get(AUTHORIZATION) {
-        let tenant = s.auth.authenticate_header(Some(header.as_bytes())).await?;
-        if !crate::store::is_id(key) {
-            return Err(ApiError::not_found("monitor"));
-        }
-        let monitor = s
-            .monitors
-            .get(CacheKey::Id(key.to_owned()))
-            .await
-            .map_err(unavailable)?
-            .filter(|m| *m.tenant == *tenant.id)
-            .ok_or_else(|| ApiError::not_found("monitor"))?;
-        (monitor, tenant)
-    } else {
-        if crate::store::validate_token_text(key).is_err() {
-            return Err(ApiError::not_found("monitor"));
-        }
+    // The URL token first: the contract's form, whatever headers a proxy adds.
+    let by_token = if crate::store::validate_token_text(key).is_ok() {
         let hash = s.store.crypto().hash_token(key);
-        let monitor = s
-            .monitors
+        s.monitors
             .get(CacheKey::Token(hash))
             .await
             .map_err(unavailable)?
-            .ok_or_else(|| ApiError::not_found("monitor"))?;
-        let tenant = s.auth.tenant_by_id(&monitor.tenant).await?;
-        (monitor, tenant)
+    } else {
+        None
+    };
+    let (monitor, tenant) = match (by_token, headers.get(AUTHORIZATION)) {
+        (Some(monitor), _) => {
+            let tenant = s.auth.tenant_by_id(&monitor.tenant).await?;
+            (monitor, tenant)
+        }
+        (None, Some(header)) => {
+            let tenant = s.auth.authenticate_header(Some(header.as_bytes())).await?;
+            if !crate::store::is_id(key) {
+                return Err(ApiError::not_found("monitor"));
+            }
+            let monitor = s
+                .monitors
+                .get(CacheKey::Id(key.to_owned()))
+                .await
+                .map_err(unavailable)?
+                .filter(|m| *m.tenant == *tenant.id)
+                .ok_or_else(|| ApiError::not_found("monitor"))?;
+            (monitor, tenant)
+        }
+        (None, None) => return Err(ApiError::not_found("monitor")),
     };
     if let Err(wait) = tenant.check_rate() {
         telemetry::rate_limited();
@@ -157,7 +161,23 @@ async fn record(
         shard: tenant.shard,
         window: monitor.window(),
     };
-    Ok(s.watches.signal(subject, signal).await?)
+    if let Some(r) = s.watches.signal(subject, signal).await? {
+        return Ok(r);
+    }
+    // No live state: the monitor was deleted (this cache had not heard yet), or its creation
+    // stopped between the definition and the state. The store decides which.
+    if s.store
+        .monitor(&monitor.tenant, &monitor.id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("monitor"));
+    }
+    s.watches.describe(subject).await?;
+    s.watches
+        .signal(subject, signal)
+        .await?
+        .ok_or_else(|| ApiError::not_found("monitor"))
 }
 
 fn answer(monitor: &Monitor, r: &Recorded) -> Response {

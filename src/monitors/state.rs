@@ -23,17 +23,22 @@ use crate::store::{StoreError, new_id, now_ms, rfc3339};
 
 /// Records signals of subjects of one shard, in order. KEYS: due set, stream, counts, then per
 /// subject its watch hash, checks and incidents. ARGV: checks kept, incidents kept, then per
-/// subject [`ARGS_PER_SIGNAL`] values: now (ms), subject, signal, wanted status ('' for
+/// subject [`ARGS_PER_SIGNAL`] values: subject, signal, wanted status ('' for
 /// `start`), kind ('' for a timeout), window (ms), and, newline-separated in one value (only
 /// split when the status changes, so a routine heartbeat does not pay for them): tenant, name,
 /// event id, incident id, time (RFC 3339), reason, extra JSON members.
-/// Answers per subject `{status, last_heartbeat, changed, duration_ms, event_type, kind}`, or
-/// `{'skip'}` when a timeout finds the subject no longer overdue.
+/// Answers per subject `{status, last_heartbeat, changed, duration_ms, event_type, kind}`,
+/// `{'skip'}` when a timeout finds the subject no longer overdue, or `{'gone'}` when a signal
+/// names a subject with no state (deleted). Times are Redis's (`TIME`).
 static SIGNAL: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 local due, stream, counts = KEYS[1], KEYS[2], KEYS[3]
 local keep_checks, keep_incidents = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- Redis's clock, not each instance's: deadlines and run durations stay consistent whichever
+-- instance takes the signal.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- What a signal rarely needs travels packed in one argument, split only when used.
 local function unpack_more(p)
   local t = {}
@@ -41,27 +46,27 @@ local function unpack_more(p)
   return t
 end
 local function one(w, ck, ik, a)
-  local now = tonumber(ARGV[a])
-  local subject, signal, want = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local subject, signal, want = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local more = nil
   local function m(i)
-    if not more then more = unpack_more(ARGV[a + 6]) end
+    if not more then more = unpack_more(ARGV[a + 5]) end
     return more[i]
   end
-  local tenant, kind, name, reason = nil, ARGV[a + 4], nil, nil
+  local tenant, kind, name, reason = nil, ARGV[a + 3], nil, nil
   local st = redis.call('HMGET', w, 'status', 'started_at', 'incident', 'last_heartbeat',
-    'tenant', 'kind', 'name')
+    'tenant', 'kind', 'name', 'by')
   if signal == 'timeout' then
     local d = redis.call('ZSCORE', due, subject)
     if not d or tonumber(d) > now then return {'skip'} end
     redis.call('ZREM', due, subject)
-    if not st[5] then return {'skip'} end
+    if not st[5] or not st[6] then return {'skip'} end
     kind = st[6]
     if kind == 'source' then reason = 'silent' end
   else
-    redis.call('ZADD', due, now + tonumber(ARGV[a + 5]), subject)
-    -- Renames go through DESCRIBE; these are written once.
-    if not st[5] then redis.call('HSET', w, 'tenant', m(1), 'kind', kind, 'name', m(2)) end
+    -- The state is made by DESCRIBE when the subject is created and removed when it is
+    -- deleted: a signal never brings a deleted subject back.
+    if not st[6] then return {'gone'} end
+    redis.call('ZADD', due, now + tonumber(ARGV[a + 4]), subject)
   end
   local prev = st[1]
   if not prev then
@@ -93,6 +98,9 @@ local function one(w, ck, ik, a)
     if x ~= '' then extra = ',' .. x end
   end
   if dur ~= '' then extra = extra .. ',"duration_ms":' .. dur end
+  -- A status the service pushed is changed by its next push, a failure or a timeout; a
+  -- routine heartbeat does not override it (no degraded/up flapping).
+  if want == 'up' and st[8] == 'push' and signal ~= 'status' then want = prev end
   if want == prev and signal ~= 'status' then return {want, hb, '0', dur, '', kind} end
   reason = reason or m(6)
   tenant, name = st[5] or m(1), st[7] or m(2)
@@ -102,7 +110,9 @@ local function one(w, ck, ik, a)
     redis.call('LTRIM', ck, 0, keep_checks - 1)
   end
   if want == prev then return {want, hb, '0', dur, '', kind} end
-  redis.call('HSET', w, 'status', want, 'since', now)
+  local by = 'signal'
+  if signal == 'status' then by = 'push' end
+  redis.call('HSET', w, 'status', want, 'since', now, 'by', by)
   redis.call('HINCRBY', counts, kind .. ':' .. prev, -1)
   redis.call('HINCRBY', counts, kind .. ':' .. want, 1)
   local incident = st[3] or ''
@@ -153,7 +163,7 @@ local function one(w, ck, ik, a)
 end
 local out = {}
 for i = 0, (#KEYS - 3) / 3 - 1 do
-  out[i + 1] = one(KEYS[4 + i * 3], KEYS[5 + i * 3], KEYS[6 + i * 3], 3 + i * 7)
+  out[i + 1] = one(KEYS[4 + i * 3], KEYS[5 + i * 3], KEYS[6 + i * 3], 3 + i * 6)
 end
 return out
 "#,
@@ -161,24 +171,25 @@ return out
 });
 
 /// Values per subject in [`SIGNAL`]'s ARGV.
-const ARGS_PER_SIGNAL: usize = 7;
+const ARGS_PER_SIGNAL: usize = 6;
 
 /// Creates a subject's state (status `new`) or, when it exists, renames it and moves its
 /// deadline to its last signal plus the new window. KEYS: watch hash, due set, counts.
-/// ARGV: subject, tenant, kind, name, now, window (ms).
+/// ARGV: subject, tenant, kind, name, window (ms).
 static DESCRIBE: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  local clock = redis.call('TIME')
   redis.call('HSET', KEYS[1], 'tenant', ARGV[2], 'kind', ARGV[3], 'name', ARGV[4],
-    'status', 'new', 'since', ARGV[5])
+    'status', 'new', 'since', tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000))
   redis.call('HINCRBY', KEYS[3], ARGV[3] .. ':new', 1)
   return 1
 end
 redis.call('HSET', KEYS[1], 'name', ARGV[4])
 local last = redis.call('HGET', KEYS[1], 'last_signal')
 if last and redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  redis.call('ZADD', KEYS[2], tonumber(last) + tonumber(ARGV[6]), ARGV[1])
+  redis.call('ZADD', KEYS[2], tonumber(last) + tonumber(ARGV[5]), ARGV[1])
 end
 return 0
 "#,
@@ -367,12 +378,13 @@ impl Watches {
         }
     }
 
-    /// Records `signal` for `subject`, batched with concurrent signals of its shard.
+    /// Records `signal` for `subject`, batched with concurrent signals of its shard. `None`
+    /// when the subject has no state (it was deleted, or its creation did not finish).
     pub async fn signal(
         &self,
         subject: Subject<'_>,
         signal: &Signal,
-    ) -> Result<Recorded, StoreError> {
+    ) -> Result<Option<Recorded>, StoreError> {
         let now = now_ms();
         let (name, want, reason, extra) = signal.parts();
         // Names hold no control characters, ids and times are from fixed alphabets, and the
@@ -388,7 +400,6 @@ impl Watches {
         ]
         .join("\n");
         let args = [
-            now.to_string(),
             subject.id.to_owned(),
             name.to_owned(),
             want.to_owned(),
@@ -409,10 +420,7 @@ impl Watches {
             ))
         })?;
         match answer.await {
-            Ok(Ok(Some(r))) => Ok(r),
-            Ok(Ok(None)) => Err(StoreError::Invalid(
-                "the signal script skipped a live signal".into(),
-            )),
+            Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(StoreError::Redis(match &*e {
                 StoreError::Redis(r) => r.clone(),
                 other => {
@@ -420,6 +428,20 @@ impl Watches {
                 }
             })),
             Err(_) => Err(StoreError::Invalid("the signal batcher stopped".into())),
+        }
+    }
+
+    /// Redis's clock (ms), which the signal script uses for deadlines.
+    pub async fn clock(&self) -> Result<u64, StoreError> {
+        let t: Vec<String> = self
+            .inner
+            .redis
+            .custom(fred::cmd!("TIME"), Vec::<String>::new())
+            .await?;
+        let part = |i: usize| t.get(i).and_then(|v| v.parse::<u64>().ok());
+        match (part(0), part(1)) {
+            (Some(s), Some(us)) => Ok(s * 1000 + us / 1000),
+            _ => Err(StoreError::Invalid("TIME answered something else".into())),
         }
     }
 
@@ -466,7 +488,6 @@ impl Watches {
                 ]
                 .join("\n");
                 let args = [
-                    now.to_string(),
                     subject.clone(),
                     "timeout".into(),
                     "down".into(),
@@ -492,7 +513,6 @@ impl Watches {
             subject.tenant.to_owned(),
             subject.kind.as_str().to_owned(),
             subject.name.to_owned(),
-            now_ms().to_string(),
             (subject.window.as_millis() as u64).to_string(),
         ];
         let _: i64 = DESCRIBE
@@ -621,7 +641,9 @@ impl WatchesInner {
 /// Decodes one subject's answer of [`SIGNAL`].
 fn recorded(answer: Vec<String>) -> Option<Recorded> {
     let mut it = answer.into_iter();
-    let status = it.next().filter(|s| !s.is_empty() && s != "skip")?;
+    let status = it
+        .next()
+        .filter(|s| !s.is_empty() && s != "skip" && s != "gone")?;
     let hb = it.next().unwrap_or_default();
     let changed = it.next().is_some_and(|c| c == "1");
     let duration = it.next().unwrap_or_default();

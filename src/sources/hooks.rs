@@ -139,11 +139,24 @@ pub async fn post_hook(
         // The event is already durable: a failed watch update must not turn it into an error
         // (the sender would retry a delivery we hold). At worst it raises a silence alert
         // early, which the next event resolves.
-        if let Err(e) = s.watches.signal(subject, &Signal::Event).await {
+        if let Err(e) = watch_event(&s, subject).await {
             tracing::warn!(source = %source.id, error = %e, "source watch update failed");
         }
     }
     Ok(answer)
+}
+
+/// Records an event of a watched source; a source whose watch state is missing (its creation
+/// stopped half-way) gets it now, one that was deleted meanwhile is left alone.
+async fn watch_event(s: &HookState, subject: Subject<'_>) -> Result<(), StoreError> {
+    if s.watches.signal(subject, &Signal::Event).await?.is_some() {
+        return Ok(());
+    }
+    if s.store.source(subject.tenant, subject.id).await?.is_some() {
+        s.watches.describe(subject).await?;
+        s.watches.signal(subject, &Signal::Event).await?;
+    }
+    Ok(())
 }
 
 /// Remembers each accepted signature of a timestamped scheme for twice the tolerance; the

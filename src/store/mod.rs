@@ -94,25 +94,38 @@ impl Store {
     }
 
     /// Writes a document reached by a URL token (source, monitor) and its index entries in one
-    /// atomic step. `keys`: document, token entry, tenant's index, tenant, old token entry (the
-    /// new one again when the token did not change).
+    /// atomic step, if the stored document is still `expected` (`None`: there must be none).
+    /// `keys`: document, token entry, tenant's index, tenant, old token entry (the new one
+    /// again when the token did not change).
     async fn save_tokened(
         &self,
         keys: [String; 5],
         id: &str,
         json: &str,
         tenant: &str,
+        expected: Option<&str>,
     ) -> Result<(), StoreError> {
         let status: String = scripts::SAVE_TOKENED
             .evalsha_with_reload(
                 &self.redis,
                 keys.to_vec(),
-                vec![id.to_owned(), json.to_owned(), tenant.to_owned()],
+                vec![
+                    id.to_owned(),
+                    json.to_owned(),
+                    tenant.to_owned(),
+                    expected.unwrap_or_default().to_owned(),
+                ],
             )
             .await?;
         match status.as_str() {
             "ok" => Ok(()),
             "no_tenant" => Err(StoreError::NotFound("tenant")),
+            "changed" if expected.is_none() => {
+                Err(StoreError::Conflict(format!("`{id}` already exists")))
+            }
+            "changed" => Err(StoreError::Conflict(format!(
+                "`{id}` was changed or deleted meanwhile; read it again and retry"
+            ))),
             other => Err(tenants::unexpected(other)),
         }
     }

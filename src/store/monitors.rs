@@ -123,6 +123,8 @@ pub struct Monitor {
     /// `api` or `config`.
     pub origin: String,
     doc: MonitorDoc,
+    /// The stored JSON, which a change must still find in place.
+    stored: String,
 }
 
 impl Monitor {
@@ -188,6 +190,7 @@ impl Store {
             updated_at_ms: doc.updated_at_ms,
             origin: doc.origin.clone(),
             doc,
+            stored: json.to_owned(),
         })
     }
 
@@ -207,6 +210,7 @@ impl Store {
         id: &str,
         doc: &MonitorDoc,
         old_token_hash: Option<&str>,
+        expected: Option<&str>,
     ) -> Result<Monitor, StoreError> {
         let json = serde_json::to_string(doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
         self.save_tokened(
@@ -221,6 +225,7 @@ impl Store {
             id,
             &json,
             &doc.tenant,
+            expected,
         )
         .await?;
         self.open_monitor(id, &json)
@@ -253,7 +258,10 @@ impl Store {
             updated_at_ms: now,
             origin: origin.to_owned(),
         };
-        Ok((self.save_monitor(&id, &doc, None).await?, token))
+        let saved = self.save_monitor(&id, &doc, None, None).await?;
+        // Another instance may remember this (declared) token as unknown.
+        self.publish_invalidation(saved.invalidation()).await;
+        Ok((saved, token))
     }
 
     /// A monitor by id, whatever its tenant (callers check the tenant).
@@ -313,7 +321,9 @@ impl Store {
             doc.secret = self.seal_monitor_secret(id, secret.as_deref())?;
         }
         doc.updated_at_ms = now_ms();
-        let saved = self.save_monitor(id, &doc, None).await?;
+        let saved = self
+            .save_monitor(id, &doc, None, Some(&current.stored))
+            .await?;
         self.publish_invalidation(current.invalidation()).await;
         Ok(Some(saved))
     }
@@ -337,9 +347,10 @@ impl Store {
         doc.token_hash = self.crypto.hash_token(&token).to_hex();
         doc.updated_at_ms = now_ms();
         let saved = self
-            .save_monitor(id, &doc, Some(&current.token_hash))
+            .save_monitor(id, &doc, Some(&current.token_hash), Some(&current.stored))
             .await?;
         self.publish_invalidation(current.invalidation()).await;
+        self.publish_invalidation(saved.invalidation()).await;
         Ok(Some((saved, token)))
     }
 

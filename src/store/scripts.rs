@@ -151,12 +151,14 @@ return redis.call('DEL', KEYS[1])
 });
 
 /// Writes a document reached by a URL token (a source or a monitor) and points its token at it,
-/// if its tenant exists. KEYS: document, token index entry, tenant's index, tenant, old token
-/// index entry (or the new one again). ARGV: id, doc, tenant id.
+/// if its tenant exists and the stored document is still the one the change was made from ('':
+/// none, for a creation). KEYS: document, token index entry, tenant's index, tenant, old token
+/// index entry (or the new one again). ARGV: id, doc, tenant id, expected stored doc.
 pub static SAVE_TOKENED: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 if redis.call('EXISTS', KEYS[4]) == 0 then return 'no_tenant' end
+if (redis.call('HGET', KEYS[1], 'doc') or '') ~= ARGV[4] then return 'changed' end
 if KEYS[5] ~= KEYS[2] then redis.call('DEL', KEYS[5]) end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'tenant', ARGV[3])
 redis.call('SET', KEYS[2], ARGV[1])

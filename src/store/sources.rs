@@ -225,6 +225,7 @@ impl Store {
         id: &str,
         doc: &SourceDoc,
         old_token_hash: Option<&str>,
+        expected: Option<&str>,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
         self.save_tokened(
@@ -239,6 +240,7 @@ impl Store {
             id,
             &json,
             &doc.tenant,
+            expected,
         )
         .await
     }
@@ -273,7 +275,7 @@ impl Store {
             created_at_ms: now,
             updated_at_ms: now,
         };
-        self.save_source(&id, &doc, None).await?;
+        self.save_source(&id, &doc, None, None).await?;
         let json = serde_json::to_string(&doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
         Ok((self.open_source(&id, &json)?, token))
     }
@@ -332,7 +334,7 @@ impl Store {
         let token = crate::crypto::random_token("hk_")?;
         let old = std::mem::replace(&mut d.token_hash, self.crypto.hash_token(&token).to_hex());
         d.updated_at_ms = now_ms();
-        self.save_source(id, &d, Some(&old)).await?;
+        self.save_source(id, &d, Some(&old), Some(&doc)).await?;
         self.publish_invalidation(format!("source:{old}")).await;
         let json = serde_json::to_string(&d).map_err(|e| StoreError::Invalid(e.to_string()))?;
         Ok(Some((self.open_source(id, &json)?, token)))
