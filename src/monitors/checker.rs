@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use super::state::Watches;
@@ -26,37 +27,43 @@ pub struct Pass {
     pub commands: usize,
 }
 
-/// One pass over every shard at `now`.
+/// One pass over every shard at `now` (Redis's clock), shards concurrently.
 pub async fn check_once(watches: &Watches, shards: u16, now: u64) -> Pass {
+    let passes = join_all((0..shards).map(|shard| check_shard(watches, shard, now))).await;
+    passes.into_iter().fold(Pass::default(), |total, p| Pass {
+        timed_out: total.timed_out + p.timed_out,
+        commands: total.commands + p.commands,
+    })
+}
+
+async fn check_shard(watches: &Watches, shard: u16, now: u64) -> Pass {
     let mut pass = Pass::default();
-    for shard in 0..shards {
-        loop {
-            pass.commands += 1;
-            let overdue = match watches.overdue(shard, now, STEP).await {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(shard, error = %e, "reading overdue monitors failed");
-                    break;
-                }
-            };
-            if overdue.is_empty() {
+    loop {
+        pass.commands += 1;
+        let overdue = match watches.overdue(shard, now, STEP).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "reading overdue monitors failed");
                 break;
             }
-            pass.commands += 1;
-            match watches.time_out(shard, &overdue, now).await {
-                Ok(results) => {
-                    pass.timed_out += results.iter().flatten().filter(|r| r.changed).count();
-                }
-                Err(e) => {
-                    // The subjects stay overdue: the next pass takes them again.
-                    tracing::warn!(shard, error = %e, "timing out monitors failed");
-                    break;
-                }
+        };
+        if overdue.is_empty() {
+            break;
+        }
+        pass.commands += 1;
+        match watches.time_out(shard, &overdue, now).await {
+            Ok(results) => {
+                pass.timed_out += results.iter().flatten().filter(|r| r.changed).count();
             }
-            // A short page is the end.
-            if (overdue.len() as i64) < STEP {
+            Err(e) => {
+                // The subjects stay overdue: the next pass takes them again.
+                tracing::warn!(shard, error = %e, "timing out monitors failed");
                 break;
             }
+        }
+        // A short page is the end.
+        if (overdue.len() as i64) < STEP {
+            break;
         }
     }
     pass
