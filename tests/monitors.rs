@@ -193,6 +193,18 @@ async fn silence_turns_a_monitor_down_once_and_the_next_heartbeat_recovers_it() 
         "newest first"
     );
     assert_eq!(alerts(&sink, "/alerts", "monitor.up").len(), 1);
+
+    let metrics = Request::get("/metrics")
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains(r#"estafeta_watch_transitions_total{kind="monitor",status="down"}"#),
+        "transitions are counted"
+    );
+    assert!(metrics.contains("estafeta_monitor_check_seconds"));
+    assert!(!metrics.contains(&id), "no monitor ids in metric labels");
 }
 
 #[tokio::test]
