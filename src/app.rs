@@ -32,7 +32,7 @@ use crate::keyspace::Keyspace;
 use crate::listener::{self, HttpLimits, ListenerSpec};
 use crate::manage::ManageState;
 use crate::monitors::push::{MonitorCache, PushState};
-use crate::monitors::state::{Kind, Subject, Watches};
+use crate::monitors::state::Watches;
 use crate::queue::{Enqueuer, EnqueuerConfig, Retention, ensure_groups};
 use crate::redis::RedisSetupError;
 use crate::service::HttpService;
@@ -162,25 +162,18 @@ pub async fn run(
                 .map_err(failed)?;
         }
         for monitor in &decl.monitors {
-            let spec = monitor.spec();
-            store
+            let applied = store
                 .apply_declared_monitor(
                     &decl.id,
                     &monitor.id,
-                    &spec,
+                    &monitor.spec(),
                     monitor.token.as_ref().map(|t| t.expose()),
                 )
                 .await
                 .map_err(failed)?;
+            let shard = crate::queue::shard_of(&decl.id, config.queue.shards);
             watches
-                .describe(Subject {
-                    kind: Kind::Monitor,
-                    id: &monitor.id,
-                    tenant: &decl.id,
-                    name: &spec.name,
-                    shard: crate::queue::shard_of(&decl.id, config.queue.shards),
-                    window: Duration::from_secs(spec.heartbeat_interval_s + spec.grace_s),
-                })
+                .describe(applied.subject(shard))
                 .await
                 .map_err(failed)?;
         }

@@ -437,8 +437,8 @@ impl Invalidations {
                 t.recheck(tenant, changed_at).await;
             }
         } else if entry.starts_with("source:") || entry.starts_with("monitor:") {
-            // Sources and monitors keep no read time: a read before the change may hold the old token, so
-            // the entry is dropped again.
+            // Sources and monitors keep no read time: a read before the change may hold the old
+            // token, so the entry is dropped again.
             self.drop_entry(entry).await;
         } else {
             self.auth.recheck(entry, changed_at).await;

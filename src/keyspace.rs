@@ -27,7 +27,7 @@
 //! | `P:{m}:monitor:<id>` | hash | a passive monitor: `doc` (JSON, secret sealed), `tenant` |
 //! | `P:{m}:monitor_token:<hash>` | string | monitor id by keyed hash of its URL token |
 //! | `P:{m}:tenant_monitors:<tenant>` | sorted set (score 0) | a tenant's monitor ids |
-//! | `P:{q<n>}:watch:<subject>` | hash | live state of a monitor or a watched source: `status`, `since`, `last_signal`, `last_heartbeat`, `started_at`, `last_duration_ms`, `incident`, `kind`, `tenant`, `name` |
+//! | `P:{q<n>}:watch:<subject>` | hash | live state of a monitor or a watched source: `status`, `since`, `by` (`push` when a status push set it), `last_signal`, `last_heartbeat`, `started_at`, `last_duration_ms`, `incident`, `kind`, `tenant`, `name` |
 //! | `P:{q<n>}:due` | sorted set | watched subjects by deadline (ms): the checker reads only what is overdue |
 //! | `P:{q<n>}:checks:<subject>` | list | recent status records (JSON, newest first), bounded |
 //! | `P:{q<n>}:incidents:<subject>` | list | incident history (JSON, newest first), bounded |

@@ -34,10 +34,8 @@ pub struct HttpService {
 struct Inner {
     /// Label of the listener in logs and metrics.
     listener: &'static str,
-    /// Edge state, on edge listeners: enables the hot routes.
-    edge: Option<EdgeState>,
-    /// Monitor signals, on edge listeners.
-    push: Option<PushState>,
+    /// Ingest and monitor-signal state, on edge listeners: enables the hot routes.
+    edge: Option<(EdgeState, PushState)>,
     /// Every other route.
     router: Router,
 }
@@ -94,8 +92,7 @@ impl HttpService {
         HttpService {
             inner: Arc::new(Inner {
                 listener,
-                edge: Some(state),
-                push: Some(push),
+                edge: Some((state, push)),
                 router,
             }),
         }
@@ -107,7 +104,6 @@ impl HttpService {
             inner: Arc::new(Inner {
                 listener,
                 edge: None,
-                push: None,
                 router,
             }),
         }
@@ -123,11 +119,11 @@ impl HttpService {
             path = req.uri().path(),
         );
         let inner = &self.inner;
-        let hot = match (&inner.edge, &inner.push) {
-            (Some(edge), Some(push)) => {
+        let hot = match &inner.edge {
+            Some((edge, push)) => {
                 hot_route(req.method(), req.uri().path()).map(|h| (edge, push, h))
             }
-            _ => None,
+            None => None,
         };
         let (route, mut response) = match hot {
             Some((edge, push, hot)) => {

@@ -12,6 +12,7 @@ use super::AdminState;
 use crate::body::read_json;
 use crate::config::RateLimit;
 use crate::error::ApiError;
+use crate::monitors::state::Kind;
 use crate::observe::current_request_id;
 use crate::store::{NewTenant, Tenant, TenantPatch, is_id, validate_external_id, validate_name};
 
@@ -237,31 +238,31 @@ async fn purge_tenant(s: &AdminState, id: &str) {
     if let Err(e) = s.store.delete_targets_of(id).await {
         failed("targets", &e);
     }
-    match s.store.sources_of(id).await {
-        Ok(sources) => {
-            for source in sources {
-                if let Err(e) = s.store.delete_source(id, &source.id).await {
-                    failed("source", &e);
-                }
-                if let Err(e) = s.watches.forget(shard, &source.id).await {
-                    failed("source watch", &e);
-                }
+    let sources = s
+        .store
+        .sources_of(id)
+        .await
+        .map(|v| v.into_iter().map(|x| x.id).collect());
+    let monitors = s
+        .store
+        .monitors_of(id)
+        .await
+        .map(|v| v.into_iter().map(|x| x.id).collect());
+    for (kind, ids) in [(Kind::Source, sources), (Kind::Monitor, monitors)] {
+        let ids: Vec<String> = match ids {
+            Ok(ids) => ids,
+            Err(e) => {
+                failed(kind.as_str(), &e);
+                continue;
+            }
+        };
+        for subject in ids {
+            let deleted =
+                crate::monitors::delete_watched(&s.store, &s.watches, kind, id, shard, &subject);
+            if let Err(e) = deleted.await {
+                failed(kind.as_str(), &e);
             }
         }
-        Err(e) => failed("sources", &e),
-    }
-    match s.store.monitors_of(id).await {
-        Ok(monitors) => {
-            for monitor in monitors {
-                if let Err(e) = s.store.delete_monitor(id, &monitor.id).await {
-                    failed("monitor", &e);
-                }
-                if let Err(e) = s.watches.forget(shard, &monitor.id).await {
-                    failed("monitor state", &e);
-                }
-            }
-        }
-        Err(e) => failed("monitors", &e),
     }
 }
 

@@ -32,6 +32,28 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// A declared id (`<key>.id`): of the id alphabet, and not declared before in `seen`.
+fn declared_id<'a>(key: &str, id: &'a str, seen: &mut HashSet<&'a str>) -> Result<(), ConfigError> {
+    let key = format!("{key}.id");
+    crate::store::validate_tenant_id(id).map_err(|m| invalid(&key, m))?;
+    if !seen.insert(id) {
+        return Err(invalid(&key, format!("`{id}` is declared twice")));
+    }
+    Ok(())
+}
+
+/// A declared bearer or URL token (`<key>.token`): long enough, of the token alphabet.
+fn declared_token(key: &str, token: &Secret) -> Result<(), ConfigError> {
+    let key = format!("{key}.token");
+    if token.expose().len() < MIN_SECRET_TOKEN_LEN {
+        return Err(invalid(
+            &key,
+            format!("must be at least {MIN_SECRET_TOKEN_LEN} characters"),
+        ));
+    }
+    crate::store::validate_token_text(token.expose()).map_err(|m| invalid(&key, m))
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
@@ -485,9 +507,9 @@ pub struct MonitorDecl {
     /// Stable id (`[A-Za-z0-9_-]`, at most 64), unique across tenants.
     pub id: String,
     pub name: String,
-    #[serde(default = "default_heartbeat_interval")]
+    #[serde(default = "crate::store::monitors::default_interval")]
     pub heartbeat_interval_s: u64,
-    #[serde(default = "default_grace")]
+    #[serde(default = "crate::store::monitors::default_grace")]
     pub grace_s: u64,
     /// Signs status pushes (usually `env:NAME`).
     #[serde(default)]
@@ -496,14 +518,6 @@ pub struct MonitorDecl {
     /// monitor is reached with the tenant's bearer token and its id, or after a rotate-token.
     #[serde(default)]
     pub token: Option<Secret>,
-}
-
-fn default_heartbeat_interval() -> u64 {
-    300
-}
-
-fn default_grace() -> u64 {
-    60
 }
 
 impl MonitorDecl {
@@ -754,14 +768,7 @@ impl Config {
         let mut monitor_ids = HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let key = format!("tenants[{i}]");
-            crate::store::validate_tenant_id(&t.id)
-                .map_err(|m| invalid(&format!("{key}.id"), m))?;
-            if !ids.insert(t.id.as_str()) {
-                return Err(invalid(
-                    &format!("{key}.id"),
-                    format!("`{}` is declared twice", t.id),
-                ));
-            }
+            declared_id(&key, &t.id, &mut ids)?;
             crate::store::validate_name(&t.name).map_err(|m| invalid(&format!("{key}.name"), m))?;
             if let Some(ext) = &t.external_id {
                 crate::store::validate_external_id(ext)
@@ -779,28 +786,14 @@ impl Config {
                     .map_err(|m| invalid(&format!("{key}.rate_limit"), m))?;
             }
             for token in t.all_tokens() {
-                if token.expose().len() < MIN_SECRET_TOKEN_LEN {
-                    return Err(invalid(
-                        &format!("{key}.token"),
-                        format!("must be at least {MIN_SECRET_TOKEN_LEN} characters"),
-                    ));
-                }
-                crate::store::validate_token_text(token.expose())
-                    .map_err(|m| invalid(&format!("{key}.token"), m))?;
+                declared_token(&key, token)?;
                 if !tokens.insert(token.expose()) {
                     return Err(invalid(&format!("{key}.token"), "is declared twice"));
                 }
             }
             for (j, target) in t.targets.iter().enumerate() {
                 let tkey = format!("{key}.targets[{j}]");
-                crate::store::validate_tenant_id(&target.id)
-                    .map_err(|m| invalid(&format!("{tkey}.id"), m))?;
-                if !target_ids.insert(target.id.as_str()) {
-                    return Err(invalid(
-                        &format!("{tkey}.id"),
-                        format!("`{}` is declared twice", target.id),
-                    ));
-                }
+                declared_id(&tkey, &target.id, &mut target_ids)?;
                 target
                     .spec()
                     .validate(self.security.allow_private_targets)
@@ -808,24 +801,10 @@ impl Config {
             }
             for (j, monitor) in t.monitors.iter().enumerate() {
                 let mkey = format!("{key}.monitors[{j}]");
-                crate::store::validate_tenant_id(&monitor.id)
-                    .map_err(|m| invalid(&format!("{mkey}.id"), m))?;
-                if !monitor_ids.insert(monitor.id.as_str()) {
-                    return Err(invalid(
-                        &format!("{mkey}.id"),
-                        format!("`{}` is declared twice", monitor.id),
-                    ));
-                }
+                declared_id(&mkey, &monitor.id, &mut monitor_ids)?;
                 monitor.spec().validate().map_err(|m| invalid(&mkey, m))?;
                 if let Some(token) = &monitor.token {
-                    if token.expose().len() < MIN_SECRET_TOKEN_LEN {
-                        return Err(invalid(
-                            &format!("{mkey}.token"),
-                            format!("must be at least {MIN_SECRET_TOKEN_LEN} characters"),
-                        ));
-                    }
-                    crate::store::validate_token_text(token.expose())
-                        .map_err(|m| invalid(&format!("{mkey}.token"), m))?;
+                    declared_token(&mkey, token)?;
                 }
             }
         }

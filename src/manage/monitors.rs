@@ -13,22 +13,11 @@ use serde::Deserialize;
 
 use super::{ManageState, TenantScope, deleted, found, listing, path_id, read_valid};
 use crate::error::ApiError;
-use crate::monitors::state::{Kind, Subject};
+use crate::monitors::state::Kind;
 use crate::store::monitors::{Monitor, MonitorPatch, MonitorSpec};
 
 fn monitor_id(params: &HashMap<String, String>) -> Result<&str, ApiError> {
     path_id(params, &["monitor_id"], "monitor")
-}
-
-fn subject<'a>(m: &'a Monitor, scope: &TenantScope) -> Subject<'a> {
-    Subject {
-        kind: Kind::Monitor,
-        id: &m.id,
-        tenant: &m.tenant,
-        name: &m.name,
-        shard: scope.shard,
-        window: m.window(),
-    }
 }
 
 /// The definition with its live state.
@@ -70,7 +59,7 @@ pub async fn create(
         .store
         .create_monitor(&scope.tenant, &spec, None, None, "api")
         .await?;
-    s.watches.describe(subject(&monitor, &scope)).await?;
+    s.watches.describe(monitor.subject(scope.shard)).await?;
     let v = with_token(&s, &scope, &monitor, &token).await?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
@@ -119,7 +108,7 @@ pub async fn update(
     else {
         return Err(ApiError::not_found("monitor"));
     };
-    s.watches.describe(subject(&m, &scope)).await?;
+    s.watches.describe(m.subject(scope.shard)).await?;
     Ok(Json(full_view(&s, &scope, &m).await?).into_response())
 }
 
@@ -129,11 +118,16 @@ pub async fn remove(
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let id = monitor_id(&params)?;
-    let gone = s.store.delete_monitor(&scope.tenant, id).await?;
-    if gone.is_some() {
-        s.watches.forget(scope.shard, id).await?;
-    }
-    deleted(gone.is_some(), "monitor")
+    let done = crate::monitors::delete_watched(
+        &s.store,
+        &s.watches,
+        Kind::Monitor,
+        &scope.tenant,
+        scope.shard,
+        id,
+    )
+    .await?;
+    deleted(done, "monitor")
 }
 
 pub async fn rotate_token(

@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::{ManageState, TenantScope, deleted, found, listing, path_id, read_valid};
 use crate::error::ApiError;
-use crate::monitors::state::{Kind, Subject};
+use crate::monitors::state::Kind;
 use crate::store::sources::{Source, SourceSpec};
 
 fn source_id(params: &HashMap<String, String>) -> Result<&str, ApiError> {
@@ -33,17 +33,8 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let spec = read_valid(&s, &headers, body, "invalid_source", SourceSpec::validate).await?;
     let (source, token) = s.store.create_source(&scope.tenant, &spec).await?;
-    if let Some(watch) = source.watch {
-        s.watches
-            .describe(Subject {
-                kind: Kind::Source,
-                id: &source.id,
-                tenant: &source.tenant,
-                name: &source.name,
-                shard: scope.shard,
-                window: watch.window(),
-            })
-            .await?;
+    if let Some(subject) = source.watch_subject(scope.shard) {
+        s.watches.describe(subject).await?;
     }
     Ok((StatusCode::CREATED, Json(with_token(&source, &token))).into_response())
 }
@@ -68,10 +59,15 @@ pub async fn remove(
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let id = source_id(&params)?;
-    let done = s.store.delete_source(&scope.tenant, id).await?;
-    if done {
-        s.watches.forget(scope.shard, id).await?;
-    }
+    let done = crate::monitors::delete_watched(
+        &s.store,
+        &s.watches,
+        Kind::Source,
+        &scope.tenant,
+        scope.shard,
+        id,
+    )
+    .await?;
     deleted(done, "source")
 }
 

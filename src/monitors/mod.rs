@@ -16,3 +16,26 @@ pub mod checker;
 pub mod format;
 pub mod push;
 pub mod state;
+
+use crate::store::{Store, StoreError};
+use state::{Kind, Watches};
+
+/// Deletes a monitor's definition, or a source, and then its live state (so no alert outlives
+/// it); `false` when it is not there for this tenant.
+pub async fn delete_watched(
+    store: &Store,
+    watches: &Watches,
+    kind: Kind,
+    tenant: &str,
+    shard: u16,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let gone = match kind {
+        Kind::Monitor => store.delete_monitor(tenant, id).await?.is_some(),
+        Kind::Source => store.delete_source(tenant, id).await?,
+    };
+    if gone {
+        watches.forget(shard, id).await?;
+    }
+    Ok(gone)
+}

@@ -18,7 +18,7 @@ use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use serde::Deserialize;
 
-use super::state::{Kind, Recorded, Signal, Status, Subject, Watches};
+use super::state::{Recorded, Signal, Status, Watches};
 use crate::auth::{Auth, TenantAuth};
 use crate::body::{BodyLimits, decode_json};
 use crate::crypto::TokenHash;
@@ -153,29 +153,16 @@ async fn record(
     tenant: &TenantAuth,
     signal: &Signal,
 ) -> Result<Recorded, ApiError> {
-    let subject = Subject {
-        kind: Kind::Monitor,
-        id: &monitor.id,
-        tenant: &monitor.tenant,
-        name: &monitor.name,
-        shard: tenant.shard,
-        window: monitor.window(),
+    // No live state means the monitor was deleted (this cache had not heard yet), unless the
+    // store still holds it.
+    let exists = async {
+        Ok(s.store
+            .monitor(&monitor.tenant, &monitor.id)
+            .await?
+            .is_some())
     };
-    if let Some(r) = s.watches.signal(subject, signal).await? {
-        return Ok(r);
-    }
-    // No live state: the monitor was deleted (this cache had not heard yet), or its creation
-    // stopped between the definition and the state. The store decides which.
-    if s.store
-        .monitor(&monitor.tenant, &monitor.id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::not_found("monitor"));
-    }
-    s.watches.describe(subject).await?;
     s.watches
-        .signal(subject, signal)
+        .signal_existing(monitor.subject(tenant.shard), signal, exists)
         .await?
         .ok_or_else(|| ApiError::not_found("monitor"))
 }

@@ -261,8 +261,15 @@ pub enum Signal {
     Event,
 }
 
+/// What the script needs of a signal: its name, the status it asks for, the reason recorded,
+/// and extra JSON members.
+type SignalParts<'a> = (&'static str, &'static str, &'static str, String);
+
+/// A missed deadline, as the checker reports it (the script words it `silent` for sources).
+const TIMEOUT: SignalParts = ("timeout", "down", "heartbeat_missed", String::new());
+
 impl Signal {
-    fn parts(&self) -> (&'static str, &'static str, &'static str, String) {
+    fn parts(&self) -> SignalParts<'static> {
         match self {
             Signal::Heartbeat => ("heartbeat", "up", "heartbeat", String::new()),
             Signal::Start => ("start", "", "start", String::new()),
@@ -319,7 +326,7 @@ struct Call {
 struct Job {
     shard: u16,
     call: Call,
-    reply: oneshot::Sender<Result<Option<Recorded>, Arc<StoreError>>>,
+    reply: oneshot::Sender<Result<Option<Recorded>, fred::error::Error>>,
 }
 
 /// Most signals per batch, and batches in flight: as with the event queue, signals that arrive
@@ -366,15 +373,47 @@ impl Watches {
         Ok(())
     }
 
-    fn call(&self, shard: u16, subject: &str, args: [String; ARGS_PER_SIGNAL]) -> Call {
+    /// One subject's part of a [`SIGNAL`] call. A timeout passes no kind, window, tenant or
+    /// name: the script reads them from the subject's state.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &self,
+        shard: u16,
+        id: &str,
+        kind: &str,
+        window: Duration,
+        tenant: &str,
+        name: &str,
+        (signal, want, reason, extra): SignalParts,
+        now: u64,
+    ) -> Call {
         let k = &self.inner.keys;
+        // Names hold no control characters, ids and times are from fixed alphabets, and the
+        // extra members are serialized JSON (newlines escaped): a newline separates safely.
+        let packed = [
+            tenant,
+            name,
+            &new_event_id(),
+            &new_id("inc"),
+            &rfc3339(now),
+            reason,
+            &extra,
+        ]
+        .join("\n");
         Call {
             subject_keys: [
-                k.watch(shard, subject),
-                k.checks(shard, subject),
-                k.incidents(shard, subject),
+                k.watch(shard, id),
+                k.checks(shard, id),
+                k.incidents(shard, id),
             ],
-            args,
+            args: [
+                id.to_owned(),
+                signal.to_owned(),
+                want.to_owned(),
+                kind.to_owned(),
+                (window.as_millis() as u64).to_string(),
+                packed,
+            ],
         }
     }
 
@@ -385,32 +424,20 @@ impl Watches {
         subject: Subject<'_>,
         signal: &Signal,
     ) -> Result<Option<Recorded>, StoreError> {
-        let now = now_ms();
-        let (name, want, reason, extra) = signal.parts();
-        // Names hold no control characters, ids and times are from fixed alphabets, and the
-        // extra members are serialized JSON (newlines escaped): a newline separates safely.
-        let packed = [
+        let call = self.call(
+            subject.shard,
+            subject.id,
+            subject.kind.as_str(),
+            subject.window,
             subject.tenant,
             subject.name,
-            &new_event_id(),
-            &new_id("inc"),
-            &rfc3339(now),
-            reason,
-            &extra,
-        ]
-        .join("\n");
-        let args = [
-            subject.id.to_owned(),
-            name.to_owned(),
-            want.to_owned(),
-            subject.kind.as_str().to_owned(),
-            (subject.window.as_millis() as u64).to_string(),
-            packed,
-        ];
+            signal.parts(),
+            now_ms(),
+        );
         let (reply, answer) = oneshot::channel();
         let job = Job {
             shard: subject.shard,
-            call: self.call(subject.shard, subject.id, args),
+            call,
             reply,
         };
         self.tx.try_send(job).map_err(|_| {
@@ -420,15 +447,28 @@ impl Watches {
             ))
         })?;
         match answer.await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(StoreError::Redis(match &*e {
-                StoreError::Redis(r) => r.clone(),
-                other => {
-                    fred::error::Error::new(fred::error::ErrorKind::Unknown, other.to_string())
-                }
-            })),
+            Ok(r) => Ok(r?),
             Err(_) => Err(StoreError::Invalid("the signal batcher stopped".into())),
         }
+    }
+
+    /// Records `signal` for a subject that should exist: when its state is missing, `exists`
+    /// (the store's word) decides between a subject deleted meanwhile (`None`) and one whose
+    /// creation stopped between its definition and its state (made now, then signalled).
+    pub async fn signal_existing(
+        &self,
+        subject: Subject<'_>,
+        signal: &Signal,
+        exists: impl Future<Output = Result<bool, StoreError>>,
+    ) -> Result<Option<Recorded>, StoreError> {
+        if let Some(r) = self.signal(subject, signal).await? {
+            return Ok(Some(r));
+        }
+        if !exists.await? {
+            return Ok(None);
+        }
+        self.describe(subject).await?;
+        self.signal(subject, signal).await
     }
 
     /// Redis's clock (ms), which the signal script uses for deadlines.
@@ -476,29 +516,9 @@ impl Watches {
     ) -> Result<Vec<Option<Recorded>>, StoreError> {
         let calls = subjects
             .iter()
-            .map(|subject| {
-                let packed = [
-                    "",
-                    "",
-                    &new_event_id(),
-                    &new_id("inc"),
-                    &rfc3339(now),
-                    "heartbeat_missed",
-                    "",
-                ]
-                .join("\n");
-                let args = [
-                    subject.clone(),
-                    "timeout".into(),
-                    "down".into(),
-                    String::new(),
-                    "0".into(),
-                    packed,
-                ];
-                self.call(shard, subject, args)
-            })
+            .map(|id| self.call(shard, id, "", Duration::ZERO, "", "", TIMEOUT, now))
             .collect::<Vec<_>>();
-        self.inner.run(shard, calls).await
+        Ok(self.inner.run(shard, calls).await?)
     }
 
     /// Creates a subject's state at status `new`, or renames it and applies a new window.
@@ -617,7 +637,11 @@ impl Watches {
 
 impl WatchesInner {
     /// One [`SIGNAL`] call for `calls` (all of `shard`).
-    async fn run(&self, shard: u16, calls: Vec<Call>) -> Result<Vec<Option<Recorded>>, StoreError> {
+    async fn run(
+        &self,
+        shard: u16,
+        calls: Vec<Call>,
+    ) -> Result<Vec<Option<Recorded>>, fred::error::Error> {
         let mut keys = Vec::with_capacity(3 + calls.len() * 3);
         keys.extend([
             self.keys.due(shard),
@@ -698,7 +722,6 @@ async fn collect(mut rx: mpsc::Receiver<Job>, inner: Arc<WatchesInner>) {
                             }
                         }
                         Err(e) => {
-                            let e = Arc::new(e);
                             for reply in replies {
                                 let _ = reply.send(Err(e.clone()));
                             }

@@ -22,7 +22,7 @@ use crate::crypto::sha256_hex;
 use crate::error::ApiError;
 use crate::ingest::EdgeState;
 use crate::ingest::events::enqueue_and_answer;
-use crate::monitors::state::{Kind, Signal, Subject};
+use crate::monitors::state::Signal;
 use crate::queue::valid_event_type;
 use crate::store::sources::{EventTypeRule, Source};
 use crate::store::{Store, StoreError, now_ms};
@@ -127,36 +127,20 @@ pub async fn post_hook(
         .map(|id| sha256_hex(&[b"source:", source.id.as_bytes(), b":", id.as_bytes()]));
     let answer =
         enqueue_and_answer(&s.edge, &tenant, event_type, &headers, raw, key_digest).await?;
-    if let Some(watch) = source.watch {
-        let subject = Subject {
-            kind: Kind::Source,
-            id: &source.id,
-            tenant: &source.tenant,
-            name: &source.name,
-            shard: tenant.shard,
-            window: watch.window(),
-        };
+    if let Some(subject) = source.watch_subject(tenant.shard) {
         // The event is already durable: a failed watch update must not turn it into an error
         // (the sender would retry a delivery we hold). At worst it raises a silence alert
-        // early, which the next event resolves.
-        if let Err(e) = watch_event(&s, subject).await {
+        // early, which the next event resolves. A source deleted meanwhile is left alone.
+        let exists = async { Ok(s.store.source(subject.tenant, subject.id).await?.is_some()) };
+        if let Err(e) = s
+            .watches
+            .signal_existing(subject, &Signal::Event, exists)
+            .await
+        {
             tracing::warn!(source = %source.id, error = %e, "source watch update failed");
         }
     }
     Ok(answer)
-}
-
-/// Records an event of a watched source; a source whose watch state is missing (its creation
-/// stopped half-way) gets it now, one that was deleted meanwhile is left alone.
-async fn watch_event(s: &HookState, subject: Subject<'_>) -> Result<(), StoreError> {
-    if s.watches.signal(subject, &Signal::Event).await?.is_some() {
-        return Ok(());
-    }
-    if s.store.source(subject.tenant, subject.id).await?.is_some() {
-        s.watches.describe(subject).await?;
-        s.watches.signal(subject, &Signal::Event).await?;
-    }
-    Ok(())
 }
 
 /// Remembers each accepted signature of a timestamped scheme for twice the tolerance; the

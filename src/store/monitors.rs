@@ -9,6 +9,7 @@ use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, now_ms, rfc3339};
+use crate::monitors::state::{Kind, Subject};
 use crate::sources::verify::{Scheme, Verifier};
 
 /// Longest heartbeat interval or grace period: a year.
@@ -16,11 +17,13 @@ const MAX_PERIOD_S: u64 = 366 * 86_400;
 /// Header of a status push's signature.
 pub const SIGNATURE_HEADER: &str = "x-webhook-signature";
 
-fn default_interval() -> u64 {
+/// Default heartbeat interval (s), for the API and the config file.
+pub fn default_interval() -> u64 {
     300
 }
 
-fn default_grace() -> u64 {
+/// Default grace (s), for the API and the config file.
+pub fn default_grace() -> u64 {
     60
 }
 
@@ -48,11 +51,11 @@ pub struct MonitorPatch {
     pub secret: Option<Option<String>>,
 }
 
-fn validate_periods(interval_s: u64, grace_s: u64) -> Result<(), String> {
-    if interval_s == 0 || interval_s > MAX_PERIOD_S {
-        return Err(format!(
-            "heartbeat_interval_s must be between 1 and {MAX_PERIOD_S}"
-        ));
+/// A watch window: how often a signal is expected (`every_key` names the field) and the grace
+/// after it; shared by monitors and source silence watches.
+pub(super) fn validate_window(every_key: &str, every_s: u64, grace_s: u64) -> Result<(), String> {
+    if every_s == 0 || every_s > MAX_PERIOD_S {
+        return Err(format!("{every_key} must be between 1 and {MAX_PERIOD_S}"));
     }
     if grace_s > MAX_PERIOD_S {
         return Err(format!("grace_s must be at most {MAX_PERIOD_S}"));
@@ -72,7 +75,11 @@ fn validate_secret(secret: Option<&str>) -> Result<(), String> {
 impl MonitorSpec {
     pub fn validate(&self) -> Result<(), String> {
         super::validate_name(&self.name).map_err(|m| format!("name {m}"))?;
-        validate_periods(self.heartbeat_interval_s, self.grace_s)?;
+        validate_window(
+            "heartbeat_interval_s",
+            self.heartbeat_interval_s,
+            self.grace_s,
+        )?;
         validate_secret(self.secret.as_deref())
     }
 }
@@ -82,7 +89,8 @@ impl MonitorPatch {
         if let Some(n) = &self.name {
             super::validate_name(n).map_err(|m| format!("name {m}"))?;
         }
-        validate_periods(
+        validate_window(
+            "heartbeat_interval_s",
             self.heartbeat_interval_s.unwrap_or(1),
             self.grace_s.unwrap_or(0),
         )?;
@@ -122,7 +130,8 @@ pub struct Monitor {
     pub updated_at_ms: u64,
     /// `api` or `config`.
     pub origin: String,
-    doc: MonitorDoc,
+    /// The secret as stored (sealed), kept for rewrites of the document.
+    sealed_secret: Option<String>,
     /// The stored JSON, which a change must still find in place.
     stored: String,
 }
@@ -146,6 +155,33 @@ impl Monitor {
             "created_at": rfc3339(self.created_at_ms),
             "updated_at": rfc3339(self.updated_at_ms),
         })
+    }
+
+    /// The monitor as a watched subject of `shard` (its tenant's).
+    pub fn subject(&self, shard: u16) -> Subject<'_> {
+        Subject {
+            kind: Kind::Monitor,
+            id: &self.id,
+            tenant: &self.tenant,
+            name: &self.name,
+            shard,
+            window: self.window(),
+        }
+    }
+
+    /// The stored document, for a rewrite.
+    fn doc(&self) -> MonitorDoc {
+        MonitorDoc {
+            tenant: self.tenant.clone(),
+            name: self.name.clone(),
+            interval_s: self.interval_s,
+            grace_s: self.grace_s,
+            secret: self.sealed_secret.clone(),
+            token_hash: self.token_hash.clone(),
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            origin: self.origin.clone(),
+        }
     }
 
     /// The entry that drops this monitor from every instance's cache.
@@ -179,17 +215,17 @@ impl Store {
         };
         Ok(Monitor {
             id: id.to_owned(),
-            tenant: doc.tenant.clone(),
-            name: doc.name.clone(),
             name_json: serde_json::Value::from(doc.name.as_str()).to_string(),
+            tenant: doc.tenant,
+            name: doc.name,
             interval_s: doc.interval_s,
             grace_s: doc.grace_s,
             verifier,
-            token_hash: doc.token_hash.clone(),
+            token_hash: doc.token_hash,
             created_at_ms: doc.created_at_ms,
             updated_at_ms: doc.updated_at_ms,
-            origin: doc.origin.clone(),
-            doc,
+            origin: doc.origin,
+            sealed_secret: doc.secret,
             stored: json.to_owned(),
         })
     }
@@ -311,7 +347,7 @@ impl Store {
         let Some(current) = self.monitor(tenant, id).await? else {
             return Ok(None);
         };
-        let mut doc = current.doc.clone();
+        let mut doc = current.doc();
         if let Some(n) = &patch.name {
             doc.name = n.clone();
         }
@@ -343,7 +379,7 @@ impl Store {
             Some(t) => t.to_owned(),
             None => crate::crypto::random_token("mt_")?,
         };
-        let mut doc = current.doc.clone();
+        let mut doc = current.doc();
         doc.token_hash = self.crypto.hash_token(&token).to_hex();
         doc.updated_at_ms = now_ms();
         let saved = self
@@ -379,18 +415,19 @@ impl Store {
 
     /// Makes a config-declared monitor match its declaration (idempotent): created when
     /// missing, updated when it differs; its URL token replaced when one is declared and the
-    /// stored one differs.
+    /// stored one differs. Returns the monitor as it now is.
     pub async fn apply_declared_monitor(
         &self,
         tenant: &str,
         id: &str,
         spec: &MonitorSpec,
         token: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let Some(current) = self.monitor(tenant, id).await? else {
-            self.create_monitor(tenant, spec, Some(id), token, "config")
+    ) -> Result<Monitor, StoreError> {
+        let Some(mut current) = self.monitor(tenant, id).await? else {
+            let (created, _) = self
+                .create_monitor(tenant, spec, Some(id), token, "config")
                 .await?;
-            return Ok(());
+            return Ok(created);
         };
         let secret_same = match (&current.verifier, &spec.secret) {
             (None, None) => true,
@@ -408,13 +445,17 @@ impl Store {
                 grace_s: Some(spec.grace_s),
                 secret: Some(spec.secret.clone()),
             };
-            self.update_monitor(tenant, id, &patch).await?;
+            if let Some(updated) = self.update_monitor(tenant, id, &patch).await? {
+                current = updated;
+            }
         }
         if let Some(t) = token {
             if self.crypto.hash_token(t).to_hex() != current.token_hash {
-                self.rotate_monitor_token(tenant, id, Some(t)).await?;
+                if let Some((rotated, _)) = self.rotate_monitor_token(tenant, id, Some(t)).await? {
+                    current = rotated;
+                }
             }
         }
-        Ok(())
+        Ok(current)
     }
 }

@@ -7,6 +7,7 @@ use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, now_ms, rfc3339};
+use crate::monitors::state::{Kind, Subject};
 use crate::sources::verify::{Scheme, Verifier};
 
 /// Where a source's event type comes from.
@@ -78,17 +79,16 @@ impl SourceSpec {
         {
             return Err("verify.secret is required (or choose scheme `none` explicitly)".into());
         }
-        if self
-            .expect_every_s
-            .is_some_and(|e| e == 0 || e > 366 * 86_400)
-        {
-            return Err("expect_every_s must be between 1 and 31622400".into());
-        }
-        if self.grace_s.is_some_and(|g| g > 366 * 86_400) {
-            return Err("grace_s must be at most 31622400".into());
-        }
-        if self.grace_s.is_some() && self.expect_every_s.is_none() {
-            return Err("grace_s applies to the silence watch: set expect_every_s too".into());
+        match self.expect_every_s {
+            Some(every) => super::monitors::validate_window(
+                "expect_every_s",
+                every,
+                self.grace_s.unwrap_or(0),
+            )?,
+            None if self.grace_s.is_some() => {
+                return Err("grace_s applies to the silence watch: set expect_every_s too".into());
+            }
+            None => {}
         }
         if self
             .verify
@@ -163,6 +163,18 @@ pub struct Source {
 }
 
 impl Source {
+    /// The source as a watched subject of `shard` (its tenant's), if it has a silence watch.
+    pub fn watch_subject(&self, shard: u16) -> Option<Subject<'_>> {
+        self.watch.map(|w| Subject {
+            kind: Kind::Source,
+            id: &self.id,
+            tenant: &self.tenant,
+            name: &self.name,
+            shard,
+            window: w.window(),
+        })
+    }
+
     /// The JSON view (no secret, no token).
     pub fn view(&self) -> serde_json::Value {
         serde_json::json!({
@@ -269,7 +281,7 @@ impl Store {
             event_type: spec.event_type.clone(),
             watch: spec.expect_every_s.map(|expect_every_s| SilenceWatch {
                 expect_every_s,
-                grace_s: spec.grace_s.unwrap_or(60),
+                grace_s: spec.grace_s.unwrap_or_else(super::monitors::default_grace),
             }),
             token_hash,
             created_at_ms: now,
