@@ -13,7 +13,8 @@ use estafeta::auth::Auth;
 use estafeta::config::{AuthConfig, RedisConfig};
 use estafeta::crypto::Keys;
 use estafeta::keyspace::Keyspace;
-use estafeta::store::{NewTenant, Store};
+use estafeta::model::{Name, Origin, TenantId, TenantSpec};
+use estafeta::store::Store;
 use fred::prelude::*;
 
 fn token_hash(c: &mut Criterion) {
@@ -25,9 +26,12 @@ fn token_hash(c: &mut Criterion) {
 }
 
 fn routing_and_decoding(c: &mut Criterion) {
+    let Ok(tenant) = TenantId::parse("ten_01M829E6B1GN701AJV6ZWAWYDY") else {
+        return;
+    };
     c.bench_function("shard_of", |b| {
         b.iter(|| {
-            estafeta::queue::shard_of(std::hint::black_box("ten_01M829E6B1GN701AJV6ZWAWYDY"), 16)
+            estafeta::keyspace::shard_of(std::hint::black_box(&tenant), 16)
         })
     });
     let pair = |k: &str, v: &[u8]| {
@@ -45,7 +49,7 @@ fn routing_and_decoding(c: &mut Criterion) {
         fields.push(pair("body", &[b'x'; 200]));
     }
     c.bench_function("decode_entry_32_events", |b| {
-        b.iter(|| estafeta::queue::decode_entry(std::hint::black_box(&fields)))
+        b.iter(|| estafeta::queue::decode(std::hint::black_box(&fields)))
     });
 }
 
@@ -71,16 +75,15 @@ fn auth_cache_hit(c: &mut Criterion) {
             Arc::new(Keys::derive(&[7u8; 32])),
         );
         let (token_id, token) = estafeta::store::tokens::generate_token().ok()?;
-        let hash = store.crypto().hash_token(&token).to_hex();
-        let new = NewTenant {
-            id: None,
-            name: "bench".into(),
+        let hash = store.crypto().hash_token(&token);
+        let spec = TenantSpec {
+            name: Name::parse("bench").ok()?,
             external_id: None,
             active: true,
             rate_limit: None,
         };
         store
-            .create_tenant(&new, "api", Some((&token_id, &hash)))
+            .create_tenant(None, &spec, Origin::Api, Some((&token_id, &hash)))
             .await
             .ok()?;
         let auth = Auth::new(store, &AuthConfig::default(), None, 16);

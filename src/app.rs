@@ -1,15 +1,15 @@
 //! Builds the components from a [`Config`] and runs them until shutdown, in order.
 //!
-//! Start: keys → Redis (and its durability check) → config tenants, targets and monitors →
-//! consumer groups → auth, target, source and monitor caches and their invalidation
-//! subscription → dispatcher, monitor checker and retention (roles `all`, `dispatcher`) →
-//! enqueuer → listeners → ready.
+//! Start: keys → Redis (and its durability check) → scripts → config tenants, targets and
+//! monitors → consumer groups → caches, registered with the invalidation listener, which
+//! subscribes before anything serves → dispatcher, monitor checker and retention (roles
+//! `all`, `dispatcher`) → the batchers of the edge's writes → listeners → ready.
 //!
 //! Shutdown: not ready → listeners stop accepting and drain in-flight requests (bounded by
-//! `edge.shutdown_grace_ms`) → the enqueuer finishes the batches it holds (each in-flight
-//! request already has its answer) → the dispatcher stops reading and finishes in-flight
-//! deliveries (bounded; what is left stays pending in Redis) → background tasks stop → Redis
-//! connections close.
+//! `edge.shutdown_grace_ms`) → the batchers write what they hold (each in-flight request
+//! already has its answer) → the dispatcher stops reading and finishes in-flight deliveries
+//! (bounded; what is left stays pending in Redis) → background tasks stop → Redis connections
+//! close. Every task runs on one of the trackers here and is waited for.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,26 +20,28 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, AdminState};
-use crate::auth::{Auth, Invalidations};
+use crate::api::health::Readiness;
+use crate::api::{self, ApiState, EdgeParts};
+use crate::auth::Auth;
 use crate::body::BodyLimits;
-use crate::config::Config;
+use crate::cache::CacheSettings;
+use crate::config::{CacheConfig, Config};
 use crate::crypto::Keys;
-use crate::dispatch::{Dispatcher, Settings as DispatchSettings, TargetCache};
-use crate::health::Readiness;
-use crate::ingest::{self, EdgeState};
-use crate::keyspace::Keyspace;
-use crate::listener::{self, HttpLimits, ListenerSpec};
-use crate::manage::ManageState;
-use crate::monitors::push::{MonitorCache, PushState};
-use crate::monitors::state::Watches;
+use crate::dispatch::targets::TargetCache;
+use crate::dispatch::{Dispatcher, Settings as DispatchSettings};
+use crate::edge::listener::{self, HttpLimits, ListenerSpec};
+use crate::edge::service::HttpService;
+use crate::edge::tls;
+use crate::ingest::IngestState;
+use crate::ingest::heartbeats::{HeartbeatState, MonitorCache};
+use crate::ingest::hooks::{HookState, SourceCache};
+use crate::invalidation::Listener;
+use crate::keyspace::{Keyspace, shard_of};
+use crate::monitors::state::{Subject, WatchSettings, Watches};
 use crate::queue::{Enqueuer, EnqueuerConfig, Retention, ensure_groups};
 use crate::redis::RedisSetupError;
-use crate::service::HttpService;
-use crate::sources::hooks::{HookState, SourceCache};
-use crate::store::Store;
-use crate::store::deliveries::Deliveries;
-use crate::{telemetry, tls};
+use crate::store::{Deliveries, Store, StoreError};
+use crate::telemetry;
 
 /// What a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -75,16 +77,28 @@ pub enum StartError {
     Bind {
         key: &'static str,
         addr: SocketAddr,
-        cause: String,
+        cause: std::io::Error,
     },
     #[error("cannot apply tenants[{index}] (`{id}`) from the config: {cause}")]
     DeclaredTenant {
         index: usize,
         id: String,
-        cause: String,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("cannot prepare Redis: {0}")]
-    Prepare(String),
+    #[error("cannot prepare Redis: {what}: {cause}")]
+    Prepare {
+        what: &'static str,
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StartError {
+    fn prepare(what: &'static str) -> impl FnOnce(fred::error::Error) -> StartError {
+        move |e| StartError::Prepare {
+            what,
+            cause: Box::new(e),
+        }
+    }
 }
 
 /// The sockets a process serves on, bound before [`run`] so tests can bind port 0.
@@ -99,11 +113,9 @@ impl Listeners {
     /// Binds the configured addresses that `role` serves.
     pub async fn bind(config: &Config, role: Role) -> Result<Listeners, StartError> {
         async fn bind_one(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-            TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
-                key,
-                addr,
-                cause: e.to_string(),
-            })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|cause| StartError::Bind { key, addr, cause })
         }
         let mut out = Listeners::default();
         if role.serves_edge() {
@@ -117,6 +129,58 @@ impl Listeners {
         out.admin = Some(bind_one("admin.listen", config.admin.listen).await?);
         Ok(out)
     }
+}
+
+fn cache_settings(c: &CacheConfig) -> CacheSettings {
+    CacheSettings {
+        capacity: c.capacity,
+        ttl: Duration::from_millis(c.ttl_ms),
+        negative_ttl: Duration::from_millis(c.negative_ttl_ms),
+    }
+}
+
+/// Makes the store match the tenants, targets and monitors the config declares.
+async fn apply_declared(
+    config: &Config,
+    store: &Store,
+    watches: &Watches,
+) -> Result<(), StartError> {
+    for (index, decl) in config.tenants.iter().enumerate() {
+        let failed = |cause: Box<dyn std::error::Error + Send + Sync>| StartError::DeclaredTenant {
+            index,
+            id: decl.id.to_string(),
+            cause,
+        };
+        let store_failed = |e: StoreError| failed(Box::new(e));
+        let tokens: Vec<&str> = decl.all_tokens().map(|s| s.expose()).collect();
+        store
+            .apply_declared_tenant(&decl.id, &decl.spec(), &tokens)
+            .await
+            .map_err(store_failed)?;
+        for target in &decl.targets {
+            store
+                .apply_declared_target(&decl.id, &target.id, &target.spec())
+                .await
+                .map_err(store_failed)?;
+        }
+        for monitor in &decl.monitors {
+            let applied = store
+                .apply_declared_monitor(
+                    &decl.id,
+                    &monitor.id,
+                    &monitor.spec(),
+                    monitor.token.as_ref().map(|t| t.expose()),
+                )
+                .await
+                .map_err(store_failed)?;
+            let shard = shard_of(&decl.id, config.queue.shards);
+            watches
+                .describe(Subject::monitor(&applied, shard))
+                .await
+                .map_err(|e| failed(Box::new(e)))?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the gateway until `shutdown` is cancelled, then stops in order.
@@ -140,54 +204,31 @@ pub async fn run(
 
     let redis = crate::redis::connect(&config.redis).await?;
     crate::redis::check_durability(&redis, &config.redis).await?;
+    crate::scripts::preload(&redis)
+        .await
+        .map_err(StartError::prepare("loading scripts"))?;
     let keys = Keyspace::new(&config.redis.prefix);
     let store = Store::new(redis.clone(), keys.clone(), crypto.clone());
+
+    // Writes of the edge (events, monitor signals) are batched; their batchers stop after
+    // the listeners, and write what they hold first.
+    let writers = TaskTracker::new();
+    let stop_writers = CancellationToken::new();
     let watches = Watches::new(
         redis.clone(),
         keys.clone(),
-        config.monitors.checks_kept,
-        config.monitors.incidents_kept,
+        WatchSettings {
+            checks_kept: config.monitors.checks_kept,
+            incidents_kept: config.monitors.incidents_kept,
+            deadline: config.redis_command_timeout(),
+        },
+        &writers,
+        stop_writers.clone(),
     );
-    for (index, decl) in config.tenants.iter().enumerate() {
-        let failed = |e: crate::store::StoreError| StartError::DeclaredTenant {
-            index,
-            id: decl.id.clone(),
-            cause: e.to_string(),
-        };
-        store.apply_declared_tenant(decl).await.map_err(failed)?;
-        for target in &decl.targets {
-            store
-                .apply_declared_target(&decl.id, &target.id, &target.spec())
-                .await
-                .map_err(failed)?;
-        }
-        for monitor in &decl.monitors {
-            let applied = store
-                .apply_declared_monitor(
-                    &decl.id,
-                    &monitor.id,
-                    &monitor.spec(),
-                    monitor.token.as_ref().map(|t| t.expose()),
-                )
-                .await
-                .map_err(failed)?;
-            let shard = crate::queue::shard_of(&decl.id, config.queue.shards);
-            watches
-                .describe(applied.subject(shard))
-                .await
-                .map_err(failed)?;
-        }
-    }
+    apply_declared(&config, &store, &watches).await?;
     ensure_groups(&redis, &keys, config.queue.shards)
         .await
-        .map_err(|e| StartError::Prepare(format!("creating consumer groups: {e}")))?;
-    Enqueuer::preload(&redis)
-        .await
-        .map_err(|e| StartError::Prepare(format!("loading scripts: {e}")))?;
-    watches
-        .preload()
-        .await
-        .map_err(|e| StartError::Prepare(format!("loading scripts: {e}")))?;
+        .map_err(StartError::prepare("creating consumer groups"))?;
 
     let readiness = Readiness::new(redis.clone());
     let background = TaskTracker::new();
@@ -198,32 +239,32 @@ pub async fn run(
         config.edge.default_rate_limit,
         config.queue.shards,
     ));
-    // Subscribe before serving: a change made after the first request must reach this cache.
+    let target_cache = TargetCache::new(store.clone(), cache_settings(&config.caches.targets));
+    let source_cache = SourceCache::new(store.clone(), cache_settings(&config.caches.sources));
+    let monitor_cache = MonitorCache::new(store.clone(), cache_settings(&config.caches.monitors));
+    // Subscribe before serving: a change made after the first request must reach the caches.
     let subscriber = crate::redis::connect_subscriber(&config.redis).await?;
+    let mut invalidations = Listener::new(
+        subscriber,
+        store.publisher().clone(),
+        config.redis_command_timeout() + Duration::from_millis(500),
+    );
+    invalidations.register(auth.clone());
+    invalidations.register(Arc::new(target_cache.clone()));
+    invalidations.register(Arc::new(source_cache.clone()));
+    invalidations.register(Arc::new(monitor_cache.clone()));
+    invalidations
+        .subscribe()
+        .await
+        .map_err(StartError::prepare("subscribing to invalidations"))?;
+    background.spawn(invalidations.run(stop_background.clone()));
+    background.spawn(upkeep(metrics.clone(), stop_background.clone()));
     let deliveries = Deliveries::new(
         redis.clone(),
         keys.clone(),
         config.queue.retention_hours * 3600,
         config.dispatch.attempts_kept,
     );
-    let target_cache = TargetCache::new(store.clone(), Duration::from_secs(30));
-    let source_cache = SourceCache::new(store.clone());
-    let monitor_cache = MonitorCache::new(store.clone());
-    let mut invalidations = Invalidations::new(
-        auth.clone(),
-        subscriber,
-        store.clone(),
-        config.redis_command_timeout() + Duration::from_millis(500),
-    )
-    .with_targets(target_cache.clone())
-    .with_sources(source_cache.clone())
-    .with_monitors(monitor_cache.clone());
-    invalidations
-        .subscribe()
-        .await
-        .map_err(|e| StartError::Prepare(format!("subscribing to invalidations: {e}")))?;
-    background.spawn(invalidations.run(stop_background.clone()));
-    background.spawn(upkeep(metrics.clone(), stop_background.clone()));
     if role.runs_background() {
         let retention = Retention::new(
             redis.clone(),
@@ -251,7 +292,10 @@ pub async fn run(
                 target_cache.clone(),
             )
             .await
-            .map_err(|e| StartError::Prepare(format!("starting the dispatcher: {e}")))?,
+            .map_err(|e| StartError::Prepare {
+                what: "starting the dispatcher",
+                cause: Box::new(e),
+            })?,
         )
     } else {
         None
@@ -266,18 +310,16 @@ pub async fn run(
         max_bytes: 64 * 1024,
         ..body_limits
     };
-    let manage = ManageState {
+    let api_state = ApiState {
         store: store.clone(),
         deliveries: deliveries.clone(),
         auth: auth.clone(),
+        watches: watches.clone(),
         body_limits: api_body_limits,
         allow_private_targets: config.security.allow_private_targets,
         rotation_overlap_ms: config.dispatch.secret_rotation_overlap_ms,
         shards: config.queue.shards,
-        watches: watches.clone(),
     };
-
-    let enqueue_tasks = TaskTracker::new();
     let enqueuer = Enqueuer::start(
         redis.clone(),
         &keys,
@@ -289,7 +331,8 @@ pub async fn run(
             wait_aof: config.redis.wait_aof,
             shards: config.queue.shards,
         },
-        &enqueue_tasks,
+        &writers,
+        stop_writers.clone(),
     );
     let http = HttpLimits {
         header_read_timeout: Duration::from_millis(config.edge.header_read_timeout_ms),
@@ -309,98 +352,76 @@ pub async fn run(
 
     let servers = TaskTracker::new();
     let stop_listeners = CancellationToken::new();
-    {
-        let edge_state = EdgeState {
-            auth: auth.clone(),
-            enqueuer,
-            body_limits,
-        };
-        let hooks = HookState {
-            edge: edge_state.clone(),
+    let ingest = IngestState {
+        auth: auth.clone(),
+        enqueuer,
+        body_limits,
+    };
+    let heartbeats = HeartbeatState {
+        auth: auth.clone(),
+        store: store.clone(),
+        monitors: monitor_cache,
+        watches: watches.clone(),
+        body_limits: api_body_limits,
+    };
+    let edge_router = api::edge(EdgeParts {
+        api: api_state.clone(),
+        ingest: ingest.clone(),
+        hooks: HookState {
+            ingest: ingest.clone(),
             store: store.clone(),
-            sources: source_cache.clone(),
+            sources: source_cache,
             redis: redis.clone(),
             watches: watches.clone(),
-        };
-        let push = PushState {
-            auth: auth.clone(),
-            store: store.clone(),
-            monitors: monitor_cache.clone(),
-            watches: watches.clone(),
-            body_limits: api_body_limits,
-        };
-        let edge_router = ingest::router(
-            edge_state.clone(),
-            manage.clone(),
-            hooks,
-            push.clone(),
-            readiness.clone(),
-        );
-        if let Some(l) = listeners.edge_tls {
-            let service = HttpService::edge(
-                "edge_tls",
-                edge_state.clone(),
-                push.clone(),
-                edge_router.clone(),
-            );
+        },
+        heartbeats: heartbeats.clone(),
+        readiness: readiness.clone(),
+    });
+    for (name, l, tls) in [
+        ("edge_tls", listeners.edge_tls, tls_acceptor),
+        ("edge_plain", listeners.edge_plain, None),
+    ] {
+        if let Some(l) = l {
+            let service =
+                HttpService::edge(name, ingest.clone(), heartbeats.clone(), edge_router.clone());
             servers.spawn(listener::serve(
                 l,
-                spec("edge_tls", tls_acceptor),
+                spec(name, tls),
                 service,
                 stop_listeners.clone(),
             ));
         }
-        if let Some(l) = listeners.edge_plain {
-            let service = HttpService::edge(
-                "edge_plain",
-                edge_state.clone(),
-                push.clone(),
-                edge_router.clone(),
-            );
-            servers.spawn(listener::serve(
-                l,
-                spec("edge_plain", None),
-                service,
-                stop_listeners.clone(),
-            ));
-        }
-        if let Some(l) = listeners.admin {
-            let state = AdminState {
-                store: store.clone(),
-                auth: auth.clone(),
-                body_limits: api_body_limits,
-                watches: watches.clone(),
-                shards: config.queue.shards,
-            };
-            let router = admin::router(
-                state,
-                manage.clone(),
-                config.admin.token.clone(),
-                readiness.clone(),
-                metrics,
-            );
-            let service = HttpService::routed("admin", router);
-            servers.spawn(listener::serve(
-                l,
-                spec("admin", None),
-                service,
-                stop_listeners.clone(),
-            ));
-        }
-        // `edge_state` (and with it this scope's enqueuer handle) drops here: once the servers
-        // stop, no handle is left and the enqueuer's collector ends.
     }
+    if let Some(l) = listeners.admin {
+        let router = api::admin(
+            api_state,
+            config.admin.token.clone(),
+            readiness.clone(),
+            metrics,
+            Arc::new(api::doc::document_json()),
+        );
+        servers.spawn(listener::serve(
+            l,
+            spec("admin", None),
+            HttpService::routed("admin", router),
+            stop_listeners.clone(),
+        ));
+    }
+    // The handles this scope holds drop here: once the servers stop, nothing submits to the
+    // batchers but the dispatcher's own.
+    drop((ingest, heartbeats, edge_router));
     servers.close();
-    readiness.set_ready(true);
+    readiness.ready();
     tracing::info!(role = ?role, "estafeta ready");
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining in-flight requests");
-    readiness.set_ready(false);
+    readiness.drain();
     stop_listeners.cancel();
     servers.wait().await;
-    enqueue_tasks.close();
-    enqueue_tasks.wait().await;
+    stop_writers.cancel();
+    writers.close();
+    writers.wait().await;
     if let Some(d) = dispatcher {
         tracing::info!("shutting down: finishing in-flight deliveries");
         d.shutdown(Duration::from_millis(config.edge.shutdown_grace_ms))

@@ -134,13 +134,28 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Js
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            JsonError::Invalid(inner.to_string())
+        let syntax = !inner.is_data();
+        // A field's own message needs no position: the path names the field.
+        let text = inner.to_string();
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        let text = if syntax {
+            text
         } else {
-            JsonError::Invalid(format!("{path}: {inner}"))
+            text.strip_suffix(&position).map(str::to_owned).unwrap_or(text)
+        };
+        let message = if path == "." || path.is_empty() {
+            text
+        } else {
+            format!("{path}: {text}")
+        };
+        if syntax {
+            JsonError::Syntax(format!("invalid JSON body: {message}"))
+        } else {
+            JsonError::Invalid(message)
         }
     })?;
-    de.end().map_err(|e| JsonError::Invalid(e.to_string()))?;
+    de.end()
+        .map_err(|e| JsonError::Syntax(format!("invalid JSON body: {e}")))?;
     Ok(value)
 }
 
@@ -149,7 +164,11 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Js
 pub enum JsonError {
     #[error(transparent)]
     Body(#[from] BodyError),
-    #[error("invalid JSON body: {0}")]
+    /// Not JSON at all.
+    #[error("{0}")]
+    Syntax(String),
+    /// JSON whose fields break the document's rules; the message names the field.
+    #[error("{0}")]
     Invalid(String),
 }
 

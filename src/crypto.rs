@@ -183,10 +183,16 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// `N` bytes from the operating system's random source.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|_| CryptoError::Random)?;
+    Ok(bytes)
+}
+
 /// A fresh random token: `prefix` then 256 random bits, base64url.
 pub fn random_token(prefix: &str) -> Result<String, CryptoError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|_| CryptoError::Random)?;
+    let bytes: [u8; 32] = random_bytes()?;
     Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
 }
 

@@ -2,8 +2,14 @@
 //! `{"error": {"code": "<snake_case>", "message": "<sentence>"}}` with a fitting status.
 //!
 //! Client errors (4xx) are not logged above debug. Server errors (5xx) log their cause chain
-//! here and answer with a generic sentence, so nothing internal leaks to the caller.
+//! here and answer with a generic sentence, so nothing internal leaks to the caller: a fault
+//! of the gateway (a record it cannot read, a script answer it does not understand, a stopped
+//! batcher) is a 500, Redis out of reach is a 503, and only the caller's own input is a 4xx.
+//!
+//! The response sets at the end ([`ReadErrors`], [`WriteErrors`], …) document these statuses
+//! in the OpenAPI description, one set per kind of route.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
@@ -14,9 +20,11 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::body::{BodyError, JsonError};
-use crate::observe::current_request_id;
+use crate::model::Invalid;
+use crate::monitors::state::{SignalError, WatchError};
 use crate::queue::QueueError;
 use crate::store::StoreError;
+use crate::telemetry::{ErrorChain, current_request_id};
 
 /// An error answer of any API.
 #[derive(Debug)]
@@ -31,6 +39,21 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Close the connection after answering (the request body was not read to its end).
     pub close: bool,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_target`, `not_found`, `rate_limited`, …
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
 }
 
 #[derive(Serialize)]
@@ -57,6 +80,19 @@ impl ApiError {
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// Input that breaks a rule: the message names the field at fault.
+    pub fn invalid(code: &'static str, e: &Invalid) -> ApiError {
+        ApiError::bad_request(code, e.to_string())
+    }
+
+    /// A path that is not valid UTF-8 once percent-decoded.
+    pub fn invalid_path() -> ApiError {
+        ApiError::bad_request(
+            "invalid_path",
+            "the path is not valid UTF-8 once percent-decoded",
+        )
     }
 
     pub fn not_found(what: &str) -> ApiError {
@@ -112,6 +148,18 @@ impl ApiError {
         )
     }
 
+    /// A failed lookup through a cache, whose loads share one error (`what` names it in logs).
+    pub fn from_shared_store(e: &Arc<StoreError>, what: &str) -> ApiError {
+        match &**e {
+            StoreError::Redis(cause) => {
+                crate::telemetry::redis_error("store");
+                tracing::warn!(request_id = %current_request_id(), error = %cause, "{what} failed");
+                ApiError::unavailable("the store is unreachable; retry shortly")
+            }
+            other => ApiError::internal(other),
+        }
+    }
+
     /// The JSON body.
     pub fn body(&self) -> Bytes {
         let envelope = Envelope {
@@ -152,28 +200,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Displays an error with its sources: `a: b: c`.
-#[derive(Debug)]
-pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
-    }
-}
-
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> ApiError {
         match e {
             AuthError::Missing => ApiError::unauthorized(
                 "missing_token",
-                "send the tenant token as `Authorization: Bearer <token>`",
+                "send the token as `Authorization: Bearer <token>`",
             ),
             AuthError::Malformed => ApiError::unauthorized(
                 "malformed_authorization",
@@ -187,10 +219,7 @@ impl From<AuthError> for ApiError {
                 "tenant_disabled",
                 "the tenant is disabled",
             ),
-            AuthError::Unavailable(cause) => {
-                tracing::warn!(request_id = %current_request_id(), error = %ErrorChain(&*cause), "token lookup failed");
-                ApiError::unavailable("the token store is unreachable; retry shortly")
-            }
+            AuthError::Store(cause) => ApiError::from_shared_store(&cause, "token lookup"),
         }
     }
 }
@@ -200,13 +229,46 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(m) => ApiError::conflict(m),
-            StoreError::Invalid(m) => ApiError::bad_request("invalid", m),
+            StoreError::Invalid(ref i) => ApiError::invalid("invalid", i),
             StoreError::Redis(ref cause) => {
                 crate::telemetry::redis_error("store");
                 tracing::warn!(request_id = %current_request_id(), error = %cause, "store command failed");
                 ApiError::unavailable("the store is unreachable; retry shortly")
             }
-            StoreError::Crypto(_) | StoreError::Corrupt { .. } => ApiError::internal(&e),
+            StoreError::Crypto(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::Encode(_)
+            | StoreError::Reply(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<WatchError> for ApiError {
+    fn from(e: WatchError) -> ApiError {
+        match e {
+            WatchError::Redis(ref cause) => {
+                crate::telemetry::redis_error("watch");
+                tracing::warn!(request_id = %current_request_id(), error = %cause, "monitor state command failed");
+                ApiError::unavailable("the monitor store is unreachable; retry shortly")
+            }
+            WatchError::Overloaded => {
+                ApiError::unavailable("too many signals are waiting for Redis; retry shortly")
+            }
+            WatchError::Stopped => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the gateway is shutting down; retry on another instance",
+            ),
+            WatchError::Reply(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<SignalError<StoreError>> for ApiError {
+    fn from(e: SignalError<StoreError>) -> ApiError {
+        match e {
+            SignalError::Watch(w) => w.into(),
+            SignalError::Store(s) => s.into(),
         }
     }
 }
@@ -266,10 +328,112 @@ impl From<JsonError> for ApiError {
     fn from(e: JsonError) -> ApiError {
         match e {
             JsonError::Body(b) => b.into(),
+            JsonError::Syntax(m) => ApiError::bad_request("invalid_body", m),
             JsonError::Invalid(m) => ApiError::bad_request("invalid_body", m),
         }
     }
 }
+
+/// Documents one error status of [`ErrorBody`].
+macro_rules! error_responses {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $status:literal: $desc:literal $(, headers($($h:tt)*))?;)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, utoipa::IntoResponses)]
+        #[allow(dead_code)]
+        pub enum $name {
+            $(
+                #[response(status = $status, description = $desc, content_type = "application/json" $(, headers($($h)*))?)]
+                $variant(ErrorBody),
+            )*
+        }
+    };
+}
+
+error_responses!(
+    /// Errors of a route that reads.
+    ReadErrors {
+        BadRequest = 400: "The path or the query is malformed.";
+        Unauthorized = 401: "Missing or invalid credentials.", headers(("WWW-Authenticate" = String, description = "`Bearer`"));
+        Forbidden = 403: "The tenant is disabled.";
+        NotFound = 404: "No such resource.";
+        Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
+        Unavailable = 503: "Redis is unreachable, or the gateway is shutting down.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+    }
+);
+
+error_responses!(
+    /// Errors of a route that takes a JSON body.
+    WriteErrors {
+        BadRequest = 400: "The body, the path or the query breaks a rule; the message names the field.";
+        Unauthorized = 401: "Missing or invalid credentials.", headers(("WWW-Authenticate" = String, description = "`Bearer`"));
+        Forbidden = 403: "The tenant is disabled.";
+        NotFound = 404: "No such resource.";
+        Timeout = 408: "The body arrived too slowly.";
+        Conflict = 409: "The change conflicts with the stored state (taken, or changed meanwhile).";
+        TooLarge = 413: "The body is too large.";
+        Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
+        Unavailable = 503: "Redis is unreachable, or the gateway is shutting down.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+    }
+);
+
+error_responses!(
+    /// Errors of `POST /v1/events/{event_type}`.
+    IngestErrors {
+        BadRequest = 400: "Invalid event type, Idempotency-Key or body.";
+        Unauthorized = 401: "Missing or invalid tenant token.", headers(("WWW-Authenticate" = String, description = "`Bearer`"));
+        Forbidden = 403: "The tenant is disabled.";
+        Timeout = 408: "The body arrived too slowly.";
+        Conflict = 409: "The Idempotency-Key was used in the last 24 h for a different request.";
+        TooLarge = 413: "The body is larger than `edge.max_body_bytes`.";
+        RateLimited = 429: "The tenant is over its rate limit.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+        Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
+        Unavailable = 503: "The queue is unreachable: the event was not accepted.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+    }
+);
+
+error_responses!(
+    /// Errors of `POST /v1/hooks/{source_token}`.
+    HookErrors {
+        BadRequest = 400: "No valid event type where the source says to find it, or a malformed path or body.";
+        Unauthorized = 401: "The sender's signature could not be verified.", headers(("WWW-Authenticate" = String, description = "`Bearer`"));
+        Forbidden = 403: "The tenant is disabled.";
+        NotFound = 404: "No source has this token.";
+        Timeout = 408: "The body arrived too slowly.";
+        Conflict = 409: "The sender's delivery id was used for a different request.";
+        TooLarge = 413: "The body is larger than `edge.max_body_bytes`.";
+        RateLimited = 429: "The tenant is over its rate limit.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+        Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
+        Unavailable = 503: "The queue is unreachable: the event was not accepted.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+    }
+);
+
+error_responses!(
+    /// Errors of a monitor's status push.
+    PushErrors {
+        BadRequest = 400: "The body is not a valid status push, or the path is malformed.";
+        Unauthorized = 401: "A missing or wrong signature (monitor with a secret), or an invalid tenant token.", headers(("WWW-Authenticate" = String, description = "`Bearer`"));
+        Forbidden = 403: "The tenant is disabled.";
+        NotFound = 404: "No monitor has this token (or, with a tenant token, this id).";
+        Timeout = 408: "The body arrived too slowly.";
+        TooLarge = 413: "The body is too large.";
+        RateLimited = 429: "The tenant is over its rate limit.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+        Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
+        Unavailable = 503: "Redis is unreachable, or the gateway is shutting down.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+    }
+);
+
+error_responses!(
+    /// Errors of a heartbeat or a job signal.
+    SignalErrors {
+        BadRequest = 400: "The signal is not `start`, `fail` or an exit code, or the path is malformed.";
+        Unauthorized = 401: "An invalid tenant token.", headers(("WWW-Authenticate" = String, description = "`Bearer`"));
+        Forbidden = 403: "The tenant is disabled.";
+        NotFound = 404: "No monitor has this token (or, with a tenant token, this id).";
+        RateLimited = 429: "The tenant is over its rate limit.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+        Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
+        Unavailable = 503: "Redis is unreachable, or the gateway is shutting down.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+    }
+);
 
 #[cfg(test)]
 mod tests {
@@ -297,18 +461,20 @@ mod tests {
     }
 
     #[test]
-    fn auth_errors_map_to_401_and_403() {
+    fn faults_of_the_gateway_are_5xx_and_input_is_4xx() {
+        assert_eq!(ApiError::from(AuthError::Missing).status, StatusCode::UNAUTHORIZED);
+        assert_eq!(ApiError::from(AuthError::Disabled).status, StatusCode::FORBIDDEN);
+        let corrupt = StoreError::Corrupt { key: "k".into(), reason: "r".into() };
+        assert_eq!(ApiError::from(corrupt).status, StatusCode::INTERNAL_SERVER_ERROR);
+        let reply = StoreError::Reply("script x answered y".into());
+        assert_eq!(ApiError::from(reply).status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(ApiError::from(WatchError::Stopped).status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            ApiError::from(AuthError::Missing).status,
-            StatusCode::UNAUTHORIZED
+            ApiError::from(WatchError::Reply("x".into())).status,
+            StatusCode::INTERNAL_SERVER_ERROR
         );
-        assert_eq!(
-            ApiError::from(AuthError::Invalid).status,
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            ApiError::from(AuthError::Disabled).status,
-            StatusCode::FORBIDDEN
-        );
+        let invalid = StoreError::Invalid(Invalid::at("url", "is bad"));
+        let e = ApiError::from(invalid);
+        assert_eq!((e.status, e.message.as_str()), (StatusCode::BAD_REQUEST, "url is bad"));
     }
 }

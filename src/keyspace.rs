@@ -32,8 +32,8 @@
 //! | `P:{q<n>}:checks:<subject>` | list | recent status records (JSON, newest first), bounded |
 //! | `P:{q<n>}:incidents:<subject>` | list | incident history (JSON, newest first), bounded |
 //! | `P:{q<n>}:watch_counts` | hash | subjects per `<kind>:<status>` in the shard, for metrics |
-//! | `P:{m}:invalidations` | string (counter) | sequence number of the last auth-cache invalidation |
-//! | channel `P:invalidate` | pub/sub | `<seq> tenant:<id>` / `<seq> token:<hash>`: drop that entry from every auth cache |
+//! | `P:{m}:invalidations` | string (counter) | sequence number of the last cache invalidation |
+//! | channel `P:invalidate` | pub/sub | `<seq> <message>`, a [`crate::invalidation::Invalidation`]: drop what it names from every instance's caches |
 //!
 //! Control-plane keys share the `{m}` tag: they are small and change rarely, and one slot lets
 //! tenant creation and deletion run as single atomic scripts. Each shard stream has its own tag
@@ -41,6 +41,22 @@
 //! the check and the append are one atomic script.
 
 use crate::crypto::TokenHash;
+use crate::model::{EventId, MonitorId, SourceId, TargetId, TenantId};
+
+/// The shard of a tenant. Stable across versions and processes (FNV-1a, not a seeded hash):
+/// changing it, or `queue.shards`, would split a tenant's events across two streams.
+pub fn shard_of(tenant: &TenantId, shards: u16) -> u16 {
+    shard_of_text(tenant.as_str(), shards)
+}
+
+fn shard_of_text(tenant: &str, shards: u16) -> u16 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in tenant.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % u64::from(shards.max(1))) as u16
+}
 
 /// The consumer group of the dispatcher on every shard stream.
 pub const DISPATCH_GROUP: &str = "dispatch";
@@ -65,7 +81,7 @@ impl Keyspace {
         &self.prefix
     }
 
-    pub fn tenant(&self, id: &str) -> String {
+    pub fn tenant(&self, id: &TenantId) -> String {
         format!("{}:{{m}}:tenant:{id}", self.prefix)
     }
 
@@ -85,44 +101,44 @@ impl Keyspace {
         format!("{}:{{m}}:token:{hash_hex}", self.prefix)
     }
 
-    pub fn tenant_tokens(&self, id: &str) -> String {
+    pub fn tenant_tokens(&self, id: &TenantId) -> String {
         format!("{}:{{m}}:tenant_tokens:{id}", self.prefix)
     }
 
-    pub fn target(&self, id: &str) -> String {
+    pub fn target(&self, id: &TargetId) -> String {
         format!("{}:{{m}}:target:{id}", self.prefix)
     }
 
-    pub fn tenant_targets(&self, tenant: &str) -> String {
+    pub fn tenant_targets(&self, tenant: &TenantId) -> String {
         format!("{}:{{m}}:tenant_targets:{tenant}", self.prefix)
     }
 
-    pub fn source(&self, id: &str) -> String {
+    pub fn source(&self, id: &SourceId) -> String {
         format!("{}:{{m}}:source:{id}", self.prefix)
     }
 
-    pub fn source_token(&self, hash_hex: &str) -> String {
-        format!("{}:{{m}}:source_token:{hash_hex}", self.prefix)
+    pub fn source_token(&self, hash: &TokenHash) -> String {
+        format!("{}:{{m}}:source_token:{}", self.prefix, hash.to_hex())
     }
 
-    pub fn tenant_sources(&self, tenant: &str) -> String {
+    pub fn tenant_sources(&self, tenant: &TenantId) -> String {
         format!("{}:{{m}}:tenant_sources:{tenant}", self.prefix)
     }
 
     /// A signed request already seen from a source (replay refusal), in the tenant's shard slot.
-    pub fn source_seen(&self, shard: u16, source: &str, digest: &str) -> String {
+    pub fn source_seen(&self, shard: u16, source: &SourceId, digest: &str) -> String {
         format!("{}:{{q{shard}}}:seen:{source}:{digest}", self.prefix)
     }
 
-    pub fn monitor(&self, id: &str) -> String {
+    pub fn monitor(&self, id: &MonitorId) -> String {
         format!("{}:{{m}}:monitor:{id}", self.prefix)
     }
 
-    pub fn monitor_token(&self, hash_hex: &str) -> String {
-        format!("{}:{{m}}:monitor_token:{hash_hex}", self.prefix)
+    pub fn monitor_token(&self, hash: &TokenHash) -> String {
+        format!("{}:{{m}}:monitor_token:{}", self.prefix, hash.to_hex())
     }
 
-    pub fn tenant_monitors(&self, tenant: &str) -> String {
+    pub fn tenant_monitors(&self, tenant: &TenantId) -> String {
         format!("{}:{{m}}:tenant_monitors:{tenant}", self.prefix)
     }
 
@@ -152,12 +168,12 @@ impl Keyspace {
     }
 
     /// An event's delivery record, in its shard's slot.
-    pub fn event_record(&self, shard: u16, event: &str) -> String {
+    pub fn event_record(&self, shard: u16, event: &EventId) -> String {
         format!("{}:{{q{shard}}}:ev:{event}", self.prefix)
     }
 
     /// An event's recent attempts.
-    pub fn attempts(&self, shard: u16, event: &str) -> String {
+    pub fn attempts(&self, shard: u16, event: &EventId) -> String {
         format!("{}:{{q{shard}}}:att:{event}", self.prefix)
     }
 
@@ -167,7 +183,7 @@ impl Keyspace {
     }
 
     /// A tenant's error queue entries.
-    pub fn dead_letters(&self, shard: u16, tenant: &str) -> String {
+    pub fn dead_letters(&self, shard: u16, tenant: &TenantId) -> String {
         format!("{}:{{q{shard}}}:dlq:{tenant}", self.prefix)
     }
 
@@ -177,7 +193,7 @@ impl Keyspace {
     }
 
     /// A tenant's delivery counters.
-    pub fn stats(&self, shard: u16, tenant: &str) -> String {
+    pub fn stats(&self, shard: u16, tenant: &TenantId) -> String {
         format!("{}:{{q{shard}}}:stats:{tenant}", self.prefix)
     }
 
@@ -187,7 +203,7 @@ impl Keyspace {
     }
 
     /// An idempotency record, in the same slot as the tenant's shard stream.
-    pub fn idempotency(&self, shard: u16, tenant: &str, key_digest: &str) -> String {
+    pub fn idempotency(&self, shard: u16, tenant: &TenantId, key_digest: &str) -> String {
         format!("{}:{{q{shard}}}:idem:{tenant}:{key_digest}", self.prefix)
     }
 
@@ -244,27 +260,32 @@ mod tests {
     #[test]
     fn keys_that_scripts_touch_together_share_a_slot() {
         let k = Keyspace::new("est");
-        let t = k.tenant("ten_1");
+        let id = |s: &str| TenantId::parse(s).unwrap_or_else(|_| TenantId::generate());
+        let ten = id("ten_1");
+        let t = k.tenant(&ten);
+        let hash = TokenHash([0; 32]);
+        let evt = EventId::generate();
+        let mon = MonitorId::generate();
         assert_eq!(hash_slot(&t), hash_slot(&k.tenants()));
-        assert_eq!(hash_slot(&t), hash_slot(&k.tenant_tokens("ten_1")));
+        assert_eq!(hash_slot(&t), hash_slot(&k.tenant_tokens(&ten)));
         assert_eq!(hash_slot(&t), hash_slot(&k.tenant_by_external_id("ab")));
         assert_eq!(hash_slot(&t), hash_slot(&k.token_hex("00")));
         assert_eq!(hash_slot(&t), hash_slot(&k.invalidation_seq()));
         assert_eq!(
             hash_slot(&k.stream(3)),
-            hash_slot(&k.idempotency(3, "ten_1", "ff"))
+            hash_slot(&k.idempotency(3, &ten, "ff"))
         );
-        assert_eq!(hash_slot(&t), hash_slot(&k.target("tgt_1")));
-        assert_eq!(hash_slot(&t), hash_slot(&k.tenant_targets("ten_1")));
-        assert_eq!(hash_slot(&t), hash_slot(&k.monitor("mon_1")));
-        assert_eq!(hash_slot(&t), hash_slot(&k.monitor_token("ab")));
-        assert_eq!(hash_slot(&t), hash_slot(&k.tenant_monitors("ten_1")));
+        assert_eq!(hash_slot(&t), hash_slot(&k.target(&TargetId::generate())));
+        assert_eq!(hash_slot(&t), hash_slot(&k.tenant_targets(&ten)));
+        assert_eq!(hash_slot(&t), hash_slot(&k.monitor(&mon)));
+        assert_eq!(hash_slot(&t), hash_slot(&k.monitor_token(&hash)));
+        assert_eq!(hash_slot(&t), hash_slot(&k.tenant_monitors(&ten)));
         for key in [
-            k.event_record(3, "evt_1"),
-            k.attempts(3, "evt_1"),
+            k.event_record(3, &evt),
+            k.attempts(3, &evt),
             k.retries(3),
-            k.dead_letters(3, "ten_1"),
-            k.stats(3, "ten_1"),
+            k.dead_letters(3, &ten),
+            k.stats(3, &ten),
             k.dead_letter_total(3),
             k.watch(3, "mon_1"),
             k.due(3),
@@ -274,6 +295,20 @@ mod tests {
         ] {
             assert_eq!(hash_slot(&k.stream(3)), hash_slot(&key), "{key}");
         }
+    }
+
+    #[test]
+    fn shard_is_stable_and_in_range() {
+        // Pinned values: a change here would reorder every deployed tenant's events.
+        assert_eq!(shard_of_text("", 16), (0xcbf29ce484222325u64 % 16) as u16);
+        assert_eq!(shard_of_text("ten_a", 16), shard_of_text("ten_a", 16));
+        for i in 0..1000 {
+            assert!(shard_of_text(&format!("t{i}"), 7) < 7);
+        }
+        let used: std::collections::HashSet<u16> = (0..1000)
+            .map(|i| shard_of_text(&format!("ten_{i}"), 16))
+            .collect();
+        assert_eq!(used.len(), 16);
     }
 
     #[test]

@@ -2,62 +2,64 @@
 //!
 //! # Layout
 //!
-//! **Edge** ([`listener`], [`tls`], [`ingest`]). TCP → rustls (handshake deadline, ALPN h2 and
-//! http/1.1) → hyper-util auto → axum routers. Every limit is explicit: connections, handshake,
-//! head size and time, body size and time ([`body`]). `POST /v1/events/{type}` authenticates,
-//! checks, reads the body and hands the event to the queue; it answers 202 only when Redis holds
-//! the event.
+//! Modules are listed in the direction of imports: each imports only modules below it, and
+//! [`model`] imports nothing of the crate. Data flows down the same list: a request enters at
+//! the edge, becomes an event in the queue, and leaves through the dispatcher.
 //!
-//! **Auth** ([`auth`], [`store`], [`crypto`]). Tenants and tokens live in Redis; a token is
-//! stored only as its HMAC, secrets that must be recovered are sealed with AES-256-GCM, and
-//! both keys derive from the master key. A moka cache answers the hot path; pub/sub
-//! invalidations keep every instance's cache coherent within a second.
-//!
-//! **Queue** ([`queue`], [`keyspace`]). A fixed number of shard streams, hash-tagged for Redis
-//! Cluster; a tenant always maps to one shard, so its events keep their order. Concurrent
-//! requests are written in pipelined batches. Idempotency keys are checked and recorded in the
-//! same atomic script as the append. Streams are trimmed by age, never past undelivered entries.
-//!
-//! **Dispatcher** ([`dispatch`]). Consumer groups on the shard streams; each event expanded once
-//! into one delivery per matching target; per-target and global caps with bounded memory;
-//! signed (Standard Webhooks) POSTs through a pooled HTTP/1.1 + HTTP/2 client behind an SSRF
-//! guard; outcomes recorded in batches before the entry is acked; retries in a Redis sorted
-//! set; reclaim of a dead consumer's entries. Records live in [`store::deliveries`].
-//!
-//! **Sources** ([`sources`]). Inbound webhooks of external platforms at `/v1/hooks/{token}`,
-//! verified by the sender's scheme over the raw bytes, then enqueued like `/v1/events`.
-//!
-//! **Admin** ([`admin`], [`manage`]). Tenants and tokens, `/metrics`, `/openapi.json`, health;
-//! targets, error queue, sources, event delivery views and stats, served to operators and (under
-//! `/v1`) to each tenant for itself by the same handlers.
-//!
-//! **Process** ([`app`], [`config`], [`telemetry`], [`health`]). `app::run` takes a validated
-//! [`config::Config`] and bound sockets, starts everything in order and stops it in reverse
-//! order on shutdown: not ready, stop accepting, drain, flush the queue, stop background tasks.
-//!
-//! Errors map to the contract's JSON in one place: [`error`].
+//! - [`app`]: builds every component from the [`config`], registers the caches for
+//!   invalidation, owns the tasks, and starts and stops them in order.
+//! - [`api`]: the admin and tenant management APIs (typed request and response structs), the
+//!   routers of both listeners, health, metrics, and the OpenAPI description derived from the
+//!   handlers.
+//! - [`edge`]: listeners (TCP → TLS → hyper-util), connection and header bounds, the hot routes
+//!   dispatched by hand, request ids and per-route metrics.
+//! - [`ingest`]: what senders call: events, inbound webhooks of sources (verified by the
+//!   sender's signature scheme), monitor heartbeats and status pushes.
+//! - [`extract`]: request extractors (typed path, query and JSON body) that refuse with the
+//!   contract's errors.
+//! - [`error`]: the one mapping of failures to the contract's JSON errors and statuses.
+//! - [`monitors`]: the live state of monitors and watched sources (one script per signal:
+//!   deadline, check, incident, alert) and the overdue checker.
+//! - [`dispatch`]: consumer-group reads, matching, signed deliveries through the SSRF guard,
+//!   chat formats, retries with backoff, outcome recording.
+//! - [`queue`]: the stream layout and the one entry codec, batched durable enqueue, the
+//!   reading half of the protocol, retention.
+//! - [`auth`]: bearer tokens through the token and tenant caches, rate limiters.
+//! - [`store`]: persistence only: tenants, tokens, targets, sources, monitors, delivery
+//!   records, in Redis.
+//! - [`invalidation`]: the typed cross-instance cache invalidation (publisher and listener).
+//! - [`cache`]: the one in-process cache type (moka).
+//! - [`scripts`]: the Lua scripts, one file each, and their registry.
+//! - [`batch`]: the one batcher (enqueue, outcome recording, monitor signals).
+//! - [`body`]: request bodies read within bounds.
+//! - [`keyspace`]: every Redis key and channel, and which shard holds a tenant.
+//! - [`redis`]: the Redis connection and its durability check.
+//! - [`telemetry`]: logs, metrics, request ids in log lines.
+//! - [`crypto`]: the keys derived from the master key: token hashes, sealed secrets.
+//! - [`config`]: the configuration file and its validation.
+//! - [`model`]: ids, the specs and patches of every resource, and their rules.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub mod api;
 pub mod app;
 pub mod auth;
+pub mod batch;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
+pub mod edge;
 pub mod error;
-pub mod health;
+pub mod extract;
 pub mod ingest;
+pub mod invalidation;
 pub mod keyspace;
-pub mod listener;
-pub mod manage;
+pub mod model;
 pub mod monitors;
-pub mod observe;
 pub mod queue;
 pub mod redis;
-pub mod service;
-pub mod sources;
+pub mod scripts;
 pub mod store;
 pub mod telemetry;
-pub mod tls;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use estafeta::app::{self, Listeners, Role};
 use estafeta::config::{self, Config};
-use estafeta::{telemetry, tls};
+use estafeta::edge::tls;
+use estafeta::telemetry;
 use tokio_util::sync::CancellationToken;
 
 /// glibc's allocator serialises threads on its arena locks under this load; mimalloc's

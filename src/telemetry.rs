@@ -106,7 +106,7 @@ fn describe() {
     );
     describe_counter!(
         "estafeta_auth_cache_total",
-        "Auth cache lookups by cache (token, tenant) and result (hit, miss)"
+        "In-process cache lookups by cache (token, tenant, targets, sources, monitors) and result (hit, miss)"
     );
     describe_counter!(
         "estafeta_redis_errors_total",
@@ -255,23 +255,24 @@ struct EventHandles {
     new: metrics::Counter,
     duplicate: metrics::Counter,
     latency: metrics::Histogram,
-    token_hit: metrics::Counter,
-    token_miss: metrics::Counter,
-    tenant_hit: metrics::Counter,
-    tenant_miss: metrics::Counter,
+    /// Hits and misses of each cache, in [`CacheName`] order.
+    caches: [(metrics::Counter, metrics::Counter); 5],
 }
 
 static EVENT_HANDLES: LazyLock<EventHandles> = LazyLock::new(|| {
     let enqueued = |result: &'static str| metrics::counter!("estafeta_events_enqueued_total", "result" => result);
-    let cache = |cache: &'static str, result: &'static str| metrics::counter!("estafeta_auth_cache_total", "cache" => cache, "result" => result);
+    let cache = |cache: CacheName| {
+        let name = cache.as_str();
+        (
+            metrics::counter!("estafeta_auth_cache_total", "cache" => name, "result" => "hit"),
+            metrics::counter!("estafeta_auth_cache_total", "cache" => name, "result" => "miss"),
+        )
+    };
     EventHandles {
         new: enqueued("new"),
         duplicate: enqueued("duplicate"),
         latency: metrics::histogram!("estafeta_ingest_duration_seconds"),
-        token_hit: cache("token", "hit"),
-        token_miss: cache("token", "miss"),
-        tenant_hit: cache("tenant", "hit"),
-        tenant_miss: cache("tenant", "miss"),
+        caches: CacheName::ALL.map(cache),
     }
 });
 
@@ -282,23 +283,73 @@ pub fn event_enqueued(duplicate: bool, elapsed: Duration) {
     h.latency.record(elapsed.as_secs_f64());
 }
 
-/// An auth-cache lookup.
-pub fn auth_cache(cache: AuthCache, hit: bool) {
-    let h = &*EVENT_HANDLES;
-    match (cache, hit) {
-        (AuthCache::Token, true) => &h.token_hit,
-        (AuthCache::Token, false) => &h.token_miss,
-        (AuthCache::Tenant, true) => &h.tenant_hit,
-        (AuthCache::Tenant, false) => &h.tenant_miss,
-    }
-    .increment(1);
+/// A lookup in one of the in-process caches.
+pub fn cache_lookup(cache: CacheName, hit: bool) {
+    let (hits, misses) = &EVENT_HANDLES.caches[cache as usize];
+    if hit { hits } else { misses }.increment(1);
 }
 
-/// The two auth caches.
-#[derive(Debug, Clone, Copy)]
-pub enum AuthCache {
-    Token,
-    Tenant,
+/// The in-process caches, as metrics name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheName {
+    Token = 0,
+    Tenant = 1,
+    Targets = 2,
+    Sources = 3,
+    Monitors = 4,
+}
+
+impl CacheName {
+    const ALL: [CacheName; 5] = [
+        CacheName::Token,
+        CacheName::Tenant,
+        CacheName::Targets,
+        CacheName::Sources,
+        CacheName::Monitors,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheName::Token => "token",
+            CacheName::Tenant => "tenant",
+            CacheName::Targets => "targets",
+            CacheName::Sources => "sources",
+            CacheName::Monitors => "monitors",
+        }
+    }
+}
+
+/// Displays an error with its sources: `a: b: c`.
+#[derive(Debug)]
+pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+tokio::task_local! {
+    /// The id of the request the current task serves.
+    static REQUEST_ID: http::HeaderValue;
+}
+
+/// Runs `f` with `id` as the current request id, so every line it logs can name it.
+pub async fn with_request_id<F: std::future::Future>(id: http::HeaderValue, f: F) -> F::Output {
+    REQUEST_ID.scope(id, f).await
+}
+
+/// The id of the request being served, for log lines (`-` outside a request).
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(|id| id.to_str().unwrap_or("-").to_owned())
+        .unwrap_or_else(|_| "-".to_owned())
 }
 
 /// A Redis operation failed.

@@ -393,8 +393,8 @@ async fn metrics_and_openapi_are_served() {
     assert_eq!(m.status, 200);
     let text = m.text();
     for needle in [
-        "estafeta_http_requests_total{listener=\"edge_plain\",route=\"/v1/events/{event_type}\",status=\"202\"}",
-        "estafeta_http_requests_total{listener=\"edge_plain\",route=\"/v1/events/{event_type}\",status=\"401\"}",
+        "estafeta_http_requests_total{listener=\"edge_plain\",route=\"/v1/events/{event}\",status=\"202\"}",
+        "estafeta_http_requests_total{listener=\"edge_plain\",route=\"/v1/events/{event}\",status=\"401\"}",
         "estafeta_ingest_duration_seconds_bucket",
         "estafeta_auth_cache_total",
         "estafeta_events_enqueued_total{result=\"new\"}",
@@ -407,7 +407,7 @@ async fn metrics_and_openapi_are_served() {
         .await
         .unwrap();
     assert_eq!(doc.status, 200);
-    assert!(doc.json()["paths"]["/v1/events/{event_type}"].is_object());
+    assert!(doc.json()["paths"]["/v1/events/{event}"].is_object());
     let ready = Request::get("/readyz")
         .send_plain(gw.addrs.admin)
         .await

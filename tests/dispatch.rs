@@ -772,7 +772,7 @@ async fn an_event_written_twice_is_delivered_once() {
     let (shard, event) = support::all_events(&redis, &gw.prefix)
         .await
         .into_iter()
-        .find(|(_, e)| e.id == id)
+        .find(|(_, e)| e.id.as_str() == id)
         .unwrap();
     let _: String = redis
         .xadd(
@@ -861,10 +861,10 @@ async fn a_backlog_to_a_slow_target_does_not_hold_back_another_tenant() {
     );
     let (a, _) = gw.tenant("big").await;
     // Another shard than a's, so b's events are not queued behind a's in one stream.
-    let shard_a = estafeta::queue::shard_of(&a, 4);
+    let shard_a = estafeta::keyspace::shard_of(&estafeta::model::TenantId::parse(&a).unwrap(), 4);
     let (b, b_token) = loop {
         let (b, t) = gw.tenant("small").await;
-        if estafeta::queue::shard_of(&b, 4) != shard_a {
+        if estafeta::keyspace::shard_of(&estafeta::model::TenantId::parse(&b).unwrap(), 4) != shard_a {
             break (b, t);
         }
     };

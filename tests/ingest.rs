@@ -55,12 +55,12 @@ async fn event_lands_in_its_stream_byte_for_byte_over_every_listener() {
     for (id, (body, ct)) in ids.iter().zip(&bodies) {
         let (_, e) = events
             .iter()
-            .find(|(_, e)| e.id == *id)
+            .find(|(_, e)| e.id.as_str() == id.as_str())
             .expect("an event for each id");
         assert_eq!(&e.body[..], &body[..]);
         assert_eq!(e.content_type.as_deref(), Some(ct.as_bytes()));
-        assert_eq!(e.event_type, "user.created");
-        assert_eq!(e.tenant, tenant);
+        assert_eq!(e.event_type.as_str(), "user.created");
+        assert_eq!(e.tenant.as_str(), tenant);
     }
     gw.stop().await.unwrap();
 }

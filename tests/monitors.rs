@@ -515,7 +515,7 @@ async fn two_checkers_raise_one_alert_per_transition() {
             support::all_events(&client, &prefix)
                 .await
                 .iter()
-                .filter(|(_, e)| e.event_type == kind)
+                .filter(|(_, e)| e.event_type.as_str() == kind)
                 .count()
         }
     };
@@ -730,7 +730,7 @@ async fn deleting_a_tenant_silences_its_monitors() {
     assert!(
         alerts
             .iter()
-            .all(|(_, e)| !e.event_type.starts_with("monitor.")),
+            .all(|(_, e)| !e.event_type.as_str().starts_with("monitor.")),
         "no alert for a deleted tenant's monitor"
     );
 }
@@ -741,11 +741,23 @@ async fn a_signal_never_brings_a_deleted_subject_back() {
     let client = redis.client().await;
     let prefix = unique_prefix("mon-gone-state");
     let keys = estafeta::keyspace::Keyspace::new(&prefix);
-    let watches = estafeta::monitors::state::Watches::new(client.clone(), keys.clone(), 10, 10);
+    let tasks = tokio_util::task::TaskTracker::new();
+    let watches = estafeta::monitors::state::Watches::new(
+        client.clone(),
+        keys.clone(),
+        estafeta::monitors::state::WatchSettings {
+            checks_kept: 10,
+            incidents_kept: 10,
+            deadline: Duration::from_secs(2),
+        },
+        &tasks,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let tenant = estafeta::model::TenantId::parse("ten_x").unwrap();
     let subject = estafeta::monitors::state::Subject {
-        kind: estafeta::monitors::state::Kind::Monitor,
+        kind: estafeta::model::WatchKind::Monitor,
         id: "mon_deleted",
-        tenant: "ten_x",
+        tenant: &tenant,
         name: "deleted",
         shard: 1,
         window: Duration::from_secs(1),
@@ -772,7 +784,7 @@ async fn a_signal_never_brings_a_deleted_subject_back() {
             .unwrap()
             .unwrap()
             .status,
-        "up"
+        estafeta::monitors::state::LiveStatus::Up
     );
     watches.forget(1, "mon_deleted").await.unwrap();
     assert!(watches.signal(subject, &signal).await.unwrap().is_none());

@@ -117,7 +117,7 @@ async fn redis_outage_gets_503_then_recovers_and_loses_nothing_acknowledged() {
     let stored: HashSet<String> = all_events(&client, &prefix)
         .await
         .into_iter()
-        .map(|(_, e)| e.id)
+        .map(|(_, e)| e.id.to_string())
         .collect();
     let acked: Vec<String> = acked.lock().unwrap().iter().cloned().collect();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use estafeta::keyspace::Keyspace;
 use estafeta::monitors::checker::check_once;
-use estafeta::monitors::state::{Kind, Signal, Subject, Watches};
-use estafeta::queue::shard_of;
-use estafeta::store::now_ms;
+use estafeta::keyspace::shard_of;
+use estafeta::model::time::now_ms;
+use estafeta::model::{TenantId, WatchKind};
+use estafeta::monitors::state::{Signal, Subject, WatchSettings, Watches};
 use fred::prelude::*;
 use futures_util::StreamExt;
 
@@ -56,8 +57,15 @@ async fn main() {
         .build()
         .unwrap();
     redis.init().await.unwrap();
-    let watches = Watches::new(redis.clone(), Keyspace::new("cbench"), 50, 100);
-    watches.preload().await.unwrap();
+    estafeta::scripts::preload(&redis).await.unwrap();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let settings = WatchSettings {
+        checks_kept: 50,
+        incidents_kept: 100,
+        deadline: Duration::from_secs(5),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watches = Watches::new(redis.clone(), Keyspace::new("cbench"), settings, &tasks, stop);
 
     let overdue_every = (100.0 / overdue_pct).round().max(1.0) as usize;
     let started = Instant::now();
@@ -67,14 +75,14 @@ async fn main() {
             let watches = watches.clone();
             async move {
                 let id = format!("mon_{i:07}");
-                let tenant = format!("ten_{}", i % 1000);
+                let tenant = TenantId::parse(&format!("ten_{}", i % 1000)).unwrap();
                 let window = if i % overdue_every == 0 {
                     Duration::from_millis(1)
                 } else {
                     Duration::from_secs(3600)
                 };
                 let subject = Subject {
-                    kind: Kind::Monitor,
+                    kind: WatchKind::Monitor,
                     id: &id,
                     tenant: &tenant,
                     name: &id,

@@ -4,9 +4,10 @@
 //! unit carry it in their name (`_ms`, `_bytes`, `_hours`). [`Config::load`] merges and validates;
 //! [`Config::warnings`] lists legal but risky choices that `serve` logs at start.
 
+mod declared;
+mod redis_url;
 mod secret;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +17,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use declared::{MonitorDecl, TargetDecl, TenantDecl};
+pub use redis_url::{is_cluster_url, normalize_url, redact_url, validate_url};
 pub use secret::Secret;
+
+use crate::model::{Invalid, RateLimit, RetryPolicy};
 
 /// Where the config is read from when neither `--config` nor `ESTAFETA_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "config/estafeta.toml";
@@ -32,32 +37,34 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-/// A declared id (`<key>.id`): of the id alphabet, and not declared before in `seen`.
-fn declared_id<'a>(key: &str, id: &'a str, seen: &mut HashSet<&'a str>) -> Result<(), ConfigError> {
-    let key = format!("{key}.id");
-    crate::store::validate_tenant_id(id).map_err(|m| invalid(&key, m))?;
-    if !seen.insert(id) {
-        return Err(invalid(&key, format!("`{id}` is declared twice")));
-    }
-    Ok(())
-}
-
-/// A declared bearer or URL token (`<key>.token`): long enough, of the token alphabet.
-fn declared_token(key: &str, token: &Secret) -> Result<(), ConfigError> {
-    let key = format!("{key}.token");
-    if token.expose().len() < MIN_SECRET_TOKEN_LEN {
-        return Err(invalid(
-            &key,
-            format!("must be at least {MIN_SECRET_TOKEN_LEN} characters"),
-        ));
-    }
-    crate::store::validate_token_text(token.expose()).map_err(|m| invalid(&key, m))
-}
-
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
         message: message.into(),
+    }
+}
+
+/// A rule broken at `key` (the rule's own path, if any, below it).
+fn broken(key: &str, e: Invalid) -> ConfigError {
+    let e = e.within(key);
+    ConfigError::Invalid {
+        key: e.path,
+        message: e.message,
+    }
+}
+
+/// `redis.prefix`: letters, digits and `_.:-`, at most 64, no braces (they would change the
+/// cluster hash tags).
+fn validate_prefix(prefix: &str) -> Result<(), Invalid> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new("must be 1 to 64 of A-Z a-z 0-9 _ . : -"))
     }
 }
 
@@ -96,9 +103,56 @@ pub struct Config {
     /// The async runtime.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Sizes and lifetimes of the definition caches behind targets, sources and monitors.
+    #[serde(default)]
+    pub caches: CachesConfig,
     /// Tenants applied idempotently at start (config-driven deployments).
     #[serde(default)]
     pub tenants: Vec<TenantDecl>,
+}
+
+/// One in-process cache.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Most entries.
+    pub capacity: u64,
+    /// How long a found definition stays cached (changes arrive sooner, by invalidation).
+    pub ttl_ms: u64,
+    /// How long a definition found missing stays cached.
+    pub negative_ttl_ms: u64,
+}
+
+impl CacheConfig {
+    const fn new(capacity: u64, ttl_ms: u64, negative_ttl_ms: u64) -> CacheConfig {
+        CacheConfig {
+            capacity,
+            ttl_ms,
+            negative_ttl_ms,
+        }
+    }
+}
+
+/// The definition caches.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CachesConfig {
+    /// A tenant's compiled targets, in each dispatcher.
+    pub targets: CacheConfig,
+    /// Sources by URL token, on the edge.
+    pub sources: CacheConfig,
+    /// Monitors by URL token and by id, on the edge.
+    pub monitors: CacheConfig,
+}
+
+impl Default for CachesConfig {
+    fn default() -> Self {
+        CachesConfig {
+            targets: CacheConfig::new(100_000, 30_000, 30_000),
+            sources: CacheConfig::new(100_000, 30_000, 1_000),
+            monitors: CacheConfig::new(200_000, 30_000, 1_000),
+        }
+    }
 }
 
 /// The edge listeners and their hardening limits.
@@ -150,45 +204,6 @@ impl Default for EdgeConfig {
             shutdown_grace_ms: 10_000,
             default_rate_limit: None,
         }
-    }
-}
-
-/// A token-bucket (GCRA) rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    /// Sustained requests per second (may be fractional: 0.5 is one every two seconds).
-    pub per_second: f64,
-    /// Requests allowed at once above the sustained rate; defaults to one second's worth.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst: Option<u32>,
-}
-
-impl RateLimit {
-    /// Largest sustained rate accepted, to keep the GCRA period representable.
-    pub const MAX_PER_SECOND: f64 = 1_000_000.0;
-
-    /// Checks the limit's values.
-    pub fn validate(&self) -> Result<(), String> {
-        if !self.per_second.is_finite()
-            || self.per_second <= 0.0
-            || self.per_second > Self::MAX_PER_SECOND
-        {
-            return Err(format!(
-                "per_second must be a number above 0 and at most {}",
-                Self::MAX_PER_SECOND
-            ));
-        }
-        if self.burst == Some(0) {
-            return Err("burst must be at least 1".into());
-        }
-        Ok(())
-    }
-
-    /// The burst actually applied: the configured one, else one second's worth (at least 1).
-    pub fn effective_burst(&self) -> u32 {
-        self.burst
-            .unwrap_or_else(|| (self.per_second.ceil() as u32).max(1))
     }
 }
 
@@ -367,50 +382,6 @@ impl Default for DispatchConfig {
     }
 }
 
-/// Exponential backoff with full jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryPolicy {
-    /// Upper bound of the first retry's delay.
-    pub initial_delay_ms: u64,
-    /// Growth of the bound per attempt.
-    pub multiplier: f64,
-    /// Cap of the bound.
-    pub max_delay_ms: u64,
-    /// Attempts in all, the first included.
-    pub max_attempts: u32,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            initial_delay_ms: 1_000,
-            multiplier: 2.0,
-            max_delay_ms: 3_600_000,
-            max_attempts: 10,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Checks the policy's values.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.initial_delay_ms == 0 {
-            return Err("initial_delay_ms must be at least 1".into());
-        }
-        if !self.multiplier.is_finite() || self.multiplier < 1.0 {
-            return Err("multiplier must be at least 1.0".into());
-        }
-        if self.max_delay_ms < self.initial_delay_ms {
-            return Err("max_delay_ms must be at least initial_delay_ms".into());
-        }
-        if self.max_attempts == 0 || self.max_attempts > 100 {
-            return Err("max_attempts must be between 1 and 100".into());
-        }
-        Ok(())
-    }
-}
-
 /// Passive monitors.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -469,129 +440,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// A tenant declared in the config file.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantDecl {
-    /// Stable id of the tenant (`[A-Za-z0-9_-]`, at most 64).
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// The tenant's id in the operator's own systems; unique.
-    #[serde(default)]
-    pub external_id: Option<String>,
-    /// Whether the tenant may send events.
-    #[serde(default = "default_true")]
-    pub active: bool,
-    /// The tenant's own rate limit.
-    #[serde(default)]
-    pub rate_limit: Option<RateLimit>,
-    /// A bearer token of the tenant (usually `env:NAME`).
-    #[serde(default)]
-    pub token: Option<Secret>,
-    /// More bearer tokens, for rotation with an overlap.
-    #[serde(default)]
-    pub tokens: Vec<Secret>,
-    /// The tenant's delivery targets (`[[tenants.targets]]`).
-    #[serde(default)]
-    pub targets: Vec<TargetDecl>,
-    /// The tenant's passive monitors (`[[tenants.monitors]]`).
-    #[serde(default)]
-    pub monitors: Vec<MonitorDecl>,
-}
-
-/// A passive monitor declared in the config file.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MonitorDecl {
-    /// Stable id (`[A-Za-z0-9_-]`, at most 64), unique across tenants.
-    pub id: String,
-    pub name: String,
-    #[serde(default = "crate::store::monitors::default_interval")]
-    pub heartbeat_interval_s: u64,
-    #[serde(default = "crate::store::monitors::default_grace")]
-    pub grace_s: u64,
-    /// Signs status pushes (usually `env:NAME`).
-    #[serde(default)]
-    pub secret: Option<Secret>,
-    /// The URL token (usually `env:NAME`). Without one, a token is generated once and the
-    /// monitor is reached with the tenant's bearer token and its id, or after a rotate-token.
-    #[serde(default)]
-    pub token: Option<Secret>,
-}
-
-impl MonitorDecl {
-    /// The monitor as the store takes it.
-    pub fn spec(&self) -> crate::store::monitors::MonitorSpec {
-        crate::store::monitors::MonitorSpec {
-            name: self.name.clone(),
-            heartbeat_interval_s: self.heartbeat_interval_s,
-            grace_s: self.grace_s,
-            secret: self.secret.as_ref().map(|s| s.expose().to_owned()),
-        }
-    }
-}
-
-/// A delivery target declared in the config file.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetDecl {
-    /// Stable id (`[A-Za-z0-9_-]`, at most 64), unique across tenants.
-    pub id: String,
-    pub url: String,
-    pub events: Vec<String>,
-    #[serde(default)]
-    pub mode: crate::store::Mode,
-    #[serde(default)]
-    pub retry: Option<RetryPolicy>,
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Credentials (literal in the file; prefer `headers` with nothing secret, or the API).
-    #[serde(default, skip_serializing)]
-    pub auth: Option<crate::store::TargetAuth>,
-    #[serde(default)]
-    pub ordered: bool,
-    #[serde(default = "default_true")]
-    pub active: bool,
-    /// `raw` (default), `slack` or `discord`.
-    #[serde(default)]
-    pub format: crate::store::targets::Format,
-    /// The signing secret (`whsec_…`, usually `env:NAME`); generated once when absent.
-    #[serde(default)]
-    pub secret: Option<Secret>,
-}
-
-impl TargetDecl {
-    /// The target as the store takes it.
-    pub fn spec(&self) -> crate::store::TargetSpec {
-        crate::store::TargetSpec {
-            url: self.url.clone(),
-            events: self.events.clone(),
-            mode: self.mode,
-            retry: self.retry,
-            headers: self.headers.clone(),
-            auth: self.auth.clone(),
-            ordered: self.ordered,
-            active: self.active,
-            format: self.format,
-            secret: self.secret.as_ref().map(|s| s.expose().to_owned()),
-        }
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
-
-impl TenantDecl {
-    /// All tokens declared for the tenant, `token` first.
-    pub fn all_tokens(&self) -> impl Iterator<Item = &Secret> {
-        self.token.iter().chain(self.tokens.iter())
-    }
-}
-
 /// Shortest accepted admin token and config-declared tenant token.
 pub const MIN_SECRET_TOKEN_LEN: usize = 24;
+
+/// Largest `queue.max_batch`: a script's `unpack` of an entry's fields must stay far below
+/// Lua's stack limit (8000).
+pub const MAX_BATCH_EVENTS: usize = 512;
 
 impl Config {
     /// Reads `path`, applies environment overrides and validates the result.
@@ -682,11 +536,6 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if let Some(limit) = &edge.default_rate_limit {
-            limit
-                .validate()
-                .map_err(|m| invalid("edge.default_rate_limit", m))?;
-        }
         if let (Some(a), Some(b)) = (edge.listen, edge.plain_listen) {
             if a == b {
                 return Err(invalid("edge.plain_listen", "must differ from edge.listen"));
@@ -698,10 +547,9 @@ impl Config {
                 "must differ from the edge listeners",
             ));
         }
-        crate::store::validate_prefix(&self.redis.prefix)
-            .map_err(|m| invalid("redis.prefix", m))?;
-        crate::redis::validate_url(&self.redis.url).map_err(|m| invalid("redis.url", m))?;
-        if self.redis.wait_aof && crate::redis::is_cluster_url(&self.redis.url) {
+        validate_prefix(&self.redis.prefix).map_err(|e| broken("redis.prefix", e))?;
+        validate_url(&self.redis.url).map_err(|m| invalid("redis.url", m))?;
+        if self.redis.wait_aof && is_cluster_url(&self.redis.url) {
             return Err(invalid(
                 "redis.wait_aof",
                 "is not supported with Redis Cluster (WAITAOF confirms one node only)",
@@ -713,10 +561,10 @@ impl Config {
         if self.queue.retention_hours == 0 {
             return Err(invalid("queue.retention_hours", "must be at least 1"));
         }
-        if !(1..=crate::queue::MAX_BATCH_EVENTS).contains(&self.queue.max_batch) {
+        if !(1..=MAX_BATCH_EVENTS).contains(&self.queue.max_batch) {
             return Err(invalid(
                 "queue.max_batch",
-                format!("must be between 1 and {}", crate::queue::MAX_BATCH_EVENTS),
+                format!("must be between 1 and {MAX_BATCH_EVENTS}"),
             ));
         }
         if !(1..=64).contains(&self.queue.max_inflight_batches) {
@@ -753,62 +601,16 @@ impl Config {
                 ),
             ));
         }
-        self.dispatch
-            .retry
-            .validate()
-            .map_err(|m| invalid("dispatch.retry", m))?;
-        self.validate_tenants()
-    }
-
-    fn validate_tenants(&self) -> Result<(), ConfigError> {
-        let mut ids = HashSet::new();
-        let mut external_ids = HashSet::new();
-        let mut tokens = HashSet::new();
-        let mut target_ids = HashSet::new();
-        let mut monitor_ids = HashSet::new();
-        for (i, t) in self.tenants.iter().enumerate() {
-            let key = format!("tenants[{i}]");
-            declared_id(&key, &t.id, &mut ids)?;
-            crate::store::validate_name(&t.name).map_err(|m| invalid(&format!("{key}.name"), m))?;
-            if let Some(ext) = &t.external_id {
-                crate::store::validate_external_id(ext)
-                    .map_err(|m| invalid(&format!("{key}.external_id"), m))?;
-                if !external_ids.insert(ext.as_str()) {
-                    return Err(invalid(
-                        &format!("{key}.external_id"),
-                        "is declared for two tenants",
-                    ));
-                }
-            }
-            if let Some(limit) = &t.rate_limit {
-                limit
-                    .validate()
-                    .map_err(|m| invalid(&format!("{key}.rate_limit"), m))?;
-            }
-            for token in t.all_tokens() {
-                declared_token(&key, token)?;
-                if !tokens.insert(token.expose()) {
-                    return Err(invalid(&format!("{key}.token"), "is declared twice"));
-                }
-            }
-            for (j, target) in t.targets.iter().enumerate() {
-                let tkey = format!("{key}.targets[{j}]");
-                declared_id(&tkey, &target.id, &mut target_ids)?;
-                target
-                    .spec()
-                    .validate(self.security.allow_private_targets)
-                    .map_err(|m| invalid(&tkey, m))?;
-            }
-            for (j, monitor) in t.monitors.iter().enumerate() {
-                let mkey = format!("{key}.monitors[{j}]");
-                declared_id(&mkey, &monitor.id, &mut monitor_ids)?;
-                monitor.spec().validate().map_err(|m| invalid(&mkey, m))?;
-                if let Some(token) = &monitor.token {
-                    declared_token(&mkey, token)?;
-                }
+        for (key, c) in [
+            ("caches.targets", &self.caches.targets),
+            ("caches.sources", &self.caches.sources),
+            ("caches.monitors", &self.caches.monitors),
+        ] {
+            if c.capacity == 0 || c.ttl_ms == 0 || c.negative_ttl_ms == 0 {
+                return Err(invalid(key, "capacity, ttl_ms and negative_ttl_ms must be at least 1"));
             }
         }
-        Ok(())
+        declared::validate(&self.tenants, self.security.allow_private_targets)
     }
 
     /// Legal but risky settings, one sentence each, for `serve` to log at start.
@@ -886,7 +688,18 @@ pub fn decode_master_key(text: &str) -> Result<[u8; 32], String> {
 fn one_line(e: &figment::Error) -> String {
     let mut parts = Vec::new();
     for err in e.clone() {
-        let path = err.path.join(".");
+        // Array elements as `tenants[0]`, the way every other message names them.
+        let mut path = String::new();
+        for part in &err.path {
+            if part.bytes().all(|b| b.is_ascii_digit()) && !path.is_empty() {
+                path.push_str(&format!("[{part}]"));
+            } else {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(part);
+            }
+        }
         let msg = err.kind.to_string();
         let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
         if path.is_empty() {
@@ -924,7 +737,7 @@ master_key = "{KEY}"
         assert_eq!(c.edge.max_body_bytes, 1024 * 1024);
         assert_eq!(c.redis.prefix, "estafeta");
         assert_eq!(c.queue.shards, 16);
-        assert_eq!(c.dispatch.retry.max_attempts, 10);
+        assert_eq!(c.dispatch.retry.max_attempts(), 10);
         assert_eq!(c.master_key()?, [0u8; 32]);
         Ok(())
     }
@@ -1029,16 +842,13 @@ master_key = "{KEY}"
     }
 
     #[test]
-    fn burst_defaults_to_one_second() {
-        let l = RateLimit {
-            per_second: 2.5,
-            burst: None,
-        };
-        assert_eq!(l.effective_burst(), 3);
-        let l = RateLimit {
-            per_second: 0.1,
-            burst: None,
-        };
-        assert_eq!(l.effective_burst(), 1);
+    fn stored_limits_and_policies_are_refused_out_of_bounds() {
+        for extra in [
+            "[edge.default_rate_limit]\nper_second = 1e-12",
+            "[dispatch]\nretry = { multiplier = 1e308 }",
+            "[dispatch]\nretry = { initial_delay_ms = 18446744073709551615 }",
+        ] {
+            assert!(Config::from_toml(&base(extra)).is_err(), "{extra}");
+        }
     }
 }

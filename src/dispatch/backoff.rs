@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::RetryPolicy;
+use crate::model::RetryPolicy;
 
 /// What to do after an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +34,7 @@ const RETRY_AFTER_CAP_MS: u64 = 3_600_000;
 /// The upper bound of the delay before attempt `next_attempt` (2 = the first retry):
 /// `initial × multiplier^(next_attempt − 2)`, capped.
 pub fn ceiling(policy: &RetryPolicy, next_attempt: u32) -> Duration {
-    let exp = next_attempt.saturating_sub(2).min(1000) as i32;
-    let ms = policy.initial_delay_ms as f64 * policy.multiplier.powi(exp);
-    Duration::from_millis(ms.min(policy.max_delay_ms as f64).max(1.0) as u64)
+    Duration::from_millis(policy.ceiling_ms(next_attempt))
 }
 
 /// The delay before attempt `next_attempt`: uniform in `[0, ceiling]` (full jitter, so a burst
@@ -49,10 +47,12 @@ pub fn delay(
     unit: f64,
 ) -> Duration {
     let cap = ceiling(policy, next_attempt);
-    let jittered = Duration::from_secs_f64(cap.as_secs_f64() * unit.clamp(0.0, 1.0));
+    // `unit` is clamped to [0, 1], so the product stays within the policy's day at most.
+    let jittered = Duration::try_from_secs_f64(cap.as_secs_f64() * unit.clamp(0.0, 1.0))
+        .unwrap_or(cap);
     match retry_after {
         Some(ra) => jittered.max(ra.min(Duration::from_millis(
-            policy.max_delay_ms.max(RETRY_AFTER_CAP_MS),
+            policy.max_delay_ms().max(RETRY_AFTER_CAP_MS),
         ))),
         None => jittered,
     }
@@ -82,12 +82,7 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy {
-            initial_delay_ms: 1000,
-            multiplier: 2.0,
-            max_delay_ms: 10_000,
-            max_attempts: 10,
-        }
+        RetryPolicy::clamped(1000, 2.0, 10_000, 10)
     }
 
     #[test]

@@ -15,8 +15,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::backoff::parse_retry_after;
 use super::signing::{SigningKey, signature_header};
-use super::ssrf::{GuardedResolver, is_public, literal_ip};
-use crate::store::{Target, TargetAuth};
+use super::ssrf::{GuardedResolver, is_public, is_refusal, literal_ip};
+use crate::model::TargetAuth;
+use crate::store::Target;
 
 /// Bytes of a response body kept in the attempt log.
 pub const RESPONSE_SNIPPET: usize = 512;
@@ -122,11 +123,10 @@ impl DeliveryClient {
             }
         }
         let attempt = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| describe(&e))?;
+            let response = self.client.request(request).await.map_err(|e| {
+                let refused = is_refusal(&e);
+                (describe(&e), refused)
+            })?;
             let status = response.status().as_u16();
             let retry_after = response
                 .headers()
@@ -146,7 +146,7 @@ impl DeliveryClient {
                     Some(Err(_)) | None => break,
                 }
             }
-            Ok::<_, String>((status, retry_after, snippet))
+            Ok::<_, (String, bool)>((status, retry_after, snippet))
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok((status, retry_after, snippet))) => AttemptResult {
@@ -158,10 +158,7 @@ impl DeliveryClient {
                     .then(|| String::from_utf8_lossy(&snippet).into_owned()),
                 latency: started.elapsed(),
             },
-            Ok(Err(e)) => {
-                let refused = e.contains("private addresses");
-                fail(e, refused)
-            }
+            Ok(Err((e, refused))) => fail(e, refused),
             Err(_) => fail(
                 format!("timed out after {} ms", self.timeout.as_millis()),
                 false,
@@ -178,15 +175,14 @@ pub fn build_request(
     now_secs: i64,
 ) -> Result<http::Request<Full<Bytes>>, String> {
     // A chat-format target gets the platform's message; what is signed is what is sent.
-    let rendered =
-        crate::monitors::format::render(target.format, msg.event_type, msg.event_id, msg.body);
+    let rendered = super::format::render(target.format, msg.event_type, msg.event_id, msg.body);
     let (body, content_type) = match &rendered {
         Some(b) => (b, Some(b"application/json".as_slice())),
         None => (msg.body, msg.content_type),
     };
     let mut b = http::Request::post(target.url.as_str());
     let headers = b.headers_mut().ok_or("the target url is invalid")?;
-    for (k, v) in &target.headers {
+    for (k, v) in target.headers.iter() {
         let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
         let value = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
         headers.insert(name, value);
@@ -212,17 +208,17 @@ pub fn build_request(
     match &target.auth {
         None => {}
         Some(TargetAuth::Bearer(t)) => {
-            headers.insert(AUTHORIZATION, hv(&format!("Bearer {t}"))?);
+            headers.insert(AUTHORIZATION, hv(&format!("Bearer {}", t.expose()))?);
         }
         Some(TargetAuth::Basic { username, password }) => {
             use base64::Engine;
-            let raw = format!("{username}:{password}");
+            let raw = format!("{username}:{}", password.expose());
             let enc = base64::engine::general_purpose::STANDARD.encode(raw);
             headers.insert(AUTHORIZATION, hv(&format!("Basic {enc}"))?);
         }
         Some(TargetAuth::Header { name, value }) => {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-            headers.insert(name, hv(value)?);
+            headers.insert(name, hv(value.expose())?);
         }
     }
     b.body(Full::new(body.clone())).map_err(|e| e.to_string())
@@ -230,5 +226,5 @@ pub fn build_request(
 
 /// A client error as one line, with its causes (the top level alone says only "client error").
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    crate::error::ErrorChain(e).to_string()
+    crate::telemetry::ErrorChain(e).to_string()
 }

@@ -2,19 +2,22 @@
 //! one delivery per matching target, sends them signed, and records every outcome before the
 //! stream entry is acknowledged.
 //!
-//! - **Reading** (`consumer`): one reader per shard (`XREADGROUP … BLOCK`, on its own
-//!   connection), plus a reclaimer that takes over entries left pending by a consumer that
-//!   stopped (`XAUTOCLAIM`, after `dispatch.reclaim_idle_ms`), keeps this consumer's own long
-//!   entries from looking idle, and recreates a missing group or stream (`NOGROUP`).
+//! - **Reading** (`consumer`, over [`crate::queue::consume`]): one reader per shard
+//!   (`XREADGROUP … BLOCK`, on its own connection), plus a reclaimer that takes over entries
+//!   left pending by a consumer that stopped (`XAUTOCLAIM`, after `dispatch.reclaim_idle_ms`),
+//!   keeps this consumer's own long entries from looking idle, and recreates a missing group or
+//!   stream (`NOGROUP`). `hold` counts an entry's open deliveries and acks it at zero.
 //! - **Expanding**: one script per entry marks each event as expanded by that entry; an event id
 //!   already expanded by *another* entry (a re-sent `XADD`) is skipped, so it yields one
 //!   delivery per target, not two.
-//! - **Delivering** (`worker`): a per-target gate (`per_target_concurrency` in flight, at most
+//! - **Matching** ([`matcher`], [`targets`]): each tenant's targets compiled into hash lookups,
+//!   cached and reloaded when the store announces a change.
+//! - **Delivering** (`worker`, [`client`], [`signing`], [`ssrf`], [`format`]): a per-target gate (`per_target_concurrency` in flight, at most
 //!   `max_waiting_per_target` waiting) then the global cap (`concurrency`). A delivery that
 //!   finds its target's queue full is deferred to the retry schedule in Redis instead of
 //!   waiting in memory, so a slow target costs memory for its cap, not its backlog, and its
 //!   tenant's other targets and other tenants keep moving.
-//! - **Recording**: one script per outcome writes the delivery state, the attempt log, the
+//! - **Recording** (`recorder`, batched): one script call per shard for many outcomes writes the delivery state, the attempt log, the
 //!   counters, and the retry schedule or error queue entry. Only then does the entry's count of
 //!   open deliveries go down; at zero the entry is acknowledged.
 //! - **Retrying** (`retries`): each shard's schedule is a sorted set of due times; a claim
@@ -27,12 +30,14 @@
 pub mod backoff;
 pub mod client;
 mod consumer;
+pub mod format;
+mod hold;
 pub mod matcher;
 mod recorder;
 mod retries;
 pub mod signing;
 pub mod ssrf;
-mod targets;
+pub mod targets;
 mod worker;
 
 use std::collections::HashMap;
@@ -46,10 +51,10 @@ use tokio_util::task::TaskTracker;
 
 pub use targets::{TargetCache, TenantTargets};
 
-use crate::config::{Config, RedisConfig, RetryPolicy};
-use crate::keyspace::Keyspace;
-use crate::store::Store;
-use crate::store::deliveries::Deliveries;
+use crate::config::{Config, RedisConfig};
+use crate::model::{RetryPolicy, TargetId, TenantId};
+use crate::queue::StreamReader;
+use crate::store::{Deliveries, Store};
 use client::DeliveryClient;
 
 /// What the dispatcher runs with, from `[dispatch]` and neighbours.
@@ -69,6 +74,8 @@ pub struct Settings {
     pub block: Duration,
     /// How long a deferred delivery waits before it is looked at again.
     pub defer: Duration,
+    /// Longest an outcome waits for its recording batch (the Redis command timeout).
+    pub record_deadline: Duration,
 }
 
 impl Settings {
@@ -88,6 +95,7 @@ impl Settings {
             block: (c.redis_command_timeout() / 2)
                 .clamp(Duration::from_millis(10), Duration::from_millis(1000)),
             defer: Duration::from_millis(d.retry_poll_ms.max(250) * 4),
+            record_deadline: c.redis_command_timeout(),
         }
     }
 }
@@ -117,28 +125,26 @@ struct Gate {
 #[derive(Debug)]
 struct Inner {
     settings: Settings,
-    redis: Client,
-    keys: Keyspace,
+    /// This consumer's side of the queue protocol.
+    reader: StreamReader,
     store: Store,
     deliveries: Deliveries,
     /// Batches outcome writes.
     recorder: recorder::Recorder,
     targets: TargetCache,
     client: DeliveryClient,
-    /// This process's consumer name in the group.
-    consumer: String,
     /// Deliveries in flight, all targets.
     global: Arc<Semaphore>,
     /// Deliveries held in memory (waiting or in flight); bounds the reader.
     admission: Arc<Semaphore>,
     /// The size of `admission`.
     admission_total: usize,
-    gates: Mutex<HashMap<String, Arc<Gate>>>,
+    gates: Mutex<HashMap<TargetId, Arc<Gate>>>,
     /// Each tenant's share of `admission` (half), so one tenant's backlog cannot fill memory
     /// and stop the readers of other tenants' shards.
-    tenant_shares: Mutex<HashMap<String, Arc<Semaphore>>>,
+    tenant_shares: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
     /// The queues of ordered targets, each drained by one task.
-    ordered: Mutex<HashMap<String, tokio::sync::mpsc::Sender<(worker::Delivery, Memory)>>>,
+    ordered: Mutex<HashMap<TargetId, tokio::sync::mpsc::Sender<(worker::Delivery, Memory)>>>,
     /// Entries this consumer is still working on, by shard: kept from looking idle.
     open_entries: Mutex<HashMap<(u16, String), ()>>,
     stop: CancellationToken,
@@ -162,7 +168,7 @@ impl Inner {
     }
 
     /// Waits for room for one more delivery of `tenant`; `None` once stopping.
-    async fn admit(&self, tenant: &str) -> Option<Memory> {
+    async fn admit(&self, tenant: &TenantId) -> Option<Memory> {
         let share = {
             let mut shares = match self.tenant_shares.lock() {
                 Ok(s) => s,
@@ -173,7 +179,7 @@ impl Inner {
             }
             let cap = (self.admission_total / 2).max(1);
             shares
-                .entry(tenant.to_owned())
+                .entry(tenant.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(cap)))
                 .clone()
         };
@@ -208,7 +214,6 @@ impl Dispatcher {
         deliveries: Deliveries,
         targets: TargetCache,
     ) -> Result<Dispatcher, DispatchError> {
-        crate::store::deliveries::preload(&redis).await?;
         let client = DeliveryClient::new(
             settings.request_timeout,
             settings.allow_private,
@@ -219,14 +224,20 @@ impl Dispatcher {
             "{}-{}-{}",
             hostname(),
             std::process::id(),
-            &crate::store::new_id("c")[2..12]
+            &crate::model::ids::generate("c")[2..12]
         );
+        let reader = StreamReader::new(redis.clone(), store.keyspace().clone(), consumer);
         let admission_total = settings.concurrency * 4 + settings.read_batch * 64;
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let recorder = recorder::Recorder::start(deliveries.clone(), stop.clone(), &tasks);
+        let recorder = recorder::Recorder::start(
+            deliveries.clone(),
+            settings.record_deadline,
+            stop.clone(),
+            &tasks,
+        );
         let inner = Arc::new(Inner {
-            keys: store.keyspace().clone(),
+            reader,
             global: Arc::new(Semaphore::new(settings.concurrency)),
             admission: Arc::new(Semaphore::new(admission_total)),
             admission_total,
@@ -238,25 +249,24 @@ impl Dispatcher {
             tasks,
             recorder,
             settings,
-            redis,
             store,
             deliveries,
             targets,
             client,
-            consumer,
         });
         for shard in 0..inner.settings.shards {
-            let reader = crate::redis::connect(redis_cfg).await?;
+            // Blocking reads get a connection of their own per shard.
+            let conn = crate::redis::connect(redis_cfg).await?;
             inner
                 .tasks
-                .spawn(consumer::read_loop(inner.clone(), shard, reader));
+                .spawn(consumer::read_loop(inner.clone(), shard, conn));
             inner
                 .tasks
                 .spawn(consumer::reclaim_loop(inner.clone(), shard));
             inner.tasks.spawn(retries::poll_loop(inner.clone(), shard));
         }
         inner.tasks.spawn(consumer::gauges_loop(inner.clone()));
-        tracing::info!(consumer = %inner.consumer, shards = inner.settings.shards, "dispatcher started");
+        tracing::info!(consumer = %inner.reader.consumer(), shards = inner.settings.shards, "dispatcher started");
         Ok(Dispatcher { inner })
     }
 
@@ -280,6 +290,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty() && crate::store::is_id(h))
+        .filter(|h| !h.is_empty() && crate::model::ids::is_valid(h))
         .unwrap_or_else(|| "estafeta".into())
 }

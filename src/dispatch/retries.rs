@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::Inner;
 use super::worker::{Delivery, EventData, start};
+use crate::model::DeadLetterId;
+use crate::model::time::now_ms;
 use crate::store::deliveries::{DeadLetter, DeliveryState, Next, Outcome, State};
-use crate::store::{new_id, now_ms};
 
 /// Most deliveries claimed per poll.
 const CLAIM_LIMIT: usize = 256;
@@ -25,7 +26,7 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
         }
         let now = now_ms();
         // The lease outlasts an attempt with margin; a crash only delays the delivery to its end.
-        let lease_end = now + inner.settings.reclaim_idle.as_millis() as u64;
+        let lease_end = now.saturating_add(inner.settings.reclaim_idle.as_millis() as u64);
         let due = match inner
             .deliveries
             .claim_due(shard, now, lease_end, room)
@@ -52,10 +53,13 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
             };
             let Some(target) = targets.by_id(&item.target_id).cloned() else {
                 tracing::info!(target_id = %item.target_id, "dropping a scheduled delivery to a deleted target");
-                let _ = inner
+                if let Err(e) = inner
                     .deliveries
                     .unschedule(shard, &item.tenant, &item.member)
-                    .await;
+                    .await
+                {
+                    tracing::warn!(target_id = %item.target_id, error = %e, "could not drop a delivery to a deleted target; it comes back when its lease ends");
+                }
                 continue;
             };
             if !target.active {
@@ -77,7 +81,7 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
                     },
                     attempt: None,
                     next: Next::DeadLetter(DeadLetter {
-                        id: new_id("dl"),
+                        id: DeadLetterId::generate(),
                         event_id: item.event_id.clone(),
                         target_id: item.target_id.clone(),
                         event_type: item.event_type.clone(),
@@ -89,7 +93,10 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
                     body: item.body.clone(),
                     content_type: item.content_type.clone(),
                 };
-                let _ = inner.deliveries.record(&outcome).await;
+                if let Err(e) = inner.deliveries.record(&outcome).await {
+                    // The lease ends and the delivery comes back to be parked again.
+                    tracing::warn!(target_id = %item.target_id, error = %e, "could not park a delivery to a disabled target");
+                }
                 continue;
             }
             let Some(permit) = inner.admit(&item.tenant).await else {

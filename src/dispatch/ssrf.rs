@@ -1,111 +1,41 @@
 //! The SSRF guard: target URLs may not reach the gateway's own network.
 //!
-//! A URL is checked when a target is saved (scheme, host, literal addresses) and again at every
-//! connection: the client resolves names through [`GuardedResolver`], which drops forbidden
+//! A URL is checked when a target is saved ([`crate::model::target::check_url`]: scheme, host,
+//! literal addresses) and again at every connection: the client resolves names through [`GuardedResolver`], which drops forbidden
 //! addresses, so a name that resolved to a public address at creation and to `127.0.0.1` later
 //! (DNS rebinding) is still refused. `security.allow_private_targets = true` lifts the address
 //! rules (tests, local demos); the scheme rule always holds.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use hyper_util::client::legacy::connect::dns::Name;
 
-/// Why a URL is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UrlError {
-    #[error("url is not a valid absolute URL")]
-    Invalid,
-    #[error("url must use http or https")]
-    Scheme,
-    #[error("url must not carry credentials; use the target's auth")]
-    Credentials,
-    #[error("url points to a private, loopback, link-local or metadata address")]
-    Private,
-}
+pub use crate::model::target::{is_public, literal_ip};
 
-/// Whether `ip` may be reached as a target.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => public_v4(v4),
-            None => public_v6(v6),
-        },
-    }
-}
+/// The resolver's refusal of a name that resolves only to forbidden addresses. It travels in
+/// an `io::Error` through the HTTP client, where [`is_refusal`] finds it again.
+#[derive(Debug, thiserror::Error)]
+#[error("the target's name resolves only to private addresses")]
+pub struct Refused;
 
-fn public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local() // includes 169.254.169.254, the cloud metadata service
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
-        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240)
-}
-
-fn public_v6(ip: Ipv6Addr) -> bool {
-    let seg0 = ip.segments()[0];
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (seg0 & 0xfe00) == 0xfc00 // unique local, includes fd00:ec2::254 (metadata)
-        || (seg0 & 0xffc0) == 0xfe80 // link local
-        || (seg0 == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
-        || (seg0 == 0x0064 && ip.segments()[1] == 0xff9b)) // NAT64 can reach IPv4 internals
-}
-
-/// Checks a target URL; returns it parsed.
-pub fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, UrlError> {
-    if let Some((scheme, _)) = url.split_once("://") {
-        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-            return Err(UrlError::Scheme);
+/// Whether `error`, or one of its sources, is the guard's [`Refused`].
+pub fn is_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<Refused>() {
+            return true;
         }
-    }
-    let uri: http::Uri = url.parse().map_err(|_| UrlError::Invalid)?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        Some(_) => return Err(UrlError::Scheme),
-        None => return Err(UrlError::Invalid),
-    }
-    let authority = uri.authority().ok_or(UrlError::Invalid)?;
-    if authority.as_str().contains('@') {
-        return Err(UrlError::Credentials);
-    }
-    let host = authority.host();
-    if host.is_empty() {
-        return Err(UrlError::Invalid);
-    }
-    if !allow_private {
-        if let Some(ip) = literal_ip(host) {
-            if !is_public(ip) {
-                return Err(UrlError::Private);
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.is::<Refused>()) {
+                return true;
             }
-        } else if host.eq_ignore_ascii_case("localhost")
-            || host.to_ascii_lowercase().ends_with(".localhost")
-        {
-            return Err(UrlError::Private);
         }
+        cause = e.source();
     }
-    Ok(uri)
-}
-
-/// The address in a URL host, if it is a literal (`[::1]` included).
-pub fn literal_ip(host: &str) -> Option<IpAddr> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    bare.parse().ok()
+    false
 }
 
 /// A DNS resolver for the delivery client that drops forbidden addresses.
@@ -139,7 +69,7 @@ impl tower::Service<Name> for GuardedResolver {
             if allowed.is_empty() && !found.is_empty() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
-                    "the target's name resolves only to private addresses",
+                    Refused,
                 ));
             }
             Ok(allowed.into_iter())
@@ -150,74 +80,6 @@ impl tower::Service<Name> for GuardedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_and_special_addresses_are_refused() {
-        for bad in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fe80::1",
-            "fd00:ec2::254",
-            "::ffff:127.0.0.1",
-            "::",
-            "255.255.255.255",
-            "224.0.0.1",
-        ] {
-            assert!(
-                !is_public(bad.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))),
-                "{bad}"
-            );
-        }
-        for good in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "::ffff:1.1.1.1",
-        ] {
-            assert!(
-                is_public(good.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))),
-                "{good}"
-            );
-        }
-    }
-
-    #[test]
-    fn urls() {
-        assert!(check_url("https://example.com/hook", false).is_ok());
-        assert_eq!(
-            check_url("ftp://example.com/", false).err(),
-            Some(UrlError::Scheme)
-        );
-        assert_eq!(
-            check_url("http://127.0.0.1:80/", false).err(),
-            Some(UrlError::Private)
-        );
-        assert_eq!(
-            check_url("http://[::1]/", false).err(),
-            Some(UrlError::Private)
-        );
-        assert_eq!(
-            check_url("http://localhost:8080/", false).err(),
-            Some(UrlError::Private)
-        );
-        assert_eq!(
-            check_url("http://u:p@example.com/", false).err(),
-            Some(UrlError::Credentials)
-        );
-        assert_eq!(check_url("not a url", false).err(), Some(UrlError::Invalid));
-        assert_eq!(check_url("/relative", false).err(), Some(UrlError::Invalid));
-        assert!(check_url("http://127.0.0.1:9/", true).is_ok());
-        assert_eq!(
-            check_url("file:///etc/passwd", true).err(),
-            Some(UrlError::Scheme)
-        );
-    }
 
     #[tokio::test]
     async fn resolver_drops_private_answers() {
@@ -231,6 +93,7 @@ mod tests {
         }
         .oneshot(name.clone())
         .await;
+        assert!(refused.as_ref().err().is_some_and(|e| is_refusal(e)));
         assert_eq!(
             refused.err().map(|e| e.kind()),
             Some(std::io::ErrorKind::PermissionDenied)

@@ -1,28 +1,32 @@
 //! The dispatcher's view of each tenant's targets: loaded from the store once, compiled into a
-//! [`Matcher`], cached, and dropped when the store announces a change (`targets:<tenant>` on the
-//! invalidation channel) or after a TTL, which also covers a missed announcement.
+//! [`Matcher`], cached, and dropped when the store announces a change
+//! ([`Invalidation::Targets`]) or after a TTL, which also covers a missed announcement.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
 
 use super::matcher::Matcher;
+use crate::cache::{Cache, CacheSettings};
+use crate::invalidation::{Invalidate, Invalidation};
+use crate::model::{TargetId, TenantId};
 use crate::store::{Store, StoreError, Target};
+use crate::telemetry::CacheName;
 
 /// A tenant's targets, compiled for matching.
 #[derive(Debug)]
 pub struct TenantTargets {
     pub targets: Vec<Arc<Target>>,
     matcher: Matcher,
-    read_at: Instant,
 }
 
 impl TenantTargets {
     pub fn new(targets: Vec<Target>) -> TenantTargets {
-        let matcher = Matcher::new(targets.iter().map(|t| t.events.iter().map(String::as_str)));
+        let matcher = Matcher::new(targets.iter().map(|t| t.events.as_slice()));
         TenantTargets {
             targets: targets.into_iter().map(Arc::new).collect(),
             matcher,
-            read_at: Instant::now(),
         }
     }
 
@@ -37,59 +41,59 @@ impl TenantTargets {
             .collect()
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Arc<Target>> {
-        self.targets.iter().find(|t| t.id == id)
+    pub fn by_id(&self, id: &TargetId) -> Option<&Arc<Target>> {
+        self.targets.iter().find(|t| t.id == *id)
     }
 }
 
-/// Tenant id → compiled targets.
+/// Tenant id → compiled targets. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct TargetCache {
     store: Store,
-    cache: moka::future::Cache<String, Arc<TenantTargets>>,
+    cache: Cache<TenantId, Arc<TenantTargets>>,
 }
 
 impl TargetCache {
-    pub fn new(store: Store, ttl: Duration) -> TargetCache {
+    pub fn new(store: Store, settings: CacheSettings) -> TargetCache {
         TargetCache {
             store,
-            cache: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ttl)
-                .build(),
+            cache: Cache::new(CacheName::Targets, settings),
         }
     }
 
     /// The tenant's targets (loaded on a miss; concurrent misses share one load).
-    pub async fn get(&self, tenant: &str) -> Result<Arc<TenantTargets>, Arc<StoreError>> {
+    pub async fn get(&self, tenant: &TenantId) -> Result<Arc<TenantTargets>, Arc<StoreError>> {
         let store = self.store.clone();
-        let id = tenant.to_owned();
-        self.cache
-            .try_get_with(tenant.to_owned(), async move {
-                let targets = store.targets_of(&id).await?;
-                Ok::<_, StoreError>(Arc::new(TenantTargets::new(targets)))
-            })
-            .await
-    }
-
-    /// Drops a tenant's entry (`targets:<tenant>` announced).
-    pub async fn invalidate(&self, tenant: &str) {
-        self.cache.invalidate(tenant).await;
-    }
-
-    /// Drops the entry again if it was read before `changed_at`.
-    pub async fn recheck(&self, tenant: &str, changed_at: Instant) {
-        if self
+        let id = tenant.clone();
+        let found = self
             .cache
-            .get(tenant)
-            .await
-            .is_some_and(|e| e.read_at < changed_at)
-        {
-            self.cache.invalidate(tenant).await;
-        }
+            .get_or_load(tenant.clone(), async move {
+                let targets = store.targets_of(&id).await?;
+                Ok::<_, StoreError>(Some(Arc::new(TenantTargets::new(targets))))
+            })
+            .await?;
+        Ok(found.unwrap_or_else(|| Arc::new(TenantTargets::new(Vec::new()))))
+    }
+}
+
+impl Invalidate for TargetCache {
+    fn invalidate<'a>(&'a self, message: &'a Invalidation) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Invalidation::Targets(tenant) = message {
+                self.cache.invalidate(tenant).await;
+            }
+        })
     }
 
-    pub fn invalidate_all(&self) {
+    fn recheck<'a>(&'a self, message: &'a Invalidation, changed_at: Instant) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Invalidation::Targets(tenant) = message {
+                self.cache.invalidate_if_read_before(tenant, changed_at).await;
+            }
+        })
+    }
+
+    fn invalidate_all(&self) {
         self.cache.invalidate_all();
     }
 }

@@ -9,17 +9,20 @@ use bytes::Bytes;
 
 use super::backoff::{Verdict, delay, unit_random, verdict_for_status};
 use super::client::{AttemptResult, Message};
-use super::consumer::EntryTracker;
+use super::hold::EntryHold;
+use super::signing::SigningKey;
 use super::{Gate, Inner, Memory};
+use crate::model::time::now_ms;
+use crate::model::{DeadLetterId, EventId, EventType, Mode, TenantId};
+use crate::store::Target;
 use crate::store::deliveries::{AttemptRecord, DeadLetter, DeliveryState, Next, Outcome, State};
-use crate::store::{Mode, Target, new_id, now_ms};
 
 /// An event as the dispatcher holds it.
 #[derive(Debug)]
 pub(super) struct EventData {
-    pub id: String,
-    pub tenant: String,
-    pub event_type: String,
+    pub id: EventId,
+    pub tenant: TenantId,
+    pub event_type: EventType,
     pub content_type: Option<Bytes>,
     pub body: Bytes,
 }
@@ -35,7 +38,7 @@ pub(super) struct Delivery {
     /// Times it was deferred because the target was saturated.
     pub deferrals: u32,
     /// The stream entry it came from (first attempts); `None` for scheduled ones.
-    pub entry: Option<Arc<EntryTracker>>,
+    pub entry: Option<Arc<EntryHold>>,
 }
 
 impl Inner {
@@ -209,7 +212,7 @@ async fn attempt_and_record(inner: &Inner, d: &Delivery) -> Option<(Next, Verdic
 /// `defer`), so a big backlog is not churned through Redis at full speed.
 async fn defer(inner: &Inner, d: &Delivery) {
     let wait = inner.settings.defer * 2u32.pow(d.deferrals.min(6));
-    let due = now_ms() + wait.as_millis() as u64;
+    let due = now_ms().saturating_add(wait.as_millis() as u64);
     let outcome = outcome_of(
         d,
         DeliveryState {
@@ -235,10 +238,10 @@ async fn defer(inner: &Inner, d: &Delivery) {
 /// Sends one attempt and decides what it means.
 async fn attempt(inner: &Inner, d: &Delivery) -> (Outcome, Verdict, Duration) {
     let now = now_ms();
-    let keys = d.target.signing_keys(now);
+    let keys = SigningKey::all(&d.target.secrets_at(now));
     let msg = Message {
-        event_id: &d.event.id,
-        event_type: &d.event.event_type,
+        event_id: d.event.id.as_str(),
+        event_type: d.event.event_type.as_str(),
         content_type: d.event.content_type.as_deref(),
         body: &d.event.body,
     };
@@ -310,12 +313,12 @@ fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verd
         updated_at_ms: now,
         deferrals: 0,
     };
-    let can_retry = d.target.mode == Mode::Persistent && d.attempt < policy.max_attempts;
+    let can_retry = d.target.mode == Mode::Persistent && d.attempt < policy.max_attempts();
     let next = match verdict {
         Verdict::Delivered => Next::Done,
         Verdict::Retry if can_retry => {
             let wait = delay(&policy, d.attempt + 1, result.retry_after, unit_random());
-            let due = now + wait.as_millis() as u64;
+            let due = now.saturating_add(wait.as_millis() as u64);
             state.state = State::Retrying;
             state.next_retry_at_ms = Some(due);
             if d.target.ordered {
@@ -327,7 +330,7 @@ fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verd
         _ => {
             state.state = State::DeadLettered;
             Next::DeadLetter(DeadLetter {
-                id: new_id("dl"),
+                id: DeadLetterId::generate(),
                 event_id: d.event.id.clone(),
                 target_id: d.target.id.clone(),
                 event_type: d.event.event_type.clone(),
@@ -387,10 +390,10 @@ async fn fire_and_forget(inner: &Arc<Inner>, d: &Delivery) {
     inner.tasks.spawn(async move {
         let _permit = permit;
         let now = now_ms();
-        let keys = target.signing_keys(now);
+        let keys = SigningKey::all(&target.secrets_at(now));
         let msg = Message {
-            event_id: &event.id,
-            event_type: &event.event_type,
+            event_id: event.id.as_str(),
+            event_type: event.event_type.as_str(),
             content_type: event.content_type.as_deref(),
             body: &event.body,
         };

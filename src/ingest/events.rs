@@ -13,12 +13,14 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use percent_encoding::percent_decode_str;
+use serde::Serialize;
 
-use super::EdgeState;
+use super::IngestState;
 use crate::auth::TenantAuth;
 use crate::crypto::sha256_hex;
-use crate::error::ApiError;
-use crate::queue::{Enqueued, Idempotency, NewEvent, new_event_id, valid_event_type};
+use crate::error::{ApiError, IngestErrors};
+use crate::model::{EventId, EventType};
+use crate::queue::{Enqueued, Idempotency, NewEvent};
 use crate::{body, telemetry};
 
 /// Longest accepted `Idempotency-Key`.
@@ -27,9 +29,19 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// The prefix of the route; the rest of the path is the (percent-encoded) event type.
 const ROUTE_PREFIX: &str = "/v1/events/";
 
+/// The answer to an accepted event.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventAccepted {
+    /// The event's id (the first event's, for a repeated `Idempotency-Key`).
+    pub id: EventId,
+    pub event_type: EventType,
+    /// Whether an earlier request with the same `Idempotency-Key` wrote this event.
+    pub duplicate: bool,
+}
+
 /// Handles one request to the route; served by hand on the hot path and through the router
 /// alike, so both give the same answers.
-pub async fn post_event<B>(state: &EdgeState, req: Request<B>) -> Response
+pub async fn post_event<B>(state: &IngestState, req: Request<B>) -> Response
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -40,12 +52,38 @@ where
     }
 }
 
-/// The router's form of [`post_event`].
-pub async fn post_event_routed(State(state): State<EdgeState>, req: Request<Body>) -> Response {
+/// Enqueues the raw body as one event of `event_type`.
+///
+/// The body is kept byte for byte, with its `Content-Type`. With an `Idempotency-Key`, a repeat
+/// within 24 h answers the first event's id and enqueues nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/events/{event}",
+    tag = "events",
+    operation_id = "post_event",
+    params(
+        ("event" = EventType, Path, description = "The event type."),
+        ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h returns the first event's id.", max_length = 255, pattern = r"^[\x20-\x7E]+$"),
+    ),
+    request_body(
+        description = "The event's body, any content type, kept byte for byte.",
+        content(
+            (serde_json::Value = "application/json"),
+            (String = "text/plain"),
+            (Vec<u8> = "application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "The event is durably in the queue.", body = EventAccepted),
+        IngestErrors,
+    ),
+    security(("tenant_token" = [])),
+)]
+pub async fn post_event_routed(State(state): State<IngestState>, req: Request<Body>) -> Response {
     post_event(&state, req).await
 }
 
-async fn accept<B>(state: &EdgeState, req: Request<B>) -> Result<Response, ApiError>
+async fn accept<B>(state: &IngestState, req: Request<B>) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -61,14 +99,13 @@ where
         .path()
         .strip_prefix(ROUTE_PREFIX)
         .and_then(|raw| percent_decode_str(raw).decode_utf8().ok())
-        .filter(|t| valid_event_type(t))
+        .and_then(|t| EventType::parse(&t).ok())
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_event_type",
                 "the event type must be 1 to 128 of A-Z a-z 0-9 _ . -",
             )
-        })?
-        .into_owned();
+        })?;
     if let Err(wait) = tenant.check_rate() {
         telemetry::rate_limited();
         return Err(ApiError::rate_limited(wait));
@@ -79,13 +116,13 @@ where
     enqueue_and_answer(state, &tenant, event_type, headers, body, key_digest).await
 }
 
-/// Enqueues one event of `tenant` (its type validated, its body read within bounds) and
-/// answers `202 {"id", "event_type", "duplicate"}` once Redis holds it. `key_digest` is the
+/// Enqueues one event of `tenant` (its body read within bounds) and answers
+/// `202 {"id", "event_type", "duplicate"}` once Redis holds it. `key_digest` is the
 /// idempotency key's digest, if the request has one. Shared by `/v1/events` and `/v1/hooks`.
 pub async fn enqueue_and_answer(
-    state: &EdgeState,
+    state: &IngestState,
     tenant: &TenantAuth,
-    event_type: String,
+    event_type: EventType,
     headers: &HeaderMap,
     body: Bytes,
     key_digest: Option<String>,
@@ -97,13 +134,14 @@ pub async fn enqueue_and_answer(
     let idempotency = key_digest.map(|key_digest| Idempotency {
         key_digest,
         fingerprint: sha256_hex(&[
-            event_type.as_bytes(),
+            event_type.as_str().as_bytes(),
             content_type.as_deref().unwrap_or_default(),
             &body,
         ]),
     });
+    let json_type = event_type.clone();
     let event = NewEvent {
-        id: new_event_id(),
+        id: EventId::generate(),
         tenant: tenant.id.clone(),
         shard: tenant.shard,
         event_type,
@@ -111,14 +149,14 @@ pub async fn enqueue_and_answer(
         body,
         idempotency,
     };
-    let event_type = event.event_type.clone();
     let (id, duplicate) = match state.enqueuer.enqueue(event).await? {
         Enqueued::New { id } => (id, false),
         Enqueued::Duplicate { id } => (id, true),
     };
     telemetry::event_enqueued(duplicate, started.elapsed());
-    // Both values are from fixed alphabets (ids, validated event types): no escaping needed.
-    let json = format!(r#"{{"id":"{id}","event_type":"{event_type}","duplicate":{duplicate}}}"#);
+    // Written by hand: this is every event's answer, and both values are from fixed alphabets
+    // (ids, validated event types), so no escaping is needed.
+    let json = format!(r#"{{"id":"{id}","event_type":"{json_type}","duplicate":{duplicate}}}"#);
     Ok((
         StatusCode::ACCEPTED,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],

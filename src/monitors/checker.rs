@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use super::state::Watches;
-use crate::store::now_ms;
+use crate::model::time::now_ms;
 
 /// Overdue subjects read, and timed out in one script call, per step: small enough that one
 /// call holds Redis for a few milliseconds at most.

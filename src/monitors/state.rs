@@ -1,245 +1,59 @@
 //! Live state of watched subjects (monitors, and sources with a silence watch), kept in the
-//! tenant's shard slot so that one script records a signal, moves the deadline, records the
-//! check and the incident, and appends the alert event to the shard's stream: one round trip,
-//! atomic, and cluster-safe (every key shares the `{q<n>}` tag).
+//! tenant's shard slot so that one script (`signal`) records a signal, moves the deadline,
+//! records the check and the incident, and appends the alert event to the shard's stream: one
+//! round trip, atomic, and cluster-safe (every key shares the `{q<n>}` tag).
 //!
 //! Deadlines live in one sorted set per shard; the checker reads only what is overdue, and the
 //! timeout runs through the same script, which first claims the subject by removing it from
 //! the set, so with several checkers each overdue subject is handled once.
+//!
+//! Concurrent signals of a shard ride in one script call ([`crate::batch`]): one command, one
+//! write and one reply carry many heartbeats under load, and one when idle.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
-use tokio::sync::{Semaphore, mpsc, oneshot};
-
 use fred::prelude::*;
-use fred::types::scripts::Script;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::batch::{BatchError, Batcher, Flush, Limits};
 use crate::keyspace::Keyspace;
-use crate::queue::new_event_id;
-use crate::store::{StoreError, new_id, now_ms, rfc3339};
+use crate::model::time::{now_ms, rfc3339};
+use crate::model::{EventId, IncidentId, Status, TenantId, WatchKind};
+use crate::queue::entry::LAYOUT;
+use crate::scripts::{DESCRIBE, FORGET, SIGNAL, ScriptError};
+use crate::store::{Monitor, Source};
 
-/// Records signals of subjects of one shard, in order. KEYS: due set, stream, counts, then per
-/// subject its watch hash, checks and incidents. ARGV: checks kept, incidents kept, then per
-/// subject [`ARGS_PER_SIGNAL`] values: subject, signal, wanted status ('' for
-/// `start`), kind ('' for a timeout), window (ms), and, newline-separated in one value (only
-/// split when the status changes, so a routine heartbeat does not pay for them): tenant, name,
-/// event id, incident id, time (RFC 3339), reason, extra JSON members.
-/// Answers per subject `{status, last_heartbeat, changed, duration_ms, event_type, kind}`,
-/// `{'skip'}` when a timeout finds the subject no longer overdue, or `{'gone'}` when a signal
-/// names a subject with no state (deleted). Times are Redis's (`TIME`).
-static SIGNAL: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
-        r#"
-local due, stream, counts = KEYS[1], KEYS[2], KEYS[3]
-local keep_checks, keep_incidents = tonumber(ARGV[1]), tonumber(ARGV[2])
--- Redis's clock, not each instance's: deadlines and run durations stay consistent whichever
--- instance takes the signal.
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
--- What a signal rarely needs travels packed in one argument, split only when used.
-local function unpack_more(p)
-  local t = {}
-  for f in string.gmatch(p .. '\n', '([^\n]*)\n') do t[#t + 1] = f end
-  return t
-end
-local function one(w, ck, ik, a)
-  local subject, signal, want = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local more = nil
-  local function m(i)
-    if not more then more = unpack_more(ARGV[a + 5]) end
-    return more[i]
-  end
-  local tenant, kind, name, reason = nil, ARGV[a + 3], nil, nil
-  local st = redis.call('HMGET', w, 'status', 'started_at', 'incident', 'last_heartbeat',
-    'tenant', 'kind', 'name', 'by')
-  if signal == 'timeout' then
-    local d = redis.call('ZSCORE', due, subject)
-    if not d or tonumber(d) > now then return {'skip'} end
-    redis.call('ZREM', due, subject)
-    if not st[5] or not st[6] then return {'skip'} end
-    kind = st[6]
-    if kind == 'source' then reason = 'silent' end
-  else
-    -- The state is made by DESCRIBE when the subject is created and removed when it is
-    -- deleted: a signal never brings a deleted subject back.
-    if not st[6] then return {'gone'} end
-    redis.call('ZADD', due, now + tonumber(ARGV[a + 4]), subject)
-  end
-  local prev = st[1]
-  if not prev then
-    prev = 'new'
-    redis.call('HSET', w, 'status', prev, 'since', now)
-    redis.call('HINCRBY', counts, kind .. ':' .. prev, 1)
-  end
-  local hb = st[4] or ''
-  if signal == 'start' then
-    redis.call('HSET', w, 'started_at', now, 'last_signal', now)
-    return {prev, hb, '0', '', '', kind}
-  end
-  local dur = ''
-  if signal == 'heartbeat' or signal == 'fail' or signal == 'exit' then
-    hb = tostring(now)
-    if st[2] then
-      dur = tostring(now - tonumber(st[2]))
-      redis.call('HSET', w, 'last_signal', now, 'last_heartbeat', now, 'last_duration_ms', dur)
-      redis.call('HDEL', w, 'started_at')
-    else
-      redis.call('HSET', w, 'last_signal', now, 'last_heartbeat', now)
-    end
-  elseif signal ~= 'timeout' then
-    redis.call('HSET', w, 'last_signal', now)
-  end
-  local extra = ''
-  if signal == 'status' or signal == 'exit' then
-    local x = m(7)
-    if x ~= '' then extra = ',' .. x end
-  end
-  if dur ~= '' then extra = extra .. ',"duration_ms":' .. dur end
-  -- A status the service pushed is changed by its next push, a failure or a timeout; a
-  -- routine heartbeat does not override it (no degraded/up flapping).
-  if want == 'up' and st[8] == 'push' and signal ~= 'status' then want = prev end
-  if want == prev and signal ~= 'status' then return {want, hb, '0', dur, '', kind} end
-  reason = reason or m(6)
-  tenant, name = st[5] or m(1), st[7] or m(2)
-  if want ~= prev or signal == 'status' then
-    redis.call('LPUSH', ck, '{"at":"' .. m(5) .. '","signal":"' .. signal .. '","status":"' .. want
-      .. '","previous_status":"' .. prev .. '","reason":"' .. reason .. '"' .. extra .. '}')
-    redis.call('LTRIM', ck, 0, keep_checks - 1)
-  end
-  if want == prev then return {want, hb, '0', dur, '', kind} end
-  local by = 'signal'
-  if signal == 'status' then by = 'push' end
-  redis.call('HSET', w, 'status', want, 'since', now, 'by', by)
-  redis.call('HINCRBY', counts, kind .. ':' .. prev, -1)
-  redis.call('HINCRBY', counts, kind .. ':' .. want, 1)
-  local incident = st[3] or ''
-  if want == 'up' then
-    if incident ~= '' then
-      local head = redis.call('LINDEX', ik, 0)
-      if head then
-        local i = cjson.decode(head)
-        if i.id == incident then
-          i.resolved_at = m(5)
-          i.resolved_reason = reason
-          i.duration_ms = now - i.opened_ms
-          redis.call('LSET', ik, 0, cjson.encode(i))
-        end
-      end
-      redis.call('HSET', w, 'incident', '')
-    end
-  elseif incident == '' then
-    incident = m(4)
-    redis.call('LPUSH', ik, cjson.encode({id = incident, status = want, reason = reason,
-      opened_at = m(5), opened_ms = now}))
-    redis.call('LTRIM', ik, 0, keep_incidents - 1)
-    redis.call('HSET', w, 'incident', incident)
-  else
-    local head = redis.call('LINDEX', ik, 0)
-    if head then
-      local i = cjson.decode(head)
-      if i.id == incident then
-        i.status = want
-        redis.call('LSET', ik, 0, cjson.encode(i))
-      end
-    end
-  end
-  -- The first signal of a new subject only starts the watch: nothing was wrong before it.
-  if prev == 'new' and want == 'up' then return {want, hb, '1', dur, '', kind} end
-  local etype = kind .. '.' .. want
-  if kind == 'source' then
-    if want == 'up' then etype = 'source.resumed' else etype = 'source.silent' end
-  end
-  local inc = 'null'
-  if incident ~= '' then inc = '"' .. incident .. '"' end
-  local body = '{"type":"' .. etype .. '","' .. kind .. '":' .. cjson.encode({id = subject, name = name})
-    .. ',"status":"' .. want .. '","previous_status":"' .. prev .. '","reason":"' .. reason
-    .. '","incident_id":' .. inc .. ',"at":"' .. m(5) .. '"' .. extra .. '}'
-  redis.call('XADD', stream, '*', 'v', '1', 'id', m(3), 'tenant', tenant, 'type', etype,
-    'ct', 'application/json', 'body', body)
-  return {want, hb, '1', dur, etype, kind}
-end
-local out = {}
-for i = 0, (#KEYS - 3) / 3 - 1 do
-  out[i + 1] = one(KEYS[4 + i * 3], KEYS[5 + i * 3], KEYS[6 + i * 3], 3 + i * 6)
-end
-return out
-"#,
-    )
-});
-
-/// Values per subject in [`SIGNAL`]'s ARGV.
-const ARGS_PER_SIGNAL: usize = 6;
-
-/// Creates a subject's state (status `new`) or, when it exists, renames it and moves its
-/// deadline to its last signal plus the new window. KEYS: watch hash, due set, counts.
-/// ARGV: subject, tenant, kind, name, window (ms).
-static DESCRIBE: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  local clock = redis.call('TIME')
-  redis.call('HSET', KEYS[1], 'tenant', ARGV[2], 'kind', ARGV[3], 'name', ARGV[4],
-    'status', 'new', 'since', tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000))
-  redis.call('HINCRBY', KEYS[3], ARGV[3] .. ':new', 1)
-  return 1
-end
-redis.call('HSET', KEYS[1], 'name', ARGV[4])
-local last = redis.call('HGET', KEYS[1], 'last_signal')
-if last and redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  redis.call('ZADD', KEYS[2], tonumber(last) + tonumber(ARGV[5]), ARGV[1])
-end
-return 0
-"#,
-    )
-});
-
-/// Removes a subject's state, deadline and history. KEYS: watch hash, due set, checks,
-/// incidents, counts. ARGV: subject.
-static FORGET: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
-        r#"
-local h = redis.call('HMGET', KEYS[1], 'kind', 'status')
-if h[1] and h[2] then redis.call('HINCRBY', KEYS[5], h[1] .. ':' .. h[2], -1) end
-redis.call('ZREM', KEYS[2], ARGV[1])
-return redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
-"#,
-    )
-});
-
-/// What is watched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Monitor,
-    Source,
+/// Why live state could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("{0}")]
+    Reply(String),
+    #[error("too many signals are waiting for Redis")]
+    Overloaded,
+    #[error("the signal batcher has stopped")]
+    Stopped,
 }
 
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Monitor => "monitor",
-            Kind::Source => "source",
+impl From<ScriptError> for WatchError {
+    fn from(e: ScriptError) -> WatchError {
+        match e {
+            ScriptError::Redis(e) => WatchError::Redis(e),
+            other @ ScriptError::Answer { .. } => WatchError::Reply(other.to_string()),
         }
     }
 }
 
-/// A status a subject can report or be given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Up,
-    Down,
-    Degraded,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Up => "up",
-            Status::Down => "down",
-            Status::Degraded => "degraded",
+impl From<BatchError> for WatchError {
+    fn from(e: BatchError) -> WatchError {
+        match e {
+            BatchError::Overloaded | BatchError::Expired => WatchError::Overloaded,
+            BatchError::Stopped => WatchError::Stopped,
         }
     }
 }
@@ -254,8 +68,8 @@ pub enum Signal {
     /// A job failed.
     Fail,
     /// A job ended with this exit code (0: success).
-    Exit(i64),
-    /// A status push; `extra` holds its message and metadata as JSON members.
+    Exit(u8),
+    /// A status push; `extra` holds its message and metadata as JSON object members.
     Status { status: Status, extra: String },
     /// An inbound event of a watched source.
     Event,
@@ -291,56 +105,195 @@ impl Signal {
 /// The subject a signal is about.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
-    pub kind: Kind,
+    pub kind: WatchKind,
     pub id: &'a str,
-    pub tenant: &'a str,
+    pub tenant: &'a TenantId,
     pub name: &'a str,
     pub shard: u16,
     /// Interval plus grace.
     pub window: Duration,
 }
 
+impl<'a> Subject<'a> {
+    /// A monitor of `shard` (its tenant's).
+    pub fn monitor(m: &'a Monitor, shard: u16) -> Subject<'a> {
+        Subject {
+            kind: WatchKind::Monitor,
+            id: m.id.as_str(),
+            tenant: &m.tenant,
+            name: m.name.as_str(),
+            shard,
+            window: m.window().duration(),
+        }
+    }
+
+    /// A source of `shard`, if it has a silence watch.
+    pub fn source(s: &'a Source, shard: u16) -> Option<Subject<'a>> {
+        s.watch.map(|w| Subject {
+            kind: WatchKind::Source,
+            id: s.id.as_str(),
+            tenant: &s.tenant,
+            name: s.name.as_str(),
+            shard,
+            window: w.window().duration(),
+        })
+    }
+}
+
+/// A subject's status, as its live state holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveStatus {
+    /// Created, no signal yet.
+    New,
+    Up,
+    Down,
+    Degraded,
+}
+
+impl LiveStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveStatus::New => "new",
+            LiveStatus::Up => "up",
+            LiveStatus::Down => "down",
+            LiveStatus::Degraded => "degraded",
+        }
+    }
+}
+
 /// What a signal did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
-    /// The status after the signal: `new`, `up`, `down` or `degraded`.
-    pub status: String,
+    /// The status after the signal.
+    pub status: LiveStatus,
     /// Last heartbeat (ms), if any.
     pub last_heartbeat_ms: Option<u64>,
     /// Whether the status changed.
     pub changed: bool,
-    /// The alert appended to the stream, if any.
+    /// The type of the alert appended to the stream, if any.
     pub alert: Option<String>,
     pub duration_ms: Option<u64>,
 }
 
-/// One subject's part of a [`SIGNAL`] call: its keys and arguments.
+/// One subject's answer of `signal`.
+#[derive(Debug, Deserialize)]
+struct Answer {
+    #[serde(default)]
+    skip: bool,
+    #[serde(default)]
+    gone: bool,
+    status: Option<LiveStatus>,
+    last_heartbeat: Option<u64>,
+    #[serde(default)]
+    changed: bool,
+    duration_ms: Option<u64>,
+    alert: Option<String>,
+    kind: Option<String>,
+}
+
+impl Answer {
+    /// `None` for a subject skipped (no longer overdue) or gone (no state).
+    fn recorded(self) -> Result<Option<Recorded>, WatchError> {
+        if self.skip || self.gone {
+            return Ok(None);
+        }
+        let status = self
+            .status
+            .ok_or_else(|| WatchError::Reply("signal answered no status".into()))?;
+        if self.changed {
+            crate::telemetry::watch_transition(self.kind.as_deref().unwrap_or(""), status.as_str());
+        }
+        Ok(Some(Recorded {
+            status,
+            last_heartbeat_ms: self.last_heartbeat,
+            changed: self.changed,
+            alert: self.alert,
+            duration_ms: self.duration_ms,
+        }))
+    }
+}
+
+/// `signal`'s answer.
+#[derive(Debug, Deserialize)]
+struct Answers {
+    #[serde(deserialize_with = "crate::scripts::list")]
+    subjects: Vec<Answer>,
+}
+
+/// Values per subject in `signal`'s ARGV.
+const ARGS_PER_SIGNAL: usize = 6;
+
+/// One subject's part of a `signal` call: its keys and arguments.
 #[derive(Debug)]
 struct Call {
+    shard: u16,
     subject_keys: [String; 3],
     args: [String; ARGS_PER_SIGNAL],
 }
 
-/// A signal waiting for the batch it rides in.
-#[derive(Debug)]
-struct Job {
-    shard: u16,
-    call: Call,
-    reply: oneshot::Sender<Result<Option<Recorded>, fred::error::Error>>,
+/// An incident of a subject, as its history holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Incident {
+    pub id: IncidentId,
+    /// The worst status while it lasted (`down` or `degraded`).
+    pub status: LiveStatus,
+    pub reason: String,
+    /// RFC 3339.
+    pub opened_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
-/// Most signals per batch, and batches in flight: as with the event queue, signals that arrive
-/// while batches are in flight make the next one larger, so one script call (one command, one
-/// write, one reply) carries many heartbeats under load and one when idle.
+/// A status record of a subject (every status push and every change).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Check {
+    /// RFC 3339.
+    pub at: String,
+    /// What was received: `heartbeat`, `fail`, `exit`, `status`, `event`, `timeout`.
+    pub signal: String,
+    pub status: LiveStatus,
+    pub previous_status: LiveStatus,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// A subject's live state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveState {
+    pub status: LiveStatus,
+    pub status_since_ms: Option<u64>,
+    pub last_heartbeat_ms: Option<u64>,
+    pub last_signal_ms: Option<u64>,
+    pub last_duration_ms: Option<u64>,
+    pub running_since_ms: Option<u64>,
+    pub open_incident: Option<IncidentId>,
+    pub next_deadline_ms: Option<u64>,
+}
+
+/// Most signals per batch, batches in flight, and signals waiting.
 const MAX_BATCH: usize = 128;
 const MAX_INFLIGHT: usize = 4;
+const CAPACITY: usize = 16 * 1024;
 
-/// Live state of watched subjects.
+/// Live state of watched subjects. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Watches {
     inner: Arc<WatchesInner>,
-    /// The batch collector's queue.
-    tx: mpsc::Sender<Job>,
+    /// Batches concurrent signals into one script call per shard.
+    batcher: Batcher<Arc<WatchesInner>>,
 }
 
 #[derive(Debug)]
@@ -351,29 +304,80 @@ struct WatchesInner {
     incidents_kept: u32,
 }
 
+/// The settings of [`Watches`].
+#[derive(Debug, Clone, Copy)]
+pub struct WatchSettings {
+    /// Status records kept per subject.
+    pub checks_kept: u32,
+    /// Incidents kept per subject.
+    pub incidents_kept: u32,
+    /// Longest a signal waits for its batch (the Redis command timeout).
+    pub deadline: Duration,
+}
+
+impl Flush for Arc<WatchesInner> {
+    type Item = Call;
+    type Output = Result<Option<Recorded>, WatchError>;
+
+    async fn flush(&self, calls: Vec<Call>) -> Vec<Self::Output> {
+        let n = calls.len();
+        let mut by_shard: BTreeMap<u16, Vec<(usize, Call)>> = BTreeMap::new();
+        for (i, call) in calls.into_iter().enumerate() {
+            by_shard.entry(call.shard).or_default().push((i, call));
+        }
+        let results = futures_util::future::join_all(by_shard.into_iter().map(|(shard, calls)| {
+            let (at, calls): (Vec<usize>, Vec<Call>) = calls.into_iter().unzip();
+            async move { (at, self.run(shard, calls).await) }
+        }))
+        .await;
+        let mut out: Vec<Self::Output> = (0..n).map(|_| Err(WatchError::Stopped)).collect();
+        for (at, result) in results {
+            match result {
+                Ok(answers) => {
+                    for (i, a) in at.into_iter().zip(answers) {
+                        out[i] = a.recorded();
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    for i in at {
+                        out[i] = Err(WatchError::Reply(text.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Watches {
-    /// Starts the batch collector (on the current runtime); it ends when the last handle drops.
-    pub fn new(redis: Client, keys: Keyspace, checks_kept: u32, incidents_kept: u32) -> Watches {
+    /// Starts the signal batcher on `tracker`; it stops when `stop` fires, after writing what
+    /// it holds.
+    pub fn new(
+        redis: Client,
+        keys: Keyspace,
+        settings: WatchSettings,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Watches {
         let inner = Arc::new(WatchesInner {
             redis,
             keys,
-            checks_kept: checks_kept.max(1),
-            incidents_kept: incidents_kept.max(1),
+            checks_kept: settings.checks_kept.max(1),
+            incidents_kept: settings.incidents_kept.max(1),
         });
-        let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(collect(rx, inner.clone()));
-        Watches { inner, tx }
+        let limits = Limits {
+            max_items: MAX_BATCH,
+            max_bytes: usize::MAX,
+            max_inflight: MAX_INFLIGHT,
+            capacity: CAPACITY,
+            deadline: settings.deadline,
+        };
+        let batcher = Batcher::start(inner.clone(), limits, tracker, stop);
+        Watches { inner, batcher }
     }
 
-    /// Loads the scripts, so the first heartbeat after a start needs no reload round trip.
-    pub async fn preload(&self) -> Result<(), StoreError> {
-        for script in [&*SIGNAL, &*DESCRIBE, &*FORGET] {
-            script.load(&self.inner.redis).await?;
-        }
-        Ok(())
-    }
-
-    /// One subject's part of a [`SIGNAL`] call. A timeout passes no kind, window, tenant or
+    /// One subject's part of a `signal` call. A timeout passes no kind, window, tenant or
     /// name: the script reads them from the subject's state.
     #[allow(clippy::too_many_arguments)]
     fn call(
@@ -393,14 +397,15 @@ impl Watches {
         let packed = [
             tenant,
             name,
-            &new_event_id(),
-            &new_id("inc"),
+            EventId::generate().as_str(),
+            IncidentId::generate().as_str(),
             &rfc3339(now),
             reason,
             &extra,
         ]
         .join("\n");
         Call {
+            shard,
             subject_keys: [
                 k.watch(shard, id),
                 k.checks(shard, id),
@@ -423,56 +428,41 @@ impl Watches {
         &self,
         subject: Subject<'_>,
         signal: &Signal,
-    ) -> Result<Option<Recorded>, StoreError> {
+    ) -> Result<Option<Recorded>, WatchError> {
         let call = self.call(
             subject.shard,
             subject.id,
             subject.kind.as_str(),
             subject.window,
-            subject.tenant,
+            subject.tenant.as_str(),
             subject.name,
             signal.parts(),
             now_ms(),
         );
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            shard: subject.shard,
-            call,
-            reply,
-        };
-        self.tx.try_send(job).map_err(|_| {
-            StoreError::Redis(fred::error::Error::new(
-                fred::error::ErrorKind::Backpressure,
-                "too many signals waiting for Redis",
-            ))
-        })?;
-        match answer.await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(StoreError::Invalid("the signal batcher stopped".into())),
-        }
+        self.batcher.submit(call).await?
     }
 
     /// Records `signal` for a subject that should exist: when its state is missing, `exists`
     /// (the store's word) decides between a subject deleted meanwhile (`None`) and one whose
     /// creation stopped between its definition and its state (made now, then signalled).
-    pub async fn signal_existing(
+    pub async fn signal_existing<E>(
         &self,
         subject: Subject<'_>,
         signal: &Signal,
-        exists: impl Future<Output = Result<bool, StoreError>>,
-    ) -> Result<Option<Recorded>, StoreError> {
+        exists: impl Future<Output = Result<bool, E>>,
+    ) -> Result<Option<Recorded>, SignalError<E>> {
         if let Some(r) = self.signal(subject, signal).await? {
             return Ok(Some(r));
         }
-        if !exists.await? {
+        if !exists.await.map_err(SignalError::Store)? {
             return Ok(None);
         }
         self.describe(subject).await?;
-        self.signal(subject, signal).await
+        Ok(self.signal(subject, signal).await?)
     }
 
     /// Redis's clock (ms), which the signal script uses for deadlines.
-    pub async fn clock(&self) -> Result<u64, StoreError> {
+    pub async fn clock(&self) -> Result<u64, WatchError> {
         let t: Vec<String> = self
             .inner
             .redis
@@ -481,17 +471,12 @@ impl Watches {
         let part = |i: usize| t.get(i).and_then(|v| v.parse::<u64>().ok());
         match (part(0), part(1)) {
             (Some(s), Some(us)) => Ok(s * 1000 + us / 1000),
-            _ => Err(StoreError::Invalid("TIME answered something else".into())),
+            _ => Err(WatchError::Reply("TIME answered something else".into())),
         }
     }
 
     /// Subjects of `shard` whose deadline is before `now`, at most `limit`.
-    pub async fn overdue(
-        &self,
-        shard: u16,
-        now: u64,
-        limit: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    pub async fn overdue(&self, shard: u16, now: u64, limit: i64) -> Result<Vec<String>, WatchError> {
         Ok(self
             .inner
             .redis
@@ -513,16 +498,26 @@ impl Watches {
         shard: u16,
         subjects: &[String],
         now: u64,
-    ) -> Result<Vec<Option<Recorded>>, StoreError> {
+    ) -> Result<Vec<Option<Recorded>>, WatchError> {
         let calls = subjects
             .iter()
             .map(|id| self.call(shard, id, "", Duration::ZERO, "", "", TIMEOUT, now))
             .collect::<Vec<_>>();
-        Ok(self.inner.run(shard, calls).await?)
+        self.inner
+            .run(shard, calls)
+            .await?
+            .into_iter()
+            .map(Answer::recorded)
+            .collect()
     }
 
     /// Creates a subject's state at status `new`, or renames it and applies a new window.
-    pub async fn describe(&self, subject: Subject<'_>) -> Result<(), StoreError> {
+    pub async fn describe(&self, subject: Subject<'_>) -> Result<(), WatchError> {
+        #[derive(Deserialize)]
+        struct Described {
+            #[allow(dead_code)]
+            created: bool,
+        }
         let keys = vec![
             self.inner.keys.watch(subject.shard, subject.id),
             self.inner.keys.due(subject.shard),
@@ -530,19 +525,22 @@ impl Watches {
         ];
         let args = vec![
             subject.id.to_owned(),
-            subject.tenant.to_owned(),
+            subject.tenant.to_string(),
             subject.kind.as_str().to_owned(),
             subject.name.to_owned(),
             (subject.window.as_millis() as u64).to_string(),
         ];
-        let _: i64 = DESCRIBE
-            .evalsha_with_reload(&self.inner.redis, keys, args)
-            .await?;
+        let _: Described = DESCRIBE.run(&self.inner.redis, keys, args).await?;
         Ok(())
     }
 
     /// Removes a subject's state and history.
-    pub async fn forget(&self, shard: u16, subject: &str) -> Result<(), StoreError> {
+    pub async fn forget(&self, shard: u16, subject: &str) -> Result<(), WatchError> {
+        #[derive(Deserialize)]
+        struct Forgotten {
+            #[allow(dead_code)]
+            deleted: u64,
+        }
         let keys = vec![
             self.inner.keys.watch(shard, subject),
             self.inner.keys.due(shard),
@@ -550,49 +548,51 @@ impl Watches {
             self.inner.keys.incidents(shard, subject),
             self.inner.keys.watch_counts(shard),
         ];
-        let _: i64 = FORGET
-            .evalsha_with_reload(&self.inner.redis, keys, vec![subject.to_owned()])
+        let _: Forgotten = FORGET
+            .run(&self.inner.redis, keys, vec![subject.to_owned()])
             .await?;
         Ok(())
     }
 
-    /// The live state as JSON members: status, since, last heartbeat and signal, last run
-    /// duration, open incident, next deadline.
-    pub async fn view(&self, shard: u16, subject: &str) -> Result<serde_json::Value, StoreError> {
+    /// A subject's live state.
+    pub async fn live(&self, shard: u16, subject: &str) -> Result<LiveState, WatchError> {
         let (h, due): (HashMap<String, String>, Option<f64>) = {
             let pipe = self.inner.redis.pipeline();
             let _: () = pipe.hgetall(self.inner.keys.watch(shard, subject)).await?;
             let _: () = pipe.zscore(self.inner.keys.due(shard), subject).await?;
             pipe.all().await?
         };
-        let time = |field: &str| {
-            h.get(field)
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(rfc3339)
+        let ms = |field: &str| h.get(field).and_then(|v| v.parse::<u64>().ok());
+        let status = match h.get("status").map(String::as_str) {
+            Some("up") => LiveStatus::Up,
+            Some("down") => LiveStatus::Down,
+            Some("degraded") => LiveStatus::Degraded,
+            _ => LiveStatus::New,
         };
-        Ok(serde_json::json!({
-            "status": h.get("status").map_or("new", String::as_str),
-            "status_since": time("since"),
-            "last_heartbeat": time("last_heartbeat"),
-            "last_signal": time("last_signal"),
-            "last_duration_ms": h.get("last_duration_ms").and_then(|v| v.parse::<u64>().ok()),
-            "running_since": time("started_at"),
-            "open_incident_id": h.get("incident").filter(|i| !i.is_empty()),
-            "next_deadline": due.map(|d| rfc3339(d as u64)),
-        }))
+        Ok(LiveState {
+            status,
+            status_since_ms: ms("since"),
+            last_heartbeat_ms: ms("last_heartbeat"),
+            last_signal_ms: ms("last_signal"),
+            last_duration_ms: ms("last_duration_ms"),
+            running_since_ms: ms("started_at"),
+            open_incident: h
+                .get("incident")
+                .and_then(|i| IncidentId::parse(i).ok()),
+            next_deadline_ms: due.filter(|d| d.is_finite() && *d >= 0.0).map(|d| d as u64),
+        })
     }
 
-    async fn history(&self, key: String, limit: i64) -> Result<Vec<serde_json::Value>, StoreError> {
+    async fn history<T: serde::de::DeserializeOwned>(
+        &self,
+        key: String,
+        limit: i64,
+    ) -> Result<Vec<T>, WatchError> {
         let items: Vec<String> = self.inner.redis.lrange(key, 0, limit - 1).await?;
+        // A record this version cannot read is left out rather than failing the whole list.
         Ok(items
             .iter()
-            .filter_map(|i| serde_json::from_str::<serde_json::Value>(i).ok())
-            .map(|mut v| {
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("opened_ms");
-                }
-                v
-            })
+            .filter_map(|i| serde_json::from_str::<T>(i).ok())
             .collect())
     }
 
@@ -602,7 +602,7 @@ impl Watches {
         shard: u16,
         subject: &str,
         limit: i64,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
+    ) -> Result<Vec<Incident>, WatchError> {
         self.history(self.inner.keys.incidents(shard, subject), limit)
             .await
     }
@@ -613,13 +613,13 @@ impl Watches {
         shard: u16,
         subject: &str,
         limit: i64,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
+    ) -> Result<Vec<Check>, WatchError> {
         self.history(self.inner.keys.checks(shard, subject), limit)
             .await
     }
 
     /// Subjects per `(kind, status)` over `shards`.
-    pub async fn counts(&self, shards: u16) -> Result<HashMap<String, i64>, StoreError> {
+    pub async fn counts(&self, shards: u16) -> Result<HashMap<String, i64>, WatchError> {
         let mut total: HashMap<String, i64> = HashMap::new();
         for shard in 0..shards {
             let h: HashMap<String, i64> = self
@@ -635,21 +635,29 @@ impl Watches {
     }
 }
 
+/// Why [`Watches::signal_existing`] failed: the live state, or the store's word on the
+/// subject.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError<E> {
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error(transparent)]
+    Store(E),
+}
+
 impl WatchesInner {
-    /// One [`SIGNAL`] call for `calls` (all of `shard`).
-    async fn run(
-        &self,
-        shard: u16,
-        calls: Vec<Call>,
-    ) -> Result<Vec<Option<Recorded>>, fred::error::Error> {
-        let mut keys = Vec::with_capacity(3 + calls.len() * 3);
+    /// One `signal` call for `calls` (all of `shard`).
+    async fn run(&self, shard: u16, calls: Vec<Call>) -> Result<Vec<Answer>, WatchError> {
+        let n = calls.len();
+        let mut keys = Vec::with_capacity(3 + n * 3);
         keys.extend([
             self.keys.due(shard),
             self.keys.stream(shard),
             self.keys.watch_counts(shard),
         ]);
-        let mut args = Vec::with_capacity(2 + calls.len() * ARGS_PER_SIGNAL);
+        let mut args = Vec::with_capacity(3 + n * ARGS_PER_SIGNAL);
         args.extend([
+            LAYOUT.clone(),
             self.checks_kept.to_string(),
             self.incidents_kept.to_string(),
         ]);
@@ -657,80 +665,13 @@ impl WatchesInner {
             keys.extend(call.subject_keys);
             args.extend(call.args);
         }
-        let out: Vec<Vec<String>> = SIGNAL.evalsha_with_reload(&self.redis, keys, args).await?;
-        Ok(out.into_iter().map(recorded).collect())
-    }
-}
-
-/// Decodes one subject's answer of [`SIGNAL`].
-fn recorded(answer: Vec<String>) -> Option<Recorded> {
-    let mut it = answer.into_iter();
-    let status = it
-        .next()
-        .filter(|s| !s.is_empty() && s != "skip" && s != "gone")?;
-    let hb = it.next().unwrap_or_default();
-    let changed = it.next().is_some_and(|c| c == "1");
-    let duration = it.next().unwrap_or_default();
-    let alert = it.next().filter(|e| !e.is_empty());
-    let kind = it.next().unwrap_or_default();
-    if changed {
-        crate::telemetry::watch_transition(&kind, &status);
-    }
-    Some(Recorded {
-        status,
-        last_heartbeat_ms: hb.parse().ok(),
-        changed,
-        alert,
-        duration_ms: duration.parse().ok(),
-    })
-}
-
-/// Gathers waiting signals into batches, one script call per shard per batch.
-async fn collect(mut rx: mpsc::Receiver<Job>, inner: Arc<WatchesInner>) {
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT));
-    let fill = |jobs: &mut Vec<Job>, rx: &mut mpsc::Receiver<Job>| {
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+        let answers: Answers = SIGNAL.run(&self.redis, keys, args).await?;
+        if answers.subjects.len() != n {
+            return Err(WatchError::Reply(format!(
+                "signal answered {} subjects for {n}",
+                answers.subjects.len()
+            )));
         }
-    };
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        fill(&mut jobs, &mut rx);
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            break; // the semaphore is never closed
-        };
-        fill(&mut jobs, &mut rx);
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            let mut by_shard: BTreeMap<u16, Vec<Job>> = BTreeMap::new();
-            for job in jobs {
-                by_shard.entry(job.shard).or_default().push(job);
-            }
-            join_all(by_shard.into_iter().map(|(shard, jobs)| {
-                let inner = inner.clone();
-                async move {
-                    let (calls, replies): (Vec<Call>, Vec<_>) =
-                        jobs.into_iter().map(|j| (j.call, j.reply)).unzip();
-                    match inner.run(shard, calls).await {
-                        Ok(answers) => {
-                            let mut answers = answers.into_iter();
-                            for reply in replies {
-                                let _ = reply.send(Ok(answers.next().flatten()));
-                            }
-                        }
-                        Err(e) => {
-                            for reply in replies {
-                                let _ = reply.send(Err(e.clone()));
-                            }
-                        }
-                    }
-                }
-            }))
-            .await;
-            drop(permit);
-        });
+        Ok(answers.subjects)
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keyspace::{DISPATCH_GROUP, Keyspace};
 use crate::redis::info_field;
-use crate::store::now_ms;
+use crate::model::time::now_ms;
 
 /// Creates the dispatcher group on every shard stream (and the stream if missing).
 pub async fn ensure_groups(

@@ -3,18 +3,19 @@
 //! (`{q<n>}`), next to its stream, so each change is one atomic script on one node.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::scripts::Script;
 use serde::{Deserialize, Serialize};
 
-use super::{StoreError, rfc3339};
+use super::StoreError;
 use crate::keyspace::Keyspace;
+use crate::model::time::now_ms;
+use crate::model::{DeadLetterId, EventId, EventType, TargetId, TenantId};
+use crate::scripts::{CLAIM_DUE, DELETE_DEAD_LETTER, EXPAND, RECORD, REPLAY};
 
 /// Where one delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Expanded, no outcome yet.
@@ -28,7 +29,7 @@ pub enum State {
     Sent,
 }
 
-/// The state of one (event, target) delivery, as `GET /v1/events/{id}` shows it.
+/// The state of one (event, target) delivery, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryState {
     pub state: State,
@@ -49,7 +50,7 @@ fn is_zero(n: &u32) -> bool {
 /// One attempt, kept in the event's bounded attempt log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttemptRecord {
-    pub target_id: String,
+    pub target_id: TargetId,
     pub attempt: u32,
     pub at_ms: u64,
     pub status: Option<u16>,
@@ -62,29 +63,14 @@ pub struct AttemptRecord {
 /// An error queue entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetter {
-    pub id: String,
-    pub event_id: String,
-    pub target_id: String,
-    pub event_type: String,
+    pub id: DeadLetterId,
+    pub event_id: EventId,
+    pub target_id: TargetId,
+    pub event_type: EventType,
     pub attempts: u32,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     pub failed_at_ms: u64,
-}
-
-impl DeadLetter {
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "event_id": self.event_id,
-            "target_id": self.target_id,
-            "event_type": self.event_type,
-            "attempts": self.attempts,
-            "last_status": self.last_status,
-            "last_error": self.last_error,
-            "failed_at": rfc3339(self.failed_at_ms),
-        })
-    }
 }
 
 /// What a recorded outcome does to the schedule.
@@ -105,9 +91,9 @@ pub enum Next {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub shard: u16,
-    pub tenant: String,
-    pub event_id: String,
-    pub target_id: String,
+    pub tenant: TenantId,
+    pub event_id: EventId,
+    pub target_id: TargetId,
     pub state: DeliveryState,
     pub attempt: Option<AttemptRecord>,
     pub next: Next,
@@ -119,22 +105,22 @@ pub struct Outcome {
 /// An event as one expansion writes it.
 #[derive(Debug, Clone)]
 pub struct Expansion<'a> {
-    pub event_id: &'a str,
-    pub tenant: &'a str,
-    pub event_type: &'a str,
+    pub event_id: &'a EventId,
+    pub tenant: &'a TenantId,
+    pub event_type: &'a EventType,
     pub content_type: &'a [u8],
     pub received_at_ms: u64,
-    pub targets: Vec<&'a str>,
+    pub targets: Vec<&'a TargetId>,
 }
 
 /// A delivery due for another attempt, loaded from its record.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
     pub member: String,
-    pub event_id: String,
-    pub target_id: String,
-    pub tenant: String,
-    pub event_type: String,
+    pub event_id: EventId,
+    pub target_id: TargetId,
+    pub tenant: TenantId,
+    pub event_type: EventType,
     pub content_type: Option<Bytes>,
     pub body: Bytes,
     pub attempts_so_far: u32,
@@ -144,152 +130,37 @@ pub struct DueDelivery {
 /// Which error queue entries to replay.
 #[derive(Debug, Clone, Default)]
 pub struct ReplaySelection {
-    pub ids: Option<Vec<String>>,
-    pub target_id: Option<String>,
+    pub ids: Option<Vec<DeadLetterId>>,
+    pub target_id: Option<TargetId>,
 }
 
-/// Marks each event of a stream entry as expanded by that entry, unless another entry did it
-/// first (a re-sent `XADD`). KEYS: the events' records, then their tenants' counters.
-/// ARGV: entry id, ttl seconds, n, then per event: tenant, type, ct, at, targets.
-/// Returns 1 (expand) or 0 (duplicate) per event.
-static EXPAND: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
-        r#"
-local n = tonumber(ARGV[3])
-local out = {}
-for i = 1, n do
-  local key = KEYS[i]
-  local base = 3 + (i - 1) * 5
-  local owner = redis.call('HGET', key, 'entry')
-  if not owner then
-    redis.call('HSET', key, 'entry', ARGV[1], 'tenant', ARGV[base + 1], 'type', ARGV[base + 2],
-      'ct', ARGV[base + 3], 'at', ARGV[base + 4], 'targets', ARGV[base + 5])
-    redis.call('EXPIRE', key, ARGV[2])
-    redis.call('HINCRBY', KEYS[n + i], 'events_received', 1)
-    out[i] = 1
-  elseif owner == ARGV[1] then
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-return out
-"#,
-    )
-});
+/// An event's delivery record: what it was, and where each of its deliveries stands.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub id: EventId,
+    pub event_type: Option<String>,
+    pub content_type: Option<String>,
+    pub received_at_ms: u64,
+    /// Each target it was expanded to, with its state (`None`: no outcome yet).
+    pub deliveries: Vec<(TargetId, Option<DeliveryState>)>,
+    /// The recent attempts, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
 
-/// Records delivery outcomes of one shard, atomically each. KEYS: retries, error queue total,
-/// then per outcome: event record, attempts, counters, error queue. ARGV: n, attempts kept,
-/// ttl, then per outcome: target, state JSON, attempt JSON (or ''), kind (done|retry|held|dead),
-/// due ms, member, body, ct, dead letter id, dead letter JSON, latency ms (or '').
-static RECORD: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
-        r#"
-local n, kept, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-for i = 1, n do
-  local k = 2 + (i - 1) * 4
-  local ev, att, stats, dlq = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local a = 3 + (i - 1) * 11
-  local target, state, attempt, kind = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local due, member, body, ct = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-  local dl_id, dl_json, latency = ARGV[a + 9], ARGV[a + 10], ARGV[a + 11]
-  redis.call('HSET', ev, 'd:' .. target, state)
-  if attempt ~= '' then
-    redis.call('RPUSH', att, attempt)
-    redis.call('LTRIM', att, -kept, -1)
-    redis.call('EXPIRE', att, ttl)
-  end
-  if latency ~= '' then
-    redis.call('HINCRBY', stats, 'response_ms_total', latency)
-    redis.call('HINCRBY', stats, 'responses', 1)
-  end
-  if kind ~= 'held' then
-    local was_waiting = redis.call('ZREM', KEYS[1], member)
-    if kind == 'retry' then
-      if redis.call('HEXISTS', ev, 'body') == 0 then
-        redis.call('HSET', ev, 'body', body, 'ct', ct)
-      end
-      redis.call('ZADD', KEYS[1], due, member)
-      if was_waiting == 0 then redis.call('HINCRBY', stats, 'in_retry', 1) end
-    else
-      if was_waiting == 1 then redis.call('HINCRBY', stats, 'in_retry', -1) end
-      if kind == 'done' then
-        redis.call('HINCRBY', stats, 'succeeded', 1)
-      elseif kind == 'dead' then
-        if redis.call('HEXISTS', ev, 'body') == 0 then
-          redis.call('HSET', ev, 'body', body, 'ct', ct)
-        end
-        redis.call('EXPIRE', ev, ttl)
-        redis.call('HSET', dlq, dl_id, dl_json)
-        redis.call('INCR', KEYS[2])
-        redis.call('HINCRBY', stats, 'failed', 1)
-      end
-    end
-  end
-end
-return n
-"#,
-    )
-});
-
-/// Claims due retries: moves each due member's score to the lease end, so no other instance
-/// takes it, and a crash before its outcome is recorded only delays it. KEYS: retries.
-/// ARGV: now, lease end, limit.
-static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
-        r#"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], m) end
-return due
-"#,
-    )
-});
-
-/// Moves one error queue entry back into the retry schedule with fresh attempts. KEYS: error
-/// queue, retries, counters, event record, error queue total. ARGV: entry id, member, target,
-/// state JSON, now.
-static REPLAY: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
-        r#"
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('DECR', KEYS[5])
-if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
-redis.call('HSET', KEYS[4], 'd:' .. ARGV[3], ARGV[4])
-if redis.call('ZADD', KEYS[2], ARGV[5], ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[3], 'in_retry', 1)
-end
-return 1
-"#,
-    )
-});
-
-/// Removes one error queue entry. KEYS: error queue, error queue total. ARGV: entry id.
-static DELETE_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
-        r#"
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('DECR', KEYS[2])
-return 1
-"#,
-    )
-});
-
-/// Preloads the scripts (a missing one is also reloaded on first use).
-pub async fn preload(redis: &Client) -> Result<(), fred::error::Error> {
-    for s in [
-        &*EXPAND,
-        &*RECORD,
-        &*CLAIM_DUE,
-        &*REPLAY,
-        &*DELETE_DEAD_LETTER,
-    ] {
-        s.load(redis).await?;
-    }
-    Ok(())
+/// A tenant's delivery counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub events_received: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub in_retry: u64,
+    pub dead_letters: u64,
+    pub responses: u64,
+    pub response_ms_total: u64,
 }
 
 /// The retry-schedule member of a delivery.
-pub fn member(event_id: &str, target_id: &str) -> String {
+pub fn member(event_id: &EventId, target_id: &TargetId) -> String {
     format!("{event_id}:{target_id}")
 }
 
@@ -304,8 +175,8 @@ pub struct Deliveries {
     attempts_kept: u32,
 }
 
-fn json<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+fn json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(v)?)
 }
 
 impl Deliveries {
@@ -326,6 +197,11 @@ impl Deliveries {
         entry_id: &str,
         events: &[Expansion<'_>],
     ) -> Result<Vec<bool>, StoreError> {
+        #[derive(Deserialize)]
+        struct Expanded {
+            #[serde(deserialize_with = "crate::scripts::list")]
+            owned: Vec<bool>,
+        }
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -339,23 +215,32 @@ impl Deliveries {
         args.push(self.ttl_secs.to_string());
         args.push(events.len().to_string());
         for e in events {
-            args.push(e.tenant.to_owned());
-            args.push(e.event_type.to_owned());
+            args.push(e.tenant.to_string());
+            args.push(e.event_type.to_string());
             args.push(String::from_utf8_lossy(e.content_type).into_owned());
             args.push(e.received_at_ms.to_string());
-            args.push(e.targets.join(","));
+            let targets: Vec<&str> = e.targets.iter().map(|t| t.as_str()).collect();
+            args.push(targets.join(","));
         }
-        let flags: Vec<i64> = EXPAND.evalsha_with_reload(&self.redis, keys, args).await?;
-        Ok(flags.into_iter().map(|f| f == 1).collect())
+        let answer: Expanded = EXPAND.run(&self.redis, keys, args).await?;
+        if answer.owned.len() != events.len() {
+            return Err(StoreError::Reply(format!(
+                "expand answered {} flags for {} events",
+                answer.owned.len(),
+                events.len()
+            )));
+        }
+        Ok(answer.owned)
     }
 
-    /// Records one outcome atomically (state, attempt log, counters, schedule, error queue).
-    pub async fn record(&self, o: &Outcome) -> Result<(), StoreError> {
-        self.record_many(o.shard, std::slice::from_ref(o)).await
-    }
-
-    /// Records outcomes of one shard in one call, each atomically.
+    /// Records outcomes of one shard in one call, each atomically (state, attempt log,
+    /// counters, schedule, error queue).
     pub async fn record_many(&self, shard: u16, outcomes: &[Outcome]) -> Result<(), StoreError> {
+        #[derive(Deserialize)]
+        struct Recorded {
+            #[allow(dead_code)]
+            recorded: u64,
+        }
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -375,7 +260,7 @@ impl Deliveries {
                 Next::Done => ("done", String::new(), String::new(), String::new()),
                 Next::RetryAt(due) => ("retry", due.to_string(), String::new(), String::new()),
                 Next::HeldUntil(_) => ("held", String::new(), String::new(), String::new()),
-                Next::DeadLetter(dl) => ("dead", String::new(), dl.id.clone(), json(dl)),
+                Next::DeadLetter(dl) => ("dead", String::new(), dl.id.to_string(), json(dl)?),
             };
             let latency = o
                 .attempt
@@ -385,10 +270,14 @@ impl Deliveries {
                 .unwrap_or_default();
             // The body is sent only when the outcome keeps the event beyond its stream entry.
             let needs_body = matches!(kind, "retry" | "dead");
+            let attempt = match &o.attempt {
+                Some(a) => json(a)?,
+                None => String::new(),
+            };
             args.extend([
-                Value::from(o.target_id.clone()),
-                json(&o.state).into(),
-                o.attempt.as_ref().map(json).unwrap_or_default().into(),
+                Value::from(o.target_id.as_str()),
+                json(&o.state)?.into(),
+                attempt.into(),
                 kind.into(),
                 due.into(),
                 member(&o.event_id, &o.target_id).into(),
@@ -403,8 +292,13 @@ impl Deliveries {
                 latency.into(),
             ]);
         }
-        let _: i64 = RECORD.evalsha_with_reload(&self.redis, keys, args).await?;
+        let _: Recorded = RECORD.run(&self.redis, keys, args).await?;
         Ok(())
+    }
+
+    /// Records one outcome.
+    pub async fn record(&self, o: &Outcome) -> Result<(), StoreError> {
+        self.record_many(o.shard, std::slice::from_ref(o)).await
     }
 
     /// Claims up to `limit` due deliveries of `shard`, leased until `lease_until_ms`, and loads
@@ -416,9 +310,14 @@ impl Deliveries {
         lease_until_ms: u64,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
+        #[derive(Deserialize)]
+        struct Claimed {
+            #[serde(deserialize_with = "crate::scripts::list")]
+            members: Vec<String>,
+        }
         let retries = self.keys.retries(shard);
-        let members: Vec<String> = CLAIM_DUE
-            .evalsha_with_reload(
+        let claimed: Claimed = CLAIM_DUE
+            .run(
                 &self.redis,
                 vec![retries.clone()],
                 vec![
@@ -428,13 +327,18 @@ impl Deliveries {
                 ],
             )
             .await?;
-        if members.is_empty() {
+        if claimed.members.is_empty() {
             return Ok(Vec::new());
         }
         let pipeline = self.redis.pipeline();
-        let mut parsed = Vec::with_capacity(members.len());
-        for m in &members {
-            let Some((event, target)) = m.split_once(':') else {
+        let mut parsed = Vec::with_capacity(claimed.members.len());
+        for m in claimed.members {
+            let ids = m.split_once(':').and_then(|(e, t)| {
+                Some((EventId::parse(e).ok()?, TargetId::parse(t).ok()?))
+            });
+            let Some((event, target)) = ids else {
+                tracing::warn!(member = %m, "dropping a malformed member of the retry schedule");
+                let _: i64 = self.redis.zrem(&retries, m.clone()).await?;
                 continue;
             };
             let fields = vec![
@@ -445,23 +349,28 @@ impl Deliveries {
                 format!("d:{target}"),
             ];
             let _: () = pipeline
-                .hmget(self.keys.event_record(shard, event), fields)
+                .hmget(self.keys.event_record(shard, &event), fields)
                 .await?;
-            parsed.push((m.clone(), event.to_owned(), target.to_owned()));
+            parsed.push((m, event, target));
+        }
+        if parsed.is_empty() {
+            return Ok(Vec::new());
         }
         let rows: Vec<Vec<Value>> = pipeline.all().await?;
         let mut out = Vec::with_capacity(parsed.len());
         for ((member, event_id, target_id), row) in parsed.into_iter().zip(rows) {
             let text = |i: usize| row.get(i).and_then(|v| v.as_string());
-            let (Some(tenant), Some(event_type), Some(body)) = (
-                text(0),
-                text(1),
-                row.get(3)
-                    .and_then(|v| v.as_bytes().map(Bytes::copy_from_slice)),
-            ) else {
+            let loaded = (|| {
+                Some((
+                    TenantId::parse(&text(0)?).ok()?,
+                    EventType::parse(&text(1)?).ok()?,
+                    row.get(3)?.as_bytes().map(Bytes::copy_from_slice)?,
+                ))
+            })();
+            let Some((tenant, event_type, body)) = loaded else {
                 tracing::warn!(
-                    event_id,
-                    target_id,
+                    event_id = %event_id,
+                    target_id = %target_id,
                     "a scheduled delivery's event record has expired; dropping it"
                 );
                 let _: i64 = self.redis.zrem(&retries, member.clone()).await?;
@@ -473,8 +382,6 @@ impl Deliveries {
                 .filter(|b| !b.is_empty())
                 .map(Bytes::copy_from_slice);
             let state = text(4).and_then(|s| serde_json::from_str::<DeliveryState>(&s).ok());
-            let attempts_so_far = state.as_ref().map(|s| s.attempts).unwrap_or(0);
-            let deferrals_so_far = state.as_ref().map(|s| s.deferrals).unwrap_or(0);
             out.push(DueDelivery {
                 member,
                 event_id,
@@ -483,8 +390,8 @@ impl Deliveries {
                 event_type,
                 content_type,
                 body,
-                attempts_so_far,
-                deferrals_so_far,
+                attempts_so_far: state.as_ref().map(|s| s.attempts).unwrap_or(0),
+                deferrals_so_far: state.as_ref().map(|s| s.deferrals).unwrap_or(0),
             });
         }
         Ok(out)
@@ -494,7 +401,7 @@ impl Deliveries {
     pub async fn unschedule(
         &self,
         shard: u16,
-        tenant: &str,
+        tenant: &TenantId,
         member: &str,
     ) -> Result<(), StoreError> {
         let removed: i64 = self.redis.zrem(self.keys.retries(shard), member).await?;
@@ -522,8 +429,8 @@ impl Deliveries {
     pub async fn dead_letters(
         &self,
         shard: u16,
-        tenant: &str,
-        target_id: Option<&str>,
+        tenant: &TenantId,
+        target_id: Option<&TargetId>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         let all: HashMap<String, String> = self
@@ -533,7 +440,7 @@ impl Deliveries {
         let mut out: Vec<DeadLetter> = all
             .values()
             .filter_map(|v| serde_json::from_str::<DeadLetter>(v).ok())
-            .filter(|d| target_id.is_none_or(|t| d.target_id == t))
+            .filter(|d| target_id.is_none_or(|t| d.target_id == *t))
             .collect();
         out.sort_by(|a, b| {
             a.failed_at_ms
@@ -548,30 +455,38 @@ impl Deliveries {
     pub async fn delete_dead_letter(
         &self,
         shard: u16,
-        tenant: &str,
-        id: &str,
+        tenant: &TenantId,
+        id: &DeadLetterId,
     ) -> Result<bool, StoreError> {
+        #[derive(Deserialize)]
+        struct Deleted {
+            deleted: u64,
+        }
         let keys = vec![
             self.keys.dead_letters(shard, tenant),
             self.keys.dead_letter_total(shard),
         ];
-        let removed: i64 = DELETE_DEAD_LETTER
-            .evalsha_with_reload(&self.redis, keys, vec![id.to_owned()])
+        let d: Deleted = DELETE_DEAD_LETTER
+            .run(&self.redis, keys, vec![id.to_string()])
             .await?;
-        Ok(removed == 1)
+        Ok(d.deleted == 1)
     }
 
     /// Puts the selected error queue entries back on the schedule, due now; how many moved.
     pub async fn replay(
         &self,
         shard: u16,
-        tenant: &str,
+        tenant: &TenantId,
         sel: &ReplaySelection,
     ) -> Result<u64, StoreError> {
+        #[derive(Deserialize)]
+        struct Replayed {
+            replayed: u64,
+        }
         let entries = self
-            .dead_letters(shard, tenant, sel.target_id.as_deref(), usize::MAX)
+            .dead_letters(shard, tenant, sel.target_id.as_ref(), usize::MAX)
             .await?;
-        let now = super::now_ms();
+        let now = now_ms();
         let mut moved = 0;
         for d in entries {
             if let Some(ids) = &sel.ids {
@@ -596,31 +511,31 @@ impl Deliveries {
                 self.keys.dead_letter_total(shard),
             ];
             let args = vec![
-                d.id.clone(),
+                d.id.to_string(),
                 member(&d.event_id, &d.target_id),
-                d.target_id.clone(),
-                json(&state),
+                d.target_id.to_string(),
+                json(&state)?,
                 now.to_string(),
             ];
-            let n: i64 = REPLAY.evalsha_with_reload(&self.redis, keys, args).await?;
-            moved += n as u64;
+            let r: Replayed = REPLAY.run(&self.redis, keys, args).await?;
+            moved += r.replayed;
         }
         Ok(moved)
     }
 
-    /// The delivery view of one event of `tenant`; `None` when unknown (or another tenant's).
-    pub async fn event_view(
+    /// The delivery record of one event of `tenant`; `None` when unknown (or another tenant's).
+    pub async fn event(
         &self,
         shard: u16,
-        tenant: &str,
-        event_id: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
+        tenant: &TenantId,
+        event_id: &EventId,
+    ) -> Result<Option<EventRecord>, StoreError> {
         let record: HashMap<String, Value> = self
             .redis
             .hgetall(self.keys.event_record(shard, event_id))
             .await?;
         let text = |k: &str| record.get(k).and_then(|v| v.as_string());
-        if text("tenant").as_deref() != Some(tenant) {
+        if text("tenant").as_deref() != Some(tenant.as_str()) {
             return Ok(None);
         }
         let attempts: Vec<String> = self
@@ -631,73 +546,42 @@ impl Deliveries {
             .iter()
             .filter_map(|a| serde_json::from_str(a).ok())
             .collect();
-        let targets = text("targets").unwrap_or_default();
-        let deliveries: Vec<serde_json::Value> = targets
+        let deliveries = text("targets")
+            .unwrap_or_default()
             .split(',')
-            .filter(|t| !t.is_empty())
+            .filter_map(|t| TargetId::parse(t).ok())
             .map(|t| {
-                let st = text(&format!("d:{t}"))
+                let state = text(&format!("d:{t}"))
                     .and_then(|s| serde_json::from_str::<DeliveryState>(&s).ok());
-                let last = attempts.iter().rev().find(|a| a.target_id == t);
-                match st {
-                    Some(s) => serde_json::json!({
-                        "target_id": t,
-                        "state": s.state,
-                        "attempts": s.attempts,
-                        "last_status": s.last_status,
-                        "last_error": s.last_error,
-                        "next_retry_at": s.next_retry_at_ms.map(rfc3339),
-                        "last_attempt_at": last.map(|a| rfc3339(a.at_ms)),
-                    }),
-                    None => serde_json::json!({
-                        "target_id": t, "state": State::Pending, "attempts": 0, "last_status": null,
-                        "last_error": null, "next_retry_at": null, "last_attempt_at": null,
-                    }),
-                }
+                (t, state)
             })
             .collect();
-        let at = text("at").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        let ct = text("ct").filter(|c| !c.is_empty());
-        let attempt_views: Vec<serde_json::Value> = attempts
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "target_id": a.target_id, "attempt": a.attempt, "at": rfc3339(a.at_ms),
-                    "status": a.status, "latency_ms": a.latency_ms, "error": a.error, "response": a.response,
-                })
-            })
-            .collect();
-        Ok(Some(serde_json::json!({
-            "id": event_id,
-            "event_type": text("type"),
-            "content_type": ct,
-            "received_at": rfc3339(at),
-            "deliveries": deliveries,
-            "attempts": attempt_views,
-        })))
+        Ok(Some(EventRecord {
+            id: event_id.clone(),
+            event_type: text("type"),
+            content_type: text("ct").filter(|c| !c.is_empty()),
+            received_at_ms: text("at").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
+            deliveries,
+            attempts,
+        }))
     }
 
-    /// The tenant's counters, as `GET /admin/tenants/{id}/stats` shows them.
-    pub async fn stats(&self, shard: u16, tenant: &str) -> Result<serde_json::Value, StoreError> {
+    /// The tenant's counters.
+    pub async fn counters(&self, shard: u16, tenant: &TenantId) -> Result<Counters, StoreError> {
         let c: HashMap<String, i64> = self.redis.hgetall(self.keys.stats(shard, tenant)).await?;
         let dead: u64 = self
             .redis
             .hlen(self.keys.dead_letters(shard, tenant))
             .await?;
-        let get = |k: &str| c.get(k).copied().unwrap_or(0).max(0);
-        let responses = get("responses");
-        let avg = if responses > 0 {
-            get("response_ms_total") as f64 / responses as f64
-        } else {
-            0.0
-        };
-        Ok(serde_json::json!({
-            "events_received": get("events_received"),
-            "deliveries_succeeded": get("succeeded"),
-            "deliveries_failed": get("failed"),
-            "in_retry": get("in_retry"),
-            "dead_letters": dead,
-            "avg_response_ms": (avg * 10.0).round() / 10.0,
-        }))
+        let get = |k: &str| c.get(k).copied().unwrap_or(0).max(0) as u64;
+        Ok(Counters {
+            events_received: get("events_received"),
+            succeeded: get("succeeded"),
+            failed: get("failed"),
+            in_retry: get("in_retry"),
+            dead_letters: dead,
+            responses: get("responses"),
+            response_ms_total: get("response_ms_total"),
+        })
     }
 }

@@ -1,135 +1,54 @@
-//! Passive monitors: the definition a tenant manages (name, heartbeat interval, grace, optional
-//! secret) and the URL token its pushers use, stored only as its keyed hash. The live state
-//! (status, last heartbeat, incidents) is kept apart, in the tenant's shard slot, by
+//! Passive monitors: the definition a tenant manages (name, heartbeat interval, grace,
+//! optional secret) and the URL token its pushers use, stored only as its keyed hash. The live
+//! state (status, last heartbeat, incidents) is kept apart, in the tenant's shard slot, by
 //! [`crate::monitors::state`].
-
-use std::time::Duration;
 
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, now_ms, rfc3339};
-use crate::monitors::state::{Kind, Subject};
-use crate::sources::verify::{Scheme, Verifier};
+use super::{Store, StoreError, TokenedWrite, decode_doc};
+use crate::crypto::{TokenHash, random_token, secrets_equal};
+use crate::invalidation::Invalidation;
+use crate::model::monitor::{Every, Grace};
+use crate::model::time::now_ms;
+use crate::model::{
+    MonitorId, MonitorPatch, MonitorSpec, Name, Origin, SecretText, TenantId, WatchWindow,
+};
 
-/// Longest heartbeat interval or grace period: a year.
-const MAX_PERIOD_S: u64 = 366 * 86_400;
-/// Header of a status push's signature.
-pub const SIGNATURE_HEADER: &str = "x-webhook-signature";
-
-/// Default heartbeat interval (s), for the API and the config file.
-pub fn default_interval() -> u64 {
-    300
-}
-
-/// Default grace (s), for the API and the config file.
-pub fn default_grace() -> u64 {
-    60
-}
-
-/// A new monitor, as the API and the config file take it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MonitorSpec {
-    pub name: String,
-    #[serde(default = "default_interval")]
-    pub heartbeat_interval_s: u64,
-    #[serde(default = "default_grace")]
-    pub grace_s: u64,
-    #[serde(default)]
-    pub secret: Option<String>,
-}
-
-/// A partial update: absent fields stay; `"secret": null` removes the secret.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MonitorPatch {
-    pub name: Option<String>,
-    pub heartbeat_interval_s: Option<u64>,
-    pub grace_s: Option<u64>,
-    #[serde(default, deserialize_with = "super::present")]
-    pub secret: Option<Option<String>>,
-}
-
-/// A watch window: how often a signal is expected (`every_key` names the field) and the grace
-/// after it; shared by monitors and source silence watches.
-pub(super) fn validate_window(every_key: &str, every_s: u64, grace_s: u64) -> Result<(), String> {
-    if every_s == 0 || every_s > MAX_PERIOD_S {
-        return Err(format!("{every_key} must be between 1 and {MAX_PERIOD_S}"));
-    }
-    if grace_s > MAX_PERIOD_S {
-        return Err(format!("grace_s must be at most {MAX_PERIOD_S}"));
-    }
-    Ok(())
-}
-
-fn validate_secret(secret: Option<&str>) -> Result<(), String> {
-    match secret {
-        Some(s) if s.is_empty() || s.len() > 512 => {
-            Err("secret must be 1 to 512 bytes (or absent)".into())
-        }
-        _ => Ok(()),
-    }
-}
-
-impl MonitorSpec {
-    pub fn validate(&self) -> Result<(), String> {
-        super::validate_name(&self.name).map_err(|m| format!("name {m}"))?;
-        validate_window(
-            "heartbeat_interval_s",
-            self.heartbeat_interval_s,
-            self.grace_s,
-        )?;
-        validate_secret(self.secret.as_deref())
-    }
-}
-
-impl MonitorPatch {
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(n) = &self.name {
-            super::validate_name(n).map_err(|m| format!("name {m}"))?;
-        }
-        validate_window(
-            "heartbeat_interval_s",
-            self.heartbeat_interval_s.unwrap_or(1),
-            self.grace_s.unwrap_or(0),
-        )?;
-        validate_secret(self.secret.as_ref().and_then(Option::as_deref))
-    }
-}
+/// Prefix of monitor URL tokens.
+const TOKEN_PREFIX: &str = "mt_";
 
 /// The stored document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MonitorDoc {
-    tenant: String,
-    name: String,
-    interval_s: u64,
-    grace_s: u64,
+    tenant: TenantId,
+    name: Name,
+    interval_s: Every,
+    grace_s: Grace,
     #[serde(default)]
     secret: Option<String>,
     token_hash: String,
     created_at_ms: u64,
     updated_at_ms: u64,
-    origin: String,
+    origin: Origin,
 }
 
 /// A monitor's definition, secret opened.
 #[derive(Debug, Clone)]
 pub struct Monitor {
-    pub id: String,
-    pub tenant: String,
-    pub name: String,
+    pub id: MonitorId,
+    pub tenant: TenantId,
+    pub name: Name,
     /// The name as a JSON string, for answers written by hand.
     pub name_json: String,
-    pub interval_s: u64,
-    pub grace_s: u64,
-    /// Verifies status pushes when the monitor has a secret.
-    pub verifier: Option<Verifier>,
-    pub token_hash: String,
+    pub interval_s: Every,
+    pub grace_s: Grace,
+    /// Signs status pushes, when set.
+    pub secret: Option<SecretText>,
+    pub token_hash: TokenHash,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
-    /// `api` or `config`.
-    pub origin: String,
+    pub origin: Origin,
     /// The secret as stored (sealed), kept for rewrites of the document.
     sealed_secret: Option<String>,
     /// The stored JSON, which a change must still find in place.
@@ -137,35 +56,10 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// How long after a signal the monitor is overdue: interval plus grace.
-    pub fn window(&self) -> Duration {
-        Duration::from_secs(self.interval_s + self.grace_s)
-    }
-
-    /// The JSON view of the definition (no secret, no token).
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "tenant_id": self.tenant,
-            "name": self.name,
-            "heartbeat_interval_s": self.interval_s,
-            "grace_s": self.grace_s,
-            "has_secret": self.verifier.is_some(),
-            "origin": self.origin,
-            "created_at": rfc3339(self.created_at_ms),
-            "updated_at": rfc3339(self.updated_at_ms),
-        })
-    }
-
-    /// The monitor as a watched subject of `shard` (its tenant's).
-    pub fn subject(&self, shard: u16) -> Subject<'_> {
-        Subject {
-            kind: Kind::Monitor,
-            id: &self.id,
-            tenant: &self.tenant,
-            name: &self.name,
-            shard,
-            window: self.window(),
+    pub fn window(&self) -> WatchWindow {
+        WatchWindow {
+            every: self.interval_s,
+            grace: self.grace_s,
         }
     }
 
@@ -177,51 +71,53 @@ impl Monitor {
             interval_s: self.interval_s,
             grace_s: self.grace_s,
             secret: self.sealed_secret.clone(),
-            token_hash: self.token_hash.clone(),
+            token_hash: self.token_hash.to_hex(),
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
-            origin: self.origin.clone(),
+            origin: self.origin,
         }
     }
 
-    /// The entry that drops this monitor from every instance's cache.
-    pub fn invalidation(&self) -> String {
-        format!("monitor:{}:{}", self.id, self.token_hash)
+    /// What drops this monitor from every instance's cache.
+    pub fn invalidation(&self) -> Invalidation {
+        Invalidation::Monitor {
+            id: self.id.clone(),
+            token: self.token_hash,
+        }
     }
 }
 
-fn secret_context(id: &str) -> String {
+fn secret_context(id: &MonitorId) -> String {
     format!("monitor:{id}:secret")
 }
 
 impl Store {
-    fn open_monitor(&self, id: &str, json: &str) -> Result<Monitor, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            key: self.keys.monitor(id),
-            reason,
+    fn open_monitor(&self, id: &MonitorId, json: &str) -> Result<Monitor, StoreError> {
+        let key = self.keys.monitor(id);
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            key: key.clone(),
+            reason: reason.to_owned(),
         };
-        let doc: MonitorDoc = serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
-        let verifier = match &doc.secret {
+        let doc: MonitorDoc = decode_doc(&key, json)?;
+        let secret = match &doc.secret {
             Some(sealed) => {
                 let plain = self.crypto.open(sealed, &secret_context(id))?;
-                let secret =
-                    String::from_utf8(plain).map_err(|_| corrupt("secret is not UTF-8".into()))?;
-                Some(
-                    Verifier::new(Scheme::HmacSha256Hex, &secret, Some(SIGNATURE_HEADER), None)
-                        .map_err(corrupt)?,
-                )
+                Some(SecretText::new(
+                    String::from_utf8(plain).map_err(|_| corrupt("secret is not UTF-8"))?,
+                ))
             }
             None => None,
         };
         Ok(Monitor {
-            id: id.to_owned(),
+            id: id.clone(),
             name_json: serde_json::Value::from(doc.name.as_str()).to_string(),
+            token_hash: TokenHash::from_hex(&doc.token_hash)
+                .ok_or_else(|| corrupt("token_hash is not 64 hex digits"))?,
             tenant: doc.tenant,
             name: doc.name,
             interval_s: doc.interval_s,
             grace_s: doc.grace_s,
-            verifier,
-            token_hash: doc.token_hash,
+            secret,
             created_at_ms: doc.created_at_ms,
             updated_at_ms: doc.updated_at_ms,
             origin: doc.origin,
@@ -232,37 +128,38 @@ impl Store {
 
     fn seal_monitor_secret(
         &self,
-        id: &str,
-        secret: Option<&str>,
+        id: &MonitorId,
+        secret: Option<&SecretText>,
     ) -> Result<Option<String>, StoreError> {
         secret
-            .map(|s| self.crypto.seal(s.as_bytes(), &secret_context(id)))
+            .map(|s| self.crypto.seal(s.expose().as_bytes(), &secret_context(id)))
             .transpose()
             .map_err(StoreError::from)
     }
 
     async fn save_monitor(
         &self,
-        id: &str,
+        id: &MonitorId,
         doc: &MonitorDoc,
-        old_token_hash: Option<&str>,
+        old_token_hash: Option<&TokenHash>,
         expected: Option<&str>,
     ) -> Result<Monitor, StoreError> {
-        let json = serde_json::to_string(doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        self.save_tokened(
-            [
-                self.keys.monitor(id),
-                self.keys.monitor_token(&doc.token_hash),
-                self.keys.tenant_monitors(&doc.tenant),
-                self.keys.tenant(&doc.tenant),
-                self.keys
-                    .monitor_token(old_token_hash.unwrap_or(&doc.token_hash)),
-            ],
-            id,
-            &json,
-            &doc.tenant,
+        let json = serde_json::to_string(doc)?;
+        let new_hash = TokenHash::from_hex(&doc.token_hash).ok_or_else(|| StoreError::Corrupt {
+            key: self.keys.monitor(id),
+            reason: "token_hash is not 64 hex digits".into(),
+        })?;
+        self.save_tokened(TokenedWrite {
+            doc_key: self.keys.monitor(id),
+            token_entry: self.keys.monitor_token(&new_hash),
+            tenant_index: self.keys.tenant_monitors(&doc.tenant),
+            tenant_key: self.keys.tenant(&doc.tenant),
+            old_token_entry: self.keys.monitor_token(old_token_hash.unwrap_or(&new_hash)),
+            id: id.as_str(),
+            json: &json,
+            tenant: doc.tenant.as_str(),
             expected,
-        )
+        })
         .await?;
         self.open_monitor(id, &json)
     }
@@ -271,65 +168,71 @@ impl Store {
     /// chooses them. Returns it and its URL token, shown this once.
     pub async fn create_monitor(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         spec: &MonitorSpec,
-        id: Option<&str>,
+        id: Option<MonitorId>,
         token: Option<&str>,
-        origin: &str,
+        origin: Origin,
     ) -> Result<(Monitor, String), StoreError> {
-        let id = id.map_or_else(|| super::new_id("mon"), str::to_owned);
+        let id = id.unwrap_or_else(MonitorId::generate);
         let token = match token {
             Some(t) => t.to_owned(),
-            None => crate::crypto::random_token("mt_")?,
+            None => random_token(TOKEN_PREFIX)?,
         };
         let now = now_ms();
         let doc = MonitorDoc {
-            tenant: tenant.to_owned(),
+            tenant: tenant.clone(),
             name: spec.name.clone(),
             interval_s: spec.heartbeat_interval_s,
             grace_s: spec.grace_s,
-            secret: self.seal_monitor_secret(&id, spec.secret.as_deref())?,
+            secret: self.seal_monitor_secret(&id, spec.secret.as_ref())?,
             token_hash: self.crypto.hash_token(&token).to_hex(),
             created_at_ms: now,
             updated_at_ms: now,
-            origin: origin.to_owned(),
+            origin,
         };
         let saved = self.save_monitor(&id, &doc, None, None).await?;
         // Another instance may remember this (declared) token as unknown.
-        self.publish_invalidation(saved.invalidation()).await;
+        self.publish(saved.invalidation()).await;
         Ok((saved, token))
     }
 
     /// A monitor by id, whatever its tenant (callers check the tenant).
-    pub async fn monitor_by_id(&self, id: &str) -> Result<Option<Monitor>, StoreError> {
+    pub async fn monitor_by_id(&self, id: &MonitorId) -> Result<Option<Monitor>, StoreError> {
         let doc: Option<String> = self.redis.hget(self.keys.monitor(id), "doc").await?;
         doc.map(|d| self.open_monitor(id, &d)).transpose()
     }
 
     /// One monitor of `tenant`.
-    pub async fn monitor(&self, tenant: &str, id: &str) -> Result<Option<Monitor>, StoreError> {
-        Ok(self.monitor_by_id(id).await?.filter(|m| m.tenant == tenant))
+    pub async fn monitor(
+        &self,
+        tenant: &TenantId,
+        id: &MonitorId,
+    ) -> Result<Option<Monitor>, StoreError> {
+        Ok(self.monitor_by_id(id).await?.filter(|m| m.tenant == *tenant))
     }
 
-    /// The monitor whose URL token hashes to `hash_hex`.
-    pub async fn monitor_by_token(&self, hash_hex: &str) -> Result<Option<Monitor>, StoreError> {
-        let id: Option<String> = self.redis.get(self.keys.monitor_token(hash_hex)).await?;
-        let Some(id) = id else { return Ok(None) };
+    /// The monitor whose URL token hashes to `hash`.
+    pub async fn monitor_by_token(&self, hash: &TokenHash) -> Result<Option<Monitor>, StoreError> {
+        let id: Option<String> = self.redis.get(self.keys.monitor_token(hash)).await?;
+        let Some(id) = id.and_then(|i| MonitorId::parse(&i).ok()) else {
+            return Ok(None);
+        };
         // A token whose hash no longer matches the document was rotated away.
         Ok(self
             .monitor_by_id(&id)
             .await?
-            .filter(|m| m.token_hash == hash_hex))
+            .filter(|m| m.token_hash == *hash))
     }
 
     /// Every monitor of `tenant`.
-    pub async fn monitors_of(&self, tenant: &str) -> Result<Vec<Monitor>, StoreError> {
+    pub async fn monitors_of(&self, tenant: &TenantId) -> Result<Vec<Monitor>, StoreError> {
         let ids: Vec<String> = self
             .redis
             .zrangebylex(self.keys.tenant_monitors(tenant), "-", "+", None)
             .await?;
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        for id in ids.iter().filter_map(|i| MonitorId::parse(i).ok()) {
             if let Some(m) = self.monitor(tenant, &id).await? {
                 out.push(m);
             }
@@ -340,8 +243,8 @@ impl Store {
     /// Applies a patch (validated); `None` when the monitor is not there for this tenant.
     pub async fn update_monitor(
         &self,
-        tenant: &str,
-        id: &str,
+        tenant: &TenantId,
+        id: &MonitorId,
         patch: &MonitorPatch,
     ) -> Result<Option<Monitor>, StoreError> {
         let Some(current) = self.monitor(tenant, id).await? else {
@@ -354,13 +257,13 @@ impl Store {
         doc.interval_s = patch.heartbeat_interval_s.unwrap_or(doc.interval_s);
         doc.grace_s = patch.grace_s.unwrap_or(doc.grace_s);
         if let Some(secret) = &patch.secret {
-            doc.secret = self.seal_monitor_secret(id, secret.as_deref())?;
+            doc.secret = self.seal_monitor_secret(id, secret.as_ref())?;
         }
         doc.updated_at_ms = now_ms();
         let saved = self
             .save_monitor(id, &doc, None, Some(&current.stored))
             .await?;
-        self.publish_invalidation(current.invalidation()).await;
+        self.publish(current.invalidation()).await;
         Ok(Some(saved))
     }
 
@@ -368,8 +271,8 @@ impl Store {
     /// at once. Returns the monitor and its new token.
     pub async fn rotate_monitor_token(
         &self,
-        tenant: &str,
-        id: &str,
+        tenant: &TenantId,
+        id: &MonitorId,
         token: Option<&str>,
     ) -> Result<Option<(Monitor, String)>, StoreError> {
         let Some(current) = self.monitor(tenant, id).await? else {
@@ -377,7 +280,7 @@ impl Store {
         };
         let token = match token {
             Some(t) => t.to_owned(),
-            None => crate::crypto::random_token("mt_")?,
+            None => random_token(TOKEN_PREFIX)?,
         };
         let mut doc = current.doc();
         doc.token_hash = self.crypto.hash_token(&token).to_hex();
@@ -385,8 +288,8 @@ impl Store {
         let saved = self
             .save_monitor(id, &doc, Some(&current.token_hash), Some(&current.stored))
             .await?;
-        self.publish_invalidation(current.invalidation()).await;
-        self.publish_invalidation(saved.invalidation()).await;
+        self.publish(current.invalidation()).await;
+        self.publish(saved.invalidation()).await;
         Ok(Some((saved, token)))
     }
 
@@ -394,22 +297,20 @@ impl Store {
     /// caller forgets its live state.
     pub async fn delete_monitor(
         &self,
-        tenant: &str,
-        id: &str,
+        tenant: &TenantId,
+        id: &MonitorId,
     ) -> Result<Option<Monitor>, StoreError> {
         let Some(m) = self.monitor(tenant, id).await? else {
             return Ok(None);
         };
         self.delete_tokened(
-            [
-                self.keys.monitor(id),
-                self.keys.monitor_token(&m.token_hash),
-                self.keys.tenant_monitors(tenant),
-            ],
-            id,
+            self.keys.monitor(id),
+            self.keys.monitor_token(&m.token_hash),
+            self.keys.tenant_monitors(tenant),
+            id.as_str(),
         )
         .await?;
-        self.publish_invalidation(m.invalidation()).await;
+        self.publish(m.invalidation()).await;
         Ok(Some(m))
     }
 
@@ -418,20 +319,20 @@ impl Store {
     /// stored one differs. Returns the monitor as it now is.
     pub async fn apply_declared_monitor(
         &self,
-        tenant: &str,
-        id: &str,
+        tenant: &TenantId,
+        id: &MonitorId,
         spec: &MonitorSpec,
         token: Option<&str>,
     ) -> Result<Monitor, StoreError> {
         let Some(mut current) = self.monitor(tenant, id).await? else {
             let (created, _) = self
-                .create_monitor(tenant, spec, Some(id), token, "config")
+                .create_monitor(tenant, spec, Some(id.clone()), token, Origin::Config)
                 .await?;
             return Ok(created);
         };
-        let secret_same = match (&current.verifier, &spec.secret) {
+        let secret_same = match (&current.secret, &spec.secret) {
             (None, None) => true,
-            (Some(v), Some(s)) => v.secret_is(s),
+            (Some(a), Some(b)) => secrets_equal(a.expose().as_bytes(), b.expose().as_bytes()),
             _ => false,
         };
         if current.name != spec.name
@@ -450,7 +351,7 @@ impl Store {
             }
         }
         if let Some(t) = token {
-            if self.crypto.hash_token(t).to_hex() != current.token_hash {
+            if self.crypto.hash_token(t) != current.token_hash {
                 if let Some((rotated, _)) = self.rotate_monitor_token(tenant, id, Some(t)).await? {
                     current = rotated;
                 }

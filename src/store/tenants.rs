@@ -1,99 +1,49 @@
-//! Tenant records: create, read, list, update, delete, and the idempotent apply of tenants
-//! declared in the config file.
+//! Tenants: records with a sealed external id (found through a keyed blind index, which also
+//! makes it unique), created, changed and deleted by scripts on the `{m}` slot.
 
 use std::collections::HashMap;
 
 use fred::prelude::*;
-use serde::Serialize;
 
-use super::scripts::{CREATE_TENANT, DELETE_TENANT, UPDATE_TENANT};
-use super::{Store, StoreError, now_ms, rfc3339};
-use crate::config::{RateLimit, TenantDecl};
+use super::{OPTIMISTIC_ATTEMPTS, Store, StoreError, unexpected};
+use crate::crypto::TokenHash;
+use crate::invalidation::Invalidation;
+use crate::model::time::now_ms;
+use crate::model::{ExternalId, Name, Origin, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId};
+use crate::scripts::{self, CREATE_TENANT, DELETE_TENANT, UPDATE_TENANT};
 
 /// Blind-index domain of external ids.
-const EXT_DOMAIN: &str = "tenant-external-id";
-/// Attempts of an optimistic script before giving up with a conflict.
-const OPTIMISTIC_ATTEMPTS: usize = 8;
+const EXT_DOMAIN: &str = "tenant_external_id";
 
 /// A tenant as the store holds it, external id opened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantRecord {
-    pub id: String,
-    pub name: String,
-    pub external_id: Option<String>,
+    pub id: TenantId,
+    pub name: Name,
+    pub external_id: Option<ExternalId>,
     pub active: bool,
     pub rate_limit: Option<RateLimit>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
-    /// `api` or `config`: who created the tenant.
-    pub origin: String,
+    /// Who created the tenant.
+    pub origin: Origin,
     /// Blind index of the external id, for optimistic updates.
     ext_idx: String,
 }
 
-/// The JSON view of a tenant.
-#[derive(Debug, Serialize)]
-pub struct Tenant {
-    pub id: String,
-    pub name: String,
-    pub external_id: Option<String>,
-    pub active: bool,
-    pub rate_limit: Option<RateLimit>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-impl From<&TenantRecord> for Tenant {
-    fn from(r: &TenantRecord) -> Tenant {
-        Tenant {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            external_id: r.external_id.clone(),
-            active: r.active,
-            rate_limit: r.rate_limit,
-            created_at: rfc3339(r.created_at_ms),
-            updated_at: rfc3339(r.updated_at_ms),
-        }
-    }
-}
-
-/// What creating a tenant needs (validated by the caller).
-#[derive(Debug, Clone)]
-pub struct NewTenant {
-    pub id: Option<String>,
-    pub name: String,
-    pub external_id: Option<String>,
-    pub active: bool,
-    pub rate_limit: Option<RateLimit>,
-}
-
-/// A partial update; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct TenantPatch {
-    pub name: Option<String>,
-    pub active: Option<bool>,
-    /// `Some(None)` removes the tenant's own limit.
-    pub rate_limit: Option<Option<RateLimit>>,
-    /// `Some(None)` removes the external id.
-    pub external_id: Option<Option<String>>,
-}
-
-impl TenantPatch {
-    fn narrows_access(&self) -> bool {
-        // Disabling, or changing the limit, must reach every instance's cache now.
-        self.active.is_some() || self.rate_limit.is_some()
-    }
-}
-
-fn ext_context(id: &str) -> String {
+fn ext_context(id: &TenantId) -> String {
     format!("tenant:{id}:external_id")
 }
 
-fn rate_limit_args(limit: &Option<RateLimit>) -> (String, String) {
+fn rate_limit_args(limit: Option<&RateLimit>) -> (String, String) {
     match limit {
-        Some(l) => (l.per_second.to_string(), l.effective_burst().to_string()),
+        Some(l) => (l.per_second().to_string(), l.effective_burst().to_string()),
         None => (String::new(), String::new()),
     }
+}
+
+fn flag(b: bool) -> String {
+    if b { "1" } else { "0" }.to_owned()
 }
 
 impl Store {
@@ -103,33 +53,35 @@ impl Store {
         self.keys.tenant_by_external_id(idx)
     }
 
-    fn blind_ext(&self, ext: &Option<String>) -> String {
-        ext.as_deref()
-            .map(|e| self.crypto.blind_index(EXT_DOMAIN, e))
+    fn blind_ext(&self, ext: Option<&ExternalId>) -> String {
+        ext.map(|e| self.crypto.blind_index(EXT_DOMAIN, e.as_str()))
             .unwrap_or_default()
     }
 
-    /// Creates a tenant, with its first token when `token` is given (id, hash hex).
+    /// Creates a tenant (`id` chosen by the config file, else generated), with its first token
+    /// when `token` is given.
     pub async fn create_tenant(
         &self,
-        new: &NewTenant,
-        origin: &str,
-        token: Option<(&str, &str)>,
+        id: Option<TenantId>,
+        spec: &TenantSpec,
+        origin: Origin,
+        token: Option<(&TokenId, &TokenHash)>,
     ) -> Result<TenantRecord, StoreError> {
-        let id = new.id.clone().unwrap_or_else(|| super::new_id("ten"));
+        let id = id.unwrap_or_else(TenantId::generate);
         let now = now_ms();
-        let ext_idx = self.blind_ext(&new.external_id);
-        let sealed_ext = match &new.external_id {
-            Some(e) => self.crypto.seal(e.as_bytes(), &ext_context(&id))?,
+        let ext_idx = self.blind_ext(spec.external_id.as_ref());
+        let sealed_ext = match &spec.external_id {
+            Some(e) => self.crypto.seal(e.as_str().as_bytes(), &ext_context(&id))?,
             None => String::new(),
         };
-        let (rl_ps, rl_burst) = rate_limit_args(&new.rate_limit);
-        let (token_id, token_hash) = token.unwrap_or(("", ""));
-        let token_key = if token_hash.is_empty() {
-            self.keys.token_hex("-")
-        } else {
-            self.keys.token_hex(token_hash)
+        let (rl_ps, rl_burst) = rate_limit_args(spec.rate_limit.as_ref());
+        let (token_id, token_hash) = match token {
+            Some((id, hash)) => (id.to_string(), hash.to_hex()),
+            None => (String::new(), String::new()),
         };
+        let token_key = self
+            .keys
+            .token_hex(if token_hash.is_empty() { "-" } else { &token_hash });
         let keys = vec![
             self.keys.tenant(&id),
             self.keys.tenants(),
@@ -138,43 +90,41 @@ impl Store {
             self.keys.tenant_tokens(&id),
         ];
         let args = vec![
-            id.clone(),
-            new.name.clone(),
+            id.to_string(),
+            spec.name.as_str().to_owned(),
             sealed_ext,
             ext_idx.clone(),
-            if new.active { "1" } else { "0" }.to_owned(),
+            flag(spec.active),
             rl_ps,
             rl_burst,
             now.to_string(),
-            origin.to_owned(),
-            token_id.to_owned(),
-            token_hash.to_owned(),
+            origin.as_str().to_owned(),
+            token_id,
+            token_hash,
         ];
-        let status: String = CREATE_TENANT
-            .evalsha_with_reload(&self.redis, keys, args)
-            .await?;
-        match status.as_str() {
+        let answer: scripts::Status = CREATE_TENANT.run(&self.redis, keys, args).await?;
+        match answer.status.as_str() {
             "ok" => Ok(TenantRecord {
                 id,
-                name: new.name.clone(),
-                external_id: new.external_id.clone(),
-                active: new.active,
-                rate_limit: new.rate_limit,
+                name: spec.name.clone(),
+                external_id: spec.external_id.clone(),
+                active: spec.active,
+                rate_limit: spec.rate_limit,
                 created_at_ms: now,
                 updated_at_ms: now,
-                origin: origin.to_owned(),
+                origin,
                 ext_idx,
             }),
             "exists" => Err(StoreError::Conflict(format!("tenant {id} already exists"))),
             "external_id_taken" => Err(StoreError::Conflict(
                 "another tenant has this external_id".into(),
             )),
-            other => Err(unexpected(other)),
+            other => Err(unexpected("create_tenant", other)),
         }
     }
 
     /// Reads one tenant; `None` when it does not exist.
-    pub async fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
+    pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let key = self.keys.tenant(id);
         let fields: HashMap<String, String> = self.redis.hgetall(&key).await?;
         if fields.is_empty() {
@@ -185,13 +135,13 @@ impl Store {
 
     fn parse_tenant(
         &self,
-        id: &str,
+        id: &TenantId,
         key: &str,
         mut f: HashMap<String, String>,
     ) -> Result<TenantRecord, StoreError> {
-        let corrupt = |reason: &str| StoreError::Corrupt {
+        let corrupt = |reason: String| StoreError::Corrupt {
             key: key.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
         let ms = |v: Option<&String>| v.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         let sealed = f.remove("ext").unwrap_or_default();
@@ -199,24 +149,31 @@ impl Store {
             None
         } else {
             let plain = self.crypto.open(&sealed, &ext_context(id))?;
-            Some(String::from_utf8(plain).map_err(|_| corrupt("external id is not UTF-8"))?)
+            let text = String::from_utf8(plain).map_err(|_| corrupt("external id is not UTF-8".into()))?;
+            Some(ExternalId::parse(&text).map_err(|e| corrupt(format!("external id {e}")))?)
         };
         let rate_limit = match f.get("rl_ps").map(String::as_str) {
             None | Some("") => None,
-            Some(ps) => Some(RateLimit {
-                per_second: ps.parse().map_err(|_| corrupt("rl_ps is not a number"))?,
-                burst: f.get("rl_burst").and_then(|b| b.parse().ok()),
-            }),
+            Some(ps) => {
+                let per_second: f64 = ps.parse().map_err(|_| corrupt("rl_ps is not a number".into()))?;
+                // Written under older, looser rules, a limit is brought within today's
+                // bounds rather than refused: refusing would lock the tenant out.
+                Some(RateLimit::clamped(
+                    per_second,
+                    f.get("rl_burst").and_then(|b| b.parse().ok()),
+                ))
+            }
         };
+        let name = f.remove("name").ok_or_else(|| corrupt("no name".into()))?;
         Ok(TenantRecord {
-            id: id.to_owned(),
-            name: f.remove("name").ok_or_else(|| corrupt("no name"))?,
+            id: id.clone(),
+            name: Name::parse(&name).map_err(|e| corrupt(format!("name {e}")))?,
             external_id,
             active: f.get("active").map(String::as_str) == Some("1"),
             rate_limit,
             created_at_ms: ms(f.get("created_at")),
             updated_at_ms: ms(f.get("updated_at")),
-            origin: f.remove("origin").unwrap_or_else(|| "api".into()),
+            origin: Origin::parse(f.get("origin").map(String::as_str).unwrap_or("api")),
             ext_idx: f.remove("ext_idx").unwrap_or_default(),
         })
     }
@@ -224,15 +181,19 @@ impl Store {
     /// The tenant whose external id is `ext`, if any.
     pub async fn tenant_by_external_id(
         &self,
-        ext: &str,
+        ext: &ExternalId,
     ) -> Result<Option<TenantRecord>, StoreError> {
-        let idx = self.crypto.blind_index(EXT_DOMAIN, ext);
+        let idx = self.crypto.blind_index(EXT_DOMAIN, ext.as_str());
         let id: Option<String> = self
             .redis
             .get(self.keys.tenant_by_external_id(&idx))
             .await?;
-        match id {
-            Some(id) => self.tenant(&id).await,
+        match id.map(|id| TenantId::parse(&id)) {
+            Some(Ok(id)) => self.tenant(&id).await,
+            Some(Err(e)) => Err(StoreError::Corrupt {
+                key: self.keys.tenant_by_external_id(&idx),
+                reason: format!("tenant id {e}"),
+            }),
             None => Ok(None),
         }
     }
@@ -240,7 +201,7 @@ impl Store {
     /// Up to `limit` tenants with ids after `after`, in id order, and whether more follow.
     pub async fn list_tenants(
         &self,
-        after: Option<&str>,
+        after: Option<&TenantId>,
         limit: usize,
     ) -> Result<(Vec<TenantRecord>, bool), StoreError> {
         let start = match after {
@@ -252,18 +213,21 @@ impl Store {
             .zrangebylex(self.keys.tenants(), start, "+", Some((0, limit as i64 + 1)))
             .await?;
         let more = ids.len() > limit;
+        let shown: Vec<TenantId> = ids
+            .iter()
+            .take(limit)
+            .filter_map(|id| TenantId::parse(id).ok())
+            .collect();
+        if shown.is_empty() {
+            return Ok((Vec::new(), more));
+        }
         let pipeline = self.redis.pipeline();
-        let shown: Vec<&String> = ids.iter().take(limit).collect();
         for id in &shown {
             let _: () = pipeline.hgetall(self.keys.tenant(id)).await?;
         }
-        let rows: Vec<HashMap<String, String>> = if shown.is_empty() {
-            Vec::new()
-        } else {
-            pipeline.all().await?
-        };
+        let rows: Vec<HashMap<String, String>> = pipeline.all().await?;
         let mut out = Vec::with_capacity(rows.len());
-        for (id, fields) in shown.into_iter().zip(rows) {
+        for (id, fields) in shown.iter().zip(rows) {
             // A tenant deleted between the index read and this one is simply not listed.
             if !fields.is_empty() {
                 out.push(self.parse_tenant(id, &self.keys.tenant(id), fields)?);
@@ -275,7 +239,7 @@ impl Store {
     /// Applies `patch`; the new record, or `None` when the tenant does not exist.
     pub async fn update_tenant(
         &self,
-        id: &str,
+        id: &TenantId,
         patch: &TenantPatch,
     ) -> Result<Option<TenantRecord>, StoreError> {
         for _ in 0..OPTIMISTIC_ATTEMPTS {
@@ -284,44 +248,42 @@ impl Store {
             };
             let (set_ext, sealed, new_idx) = match &patch.external_id {
                 Some(ext) => {
-                    let idx = self.blind_ext(ext);
+                    let idx = self.blind_ext(ext.as_ref());
                     let sealed = match ext {
-                        Some(e) => self.crypto.seal(e.as_bytes(), &ext_context(id))?,
+                        Some(e) => self.crypto.seal(e.as_str().as_bytes(), &ext_context(id))?,
                         None => String::new(),
                     };
-                    ("1", sealed, idx)
+                    (true, sealed, idx)
                 }
-                None => ("0", String::new(), current.ext_idx.clone()),
+                None => (false, String::new(), current.ext_idx.clone()),
             };
-            let (rl_ps, rl_burst) = rate_limit_args(patch.rate_limit.as_ref().unwrap_or(&None));
+            let (rl_ps, rl_burst) =
+                rate_limit_args(patch.rate_limit.as_ref().and_then(Option::as_ref));
             let keys = vec![
                 self.keys.tenant(id),
                 self.ext_index_key(&current.ext_idx),
                 self.ext_index_key(&new_idx),
             ];
-            let flag = |b: bool| if b { "1" } else { "0" }.to_owned();
             let args = vec![
-                id.to_owned(),
+                id.to_string(),
                 current.ext_idx.clone(),
                 flag(patch.name.is_some()),
-                patch.name.clone().unwrap_or_default(),
+                patch.name.as_ref().map(|n| n.as_str().to_owned()).unwrap_or_default(),
                 flag(patch.active.is_some()),
                 flag(patch.active.unwrap_or(false)),
                 flag(patch.rate_limit.is_some()),
                 rl_ps,
                 rl_burst,
-                set_ext.to_owned(),
+                flag(set_ext),
                 sealed,
                 new_idx,
                 now_ms().to_string(),
             ];
-            let status: String = UPDATE_TENANT
-                .evalsha_with_reload(&self.redis, keys, args)
-                .await?;
-            match status.as_str() {
+            let answer: scripts::Status = UPDATE_TENANT.run(&self.redis, keys, args).await?;
+            match answer.status.as_str() {
                 "ok" => {
                     if patch.narrows_access() {
-                        self.publish_invalidation(format!("tenant:{id}")).await;
+                        self.publish(Invalidation::Tenant(id.clone())).await;
                     }
                     return self.tenant(id).await;
                 }
@@ -332,7 +294,7 @@ impl Store {
                     ));
                 }
                 "retry" => continue,
-                other => return Err(unexpected(other)),
+                other => return Err(unexpected("update_tenant", other)),
             }
         }
         Err(StoreError::Conflict(
@@ -341,7 +303,7 @@ impl Store {
     }
 
     /// Deletes a tenant and revokes all its tokens. `false` when it did not exist.
-    pub async fn delete_tenant(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
         for _ in 0..OPTIMISTIC_ATTEMPTS {
             let Some(current) = self.tenant(id).await? else {
                 return Ok(false);
@@ -356,24 +318,22 @@ impl Store {
             ];
             keys.extend(tokens.values().map(|h| self.keys.token_hex(h)));
             let args = vec![
-                id.to_owned(),
+                id.to_string(),
                 current.ext_idx.clone(),
                 tokens.len().to_string(),
             ];
-            let status: String = DELETE_TENANT
-                .evalsha_with_reload(&self.redis, keys, args)
-                .await?;
-            match status.as_str() {
+            let answer: scripts::Status = DELETE_TENANT.run(&self.redis, keys, args).await?;
+            match answer.status.as_str() {
                 "ok" => {
-                    self.publish_invalidation(format!("tenant:{id}")).await;
-                    for hash in tokens.values() {
-                        self.publish_invalidation(format!("token:{hash}")).await;
+                    self.publish(Invalidation::Tenant(id.clone())).await;
+                    for hash in tokens.values().filter_map(|h| TokenHash::from_hex(h)) {
+                        self.publish(Invalidation::Token(hash)).await;
                     }
                     return Ok(true);
                 }
                 "not_found" => return Ok(false),
                 "retry" => continue,
-                other => return Err(unexpected(other)),
+                other => return Err(unexpected("delete_tenant", other)),
             }
         }
         Err(StoreError::Conflict(
@@ -383,44 +343,30 @@ impl Store {
 
     /// Makes the store match a tenant declared in the config: creates or updates it, registers
     /// its declared tokens and revokes config tokens it no longer declares. Idempotent.
-    pub async fn apply_declared_tenant(&self, decl: &TenantDecl) -> Result<(), StoreError> {
-        let existing = self.tenant(&decl.id).await?;
-        match existing {
+    pub async fn apply_declared_tenant(
+        &self,
+        id: &TenantId,
+        spec: &TenantSpec,
+        tokens: &[&str],
+    ) -> Result<(), StoreError> {
+        match self.tenant(id).await? {
             None => {
-                let new = NewTenant {
-                    id: Some(decl.id.clone()),
-                    name: decl.name.clone(),
-                    external_id: decl.external_id.clone(),
-                    active: decl.active,
-                    rate_limit: decl.rate_limit,
-                };
-                self.create_tenant(&new, "config", None).await?;
+                self.create_tenant(Some(id.clone()), spec, Origin::Config, None)
+                    .await?;
             }
             Some(current) => {
-                let wanted_ext = decl.external_id.clone();
                 let patch = TenantPatch {
-                    name: (current.name != decl.name).then(|| decl.name.clone()),
-                    active: (current.active != decl.active).then_some(decl.active),
-                    rate_limit: (current.rate_limit != decl.rate_limit).then_some(decl.rate_limit),
-                    external_id: (current.external_id != wanted_ext).then_some(wanted_ext),
+                    name: (current.name != spec.name).then(|| spec.name.clone()),
+                    active: (current.active != spec.active).then_some(spec.active),
+                    rate_limit: (current.rate_limit != spec.rate_limit).then_some(spec.rate_limit),
+                    external_id: (current.external_id != spec.external_id)
+                        .then(|| spec.external_id.clone()),
                 };
-                if patch.name.is_some()
-                    || patch.active.is_some()
-                    || patch.rate_limit.is_some()
-                    || patch.external_id.is_some()
-                {
-                    self.update_tenant(&decl.id, &patch).await?;
+                if !patch.is_empty() {
+                    self.update_tenant(id, &patch).await?;
                 }
             }
         }
-        let declared: Vec<&str> = decl.all_tokens().map(|s| s.expose()).collect();
-        self.sync_config_tokens(&decl.id, &declared).await
-    }
-}
-
-pub(super) fn unexpected(status: &str) -> StoreError {
-    StoreError::Corrupt {
-        key: "script".into(),
-        reason: format!("unexpected script status {status:?}"),
+        self.sync_config_tokens(id, tokens).await
     }
 }

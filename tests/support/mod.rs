@@ -228,7 +228,7 @@ pub struct Addrs {
 /// Writes a development certificate for localhost into a fresh folder.
 pub fn certs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    estafeta::tls::write_dev_cert(
+    estafeta::edge::tls::write_dev_cert(
         &dir.path().join("dev.crt"),
         &dir.path().join("dev.key"),
         &["localhost".into(), "127.0.0.1".into()],
@@ -403,7 +403,7 @@ pub async fn stream_events(redis: &Client, key: &str) -> Vec<estafeta::queue::St
                 )
             })
             .collect();
-        out.extend(estafeta::queue::decode_entry(&fields).unwrap());
+        out.extend(estafeta::queue::decode(&fields).unwrap());
     }
     out
 }

@@ -1,0 +1,162 @@
+//! The OpenAPI description of both listeners, derived from the handlers' annotations
+//! (`utoipa`): every route the routers serve is added to the description by the same call that
+//! adds it to a router ([`utoipa_axum::router::OpenApiRouter`]), so the two cannot drift.
+//!
+//! What annotations cannot say is added here, once, by walking the document: the tenant
+//! resources are mounted twice, so their copies under `/admin/tenants/{id}` get the `id` path
+//! parameter, the admin token as their security and `admin_` operation ids, and lose the
+//! `403` (a disabled tenant is still managed by its operator); the copies under `/v1` get the
+//! tenant token and `tenant_` operation ids.
+
+use utoipa::OpenApi;
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{OpenApi as Document, Required};
+
+use crate::error::{ErrorBody, ErrorDetail};
+
+/// The prefix of the tenant resources in the admin API.
+const ADMIN_TENANT_PREFIX: &str = "/admin/tenants/{id}/";
+/// Security scheme of the admin API.
+pub const ADMIN_TOKEN: &str = "admin_token";
+/// Security scheme of the tenant API.
+pub const TENANT_TOKEN: &str = "tenant_token";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Estafeta",
+        description = "Webhook gateway. The edge API (tenant bearer tokens, URL tokens of sources and monitors) is served on the edge listeners; the admin API (the admin token), `/metrics` and this description on the admin listener. Every non-2xx answer has the body `{\"error\": {\"code\", \"message\"}}`.",
+        license(name = "Apache-2.0"),
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    tags(
+        (name = "events", description = "Events a tenant sends, and their deliveries."),
+        (name = "targets", description = "Where a tenant's events are delivered."),
+        (name = "dead_letters", description = "The error queue: deliveries that kept failing."),
+        (name = "sources", description = "External platforms that can only be given a URL."),
+        (name = "monitors", description = "Passive monitors: heartbeats, status pushes, incidents."),
+        (name = "tenants", description = "Tenants and their tokens (admin)."),
+        (name = "health", description = "Liveness and readiness."),
+        (name = "system", description = "Metrics and this description."),
+    ),
+)]
+struct ApiDoc;
+
+/// The whole description, as `/openapi.json` serves it.
+pub fn document() -> Document {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    for part in super::route_docs() {
+        doc.merge(part);
+    }
+    let components = doc.components.get_or_insert_with(Default::default);
+    let bearer = |description: &str| {
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(description))
+                .build(),
+        )
+    };
+    components.add_security_scheme(ADMIN_TOKEN, bearer("The admin token (`admin.token`)."));
+    components.add_security_scheme(TENANT_TOKEN, bearer("A tenant token (`est_…`)."));
+    for (path, item) in doc.paths.paths.iter_mut() {
+        scope(path, item);
+    }
+    doc
+}
+
+/// The description as JSON.
+pub fn document_json() -> String {
+    document()
+        .to_json()
+        .unwrap_or_else(|_| r#"{"openapi":"3.1.0","info":{"title":"Estafeta","version":"unknown"},"paths":{}}"#.to_owned())
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+        &mut item.head,
+        &mut item.options,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Finishes the operations of one path by the scope it is served in.
+fn scope(path: &str, item: &mut PathItem) {
+    let admin = path.starts_with("/admin/");
+    let admin_tenant_copy = path.starts_with(ADMIN_TENANT_PREFIX);
+    let tenant_api = path.starts_with("/v1/");
+    for op in operations(item) {
+        if admin {
+            op.security = Some(vec![SecurityRequirement::new(
+                ADMIN_TOKEN,
+                Vec::<String>::new(),
+            )]);
+            // A disabled tenant is still managed by its operator.
+            op.responses.responses.remove("403");
+        }
+        if admin_tenant_copy {
+            let params = op.parameters.get_or_insert_with(Vec::new);
+            if !params.iter().any(|p| p.name == "id") {
+                params.insert(0, tenant_id_param());
+            }
+            prefix_id(op, "admin_");
+        } else if tenant_api && op.security.is_none() {
+            op.security = Some(vec![SecurityRequirement::new(
+                TENANT_TOKEN,
+                Vec::<String>::new(),
+            )]);
+            prefix_id(op, "tenant_");
+        }
+    }
+}
+
+fn prefix_id(op: &mut Operation, prefix: &str) {
+    if let Some(id) = op.operation_id.as_mut() {
+        if !id.starts_with(prefix) {
+            *id = format!("{prefix}{id}");
+        }
+    }
+}
+
+fn tenant_id_param() -> Parameter {
+    ParameterBuilder::new()
+        .name("id")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some("The tenant's id."))
+        .schema(Some(<crate::model::TenantId as utoipa::PartialSchema>::schema()))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_ids_are_unique_and_admin_copies_name_their_tenant() {
+        let doc = document();
+        let mut ids = std::collections::HashSet::new();
+        for (path, item) in doc.paths.paths.clone() {
+            let mut item = item;
+            for op in operations(&mut item) {
+                let id = op.operation_id.clone().unwrap_or_default();
+                assert!(ids.insert(id.clone()), "operation id {id} appears twice");
+                if path.starts_with(ADMIN_TENANT_PREFIX) {
+                    let params = op.parameters.clone().unwrap_or_default();
+                    assert!(params.iter().any(|p| p.name == "id"), "{path}");
+                    assert!(op.security.is_some(), "{path}");
+                }
+            }
+        }
+        assert!(ids.len() > 40, "{} operations", ids.len());
+    }
+}

@@ -1,0 +1,132 @@
+//! Liveness and readiness, on every listener.
+//!
+//! `/healthz` answers 200 while the process serves at all. `/readyz` answers 200 only once
+//! start-up has finished, before shutdown has begun, and while Redis answers a `PING` in time:
+//! a load balancer stops routing to an instance that could only answer 503. Readiness moves one
+//! way only: starting → ready → draining; a process never becomes ready again after its
+//! shutdown began.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use fred::prelude::*;
+use http::StatusCode;
+use serde::Serialize;
+
+use crate::error::{ApiError, ErrorBody};
+
+/// How long `/readyz` waits for Redis.
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+/// Readiness shared by every listener of a process.
+#[derive(Debug)]
+pub struct Readiness {
+    /// `STARTING`, `READY` or `DRAINING`; only ever increases.
+    phase: AtomicU8,
+    /// Pinged on every `/readyz`.
+    redis: Client,
+}
+
+impl Readiness {
+    pub fn new(redis: Client) -> Arc<Readiness> {
+        Arc::new(Readiness {
+            phase: AtomicU8::new(STARTING),
+            redis,
+        })
+    }
+
+    /// Start-up has finished. No effect once draining.
+    pub fn ready(&self) {
+        let _ = self
+            .phase
+            .compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Shutdown has begun: not ready, for good.
+    pub fn drain(&self) {
+        self.phase.store(DRAINING, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) == READY
+    }
+}
+
+/// The body of `/healthz` and `/readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (live) or `ready`.
+    pub status: String,
+}
+
+/// Liveness: the process serves.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    responses((status = 200, description = "The process serves.", body = Health)),
+)]
+pub async fn healthz() -> Response {
+    Json(Health {
+        status: "ok".into(),
+    })
+    .into_response()
+}
+
+/// Readiness: started, not shutting down, and Redis answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready to serve.", body = Health),
+        (status = 503, description = "Starting up, shutting down, or Redis does not answer.", body = ErrorBody),
+    ),
+)]
+pub async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
+    if !readiness.is_ready() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "starting up or shutting down",
+        )
+        .into_response();
+    }
+    let ping = tokio::time::timeout(PING_TIMEOUT, readiness.redis.ping::<String>(None)).await;
+    match ping {
+        Ok(Ok(_)) => Json(Health {
+            status: "ready".into(),
+        })
+        .into_response(),
+        _ => ApiError::unavailable("Redis does not answer").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_only_moves_forward() {
+        let client = Builder::default_centralized().build();
+        let Ok(client) = client else { return };
+        let r = Readiness::new(client);
+        assert!(!r.is_ready());
+        r.ready();
+        assert!(r.is_ready());
+        r.drain();
+        assert!(!r.is_ready());
+        r.ready();
+        assert!(!r.is_ready(), "a draining process never becomes ready again");
+    }
+}

@@ -1,0 +1,371 @@
+//! Passive monitors (both scopes; see [`super`]): definitions with their live state, URL
+//! tokens, and the incident and check history of monitors and watched sources.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiState, Listing, TenantScope, Watched, delete_watched};
+use crate::error::{ApiError, ReadErrors, WriteErrors};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
+use crate::model::monitor::{Every, Grace};
+use crate::model::time::rfc3339;
+use crate::model::{IncidentId, MonitorId, MonitorPatch, MonitorSpec, Name, Origin, TenantId};
+use crate::monitors::state::{Check, Incident, LiveState, LiveStatus, Subject};
+use crate::store::Monitor;
+
+impl JsonBody for MonitorSpec {
+    const INVALID: &'static str = "invalid_monitor";
+}
+
+impl JsonBody for MonitorPatch {
+    const INVALID: &'static str = "invalid_monitor";
+}
+
+/// A monitor: its definition (no secret, no token) and its live state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MonitorView {
+    pub id: MonitorId,
+    pub tenant_id: TenantId,
+    pub name: Name,
+    #[schema(inline)]
+    pub heartbeat_interval_s: Every,
+    #[schema(inline)]
+    pub grace_s: Grace,
+    /// Whether status pushes must be signed.
+    pub has_secret: bool,
+    pub origin: Origin,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    pub status: LiveStatus,
+    #[schema(format = DateTime)]
+    pub status_since: Option<String>,
+    #[schema(format = DateTime)]
+    pub last_heartbeat: Option<String>,
+    #[schema(format = DateTime)]
+    pub last_signal: Option<String>,
+    pub last_duration_ms: Option<u64>,
+    /// When the running job started, if one is running.
+    #[schema(format = DateTime)]
+    pub running_since: Option<String>,
+    pub open_incident_id: Option<IncidentId>,
+    /// When the monitor is overdue unless a signal comes first.
+    #[schema(format = DateTime)]
+    pub next_deadline: Option<String>,
+}
+
+impl MonitorView {
+    fn new(m: &Monitor, live: LiveState) -> MonitorView {
+        MonitorView {
+            id: m.id.clone(),
+            tenant_id: m.tenant.clone(),
+            name: m.name.clone(),
+            heartbeat_interval_s: m.interval_s,
+            grace_s: m.grace_s,
+            has_secret: m.secret.is_some(),
+            origin: m.origin,
+            created_at: rfc3339(m.created_at_ms),
+            updated_at: rfc3339(m.updated_at_ms),
+            status: live.status,
+            status_since: live.status_since_ms.map(rfc3339),
+            last_heartbeat: live.last_heartbeat_ms.map(rfc3339),
+            last_signal: live.last_signal_ms.map(rfc3339),
+            last_duration_ms: live.last_duration_ms,
+            running_since: live.running_since_ms.map(rfc3339),
+            open_incident_id: live.open_incident,
+            next_deadline: live.next_deadline_ms.map(rfc3339),
+        }
+    }
+}
+
+/// A monitor with its URL token and URLs: shown at creation and rotation only.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MonitorWithToken {
+    #[serde(flatten)]
+    pub monitor: MonitorView,
+    /// The URL token. It is stored only as a keyed hash.
+    pub token: String,
+    /// `/v1/monitors/{token}`: status pushes.
+    pub status_url: String,
+    /// `/v1/monitors/{token}/heartbeat`: heartbeats.
+    pub heartbeat_url: String,
+}
+
+async fn view(s: &ApiState, scope: &TenantScope, m: &Monitor) -> Result<MonitorView, ApiError> {
+    let live = s.watches.live(scope.shard, m.id.as_str()).await?;
+    Ok(MonitorView::new(m, live))
+}
+
+async fn with_token(
+    s: &ApiState,
+    scope: &TenantScope,
+    m: &Monitor,
+    token: String,
+) -> Result<MonitorWithToken, ApiError> {
+    Ok(MonitorWithToken {
+        monitor: view(s, scope, m).await?,
+        status_url: format!("/v1/monitors/{token}"),
+        heartbeat_url: format!("/v1/monitors/{token}/heartbeat"),
+        token,
+    })
+}
+
+/// The path of one monitor.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MonitorPath {
+    /// The monitor's id.
+    monitor: MonitorId,
+}
+
+impl PathParams for MonitorPath {
+    const WHAT: &'static str = "monitor";
+}
+
+/// Creates a monitor; its URL token is shown this once.
+#[utoipa::path(
+    post,
+    path = "/monitors",
+    tag = "monitors",
+    operation_id = "create_monitor",
+    request_body = MonitorSpec,
+    responses((status = 201, description = "Created; the token is shown this once.", body = MonitorWithToken), WriteErrors),
+)]
+pub async fn create(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiJson(spec): ApiJson<MonitorSpec>,
+) -> Result<Response, ApiError> {
+    spec.validate()
+        .map_err(|e| ApiError::invalid("invalid_monitor", &e))?;
+    let (monitor, token) = s
+        .store
+        .create_monitor(&scope.tenant, &spec, None, None, Origin::Api)
+        .await?;
+    s.watches
+        .describe(Subject::monitor(&monitor, scope.shard))
+        .await?;
+    let body = with_token(&s, &scope, &monitor, token).await?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Lists the tenant's monitors with their live state.
+#[utoipa::path(
+    get,
+    path = "/monitors",
+    tag = "monitors",
+    operation_id = "list_monitors",
+    responses((status = 200, description = "The tenant's monitors.", body = Listing<MonitorView>), ReadErrors),
+)]
+pub async fn list(State(s): State<ApiState>, scope: TenantScope) -> Result<Response, ApiError> {
+    let monitors = s.store.monitors_of(&scope.tenant).await?;
+    let mut data = Vec::with_capacity(monitors.len());
+    for m in &monitors {
+        data.push(view(&s, &scope, m).await?);
+    }
+    Ok(Listing { data }.into_response())
+}
+
+/// Reads a monitor and its live state.
+#[utoipa::path(
+    get,
+    path = "/monitors/{monitor}",
+    tag = "monitors",
+    operation_id = "read_monitor",
+    params(MonitorPath),
+    responses((status = 200, description = "The monitor.", body = MonitorView), ReadErrors),
+)]
+pub async fn read(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<MonitorPath>,
+) -> Result<Response, ApiError> {
+    let Some(m) = s.store.monitor(&scope.tenant, &p.monitor).await? else {
+        return Err(ApiError::not_found("monitor"));
+    };
+    Ok(Json(view(&s, &scope, &m).await?).into_response())
+}
+
+/// Changes a monitor: absent fields stay; `"secret": null` removes the secret.
+#[utoipa::path(
+    patch,
+    path = "/monitors/{monitor}",
+    tag = "monitors",
+    operation_id = "update_monitor",
+    params(MonitorPath),
+    request_body = MonitorPatch,
+    responses((status = 200, description = "The monitor as changed.", body = MonitorView), WriteErrors),
+)]
+pub async fn update(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<MonitorPath>,
+    ApiJson(patch): ApiJson<MonitorPatch>,
+) -> Result<Response, ApiError> {
+    patch
+        .validate()
+        .map_err(|e| ApiError::invalid("invalid_monitor", &e))?;
+    let Some(m) = s
+        .store
+        .update_monitor(&scope.tenant, &p.monitor, &patch)
+        .await?
+    else {
+        return Err(ApiError::not_found("monitor"));
+    };
+    s.watches.describe(Subject::monitor(&m, scope.shard)).await?;
+    Ok(Json(view(&s, &scope, &m).await?).into_response())
+}
+
+/// Deletes a monitor and its live state; no alert outlives it.
+#[utoipa::path(
+    delete,
+    path = "/monitors/{monitor}",
+    tag = "monitors",
+    operation_id = "delete_monitor",
+    params(MonitorPath),
+    responses((status = 204, description = "Deleted."), ReadErrors),
+)]
+pub async fn remove(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<MonitorPath>,
+) -> Result<Response, ApiError> {
+    if delete_watched(&s, &scope.tenant, scope.shard, Watched::Monitor(&p.monitor)).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found("monitor"))
+    }
+}
+
+/// Replaces the URL token; the old one stops working at once.
+#[utoipa::path(
+    post,
+    path = "/monitors/{monitor}/rotate-token",
+    tag = "monitors",
+    operation_id = "rotate_monitor_token",
+    params(MonitorPath),
+    responses((status = 200, description = "The monitor with its new token, shown this once.", body = MonitorWithToken), WriteErrors),
+)]
+pub async fn rotate_token(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<MonitorPath>,
+) -> Result<Response, ApiError> {
+    let Some((m, token)) = s
+        .store
+        .rotate_monitor_token(&scope.tenant, &p.monitor, None)
+        .await?
+    else {
+        return Err(ApiError::not_found("monitor"));
+    };
+    Ok(Json(with_token(&s, &scope, &m, token).await?).into_response())
+}
+
+/// `?limit=` of history reads.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Most records (default 50).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+}
+
+impl HistoryQuery {
+    pub(super) fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(50),
+            Some(n) if (1..=100).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::bad_request(
+                "invalid_limit",
+                "limit must be between 1 and 100",
+            )),
+        }
+    }
+}
+
+/// Which history a route reads.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum History {
+    Incidents,
+    Checks,
+}
+
+impl History {
+    /// The subject's history, as the route's answer.
+    pub(super) async fn read(
+        self,
+        s: &ApiState,
+        shard: u16,
+        subject: &str,
+        limit: i64,
+    ) -> Result<Response, ApiError> {
+        Ok(match self {
+            History::Incidents => Listing {
+                data: s.watches.incidents(shard, subject, limit).await?,
+            }
+            .into_response(),
+            History::Checks => Listing {
+                data: s.watches.checks(shard, subject, limit).await?,
+            }
+            .into_response(),
+        })
+    }
+}
+
+async fn history(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &MonitorId,
+    q: &HistoryQuery,
+    which: History,
+) -> Result<Response, ApiError> {
+    let limit = q.limit()?;
+    s.store
+        .monitor(&scope.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("monitor"))?;
+    which.read(s, scope.shard, id.as_str(), limit).await
+}
+
+/// The monitor's incidents (opened and resolved), newest first.
+#[utoipa::path(
+    get,
+    path = "/monitors/{monitor}/incidents",
+    tag = "monitors",
+    operation_id = "monitor_incidents",
+    params(MonitorPath, HistoryQuery),
+    responses((status = 200, description = "Incidents, newest first.", body = Listing<Incident>), ReadErrors),
+)]
+pub async fn incidents(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<MonitorPath>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    history(&s, &scope, &p.monitor, &q, History::Incidents).await
+}
+
+/// The monitor's recent status records, newest first.
+#[utoipa::path(
+    get,
+    path = "/monitors/{monitor}/checks",
+    tag = "monitors",
+    operation_id = "monitor_checks",
+    params(MonitorPath, HistoryQuery),
+    responses((status = 200, description = "Status records, newest first.", body = Listing<Check>), ReadErrors),
+)]
+pub async fn checks(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<MonitorPath>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    history(&s, &scope, &p.monitor, &q, History::Checks).await
+}

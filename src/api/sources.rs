@@ -1,0 +1,257 @@
+//! Inbound sources (both scopes; see [`super`]), and the history of their silence watch.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::monitors::{History, HistoryQuery};
+use super::{ApiState, Listing, TenantScope, Watched, delete_watched};
+use crate::error::{ApiError, ReadErrors, WriteErrors};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
+use crate::model::monitor::{Every, Grace};
+use crate::model::source::Tolerance;
+use crate::model::time::rfc3339;
+use crate::model::{EventTypeRule, Name, Scheme, SourceId, SourceSpec, TenantId};
+use crate::monitors::state::{Check, Incident, Subject};
+use crate::store::Source;
+
+impl JsonBody for SourceSpec {
+    const INVALID: &'static str = "invalid_source";
+}
+
+/// How a source's requests are verified (never its secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyView {
+    pub scheme: Scheme,
+    pub header: Option<String>,
+    #[schema(inline)]
+    pub tolerance_s: Option<Tolerance>,
+}
+
+/// A source (no secret, no token).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceView {
+    pub id: SourceId,
+    pub tenant_id: TenantId,
+    pub name: Name,
+    pub verify: VerifyView,
+    pub event_type: EventTypeRule,
+    /// The silence watch's interval, if it has one.
+    #[schema(inline)]
+    pub expect_every_s: Option<Every>,
+    #[schema(inline)]
+    pub grace_s: Option<Grace>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+impl From<&Source> for SourceView {
+    fn from(s: &Source) -> SourceView {
+        SourceView {
+            id: s.id.clone(),
+            tenant_id: s.tenant.clone(),
+            name: s.name.clone(),
+            verify: VerifyView {
+                scheme: s.scheme,
+                header: s.header.clone(),
+                tolerance_s: s.tolerance_s,
+            },
+            event_type: s.event_type.clone(),
+            expect_every_s: s.watch.map(|w| w.expect_every_s),
+            grace_s: s.watch.map(|w| w.grace_s),
+            created_at: rfc3339(s.created_at_ms),
+            updated_at: rfc3339(s.updated_at_ms),
+        }
+    }
+}
+
+/// A source with its URL token: shown at creation and rotation only.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceWithToken {
+    #[serde(flatten)]
+    pub source: SourceView,
+    /// The URL token. It is stored only as a keyed hash.
+    pub token: String,
+    /// Where the platform sends its webhooks: `/v1/hooks/{token}` on the edge listener.
+    pub url: String,
+}
+
+impl SourceWithToken {
+    fn new(s: &Source, token: String) -> SourceWithToken {
+        SourceWithToken {
+            source: SourceView::from(s),
+            url: format!("/v1/hooks/{token}"),
+            token,
+        }
+    }
+}
+
+/// The path of one source.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SourcePath {
+    source_id: SourceId,
+}
+
+impl PathParams for SourcePath {
+    const WHAT: &'static str = "source";
+}
+
+/// Creates a source; its URL token is shown this once.
+#[utoipa::path(
+    post,
+    path = "/sources",
+    tag = "sources",
+    operation_id = "create_source",
+    request_body = SourceSpec,
+    responses((status = 201, description = "Created; the token is shown this once.", body = SourceWithToken), WriteErrors),
+)]
+pub async fn create(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiJson(spec): ApiJson<SourceSpec>,
+) -> Result<Response, ApiError> {
+    spec.validate()
+        .map_err(|e| ApiError::invalid("invalid_source", &e))?;
+    let (source, token) = s.store.create_source(&scope.tenant, &spec).await?;
+    if let Some(subject) = Subject::source(&source, scope.shard) {
+        s.watches.describe(subject).await?;
+    }
+    Ok((StatusCode::CREATED, Json(SourceWithToken::new(&source, token))).into_response())
+}
+
+/// Lists the tenant's sources.
+#[utoipa::path(
+    get,
+    path = "/sources",
+    tag = "sources",
+    operation_id = "list_sources",
+    responses((status = 200, description = "The tenant's sources.", body = Listing<SourceView>), ReadErrors),
+)]
+pub async fn list(State(s): State<ApiState>, scope: TenantScope) -> Result<Response, ApiError> {
+    let sources = s.store.sources_of(&scope.tenant).await?;
+    Ok(Listing {
+        data: sources.iter().map(SourceView::from).collect::<Vec<_>>(),
+    }
+    .into_response())
+}
+
+/// Reads a source.
+#[utoipa::path(
+    get,
+    path = "/sources/{source_id}",
+    tag = "sources",
+    operation_id = "read_source",
+    params(SourcePath),
+    responses((status = 200, description = "The source.", body = SourceView), ReadErrors),
+)]
+pub async fn read(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<SourcePath>,
+) -> Result<Response, ApiError> {
+    let source = s.store.source(&scope.tenant, &p.source_id).await?;
+    source
+        .map(|src| Json(SourceView::from(&src)).into_response())
+        .ok_or_else(|| ApiError::not_found("source"))
+}
+
+/// Deletes a source and its silence watch.
+#[utoipa::path(
+    delete,
+    path = "/sources/{source_id}",
+    tag = "sources",
+    operation_id = "delete_source",
+    params(SourcePath),
+    responses((status = 204, description = "Deleted."), ReadErrors),
+)]
+pub async fn remove(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<SourcePath>,
+) -> Result<Response, ApiError> {
+    if delete_watched(&s, &scope.tenant, scope.shard, Watched::Source(&p.source_id)).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found("source"))
+    }
+}
+
+/// Replaces the URL token; the old one stops working at once.
+#[utoipa::path(
+    post,
+    path = "/sources/{source_id}/rotate-token",
+    tag = "sources",
+    operation_id = "rotate_source_token",
+    params(SourcePath),
+    responses((status = 200, description = "The source with its new token, shown this once.", body = SourceWithToken), WriteErrors),
+)]
+pub async fn rotate_token(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<SourcePath>,
+) -> Result<Response, ApiError> {
+    let rotated = s
+        .store
+        .rotate_source_token(&scope.tenant, &p.source_id)
+        .await?;
+    rotated
+        .map(|(src, token)| Json(SourceWithToken::new(&src, token)).into_response())
+        .ok_or_else(|| ApiError::not_found("source"))
+}
+
+/// The source's silence incidents, newest first.
+#[utoipa::path(
+    get,
+    path = "/sources/{source_id}/incidents",
+    tag = "sources",
+    operation_id = "source_incidents",
+    params(SourcePath, HistoryQuery),
+    responses((status = 200, description = "Incidents, newest first.", body = Listing<Incident>), ReadErrors),
+)]
+pub async fn incidents(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<SourcePath>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    history(&s, &scope, &p.source_id, &q, History::Incidents).await
+}
+
+/// The source's recent status records, newest first.
+#[utoipa::path(
+    get,
+    path = "/sources/{source_id}/checks",
+    tag = "sources",
+    operation_id = "source_checks",
+    params(SourcePath, HistoryQuery),
+    responses((status = 200, description = "Status records, newest first.", body = Listing<Check>), ReadErrors),
+)]
+pub async fn checks(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<SourcePath>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    history(&s, &scope, &p.source_id, &q, History::Checks).await
+}
+
+async fn history(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &SourceId,
+    q: &HistoryQuery,
+    which: History,
+) -> Result<Response, ApiError> {
+    let limit = q.limit()?;
+    s.store
+        .source(&scope.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("source"))?;
+    which.read(s, scope.shard, id.as_str(), limit).await
+}

@@ -1,0 +1,230 @@
+//! Tenants, targets and monitors declared in the config file (`[[tenants]]`,
+//! `[[tenants.targets]]`, `[[tenants.monitors]]`), applied idempotently at start. Their fields
+//! are the API's (the same model types, the same rules), plus a chosen id and, where the API
+//! generates one, a chosen token or secret.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::Secret;
+use super::{ConfigError, MIN_SECRET_TOKEN_LEN, broken, invalid};
+use crate::model::monitor::{DEFAULT_GRACE, DEFAULT_INTERVAL, Every, Grace};
+use crate::model::{
+    ExternalId, Format, Headers, Mode, MonitorId, MonitorSpec, Name, Patterns, RateLimit,
+    RetryPolicy, SecretText, SigningSecret, TargetAuth, TargetId, TargetSpec, TargetUrl, TenantId,
+    TenantSpec,
+};
+
+/// A tenant declared in the config file.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDecl {
+    /// Stable id of the tenant (`[A-Za-z0-9_-]`, at most 64).
+    pub id: TenantId,
+    /// Display name.
+    pub name: Name,
+    /// The tenant's id in the operator's own systems; unique.
+    #[serde(default)]
+    pub external_id: Option<ExternalId>,
+    /// Whether the tenant may send events.
+    #[serde(default = "default_true")]
+    pub active: bool,
+    /// The tenant's own rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// A bearer token of the tenant (usually `env:NAME`).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// More bearer tokens, for rotation with an overlap.
+    #[serde(default)]
+    pub tokens: Vec<Secret>,
+    /// The tenant's delivery targets (`[[tenants.targets]]`).
+    #[serde(default)]
+    pub targets: Vec<TargetDecl>,
+    /// The tenant's passive monitors (`[[tenants.monitors]]`).
+    #[serde(default)]
+    pub monitors: Vec<MonitorDecl>,
+}
+
+impl TenantDecl {
+    /// All tokens declared for the tenant, `token` first.
+    pub fn all_tokens(&self) -> impl Iterator<Item = &Secret> {
+        self.token.iter().chain(self.tokens.iter())
+    }
+
+    /// The tenant as the store takes it.
+    pub fn spec(&self) -> TenantSpec {
+        TenantSpec {
+            name: self.name.clone(),
+            external_id: self.external_id.clone(),
+            rate_limit: self.rate_limit,
+            active: self.active,
+        }
+    }
+}
+
+/// A passive monitor declared in the config file.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorDecl {
+    /// Stable id (`[A-Za-z0-9_-]`, at most 64), unique across tenants.
+    pub id: MonitorId,
+    pub name: Name,
+    #[serde(default = "default_interval")]
+    pub heartbeat_interval_s: Every,
+    #[serde(default = "default_grace")]
+    pub grace_s: Grace,
+    /// Signs status pushes (usually `env:NAME`).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// The URL token (usually `env:NAME`). Without one, a token is generated once and the
+    /// monitor is reached with the tenant's bearer token and its id, or after a rotate-token.
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+fn default_interval() -> Every {
+    DEFAULT_INTERVAL
+}
+
+fn default_grace() -> Grace {
+    DEFAULT_GRACE
+}
+
+impl MonitorDecl {
+    /// The monitor as the store takes it.
+    pub fn spec(&self) -> MonitorSpec {
+        MonitorSpec {
+            name: self.name.clone(),
+            heartbeat_interval_s: self.heartbeat_interval_s,
+            grace_s: self.grace_s,
+            secret: self.secret.as_ref().map(|s| SecretText::new(s.expose())),
+        }
+    }
+}
+
+/// A delivery target declared in the config file.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDecl {
+    /// Stable id (`[A-Za-z0-9_-]`, at most 64), unique across tenants.
+    pub id: TargetId,
+    pub url: TargetUrl,
+    pub events: Patterns,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub headers: Headers,
+    /// Credentials (literal in the file; prefer `headers` with nothing secret, or the API).
+    #[serde(default, skip_serializing)]
+    pub auth: Option<TargetAuth>,
+    #[serde(default)]
+    pub ordered: bool,
+    #[serde(default = "default_true")]
+    pub active: bool,
+    /// `raw` (default), `slack` or `discord`.
+    #[serde(default)]
+    pub format: Format,
+    /// The signing secret (`whsec_…`, usually `env:NAME`); generated once when absent.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+impl TargetDecl {
+    /// The target as the store takes it; the secret is checked by [`validate`].
+    pub fn spec(&self) -> TargetSpec {
+        TargetSpec {
+            url: self.url.clone(),
+            events: self.events.clone(),
+            mode: self.mode,
+            retry: self.retry,
+            headers: self.headers.clone(),
+            auth: self.auth.clone(),
+            ordered: self.ordered,
+            active: self.active,
+            format: self.format,
+            secret: self
+                .secret
+                .as_ref()
+                .and_then(|s| SigningSecret::parse(s.expose()).ok()),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A declared id (`<key>.id`), not declared before in `seen`.
+fn unique<'a>(key: &str, id: &'a str, seen: &mut HashSet<&'a str>) -> Result<(), ConfigError> {
+    if !seen.insert(id) {
+        return Err(invalid(
+            &format!("{key}.id"),
+            format!("`{id}` is declared twice"),
+        ));
+    }
+    Ok(())
+}
+
+/// A declared bearer or URL token (`<key>.token`): long enough, of the token alphabet.
+fn token(key: &str, token: &Secret) -> Result<(), ConfigError> {
+    let key = format!("{key}.token");
+    if token.expose().len() < MIN_SECRET_TOKEN_LEN {
+        return Err(invalid(
+            &key,
+            format!("must be at least {MIN_SECRET_TOKEN_LEN} characters"),
+        ));
+    }
+    crate::model::text::check_token(token.expose()).map_err(|e| broken(&key, e))
+}
+
+/// Checks what one field's type cannot: uniqueness across the file, tokens, secrets, and the
+/// rules between fields.
+pub(super) fn validate(tenants: &[TenantDecl], allow_private: bool) -> Result<(), ConfigError> {
+    let mut ids = HashSet::new();
+    let mut external_ids = HashSet::new();
+    let mut tokens = HashSet::new();
+    let mut target_ids = HashSet::new();
+    let mut monitor_ids = HashSet::new();
+    for (i, t) in tenants.iter().enumerate() {
+        let key = format!("tenants[{i}]");
+        unique(&key, t.id.as_str(), &mut ids)?;
+        if let Some(ext) = &t.external_id {
+            if !external_ids.insert(ext.as_str()) {
+                return Err(invalid(
+                    &format!("{key}.external_id"),
+                    "is declared for two tenants",
+                ));
+            }
+        }
+        for declared in t.all_tokens() {
+            token(&key, declared)?;
+            if !tokens.insert(declared.expose()) {
+                return Err(invalid(&format!("{key}.token"), "is declared twice"));
+            }
+        }
+        for (j, target) in t.targets.iter().enumerate() {
+            let tkey = format!("{key}.targets[{j}]");
+            unique(&tkey, target.id.as_str(), &mut target_ids)?;
+            if let Some(s) = &target.secret {
+                SigningSecret::parse(s.expose()).map_err(|e| broken(&format!("{tkey}.secret"), e))?;
+            }
+            target
+                .spec()
+                .validate(allow_private)
+                .map_err(|e| broken(&tkey, e))?;
+        }
+        for (j, monitor) in t.monitors.iter().enumerate() {
+            let mkey = format!("{key}.monitors[{j}]");
+            unique(&mkey, monitor.id.as_str(), &mut monitor_ids)?;
+            monitor.spec().validate().map_err(|e| broken(&mkey, e))?;
+            if let Some(declared) = &monitor.token {
+                token(&mkey, declared)?;
+            }
+        }
+    }
+    Ok(())
+}

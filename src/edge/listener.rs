@@ -1,0 +1,304 @@
+//! The accept loop shared by the edge (TLS and cleartext) and admin listeners:
+//! TCP → optional TLS (with a handshake deadline) → hyper-util auto (HTTP/1.1 and HTTP/2) → drain.
+//!
+//! Bounds: a semaphore caps open connections (at the cap, new clients wait in the kernel's
+//! backlog); the TLS handshake, the request head (and the idle time between keep-alive
+//! requests) have deadlines; heads and HTTP/2 stream counts are capped. Request bodies are
+//! bounded where they are read ([`crate::body`]).
+//!
+//! Shutdown: when `shutdown` fires the listener stops accepting and every connection is asked to
+//! finish gracefully (in-flight requests complete, idle connections close). After `grace`, what
+//! is left is closed, with a loud log line saying how many.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::service::HttpService;
+use crate::telemetry;
+
+/// HTTP limits of one listener.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Deadline of a request head, and of the idle time before the next one.
+    pub header_read_timeout: Duration,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive ping interval (`None`: off).
+    pub h2_keepalive_interval: Option<Duration>,
+}
+
+/// Everything one listener needs besides its socket and router.
+#[derive(Clone)]
+pub struct ListenerSpec {
+    /// Label for logs and metrics (`edge_tls`, `edge_plain`, `admin`).
+    pub name: &'static str,
+    /// TLS acceptor, for a TLS listener.
+    pub tls: Option<TlsAcceptor>,
+    /// Deadline of the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// HTTP limits.
+    pub http: HttpLimits,
+    /// How long in-flight requests may take to finish after shutdown starts.
+    pub grace: Duration,
+}
+
+impl std::fmt::Debug for ListenerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSpec")
+            .field("name", &self.name)
+            .field("tls", &self.tls.is_some())
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// hyper's HTTP/1 read buffer cannot be smaller than this.
+const MIN_H1_BUFFER: usize = 8 * 1024;
+
+fn http_builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // Without a timer hyper silently ignores the header timeout.
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(MIN_H1_BUFFER))
+        .max_headers(128)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(limits.h2_keepalive_interval)
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Serves `service` on `listener` until `shutdown`, then drains within `spec.grace`.
+pub async fn serve(
+    listener: TcpListener,
+    spec: ListenerSpec,
+    service: HttpService,
+    shutdown: CancellationToken,
+) {
+    let builder = Arc::new(http_builder(&spec.http));
+    let slots = Arc::new(Semaphore::new(spec.max_connections));
+    let connections = TaskTracker::new();
+    // `drain` asks connections to finish; `force` closes what is left after the grace period.
+    let drain = CancellationToken::new();
+    let force = CancellationToken::new();
+    let local = listener.local_addr().ok();
+    tracing::info!(listener = spec.name, addr = ?local, tls = spec.tls.is_some(), "listening");
+
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(listener = spec.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Connection {
+            spec: spec.clone(),
+            builder: builder.clone(),
+            service: service.clone(),
+            drain: drain.clone(),
+            force: force.clone(),
+        };
+        let span = tracing::debug_span!("conn", listener = spec.name, %peer);
+        connections.spawn(
+            async move {
+                telemetry::connection(conn.spec.name, 1.0);
+                conn.run(stream, peer).await;
+                telemetry::connection(conn.spec.name, -1.0);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    connections.close();
+    drain.cancel();
+    if tokio::time::timeout(spec.grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = spec.name,
+            open = connections.len(),
+            grace_ms = spec.grace.as_millis() as u64,
+            "drain deadline reached; closing the remaining connections"
+        );
+        force.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), connections.wait()).await;
+    }
+    tracing::info!(listener = spec.name, "stopped");
+}
+
+struct Connection {
+    spec: ListenerSpec,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: HttpService,
+    drain: CancellationToken,
+    force: CancellationToken,
+}
+
+impl Connection {
+    async fn run(&self, stream: TcpStream, peer: SocketAddr) {
+        let first_byte = self.spec.http.header_read_timeout;
+        match &self.spec.tls {
+            None => {
+                self.serve_http(TokioIo::new(FirstByteDeadline::new(stream, first_byte)))
+                    .await
+            }
+            Some(acceptor) => {
+                let handshake = tokio::select! {
+                    _ = self.force.cancelled() => return,
+                    r = tokio::time::timeout(self.spec.tls_handshake_timeout, acceptor.accept(stream)) => r,
+                };
+                match handshake {
+                    Ok(Ok(tls)) => {
+                        self.serve_http(TokioIo::new(FirstByteDeadline::new(tls, first_byte)))
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        telemetry::connection_rejected(self.spec.name, "tls_error");
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        telemetry::connection_rejected(self.spec.name, "tls_handshake_timeout");
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn serve_http<I>(&self, io: TokioIo<I>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = self.builder.serve_connection(io, self.service.clone());
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = self.drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = self.force.cancelled() => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = result {
+            // Timeouts, resets and protocol errors of clients: worth a debug line, no more.
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Fails reads with `TimedOut` if no byte arrives within the deadline. hyper-util's auto
+/// builder reads the first bytes (to tell HTTP/1 from HTTP/2) with no timeout of its own, so a
+/// client that connects and sends nothing would otherwise hold its connection slot forever;
+/// after the first byte, hyper's header timeout takes over.
+struct FirstByteDeadline<I> {
+    io: I,
+    /// Cleared by the first byte read.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> FirstByteDeadline<I> {
+    fn new(io: I, limit: Duration) -> Self {
+        FirstByteDeadline {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.deadline = None;
+                polled
+            }
+            Poll::Pending => match self.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+                _ => Poll::Pending,
+            },
+            _ => polled,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}

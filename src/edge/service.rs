@@ -1,0 +1,204 @@
+//! The per-request entry point of every listener.
+//!
+//! Each request gets its id, span and metrics here, then goes either to a hot route dispatched
+//! by hand or to the listener's axum router. Hot routes are the ones external senders hit at
+//! volume (`POST /v1/events/{type}`): they skip the router's layers of boxed futures and
+//! per-request service clones, which cost as much as the rest of the request together.
+//! Everything else (health, admin, management, errors for unknown paths) goes through axum.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::Response;
+use http::{Method, Request};
+use hyper::body::Incoming;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use super::observe;
+use crate::ingest::IngestState;
+use crate::ingest::heartbeats::{self, HeartbeatState};
+use crate::telemetry;
+
+/// A listener's request handler. Cheap to clone (one `Arc`).
+#[derive(Clone, Debug)]
+pub struct HttpService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Label of the listener in logs and metrics.
+    listener: &'static str,
+    /// Ingest and monitor-signal state, on edge listeners: enables the hot routes.
+    edge: Option<(IngestState, HeartbeatState)>,
+    /// Every other route.
+    router: Router,
+}
+
+/// A hot route, recognised without the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hot {
+    /// `POST /v1/events/{event_type}`.
+    Event,
+    /// `GET|POST /v1/monitors/{key}/heartbeat`.
+    Heartbeat,
+    /// `GET|POST /v1/monitors/{key}/heartbeat/{signal}`.
+    JobSignal,
+}
+
+impl Hot {
+    fn template(self) -> &'static str {
+        match self {
+            Hot::Event => "/v1/events/{event}",
+            Hot::Heartbeat => "/v1/monitors/{monitor}/heartbeat",
+            Hot::JobSignal => "/v1/monitors/{monitor}/heartbeat/{signal}",
+        }
+    }
+}
+
+fn hot_route(method: &Method, path: &str) -> Option<Hot> {
+    if let Some(event_type) = path.strip_prefix("/v1/events/") {
+        return (method == Method::POST && !event_type.is_empty() && !event_type.contains('/'))
+            .then_some(Hot::Event);
+    }
+    let rest = path.strip_prefix("/v1/monitors/")?;
+    if method != Method::GET && method != Method::POST {
+        return None;
+    }
+    let (key, after) = rest.split_once("/heartbeat")?;
+    if key.is_empty() || key.contains('/') {
+        return None;
+    }
+    match after.strip_prefix('/') {
+        None if after.is_empty() => Some(Hot::Heartbeat),
+        Some(signal) if !signal.is_empty() && !signal.contains('/') => Some(Hot::JobSignal),
+        _ => None,
+    }
+}
+
+impl HttpService {
+    /// An edge listener's service: hot routes plus `router`.
+    pub fn edge(
+        listener: &'static str,
+        state: IngestState,
+        push: HeartbeatState,
+        router: Router,
+    ) -> HttpService {
+        HttpService {
+            inner: Arc::new(Inner {
+                listener,
+                edge: Some((state, push)),
+                router,
+            }),
+        }
+    }
+
+    /// A service that only routes through `router` (the admin listener).
+    pub fn routed(listener: &'static str, router: Router) -> HttpService {
+        HttpService {
+            inner: Arc::new(Inner {
+                listener,
+                edge: None,
+                router,
+            }),
+        }
+    }
+
+    async fn handle(self, req: Request<Incoming>) -> Response {
+        let started = Instant::now();
+        let request_id = observe::request_id(req.headers());
+        let span = tracing::debug_span!(
+            "request",
+            request_id = request_id.to_str().unwrap_or("-"),
+            method = %req.method(),
+            path = req.uri().path(),
+        );
+        let inner = &self.inner;
+        let hot = match &inner.edge {
+            Some((edge, push)) => {
+                hot_route(req.method(), req.uri().path()).map(|h| (edge, push, h))
+            }
+            None => None,
+        };
+        let (route, mut response) = match hot {
+            Some((edge, push, hot)) => {
+                let serve = async {
+                    match hot {
+                        Hot::Event => crate::ingest::events::post_event(edge, req).await,
+                        Hot::Heartbeat | Hot::JobSignal => {
+                            heartbeats::beat_hot(push, req.uri().path(), req.headers()).await
+                        }
+                    }
+                };
+                let response =
+                    telemetry::with_request_id(request_id.clone(), serve.instrument(span)).await;
+                (Some(hot.template()), response)
+            }
+            None => {
+                let routed = inner.router.clone().oneshot(req.map(Body::new));
+                let response =
+                    match telemetry::with_request_id(request_id.clone(), routed.instrument(span))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                (None, response)
+            }
+        };
+        observe::finish(inner.listener, route, &mut response, request_id, started);
+        response
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for HttpService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_routes_are_recognised_exactly() {
+        assert_eq!(
+            hot_route(&Method::POST, "/v1/events/order.paid"),
+            Some(Hot::Event)
+        );
+        assert_eq!(
+            hot_route(&Method::POST, "/v1/events/a%20b"),
+            Some(Hot::Event)
+        );
+        assert!(hot_route(&Method::POST, "/v1/events/").is_none());
+        assert!(hot_route(&Method::GET, "/v1/events/order.paid").is_none());
+        assert!(hot_route(&Method::POST, "/v1/events/a/b").is_none());
+        assert!(hot_route(&Method::POST, "/v1/eventsx").is_none());
+        assert_eq!(
+            hot_route(&Method::GET, "/v1/monitors/mt_x/heartbeat"),
+            Some(Hot::Heartbeat)
+        );
+        assert_eq!(
+            hot_route(&Method::POST, "/v1/monitors/mt_x/heartbeat/0"),
+            Some(Hot::JobSignal)
+        );
+        assert!(hot_route(&Method::DELETE, "/v1/monitors/mt_x/heartbeat").is_none());
+        assert!(hot_route(&Method::POST, "/v1/monitors/mt_x").is_none());
+        assert!(hot_route(&Method::GET, "/v1/monitors/mt_x/heartbeats").is_none());
+        assert!(hot_route(&Method::GET, "/v1/monitors/mt_x/heartbeat/a/b").is_none());
+        assert!(hot_route(&Method::GET, "/v1/monitors//heartbeat").is_none());
+        assert!(hot_route(&Method::GET, "/v1/monitors/a/b/heartbeat").is_none());
+    }
+}

@@ -1,0 +1,294 @@
+//! `POST /v1/hooks/{source_token}`: an external platform's webhook. The URL token names the
+//! source; the sender's signature is verified over the raw bytes before anything is written;
+//! the event type comes from the source's rule; the event is enqueued exactly like
+//! `POST /v1/events/{type}` (same limits, rate limit and durability), with the sender's
+//! delivery id, when it sends one, as the idempotency key.
+//!
+//! Replays: a request whose signature was already accepted (same id, timestamp and signature)
+//! is refused; a sender's retry of the same delivery (new timestamp and signature, same id) is
+//! answered with the first event (`duplicate: true`), not enqueued again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use fred::prelude::*;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderValue};
+
+use super::IngestState;
+use super::events::enqueue_and_answer;
+use super::verify::Verifier;
+use crate::cache::{Cache, CacheSettings};
+use crate::crypto::{TokenHash, sha256_hex};
+use crate::error::{ApiError, HookErrors};
+use crate::extract::ApiPath;
+use crate::invalidation::{Invalidate, Invalidation};
+use crate::model::time::now_ms;
+use crate::model::{EventType, EventTypeRule, Scheme};
+use crate::monitors::state::{Signal, Subject, Watches};
+use crate::store::{Source, Store, StoreError};
+use crate::telemetry::CacheName;
+use crate::{body, telemetry};
+
+/// A source with its verifier, as requests use it.
+#[derive(Debug)]
+pub struct HookSource {
+    pub source: Source,
+    pub verifier: Verifier,
+}
+
+/// Sources by URL-token hash, cached briefly; changes are announced as
+/// [`Invalidation::Source`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SourceCache {
+    store: Store,
+    cache: Cache<TokenHash, Arc<HookSource>>,
+}
+
+impl SourceCache {
+    pub fn new(store: Store, settings: CacheSettings) -> SourceCache {
+        SourceCache {
+            store,
+            cache: Cache::new(CacheName::Sources, settings),
+        }
+    }
+
+    async fn get(&self, hash: TokenHash) -> Result<Option<Arc<HookSource>>, Arc<StoreError>> {
+        let store = self.store.clone();
+        self.cache
+            .get_or_load(hash, async move {
+                let Some(source) = store.source_by_token(&hash).await? else {
+                    return Ok(None);
+                };
+                let verifier = Verifier::new(
+                    source.scheme,
+                    source.secret.expose(),
+                    source.header.as_deref(),
+                    source.tolerance_s.map(|t| Duration::from_secs(t.get())),
+                )
+                .map_err(|e| StoreError::Corrupt {
+                    key: format!("source {}", source.id),
+                    reason: e.to_string(),
+                })?;
+                Ok::<_, StoreError>(Some(Arc::new(HookSource { source, verifier })))
+            })
+            .await
+    }
+}
+
+impl Invalidate for SourceCache {
+    fn invalidate<'a>(&'a self, message: &'a Invalidation) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Invalidation::Source(hash) = message {
+                self.cache.invalidate(hash).await;
+            }
+        })
+    }
+
+    fn recheck<'a>(&'a self, message: &'a Invalidation, changed_at: Instant) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Invalidation::Source(hash) = message {
+                self.cache.invalidate_if_read_before(hash, changed_at).await;
+            }
+        })
+    }
+
+    fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+}
+
+/// What the hook handler needs.
+#[derive(Debug, Clone)]
+pub struct HookState {
+    pub ingest: IngestState,
+    pub store: Store,
+    pub sources: SourceCache,
+    pub redis: Client,
+    /// Silence watches of sources that declare `expect_every_s`.
+    pub watches: Watches,
+}
+
+fn refused() -> ApiError {
+    // One answer for every failure: no hint of which part did not match.
+    ApiError::unauthorized(
+        "invalid_signature",
+        "the request's signature could not be verified",
+    )
+}
+
+/// The path of a hook.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct HookPath {
+    /// The source's URL token.
+    #[param(min_length = 1, max_length = 256, pattern = "^[!-~]+$")]
+    source_token: String,
+}
+
+impl crate::extract::PathParams for HookPath {
+    const WHAT: &'static str = "source";
+}
+
+/// An inbound webhook of an external platform.
+///
+/// No bearer header: the URL token names the source, which says how to verify the sender's
+/// signature (over the raw body) and where the event type comes from.
+#[utoipa::path(
+    post,
+    path = "/v1/hooks/{source_token}",
+    tag = "sources",
+    operation_id = "post_hook",
+    params(HookPath),
+    request_body(
+        description = "The sender's body, any content type, kept byte for byte.",
+        content(
+            (serde_json::Value = "application/json"),
+            (String = "text/plain"),
+            (Vec<u8> = "application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "The event is durably in the queue.", body = super::events::EventAccepted),
+        HookErrors,
+    ),
+)]
+pub async fn post_hook(
+    State(s): State<HookState>,
+    ApiPath(path): ApiPath<HookPath>,
+    headers: HeaderMap,
+    request_body: Body,
+) -> Result<Response, ApiError> {
+    let token = path.source_token;
+    if crate::model::text::check_token(&token).is_err() {
+        return Err(ApiError::not_found("source"));
+    }
+    let hash = s.store.crypto().hash_token(&token);
+    let hook = s
+        .sources
+        .get(hash)
+        .await
+        .map_err(|e| ApiError::from_shared_store(&e, "source lookup"))?
+        .ok_or_else(|| ApiError::not_found("source"))?;
+    let source = &hook.source;
+    let tenant = s.ingest.auth.tenant_by_id(&source.tenant).await?;
+    if let Err(wait) = tenant.check_rate() {
+        telemetry::rate_limited();
+        return Err(ApiError::rate_limited(wait));
+    }
+    let raw = body::read(request_body, &headers, &s.ingest.body_limits).await?;
+    let verified = hook
+        .verifier
+        .verify(&headers, &raw, (now_ms() / 1000) as i64)
+        .map_err(|e| {
+            tracing::info!(source = %source.id, reason = %e, "inbound webhook refused");
+            refused()
+        })?;
+    refuse_replay(&s, &hook, tenant.shard, &headers).await?;
+    let event_type = event_type(&source.event_type, &headers, &raw)?;
+    let key_digest = verified.delivery_id.map(|id| {
+        sha256_hex(&[b"source:", source.id.as_str().as_bytes(), b":", id.as_bytes()])
+    });
+    let answer =
+        enqueue_and_answer(&s.ingest, &tenant, event_type, &headers, raw, key_digest).await?;
+    if let Some(subject) = Subject::source(source, tenant.shard) {
+        // The event is already durable: a failed watch update must not turn it into an error
+        // (the sender would retry a delivery we hold). At worst it raises a silence alert
+        // early, which the next event resolves. A source deleted meanwhile is left alone.
+        let exists = async {
+            Ok::<_, StoreError>(s.store.source(&source.tenant, &source.id).await?.is_some())
+        };
+        if let Err(e) = s
+            .watches
+            .signal_existing(subject, &Signal::Event, exists)
+            .await
+        {
+            tracing::warn!(source = %source.id, error = %e, "source watch update failed");
+        }
+    }
+    Ok(answer)
+}
+
+/// Remembers each accepted signature of a timestamped scheme for twice the tolerance; the
+/// same signed request again is a replay.
+async fn refuse_replay(
+    s: &HookState,
+    hook: &HookSource,
+    shard: u16,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let header = match hook.verifier.scheme {
+        Scheme::StandardWebhooks => "webhook-signature",
+        Scheme::Stripe => "stripe-signature",
+        _ => return Ok(()),
+    };
+    let signed = [
+        headers
+            .get("webhook-id")
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default(),
+        headers
+            .get("webhook-timestamp")
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default(),
+        headers
+            .get(header)
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default(),
+    ];
+    let key = s
+        .store
+        .keyspace()
+        .source_seen(shard, &hook.source.id, &sha256_hex(&signed));
+    let ttl = (hook.verifier.tolerance().as_secs() * 2).max(1) as i64;
+    let first: Result<Option<String>, _> = s
+        .redis
+        .set(
+            key,
+            "1",
+            Some(fred::types::Expiration::EX(ttl)),
+            Some(fred::types::SetOptions::NX),
+            false,
+        )
+        .await;
+    match first {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(refused()),
+        Err(e) => {
+            telemetry::redis_error("replay_check");
+            tracing::warn!(error = %e, "replay check failed");
+            Err(ApiError::unavailable(
+                "the queue is unreachable; retry shortly",
+            ))
+        }
+    }
+}
+
+/// The event type by the source's rule, validated.
+fn event_type(
+    rule: &EventTypeRule,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<EventType, ApiError> {
+    let found = match rule {
+        EventTypeRule::Fixed(t) => Some(t.as_str().to_owned()),
+        EventTypeRule::Header(h) => headers
+            .get(h.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned()),
+        EventTypeRule::JsonPointer(p) => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.pointer(p).and_then(|t| t.as_str()).map(str::to_owned)),
+    };
+    found
+        .and_then(|t| EventType::parse(&t).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_event_type",
+                "the request carries no valid event type where the source says to find it",
+            )
+        })
+}

@@ -1,0 +1,971 @@
+//! Delivery targets: where a tenant's events go, and how.
+//!
+//! The rules here are the whole of what makes a target valid, except what depends on the
+//! deployment: whether a URL may point at a private address is decided by
+//! [`TargetSpec::validate`] with `security.allow_private_targets`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::{RefOr, schema::OneOfBuilder};
+
+use super::event_type::{EventPattern, string_schema};
+use super::secret::SecretText;
+use super::text::{HEADER_NAME_PATTERN, HEADER_VALUE_CHARS, check_header_name, check_header_value};
+use super::{Invalid, in_range};
+
+/// Longest target URL.
+pub const MAX_URL: usize = 2048;
+/// Most patterns per target.
+pub const MAX_PATTERNS: usize = 100;
+/// Most custom headers per target.
+pub const MAX_HEADERS: usize = 32;
+/// Longest custom header value.
+pub const MAX_HEADER_VALUE: usize = 4096;
+/// Longest credential (bearer token, user name, password, auth header value).
+pub const MAX_CREDENTIAL: usize = 1024;
+/// Longest retry delay: a day.
+pub const MAX_DELAY_MS: u64 = 86_400_000;
+/// Largest growth of the retry delay per attempt.
+pub const MAX_MULTIPLIER: f64 = 10.0;
+/// Most attempts of one delivery.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// How a target treats failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Retry with backoff until success or `max_attempts`, then the error queue.
+    #[default]
+    Persistent,
+    /// One attempt; a failure goes to the error queue.
+    Once,
+    /// One attempt, response not awaited or recorded beyond a counter.
+    FireAndForget,
+}
+
+/// How a target receives events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// The event's body and content type, as received.
+    #[default]
+    Raw,
+    /// A Slack incoming-webhook message.
+    Slack,
+    /// A Discord webhook message.
+    Discord,
+}
+
+/// Exponential backoff with full jitter. Only [`RetryPolicy::try_new`] makes one, so every
+/// delay computed from a policy stays within a day.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "RetryFields")]
+pub struct RetryPolicy {
+    /// Upper bound (ms) of the first retry's delay.
+    #[schema(minimum = 1, maximum = 86400000, default = 1000)]
+    initial_delay_ms: u64,
+    /// Growth of the bound per attempt.
+    #[schema(minimum = 1.0, maximum = 10.0, default = 2.0)]
+    multiplier: f64,
+    /// Cap (ms) of every delay, the first included.
+    #[schema(minimum = 1, maximum = 86400000, default = 3600000)]
+    max_delay_ms: u64,
+    /// Attempts in all, the first included.
+    #[schema(minimum = 1, maximum = 100, default = 10)]
+    max_attempts: u32,
+}
+
+/// The fields of a [`RetryPolicy`] as they arrive; absent ones take the defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RetryFields {
+    initial_delay_ms: u64,
+    multiplier: f64,
+    max_delay_ms: u64,
+    max_attempts: u32,
+}
+
+impl Default for RetryFields {
+    fn default() -> Self {
+        let d = RetryPolicy::default();
+        RetryFields {
+            initial_delay_ms: d.initial_delay_ms,
+            multiplier: d.multiplier,
+            max_delay_ms: d.max_delay_ms,
+            max_attempts: d.max_attempts,
+        }
+    }
+}
+
+impl TryFrom<RetryFields> for RetryPolicy {
+    type Error = Invalid;
+    fn try_from(f: RetryFields) -> Result<RetryPolicy, Invalid> {
+        RetryPolicy::try_new(f.initial_delay_ms, f.multiplier, f.max_delay_ms, f.max_attempts)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_delay_ms: 1_000,
+            multiplier: 2.0,
+            max_delay_ms: 3_600_000,
+            max_attempts: 10,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy, if every value is within bounds: delays from 1 ms to a day, a multiplier
+    /// from 1 to 10, 1 to 100 attempts.
+    pub fn try_new(
+        initial_delay_ms: u64,
+        multiplier: f64,
+        max_delay_ms: u64,
+        max_attempts: u32,
+    ) -> Result<RetryPolicy, Invalid> {
+        in_range("initial_delay_ms", initial_delay_ms, 1..=MAX_DELAY_MS)?;
+        if !(1.0..=MAX_MULTIPLIER).contains(&multiplier) {
+            return Err(Invalid::at(
+                "multiplier",
+                format!("must be a number from 1 to {MAX_MULTIPLIER}"),
+            ));
+        }
+        in_range("max_delay_ms", max_delay_ms, 1..=MAX_DELAY_MS)?;
+        in_range("max_attempts", max_attempts, 1..=MAX_ATTEMPTS)?;
+        Ok(RetryPolicy {
+            initial_delay_ms,
+            multiplier,
+            max_delay_ms,
+            max_attempts,
+        })
+    }
+
+    /// A policy read back from a record written under older rules: every value brought
+    /// within bounds instead of refused (a multiplier that is not a number becomes 1), so one
+    /// old record cannot stop its tenant's deliveries.
+    pub fn clamped(
+        initial_delay_ms: u64,
+        multiplier: f64,
+        max_delay_ms: u64,
+        max_attempts: u32,
+    ) -> RetryPolicy {
+        RetryPolicy {
+            initial_delay_ms: initial_delay_ms.clamp(1, MAX_DELAY_MS),
+            multiplier: if multiplier.is_nan() {
+                1.0
+            } else {
+                multiplier.clamp(1.0, MAX_MULTIPLIER)
+            },
+            max_delay_ms: max_delay_ms.clamp(1, MAX_DELAY_MS),
+            max_attempts: max_attempts.clamp(1, MAX_ATTEMPTS),
+        }
+    }
+
+    pub fn initial_delay_ms(&self) -> u64 {
+        self.initial_delay_ms
+    }
+
+    pub fn multiplier(&self) -> f64 {
+        self.multiplier
+    }
+
+    pub fn max_delay_ms(&self) -> u64 {
+        self.max_delay_ms
+    }
+
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The upper bound of the delay before attempt `next_attempt` (2 = the first retry):
+    /// `initial × multiplier^(next_attempt − 2)`, capped by `max_delay_ms`; never above a day.
+    pub fn ceiling_ms(&self, next_attempt: u32) -> u64 {
+        let exp = next_attempt.saturating_sub(2).min(1000) as i32;
+        let ms = self.initial_delay_ms as f64 * self.multiplier.powi(exp);
+        // `min` and `max` take a finite bound of an infinite product too.
+        ms.min(self.max_delay_ms as f64).max(1.0) as u64
+    }
+}
+
+/// How the gateway authenticates to a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields, try_from = "AuthFields")]
+pub enum TargetAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(SecretText),
+    /// `Authorization: Basic <base64 of username:password>`.
+    Basic {
+        username: String,
+        password: SecretText,
+    },
+    /// A header of the target's choosing.
+    Header { name: String, value: SecretText },
+}
+
+/// [`TargetAuth`] as it arrives, before its check.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum AuthFields {
+    Bearer(SecretText),
+    Basic {
+        username: String,
+        password: SecretText,
+    },
+    Header {
+        name: String,
+        value: SecretText,
+    },
+}
+
+impl TryFrom<AuthFields> for TargetAuth {
+    type Error = Invalid;
+    fn try_from(f: AuthFields) -> Result<TargetAuth, Invalid> {
+        let credential = |path: &str, v: &str| {
+            check_header_value(v, 1, MAX_CREDENTIAL).map_err(|e| e.within(path))
+        };
+        Ok(match f {
+            AuthFields::Bearer(t) => {
+                credential("bearer", t.expose())?;
+                TargetAuth::Bearer(t)
+            }
+            AuthFields::Basic { username, password } => {
+                credential("basic.username", &username)?;
+                if username.contains(':') {
+                    return Err(Invalid::at("basic.username", "must not contain `:`"));
+                }
+                if password.expose().chars().count() > MAX_CREDENTIAL {
+                    return Err(Invalid::at(
+                        "basic.password",
+                        format!("must be at most {MAX_CREDENTIAL} characters"),
+                    ));
+                }
+                TargetAuth::Basic { username, password }
+            }
+            AuthFields::Header { name, value } => {
+                check_custom_header_name(&name).map_err(|e| e.within("header.name"))?;
+                credential("header.value", value.expose())?;
+                TargetAuth::Header { name, value }
+            }
+        })
+    }
+}
+
+impl utoipa::PartialSchema for TargetAuth {
+    fn schema() -> RefOr<Schema> {
+        let credential = || credential_schema(1);
+        let one = |key: &str, inner: RefOr<Schema>| -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .property(key, inner)
+                .required(key)
+                .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)))
+                .into()
+        };
+        let basic = ObjectBuilder::new()
+            .property(
+                "username",
+                string_schema(
+                    &format!("^[^\\u0000-\\u0008\\u000A-\\u001F\\u007F:]{{1,{MAX_CREDENTIAL}}}$"),
+                    1,
+                    MAX_CREDENTIAL,
+                    "User name (no `:`).",
+                ),
+            )
+            .required("username")
+            .property(
+                "password",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(MAX_CREDENTIAL)),
+            )
+            .required("password")
+            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+        let header = ObjectBuilder::new()
+            .property("name", custom_header_name_schema())
+            .required("name")
+            .property("value", credential())
+            .required("value")
+            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+        OneOfBuilder::new()
+            .item(one("bearer", credential()))
+            .item(one("basic", basic.into()))
+            .item(one("header", header.into()))
+            .description(Some(
+                "How the gateway authenticates to the target. Answers show it with the secret parts masked.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for TargetAuth {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "TargetAuth".into()
+    }
+}
+
+fn credential_schema(min: usize) -> RefOr<Schema> {
+    string_schema(
+        &format!("^{HEADER_VALUE_CHARS}{{{min},{MAX_CREDENTIAL}}}$"),
+        min,
+        MAX_CREDENTIAL,
+        "A credential: no control characters.",
+    )
+}
+
+impl TargetAuth {
+    /// The auth with its secret parts masked, for answers.
+    pub fn redacted(&self) -> TargetAuthView {
+        match self {
+            TargetAuth::Bearer(_) => TargetAuthView::Bearer(MASK.to_owned()),
+            TargetAuth::Basic { username, .. } => TargetAuthView::Basic {
+                username: username.clone(),
+                password: MASK.to_owned(),
+            },
+            TargetAuth::Header { name, .. } => TargetAuthView::Header {
+                name: name.clone(),
+                value: MASK.to_owned(),
+            },
+        }
+    }
+}
+
+/// What answers show of a secret.
+const MASK: &str = "***";
+
+/// A target's auth as answers show it: secret parts are `***`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetAuthView {
+    Bearer(String),
+    Basic { username: String, password: String },
+    Header { name: String, value: String },
+}
+
+/// Headers the gateway sets itself; a target may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "trailer",
+];
+/// Prefixes of headers the gateway sets itself.
+const RESERVED_PREFIXES: &[&str] = &["webhook-", "estafeta-"];
+
+/// A header name a target may set: valid, and not one the gateway sets.
+pub fn check_custom_header_name(name: &str) -> Result<(), Invalid> {
+    check_header_name(name)?;
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str())
+        || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
+    {
+        return Err(Invalid::new(format!(
+            "header {name:?} is set by the gateway and cannot be overridden"
+        )));
+    }
+    Ok(())
+}
+
+/// `[Hh][Oo][Ss][Tt]`: a case-insensitive literal in ECMA-262 regex, which has no `(?i)`.
+fn any_case(word: &str) -> String {
+    word.chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+            } else if c == '-' {
+                "-".to_owned()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn custom_header_name_schema() -> RefOr<Schema> {
+    let words: Vec<String> = RESERVED_HEADERS.iter().map(|w| any_case(w)).collect();
+    let prefixes: Vec<String> = RESERVED_PREFIXES.iter().map(|p| any_case(p)).collect();
+    let token = HEADER_NAME_PATTERN
+        .trim_start_matches('^')
+        .trim_end_matches('$')
+        .trim_end_matches('+');
+    let pattern = format!(
+        "^(?!(?:{})$)(?!(?:{}))(?:{token}){{1,256}}$",
+        words.join("|"),
+        prefixes.join("|")
+    );
+    string_schema(
+        &pattern,
+        1,
+        256,
+        "A header name, other than those the gateway sets (Host, Content-*, webhook-*, estafeta-*, …).",
+    )
+}
+
+/// A target's custom headers: at most 32, names of the target's choosing, values without
+/// control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "BTreeMap<String, String>")]
+pub struct Headers(BTreeMap<String, String>);
+
+impl TryFrom<BTreeMap<String, String>> for Headers {
+    type Error = Invalid;
+    fn try_from(map: BTreeMap<String, String>) -> Result<Headers, Invalid> {
+        if map.len() > MAX_HEADERS {
+            return Err(Invalid::new(format!("must hold at most {MAX_HEADERS} headers")));
+        }
+        for (k, v) in &map {
+            check_custom_header_name(k)?;
+            check_header_value(v, 0, MAX_HEADER_VALUE)
+                .map_err(|e| Invalid::new(format!("the value of {k:?} {}", e.message)))?;
+        }
+        Ok(Headers(map))
+    }
+}
+
+impl Headers {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
+    pub fn as_map(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+impl utoipa::PartialSchema for Headers {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property_names(Some(custom_header_name_schema()))
+            .additional_properties(Some(string_schema(
+                &format!("^{HEADER_VALUE_CHARS}{{0,{MAX_HEADER_VALUE}}}$"),
+                0,
+                MAX_HEADER_VALUE,
+                "A header value: no control characters.",
+            )))
+            .max_properties(Some(MAX_HEADERS))
+            .description(Some("Custom headers sent with every delivery."))
+            .into()
+    }
+}
+
+impl ToSchema for Headers {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Headers".into()
+    }
+}
+
+/// The patterns a target subscribes with: 1 to 100.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<EventPattern>")]
+pub struct Patterns(Vec<EventPattern>);
+
+impl TryFrom<Vec<EventPattern>> for Patterns {
+    type Error = Invalid;
+    fn try_from(v: Vec<EventPattern>) -> Result<Patterns, Invalid> {
+        if v.is_empty() || v.len() > MAX_PATTERNS {
+            return Err(Invalid::new(format!(
+                "must list 1 to {MAX_PATTERNS} patterns"
+            )));
+        }
+        Ok(Patterns(v))
+    }
+}
+
+impl Patterns {
+    pub fn iter(&self) -> std::slice::Iter<'_, EventPattern> {
+        self.0.iter()
+    }
+
+    pub fn as_slice(&self) -> &[EventPattern] {
+        &self.0
+    }
+}
+
+impl utoipa::PartialSchema for Patterns {
+    fn schema() -> RefOr<Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(<EventPattern as utoipa::PartialSchema>::schema())
+            .min_items(Some(1))
+            .max_items(Some(MAX_PATTERNS))
+            .description(Some(
+                "Event types the target receives: exact names, `prefix.*`, or `*`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Patterns {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Patterns".into()
+    }
+}
+
+/// Prefix of a signing secret.
+pub const SECRET_PREFIX: &str = "whsec_";
+
+/// Base64 of any padding and trailing bits: secrets come from many generators.
+const LENIENT_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
+);
+
+/// Standard Webhooks key bytes of a secret: `whsec_` then base64 of 16 to 64 bytes.
+fn secret_key(text: &str) -> Option<Vec<u8>> {
+    let b64 = text.strip_prefix(SECRET_PREFIX)?.trim_end_matches('=');
+    let key = LENIENT_BASE64.decode(b64).ok()?;
+    (16..=64).contains(&key.len()).then_some(key)
+}
+
+/// The pattern of [`secret_key`]'s texts: groups of four base64 characters and a tail of two or
+/// three, decoding to 16 to 64 bytes, optionally padded.
+const SIGNING_SECRET_PATTERN: &str = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){5}[A-Za-z0-9+/]{2,3}|(?:[A-Za-z0-9+/]{4}){6,20}(?:[A-Za-z0-9+/]{2,3})?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2})?)={0,2}$";
+
+/// A target's signing secret, `whsec_<base64>` (Standard Webhooks).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SigningSecret(SecretText);
+
+impl TryFrom<String> for SigningSecret {
+    type Error = Invalid;
+    fn try_from(text: String) -> Result<SigningSecret, Invalid> {
+        SigningSecret::parse(&text)
+    }
+}
+
+impl From<SigningSecret> for String {
+    fn from(s: SigningSecret) -> String {
+        s.0.expose().to_owned()
+    }
+}
+
+impl SigningSecret {
+    pub fn parse(text: &str) -> Result<SigningSecret, Invalid> {
+        match secret_key(text) {
+            Some(_) => Ok(SigningSecret(SecretText::new(text))),
+            None => Err(Invalid::new(
+                "must be `whsec_` followed by base64 of 16 to 64 bytes",
+            )),
+        }
+    }
+
+    /// A secret from 32 random bytes (`random` fills them).
+    pub fn from_random(bytes: [u8; 32]) -> SigningSecret {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        SigningSecret(SecretText::new(format!("{SECRET_PREFIX}{b64}")))
+    }
+
+    /// The secret's text. Callers must not log it.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// The HMAC key the secret stands for.
+    pub fn key(&self) -> Vec<u8> {
+        secret_key(self.0.expose()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret([redacted])")
+    }
+}
+
+impl utoipa::PartialSchema for SigningSecret {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            SIGNING_SECRET_PATTERN,
+            28,
+            6 + 88,
+            "A Standard Webhooks secret: `whsec_` then base64 of 16 to 64 bytes.",
+        )
+    }
+}
+
+impl ToSchema for SigningSecret {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "SigningSecret".into()
+    }
+}
+
+/// Why a target URL is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlProblem {
+    Invalid,
+    Scheme,
+    Credentials,
+    TooLong,
+    Private,
+}
+
+impl UrlProblem {
+    fn message(self) -> String {
+        match self {
+            UrlProblem::Invalid => "is not a valid absolute URL".into(),
+            UrlProblem::Scheme => "must use http or https".into(),
+            UrlProblem::Credentials => "must not carry credentials; use the target's auth".into(),
+            UrlProblem::TooLong => format!("must be at most {MAX_URL} characters"),
+            UrlProblem::Private => {
+                "points to a private, loopback, link-local or metadata address".into()
+            }
+        }
+    }
+}
+
+impl From<UrlProblem> for Invalid {
+    fn from(p: UrlProblem) -> Invalid {
+        Invalid::new(p.message())
+    }
+}
+
+/// A target URL: absolute `http` or `https`, no credentials, at most 2048 characters.
+/// Whether its host may be private is checked by [`TargetUrl::check_reachable`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TargetUrl(String);
+
+impl TryFrom<String> for TargetUrl {
+    type Error = Invalid;
+    fn try_from(text: String) -> Result<TargetUrl, Invalid> {
+        TargetUrl::parse(&text).map_err(Invalid::from)
+    }
+}
+
+impl From<TargetUrl> for String {
+    fn from(u: TargetUrl) -> String {
+        u.0
+    }
+}
+
+impl TargetUrl {
+    pub fn parse(text: &str) -> Result<TargetUrl, UrlProblem> {
+        if text.chars().count() > MAX_URL {
+            return Err(UrlProblem::TooLong);
+        }
+        check_url(text, true)?;
+        Ok(TargetUrl(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Refuses a private, loopback or link-local host unless `allow_private`.
+    pub fn check_reachable(&self, allow_private: bool) -> Result<(), UrlProblem> {
+        check_url(&self.0, allow_private).map(|_| ())
+    }
+}
+
+impl std::fmt::Debug for TargetUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TargetUrl({})", self.0)
+    }
+}
+
+impl utoipa::PartialSchema for TargetUrl {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::Custom("uri".into())))
+            .pattern(Some("^[Hh][Tt][Tt][Pp][Ss]?://[^@/?#]+([/?#].*)?$"))
+            .min_length(Some(8))
+            .max_length(Some(MAX_URL))
+            .description(Some(
+                "An absolute http or https URL without credentials. Unless the deployment allows private targets, its host must not be a private, loopback or link-local address.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for TargetUrl {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "TargetUrl".into()
+    }
+}
+
+/// Whether `ip` may be reached as a target.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => public_v4(v4),
+            None => public_v6(v6),
+        },
+    }
+}
+
+fn public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local() // includes 169.254.169.254, the cloud metadata service
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || a >= 240)
+}
+
+fn public_v6(ip: Ipv6Addr) -> bool {
+    let seg0 = ip.segments()[0];
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (seg0 & 0xfe00) == 0xfc00 // unique local, includes fd00:ec2::254 (metadata)
+        || (seg0 & 0xffc0) == 0xfe80 // link local
+        || (seg0 == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+        || (seg0 == 0x0064 && ip.segments()[1] == 0xff9b)) // NAT64 can reach IPv4 internals
+}
+
+/// The address in a URL host, if it is a literal (`[::1]` included).
+pub fn literal_ip(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
+}
+
+/// Checks a target URL; returns it parsed.
+pub fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, UrlProblem> {
+    if let Some((scheme, _)) = url.split_once("://") {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(UrlProblem::Scheme);
+        }
+    }
+    let uri: http::Uri = url.parse().map_err(|_| UrlProblem::Invalid)?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        Some(_) => return Err(UrlProblem::Scheme),
+        None => return Err(UrlProblem::Invalid),
+    }
+    let authority = uri.authority().ok_or(UrlProblem::Invalid)?;
+    if authority.as_str().contains('@') {
+        return Err(UrlProblem::Credentials);
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return Err(UrlProblem::Invalid);
+    }
+    if !allow_private {
+        if let Some(ip) = literal_ip(host) {
+            if !is_public(ip) {
+                return Err(UrlProblem::Private);
+            }
+        } else if host.eq_ignore_ascii_case("localhost")
+            || host.to_ascii_lowercase().ends_with(".localhost")
+        {
+            return Err(UrlProblem::Private);
+        }
+    }
+    Ok(uri)
+}
+
+/// The fields of a new target (or of a config-declared one).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub url: TargetUrl,
+    pub events: Patterns,
+    #[serde(default)]
+    pub mode: Mode,
+    /// The retry policy of a persistent target; without one, `dispatch.retry` applies.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub headers: Headers,
+    #[serde(default)]
+    pub auth: Option<TargetAuth>,
+    /// Deliver one at a time, in order (needs `persistent` or `once`).
+    #[serde(default)]
+    pub ordered: bool,
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    pub active: bool,
+    #[serde(default)]
+    pub format: Format,
+    /// A chosen signing secret; generated when absent.
+    #[serde(default)]
+    pub secret: Option<SigningSecret>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl TargetSpec {
+    /// The rules between fields, and the deployment's: `allow_private` lets the URL point at
+    /// private addresses.
+    pub fn validate(&self, allow_private: bool) -> Result<(), Invalid> {
+        self.url
+            .check_reachable(allow_private)
+            .map_err(|p| Invalid::from(p).within("url"))?;
+        check_ordering(self.ordered, self.mode)
+    }
+}
+
+/// An ordered target needs a mode that waits for the response.
+pub fn check_ordering(ordered: bool, mode: Mode) -> Result<(), Invalid> {
+    if ordered && mode == Mode::FireAndForget {
+        return Err(Invalid::at(
+            "ordered",
+            "needs a mode that waits for the response (persistent or once)",
+        ));
+    }
+    Ok(())
+}
+
+/// A change to a target: absent fields stay as they are; `null` removes `retry` or `auth`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetPatch {
+    #[serde(default)]
+    pub url: Option<TargetUrl>,
+    #[serde(default)]
+    pub events: Option<Patterns>,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default, deserialize_with = "super::present")]
+    pub retry: Option<Option<RetryPolicy>>,
+    #[serde(default)]
+    pub headers: Option<Headers>,
+    #[serde(default, deserialize_with = "super::present")]
+    pub auth: Option<Option<TargetAuth>>,
+    #[serde(default)]
+    pub ordered: Option<bool>,
+    #[serde(default)]
+    pub active: Option<bool>,
+    #[serde(default)]
+    pub format: Option<Format>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> Result<TargetSpec, String> {
+        serde_json::from_value(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn specs_are_checked_field_by_field() {
+        let ok = spec(serde_json::json!({"url": "https://example.com/hook", "events": ["order.*"]}));
+        assert!(ok.as_ref().is_ok_and(|s| s.validate(false).is_ok()), "{ok:?}");
+        let refused = |json: serde_json::Value, what: &str| {
+            let e = spec(json).err().unwrap_or_default();
+            assert!(e.contains(what), "{e}");
+        };
+        refused(serde_json::json!({"url": "ftp://x/", "events": ["*"]}), "http or https");
+        refused(serde_json::json!({"url": "https://x/", "events": []}), "1 to 100");
+        refused(serde_json::json!({"url": "https://x/", "events": ["a*b"]}), "prefix.*");
+        refused(
+            serde_json::json!({"url": "https://x/", "events": ["*"], "headers": {"Webhook-Id": "x"}}),
+            "set by the gateway",
+        );
+        refused(
+            serde_json::json!({"url": "https://x/", "events": ["*"], "headers": {"X-Ok": "a\nb"}}),
+            "control",
+        );
+        refused(serde_json::json!({"url": "https://x/", "events": ["*"], "secret": "nope"}), "whsec_");
+        refused(serde_json::json!({"url": "https://x/", "events": ["*"], "auth": {"bearer": ""}}), "bearer");
+        refused(
+            serde_json::json!({"url": "https://x/", "events": ["*"], "retry": {"initial_delay_ms": 18446744073709551615u64, "multiplier": 1.0, "max_delay_ms": 18446744073709551615u64}}),
+            "initial_delay_ms",
+        );
+        refused(
+            serde_json::json!({"url": "https://x/", "events": ["*"], "retry": {"multiplier": 1e308}}),
+            "multiplier",
+        );
+        let private = spec(serde_json::json!({"url": "http://10.0.0.1/x", "events": ["*"]}));
+        assert!(private.as_ref().is_ok_and(|s| s.validate(false).is_err() && s.validate(true).is_ok()));
+        let f = spec(serde_json::json!({"url": "https://x/", "events": ["*"], "ordered": true, "mode": "fire_and_forget"}));
+        assert!(f.is_ok_and(|s| s.validate(true).is_err()));
+    }
+
+    #[test]
+    fn auth_json_shapes() {
+        let a: Result<TargetAuth, _> =
+            serde_json::from_str(r#"{"basic": {"username": "u", "password": "p"}}"#);
+        assert!(matches!(&a, Ok(TargetAuth::Basic { username, .. }) if username == "u"));
+        assert_eq!(
+            a.ok().map(|a| a.redacted()),
+            Some(TargetAuthView::Basic { username: "u".into(), password: "***".into() })
+        );
+        assert!(serde_json::from_str::<TargetAuth>(r#"{"header": {"name": "X-Key", "value": "v"}}"#).is_ok());
+        assert!(serde_json::from_str::<TargetAuth>(r#"{"header": {"name": "Host", "value": "v"}}"#).is_err());
+        assert!(serde_json::from_str::<TargetAuth>(r#"{"digest": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn secrets_parse_leniently_and_hold_16_to_64_bytes() {
+        let s = SigningSecret::from_random([7; 32]);
+        assert!(SigningSecret::parse(s.expose()).is_ok());
+        assert_eq!(s.key(), vec![7; 32]);
+        assert!(SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+        assert!(SigningSecret::parse("whsec_!!").is_err());
+        assert!(SigningSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
+        let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![1u8; n]);
+        assert!(SigningSecret::parse(&format!("whsec_{}", b64(15))).is_err());
+        assert!(SigningSecret::parse(&format!("whsec_{}", b64(16))).is_ok());
+        assert!(SigningSecret::parse(&format!("whsec_{}", b64(64))).is_ok());
+        assert!(SigningSecret::parse(&format!("whsec_{}", b64(65))).is_err());
+        assert!(SigningSecret::parse(&format!("whsec_{}", b64(16).trim_end_matches('='))).is_ok());
+    }
+
+    #[test]
+    fn retry_ceiling_grows_then_caps() {
+        let p = RetryPolicy::try_new(1000, 2.0, 10_000, 10);
+        let ms: Vec<u64> = (2..8).map(|a| p.as_ref().map(|p| p.ceiling_ms(a)).unwrap_or(0)).collect();
+        assert_eq!(ms, vec![1000, 2000, 4000, 8000, 10_000, 10_000]);
+        let huge = RetryPolicy::try_new(MAX_DELAY_MS, MAX_MULTIPLIER, MAX_DELAY_MS, 100);
+        assert_eq!(huge.map(|p| p.ceiling_ms(100)), Ok(MAX_DELAY_MS));
+        // A cap below the first delay caps the first delay too.
+        assert_eq!(RetryPolicy::try_new(5000, 2.0, 1000, 3).map(|p| p.ceiling_ms(2)), Ok(1000));
+    }
+
+    #[test]
+    fn private_and_special_addresses_are_refused() {
+        for bad in [
+            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
+            "100.64.0.1", "::1", "fe80::1", "fd00:ec2::254", "::ffff:127.0.0.1", "::",
+            "255.255.255.255", "224.0.0.1",
+        ] {
+            assert!(!is_public(bad.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))), "{bad}");
+        }
+        for good in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1"] {
+            assert!(is_public(good.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))), "{good}");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert!(check_url("https://example.com/hook", false).is_ok());
+        assert_eq!(check_url("ftp://example.com/", false).err(), Some(UrlProblem::Scheme));
+        assert_eq!(check_url("http://127.0.0.1:80/", false).err(), Some(UrlProblem::Private));
+        assert_eq!(check_url("http://[::1]/", false).err(), Some(UrlProblem::Private));
+        assert_eq!(check_url("http://localhost:8080/", false).err(), Some(UrlProblem::Private));
+        assert_eq!(check_url("http://u:p@example.com/", false).err(), Some(UrlProblem::Credentials));
+        assert_eq!(check_url("not a url", false).err(), Some(UrlProblem::Invalid));
+        assert_eq!(check_url("/relative", false).err(), Some(UrlProblem::Invalid));
+        assert!(check_url("http://127.0.0.1:9/", true).is_ok());
+        assert_eq!(check_url("file:///etc/passwd", true).err(), Some(UrlProblem::Scheme));
+        assert_eq!(TargetUrl::parse(&format!("https://x/{}", "a".repeat(2048))).err(), Some(UrlProblem::TooLong));
+    }
+}

@@ -1,0 +1,186 @@
+//! Tenants: their rate limit, and what creating or changing one takes.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::text::{ExternalId, Name};
+use super::{Invalid, in_range};
+
+/// A token-bucket (GCRA) rate limit. Only [`RateLimit::try_new`] makes one, so every limit in
+/// the process, including one read back from Redis, has a rate and a burst within bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "RateLimitFields", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second (may be fractional: 0.5 is one every two seconds).
+    #[schema(minimum = 0.001, maximum = 1000000.0)]
+    per_second: f64,
+    /// Requests allowed at once above the sustained rate; defaults to one second's worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000000)]
+    burst: Option<u32>,
+}
+
+/// The fields of a [`RateLimit`] as they arrive, before their check.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitFields {
+    per_second: f64,
+    #[serde(default)]
+    burst: Option<u32>,
+}
+
+impl TryFrom<RateLimitFields> for RateLimit {
+    type Error = Invalid;
+    fn try_from(f: RateLimitFields) -> Result<RateLimit, Invalid> {
+        RateLimit::try_new(f.per_second, f.burst)
+    }
+}
+
+impl RateLimit {
+    /// Slowest sustained rate: one request every 1000 s.
+    pub const MIN_PER_SECOND: f64 = 0.001;
+    /// Fastest sustained rate.
+    pub const MAX_PER_SECOND: f64 = 1_000_000.0;
+    /// Largest burst.
+    pub const MAX_BURST: u32 = 1_000_000;
+
+    /// A limit of `per_second` with `burst`, if both are within bounds (NaN is not).
+    pub fn try_new(per_second: f64, burst: Option<u32>) -> Result<RateLimit, Invalid> {
+        if !(Self::MIN_PER_SECOND..=Self::MAX_PER_SECOND).contains(&per_second) {
+            return Err(Invalid::at(
+                "per_second",
+                format!(
+                    "must be a number from {} to {}",
+                    Self::MIN_PER_SECOND,
+                    Self::MAX_PER_SECOND
+                ),
+            ));
+        }
+        if let Some(b) = burst {
+            in_range("burst", b, 1..=Self::MAX_BURST)?;
+        }
+        Ok(RateLimit { per_second, burst })
+    }
+
+    /// A limit read back from a record written under older rules: brought within bounds
+    /// (a rate that is not a number becomes the slowest) instead of refused, so one old
+    /// record cannot stop its tenant's requests.
+    pub fn clamped(per_second: f64, burst: Option<u32>) -> RateLimit {
+        let per_second = if per_second.is_nan() {
+            Self::MIN_PER_SECOND
+        } else {
+            per_second.clamp(Self::MIN_PER_SECOND, Self::MAX_PER_SECOND)
+        };
+        RateLimit {
+            per_second,
+            burst: burst.map(|b| b.clamp(1, Self::MAX_BURST)),
+        }
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.per_second
+    }
+
+    pub fn burst(&self) -> Option<u32> {
+        self.burst
+    }
+
+    /// The burst actually applied: the configured one, else one second's worth (at least 1).
+    pub fn effective_burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| (self.per_second.ceil() as u32).clamp(1, Self::MAX_BURST))
+    }
+
+    /// The time between two cells of the bucket: `1 / per_second`, between 1 µs and 1000 s.
+    pub fn period(&self) -> std::time::Duration {
+        // The bounds above keep this finite and non-zero; `try_from_secs_f64` keeps a panic
+        // out of reach even so.
+        std::time::Duration::try_from_secs_f64(1.0 / self.per_second)
+            .unwrap_or(std::time::Duration::from_secs(1))
+            .max(std::time::Duration::from_micros(1))
+    }
+}
+
+/// A new tenant, as the admin API and the config file give it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    pub name: Name,
+    /// The tenant's id in the operator's own systems; unique across tenants.
+    #[serde(default)]
+    pub external_id: Option<ExternalId>,
+    /// The tenant's own rate limit; without one, `edge.default_rate_limit` applies.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Whether the tenant may send events (default `true`).
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    pub active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A change to a tenant: absent fields stay as they are; `null` removes an optional field.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    #[serde(default)]
+    pub name: Option<Name>,
+    #[serde(default)]
+    pub active: Option<bool>,
+    /// `null` removes the tenant's own limit.
+    #[serde(default, deserialize_with = "super::present")]
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// `null` removes the external id.
+    #[serde(default, deserialize_with = "super::present")]
+    pub external_id: Option<Option<ExternalId>>,
+}
+
+impl TenantPatch {
+    /// Whether the change can narrow what the tenant may do (disable, a new limit): such a
+    /// change must reach every instance's cache at once.
+    pub fn narrows_access(&self) -> bool {
+        self.active.is_some() || self.rate_limit.is_some()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.active.is_none()
+            && self.rate_limit.is_none()
+            && self.external_id.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_are_bounded() {
+        assert!(RateLimit::try_new(1e-12, Some(1)).is_err());
+        assert!(RateLimit::try_new(0.0, None).is_err());
+        assert!(RateLimit::try_new(f64::NAN, None).is_err());
+        assert!(RateLimit::try_new(f64::INFINITY, None).is_err());
+        assert!(RateLimit::try_new(2e6, None).is_err());
+        assert!(RateLimit::try_new(1.0, Some(0)).is_err());
+        let l = RateLimit::try_new(2.5, None);
+        assert_eq!(l.map(|l| l.effective_burst()), Ok(3));
+        let slow = RateLimit::try_new(0.001, None);
+        assert_eq!(slow.map(|l| (l.effective_burst(), l.period().as_secs())), Ok((1, 1000)));
+        assert_eq!(RateLimit::clamped(1e-12, Some(0)), RateLimit { per_second: 0.001, burst: Some(1) });
+        assert_eq!(RateLimit::clamped(f64::NAN, None).per_second(), 0.001);
+        let fast = RateLimit::try_new(1e6, None);
+        assert_eq!(fast.map(|l| l.period().as_micros()), Ok(1));
+    }
+
+    #[test]
+    fn rate_limits_deserialize_only_within_bounds() {
+        let bad = serde_json::from_str::<RateLimit>(r#"{"per_second":1e-12,"burst":1}"#);
+        assert!(bad.is_err());
+        assert!(serde_json::from_str::<RateLimit>(r#"{"per_second":1,"x":1}"#).is_err());
+        let ok = serde_json::from_str::<RateLimit>(r#"{"per_second":0.5}"#);
+        assert_eq!(ok.ok().map(|l| l.per_second()), Some(0.5));
+    }
+}

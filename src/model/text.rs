@@ -1,0 +1,237 @@
+//! Texts with rules: display names, external ids, HTTP header names and values.
+//!
+//! Lengths count characters (Unicode scalar values), as JSON Schema's `maxLength` does, so the
+//! published schema and the server agree on every string.
+
+use std::fmt;
+
+use super::Invalid;
+use super::event_type::string_schema;
+
+/// Characters never allowed in a name or an external id: the C0 and C1 controls and DEL.
+const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
+/// Characters that do not make a name non-blank: controls and Unicode white space.
+const BLANK: &str = r"\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+
+/// Whether `c` is one of [`BLANK`]'s characters.
+fn is_blank(c: char) -> bool {
+    c.is_control() || c.is_whitespace()
+}
+
+/// Longest display name.
+pub const MAX_NAME: usize = 200;
+/// Longest external id.
+pub const MAX_EXTERNAL_ID: usize = 256;
+
+fn name_pattern() -> String {
+    format!("^[^{CONTROL}]*[^{BLANK}][^{CONTROL}]*$")
+}
+
+fn no_control_pattern() -> String {
+    format!("^[^{CONTROL}]+$")
+}
+
+/// A display name: 1 to 200 characters, no control characters, not only white space.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(text: &str) -> Result<Name, Invalid> {
+        let n = text.chars().count();
+        if n == 0 || n > MAX_NAME || text.chars().any(char::is_control) || text.chars().all(is_blank)
+        {
+            return Err(Invalid::new(format!(
+                "must be 1 to {MAX_NAME} printable characters, not all blank"
+            )));
+        }
+        Ok(Name(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An external id: the tenant's id in the operator's own systems (often a company registration
+/// number): 1 to 256 characters, no control characters. Stored sealed.
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    pub fn parse(text: &str) -> Result<ExternalId, Invalid> {
+        let n = text.chars().count();
+        if n == 0 || n > MAX_EXTERNAL_ID || text.chars().any(char::is_control) {
+            return Err(Invalid::new(format!(
+                "must be 1 to {MAX_EXTERNAL_ID} printable characters"
+            )));
+        }
+        Ok(ExternalId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! text_impls {
+    ($name:ident, $schema:expr) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $schema
+            }
+        }
+
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+        }
+    };
+}
+
+text_impls!(
+    Name,
+    string_schema(
+        &name_pattern(),
+        1,
+        MAX_NAME,
+        "A display name: printable characters, not all blank."
+    )
+);
+text_impls!(
+    ExternalId,
+    string_schema(
+        &no_control_pattern(),
+        1,
+        MAX_EXTERNAL_ID,
+        "The tenant's id in the operator's own systems; unique."
+    )
+);
+
+/// The characters of an HTTP token (header names), RFC 9110.
+pub const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+/// Longest custom header name.
+pub const MAX_HEADER_NAME: usize = 256;
+
+/// Checks an HTTP header name.
+pub fn check_header_name(name: &str) -> Result<(), Invalid> {
+    let token = !name.is_empty()
+        && name.len() <= MAX_HEADER_NAME
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b)
+        });
+    if token {
+        Ok(())
+    } else {
+        Err(Invalid::new(format!(
+            "{name:?} is not a valid HTTP header name"
+        )))
+    }
+}
+
+/// What an HTTP header value may hold: anything but control characters (tab aside).
+pub const HEADER_VALUE_CHARS: &str = r"[^\u0000-\u0008\u000A-\u001F\u007F]";
+
+/// Checks an HTTP header value of at most `max` characters (`min` at least).
+pub fn check_header_value(value: &str, min: usize, max: usize) -> Result<(), Invalid> {
+    let n = value.chars().count();
+    let ok = n >= min
+        && n <= max
+        && value
+            .chars()
+            .all(|c| c == '\t' || !(c.is_ascii_control() || c == '\u{7f}'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(format!(
+            "must be {min} to {max} characters with no control characters"
+        )))
+    }
+}
+
+/// Longest bearer or URL token.
+pub const MAX_TOKEN: usize = 256;
+
+/// Checks the text of a bearer or URL token: visible ASCII only, at most 256 bytes. Tokens
+/// the gateway makes are longer than any id and of base64url; tokens declared in the config
+/// may be anything of this alphabet.
+pub fn check_token(token: &str) -> Result<(), Invalid> {
+    if token.is_empty() || token.len() > MAX_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Invalid::new(format!(
+            "must be 1 to {MAX_TOKEN} visible ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(Name::parse("Açme Ltda.").is_ok());
+        assert!(Name::parse(" ").is_err());
+        assert!(Name::parse("\u{3000}").is_err());
+        assert!(Name::parse("a\nb").is_err());
+        assert!(Name::parse("").is_err());
+        assert!(Name::parse(&"é".repeat(200)).is_ok());
+        assert!(Name::parse(&"é".repeat(201)).is_err());
+        assert!(ExternalId::parse(" x ").is_ok());
+        assert!(ExternalId::parse("").is_err());
+    }
+
+    #[test]
+    fn blank_class_matches_rust_rules() {
+        // The schema's blank class must hold exactly the characters `is_blank` refuses.
+        let listed = |c: char| {
+            let u = c as u32;
+            u <= 0x20
+                || (0x7f..=0xa0).contains(&u)
+                || u == 0x1680
+                || (0x2000..=0x200a).contains(&u)
+                || u == 0x2028
+                || u == 0x2029
+                || u == 0x202f
+                || u == 0x205f
+                || u == 0x3000
+        };
+        for u in 0..=0x10FFFFu32 {
+            if let Some(c) = char::from_u32(u) {
+                assert_eq!(listed(c), is_blank(c), "U+{u:04X}");
+            }
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert!(check_header_name("X-Key").is_ok());
+        assert!(check_header_name("bad header").is_err());
+        assert!(check_header_name("").is_err());
+        assert!(check_header_value("a\tb", 1, 10).is_ok());
+        assert!(check_header_value("a\nb", 1, 10).is_err());
+        assert!(check_header_value("", 1, 10).is_err());
+        assert!(check_header_value("é", 1, 1).is_ok());
+    }
+}

@@ -1,0 +1,360 @@
+//! The reading half of the queue protocol: consumer-group reads, acknowledgements, releases,
+//! reclaims of entries a stopped consumer left pending, and the group's upkeep. The
+//! dispatcher drives it; this module knows the commands and their replies (RESP2 nested arrays
+//! or RESP3 maps), nothing about deliveries.
+//!
+//! Invariants: an entry is acknowledged only by its consumer once every event in it has a
+//! recorded outcome (the caller's rule); a released entry is made to look idle for the reclaim
+//! threshold, so the next reclaim of any consumer takes it at once; a consumer is removed from
+//! the group only when it has nothing pending.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::*;
+
+use crate::keyspace::{DISPATCH_GROUP, Keyspace};
+use crate::redis::info_field;
+
+/// One stream entry: id and fields in order.
+pub type RawEntry = (String, Vec<(Bytes, Bytes)>);
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The group (or the stream) is missing: Redis lost its data, or was flushed.
+    #[error("the consumer group is missing")]
+    NoGroup,
+    #[error("redis: {0}")]
+    Redis(fred::error::Error),
+}
+
+impl From<fred::error::Error> for ReadError {
+    fn from(e: fred::error::Error) -> ReadError {
+        if e.details().contains("NOGROUP") {
+            ReadError::NoGroup
+        } else {
+            ReadError::Redis(e)
+        }
+    }
+}
+
+/// One consumer of the dispatcher group, on every shard stream. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StreamReader {
+    /// The shared command client (acks, claims, upkeep); blocking reads take their own.
+    redis: Client,
+    keys: Keyspace,
+    /// This consumer's name in the group.
+    consumer: String,
+}
+
+impl StreamReader {
+    pub fn new(redis: Client, keys: Keyspace, consumer: String) -> StreamReader {
+        StreamReader {
+            redis,
+            keys,
+            consumer,
+        }
+    }
+
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Reads up to `count` new entries of `shard`, blocking up to `block`, on `conn` (a
+    /// connection of its own: a blocking read would hold up every command behind it).
+    pub async fn read(
+        &self,
+        conn: &Client,
+        shard: u16,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<RawEntry>, ReadError> {
+        let value = conn
+            .xreadgroup::<Value, _, _, _, _>(
+                DISPATCH_GROUP,
+                self.consumer.as_str(),
+                Some(count as u64),
+                Some(block.as_millis() as u64),
+                false,
+                self.keys.stream(shard),
+                ">",
+            )
+            .await?;
+        Ok(parse_read(value))
+    }
+
+    /// Acknowledges a finished entry.
+    pub async fn ack(&self, shard: u16, id: &str) -> Result<(), fred::error::Error> {
+        let _: i64 = self
+            .redis
+            .xack(self.keys.stream(shard), DISPATCH_GROUP, id)
+            .await?;
+        Ok(())
+    }
+
+    /// Hands entries back: marks them idle for `idle`, so another consumer's next reclaim
+    /// takes them at once instead of after the idle time.
+    pub async fn release(
+        &self,
+        shard: u16,
+        ids: Vec<String>,
+        idle: Duration,
+    ) -> Result<(), fred::error::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _: Value = self
+            .redis
+            .xclaim(
+                self.keys.stream(shard),
+                DISPATCH_GROUP,
+                self.consumer.as_str(),
+                0,
+                ids,
+                Some(idle.as_millis() as u64),
+                None,
+                None,
+                false,
+                true,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps this consumer's own open entries from looking idle (`XCLAIM` to itself resets
+    /// the idle time; `JUSTID` leaves the delivery count alone).
+    pub async fn touch(&self, shard: u16, ids: &[String]) -> Result<(), fred::error::Error> {
+        for chunk in ids.chunks(256) {
+            let _: Value = self
+                .redis
+                .xclaim(
+                    self.keys.stream(shard),
+                    DISPATCH_GROUP,
+                    self.consumer.as_str(),
+                    0,
+                    chunk.to_vec(),
+                    None,
+                    None,
+                    None,
+                    false,
+                    true,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes over up to `count` entries of `shard` idle at least `min_idle`, from `cursor`;
+    /// answers the next cursor (`0-0` at the end) and the entries.
+    pub async fn reclaim(
+        &self,
+        shard: u16,
+        min_idle: Duration,
+        cursor: &str,
+        count: usize,
+    ) -> Result<(String, Vec<RawEntry>), ReadError> {
+        let value: Value = self
+            .redis
+            .xautoclaim(
+                self.keys.stream(shard),
+                DISPATCH_GROUP,
+                self.consumer.as_str(),
+                min_idle.as_millis() as u64,
+                cursor,
+                Some(count as u64),
+                false,
+            )
+            .await?;
+        Ok(parse_autoclaim(value))
+    }
+
+    /// Removes the group's consumers of `shard` that are not this one, have nothing pending
+    /// and were idle at least `min_idle`: processes that stopped (each process joins under a
+    /// new name, so they would pile up). Answers the names removed.
+    pub async fn prune(&self, shard: u16, min_idle: Duration) -> Vec<String> {
+        let stream = self.keys.stream(shard);
+        let reply: Value = match self.redis.xinfo_consumers(&stream, DISPATCH_GROUP).await {
+            Ok(v) => v,
+            Err(_) => return Vec::new(),
+        };
+        let mut removed = Vec::new();
+        for name in stale_consumers(reply, &self.consumer, min_idle) {
+            let gone: Result<i64, _> = self
+                .redis
+                .xgroup_delconsumer(&stream, DISPATCH_GROUP, name.as_str())
+                .await;
+            if gone.is_ok() {
+                removed.push(name);
+            }
+        }
+        removed
+    }
+
+    /// Recreates the group (and the stream) of `shard`; `true` when it was missing.
+    pub async fn repair(&self, shard: u16) -> Result<bool, fred::error::Error> {
+        super::retention::ensure_group(&self.redis, &self.keys, shard).await
+    }
+
+    /// Entries of `shard` the group has not read yet.
+    pub async fn lag(&self, shard: u16) -> Option<u64> {
+        let groups: Value = self
+            .redis
+            .xinfo_groups(self.keys.stream(shard))
+            .await
+            .ok()?;
+        let Value::Array(groups) = groups else {
+            return None;
+        };
+        groups
+            .iter()
+            .find(|g| {
+                info_field(g, "name").and_then(|v| v.as_string()).as_deref()
+                    == Some(DISPATCH_GROUP)
+            })
+            .and_then(|g| info_field(g, "lag")?.as_u64())
+    }
+}
+
+/// Entries of an `XREADGROUP` reply (RESP2 nested arrays or a RESP3 map).
+fn parse_read(value: Value) -> Vec<RawEntry> {
+    let streams: Vec<Value> = match value {
+        Value::Array(a) => a
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(m) => m.inner().into_values().collect(),
+        _ => Vec::new(),
+    };
+    streams.into_iter().flat_map(parse_entries).collect()
+}
+
+/// `[next cursor, entries, deleted ids]` of `XAUTOCLAIM`.
+fn parse_autoclaim(value: Value) -> (String, Vec<RawEntry>) {
+    let Value::Array(mut parts) = value else {
+        return (String::new(), Vec::new());
+    };
+    if parts.len() < 2 {
+        return (String::new(), Vec::new());
+    }
+    let entries = parse_entries(parts.remove(1));
+    let next = parts.first().and_then(Value::as_string).unwrap_or_default();
+    (next, entries)
+}
+
+fn parse_entries(list: Value) -> Vec<RawEntry> {
+    let Value::Array(items) = list else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(mut pair) = item else {
+                return None;
+            };
+            if pair.len() != 2 {
+                return None;
+            }
+            let fields = pair.pop()?;
+            let id = pair.pop()?.as_string()?;
+            let flat: Vec<Value> = match fields {
+                Value::Array(f) => f,
+                // A deleted entry's fields come back as nil: nothing to deliver, but it must be
+                // acked, which an empty field list achieves through the unreadable-entry path.
+                _ => Vec::new(),
+            };
+            let fields = flat
+                .chunks(2)
+                .filter_map(|kv| Some((to_bytes(&kv[0])?, to_bytes(kv.get(1)?)?)))
+                .collect();
+            Some((id, fields))
+        })
+        .collect()
+}
+
+fn to_bytes(v: &Value) -> Option<Bytes> {
+    match v {
+        Value::Bytes(b) => Some(b.clone()),
+        Value::String(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
+        Value::Integer(i) => Some(Bytes::from(i.to_string())),
+        _ => None,
+    }
+}
+
+/// The consumers of an `XINFO CONSUMERS` reply that are not `me`, have nothing pending and
+/// were idle at least `min_idle`.
+fn stale_consumers(reply: Value, me: &str, min_idle: Duration) -> Vec<String> {
+    let Value::Array(consumers) = reply else {
+        return Vec::new();
+    };
+    consumers
+        .iter()
+        .filter_map(|c| {
+            let name = info_field(c, "name")?.as_string()?;
+            let pending = info_field(c, "pending")?.as_u64()?;
+            let idle = info_field(c, "idle")?.as_u64()?;
+            (name != me && pending == 0 && idle >= min_idle.as_millis() as u64).then_some(name)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Value {
+        Value::Bytes(Bytes::copy_from_slice(x.as_bytes()))
+    }
+
+    #[test]
+    fn reads_resp2_replies() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            s("stream"),
+            Value::Array(vec![Value::Array(vec![
+                s("1-0"),
+                Value::Array(vec![s("v"), s("1")]),
+            ])]),
+        ])]);
+        let entries = parse_read(reply);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].0, "1-0");
+        assert_eq!(entries[0].1, vec![(Bytes::from("v"), Bytes::from("1"))]);
+        let claimed = Value::Array(vec![
+            s("5-0"),
+            Value::Array(vec![Value::Array(vec![s("2-0"), Value::Null])]),
+            Value::Array(vec![]),
+        ]);
+        let (next, entries) = parse_autoclaim(claimed);
+        assert_eq!(next, "5-0");
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].1.is_empty());
+    }
+
+    #[test]
+    fn only_idle_empty_foreign_consumers_are_stale() {
+        let consumer = |name: &str, pending: i64, idle: i64| {
+            Value::Array(vec![
+                s("name"),
+                s(name),
+                s("pending"),
+                Value::Integer(pending),
+                s("idle"),
+                Value::Integer(idle),
+            ])
+        };
+        let reply = Value::Array(vec![
+            consumer("gone", 0, 7_200_000),
+            consumer("busy-gone", 3, 7_200_000),
+            consumer("alive", 0, 500),
+            consumer("me", 0, 7_200_000),
+        ]);
+        assert_eq!(
+            stale_consumers(reply, "me", Duration::from_secs(3600)),
+            vec!["gone".to_owned()]
+        );
+    }
+}
