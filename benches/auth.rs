@@ -30,9 +30,7 @@ fn routing_and_decoding(c: &mut Criterion) {
         return;
     };
     c.bench_function("shard_of", |b| {
-        b.iter(|| {
-            estafeta::keyspace::shard_of(std::hint::black_box(&tenant), 16)
-        })
+        b.iter(|| estafeta::keyspace::shard_of(std::hint::black_box(&tenant), 16))
     });
     let pair = |k: &str, v: &[u8]| {
         (

@@ -382,8 +382,12 @@ pub async fn run(
         ("edge_plain", listeners.edge_plain, None),
     ] {
         if let Some(l) = l {
-            let service =
-                HttpService::edge(name, ingest.clone(), heartbeats.clone(), edge_router.clone());
+            let service = HttpService::edge(
+                name,
+                ingest.clone(),
+                heartbeats.clone(),
+                edge_router.clone(),
+            );
             servers.spawn(listener::serve(
                 l,
                 spec(name, tls),

@@ -239,7 +239,9 @@ impl Invalidate for Auth {
                     self.tenants.invalidate_if_read_before(id, changed_at).await
                 }
                 Invalidation::Token(hash) => {
-                    self.tokens.invalidate_if_read_before(hash, changed_at).await
+                    self.tokens
+                        .invalidate_if_read_before(hash, changed_at)
+                        .await
                 }
                 _ => {}
             }

@@ -298,11 +298,17 @@ mod tests {
             ..Default::default()
         });
         let tracker = TaskTracker::new();
-        let l = Limits { max_bytes: 100, ..limits() };
+        let l = Limits {
+            max_bytes: 100,
+            ..limits()
+        };
         let b = Batcher::start(d.clone(), l, &tracker, CancellationToken::new());
         let _ = futures_util::future::join_all([60, 60, 60, 1].map(|i| b.submit(i))).await;
         let batches = d.batches.lock().map(|b| b.clone()).unwrap_or_default();
-        assert!(batches.iter().all(|b| b.iter().sum::<u32>() < 100 + 60), "{batches:?}");
+        assert!(
+            batches.iter().all(|b| b.iter().sum::<u32>() < 100 + 60),
+            "{batches:?}"
+        );
     }
 
     #[tokio::test]
@@ -312,7 +318,11 @@ mod tests {
             ..Default::default()
         });
         let tracker = TaskTracker::new();
-        let l = Limits { capacity: 1, max_items: 1, ..limits() };
+        let l = Limits {
+            capacity: 1,
+            max_items: 1,
+            ..limits()
+        };
         let b = Batcher::start(d, l, &tracker, CancellationToken::new());
         let outs = futures_util::future::join_all((0..6).map(|i| b.submit(i))).await;
         assert!(outs.contains(&Err(BatchError::Overloaded)), "{outs:?}");
@@ -326,11 +336,18 @@ mod tests {
             ..Default::default()
         });
         let tracker = TaskTracker::new();
-        let l = Limits { max_items: 1, deadline: Duration::from_millis(50), ..limits() };
+        let l = Limits {
+            max_items: 1,
+            deadline: Duration::from_millis(50),
+            ..limits()
+        };
         let b = Batcher::start(d.clone(), l, &tracker, CancellationToken::new());
         let outs = futures_util::future::join_all((1..=3).map(|i| b.submit(i))).await;
         assert_eq!(outs[0], Ok(2));
-        assert!(outs[1..].iter().all(|o| *o == Err(BatchError::Expired)), "{outs:?}");
+        assert!(
+            outs[1..].iter().all(|o| *o == Err(BatchError::Expired)),
+            "{outs:?}"
+        );
         let flushed: Vec<u32> = d.batches.lock().map(|b| b.concat()).unwrap_or_default();
         assert_eq!(flushed, vec![1]);
     }
@@ -343,7 +360,10 @@ mod tests {
         });
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
-        let l = Limits { max_items: 1, ..limits() };
+        let l = Limits {
+            max_items: 1,
+            ..limits()
+        };
         let b = Batcher::start(d.clone(), l, &tracker, stop.clone());
         let waiting: Vec<_> = (1..=3)
             .map(|i| {

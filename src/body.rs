@@ -141,7 +141,9 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Js
         let text = if syntax {
             text
         } else {
-            text.strip_suffix(&position).map(str::to_owned).unwrap_or(text)
+            text.strip_suffix(&position)
+                .map(str::to_owned)
+                .unwrap_or(text)
         };
         let message = if path == "." || path.is_empty() {
             text

@@ -182,19 +182,42 @@ mod tests {
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         cache.invalidate(&1).await;
         let _ = cache.get_or_load(1, async { Ok::<_, ()>(Some(11)) }).await;
-        assert_eq!(cache.get_or_load(1, async { Ok::<_, ()>(None) }).await.ok().flatten(), Some(11));
+        assert_eq!(
+            cache
+                .get_or_load(1, async { Ok::<_, ()>(None) })
+                .await
+                .ok()
+                .flatten(),
+            Some(11)
+        );
     }
 
     #[tokio::test]
     async fn missing_values_are_remembered_briefly_and_errors_not_at_all() {
         let cache: Cache<u32, u32> = Cache::new(CacheName::Sources, settings());
-        assert_eq!(cache.get_or_load(1, async { Ok::<_, ()>(None) }).await.ok().flatten(), None);
+        assert_eq!(
+            cache
+                .get_or_load(1, async { Ok::<_, ()>(None) })
+                .await
+                .ok()
+                .flatten(),
+            None
+        );
         let cached = cache.get_or_load(1, async { Ok::<_, ()>(Some(5)) }).await;
         assert_eq!(cached.ok().flatten(), None, "the miss is remembered");
         tokio::time::sleep(Duration::from_millis(80)).await;
         let later = cache.get_or_load(1, async { Ok::<_, ()>(Some(5)) }).await;
-        assert_eq!(later.ok().flatten(), Some(5), "…for its negative lifetime only");
-        assert!(cache.get_or_load(2, async { Err::<Option<u32>, _>("down") }).await.is_err());
+        assert_eq!(
+            later.ok().flatten(),
+            Some(5),
+            "…for its negative lifetime only"
+        );
+        assert!(
+            cache
+                .get_or_load(2, async { Err::<Option<u32>, _>("down") })
+                .await
+                .is_err()
+        );
         let after = cache.get_or_load(2, async { Ok::<_, &str>(Some(1)) }).await;
         assert_eq!(after.ok().flatten(), Some(1));
     }
@@ -209,6 +232,10 @@ mod tests {
         assert_eq!(v.ok().flatten(), Some(2));
         cache.invalidate_if_read_before(&1, changed_at).await;
         let kept = cache.get_or_load(1, async { Ok::<_, ()>(Some(3)) }).await;
-        assert_eq!(kept.ok().flatten(), Some(2), "a read after the change is kept");
+        assert_eq!(
+            kept.ok().flatten(),
+            Some(2),
+            "a read after the change is kept"
+        );
     }
 }

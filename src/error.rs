@@ -462,19 +462,40 @@ mod tests {
 
     #[test]
     fn faults_of_the_gateway_are_5xx_and_input_is_4xx() {
-        assert_eq!(ApiError::from(AuthError::Missing).status, StatusCode::UNAUTHORIZED);
-        assert_eq!(ApiError::from(AuthError::Disabled).status, StatusCode::FORBIDDEN);
-        let corrupt = StoreError::Corrupt { key: "k".into(), reason: "r".into() };
-        assert_eq!(ApiError::from(corrupt).status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            ApiError::from(AuthError::Missing).status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ApiError::from(AuthError::Disabled).status,
+            StatusCode::FORBIDDEN
+        );
+        let corrupt = StoreError::Corrupt {
+            key: "k".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(
+            ApiError::from(corrupt).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
         let reply = StoreError::Reply("script x answered y".into());
-        assert_eq!(ApiError::from(reply).status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(ApiError::from(WatchError::Stopped).status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            ApiError::from(reply).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ApiError::from(WatchError::Stopped).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(
             ApiError::from(WatchError::Reply("x".into())).status,
             StatusCode::INTERNAL_SERVER_ERROR
         );
         let invalid = StoreError::Invalid(Invalid::at("url", "is bad"));
         let e = ApiError::from(invalid);
-        assert_eq!((e.status, e.message.as_str()), (StatusCode::BAD_REQUEST, "url is bad"));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::BAD_REQUEST, "url is bad")
+        );
     }
 }

@@ -82,8 +82,7 @@ pub trait Invalidate: Send + Sync {
     fn invalidate<'a>(&'a self, message: &'a Invalidation) -> BoxFuture<'a, ()>;
 
     /// Drops them again if their read started before `changed_at`.
-    fn recheck<'a>(&'a self, message: &'a Invalidation, changed_at: Instant)
-    -> BoxFuture<'a, ()>;
+    fn recheck<'a>(&'a self, message: &'a Invalidation, changed_at: Instant) -> BoxFuture<'a, ()>;
 
     /// Drops every entry.
     fn invalidate_all(&self);
@@ -348,7 +347,10 @@ mod tests {
         for m in all {
             assert_eq!(Invalidation::decode(&m.encode()), Some(m.clone()), "{m:?}");
         }
-        assert!(parse_message("12 token:ab").is_none(), "a short hash is refused");
+        assert!(
+            parse_message("12 token:ab").is_none(),
+            "a short hash is refused"
+        );
         assert!(parse_message("x tenant:ten_1").is_none());
         assert!(parse_message("12").is_none());
         assert!(matches!(

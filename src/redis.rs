@@ -293,5 +293,4 @@ mod tests {
         assert_eq!(d(true, "always", "noeviction").risk(false), None);
         assert_eq!(d(true, "always", "volatile-lru").risk(false), None);
     }
-
 }

@@ -864,7 +864,9 @@ async fn a_backlog_to_a_slow_target_does_not_hold_back_another_tenant() {
     let shard_a = estafeta::keyspace::shard_of(&estafeta::model::TenantId::parse(&a).unwrap(), 4);
     let (b, b_token) = loop {
         let (b, t) = gw.tenant("small").await;
-        if estafeta::keyspace::shard_of(&estafeta::model::TenantId::parse(&b).unwrap(), 4) != shard_a {
+        if estafeta::keyspace::shard_of(&estafeta::model::TenantId::parse(&b).unwrap(), 4)
+            != shard_a
+        {
             break (b, t);
         }
     };

@@ -10,10 +10,10 @@
 use std::time::{Duration, Instant};
 
 use estafeta::keyspace::Keyspace;
-use estafeta::monitors::checker::check_once;
 use estafeta::keyspace::shard_of;
 use estafeta::model::time::now_ms;
 use estafeta::model::{TenantId, WatchKind};
+use estafeta::monitors::checker::check_once;
 use estafeta::monitors::state::{Signal, Subject, WatchSettings, Watches};
 use fred::prelude::*;
 use futures_util::StreamExt;
@@ -65,7 +65,13 @@ async fn main() {
         deadline: Duration::from_secs(5),
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    let watches = Watches::new(redis.clone(), Keyspace::new("cbench"), settings, &tasks, stop);
+    let watches = Watches::new(
+        redis.clone(),
+        Keyspace::new("cbench"),
+        settings,
+        &tasks,
+        stop,
+    );
 
     let overdue_every = (100.0 / overdue_pct).round().max(1.0) as usize;
     let started = Instant::now();

@@ -8,7 +8,8 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiState, Listing, TenantScope};
+use super::listing::Listing;
+use super::scope::{ApiState, TenantScope};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::model::time::rfc3339;
@@ -145,7 +146,11 @@ pub async fn replay(
     scope: TenantScope,
     ApiJson(req): ApiJson<Replay>,
 ) -> Result<Response, ApiError> {
-    if req.ids.as_ref().is_some_and(|ids| ids.len() > MAX_REPLAY_IDS) {
+    if req
+        .ids
+        .as_ref()
+        .is_some_and(|ids| ids.len() > MAX_REPLAY_IDS)
+    {
         return Err(ApiError::bad_request(
             "invalid_ids",
             format!("ids must list at most {MAX_REPLAY_IDS} entries"),
@@ -176,8 +181,7 @@ pub async fn remove(
     scope: TenantScope,
     ApiPath(p): ApiPath<DeadLetterPath>,
 ) -> Result<Response, ApiError> {
-    if s
-        .deliveries
+    if s.deliveries
         .delete_dead_letter(scope.shard, &scope.tenant, &p.dl_id)
         .await?
     {

@@ -47,7 +47,7 @@ struct ApiDoc;
 pub fn document() -> Document {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    for part in super::route_docs() {
+    for part in super::routes::route_docs() {
         doc.merge(part);
     }
     let components = doc.components.get_or_insert_with(Default::default);
@@ -69,9 +69,10 @@ pub fn document() -> Document {
 
 /// The description as JSON.
 pub fn document_json() -> String {
-    document()
-        .to_json()
-        .unwrap_or_else(|_| r#"{"openapi":"3.1.0","info":{"title":"Estafeta","version":"unknown"},"paths":{}}"#.to_owned())
+    document().to_json().unwrap_or_else(|_| {
+        r#"{"openapi":"3.1.0","info":{"title":"Estafeta","version":"unknown"},"paths":{}}"#
+            .to_owned()
+    })
 }
 
 fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
@@ -133,7 +134,9 @@ fn tenant_id_param() -> Parameter {
         .parameter_in(ParameterIn::Path)
         .required(Required::True)
         .description(Some("The tenant's id."))
-        .schema(Some(<crate::model::TenantId as utoipa::PartialSchema>::schema()))
+        .schema(Some(
+            <crate::model::TenantId as utoipa::PartialSchema>::schema(),
+        ))
         .build()
 }
 

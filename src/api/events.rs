@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiState, TenantScope};
+use super::scope::{ApiState, TenantScope};
 use crate::error::{ApiError, ReadErrors};
 use crate::extract::{ApiPath, PathParams};
 use crate::model::time::rfc3339;

@@ -127,6 +127,9 @@ mod tests {
         r.drain();
         assert!(!r.is_ready());
         r.ready();
-        assert!(!r.is_ready(), "a draining process never becomes ready again");
+        assert!(
+            !r.is_ready(),
+            "a draining process never becomes ready again"
+        );
     }
 }

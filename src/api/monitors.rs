@@ -8,7 +8,9 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiState, Listing, TenantScope, Watched, delete_watched};
+use super::listing::Listing;
+use super::scope::{ApiState, TenantScope};
+use super::watched::{Watched, delete_watched};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::model::monitor::{Every, Grace};
@@ -217,7 +219,9 @@ pub async fn update(
     else {
         return Err(ApiError::not_found("monitor"));
     };
-    s.watches.describe(Subject::monitor(&m, scope.shard)).await?;
+    s.watches
+        .describe(Subject::monitor(&m, scope.shard))
+        .await?;
     Ok(Json(view(&s, &scope, &m).await?).into_response())
 }
 

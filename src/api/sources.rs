@@ -7,8 +7,10 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::listing::Listing;
 use super::monitors::{History, HistoryQuery};
-use super::{ApiState, Listing, TenantScope, Watched, delete_watched};
+use super::scope::{ApiState, TenantScope};
+use super::watched::{Watched, delete_watched};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::model::monitor::{Every, Grace};
@@ -122,7 +124,11 @@ pub async fn create(
     if let Some(subject) = Subject::source(&source, scope.shard) {
         s.watches.describe(subject).await?;
     }
-    Ok((StatusCode::CREATED, Json(SourceWithToken::new(&source, token))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(SourceWithToken::new(&source, token)),
+    )
+        .into_response())
 }
 
 /// Lists the tenant's sources.
@@ -175,7 +181,14 @@ pub async fn remove(
     scope: TenantScope,
     ApiPath(p): ApiPath<SourcePath>,
 ) -> Result<Response, ApiError> {
-    if delete_watched(&s, &scope.tenant, scope.shard, Watched::Source(&p.source_id)).await? {
+    if delete_watched(
+        &s,
+        &scope.tenant,
+        scope.shard,
+        Watched::Source(&p.source_id),
+    )
+    .await?
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found("source"))

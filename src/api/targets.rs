@@ -9,7 +9,8 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiState, Listing, TenantScope};
+use super::listing::Listing;
+use super::scope::{ApiState, TenantScope};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, JsonBody, PathParams};
 use crate::model::target::TargetAuthView;

@@ -7,12 +7,16 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiState, Page, purge};
+use super::listing::Page;
+use super::scope::ApiState;
+use super::watched::purge;
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::invalidation::Invalidation;
 use crate::model::time::rfc3339;
-use crate::model::{ExternalId, Name, Origin, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId};
+use crate::model::{
+    ExternalId, Name, Origin, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId,
+};
 use crate::store::tokens::generate_token;
 use crate::store::{TenantRecord, TokenInfo};
 use crate::telemetry::current_request_id;

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::secret::Secret;
-use super::{ConfigError, MIN_SECRET_TOKEN_LEN, broken, invalid};
+use super::error::{ConfigError, broken, invalid};
+use super::secret::{MIN_SECRET_TOKEN_LEN, Secret};
 use crate::model::monitor::{DEFAULT_GRACE, DEFAULT_INTERVAL, Every, Grace};
 use crate::model::{
     ExternalId, Format, Headers, Mode, MonitorId, MonitorSpec, Name, Patterns, RateLimit,
@@ -210,7 +210,8 @@ pub(super) fn validate(tenants: &[TenantDecl], allow_private: bool) -> Result<()
             let tkey = format!("{key}.targets[{j}]");
             unique(&tkey, target.id.as_str(), &mut target_ids)?;
             if let Some(s) = &target.secret {
-                SigningSecret::parse(s.expose()).map_err(|e| broken(&format!("{tkey}.secret"), e))?;
+                SigningSecret::parse(s.expose())
+                    .map_err(|e| broken(&format!("{tkey}.secret"), e))?;
             }
             target
                 .spec()

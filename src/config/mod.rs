@@ -5,6 +5,7 @@
 //! [`Config::warnings`] lists legal but risky choices that `serve` logs at start.
 
 mod declared;
+mod error;
 mod redis_url;
 mod secret;
 
@@ -18,40 +19,15 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use declared::{MonitorDecl, TargetDecl, TenantDecl};
+pub use error::ConfigError;
+use error::{broken, invalid};
 pub use redis_url::{is_cluster_url, normalize_url, redact_url, validate_url};
-pub use secret::Secret;
+pub use secret::{MIN_SECRET_TOKEN_LEN, Secret};
 
 use crate::model::{Invalid, RateLimit, RetryPolicy};
 
 /// Where the config is read from when neither `--config` nor `ESTAFETA_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "config/estafeta.toml";
-
-/// A configuration that cannot be used, with the key at fault in its message.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config file {0} not found")]
-    NotFound(PathBuf),
-    #[error("{0}")]
-    Parse(String),
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
-}
-
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_owned(),
-        message: message.into(),
-    }
-}
-
-/// A rule broken at `key` (the rule's own path, if any, below it).
-fn broken(key: &str, e: Invalid) -> ConfigError {
-    let e = e.within(key);
-    ConfigError::Invalid {
-        key: e.path,
-        message: e.message,
-    }
-}
 
 /// `redis.prefix`: letters, digits and `_.:-`, at most 64, no braces (they would change the
 /// cluster hash tags).
@@ -440,9 +416,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Shortest accepted admin token and config-declared tenant token.
-pub const MIN_SECRET_TOKEN_LEN: usize = 24;
-
 /// Largest `queue.max_batch`: a script's `unpack` of an entry's fields must stay far below
 /// Lua's stack limit (8000).
 pub const MAX_BATCH_EVENTS: usize = 512;
@@ -607,7 +580,10 @@ impl Config {
             ("caches.monitors", &self.caches.monitors),
         ] {
             if c.capacity == 0 || c.ttl_ms == 0 || c.negative_ttl_ms == 0 {
-                return Err(invalid(key, "capacity, ttl_ms and negative_ttl_ms must be at least 1"));
+                return Err(invalid(
+                    key,
+                    "capacity, ttl_ms and negative_ttl_ms must be at least 1",
+                ));
             }
         }
         declared::validate(&self.tenants, self.security.allow_private_targets)

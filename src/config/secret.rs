@@ -7,6 +7,9 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Shortest accepted admin token and config-declared tenant token.
+pub const MIN_SECRET_TOKEN_LEN: usize = 24;
+
 /// Where a secret's value was read from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum SecretSource {

@@ -48,8 +48,8 @@ pub fn delay(
 ) -> Duration {
     let cap = ceiling(policy, next_attempt);
     // `unit` is clamped to [0, 1], so the product stays within the policy's day at most.
-    let jittered = Duration::try_from_secs_f64(cap.as_secs_f64() * unit.clamp(0.0, 1.0))
-        .unwrap_or(cap);
+    let jittered =
+        Duration::try_from_secs_f64(cap.as_secs_f64() * unit.clamp(0.0, 1.0)).unwrap_or(cap);
     match retry_after {
         Some(ra) => jittered.max(ra.min(Duration::from_millis(
             policy.max_delay_ms().max(RETRY_AFTER_CAP_MS),

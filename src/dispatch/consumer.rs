@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
-use super::hold::{EntryHold, ack, release};
-use super::worker::{Delivery, EventData};
-use super::{Inner, worker};
+use super::delivery::{Delivery, EventData};
+use super::hold::EntryHold;
+use super::state::Inner;
+use super::worker;
 use crate::model::time::now_ms;
 use crate::queue::consume::ReadError;
 use crate::queue::{RawEntry, StoredEvent, decode};
@@ -35,11 +36,17 @@ pub(super) async fn read_loop(inner: Arc<Inner>, shard: u16, conn: Client) {
         // entries to this consumer. It returns within `block`; what it got is released below.
         let read = inner
             .reader
-            .read(&conn, shard, inner.settings.read_batch, inner.settings.block)
+            .read(
+                &conn,
+                shard,
+                inner.settings.read_batch,
+                inner.settings.block,
+            )
             .await;
         if inner.stop.is_cancelled() {
             if let Ok(entries) = read {
-                release(&inner, shard, entries.into_iter().map(|(id, _)| id).collect()).await;
+                let ids = entries.into_iter().map(|(id, _)| id).collect();
+                inner.entries.release(shard, ids).await;
             }
             break;
         }
@@ -144,14 +151,7 @@ pub(super) async fn reclaim_loop(inner: Arc<Inner>, shard: u16) {
 }
 
 async fn touch_open_entries(inner: &Inner, shard: u16) {
-    let ids: Vec<String> = match inner.open_entries.lock() {
-        Ok(open) => open
-            .keys()
-            .filter(|(s, _)| *s == shard)
-            .map(|(_, id)| id.clone())
-            .collect(),
-        Err(_) => return,
-    };
+    let ids = inner.entries.of_shard(shard);
     if let Err(e) = inner.reader.touch(shard, &ids).await {
         tracing::debug!(shard, error = %e, "could not refresh open entries");
     }
@@ -188,7 +188,7 @@ async fn prepare_entry(
         Err(e) => {
             // Nothing can ever read it; keeping it pending would retry it forever.
             tracing::error!(shard, entry = %entry_id, error = %e, "unreadable stream entry; acknowledging it without delivery");
-            ack(inner, shard, &entry_id).await;
+            inner.entries.ack(shard, &entry_id).await;
             return None;
         }
     };
@@ -252,7 +252,7 @@ async fn prepare_entry(
         }
     }
     if deliveries.is_empty() {
-        ack(inner, shard, &entry_id).await;
+        inner.entries.ack(shard, &entry_id).await;
         return None;
     }
     Some(Prepared {
@@ -268,9 +268,7 @@ async fn start_entry(inner: &Arc<Inner>, shard: u16, p: Prepared) {
         deliveries,
     } = p;
     let hold = Arc::new(EntryHold::new(shard, entry_id.clone(), deliveries.len()));
-    if let Ok(mut open) = inner.open_entries.lock() {
-        open.insert((shard, entry_id), ());
-    }
+    inner.entries.open(shard, entry_id);
     for (event, target) in deliveries {
         let Some(permit) = inner.admit(&event.tenant).await else {
             return;

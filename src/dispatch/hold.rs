@@ -1,17 +1,85 @@
-//! An entry's hold: the deliveries of one stream entry that have no recorded outcome yet. The
-//! last outcome acknowledges the entry; a delivery that cannot record its outcome leaves the
-//! entry pending, for a reclaim.
+//! The entries this consumer holds open (read, with deliveries unfinished), and each entry's
+//! hold: the last of its deliveries to record an outcome acknowledges it; a delivery that
+//! cannot record its outcome leaves the entry pending, for a reclaim.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use super::Inner;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::StreamReader;
+
+/// The entries this consumer is still working on, by shard.
+#[derive(Debug)]
+pub(super) struct OpenEntries {
+    reader: StreamReader,
+    open: Mutex<HashSet<(u16, String)>>,
+    /// How idle a released entry is made to look, so a reclaim takes it at once.
+    reclaim_idle: Duration,
+    stop: CancellationToken,
+}
+
+impl OpenEntries {
+    pub(super) fn new(
+        reader: StreamReader,
+        reclaim_idle: Duration,
+        stop: CancellationToken,
+    ) -> OpenEntries {
+        OpenEntries {
+            reader,
+            open: Mutex::new(HashSet::new()),
+            reclaim_idle,
+            stop,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(u16, String)>> {
+        match self.open.lock() {
+            Ok(open) => open,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Holds an entry open: it is kept from looking idle until acked or abandoned.
+    pub(super) fn open(&self, shard: u16, id: String) {
+        self.lock().insert((shard, id));
+    }
+
+    /// The entries of `shard` held open.
+    pub(super) fn of_shard(&self, shard: u16) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(s, _)| *s == shard)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// Acknowledges a finished entry.
+    pub(super) async fn ack(&self, shard: u16, id: &str) {
+        self.lock().remove(&(shard, id.to_owned()));
+        if let Err(e) = self.reader.ack(shard, id).await {
+            // The outcomes are recorded; a reclaim will find them done and ack then.
+            crate::telemetry::redis_error("xack");
+            tracing::warn!(shard, entry = id, error = %e, "could not ack a finished entry");
+        }
+    }
+
+    /// Hands entries back for another consumer's next reclaim.
+    pub(super) async fn release(&self, shard: u16, ids: Vec<String>) {
+        if let Err(e) = self.reader.release(shard, ids, self.reclaim_idle).await {
+            tracing::debug!(shard, error = %e, "could not release entries; they are reclaimed after the idle time");
+        }
+    }
+}
 
 /// The open deliveries of one entry.
 #[derive(Debug)]
 pub(super) struct EntryHold {
-    pub(super) shard: u16,
-    pub(super) id: String,
-    pub(super) open: AtomicUsize,
+    shard: u16,
+    id: String,
+    open: AtomicUsize,
 }
 
 impl EntryHold {
@@ -24,45 +92,19 @@ impl EntryHold {
     }
 
     /// One delivery of the entry has its outcome in Redis.
-    pub(super) async fn finish(&self, inner: &Inner) {
+    pub(super) async fn finish(&self, entries: &OpenEntries) {
         if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            ack(inner, self.shard, &self.id).await;
+            entries.ack(self.shard, &self.id).await;
         }
     }
 
     /// A delivery could not record its outcome (Redis gone, shutting down): the entry stays
     /// pending for a reclaim, and stops being kept alive.
-    pub(super) async fn abandon(&self, inner: &Inner) {
-        let was_open = match inner.open_entries.lock() {
-            Ok(mut open) => open.remove(&(self.shard, self.id.clone())).is_some(),
-            Err(_) => false,
-        };
-        if was_open && inner.stop.is_cancelled() {
+    pub(super) async fn abandon(&self, entries: &OpenEntries) {
+        let was_open = entries.lock().remove(&(self.shard, self.id.clone()));
+        if was_open && entries.stop.is_cancelled() {
             // Shutting down with Redis reachable: let another dispatcher take it at once.
-            release(inner, self.shard, vec![self.id.clone()]).await;
+            entries.release(self.shard, vec![self.id.clone()]).await;
         }
-    }
-}
-
-/// Acknowledges a finished entry.
-pub(super) async fn ack(inner: &Inner, shard: u16, id: &str) {
-    if let Ok(mut open) = inner.open_entries.lock() {
-        open.remove(&(shard, id.to_owned()));
-    }
-    if let Err(e) = inner.reader.ack(shard, id).await {
-        // The outcomes are recorded; a reclaim will find them done and ack then.
-        crate::telemetry::redis_error("xack");
-        tracing::warn!(shard, entry = id, error = %e, "could not ack a finished entry");
-    }
-}
-
-/// Hands entries back for another consumer's next reclaim.
-pub(super) async fn release(inner: &Inner, shard: u16, ids: Vec<String>) {
-    if let Err(e) = inner
-        .reader
-        .release(shard, ids, inner.settings.reclaim_idle)
-        .await
-    {
-        tracing::debug!(shard, error = %e, "could not release entries; they are reclaimed after the idle time");
     }
 }

@@ -68,7 +68,11 @@ mod tests {
     fn m(pats: &[&[&str]]) -> Matcher {
         let parsed: Vec<Vec<EventPattern>> = pats
             .iter()
-            .map(|p| p.iter().filter_map(|x| EventPattern::parse(x).ok()).collect())
+            .map(|p| {
+                p.iter()
+                    .filter_map(|x| EventPattern::parse(x).ok())
+                    .collect()
+            })
             .collect();
         Matcher::new(parsed.iter().map(Vec::as_slice))
     }
@@ -93,7 +97,10 @@ mod tests {
     fn a_target_matched_twice_is_listed_once() {
         let m = m(&[&["a.*", "a.b", "*"]]);
         assert_eq!(m.matches("a.b"), vec![0]);
-        assert!(Matcher::new(Vec::<&[EventPattern]>::new()).matches("x").is_empty());
+        assert!(
+            Matcher::new(Vec::<&[EventPattern]>::new())
+                .matches("x")
+                .is_empty()
+        );
     }
-
 }

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Inner;
-use super::worker::{Delivery, EventData, start};
+use super::delivery::{Delivery, EventData};
+use super::state::Inner;
+use super::worker::start;
 use crate::model::DeadLetterId;
 use crate::model::time::now_ms;
 use crate::store::deliveries::{DeadLetter, DeliveryState, Next, Outcome, State};

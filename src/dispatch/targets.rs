@@ -88,7 +88,9 @@ impl Invalidate for TargetCache {
     fn recheck<'a>(&'a self, message: &'a Invalidation, changed_at: Instant) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Invalidation::Targets(tenant) = message {
-                self.cache.invalidate_if_read_before(tenant, changed_at).await;
+                self.cache
+                    .invalidate_if_read_before(tenant, changed_at)
+                    .await;
             }
         })
     }

@@ -5,69 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::backoff::{Verdict, delay, unit_random, verdict_for_status};
 use super::client::{AttemptResult, Message};
-use super::hold::EntryHold;
+use super::delivery::{Delivery, Memory, Queued};
 use super::signing::SigningKey;
-use super::{Gate, Inner, Memory};
+use super::state::{Gate, Inner};
 use crate::model::time::now_ms;
-use crate::model::{DeadLetterId, EventId, EventType, Mode, TenantId};
+use crate::model::{DeadLetterId, Mode};
 use crate::store::Target;
 use crate::store::deliveries::{AttemptRecord, DeadLetter, DeliveryState, Next, Outcome, State};
-
-/// An event as the dispatcher holds it.
-#[derive(Debug)]
-pub(super) struct EventData {
-    pub id: EventId,
-    pub tenant: TenantId,
-    pub event_type: EventType,
-    pub content_type: Option<Bytes>,
-    pub body: Bytes,
-}
-
-/// One attempt to make.
-#[derive(Debug)]
-pub(super) struct Delivery {
-    pub shard: u16,
-    pub event: Arc<EventData>,
-    pub target: Arc<Target>,
-    /// This attempt's number, from 1.
-    pub attempt: u32,
-    /// Times it was deferred because the target was saturated.
-    pub deferrals: u32,
-    /// The stream entry it came from (first attempts); `None` for scheduled ones.
-    pub entry: Option<Arc<EntryHold>>,
-}
-
-impl Inner {
-    fn gate(&self, target: &Target) -> Arc<Gate> {
-        let cap = if target.ordered {
-            1
-        } else {
-            self.settings.per_target_concurrency
-        };
-        let mut gates = match self.gates.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if gates.len() > 100_000 {
-            // Forget idle gates; busy ones are still held by their deliveries.
-            gates.retain(|_, g| Arc::strong_count(g) > 1);
-        }
-        gates
-            .entry(target.id.clone())
-            .or_insert_with(|| {
-                Arc::new(Gate {
-                    permits: Arc::new(tokio::sync::Semaphore::new(cap)),
-                    waiting: std::sync::atomic::AtomicUsize::new(0),
-                    room: tokio::sync::Notify::new(),
-                })
-            })
-            .clone()
-    }
-}
 
 /// Starts a delivery: ordered targets take it through their queue (one at a time, in arrival
 /// order), the others run it as a task of its own.
@@ -107,8 +53,6 @@ pub(super) async fn start(inner: &Arc<Inner>, d: Delivery, memory: Memory, wait_
         .tasks
         .spawn(Box::pin(run(inner.clone(), d, memory, queued)));
 }
-
-type Queued = (Delivery, Memory);
 
 fn ordered_queue(inner: &Arc<Inner>, target: &Target) -> tokio::sync::mpsc::Sender<Queued> {
     let mut queues = match inner.ordered.lock() {
@@ -407,12 +351,12 @@ async fn fire_and_forget(inner: &Arc<Inner>, d: &Delivery) {
 
 async fn finish(inner: &Inner, d: &Delivery) {
     if let Some(entry) = &d.entry {
-        entry.finish(inner).await;
+        entry.finish(&inner.entries).await;
     }
 }
 
 async fn abandon(inner: &Inner, d: &Delivery) {
     if let Some(entry) = &d.entry {
-        entry.abandon(inner).await;
+        entry.abandon(&inner.entries).await;
     }
 }

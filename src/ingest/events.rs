@@ -4,6 +4,7 @@
 //! Order matters: the cheap refusals (token, event type, rate limit, declared length) come
 //! before reading the body, so a refused client costs no body bandwidth or memory.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -15,12 +16,12 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
-use super::IngestState;
-use crate::auth::TenantAuth;
+use crate::auth::{Auth, TenantAuth};
+use crate::body::BodyLimits;
 use crate::crypto::sha256_hex;
 use crate::error::{ApiError, IngestErrors};
 use crate::model::{EventId, EventType};
-use crate::queue::{Enqueued, Idempotency, NewEvent};
+use crate::queue::{Enqueued, Enqueuer, Idempotency, NewEvent};
 use crate::{body, telemetry};
 
 /// Longest accepted `Idempotency-Key`.
@@ -28,6 +29,17 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// The prefix of the route; the rest of the path is the (percent-encoded) event type.
 const ROUTE_PREFIX: &str = "/v1/events/";
+
+/// What the event routes share.
+#[derive(Clone, Debug)]
+pub struct IngestState {
+    /// Token → tenant.
+    pub auth: Arc<Auth>,
+    /// Durable writes.
+    pub enqueuer: Enqueuer,
+    /// Body bounds.
+    pub body_limits: BodyLimits,
+}
 
 /// The answer to an accepted event.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -198,7 +198,12 @@ async fn record(
     // No live state means the monitor was deleted (this cache had not heard yet), unless the
     // store still holds it.
     let exists = async {
-        Ok::<_, StoreError>(s.store.monitor(&monitor.tenant, &monitor.id).await?.is_some())
+        Ok::<_, StoreError>(
+            s.store
+                .monitor(&monitor.tenant, &monitor.id)
+                .await?
+                .is_some(),
+        )
     };
     s.watches
         .signal_existing(Subject::monitor(monitor, tenant.shard), signal, exists)

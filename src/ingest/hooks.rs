@@ -18,8 +18,7 @@ use fred::prelude::*;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
 
-use super::IngestState;
-use super::events::enqueue_and_answer;
+use super::events::{IngestState, enqueue_and_answer};
 use super::verify::Verifier;
 use crate::cache::{Cache, CacheSettings};
 use crate::crypto::{TokenHash, sha256_hex};
@@ -190,7 +189,12 @@ pub async fn post_hook(
     refuse_replay(&s, &hook, tenant.shard, &headers).await?;
     let event_type = event_type(&source.event_type, &headers, &raw)?;
     let key_digest = verified.delivery_id.map(|id| {
-        sha256_hex(&[b"source:", source.id.as_str().as_bytes(), b":", id.as_bytes()])
+        sha256_hex(&[
+            b"source:",
+            source.id.as_str().as_bytes(),
+            b":",
+            id.as_bytes(),
+        ])
     });
     let answer =
         enqueue_and_answer(&s.ingest, &tenant, event_type, &headers, raw, key_digest).await?;

@@ -17,19 +17,4 @@ pub mod heartbeats;
 pub mod hooks;
 pub mod verify;
 
-use std::sync::Arc;
-
-use crate::auth::Auth;
-use crate::body::BodyLimits;
-use crate::queue::Enqueuer;
-
-/// What the event routes share.
-#[derive(Clone, Debug)]
-pub struct IngestState {
-    /// Token → tenant.
-    pub auth: Arc<Auth>,
-    /// Durable writes.
-    pub enqueuer: Enqueuer,
-    /// Body bounds.
-    pub body_limits: BodyLimits,
-}
+pub use events::IngestState;

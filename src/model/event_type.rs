@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use super::Invalid;
+use super::invalid::Invalid;
 
 /// Longest event type.
 pub const MAX_LEN: usize = 128;
@@ -198,7 +198,10 @@ mod tests {
     fn patterns_are_checked() {
         for ok in ["*", "a", "a.*", "a.b-c_d.*", "a..*"] {
             assert!(EventPattern::parse(ok).is_ok(), "{ok}");
-            assert_eq!(EventPattern::parse(ok).map(|p| p.text()).ok().as_deref(), Some(ok));
+            assert_eq!(
+                EventPattern::parse(ok).map(|p| p.text()).ok().as_deref(),
+                Some(ok)
+            );
         }
         for bad in ["", "a*", "*.a", "a.*.b", "a b", ".*", "a.**"] {
             assert!(EventPattern::parse(bad).is_err(), "{bad}");

@@ -7,7 +7,7 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
-use super::Invalid;
+use super::invalid::Invalid;
 
 /// Longest id.
 pub const MAX_LEN: usize = 64;

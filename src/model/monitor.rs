@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::Invalid;
 use super::bounded::Bounded;
+use super::invalid::Invalid;
 use super::secret::SecretText;
 use super::text::Name;
 
@@ -147,7 +147,7 @@ pub struct MonitorPatch {
     #[serde(default)]
     #[schema(inline)]
     pub grace_s: Option<Grace>,
-    #[serde(default, deserialize_with = "super::present")]
+    #[serde(default, deserialize_with = "super::patch::present")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 512)]
     pub secret: Option<Option<SecretText>>,
 }
@@ -168,9 +168,19 @@ mod tests {
     #[test]
     fn specs_take_defaults_and_bounds() {
         let s: Result<MonitorSpec, _> = serde_json::from_str(r#"{"name": "api"}"#);
-        assert!(s.as_ref().is_ok_and(|s| s.window().duration().as_secs() == 360), "{s:?}");
-        assert!(serde_json::from_str::<MonitorSpec>(r#"{"name": "a", "heartbeat_interval_s": 0}"#).is_err());
-        assert!(serde_json::from_str::<MonitorSpec>(r#"{"name": "a", "grace_s": 99999999999}"#).is_err());
+        assert!(
+            s.as_ref()
+                .is_ok_and(|s| s.window().duration().as_secs() == 360),
+            "{s:?}"
+        );
+        assert!(
+            serde_json::from_str::<MonitorSpec>(r#"{"name": "a", "heartbeat_interval_s": 0}"#)
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<MonitorSpec>(r#"{"name": "a", "grace_s": 99999999999}"#)
+                .is_err()
+        );
         let empty = serde_json::from_str::<MonitorSpec>(r#"{"name": "a", "secret": ""}"#);
         assert!(empty.is_ok_and(|s| s.validate().is_err()));
         let p: Result<MonitorPatch, _> = serde_json::from_str(r#"{"secret": null}"#);

@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::Invalid;
 use super::bounded::Bounded;
 use super::event_type::{EventType, string_schema};
+use super::invalid::Invalid;
 use super::monitor::{DEFAULT_GRACE, Every, Grace, WatchWindow};
 use super::secret::SecretText;
 use super::text::{HEADER_NAME_PATTERN, check_header_name};
@@ -53,7 +53,10 @@ impl EventTypeRule {
             EventTypeRule::Header(h) => check_header_name(h).map_err(|e| e.within("header")),
             EventTypeRule::JsonPointer(p) if p.is_empty() || p.starts_with('/') => {
                 if p.chars().count() > 1024 {
-                    return Err(Invalid::at("json_pointer", "must be at most 1024 characters"));
+                    return Err(Invalid::at(
+                        "json_pointer",
+                        "must be at most 1024 characters",
+                    ));
                 }
                 Ok(())
             }
@@ -73,7 +76,9 @@ impl utoipa::PartialSchema for EventTypeRule {
             ObjectBuilder::new()
                 .property(key, inner)
                 .required(key)
-                .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)))
+                .additional_properties(Some(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ))
         };
         OneOfBuilder::new()
             .item(one(
@@ -85,7 +90,9 @@ impl utoipa::PartialSchema for EventTypeRule {
                 string_schema("^(/.*)?$", 0, 1024, "A JSON pointer into the body."),
             ))
             .item(one("fixed", <EventType as utoipa::PartialSchema>::schema()))
-            .description(Some("Where the event type of an inbound request comes from."))
+            .description(Some(
+                "Where the event type of an inbound request comes from.",
+            ))
             .into()
     }
 }
@@ -131,7 +138,11 @@ pub fn standard_webhooks_key(secret: &str) -> Option<Vec<u8>> {
 
 impl VerifySpec {
     fn validate(&self) -> Result<(), Invalid> {
-        let secret = self.secret.as_ref().map(SecretText::expose).unwrap_or_default();
+        let secret = self
+            .secret
+            .as_ref()
+            .map(SecretText::expose)
+            .unwrap_or_default();
         if secret.chars().count() > MAX_SECRET {
             return Err(Invalid::at(
                 "secret",
@@ -182,7 +193,9 @@ pub struct SourceSpec {
 impl SourceSpec {
     /// The rules between fields.
     pub fn validate(&self) -> Result<(), Invalid> {
-        self.event_type.validate().map_err(|e| e.within("event_type"))?;
+        self.event_type
+            .validate()
+            .map_err(|e| e.within("event_type"))?;
         self.verify.validate().map_err(|e| e.within("verify"))?;
         if self.expect_every_s.is_none() && self.grace_s.is_some() {
             return Err(Invalid::at(
@@ -231,18 +244,35 @@ mod tests {
     #[test]
     fn specs_are_checked() {
         let base = r#""name": "gh", "event_type": {"header": "X-GitHub-Event"}"#;
-        assert!(spec(&format!(r#"{{{base}, "verify": {{"scheme": "github", "secret": "s"}}}}"#)).is_ok());
+        assert!(
+            spec(&format!(
+                r#"{{{base}, "verify": {{"scheme": "github", "secret": "s"}}}}"#
+            ))
+            .is_ok()
+        );
         assert!(spec(&format!(r#"{{{base}, "verify": {{"scheme": "none"}}}}"#)).is_ok());
         let e = spec(&format!(r#"{{{base}, "verify": {{"scheme": "github"}}}}"#));
         assert!(e.is_err_and(|e| e.contains("verify.secret")));
-        let e = spec(&format!(r#"{{{base}, "verify": {{"scheme": "standard_webhooks", "secret": "!!"}}}}"#));
+        let e = spec(&format!(
+            r#"{{{base}, "verify": {{"scheme": "standard_webhooks", "secret": "!!"}}}}"#
+        ));
         assert!(e.is_err_and(|e| e.contains("whsec_")));
-        let e = spec(&format!(r#"{{{base}, "verify": {{"scheme": "none"}}, "grace_s": 5}}"#));
+        let e = spec(&format!(
+            r#"{{{base}, "verify": {{"scheme": "none"}}, "grace_s": 5}}"#
+        ));
         assert!(e.is_err_and(|e| e.contains("expect_every_s")));
-        let e = spec(r#"{"name": "x", "verify": {"scheme": "none"}, "event_type": {"json_pointer": "type"}}"#);
+        let e = spec(
+            r#"{"name": "x", "verify": {"scheme": "none"}, "event_type": {"json_pointer": "type"}}"#,
+        );
         assert!(e.is_err_and(|e| e.contains("json_pointer")));
-        let e = spec(r#"{"name": "x", "verify": {"scheme": "none"}, "event_type": {"fixed": "a b"}}"#);
+        let e =
+            spec(r#"{"name": "x", "verify": {"scheme": "none"}, "event_type": {"fixed": "a b"}}"#);
         assert!(e.is_err());
-        assert!(spec(&format!(r#"{{{base}, "verify": {{"scheme": "none", "tolerance_s": 0}}}}"#)).is_err());
+        assert!(
+            spec(&format!(
+                r#"{{{base}, "verify": {{"scheme": "none", "tolerance_s": 0}}}}"#
+            ))
+            .is_err()
+        );
     }
 }

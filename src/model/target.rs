@@ -14,9 +14,9 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{RefOr, schema::OneOfBuilder};
 
 use super::event_type::{EventPattern, string_schema};
+use super::invalid::{Invalid, in_range};
 use super::secret::SecretText;
 use super::text::{HEADER_NAME_PATTERN, HEADER_VALUE_CHARS, check_header_name, check_header_value};
-use super::{Invalid, in_range};
 
 /// Longest target URL.
 pub const MAX_URL: usize = 2048;
@@ -105,7 +105,12 @@ impl Default for RetryFields {
 impl TryFrom<RetryFields> for RetryPolicy {
     type Error = Invalid;
     fn try_from(f: RetryFields) -> Result<RetryPolicy, Invalid> {
-        RetryPolicy::try_new(f.initial_delay_ms, f.multiplier, f.max_delay_ms, f.max_attempts)
+        RetryPolicy::try_new(
+            f.initial_delay_ms,
+            f.multiplier,
+            f.max_delay_ms,
+            f.max_attempts,
+        )
     }
 }
 
@@ -195,7 +200,11 @@ impl RetryPolicy {
 
 /// How the gateway authenticates to a target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields, try_from = "AuthFields")]
+#[serde(
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    try_from = "AuthFields"
+)]
 pub enum TargetAuth {
     /// `Authorization: Bearer <token>`.
     Bearer(SecretText),
@@ -263,7 +272,9 @@ impl utoipa::PartialSchema for TargetAuth {
             ObjectBuilder::new()
                 .property(key, inner)
                 .required(key)
-                .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)))
+                .additional_properties(Some(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ))
                 .into()
         };
         let basic = ObjectBuilder::new()
@@ -284,13 +295,17 @@ impl utoipa::PartialSchema for TargetAuth {
                     .max_length(Some(MAX_CREDENTIAL)),
             )
             .required("password")
-            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
         let header = ObjectBuilder::new()
             .property("name", custom_header_name_schema())
             .required("name")
             .property("value", credential())
             .required("value")
-            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
         OneOfBuilder::new()
             .item(one("bearer", credential()))
             .item(one("basic", basic.into()))
@@ -421,7 +436,9 @@ impl TryFrom<BTreeMap<String, String>> for Headers {
     type Error = Invalid;
     fn try_from(map: BTreeMap<String, String>) -> Result<Headers, Invalid> {
         if map.len() > MAX_HEADERS {
-            return Err(Invalid::new(format!("must hold at most {MAX_HEADERS} headers")));
+            return Err(Invalid::new(format!(
+                "must hold at most {MAX_HEADERS} headers"
+            )));
         }
         for (k, v) in &map {
             check_custom_header_name(k)?;
@@ -625,9 +642,10 @@ impl UrlProblem {
     }
 }
 
-impl From<UrlProblem> for Invalid {
-    fn from(p: UrlProblem) -> Invalid {
-        Invalid::new(p.message())
+impl UrlProblem {
+    /// The refusal of the URL.
+    pub fn invalid(self) -> Invalid {
+        Invalid::new(self.message())
     }
 }
 
@@ -640,7 +658,7 @@ pub struct TargetUrl(String);
 impl TryFrom<String> for TargetUrl {
     type Error = Invalid;
     fn try_from(text: String) -> Result<TargetUrl, Invalid> {
-        TargetUrl::parse(&text).map_err(Invalid::from)
+        TargetUrl::parse(&text).map_err(UrlProblem::invalid)
     }
 }
 
@@ -816,7 +834,7 @@ impl TargetSpec {
     pub fn validate(&self, allow_private: bool) -> Result<(), Invalid> {
         self.url
             .check_reachable(allow_private)
-            .map_err(|p| Invalid::from(p).within("url"))?;
+            .map_err(|p| p.invalid().within("url"))?;
         check_ordering(self.ordered, self.mode)
     }
 }
@@ -842,11 +860,11 @@ pub struct TargetPatch {
     pub events: Option<Patterns>,
     #[serde(default)]
     pub mode: Option<Mode>,
-    #[serde(default, deserialize_with = "super::present")]
+    #[serde(default, deserialize_with = "super::patch::present")]
     pub retry: Option<Option<RetryPolicy>>,
     #[serde(default)]
     pub headers: Option<Headers>,
-    #[serde(default, deserialize_with = "super::present")]
+    #[serde(default, deserialize_with = "super::patch::present")]
     pub auth: Option<Option<TargetAuth>>,
     #[serde(default)]
     pub ordered: Option<bool>,
@@ -866,15 +884,28 @@ mod tests {
 
     #[test]
     fn specs_are_checked_field_by_field() {
-        let ok = spec(serde_json::json!({"url": "https://example.com/hook", "events": ["order.*"]}));
-        assert!(ok.as_ref().is_ok_and(|s| s.validate(false).is_ok()), "{ok:?}");
+        let ok =
+            spec(serde_json::json!({"url": "https://example.com/hook", "events": ["order.*"]}));
+        assert!(
+            ok.as_ref().is_ok_and(|s| s.validate(false).is_ok()),
+            "{ok:?}"
+        );
         let refused = |json: serde_json::Value, what: &str| {
             let e = spec(json).err().unwrap_or_default();
             assert!(e.contains(what), "{e}");
         };
-        refused(serde_json::json!({"url": "ftp://x/", "events": ["*"]}), "http or https");
-        refused(serde_json::json!({"url": "https://x/", "events": []}), "1 to 100");
-        refused(serde_json::json!({"url": "https://x/", "events": ["a*b"]}), "prefix.*");
+        refused(
+            serde_json::json!({"url": "ftp://x/", "events": ["*"]}),
+            "http or https",
+        );
+        refused(
+            serde_json::json!({"url": "https://x/", "events": []}),
+            "1 to 100",
+        );
+        refused(
+            serde_json::json!({"url": "https://x/", "events": ["a*b"]}),
+            "prefix.*",
+        );
         refused(
             serde_json::json!({"url": "https://x/", "events": ["*"], "headers": {"Webhook-Id": "x"}}),
             "set by the gateway",
@@ -883,8 +914,14 @@ mod tests {
             serde_json::json!({"url": "https://x/", "events": ["*"], "headers": {"X-Ok": "a\nb"}}),
             "control",
         );
-        refused(serde_json::json!({"url": "https://x/", "events": ["*"], "secret": "nope"}), "whsec_");
-        refused(serde_json::json!({"url": "https://x/", "events": ["*"], "auth": {"bearer": ""}}), "bearer");
+        refused(
+            serde_json::json!({"url": "https://x/", "events": ["*"], "secret": "nope"}),
+            "whsec_",
+        );
+        refused(
+            serde_json::json!({"url": "https://x/", "events": ["*"], "auth": {"bearer": ""}}),
+            "bearer",
+        );
         refused(
             serde_json::json!({"url": "https://x/", "events": ["*"], "retry": {"initial_delay_ms": 18446744073709551615u64, "multiplier": 1.0, "max_delay_ms": 18446744073709551615u64}}),
             "initial_delay_ms",
@@ -894,8 +931,14 @@ mod tests {
             "multiplier",
         );
         let private = spec(serde_json::json!({"url": "http://10.0.0.1/x", "events": ["*"]}));
-        assert!(private.as_ref().is_ok_and(|s| s.validate(false).is_err() && s.validate(true).is_ok()));
-        let f = spec(serde_json::json!({"url": "https://x/", "events": ["*"], "ordered": true, "mode": "fire_and_forget"}));
+        assert!(
+            private
+                .as_ref()
+                .is_ok_and(|s| s.validate(false).is_err() && s.validate(true).is_ok())
+        );
+        let f = spec(
+            serde_json::json!({"url": "https://x/", "events": ["*"], "ordered": true, "mode": "fire_and_forget"}),
+        );
         assert!(f.is_ok_and(|s| s.validate(true).is_err()));
     }
 
@@ -906,10 +949,19 @@ mod tests {
         assert!(matches!(&a, Ok(TargetAuth::Basic { username, .. }) if username == "u"));
         assert_eq!(
             a.ok().map(|a| a.redacted()),
-            Some(TargetAuthView::Basic { username: "u".into(), password: "***".into() })
+            Some(TargetAuthView::Basic {
+                username: "u".into(),
+                password: "***".into()
+            })
         );
-        assert!(serde_json::from_str::<TargetAuth>(r#"{"header": {"name": "X-Key", "value": "v"}}"#).is_ok());
-        assert!(serde_json::from_str::<TargetAuth>(r#"{"header": {"name": "Host", "value": "v"}}"#).is_err());
+        assert!(
+            serde_json::from_str::<TargetAuth>(r#"{"header": {"name": "X-Key", "value": "v"}}"#)
+                .is_ok()
+        );
+        assert!(
+            serde_json::from_str::<TargetAuth>(r#"{"header": {"name": "Host", "value": "v"}}"#)
+                .is_err()
+        );
         assert!(serde_json::from_str::<TargetAuth>(r#"{"digest": "x"}"#).is_err());
     }
 
@@ -932,40 +984,94 @@ mod tests {
     #[test]
     fn retry_ceiling_grows_then_caps() {
         let p = RetryPolicy::try_new(1000, 2.0, 10_000, 10);
-        let ms: Vec<u64> = (2..8).map(|a| p.as_ref().map(|p| p.ceiling_ms(a)).unwrap_or(0)).collect();
+        let ms: Vec<u64> = (2..8)
+            .map(|a| p.as_ref().map(|p| p.ceiling_ms(a)).unwrap_or(0))
+            .collect();
         assert_eq!(ms, vec![1000, 2000, 4000, 8000, 10_000, 10_000]);
         let huge = RetryPolicy::try_new(MAX_DELAY_MS, MAX_MULTIPLIER, MAX_DELAY_MS, 100);
         assert_eq!(huge.map(|p| p.ceiling_ms(100)), Ok(MAX_DELAY_MS));
         // A cap below the first delay caps the first delay too.
-        assert_eq!(RetryPolicy::try_new(5000, 2.0, 1000, 3).map(|p| p.ceiling_ms(2)), Ok(1000));
+        assert_eq!(
+            RetryPolicy::try_new(5000, 2.0, 1000, 3).map(|p| p.ceiling_ms(2)),
+            Ok(1000)
+        );
     }
 
     #[test]
     fn private_and_special_addresses_are_refused() {
         for bad in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "fe80::1", "fd00:ec2::254", "::ffff:127.0.0.1", "::",
-            "255.255.255.255", "224.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:127.0.0.1",
+            "::",
+            "255.255.255.255",
+            "224.0.0.1",
         ] {
-            assert!(!is_public(bad.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))), "{bad}");
+            assert!(
+                !is_public(bad.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+                "{bad}"
+            );
         }
-        for good in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1"] {
-            assert!(is_public(good.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))), "{good}");
+        for good in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
+            assert!(
+                is_public(good.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))),
+                "{good}"
+            );
         }
     }
 
     #[test]
     fn urls() {
         assert!(check_url("https://example.com/hook", false).is_ok());
-        assert_eq!(check_url("ftp://example.com/", false).err(), Some(UrlProblem::Scheme));
-        assert_eq!(check_url("http://127.0.0.1:80/", false).err(), Some(UrlProblem::Private));
-        assert_eq!(check_url("http://[::1]/", false).err(), Some(UrlProblem::Private));
-        assert_eq!(check_url("http://localhost:8080/", false).err(), Some(UrlProblem::Private));
-        assert_eq!(check_url("http://u:p@example.com/", false).err(), Some(UrlProblem::Credentials));
-        assert_eq!(check_url("not a url", false).err(), Some(UrlProblem::Invalid));
-        assert_eq!(check_url("/relative", false).err(), Some(UrlProblem::Invalid));
+        assert_eq!(
+            check_url("ftp://example.com/", false).err(),
+            Some(UrlProblem::Scheme)
+        );
+        assert_eq!(
+            check_url("http://127.0.0.1:80/", false).err(),
+            Some(UrlProblem::Private)
+        );
+        assert_eq!(
+            check_url("http://[::1]/", false).err(),
+            Some(UrlProblem::Private)
+        );
+        assert_eq!(
+            check_url("http://localhost:8080/", false).err(),
+            Some(UrlProblem::Private)
+        );
+        assert_eq!(
+            check_url("http://u:p@example.com/", false).err(),
+            Some(UrlProblem::Credentials)
+        );
+        assert_eq!(
+            check_url("not a url", false).err(),
+            Some(UrlProblem::Invalid)
+        );
+        assert_eq!(
+            check_url("/relative", false).err(),
+            Some(UrlProblem::Invalid)
+        );
         assert!(check_url("http://127.0.0.1:9/", true).is_ok());
-        assert_eq!(check_url("file:///etc/passwd", true).err(), Some(UrlProblem::Scheme));
-        assert_eq!(TargetUrl::parse(&format!("https://x/{}", "a".repeat(2048))).err(), Some(UrlProblem::TooLong));
+        assert_eq!(
+            check_url("file:///etc/passwd", true).err(),
+            Some(UrlProblem::Scheme)
+        );
+        assert_eq!(
+            TargetUrl::parse(&format!("https://x/{}", "a".repeat(2048))).err(),
+            Some(UrlProblem::TooLong)
+        );
     }
 }

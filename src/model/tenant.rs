@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::invalid::{Invalid, in_range};
 use super::text::{ExternalId, Name};
-use super::{Invalid, in_range};
 
 /// A token-bucket (GCRA) rate limit. Only [`RateLimit::try_new`] makes one, so every limit in
 /// the process, including one read back from Redis, has a rate and a burst within bounds.
@@ -131,10 +131,10 @@ pub struct TenantPatch {
     #[serde(default)]
     pub active: Option<bool>,
     /// `null` removes the tenant's own limit.
-    #[serde(default, deserialize_with = "super::present")]
+    #[serde(default, deserialize_with = "super::patch::present")]
     pub rate_limit: Option<Option<RateLimit>>,
     /// `null` removes the external id.
-    #[serde(default, deserialize_with = "super::present")]
+    #[serde(default, deserialize_with = "super::patch::present")]
     pub external_id: Option<Option<ExternalId>>,
 }
 
@@ -168,8 +168,17 @@ mod tests {
         let l = RateLimit::try_new(2.5, None);
         assert_eq!(l.map(|l| l.effective_burst()), Ok(3));
         let slow = RateLimit::try_new(0.001, None);
-        assert_eq!(slow.map(|l| (l.effective_burst(), l.period().as_secs())), Ok((1, 1000)));
-        assert_eq!(RateLimit::clamped(1e-12, Some(0)), RateLimit { per_second: 0.001, burst: Some(1) });
+        assert_eq!(
+            slow.map(|l| (l.effective_burst(), l.period().as_secs())),
+            Ok((1, 1000))
+        );
+        assert_eq!(
+            RateLimit::clamped(1e-12, Some(0)),
+            RateLimit {
+                per_second: 0.001,
+                burst: Some(1)
+            }
+        );
         assert_eq!(RateLimit::clamped(f64::NAN, None).per_second(), 0.001);
         let fast = RateLimit::try_new(1e6, None);
         assert_eq!(fast.map(|l| l.period().as_micros()), Ok(1));

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use super::Invalid;
 use super::event_type::string_schema;
+use super::invalid::Invalid;
 
 /// Characters never allowed in a name or an external id: the C0 and C1 controls and DEL.
 const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
@@ -39,7 +39,10 @@ pub struct Name(String);
 impl Name {
     pub fn parse(text: &str) -> Result<Name, Invalid> {
         let n = text.chars().count();
-        if n == 0 || n > MAX_NAME || text.chars().any(char::is_control) || text.chars().all(is_blank)
+        if n == 0
+            || n > MAX_NAME
+            || text.chars().any(char::is_control)
+            || text.chars().all(is_blank)
         {
             return Err(Invalid::new(format!(
                 "must be 1 to {MAX_NAME} printable characters, not all blank"
@@ -138,9 +141,9 @@ pub const MAX_HEADER_NAME: usize = 256;
 pub fn check_header_name(name: &str) -> Result<(), Invalid> {
     let token = !name.is_empty()
         && name.len() <= MAX_HEADER_NAME
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b)
-        });
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b));
     if token {
         Ok(())
     } else {

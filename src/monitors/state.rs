@@ -476,7 +476,12 @@ impl Watches {
     }
 
     /// Subjects of `shard` whose deadline is before `now`, at most `limit`.
-    pub async fn overdue(&self, shard: u16, now: u64, limit: i64) -> Result<Vec<String>, WatchError> {
+    pub async fn overdue(
+        &self,
+        shard: u16,
+        now: u64,
+        limit: i64,
+    ) -> Result<Vec<String>, WatchError> {
         Ok(self
             .inner
             .redis
@@ -576,9 +581,7 @@ impl Watches {
             last_signal_ms: ms("last_signal"),
             last_duration_ms: ms("last_duration_ms"),
             running_since_ms: ms("started_at"),
-            open_incident: h
-                .get("incident")
-                .and_then(|i| IncidentId::parse(i).ok()),
+            open_incident: h.get("incident").and_then(|i| IncidentId::parse(i).ok()),
             next_deadline_ms: due.filter(|d| d.is_finite() && *d >= 0.0).map(|d| d as u64),
         })
     }

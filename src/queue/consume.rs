@@ -210,8 +210,7 @@ impl StreamReader {
         groups
             .iter()
             .find(|g| {
-                info_field(g, "name").and_then(|v| v.as_string()).as_deref()
-                    == Some(DISPATCH_GROUP)
+                info_field(g, "name").and_then(|v| v.as_string()).as_deref() == Some(DISPATCH_GROUP)
             })
             .and_then(|g| info_field(g, "lag")?.as_u64())
     }

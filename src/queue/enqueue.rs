@@ -17,21 +17,85 @@ use fred::types::{ClusterHash, CustomCommand, Key};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use bytes::Bytes;
+
 use super::entry::{self, LAYOUT};
-use super::{Enqueued, IDEMPOTENCY_TTL_SECS, NewEvent, QueueError};
 use crate::batch::{BatchError, Batcher, Flush, Limits};
+pub use crate::config::MAX_BATCH_EVENTS;
 use crate::keyspace::Keyspace;
-use crate::model::EventId;
+use crate::model::{EventId, EventType, TenantId};
 use crate::scripts::{APPEND_BATCH, ScriptError};
 use crate::telemetry;
+
+/// Why an event was not enqueued.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Unavailable(String),
+    #[error("redis did not answer in time")]
+    Timeout,
+    #[error("too many events waiting for redis")]
+    Overloaded,
+    #[error("the queue is closed")]
+    Closed,
+    #[error("idempotency key reused for a different request")]
+    IdempotencyConflict,
+}
+
+/// An event ready to be written.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Chosen before the write, so a re-sent write is recognisable.
+    pub id: EventId,
+    pub tenant: TenantId,
+    /// Shard of the owner.
+    pub shard: u16,
+    pub event_type: EventType,
+    /// The request's content type, if any.
+    pub content_type: Option<Bytes>,
+    /// Raw body.
+    pub body: Bytes,
+    /// Set when the request carried an `Idempotency-Key`.
+    pub idempotency: Option<Idempotency>,
+}
+
+impl NewEvent {
+    fn as_entry(&self) -> entry::EventRef<'_> {
+        entry::EventRef {
+            id: &self.id,
+            tenant: &self.tenant,
+            event_type: &self.event_type,
+            content_type: self.content_type.as_ref(),
+            body: &self.body,
+        }
+    }
+}
+
+/// The idempotency data of a request.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    /// SHA-256 of the key (bounded length, safe in a Redis key).
+    pub key_digest: String,
+    /// SHA-256 of what the request asked for, to refuse a reused key with a different request.
+    pub fingerprint: String,
+}
+
+/// Outcome of an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Written now.
+    New { id: EventId },
+    /// An earlier request with the same idempotency key wrote this event.
+    Duplicate { id: EventId },
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
 
 /// Values per event in `append_batch`'s ARGV: the entry's five, key index, fingerprint.
 const ARGS_PER_EVENT: usize = 7;
 /// A batch stops growing past this many body bytes (one large event still goes alone).
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
-/// Largest `max_batch`: a script's `unpack` of the entry's fields must stay far below Lua's
-/// stack limit (8000).
-pub const MAX_BATCH_EVENTS: usize = 512;
 
 /// Tuning of the enqueue path.
 #[derive(Debug, Clone)]
@@ -284,12 +348,18 @@ fn outcomes(
                 .iter()
                 .map(|e| Ok(Enqueued::New { id: e.id.clone() }))
                 .collect(),
-            _ => failed(QueueError::Unavailable("unexpected reply to an append".into())),
+            _ => failed(QueueError::Unavailable(
+                "unexpected reply to an append".into(),
+            )),
         };
     }
     let answer: Result<Appended, ScriptError> = match reply.as_str() {
         Some(text) => APPEND_BATCH.decode(&text),
-        None => return failed(QueueError::Unavailable("unexpected reply to an append".into())),
+        None => {
+            return failed(QueueError::Unavailable(
+                "unexpected reply to an append".into(),
+            ));
+        }
     };
     match answer {
         Ok(a) if a.stored.len() == events.len() => events
@@ -297,16 +367,20 @@ fn outcomes(
             .zip(a.stored)
             .map(|(e, stored)| outcome_of(e, &stored))
             .collect(),
-        Ok(_) => failed(QueueError::Unavailable("unexpected reply to an append".into())),
+        Ok(_) => failed(QueueError::Unavailable(
+            "unexpected reply to an append".into(),
+        )),
         Err(e) => failed(QueueError::Unavailable(e.to_string())),
     }
 }
 
 /// What the script's answer for `event` means.
 fn outcome_of(event: &NewEvent, stored: &str) -> Result<Enqueued, QueueError> {
-    let new = || Ok(Enqueued::New {
-        id: event.id.clone(),
-    });
+    let new = || {
+        Ok(Enqueued::New {
+            id: event.id.clone(),
+        })
+    };
     let Some(idem) = &event.idempotency else {
         return new();
     };
@@ -332,8 +406,6 @@ fn outcome_of(event: &NewEvent, stored: &str) -> Result<Enqueued, QueueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EventType, TenantId};
-    use crate::queue::Idempotency;
 
     fn event(idem: Option<&str>) -> NewEvent {
         NewEvent {

@@ -76,7 +76,9 @@ pub fn values(e: EventRef<'_>) -> [Value; 5] {
 }
 
 /// The fields of one entry holding `events`, for `XADD`.
-pub fn fields<'a>(events: impl ExactSizeIterator<Item = EventRef<'a>>) -> Vec<(&'static str, Value)> {
+pub fn fields<'a>(
+    events: impl ExactSizeIterator<Item = EventRef<'a>>,
+) -> Vec<(&'static str, Value)> {
     let mut out = Vec::with_capacity(1 + events.len() * EVENT_FIELDS.len());
     out.push((field::VERSION, Value::from(ENTRY_VERSION)));
     for e in events {
@@ -128,11 +130,16 @@ pub fn decode(fields: &[(Bytes, Bytes)]) -> Result<Vec<StoredEvent>, EntryError>
     }
     rest.chunks(EVENT_FIELDS.len())
         .map(|ev| {
-            if ev.iter().zip(EVENT_FIELDS).any(|((name, _), want)| name != want) {
+            if ev
+                .iter()
+                .zip(EVENT_FIELDS)
+                .any(|((name, _), want)| name != want)
+            {
                 return Err(EntryError::Malformed("fields out of order"));
             }
             Ok(StoredEvent {
-                id: EventId::parse(text(&ev[0].1, "id")?).map_err(|_| EntryError::Malformed("id"))?,
+                id: EventId::parse(text(&ev[0].1, "id")?)
+                    .map_err(|_| EntryError::Malformed("id"))?,
                 tenant: TenantId::parse(text(&ev[1].1, "tenant")?)
                     .map_err(|_| EntryError::Malformed("tenant"))?,
                 event_type: EventType::parse(text(&ev[2].1, "type")?)
@@ -149,7 +156,10 @@ mod tests {
     use super::*;
 
     fn pair(k: &str, v: &[u8]) -> (Bytes, Bytes) {
-        (Bytes::copy_from_slice(k.as_bytes()), Bytes::copy_from_slice(v))
+        (
+            Bytes::copy_from_slice(k.as_bytes()),
+            Bytes::copy_from_slice(v),
+        )
     }
 
     fn as_bytes(v: &Value) -> Bytes {
@@ -162,12 +172,28 @@ mod tests {
 
     #[test]
     fn what_is_encoded_decodes() -> anyhow::Result<()> {
-        let (id, tenant, t) = (EventId::generate(), TenantId::parse("ten_a")?, EventType::parse("a.b")?);
+        let (id, tenant, t) = (
+            EventId::generate(),
+            TenantId::parse("ten_a")?,
+            EventType::parse("a.b")?,
+        );
         let ct = Bytes::from_static(b"application/json");
         let bodies = [Bytes::from_static(b"{}"), Bytes::from_static(&[0, 255])];
         let events = [
-            EventRef { id: &id, tenant: &tenant, event_type: &t, content_type: Some(&ct), body: &bodies[0] },
-            EventRef { id: &id, tenant: &tenant, event_type: &t, content_type: None, body: &bodies[1] },
+            EventRef {
+                id: &id,
+                tenant: &tenant,
+                event_type: &t,
+                content_type: Some(&ct),
+                body: &bodies[0],
+            },
+            EventRef {
+                id: &id,
+                tenant: &tenant,
+                event_type: &t,
+                content_type: None,
+                body: &bodies[1],
+            },
         ];
         let encoded: Vec<(Bytes, Bytes)> = fields(events.into_iter())
             .iter()
@@ -175,7 +201,10 @@ mod tests {
             .collect();
         let decoded = decode(&encoded)?;
         assert_eq!(decoded.len(), 2);
-        assert_eq!(decoded[0].content_type.as_deref(), Some(&b"application/json"[..]));
+        assert_eq!(
+            decoded[0].content_type.as_deref(),
+            Some(&b"application/json"[..])
+        );
         assert_eq!(decoded[1].content_type, None);
         assert_eq!(&decoded[1].body[..], &[0, 255]);
         assert_eq!(*LAYOUT, "v\n1\nid\ntenant\ntype\nct\nbody");
@@ -184,16 +213,25 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_named() {
-        assert!(matches!(decode(&[pair("v", b"9")]), Err(EntryError::Version(_))));
+        assert!(matches!(
+            decode(&[pair("v", b"9")]),
+            Err(EntryError::Version(_))
+        ));
         assert!(decode(&[]).is_err());
         let short = [pair("v", b"1"), pair("id", b"evt_1"), pair("tenant", b"t")];
         assert_eq!(
             decode(&short),
-            Err(EntryError::Malformed("field count is not a whole number of events"))
+            Err(EntryError::Malformed(
+                "field count is not a whole number of events"
+            ))
         );
         let bad_id = [
-            pair("v", b"1"), pair("id", b"../x"), pair("tenant", b"t"), pair("type", b"a"),
-            pair("ct", b""), pair("body", b""),
+            pair("v", b"1"),
+            pair("id", b"../x"),
+            pair("tenant", b"t"),
+            pair("type", b"a"),
+            pair("ct", b""),
+            pair("body", b""),
         ];
         assert_eq!(decode(&bad_id), Err(EntryError::Malformed("id")));
     }

@@ -19,80 +19,14 @@
 //! - [`retention`]: consumer groups and trimming by age, never past unfinished entries.
 
 pub mod consume;
-pub mod entry;
 pub mod enqueue;
+pub mod entry;
 pub mod retention;
 
-use bytes::Bytes;
-
 pub use consume::{RawEntry, StreamReader};
-pub use enqueue::{Enqueuer, EnqueuerConfig, MAX_BATCH_EVENTS};
+pub use enqueue::{
+    Enqueued, Enqueuer, EnqueuerConfig, IDEMPOTENCY_TTL_SECS, Idempotency, MAX_BATCH_EVENTS,
+    NewEvent, QueueError,
+};
 pub use entry::{StoredEvent, decode};
 pub use retention::{Retention, ensure_group, ensure_groups};
-
-use crate::model::{EventId, EventType, TenantId};
-
-/// Why an event was not enqueued.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum QueueError {
-    #[error("redis: {0}")]
-    Unavailable(String),
-    #[error("redis did not answer in time")]
-    Timeout,
-    #[error("too many events waiting for redis")]
-    Overloaded,
-    #[error("the queue is closed")]
-    Closed,
-    #[error("idempotency key reused for a different request")]
-    IdempotencyConflict,
-}
-
-/// An event ready to be written.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// Chosen before the write, so a re-sent write is recognisable.
-    pub id: EventId,
-    pub tenant: TenantId,
-    /// Shard of the owner.
-    pub shard: u16,
-    pub event_type: EventType,
-    /// The request's content type, if any.
-    pub content_type: Option<Bytes>,
-    /// Raw body.
-    pub body: Bytes,
-    /// Set when the request carried an `Idempotency-Key`.
-    pub idempotency: Option<Idempotency>,
-}
-
-impl NewEvent {
-    fn as_entry(&self) -> entry::EventRef<'_> {
-        entry::EventRef {
-            id: &self.id,
-            tenant: &self.tenant,
-            event_type: &self.event_type,
-            content_type: self.content_type.as_ref(),
-            body: &self.body,
-        }
-    }
-}
-
-/// The idempotency data of a request.
-#[derive(Debug, Clone)]
-pub struct Idempotency {
-    /// SHA-256 of the key (bounded length, safe in a Redis key).
-    pub key_digest: String,
-    /// SHA-256 of what the request asked for, to refuse a reused key with a different request.
-    pub fingerprint: String,
-}
-
-/// Outcome of an enqueue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Enqueued {
-    /// Written now.
-    New { id: EventId },
-    /// An earlier request with the same idempotency key wrote this event.
-    Duplicate { id: EventId },
-}
-
-/// How long an idempotency key is remembered.
-pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;

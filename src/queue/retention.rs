@@ -14,8 +14,8 @@ use fred::types::streams::XCap;
 use tokio_util::sync::CancellationToken;
 
 use crate::keyspace::{DISPATCH_GROUP, Keyspace};
-use crate::redis::info_field;
 use crate::model::time::now_ms;
+use crate::redis::info_field;
 
 /// Creates the dispatcher group on every shard stream (and the stream if missing).
 pub async fn ensure_groups(

@@ -48,10 +48,7 @@ pub enum ScriptError {
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error("script {script} answered something unexpected: {cause}")]
-    Answer {
-        script: &'static str,
-        cause: String,
-    },
+    Answer { script: &'static str, cause: String },
 }
 
 impl Script {
@@ -262,9 +259,17 @@ mod tests {
     fn every_file_names_its_keys_args_and_answer() {
         for s in ALL {
             for word in ["KEYS", "ARGV", "Answer"] {
-                assert!(s.source.contains(&format!("-- {word}")), "{} lacks `-- {word}`", s.name);
+                assert!(
+                    s.source.contains(&format!("-- {word}")),
+                    "{} lacks `-- {word}`",
+                    s.name
+                );
             }
-            assert!(s.source.contains("cjson.encode"), "{} answers without cjson", s.name);
+            assert!(
+                s.source.contains("cjson.encode"),
+                "{} answers without cjson",
+                s.name
+            );
         }
         let names: std::collections::HashSet<&str> = ALL.iter().map(|s| s.name).collect();
         assert_eq!(names.len(), ALL.len());
@@ -282,6 +287,10 @@ mod tests {
         assert!(a.is_ok_and(|m| m.members.is_empty()));
         let b: Result<Members, _> = CLAIM_DUE.decode(r#"{"members":["a:b"]}"#);
         assert!(b.is_ok_and(|m| m.members == ["a:b"]));
-        assert!(CLAIM_DUE.decode::<Members>(r#"{"members":{"x":1}}"#).is_err());
+        assert!(
+            CLAIM_DUE
+                .decode::<Members>(r#"{"members":{"x":1}}"#)
+                .is_err()
+        );
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::error::StoreError;
 use crate::keyspace::Keyspace;
 use crate::model::time::now_ms;
 use crate::model::{DeadLetterId, EventId, EventType, TargetId, TenantId};
@@ -333,9 +333,9 @@ impl Deliveries {
         let pipeline = self.redis.pipeline();
         let mut parsed = Vec::with_capacity(claimed.members.len());
         for m in claimed.members {
-            let ids = m.split_once(':').and_then(|(e, t)| {
-                Some((EventId::parse(e).ok()?, TargetId::parse(t).ok()?))
-            });
+            let ids = m
+                .split_once(':')
+                .and_then(|(e, t)| Some((EventId::parse(e).ok()?, TargetId::parse(t).ok()?)));
             let Some((event, target)) = ids else {
                 tracing::warn!(member = %m, "dropping a malformed member of the retry schedule");
                 let _: i64 = self.redis.zrem(&retries, m.clone()).await?;

@@ -6,7 +6,8 @@
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, TokenedWrite, decode_doc};
+use super::error::StoreError;
+use super::handle::{Store, TokenedWrite, decode_doc};
 use crate::crypto::{TokenHash, random_token, secrets_equal};
 use crate::invalidation::Invalidation;
 use crate::model::monitor::{Every, Grace};
@@ -209,7 +210,10 @@ impl Store {
         tenant: &TenantId,
         id: &MonitorId,
     ) -> Result<Option<Monitor>, StoreError> {
-        Ok(self.monitor_by_id(id).await?.filter(|m| m.tenant == *tenant))
+        Ok(self
+            .monitor_by_id(id)
+            .await?
+            .filter(|m| m.tenant == *tenant))
     }
 
     /// The monitor whose URL token hashes to `hash`.

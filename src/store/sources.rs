@@ -4,7 +4,8 @@
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, TokenedWrite, decode_doc};
+use super::error::StoreError;
+use super::handle::{Store, TokenedWrite, decode_doc};
 use crate::crypto::{TokenHash, random_token};
 use crate::invalidation::Invalidation;
 use crate::model::source::Tolerance;
@@ -132,7 +133,10 @@ impl Store {
         let token = random_token(TOKEN_PREFIX)?;
         let now = now_ms();
         let secret = match spec.verify.secret.as_ref().filter(|s| !s.is_empty()) {
-            Some(s) => Some(self.crypto.seal(s.expose().as_bytes(), &secret_context(&id))?),
+            Some(s) => Some(
+                self.crypto
+                    .seal(s.expose().as_bytes(), &secret_context(&id))?,
+            ),
             None => None,
         };
         let doc = SourceDoc {
@@ -220,7 +224,11 @@ impl Store {
     }
 
     /// Deletes a source; `false` when it is not there (for this tenant).
-    pub async fn delete_source(&self, tenant: &TenantId, id: &SourceId) -> Result<bool, StoreError> {
+    pub async fn delete_source(
+        &self,
+        tenant: &TenantId,
+        id: &SourceId,
+    ) -> Result<bool, StoreError> {
         let Some(s) = self.source(tenant, id).await? else {
             return Ok(false);
         };

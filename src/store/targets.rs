@@ -10,14 +10,15 @@
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{OPTIMISTIC_ATTEMPTS, Store, StoreError, decode_doc, unexpected};
+use super::error::{StoreError, unexpected};
+use super::handle::{OPTIMISTIC_ATTEMPTS, Store, decode_doc};
 use crate::crypto::random_bytes;
 use crate::invalidation::Invalidation;
 use crate::model::target::check_ordering;
 use crate::model::time::now_ms;
 use crate::model::{
-    Format, Headers, Invalid, Mode, Origin, Patterns, RetryPolicy, SigningSecret, TargetAuth,
-    TargetId, TargetPatch, TargetSpec, TargetUrl, TenantId,
+    Format, Headers, Mode, Origin, Patterns, RetryPolicy, SigningSecret, TargetAuth, TargetId,
+    TargetPatch, TargetSpec, TargetUrl, TenantId,
 };
 use crate::scripts::{self, DELETE_TARGET, SAVE_TARGET};
 
@@ -194,7 +195,8 @@ impl Store {
         let d: TargetDoc = decode_doc(key, doc)?;
         let secret = |sealed: &str| -> Result<SigningSecret, StoreError> {
             let plain = self.crypto.open(sealed, &secret_context(id))?;
-            let text = String::from_utf8(plain).map_err(|_| corrupt("secret is not UTF-8".into()))?;
+            let text =
+                String::from_utf8(plain).map_err(|_| corrupt("secret is not UTF-8".into()))?;
             SigningSecret::parse(&text).map_err(|e| corrupt(format!("secret {e}")))
         };
         let auth = match &d.auth {
@@ -387,7 +389,7 @@ impl Store {
     ) -> Result<Option<Target>, StoreError> {
         if let Some(url) = &patch.url {
             url.check_reachable(allow_private)
-                .map_err(|p| Invalid::from(p).within("url"))?;
+                .map_err(|p| p.invalid().within("url"))?;
         }
         self.modify_target(tenant, id, |t| {
             let mode = patch.mode.unwrap_or(t.mode);
@@ -474,7 +476,11 @@ impl Store {
     }
 
     /// Deletes a target; `false` when it did not exist (for this tenant).
-    pub async fn delete_target(&self, tenant: &TenantId, id: &TargetId) -> Result<bool, StoreError> {
+    pub async fn delete_target(
+        &self,
+        tenant: &TenantId,
+        id: &TargetId,
+    ) -> Result<bool, StoreError> {
         if self.target(tenant, id).await?.is_none() {
             return Ok(false);
         }

@@ -5,11 +5,14 @@ use std::collections::HashMap;
 
 use fred::prelude::*;
 
-use super::{OPTIMISTIC_ATTEMPTS, Store, StoreError, unexpected};
+use super::error::{StoreError, unexpected};
+use super::handle::{OPTIMISTIC_ATTEMPTS, Store};
 use crate::crypto::TokenHash;
 use crate::invalidation::Invalidation;
 use crate::model::time::now_ms;
-use crate::model::{ExternalId, Name, Origin, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId};
+use crate::model::{
+    ExternalId, Name, Origin, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId,
+};
 use crate::scripts::{self, CREATE_TENANT, DELETE_TENANT, UPDATE_TENANT};
 
 /// Blind-index domain of external ids.
@@ -79,9 +82,11 @@ impl Store {
             Some((id, hash)) => (id.to_string(), hash.to_hex()),
             None => (String::new(), String::new()),
         };
-        let token_key = self
-            .keys
-            .token_hex(if token_hash.is_empty() { "-" } else { &token_hash });
+        let token_key = self.keys.token_hex(if token_hash.is_empty() {
+            "-"
+        } else {
+            &token_hash
+        });
         let keys = vec![
             self.keys.tenant(&id),
             self.keys.tenants(),
@@ -149,13 +154,16 @@ impl Store {
             None
         } else {
             let plain = self.crypto.open(&sealed, &ext_context(id))?;
-            let text = String::from_utf8(plain).map_err(|_| corrupt("external id is not UTF-8".into()))?;
+            let text =
+                String::from_utf8(plain).map_err(|_| corrupt("external id is not UTF-8".into()))?;
             Some(ExternalId::parse(&text).map_err(|e| corrupt(format!("external id {e}")))?)
         };
         let rate_limit = match f.get("rl_ps").map(String::as_str) {
             None | Some("") => None,
             Some(ps) => {
-                let per_second: f64 = ps.parse().map_err(|_| corrupt("rl_ps is not a number".into()))?;
+                let per_second: f64 = ps
+                    .parse()
+                    .map_err(|_| corrupt("rl_ps is not a number".into()))?;
                 // Written under older, looser rules, a limit is brought within today's
                 // bounds rather than refused: refusing would lock the tenant out.
                 Some(RateLimit::clamped(
@@ -268,7 +276,11 @@ impl Store {
                 id.to_string(),
                 current.ext_idx.clone(),
                 flag(patch.name.is_some()),
-                patch.name.as_ref().map(|n| n.as_str().to_owned()).unwrap_or_default(),
+                patch
+                    .name
+                    .as_ref()
+                    .map(|n| n.as_str().to_owned())
+                    .unwrap_or_default(),
                 flag(patch.active.is_some()),
                 flag(patch.active.unwrap_or(false)),
                 flag(patch.rate_limit.is_some()),

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use fred::prelude::*;
 
-use super::{Store, StoreError, unexpected};
+use super::error::{StoreError, unexpected};
+use super::handle::Store;
 use crate::crypto::{TokenHash, random_token};
 use crate::invalidation::Invalidation;
 use crate::model::time::now_ms;

@@ -1,0 +1,130 @@
+//! The running dispatcher: its start (one reader, reclaimer and retry poller per shard, and
+//! the gauges) and its bounded shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::client::DeliveryClient;
+use super::hold::OpenEntries;
+use super::recorder::Recorder;
+use super::settings::Settings;
+use super::state::Inner;
+use super::targets::TargetCache;
+use super::{consumer, retries};
+use crate::config::RedisConfig;
+use crate::queue::StreamReader;
+use crate::store::{Deliveries, Store};
+
+/// Why the dispatcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("delivery client: {0}")]
+    Client(#[from] rustls::Error),
+    #[error(transparent)]
+    Redis(#[from] crate::redis::RedisSetupError),
+    #[error("redis: {0}")]
+    Command(#[from] fred::error::Error),
+}
+
+/// The running dispatcher.
+#[derive(Debug)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl Dispatcher {
+    /// Starts readers, reclaimers and retry pollers for every shard.
+    pub async fn start(
+        settings: Settings,
+        redis_cfg: &RedisConfig,
+        redis: Client,
+        store: Store,
+        deliveries: Deliveries,
+        targets: TargetCache,
+    ) -> Result<Dispatcher, DispatchError> {
+        let client = DeliveryClient::new(
+            settings.request_timeout,
+            settings.allow_private,
+            // Many targets often share one host: keep every connection the caps allow alive.
+            settings.concurrency,
+        )?;
+        let consumer = format!(
+            "{}-{}-{}",
+            hostname(),
+            std::process::id(),
+            &crate::model::ids::generate("c")[2..12]
+        );
+        let reader = StreamReader::new(redis.clone(), store.keyspace().clone(), consumer);
+        let admission_total = settings.concurrency * 4 + settings.read_batch * 64;
+        let stop = CancellationToken::new();
+        let entries = OpenEntries::new(reader.clone(), settings.reclaim_idle, stop.clone());
+        let tasks = TaskTracker::new();
+        let recorder = Recorder::start(
+            deliveries.clone(),
+            settings.record_deadline,
+            stop.clone(),
+            &tasks,
+        );
+        let inner = Arc::new(Inner {
+            reader,
+            global: Arc::new(Semaphore::new(settings.concurrency)),
+            admission: Arc::new(Semaphore::new(admission_total)),
+            admission_total,
+            gates: Mutex::new(HashMap::new()),
+            tenant_shares: Mutex::new(HashMap::new()),
+            ordered: Mutex::new(HashMap::new()),
+            entries,
+            stop,
+            tasks,
+            recorder,
+            settings,
+            store,
+            deliveries,
+            targets,
+            client,
+        });
+        for shard in 0..inner.settings.shards {
+            // Blocking reads get a connection of their own per shard.
+            let conn = crate::redis::connect(redis_cfg).await?;
+            inner
+                .tasks
+                .spawn(consumer::read_loop(inner.clone(), shard, conn));
+            inner
+                .tasks
+                .spawn(consumer::reclaim_loop(inner.clone(), shard));
+            inner.tasks.spawn(retries::poll_loop(inner.clone(), shard));
+        }
+        inner.tasks.spawn(consumer::gauges_loop(inner.clone()));
+        tracing::info!(consumer = %inner.reader.consumer(), shards = inner.settings.shards, "dispatcher started");
+        Ok(Dispatcher { inner })
+    }
+
+    /// Stops reading, lets in-flight deliveries finish (bounded by `grace`), then returns.
+    /// What did not finish stays pending in Redis and is reclaimed.
+    pub async fn shutdown(self, grace: Duration) {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "deliveries still in flight at shutdown; their entries stay pending and will be reclaimed"
+            );
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && crate::model::ids::is_valid(h))
+        .unwrap_or_else(|| "estafeta".into())
+}

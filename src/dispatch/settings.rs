@@ -1,0 +1,49 @@
+//! What the dispatcher runs with, from `[dispatch]` and its neighbours.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::model::RetryPolicy;
+
+/// What the dispatcher runs with, from `[dispatch]` and neighbours.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub shards: u16,
+    pub concurrency: usize,
+    pub per_target_concurrency: usize,
+    pub max_waiting_per_target: usize,
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub reclaim_idle: Duration,
+    pub read_batch: usize,
+    pub retry_poll: Duration,
+    pub allow_private: bool,
+    /// Longest a reader blocks in `XREADGROUP`; below the Redis command timeout.
+    pub block: Duration,
+    /// How long a deferred delivery waits before it is looked at again.
+    pub defer: Duration,
+    /// Longest an outcome waits for its recording batch (the Redis command timeout).
+    pub record_deadline: Duration,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        let d = &c.dispatch;
+        Settings {
+            shards: c.queue.shards,
+            concurrency: d.concurrency,
+            per_target_concurrency: d.per_target_concurrency,
+            max_waiting_per_target: d.max_waiting_per_target,
+            request_timeout: Duration::from_millis(d.request_timeout_ms),
+            retry: d.retry,
+            reclaim_idle: Duration::from_millis(d.reclaim_idle_ms),
+            read_batch: d.read_batch,
+            retry_poll: Duration::from_millis(d.retry_poll_ms),
+            allow_private: c.security.allow_private_targets,
+            block: (c.redis_command_timeout() / 2)
+                .clamp(Duration::from_millis(10), Duration::from_millis(1000)),
+            defer: Duration::from_millis(d.retry_poll_ms.max(250) * 4),
+            record_deadline: c.redis_command_timeout(),
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Failures of the store, each mapped to one HTTP status by [`crate::error`]: a missing record
+//! or a conflict is the caller's, a change that breaks a rule is the caller's input, Redis out
+//! of reach is a 503, and anything else (a record this version cannot read, a script answer it
+//! does not understand) is a fault of the gateway.
+
+use crate::crypto::CryptoError;
+use crate::model::Invalid;
+use crate::scripts::ScriptError;
+
+/// Failures of the store, each mapped to one HTTP status by [`crate::error`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    /// A change that breaks a rule once applied to the stored record (a patch).
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("stored record {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("cannot encode a record: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// A script answered something this version does not understand.
+    #[error("{0}")]
+    Reply(String),
+}
+
+impl From<ScriptError> for StoreError {
+    fn from(e: ScriptError) -> StoreError {
+        match e {
+            ScriptError::Redis(e) => StoreError::Redis(e),
+            other @ ScriptError::Answer { .. } => StoreError::Reply(other.to_string()),
+        }
+    }
+}
+
+/// An answer a script should never give.
+pub(crate) fn unexpected(script: &str, status: &str) -> StoreError {
+    StoreError::Reply(format!("script {script} answered {status:?}"))
+}
