@@ -107,7 +107,7 @@ where
     })
 }
 
-/// Reads a JSON body within `limits` and decodes it; an empty body decodes as `{}`.
+/// Reads a JSON body within `limits` and decodes it; an empty body, or `null`, decodes as `{}`.
 pub async fn read_json<T, B>(
     body: B,
     headers: &HeaderMap,
@@ -122,10 +122,15 @@ where
     decode_json(&bytes)
 }
 
-/// Decodes a JSON body already read; an empty body decodes as `{}`.
+/// Decodes a JSON body already read; an empty body, or `null`, decodes as `{}` (no fields).
+/// Every document is an object: serde would otherwise read a struct from an array of its
+/// fields in order (`[null, null]`), a form no client means.
 pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+    let trimmed = bytes.trim_ascii();
+    let bytes: &[u8] = if trimmed.is_empty() || trimmed == b"null" {
         b"{}"
+    } else if trimmed.first() == Some(&b'[') {
+        return Err(JsonError::Invalid("the body must be a JSON object".into()));
     } else {
         bytes
     };
@@ -234,5 +239,50 @@ mod tests {
         let stalled = StreamBody::new(stream::pending::<Result<Frame<Bytes>, std::io::Error>>());
         let r = read(stalled, &HeaderMap::new(), &limits(5)).await;
         assert!(matches!(r, Err(BodyError::Timeout)));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        name: Option<String>,
+        size: Option<u64>,
+    }
+
+    #[test]
+    fn empty_and_null_bodies_are_an_empty_object() -> anyhow::Result<()> {
+        for body in [&b""[..], b"  ", b"null", b" null\n"] {
+            let doc: Doc = decode_json(body)?;
+            assert!(doc.name.is_none() && doc.size.is_none());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_array_is_not_a_document() {
+        // serde would read `Doc { name: None, size: None }` out of it.
+        let r = decode_json::<Doc>(b" [null, null]");
+        assert!(matches!(r, Err(JsonError::Invalid(m)) if m.contains("JSON object")));
+    }
+
+    #[test]
+    fn field_errors_name_the_field_without_a_position() {
+        let r = decode_json::<Doc>(br#"{"size": "big"}"#);
+        match r {
+            Err(JsonError::Invalid(m)) => {
+                assert!(m.starts_with("size: "), "{m}");
+                assert!(!m.contains("line"), "{m}");
+            }
+            other => panic!("expected a field error, got {other:?}"),
+        }
+        let r = decode_json::<Doc>(br#"{"colour": 1}"#);
+        assert!(matches!(r, Err(JsonError::Invalid(m)) if m.contains("colour")));
+    }
+
+    #[test]
+    fn broken_json_and_trailing_bytes_are_syntax_errors() {
+        for body in [&br#"{"name": "#[..], br#"{"name": "a"} x"#] {
+            let r = decode_json::<Doc>(body);
+            assert!(matches!(r, Err(JsonError::Syntax(_))), "{r:?}");
+        }
     }
 }

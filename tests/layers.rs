@@ -401,11 +401,3 @@ fn the_checker_sees_imports_and_cycles() {
             .is_some_and(|m| m.iter().all(|t| t.starts_with("model")))
     );
 }
-
-#[test]
-#[ignore]
-fn print_edges() {
-    for (k, v) in edges() {
-        println!("{k} -> {v:?}");
-    }
-}

@@ -789,3 +789,36 @@ async fn a_signal_never_brings_a_deleted_subject_back() {
     watches.forget(1, "mon_deleted").await.unwrap();
     assert!(watches.signal(subject, &signal).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn the_status_url_reads_the_monitor_for_its_own_tenant_only() {
+    let gw = gateway("status-url").await;
+    let (a, a_token) = gw.tenant("a").await;
+    let (_, b_token) = gw.tenant("b").await;
+    let m = monitor(&gw, &a, json!({"name": "job"})).await;
+    let (id, status_url) = (m["id"].as_str().unwrap(), m["status_url"].as_str().unwrap());
+
+    // The URL a client was given names the same monitor as its id.
+    let r = send(&gw, Request::get(status_url).bearer(&a_token)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], id);
+    // Another tenant holding the token learns nothing and changes nothing.
+    let r = send(&gw, Request::get(status_url).bearer(&b_token)).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = send(&gw, Request::new("DELETE", status_url).bearer(&b_token)).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = gw
+        .admin("GET", &format!("/admin/tenants/{a}/monitors/{id}"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Its own tenant may delete it by the token too; the token then names nothing.
+    let r = send(&gw, Request::new("DELETE", status_url).bearer(&a_token)).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = send(
+        &gw,
+        Request::get(&format!("/v1/monitors/{id}")).bearer(&a_token),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    gw.stop().await.unwrap();
+}

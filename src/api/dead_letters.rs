@@ -59,9 +59,9 @@ pub struct DeadLetterQuery {
     #[serde(default)]
     target_id: Option<TargetId>,
     /// Most entries (default 100, at most 1000), oldest first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
+    limit: Option<u64>,
 }
 
 /// Which entries to replay; an empty body replays them all.
@@ -114,7 +114,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let limit = match q.limit {
         None => 100,
-        Some(n) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => n as usize,
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_query",

@@ -6,9 +6,14 @@
 //! resources are mounted twice, so their copies under `/admin/tenants/{id}` get the `id` path
 //! parameter, the admin token as their security and `admin_` operation ids, and lose the
 //! `403` (a disabled tenant is still managed by its operator); the copies under `/v1` get the
-//! tenant token and `tenant_` operation ids.
+//! tenant token and `tenant_` operation ids. Every create's `201` links to the operations on
+//! what it made (the new `id` fills the next path segment), so a client, or schemathesis'
+//! stateful phase, can follow them.
 
 use utoipa::OpenApi;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Required};
@@ -63,8 +68,78 @@ pub fn document() -> Document {
     components.add_security_scheme(TENANT_TOKEN, bearer("A tenant token (`est_…`)."));
     for (path, item) in doc.paths.paths.iter_mut() {
         scope(path, item);
+        for op in operations(item) {
+            optional_raw_body(op);
+        }
     }
+    link_creations(&mut doc);
     doc
+}
+
+/// Links the `201` of each `POST P` to every operation under `P/{x}`: the new resource's `id`
+/// fills `{x}`, and the parameters of `P` itself (the tenant's `id` of an admin copy) carry
+/// over from the request.
+fn link_creations(doc: &mut Document) {
+    let paths: Vec<(String, Vec<String>)> = doc
+        .paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let mut item = item.clone();
+            let ids = operations(&mut item)
+                .filter_map(|op| op.operation_id.clone())
+                .collect();
+            (path.clone(), ids)
+        })
+        .collect();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let Some(created) = item
+            .post
+            .as_mut()
+            .and_then(|op| op.responses.responses.get_mut("201"))
+        else {
+            continue;
+        };
+        let RefOr::T(created) = created else { continue };
+        let prefix = format!("{path}/{{");
+        for (other, ids) in &paths {
+            let Some(param) = other
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split_once('}'))
+                .map(|(name, _)| name)
+            else {
+                continue;
+            };
+            for id in ids {
+                // utoipa 5 writes `Link::operation_id` as `operation_id`, a key OpenAPI does
+                // not know (6 fixes that, but breaks inline schemas with a description): the
+                // field goes in through the flattened extensions, under its real name.
+                let operation = Extensions::from_iter([("operationId", id.clone())]);
+                let mut link = LinkBuilder::new()
+                    .extensions(Some(operation))
+                    .parameter(param, "$response.body#/id");
+                for carried in path_params(path) {
+                    link = link.parameter(carried, format!("$request.path.{carried}"));
+                }
+                created.links.insert(id.clone(), RefOr::T(link.build()));
+            }
+        }
+    }
+}
+
+/// The names of a path template's parameters.
+fn path_params(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+}
+
+/// A raw body (an event's, a hook's: any content type, kept byte for byte) may be empty.
+fn optional_raw_body(op: &mut Operation) {
+    if let Some(body) = op.request_body.as_mut() {
+        if body.content.contains_key("application/octet-stream") {
+            body.required = Some(Required::False);
+        }
+    }
 }
 
 /// The description as JSON.
@@ -161,5 +236,26 @@ mod tests {
             }
         }
         assert!(ids.len() > 40, "{} operations", ids.len());
+    }
+
+    #[test]
+    fn creates_link_to_the_operations_on_what_they_made() -> anyhow::Result<()> {
+        let doc = serde_json::to_value(document())?;
+        let links =
+            &doc["paths"]["/admin/tenants/{id}/targets"]["post"]["responses"]["201"]["links"];
+        let read = &links["admin_read_target"];
+        assert_eq!(read["operationId"], "admin_read_target");
+        assert!(read.get("operation_id").is_none(), "{read}");
+        assert_eq!(read["parameters"]["target_id"], "$response.body#/id");
+        assert_eq!(read["parameters"]["id"], "$request.path.id");
+        // Deeper operations too, and only those under the created resource.
+        assert!(links.get("admin_rotate_target_secret").is_some(), "{links}");
+        assert!(links.get("admin_list_targets").is_none(), "{links}");
+        let tenant = &doc["paths"]["/v1/monitors"]["post"]["responses"]["201"]["links"];
+        assert_eq!(
+            tenant["tenant_read_monitor"]["parameters"]["monitor_id"],
+            "$response.body#/id"
+        );
+        Ok(())
     }
 }

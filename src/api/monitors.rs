@@ -14,6 +14,7 @@ use super::watched::{Watched, delete_watched};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::model::monitor::{Every, Grace};
+use crate::model::text::check_token;
 use crate::model::time::rfc3339;
 use crate::model::{IncidentId, MonitorId, MonitorPatch, MonitorSpec, Name, Origin, TenantId};
 use crate::monitors::state::{Check, Incident, LiveState, LiveStatus, Subject};
@@ -118,15 +119,36 @@ async fn with_token(
 }
 
 /// The path of one monitor.
+///
+/// `/v1/monitors/{…}` is also where a monitor's status is pushed, by its URL token: so a
+/// monitor is found here by its id or by that token alike, and the `status_url` a client was
+/// given reads the monitor it pushes to.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct MonitorPath {
-    /// The monitor's id.
-    monitor: MonitorId,
+    /// The monitor's id (`mon_…`), or its URL token (`mt_…`).
+    #[param(min_length = 1, max_length = 256, pattern = "^[!-~]+$")]
+    monitor_id: String,
 }
 
 impl PathParams for MonitorPath {
     const WHAT: &'static str = "monitor";
+}
+
+impl MonitorPath {
+    /// The id of the tenant's monitor this path names.
+    async fn resolve(&self, s: &ApiState, scope: &TenantScope) -> Result<MonitorId, ApiError> {
+        // The token first, as the status route does: an id may be any text of the id
+        // alphabet (declared monitors choose theirs), so `mt_…` may parse as one.
+        if check_token(&self.monitor_id).is_ok() {
+            let hash = s.store.crypto().hash_token(&self.monitor_id);
+            let found = s.store.monitor_by_token(&hash).await?;
+            if let Some(m) = found.filter(|m| m.tenant == scope.tenant) {
+                return Ok(m.id);
+            }
+        }
+        MonitorId::parse(&self.monitor_id).map_err(|_| ApiError::not_found("monitor"))
+    }
 }
 
 /// Creates a monitor; its URL token is shown this once.
@@ -176,7 +198,7 @@ pub async fn list(State(s): State<ApiState>, scope: TenantScope) -> Result<Respo
 /// Reads a monitor and its live state.
 #[utoipa::path(
     get,
-    path = "/monitors/{monitor}",
+    path = "/monitors/{monitor_id}",
     tag = "monitors",
     operation_id = "read_monitor",
     params(MonitorPath),
@@ -187,7 +209,8 @@ pub async fn read(
     scope: TenantScope,
     ApiPath(p): ApiPath<MonitorPath>,
 ) -> Result<Response, ApiError> {
-    let Some(m) = s.store.monitor(&scope.tenant, &p.monitor).await? else {
+    let id = p.resolve(&s, &scope).await?;
+    let Some(m) = s.store.monitor(&scope.tenant, &id).await? else {
         return Err(ApiError::not_found("monitor"));
     };
     Ok(Json(view(&s, &scope, &m).await?).into_response())
@@ -196,11 +219,11 @@ pub async fn read(
 /// Changes a monitor: absent fields stay; `"secret": null` removes the secret.
 #[utoipa::path(
     patch,
-    path = "/monitors/{monitor}",
+    path = "/monitors/{monitor_id}",
     tag = "monitors",
     operation_id = "update_monitor",
     params(MonitorPath),
-    request_body = MonitorPatch,
+    request_body(content = Option<MonitorPatch>, description = "Only the fields to change; an empty body changes nothing."),
     responses((status = 200, description = "The monitor as changed.", body = MonitorView), WriteErrors),
 )]
 pub async fn update(
@@ -212,11 +235,8 @@ pub async fn update(
     patch
         .validate()
         .map_err(|e| ApiError::invalid("invalid_monitor", &e))?;
-    let Some(m) = s
-        .store
-        .update_monitor(&scope.tenant, &p.monitor, &patch)
-        .await?
-    else {
+    let id = p.resolve(&s, &scope).await?;
+    let Some(m) = s.store.update_monitor(&scope.tenant, &id, &patch).await? else {
         return Err(ApiError::not_found("monitor"));
     };
     s.watches
@@ -228,7 +248,7 @@ pub async fn update(
 /// Deletes a monitor and its live state; no alert outlives it.
 #[utoipa::path(
     delete,
-    path = "/monitors/{monitor}",
+    path = "/monitors/{monitor_id}",
     tag = "monitors",
     operation_id = "delete_monitor",
     params(MonitorPath),
@@ -239,7 +259,8 @@ pub async fn remove(
     scope: TenantScope,
     ApiPath(p): ApiPath<MonitorPath>,
 ) -> Result<Response, ApiError> {
-    if delete_watched(&s, &scope.tenant, scope.shard, Watched::Monitor(&p.monitor)).await? {
+    let id = p.resolve(&s, &scope).await?;
+    if delete_watched(&s, &scope.tenant, scope.shard, Watched::Monitor(&id)).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found("monitor"))
@@ -249,7 +270,7 @@ pub async fn remove(
 /// Replaces the URL token; the old one stops working at once.
 #[utoipa::path(
     post,
-    path = "/monitors/{monitor}/rotate-token",
+    path = "/monitors/{monitor_id}/rotate-token",
     tag = "monitors",
     operation_id = "rotate_monitor_token",
     params(MonitorPath),
@@ -260,9 +281,10 @@ pub async fn rotate_token(
     scope: TenantScope,
     ApiPath(p): ApiPath<MonitorPath>,
 ) -> Result<Response, ApiError> {
+    let id = p.resolve(&s, &scope).await?;
     let Some((m, token)) = s
         .store
-        .rotate_monitor_token(&scope.tenant, &p.monitor, None)
+        .rotate_monitor_token(&scope.tenant, &id, None)
         .await?
     else {
         return Err(ApiError::not_found("monitor"));
@@ -276,16 +298,16 @@ pub async fn rotate_token(
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Most records (default 50).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[param(minimum = 1, maximum = 100)]
-    limit: Option<i64>,
+    limit: Option<u64>,
 }
 
 impl HistoryQuery {
     pub(super) fn limit(&self) -> Result<i64, ApiError> {
         match self.limit {
             None => Ok(50),
-            Some(n) if (1..=100).contains(&n) => Ok(n),
+            Some(n) if (1..=100).contains(&n) => Ok(n as i64),
             Some(_) => Err(ApiError::bad_request(
                 "invalid_limit",
                 "limit must be between 1 and 100",
@@ -341,7 +363,7 @@ async fn history(
 /// The monitor's incidents (opened and resolved), newest first.
 #[utoipa::path(
     get,
-    path = "/monitors/{monitor}/incidents",
+    path = "/monitors/{monitor_id}/incidents",
     tag = "monitors",
     operation_id = "monitor_incidents",
     params(MonitorPath, HistoryQuery),
@@ -353,13 +375,14 @@ pub async fn incidents(
     ApiPath(p): ApiPath<MonitorPath>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    history(&s, &scope, &p.monitor, &q, History::Incidents).await
+    let id = p.resolve(&s, &scope).await?;
+    history(&s, &scope, &id, &q, History::Incidents).await
 }
 
 /// The monitor's recent status records, newest first.
 #[utoipa::path(
     get,
-    path = "/monitors/{monitor}/checks",
+    path = "/monitors/{monitor_id}/checks",
     tag = "monitors",
     operation_id = "monitor_checks",
     params(MonitorPath, HistoryQuery),
@@ -371,5 +394,6 @@ pub async fn checks(
     ApiPath(p): ApiPath<MonitorPath>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    history(&s, &scope, &p.monitor, &q, History::Checks).await
+    let id = p.resolve(&s, &scope).await?;
+    history(&s, &scope, &id, &q, History::Checks).await
 }

@@ -109,7 +109,7 @@ pub struct Rotate {
     pub secret: Option<SigningSecret>,
     /// How long the old secret keeps signing (ms, at most 30 days); the deployment's
     /// `dispatch.secret_rotation_overlap_ms` when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[schema(minimum = 0, maximum = 2592000000_u64)]
     pub overlap_ms: Option<u64>,
 }
@@ -204,7 +204,7 @@ pub async fn read(
     tag = "targets",
     operation_id = "update_target",
     params(TargetPath),
-    request_body = TargetPatch,
+    request_body(content = Option<TargetPatch>, description = "Only the fields to change; an empty body changes nothing."),
     responses((status = 200, description = "The target as changed.", body = TargetView), WriteErrors),
 )]
 pub async fn update(

@@ -111,9 +111,9 @@ pub struct TenantQuery {
     #[serde(default)]
     after: Option<TenantId>,
     /// Tenants per page (default 100).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<usize>,
+    limit: Option<u64>,
 }
 
 /// The path of one tenant.
@@ -185,7 +185,7 @@ pub async fn list(
         let data = found.iter().map(TenantView::from).collect();
         return Ok(Json(Page { data, next: None }).into_response());
     }
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE as u64) as usize;
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -229,7 +229,7 @@ pub async fn read(
     tag = "tenants",
     operation_id = "update_tenant",
     params(TenantPath),
-    request_body = TenantPatch,
+    request_body(content = Option<TenantPatch>, description = "Only the fields to change; an empty body changes nothing."),
     responses((status = 200, description = "The tenant as changed.", body = TenantView), WriteErrors),
 )]
 pub async fn update(

@@ -56,8 +56,8 @@ impl Hot {
     fn template(self) -> &'static str {
         match self {
             Hot::Event => "/v1/events/{event}",
-            Hot::Heartbeat => "/v1/monitors/{monitor}/heartbeat",
-            Hot::JobSignal => "/v1/monitors/{monitor}/heartbeat/{signal}",
+            Hot::Heartbeat => "/v1/monitors/{monitor_token}/heartbeat",
+            Hot::JobSignal => "/v1/monitors/{monitor_token}/heartbeat/{signal}",
         }
     }
 }
@@ -200,5 +200,25 @@ mod tests {
         assert!(hot_route(&Method::GET, "/v1/monitors/mt_x/heartbeat/a/b").is_none());
         assert!(hot_route(&Method::GET, "/v1/monitors//heartbeat").is_none());
         assert!(hot_route(&Method::GET, "/v1/monitors/a/b/heartbeat").is_none());
+    }
+
+    #[test]
+    fn hot_routes_are_documented_routes() -> anyhow::Result<()> {
+        let doc = serde_json::to_value(crate::api::doc::document())?;
+        for (hot, methods) in [
+            (Hot::Event, &["post"][..]),
+            (Hot::Heartbeat, &["get", "post"][..]),
+            (Hot::JobSignal, &["get", "post"][..]),
+        ] {
+            for method in methods {
+                let documented = &doc["paths"][hot.template()][method];
+                assert!(
+                    documented.is_object(),
+                    "{method} {} is not in the document",
+                    hot.template()
+                );
+            }
+        }
+        Ok(())
     }
 }

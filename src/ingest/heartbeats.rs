@@ -1,7 +1,7 @@
-//! What monitored services send: `POST /v1/monitors/{monitor}` (status push) and
-//! `GET|POST /v1/monitors/{monitor}/heartbeat[/start|/fail|/{exit_code}]`.
+//! What monitored services send: `POST /v1/monitors/{monitor_id}` (status push) and
+//! `GET|POST /v1/monitors/{monitor_token}/heartbeat[/start|/fail|/{exit_code}]`.
 //!
-//! `{monitor}` is the monitor's URL token (looked up first); or, when the request carries
+//! `{monitor_id}` is the monitor's URL token (looked up first); or, when the request carries
 //! `Authorization: Bearer <tenant token>`, the monitor's id (for senders that can keep a header
 //! secret and would rather not put one in a URL). The definition comes from a cache, so a
 //! signal costs one Redis round trip: the `signal` script, batched with its shard's others.
@@ -303,10 +303,23 @@ impl StatusPush {
 pub struct MonitorKeyPath {
     /// The monitor's URL token; or its id, with the tenant's bearer token.
     #[param(min_length = 1, max_length = 256, pattern = "^[!-~]+$")]
-    monitor: String,
+    monitor_id: String,
 }
 
 impl PathParams for MonitorKeyPath {
+    const WHAT: &'static str = "monitor";
+}
+
+/// The path of a heartbeat.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct HeartbeatPath {
+    /// The monitor's URL token; or its id, with the tenant's bearer token.
+    #[param(min_length = 1, max_length = 256, pattern = "^[!-~]+$")]
+    monitor_token: String,
+}
+
+impl PathParams for HeartbeatPath {
     const WHAT: &'static str = "monitor";
 }
 
@@ -316,9 +329,9 @@ impl PathParams for MonitorKeyPath {
 pub struct JobSignalPath {
     /// The monitor's URL token; or its id, with the tenant's bearer token.
     #[param(min_length = 1, max_length = 256, pattern = "^[!-~]+$")]
-    monitor: String,
+    monitor_token: String,
     /// `start`, `fail`, or an exit code from 0 to 255 (0 is success).
-    #[param(pattern = "^(start|fail|[0-9]{1,3})$")]
+    #[param(pattern = "^(start|fail|[0-9]{1,2}|[01][0-9]{2}|2[0-4][0-9]|25[0-5])$")]
     signal: String,
 }
 
@@ -332,7 +345,7 @@ impl PathParams for JobSignalPath {
 /// is required.
 #[utoipa::path(
     post,
-    path = "/v1/monitors/{monitor}",
+    path = "/v1/monitors/{monitor_id}",
     tag = "monitors",
     operation_id = "push_status",
     params(
@@ -352,7 +365,7 @@ pub async fn push_status(
     headers: HeaderMap,
     request_body: Body,
 ) -> Result<Response, ApiError> {
-    let (pm, tenant) = resolve(&s, &path.monitor, &headers).await?;
+    let (pm, tenant) = resolve(&s, &path.monitor_id, &headers).await?;
     let raw = body::read(request_body, &headers, &s.body_limits).await?;
     if let Some(verifier) = &pm.verifier {
         verifier
@@ -378,10 +391,10 @@ pub async fn push_status(
 /// A heartbeat of a passive monitor (GET, for the simplest senders).
 #[utoipa::path(
     get,
-    path = "/v1/monitors/{monitor}/heartbeat",
+    path = "/v1/monitors/{monitor_token}/heartbeat",
     tag = "monitors",
     operation_id = "heartbeat_get",
-    params(MonitorKeyPath),
+    params(HeartbeatPath),
     responses(
         (status = 200, description = "The heartbeat was recorded.", body = SignalAnswer),
         SignalErrors,
@@ -390,19 +403,19 @@ pub async fn push_status(
 )]
 pub async fn heartbeat_get(
     State(s): State<HeartbeatState>,
-    ApiPath(path): ApiPath<MonitorKeyPath>,
+    ApiPath(path): ApiPath<HeartbeatPath>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    beat(&s, &path.monitor, None, &headers).await
+    beat(&s, &path.monitor_token, None, &headers).await
 }
 
 /// A heartbeat of a passive monitor.
 #[utoipa::path(
     post,
-    path = "/v1/monitors/{monitor}/heartbeat",
+    path = "/v1/monitors/{monitor_token}/heartbeat",
     tag = "monitors",
     operation_id = "heartbeat_post",
-    params(MonitorKeyPath),
+    params(HeartbeatPath),
     responses(
         (status = 200, description = "The heartbeat was recorded.", body = SignalAnswer),
         SignalErrors,
@@ -411,16 +424,16 @@ pub async fn heartbeat_get(
 )]
 pub async fn heartbeat_post(
     State(s): State<HeartbeatState>,
-    ApiPath(path): ApiPath<MonitorKeyPath>,
+    ApiPath(path): ApiPath<HeartbeatPath>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    beat(&s, &path.monitor, None, &headers).await
+    beat(&s, &path.monitor_token, None, &headers).await
 }
 
 /// A job's signal (GET): `start`, `fail`, or its exit code.
 #[utoipa::path(
     get,
-    path = "/v1/monitors/{monitor}/heartbeat/{signal}",
+    path = "/v1/monitors/{monitor_token}/heartbeat/{signal}",
     tag = "monitors",
     operation_id = "job_signal_get",
     params(JobSignalPath),
@@ -435,13 +448,13 @@ pub async fn job_signal_get(
     ApiPath(path): ApiPath<JobSignalPath>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    beat(&s, &path.monitor, Some(&path.signal), &headers).await
+    beat(&s, &path.monitor_token, Some(&path.signal), &headers).await
 }
 
 /// A job's signal: `start`, `fail`, or its exit code (0 is success).
 #[utoipa::path(
     post,
-    path = "/v1/monitors/{monitor}/heartbeat/{signal}",
+    path = "/v1/monitors/{monitor_token}/heartbeat/{signal}",
     tag = "monitors",
     operation_id = "job_signal_post",
     params(JobSignalPath),
@@ -456,7 +469,7 @@ pub async fn job_signal_post(
     ApiPath(path): ApiPath<JobSignalPath>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    beat(&s, &path.monitor, Some(&path.signal), &headers).await
+    beat(&s, &path.monitor_token, Some(&path.signal), &headers).await
 }
 
 /// A heartbeat (`signal` `None`) or a job signal.
@@ -470,8 +483,9 @@ pub async fn beat(
         None => Signal::Heartbeat,
         Some("start") => Signal::Start,
         Some("fail") => Signal::Fail,
+        // Digits only: `u8`'s parser would also take `+5`.
         Some(code) => match code.parse::<u8>() {
-            Ok(c) if code.len() <= 3 => Signal::Exit(c),
+            Ok(c) if code.len() <= 3 && code.bytes().all(|b| b.is_ascii_digit()) => Signal::Exit(c),
             _ => {
                 return Err(ApiError::bad_request(
                     "invalid_signal",
@@ -486,7 +500,7 @@ pub async fn beat(
 }
 
 /// The hot form of the heartbeat routes, served without the router ([`crate::edge::service`]):
-/// `path` is `/v1/monitors/{monitor}/heartbeat[/{signal}]`.
+/// `path` is `/v1/monitors/{monitor_token}/heartbeat[/{signal}]`.
 pub async fn beat_hot(s: &HeartbeatState, path: &str, headers: &HeaderMap) -> Response {
     let rest = path.strip_prefix("/v1/monitors/").unwrap_or_default();
     let (key, signal) = match rest.split_once("/heartbeat") {

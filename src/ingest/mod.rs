@@ -4,8 +4,8 @@
 //! - [`events`]: `POST /v1/events/{event_type}`, a tenant's own events (bearer token);
 //! - [`hooks`]: `POST /v1/hooks/{source_token}`, an external platform's webhooks, verified by
 //!   the sender's signature scheme ([`verify`]) before anything is written;
-//! - [`heartbeats`]: `POST /v1/monitors/{monitor}` status pushes and
-//!   `GET|POST /v1/monitors/{monitor}/heartbeat[/…]` heartbeats of passive monitors.
+//! - [`heartbeats`]: `POST /v1/monitors/{monitor_id}` status pushes and
+//!   `GET|POST /v1/monitors/{monitor_token}/heartbeat[/…]` heartbeats of passive monitors.
 //!
 //! Each refuses what it can before reading the body (credentials, event type, rate limit,
 //! declared length), reads the body within bounds, and answers only once Redis holds the

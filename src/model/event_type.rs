@@ -7,6 +7,7 @@
 use std::fmt;
 
 use super::invalid::Invalid;
+use super::schema::string_schema;
 
 /// Longest event type.
 pub const MAX_LEN: usize = 128;
@@ -161,23 +162,6 @@ impl utoipa::ToSchema for EventPattern {
     fn name() -> std::borrow::Cow<'static, str> {
         "EventPattern".into()
     }
-}
-
-/// A string schema with a pattern and length bounds.
-pub(crate) fn string_schema(
-    pattern: &str,
-    min: usize,
-    max: usize,
-    description: &str,
-) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(pattern))
-        .min_length(Some(min))
-        .max_length(Some(max))
-        .description(Some(description))
-        .into()
 }
 
 #[cfg(test)]

@@ -18,7 +18,9 @@
 //! - [`target`]: targets (URL rules, delivery modes, auth, formats, retry policies, secrets);
 //! - [`source`]: inbound sources (verification schemes, event-type rules, silence watches);
 //! - [`monitor`]: passive monitors, watch windows and statuses;
+//! - [`number`]: whole numbers as JSON Schema counts them (`5.0` is `5`);
 //! - [`secret`]: secret strings that never print;
+//! - [`schema`]: pieces of the hand-written OpenAPI schemas;
 //! - [`time`]: the clock and RFC 3339 formatting.
 
 pub mod bounded;
@@ -26,8 +28,10 @@ pub mod event_type;
 pub mod ids;
 pub mod invalid;
 pub mod monitor;
+pub mod number;
 pub mod origin;
 pub mod patch;
+pub mod schema;
 pub mod secret;
 pub mod source;
 pub mod target;

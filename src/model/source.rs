@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::bounded::Bounded;
-use super::event_type::{EventType, string_schema};
+use super::event_type::EventType;
 use super::invalid::Invalid;
 use super::monitor::{DEFAULT_GRACE, Every, Grace, WatchWindow};
+use super::schema::{nullable, string_schema};
 use super::secret::SecretText;
 use super::text::{HEADER_NAME_PATTERN, check_header_name};
 
@@ -104,22 +105,84 @@ impl ToSchema for EventTypeRule {
 }
 
 /// How a source's requests are verified.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifySpec {
     pub scheme: Scheme,
     /// The sender's secret; required unless the scheme is `none`.
     #[serde(default)]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 1024)]
     pub secret: Option<SecretText>,
     /// The signature header of `hmac_sha256_hex`.
     #[serde(default)]
-    #[schema(pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", max_length = 256)]
     pub header: Option<String>,
     /// Seconds a timestamped signature may be from now (default 300).
     #[serde(default)]
-    #[schema(inline)]
     pub tolerance_s: Option<Tolerance>,
+}
+
+/// The texts [`standard_webhooks_key`] reads: base64 of at least one byte, any padding, with
+/// or without the `whsec_` prefix.
+const STANDARD_WEBHOOKS_SECRET: &str =
+    "^(whsec_)?(?:(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2,3})?|[A-Za-z0-9+/]{2,3})={0,2}$";
+
+impl utoipa::PartialSchema for VerifySpec {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        // One shape per kind of scheme, so the schema says what the server checks: which
+        // schemes need a secret, and what a Standard Webhooks secret looks like.
+        let shape = |schemes: &[&str], secret: Option<(&str, &str)>| {
+            let mut b = ObjectBuilder::new()
+                .property(
+                    "scheme",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(schemes.iter().copied())),
+                )
+                .required("scheme")
+                .property(
+                    "header",
+                    nullable(string_schema(HEADER_NAME_PATTERN, 1, 256, "The signature header of `hmac_sha256_hex` (default `X-Webhook-Signature`).")),
+                )
+                .property("tolerance_s", nullable(<Tolerance as utoipa::PartialSchema>::schema()))
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            b = match secret {
+                Some((pattern, description)) => b
+                    .property("secret", string_schema(pattern, 1, MAX_SECRET, description))
+                    .required("secret"),
+                None => b.property(
+                    "secret",
+                    nullable(string_schema(
+                        "^[\\s\\S]*$",
+                        0,
+                        MAX_SECRET,
+                        "Ignored by `none`.",
+                    )),
+                ),
+            };
+            b
+        };
+        OneOfBuilder::new()
+            .item(shape(&["none"], None))
+            .item(shape(
+                &["standard_webhooks"],
+                Some((
+                    STANDARD_WEBHOOKS_SECRET,
+                    "The sender's `whsec_…` secret (base64).",
+                )),
+            ))
+            .item(shape(
+                &["github", "stripe", "hmac_sha256_hex"],
+                Some(("^[\\s\\S]+$", "The sender's secret.")),
+            ))
+            .description(Some("How the sender's requests are verified."))
+            .into()
+    }
+}
+
+impl ToSchema for VerifySpec {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "VerifySpec".into()
+    }
 }
 
 /// The key bytes of a `standard_webhooks` secret: base64, `whsec_` prefix optional.

@@ -13,8 +13,10 @@ use utoipa::ToSchema;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{RefOr, schema::OneOfBuilder};
 
-use super::event_type::{EventPattern, string_schema};
+use super::bounded::Bounded;
+use super::event_type::EventPattern;
 use super::invalid::{Invalid, in_range};
+use super::schema::string_schema;
 use super::secret::SecretText;
 use super::text::{HEADER_NAME_PATTERN, HEADER_VALUE_CHARS, check_header_name, check_header_value};
 
@@ -63,41 +65,57 @@ pub enum Format {
 
 /// Exponential backoff with full jitter. Only [`RetryPolicy::try_new`] makes one, so every
 /// delay computed from a policy stays within a day.
+// `default` on the fields tells the schema they may be left out; the values come from
+// `RetryFields`'s defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(try_from = "RetryFields")]
+#[serde(try_from = "RetryFields", deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Upper bound (ms) of the first retry's delay.
+    #[serde(default)]
     #[schema(minimum = 1, maximum = 86400000, default = 1000)]
     initial_delay_ms: u64,
     /// Growth of the bound per attempt.
+    #[serde(default)]
     #[schema(minimum = 1.0, maximum = 10.0, default = 2.0)]
     multiplier: f64,
     /// Cap (ms) of every delay, the first included.
+    #[serde(default)]
     #[schema(minimum = 1, maximum = 86400000, default = 3600000)]
     max_delay_ms: u64,
     /// Attempts in all, the first included.
+    #[serde(default)]
     #[schema(minimum = 1, maximum = 100, default = 10)]
     max_attempts: u32,
 }
 
-/// The fields of a [`RetryPolicy`] as they arrive; absent ones take the defaults.
+/// The fields of a [`RetryPolicy`] as they arrive; absent ones take the defaults. Each is
+/// checked as it is read, so a refusal names the field's whole path (`retry.multiplier`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RetryFields {
-    initial_delay_ms: u64,
+    initial_delay_ms: Delay,
+    #[serde(deserialize_with = "multiplier")]
     multiplier: f64,
-    max_delay_ms: u64,
-    max_attempts: u32,
+    max_delay_ms: Delay,
+    max_attempts: Bounded<1, { MAX_ATTEMPTS as u64 }>,
+}
+
+/// A retry delay as it arrives.
+type Delay = Bounded<1, MAX_DELAY_MS>;
+
+fn multiplier<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    RetryPolicy::check_multiplier(v).map_err(serde::de::Error::custom)
 }
 
 impl Default for RetryFields {
     fn default() -> Self {
         let d = RetryPolicy::default();
         RetryFields {
-            initial_delay_ms: d.initial_delay_ms,
+            initial_delay_ms: Bounded::clamped(d.initial_delay_ms),
             multiplier: d.multiplier,
-            max_delay_ms: d.max_delay_ms,
-            max_attempts: d.max_attempts,
+            max_delay_ms: Bounded::clamped(d.max_delay_ms),
+            max_attempts: Bounded::clamped(u64::from(d.max_attempts)),
         }
     }
 }
@@ -105,11 +123,12 @@ impl Default for RetryFields {
 impl TryFrom<RetryFields> for RetryPolicy {
     type Error = Invalid;
     fn try_from(f: RetryFields) -> Result<RetryPolicy, Invalid> {
+        let attempts = f.max_attempts.get().min(u64::from(MAX_ATTEMPTS)) as u32;
         RetryPolicy::try_new(
-            f.initial_delay_ms,
+            f.initial_delay_ms.get(),
             f.multiplier,
-            f.max_delay_ms,
-            f.max_attempts,
+            f.max_delay_ms.get(),
+            attempts,
         )
     }
 }
@@ -135,12 +154,7 @@ impl RetryPolicy {
         max_attempts: u32,
     ) -> Result<RetryPolicy, Invalid> {
         in_range("initial_delay_ms", initial_delay_ms, 1..=MAX_DELAY_MS)?;
-        if !(1.0..=MAX_MULTIPLIER).contains(&multiplier) {
-            return Err(Invalid::at(
-                "multiplier",
-                format!("must be a number from 1 to {MAX_MULTIPLIER}"),
-            ));
-        }
+        Self::check_multiplier(multiplier).map_err(|e| e.within("multiplier"))?;
         in_range("max_delay_ms", max_delay_ms, 1..=MAX_DELAY_MS)?;
         in_range("max_attempts", max_attempts, 1..=MAX_ATTEMPTS)?;
         Ok(RetryPolicy {
@@ -149,6 +163,16 @@ impl RetryPolicy {
             max_delay_ms,
             max_attempts,
         })
+    }
+
+    fn check_multiplier(multiplier: f64) -> Result<f64, Invalid> {
+        if (1.0..=MAX_MULTIPLIER).contains(&multiplier) {
+            Ok(multiplier)
+        } else {
+            Err(Invalid::new(format!(
+                "must be a number from 1 to {MAX_MULTIPLIER}"
+            )))
+        }
     }
 
     /// A policy read back from a record written under older rules: every value brought
@@ -878,8 +902,9 @@ pub struct TargetPatch {
 mod tests {
     use super::*;
 
+    /// The spec, or the refusal with the path of the field at fault (as the API reads it).
     fn spec(json: serde_json::Value) -> Result<TargetSpec, String> {
-        serde_json::from_value(json).map_err(|e| e.to_string())
+        serde_path_to_error::deserialize(json).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -924,11 +949,11 @@ mod tests {
         );
         refused(
             serde_json::json!({"url": "https://x/", "events": ["*"], "retry": {"initial_delay_ms": 18446744073709551615u64, "multiplier": 1.0, "max_delay_ms": 18446744073709551615u64}}),
-            "initial_delay_ms",
+            "retry.initial_delay_ms",
         );
         refused(
             serde_json::json!({"url": "https://x/", "events": ["*"], "retry": {"multiplier": 1e308}}),
-            "multiplier",
+            "retry.multiplier",
         );
         let private = spec(serde_json::json!({"url": "http://10.0.0.1/x", "events": ["*"]}));
         assert!(

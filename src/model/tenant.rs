@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::bounded::Bounded;
 use super::invalid::{Invalid, in_range};
 use super::text::{ExternalId, Name};
 
@@ -20,19 +21,29 @@ pub struct RateLimit {
     burst: Option<u32>,
 }
 
-/// The fields of a [`RateLimit`] as they arrive, before their check.
+/// The fields of a [`RateLimit`] as they arrive. Each is checked as it is read, so a refusal
+/// names the field's whole path (`rate_limit.per_second`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RateLimitFields {
+    #[serde(deserialize_with = "per_second")]
     per_second: f64,
     #[serde(default)]
-    burst: Option<u32>,
+    burst: Option<Bounded<1, { RateLimit::MAX_BURST as u64 }>>,
+}
+
+fn per_second<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    RateLimit::check_per_second(v).map_err(serde::de::Error::custom)
 }
 
 impl TryFrom<RateLimitFields> for RateLimit {
     type Error = Invalid;
     fn try_from(f: RateLimitFields) -> Result<RateLimit, Invalid> {
-        RateLimit::try_new(f.per_second, f.burst)
+        let burst = f
+            .burst
+            .map(|b| b.get().min(u64::from(RateLimit::MAX_BURST)) as u32);
+        RateLimit::try_new(f.per_second, burst)
     }
 }
 
@@ -46,20 +57,23 @@ impl RateLimit {
 
     /// A limit of `per_second` with `burst`, if both are within bounds (NaN is not).
     pub fn try_new(per_second: f64, burst: Option<u32>) -> Result<RateLimit, Invalid> {
-        if !(Self::MIN_PER_SECOND..=Self::MAX_PER_SECOND).contains(&per_second) {
-            return Err(Invalid::at(
-                "per_second",
-                format!(
-                    "must be a number from {} to {}",
-                    Self::MIN_PER_SECOND,
-                    Self::MAX_PER_SECOND
-                ),
-            ));
-        }
+        Self::check_per_second(per_second).map_err(|e| e.within("per_second"))?;
         if let Some(b) = burst {
             in_range("burst", b, 1..=Self::MAX_BURST)?;
         }
         Ok(RateLimit { per_second, burst })
+    }
+
+    fn check_per_second(per_second: f64) -> Result<f64, Invalid> {
+        if (Self::MIN_PER_SECOND..=Self::MAX_PER_SECOND).contains(&per_second) {
+            Ok(per_second)
+        } else {
+            Err(Invalid::new(format!(
+                "must be a number from {} to {}",
+                Self::MIN_PER_SECOND,
+                Self::MAX_PER_SECOND
+            )))
+        }
     }
 
     /// A limit read back from a record written under older rules: brought within bounds

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use super::event_type::string_schema;
 use super::invalid::Invalid;
+use super::schema::string_schema;
 
 /// Characters never allowed in a name or an external id: the C0 and C1 controls and DEL.
 const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";

@@ -1,0 +1,1016 @@
+//! Each Lua script of `src/scripts/` run on its own against the real Redis of the harness, by
+//! the `KEYS` and `ARGV` its header documents: the answers, the keys it leaves behind, and the
+//! edge cases its callers rely on (a re-sent append, an idempotency key used twice in one batch,
+//! a claim raced by two callers, an overdue subject claimed by two checkers, a replay of an
+//! event that expired).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use fred::prelude::*;
+use serde_json::{Value as Json, json};
+use support::{RedisServer, stream_events, unique_prefix};
+
+use estafeta::queue::entry::LAYOUT;
+use estafeta::scripts::{self, Script};
+
+/// Runs `script` with string keys and arguments and returns its decoded answer.
+async fn run(redis: &Client, script: &Script, keys: &[&str], args: &[&str]) -> Json {
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    script
+        .run(redis, keys, args)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", script.name()))
+}
+
+async fn status(redis: &Client, script: &Script, keys: &[&str], args: &[&str]) -> String {
+    let answer = run(redis, script, keys, args).await;
+    answer["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Keys of one test, in one hash slot as the scripts require on a cluster.
+struct Keys(String);
+
+impl Keys {
+    fn new(name: &str) -> Keys {
+        Keys(unique_prefix(name))
+    }
+    fn k(&self, name: &str) -> String {
+        format!("{{{}}}:{name}", self.0)
+    }
+}
+
+async fn redis() -> Client {
+    RedisServer::shared().client().await
+}
+
+async fn hash(redis: &Client, key: &str) -> HashMap<String, String> {
+    redis.hgetall(key).await.unwrap()
+}
+
+async fn exists(redis: &Client, key: &str) -> bool {
+    let n: u32 = redis.exists(key).await.unwrap();
+    n == 1
+}
+
+// ---- control plane: tenants and tokens ----
+
+#[tokio::test]
+async fn create_tenant_refuses_a_taken_id_or_external_id_and_writes_nothing() {
+    let r = redis().await;
+    let k = Keys::new("create-tenant");
+    let (tenant, tenants, ext, token, tokens) = (
+        k.k("tenant:a"),
+        k.k("tenants"),
+        k.k("ext:x"),
+        k.k("token:h1"),
+        k.k("tokens:a"),
+    );
+    let create = |id: &'static str, tenant: String, ext_index: &'static str| {
+        let (tenants, ext, token, tokens, r) = (
+            tenants.clone(),
+            ext.clone(),
+            token.clone(),
+            tokens.clone(),
+            r.clone(),
+        );
+        async move {
+            status(
+                &r,
+                &scripts::CREATE_TENANT,
+                &[&tenant, &tenants, &ext, &token, &tokens],
+                &[
+                    id, "Acme", "sealed", ext_index, "1", "10", "20", "1000", "api", "tok_1", "h1",
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(create("a", tenant.clone(), "x").await, "ok");
+    let stored = hash(&r, &tenant).await;
+    assert_eq!(stored["name"], "Acme");
+    assert_eq!(stored["ext_idx"], "x");
+    assert_eq!(stored["rl_ps"], "10");
+    assert_eq!(hash(&r, &token).await["tenant"], "a");
+    assert_eq!(hash(&r, &tokens).await["tok_1"], "h1");
+    let ext_owner: String = r.get(&ext).await.unwrap();
+    assert_eq!(ext_owner, "a");
+
+    assert_eq!(create("a", tenant.clone(), "x").await, "exists");
+    // Another tenant with the same external id: refused before anything is written.
+    let other = k.k("tenant:b");
+    assert_eq!(create("b", other.clone(), "x").await, "external_id_taken");
+    assert!(!exists(&r, &other).await);
+    let ids: Vec<String> = r
+        .zrange(&tenants, 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    assert_eq!(ids, vec!["a".to_owned()]);
+}
+
+#[tokio::test]
+async fn update_tenant_moves_the_external_id_and_retries_on_a_stale_read() {
+    let r = redis().await;
+    let k = Keys::new("update-tenant");
+    let (tenant, old_ext, new_ext) = (k.k("tenant:a"), k.k("ext:x"), k.k("ext:y"));
+    let update = |expected: &'static str, ext: &'static str, ext_key: String| {
+        let (r, tenant, old_ext) = (r.clone(), tenant.clone(), old_ext.clone());
+        async move {
+            status(
+                &r,
+                &scripts::UPDATE_TENANT,
+                &[&tenant, &old_ext, &ext_key],
+                &[
+                    "a", expected, "1", "Renamed", "1", "0", "1", "5", "6", "1", "sealed-y", ext,
+                    "2000",
+                ],
+            )
+            .await
+        }
+    };
+    assert_eq!(update("x", "y", new_ext.clone()).await, "not_found");
+
+    let _: () = r
+        .hset(
+            &tenant,
+            [("name", "Acme"), ("ext_idx", "x"), ("active", "1")],
+        )
+        .await
+        .unwrap();
+    let _: () = r.set(&old_ext, "a", None, None, false).await.unwrap();
+    // The caller read another external id than the stored one.
+    assert_eq!(update("z", "y", new_ext.clone()).await, "retry");
+    // The new external id belongs to another tenant.
+    let _: () = r.set(&new_ext, "b", None, None, false).await.unwrap();
+    assert_eq!(update("x", "y", new_ext.clone()).await, "external_id_taken");
+    assert_eq!(hash(&r, &tenant).await["name"], "Acme");
+
+    let _: () = r.del(&new_ext).await.unwrap();
+    assert_eq!(update("x", "y", new_ext.clone()).await, "ok");
+    let stored = hash(&r, &tenant).await;
+    assert_eq!(stored["name"], "Renamed");
+    assert_eq!(stored["active"], "0");
+    assert_eq!(
+        (stored["rl_ps"].as_str(), stored["rl_burst"].as_str()),
+        ("5", "6")
+    );
+    assert_eq!(stored["ext_idx"], "y");
+    assert!(
+        !exists(&r, &old_ext).await,
+        "the old index entry is removed"
+    );
+    let owner: String = r.get(&new_ext).await.unwrap();
+    assert_eq!(owner, "a");
+}
+
+#[tokio::test]
+async fn delete_tenant_removes_its_tokens_unless_they_changed_since_listed() {
+    let r = redis().await;
+    let k = Keys::new("delete-tenant");
+    let (tenant, tenants, tokens, ext, t1, t2) = (
+        k.k("tenant:a"),
+        k.k("tenants"),
+        k.k("tokens:a"),
+        k.k("ext:x"),
+        k.k("token:h1"),
+        k.k("token:h2"),
+    );
+    let _: () = r
+        .hset(&tenant, [("name", "A"), ("ext_idx", "x")])
+        .await
+        .unwrap();
+    let _: () = r
+        .zadd(&tenants, None, None, false, false, (0.0, "a"))
+        .await
+        .unwrap();
+    let _: () = r.set(&ext, "a", None, None, false).await.unwrap();
+    let _: () = r
+        .hset(&tokens, [("tok_1", "h1"), ("tok_2", "h2")])
+        .await
+        .unwrap();
+    let _: () = r.hset(&t1, ("tenant", "a")).await.unwrap();
+    let _: () = r.hset(&t2, ("tenant", "a")).await.unwrap();
+    let keys = [&tenant, &tenants, &tokens, &ext, &t1, &t2].map(String::as_str);
+
+    // A token was issued after the caller listed one.
+    let listed_one = status(&r, &scripts::DELETE_TENANT, &keys[..5], &["a", "x", "1"]).await;
+    assert_eq!(listed_one, "retry");
+    assert!(exists(&r, &tenant).await);
+
+    assert_eq!(
+        status(&r, &scripts::DELETE_TENANT, &keys, &["a", "x", "2"]).await,
+        "ok"
+    );
+    for key in [&tenant, &tokens, &ext, &t1, &t2] {
+        assert!(!exists(&r, key).await, "{key} outlived its tenant");
+    }
+    let left: u32 = r.zcard(&tenants).await.unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(
+        status(&r, &scripts::DELETE_TENANT, &keys, &["a", "x", "2"]).await,
+        "not_found"
+    );
+}
+
+#[tokio::test]
+async fn issue_token_is_idempotent_for_its_tenant_and_bounded() {
+    let r = redis().await;
+    let k = Keys::new("issue-token");
+    let (tenant, tokens) = (k.k("tenant:a"), k.k("tokens:a"));
+    let issue =
+        |token_key: String, tenant_id: &'static str, id: &'static str, hash: &'static str| {
+            let (r, tenant, tokens) = (r.clone(), tenant.clone(), tokens.clone());
+            async move {
+                status(
+                    &r,
+                    &scripts::ISSUE_TOKEN,
+                    &[&tenant, &token_key, &tokens],
+                    &[tenant_id, id, hash, "1000", "2"],
+                )
+                .await
+            }
+        };
+    assert_eq!(
+        issue(k.k("token:h1"), "a", "tok_1", "h1").await,
+        "not_found"
+    );
+    let _: () = r.hset(&tenant, ("name", "A")).await.unwrap();
+    assert_eq!(issue(k.k("token:h1"), "a", "tok_1", "h1").await, "ok");
+    // A declared token registered again at the next start.
+    assert_eq!(issue(k.k("token:h1"), "a", "tok_9", "h1").await, "exists");
+    assert_eq!(
+        hash(&r, &tokens).await.len(),
+        1,
+        "no second id for one token"
+    );
+    // The same secret claimed for another tenant.
+    assert_eq!(issue(k.k("token:h1"), "b", "tok_2", "h1").await, "taken");
+    assert_eq!(issue(k.k("token:h2"), "a", "tok_2", "h2").await, "ok");
+    assert_eq!(issue(k.k("token:h3"), "a", "tok_3", "h3").await, "too_many");
+    assert!(!exists(&r, &k.k("token:h3")).await);
+}
+
+#[tokio::test]
+async fn revoke_token_needs_the_matching_hash() {
+    let r = redis().await;
+    let k = Keys::new("revoke-token");
+    let (tokens, token) = (k.k("tokens:a"), k.k("token:h1"));
+    let _: () = r.hset(&tokens, ("tok_1", "h1")).await.unwrap();
+    let _: () = r.hset(&token, ("tenant", "a")).await.unwrap();
+    let keys = [tokens.as_str(), token.as_str()];
+    assert_eq!(
+        status(&r, &scripts::REVOKE_TOKEN, &keys, &["tok_1", "other"]).await,
+        "not_found"
+    );
+    assert!(exists(&r, &token).await);
+    assert_eq!(
+        status(&r, &scripts::REVOKE_TOKEN, &keys, &["tok_1", "h1"]).await,
+        "ok"
+    );
+    assert!(!exists(&r, &token).await);
+    assert!(hash(&r, &tokens).await.is_empty());
+    assert_eq!(
+        status(&r, &scripts::REVOKE_TOKEN, &keys, &["tok_1", "h1"]).await,
+        "not_found"
+    );
+}
+
+#[tokio::test]
+async fn publish_invalidation_numbers_each_message() {
+    let r = redis().await;
+    let subscriber = redis().await;
+    let k = Keys::new("invalidation");
+    let channel = k.k("channel");
+    let mut messages = subscriber.message_rx();
+    subscriber.subscribe(&channel).await.unwrap();
+    let seq = k.k("seq");
+    let first = run(
+        &r,
+        &scripts::PUBLISH_INVALIDATION,
+        &[&seq],
+        &[&channel, "t:a"],
+    )
+    .await;
+    let second = run(
+        &r,
+        &scripts::PUBLISH_INVALIDATION,
+        &[&seq],
+        &[&channel, "x:b"],
+    )
+    .await;
+    assert_eq!(
+        (first["seq"].as_u64(), second["seq"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.recv())
+            .await
+            .expect("no message published")
+            .unwrap();
+        if m.channel == channel {
+            got.push(m.value.as_string().unwrap());
+        }
+    }
+    assert_eq!(got, vec!["1 t:a".to_owned(), "2 x:b".to_owned()]);
+}
+
+// ---- documents: targets, sources and monitors ----
+
+#[tokio::test]
+async fn save_target_checks_its_tenant_and_version() {
+    let r = redis().await;
+    let k = Keys::new("save-target");
+    let (target, index, tenant) = (k.k("target:t"), k.k("targets:a"), k.k("tenant:a"));
+    let save = |doc: &'static str, expected: &'static str| {
+        let (r, target, index, tenant) = (r.clone(), target.clone(), index.clone(), tenant.clone());
+        async move {
+            status(
+                &r,
+                &scripts::SAVE_TARGET,
+                &[&target, &index, &tenant],
+                &["t", doc, expected, "a"],
+            )
+            .await
+        }
+    };
+    assert_eq!(save("{}", "0").await, "no_tenant");
+    let _: () = r.hset(&tenant, ("name", "A")).await.unwrap();
+    assert_eq!(save(r#"{"v":1}"#, "0").await, "ok");
+    assert_eq!(save(r#"{"v":"dup"}"#, "0").await, "exists");
+    assert_eq!(save(r#"{"v":2}"#, "1").await, "ok");
+    // Made from version 1, which another writer replaced.
+    assert_eq!(save(r#"{"v":"stale"}"#, "1").await, "retry");
+    let stored = hash(&r, &target).await;
+    assert_eq!(
+        (stored["doc"].as_str(), stored["ver"].as_str()),
+        (r#"{"v":2}"#, "2")
+    );
+    assert_eq!(stored["tenant"], "a");
+    let ids: Vec<String> = r
+        .zrange(&index, 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    assert_eq!(ids, vec!["t".to_owned()]);
+
+    let keys = [target.as_str(), index.as_str()];
+    let deleted = run(&r, &scripts::DELETE_TARGET, &keys, &["t"]).await;
+    assert_eq!(deleted["deleted"], 1);
+    assert!(!exists(&r, &target).await);
+    let left: u32 = r.zcard(&index).await.unwrap();
+    assert_eq!(left, 0);
+    let again = run(&r, &scripts::DELETE_TARGET, &keys, &["t"]).await;
+    assert_eq!(again["deleted"], 0);
+}
+
+#[tokio::test]
+async fn save_tokened_moves_the_token_and_refuses_a_lost_update() {
+    let r = redis().await;
+    let k = Keys::new("save-tokened");
+    let (doc, index, tenant) = (k.k("monitor:m"), k.k("monitors:a"), k.k("tenant:a"));
+    let (tok1, tok2) = (k.k("mtoken:h1"), k.k("mtoken:h2"));
+    let save = |entry: String, old: String, body: &'static str, expected: &'static str| {
+        let (r, doc, index, tenant) = (r.clone(), doc.clone(), index.clone(), tenant.clone());
+        async move {
+            status(
+                &r,
+                &scripts::SAVE_TOKENED,
+                &[&doc, &entry, &index, &tenant, &old],
+                &["m", body, "a", expected],
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        save(tok1.clone(), tok1.clone(), "d1", "").await,
+        "no_tenant"
+    );
+    let _: () = r.hset(&tenant, ("name", "A")).await.unwrap();
+    assert_eq!(save(tok1.clone(), tok1.clone(), "d1", "").await, "ok");
+    let points: String = r.get(&tok1).await.unwrap();
+    assert_eq!(points, "m");
+    // A second creation of the same id: a document is there already.
+    assert_eq!(save(tok1.clone(), tok1.clone(), "d1b", "").await, "changed");
+    // A rotation made from a document another writer replaced.
+    assert_eq!(
+        save(tok2.clone(), tok1.clone(), "d2", "d0").await,
+        "changed"
+    );
+    assert!(!exists(&r, &tok2).await);
+    // The rotation: the old token stops pointing anywhere.
+    assert_eq!(save(tok2.clone(), tok1.clone(), "d2", "d1").await, "ok");
+    assert!(!exists(&r, &tok1).await);
+    let points: String = r.get(&tok2).await.unwrap();
+    assert_eq!(points, "m");
+    assert_eq!(hash(&r, &doc).await["doc"], "d2");
+
+    let keys = [doc.as_str(), tok2.as_str(), index.as_str()];
+    let deleted = run(&r, &scripts::DELETE_TOKENED, &keys, &["m"]).await;
+    assert_eq!(deleted["deleted"], 1);
+    assert!(!exists(&r, &doc).await && !exists(&r, &tok2).await);
+    let left: u32 = r.zcard(&index).await.unwrap();
+    assert_eq!(left, 0);
+    let again = run(&r, &scripts::DELETE_TOKENED, &keys, &["m"]).await;
+    assert_eq!(again["deleted"], 0);
+}
+
+// ---- the queue: appends and expansion ----
+
+/// The arguments of one event of `append_batch`; `key_index` is its key's position in KEYS
+/// (1 is the stream, so keys start at 2; 0: no key).
+fn event<'a>(id: &'a str, key_index: &'a str, fingerprint: &'a str) -> [&'a str; 7] {
+    [
+        id,
+        "ten_a",
+        "order.paid",
+        "application/json",
+        r#"{"n":1}"#,
+        key_index,
+        fingerprint,
+    ]
+}
+
+async fn append(redis: &Client, keys: &[&str], events: &[[&str; 7]]) -> Vec<String> {
+    let mut args = vec![LAYOUT.as_str(), "60"];
+    for e in events {
+        args.extend_from_slice(e);
+    }
+    let answer = run(redis, &scripts::APPEND_BATCH, keys, &args).await;
+    answer["stored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn append_batch_writes_one_entry_in_the_layout_the_reader_decodes() {
+    let r = redis().await;
+    let k = Keys::new("append");
+    let stream = k.k("stream");
+    let stored = append(
+        &r,
+        &[&stream],
+        &[event("evt_1", "0", ""), event("evt_2", "0", "")],
+    )
+    .await;
+    assert_eq!(stored, vec!["", ""]);
+    let len: u64 = r.xlen(&stream).await.unwrap();
+    assert_eq!(len, 1, "one entry per batch");
+    let events = stream_events(&r, &stream).await;
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["evt_1", "evt_2"]);
+    assert_eq!(events[0].tenant.as_str(), "ten_a");
+    assert_eq!(events[0].event_type.as_str(), "order.paid");
+    assert_eq!(
+        events[0].content_type.as_deref(),
+        Some(&b"application/json"[..])
+    );
+    assert_eq!(&events[0].body[..], br#"{"n":1}"#);
+}
+
+#[tokio::test]
+async fn append_batch_counts_a_key_used_twice_in_one_batch_as_seen() {
+    let r = redis().await;
+    let k = Keys::new("append-key-twice");
+    let (stream, key) = (k.k("stream"), k.k("idem:k"));
+    let stored = append(
+        &r,
+        &[&stream, &key],
+        &[
+            event("evt_1", "2", "fp1"),
+            event("evt_2", "2", "fp2"),
+            event("evt_3", "0", ""),
+        ],
+    )
+    .await;
+    assert_eq!(stored, vec!["", "evt_1 fp1", ""]);
+    let ids: Vec<String> = stream_events(&r, &stream)
+        .await
+        .into_iter()
+        .map(|e| e.id.as_str().to_owned())
+        .collect();
+    assert_eq!(ids, ["evt_1", "evt_3"]);
+    let recorded: String = r.get(&key).await.unwrap();
+    assert_eq!(recorded, "evt_1 fp1");
+    let ttl: i64 = r.ttl(&key).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60, "ttl {ttl}");
+}
+
+#[tokio::test]
+async fn a_re_sent_append_with_keys_appends_nothing_and_names_the_first_events() {
+    let r = redis().await;
+    let k = Keys::new("append-resent");
+    let (stream, key) = (k.k("stream"), k.k("idem:k"));
+    let batch = [event("evt_1", "2", "fp1")];
+    assert_eq!(append(&r, &[&stream, &key], &batch).await, vec![""]);
+    // The client re-sent the same command after a reconnect.
+    assert_eq!(
+        append(&r, &[&stream, &key], &batch).await,
+        vec!["evt_1 fp1"]
+    );
+    let len: u64 = r.xlen(&stream).await.unwrap();
+    assert_eq!(len, 1);
+    // A batch of nothing but seen keys writes no empty entry either.
+    let later = [event("evt_9", "2", "fp9")];
+    assert_eq!(
+        append(&r, &[&stream, &key], &later).await,
+        vec!["evt_1 fp1"]
+    );
+    let len: u64 = r.xlen(&stream).await.unwrap();
+    assert_eq!(len, 1);
+}
+
+/// `expand`'s arguments for events of tenant `ten_a`, each to targets `tgt_1,tgt_2`.
+async fn expand(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) -> Vec<bool> {
+    let records: Vec<String> = ids.iter().map(|id| k.k(&format!("event:{id}"))).collect();
+    let stats = k.k("stats:ten_a");
+    let mut keys: Vec<&str> = records.iter().map(String::as_str).collect();
+    keys.extend(ids.iter().map(|_| stats.as_str()));
+    let n = ids.len().to_string();
+    let mut args = vec![entry, "600", n.as_str()];
+    for _ in ids {
+        args.extend_from_slice(&[
+            "ten_a",
+            "order.paid",
+            "application/json",
+            "1000",
+            "tgt_1,tgt_2",
+        ]);
+    }
+    let answer = run(redis, &scripts::EXPAND, &keys, &args).await;
+    answer["owned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_bool().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn expand_gives_each_event_to_the_first_entry_that_holds_it() {
+    let r = redis().await;
+    let k = Keys::new("expand");
+    let stream = k.k("stream");
+    // A re-sent append without idempotency keys: two entries with the same event ids.
+    let batch = [event("evt_1", "0", ""), event("evt_2", "0", "")];
+    append(&r, &[&stream], &batch).await;
+    append(&r, &[&stream], &batch).await;
+    let entries: Vec<(String, HashMap<String, String>)> =
+        r.xrange(&stream, "-", "+", None).await.unwrap();
+    let (first, second) = (entries[0].0.clone(), entries[1].0.clone());
+
+    assert_eq!(
+        expand(&r, &k, &first, &["evt_1", "evt_2"]).await,
+        [true, true]
+    );
+    assert_eq!(
+        expand(&r, &k, &second, &["evt_1", "evt_2"]).await,
+        [false, false]
+    );
+    // The first entry read again (reclaimed from a crashed consumer) still owns its events.
+    assert_eq!(
+        expand(&r, &k, &first, &["evt_1", "evt_2"]).await,
+        [true, true]
+    );
+
+    let record = hash(&r, &k.k("event:evt_1")).await;
+    assert_eq!(record["entry"], first);
+    assert_eq!(record["targets"], "tgt_1,tgt_2");
+    assert_eq!(record["tenant"], "ten_a");
+    let ttl: i64 = r.ttl(k.k("event:evt_1")).await.unwrap();
+    assert!(ttl > 0 && ttl <= 600);
+    let received: String = r.hget(k.k("stats:ten_a"), "events_received").await.unwrap();
+    assert_eq!(received, "2", "each event is counted once");
+}
+
+// ---- deliveries: outcomes, the retry schedule, the error queue ----
+
+struct Outcome<'a> {
+    target: &'a str,
+    kind: &'a str,
+    due_ms: &'a str,
+    attempt: &'a str,
+    latency: &'a str,
+}
+
+async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
+    let (retries, dead_total) = (k.k("retries"), k.k("dead_total"));
+    let (event, attempts, stats, dead) = (
+        k.k("event:evt_1"),
+        k.k("attempts:evt_1"),
+        k.k("stats:ten_a"),
+        k.k("dead:ten_a"),
+    );
+    let mut keys = vec![retries.as_str(), dead_total.as_str()];
+    let n = outcomes.len().to_string();
+    let mut args = vec![n.as_str(), "3", "600"];
+    let members: Vec<String> = outcomes
+        .iter()
+        .map(|o| format!("evt_1:{}", o.target))
+        .collect();
+    for (o, member) in outcomes.iter().zip(&members) {
+        keys.extend([
+            event.as_str(),
+            attempts.as_str(),
+            stats.as_str(),
+            dead.as_str(),
+        ]);
+        args.extend([
+            o.target,
+            r#"{"state":"x"}"#,
+            o.attempt,
+            o.kind,
+            o.due_ms,
+            member.as_str(),
+            "the body",
+            "text/plain",
+            "dl_1",
+            r#"{"id":"dl_1"}"#,
+            o.latency,
+        ]);
+    }
+    let answer = run(redis, &scripts::RECORD, &keys, &args).await;
+    assert_eq!(answer["recorded"].as_u64(), Some(outcomes.len() as u64));
+}
+
+fn outcome<'a>(target: &'a str, kind: &'a str) -> Outcome<'a> {
+    Outcome {
+        target,
+        kind,
+        due_ms: "5000",
+        attempt: r#"{"n":1}"#,
+        latency: "12",
+    }
+}
+
+#[tokio::test]
+async fn record_keeps_the_schedule_the_counters_and_the_error_queue_consistent() {
+    let r = redis().await;
+    let k = Keys::new("record");
+    let _: () = r.hset(k.k("event:evt_1"), ("entry", "1-0")).await.unwrap();
+    let stats = |field: &'static str| {
+        let (r, key) = (r.clone(), k.k("stats:ten_a"));
+        async move {
+            let v: Option<i64> = r.hget(key, field).await.unwrap();
+            v.unwrap_or(0)
+        }
+    };
+
+    // A failed attempt: scheduled, counted once in retry however often it is rescheduled.
+    record(&r, &k, &[outcome("tgt_1", "retry")]).await;
+    record(&r, &k, &[outcome("tgt_1", "retry")]).await;
+    let due: Option<f64> = r.zscore(k.k("retries"), "evt_1:tgt_1").await.unwrap();
+    assert_eq!(due, Some(5000.0));
+    assert_eq!(stats("in_retry").await, 1);
+    assert_eq!(hash(&r, &k.k("event:evt_1")).await["body"], "the body");
+
+    // An ordered target's head is retried by its process: the schedule is not touched.
+    record(&r, &k, &[outcome("tgt_3", "held")]).await;
+    let held: Option<f64> = r.zscore(k.k("retries"), "evt_1:tgt_3").await.unwrap();
+    assert_eq!(held, None);
+
+    // Success of tgt_1 and the end of tgt_2, in one call.
+    record(
+        &r,
+        &k,
+        &[outcome("tgt_1", "done"), outcome("tgt_2", "dead")],
+    )
+    .await;
+    let left: u32 = r.zcard(k.k("retries")).await.unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(stats("in_retry").await, 0);
+    assert_eq!(stats("succeeded").await, 1);
+    assert_eq!(stats("failed").await, 1);
+    assert_eq!(stats("responses").await, 5);
+    assert_eq!(stats("response_ms_total").await, 60);
+    assert_eq!(
+        hash(&r, &k.k("dead:ten_a")).await["dl_1"],
+        r#"{"id":"dl_1"}"#
+    );
+    let total: i64 = r.get(k.k("dead_total")).await.unwrap();
+    assert_eq!(total, 1);
+    let stored = hash(&r, &k.k("event:evt_1")).await;
+    assert_eq!(stored["d:tgt_2"], r#"{"state":"x"}"#);
+    // The attempt log keeps the newest `attempts_kept` (3) of the five.
+    let attempts: u32 = r.llen(k.k("attempts:evt_1")).await.unwrap();
+    assert_eq!(attempts, 3);
+
+    // No response (a refused connection): no latency counted; no attempt: no log entry.
+    let silent = Outcome {
+        latency: "",
+        attempt: "",
+        ..outcome("tgt_4", "done")
+    };
+    record(&r, &k, &[silent]).await;
+    assert_eq!(stats("responses").await, 5);
+    let attempts: u32 = r.llen(k.k("attempts:evt_1")).await.unwrap();
+    assert_eq!(attempts, 3);
+}
+
+#[tokio::test]
+async fn claim_due_raced_by_two_callers_gives_each_retry_to_one() {
+    let r = redis().await;
+    let other = redis().await;
+    let k = Keys::new("claim");
+    let retries = k.k("retries");
+    let members: Vec<String> = (0..200).map(|i| format!("evt_{i}:tgt_1")).collect();
+    for (i, m) in members.iter().enumerate() {
+        // Half due at 1000, half at 9000 (not yet due at 5000).
+        let score = if i % 2 == 0 { 1000.0 } else { 9000.0 };
+        let _: () = r
+            .zadd(&retries, None, None, false, false, (score, m.as_str()))
+            .await
+            .unwrap();
+    }
+    let claim = |client: Client| {
+        let retries = retries.clone();
+        async move {
+            let mut mine = Vec::new();
+            loop {
+                let answer = run(
+                    &client,
+                    &scripts::CLAIM_DUE,
+                    &[&retries],
+                    &["5000", "60000", "7"],
+                )
+                .await;
+                let got: Vec<String> = answer["members"]
+                    .as_array()
+                    .map(|a| a.iter().map(|m| m.as_str().unwrap().to_owned()).collect())
+                    .unwrap_or_default();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got);
+            }
+        }
+    };
+    let (a, b) = tokio::join!(claim(r.clone()), claim(other));
+    let (a, b): (HashSet<String>, HashSet<String>) =
+        (a.into_iter().collect(), b.into_iter().collect());
+    assert!(
+        a.is_disjoint(&b),
+        "{} retries claimed twice",
+        a.intersection(&b).count()
+    );
+    let claimed: HashSet<String> = a.union(&b).cloned().collect();
+    let due: HashSet<String> = members.iter().step_by(2).cloned().collect();
+    assert_eq!(claimed, due, "every due retry claimed, nothing else");
+    // Leased to the end of the lease, where a crash would leave it.
+    let leased: Option<f64> = r.zscore(&retries, "evt_0:tgt_1").await.unwrap();
+    assert_eq!(leased, Some(60000.0));
+    let waiting: Option<f64> = r.zscore(&retries, "evt_1:tgt_1").await.unwrap();
+    assert_eq!(waiting, Some(9000.0));
+}
+
+#[tokio::test]
+async fn replay_and_delete_take_an_error_queue_entry_once() {
+    let r = redis().await;
+    let k = Keys::new("replay");
+    let (dead, retries, stats, event, total) = (
+        k.k("dead:ten_a"),
+        k.k("retries"),
+        k.k("stats:ten_a"),
+        k.k("event:evt_1"),
+        k.k("dead_total"),
+    );
+    let _: () = r
+        .hset(&dead, [("dl_1", "{}"), ("dl_2", "{}"), ("dl_3", "{}")])
+        .await
+        .unwrap();
+    let _: () = r.set(&total, 3, None, None, false).await.unwrap();
+    let _: () = r.hset(&event, ("entry", "1-0")).await.unwrap();
+    let keys = [&dead, &retries, &stats, &event, &total].map(String::as_str);
+    let args = |dl: &'static str| [dl, "evt_1:tgt_1", "tgt_1", r#"{"fresh":true}"#, "7000"];
+    let replay = async |dl: &'static str| {
+        let answer = run(&r, &scripts::REPLAY, &keys, &args(dl)).await;
+        answer["replayed"].as_u64()
+    };
+    assert_eq!(replay("dl_1").await, Some(1));
+    assert_eq!(replay("dl_1").await, Some(0), "replayed twice");
+    let due: Option<f64> = r.zscore(&retries, "evt_1:tgt_1").await.unwrap();
+    assert_eq!(due, Some(7000.0));
+    assert_eq!(hash(&r, &event).await["d:tgt_1"], r#"{"fresh":true}"#);
+    let in_retry: i64 = r.hget(&stats, "in_retry").await.unwrap();
+    assert_eq!(in_retry, 1);
+
+    // The event's record expired: the entry goes, nothing is scheduled.
+    let _: () = r.del(&event).await.unwrap();
+    let _: () = r.del(&retries).await.unwrap();
+    assert_eq!(replay("dl_2").await, Some(0));
+    assert!(!exists(&r, &event).await, "no record brought back");
+    let scheduled: u32 = r.zcard(&retries).await.unwrap();
+    assert_eq!(scheduled, 0);
+
+    let dkeys = [dead.as_str(), total.as_str()];
+    let deleted = run(&r, &scripts::DELETE_DEAD_LETTER, &dkeys, &["dl_3"]).await;
+    assert_eq!(deleted["deleted"], 1);
+    let again = run(&r, &scripts::DELETE_DEAD_LETTER, &dkeys, &["dl_3"]).await;
+    assert_eq!(again["deleted"], 0);
+    assert!(hash(&r, &dead).await.is_empty());
+    let total: i64 = r.get(&total).await.unwrap();
+    assert_eq!(total, 0, "each entry counted out once");
+}
+
+// ---- watched subjects: describe, signal, forget ----
+
+struct Watch {
+    k: Keys,
+}
+
+impl Watch {
+    fn new(name: &str) -> Watch {
+        Watch { k: Keys::new(name) }
+    }
+
+    async fn describe(&self, r: &Client, name: &str, window_ms: &str) -> bool {
+        let keys = [self.k.k("watch:mon_1"), self.k.k("due"), self.k.k("counts")];
+        let keys = keys.each_ref().map(String::as_str);
+        let answer = run(
+            r,
+            &scripts::DESCRIBE,
+            &keys,
+            &["mon_1", "ten_a", "monitor", name, window_ms],
+        )
+        .await;
+        answer["created"].as_bool().unwrap()
+    }
+
+    /// One signal of `mon_1`; `more` as the header documents it.
+    async fn signal(&self, r: &Client, signal: &str, want: &str, kind: &str) -> Json {
+        let keys = [
+            self.k.k("due"),
+            self.k.k("stream"),
+            self.k.k("counts"),
+            self.k.k("watch:mon_1"),
+            self.k.k("checks:mon_1"),
+            self.k.k("incidents:mon_1"),
+        ];
+        let keys = keys.each_ref().map(String::as_str);
+        let more = "ten_a\nbilling\nevt_alert\ninc_1\n2026-12-01T00:00:00Z\nmissed\n";
+        let args = [
+            LAYOUT.as_str(),
+            "10",
+            "10",
+            "mon_1",
+            signal,
+            want,
+            kind,
+            "50",
+            more,
+        ];
+        let answer = run(r, &scripts::SIGNAL, &keys, &args).await;
+        answer["subjects"][0].clone()
+    }
+
+    async fn counts(&self, r: &Client) -> HashMap<String, String> {
+        hash(r, &self.k.k("counts")).await
+    }
+}
+
+#[tokio::test]
+async fn signal_never_brings_back_a_subject_that_was_not_described() {
+    let r = redis().await;
+    let w = Watch::new("signal-gone");
+    assert_eq!(
+        w.signal(&r, "heartbeat", "up", "monitor").await,
+        json!({"gone": true})
+    );
+    assert!(!exists(&r, &w.k.k("watch:mon_1")).await);
+    let due: u32 = r.zcard(w.k.k("due")).await.unwrap();
+    assert_eq!(due, 0);
+}
+
+#[tokio::test]
+async fn describe_then_signals_open_and_resolve_one_incident_with_alerts() {
+    let r = redis().await;
+    let w = Watch::new("signal");
+    assert!(w.describe(&r, "billing", "50").await);
+    assert!(
+        !w.describe(&r, "billing job", "50").await,
+        "a second describe renames"
+    );
+    assert_eq!(hash(&r, &w.k.k("watch:mon_1")).await["name"], "billing job");
+    assert_eq!(w.counts(&r).await["monitor:new"], "1");
+
+    // The first heartbeat only starts the watch: up, no alert.
+    let first = w.signal(&r, "heartbeat", "up", "monitor").await;
+    assert_eq!(first["status"], "up");
+    assert_eq!(first["changed"], true);
+    assert!(first.get("alert").is_none(), "{first}");
+    assert!(first["last_heartbeat"].as_u64().is_some());
+    let len: u64 = r.xlen(w.k.k("stream")).await.unwrap();
+    assert_eq!(len, 0);
+    // A routine heartbeat changes nothing and records no check.
+    let routine = w.signal(&r, "heartbeat", "up", "monitor").await;
+    assert_eq!(routine["changed"], false);
+    let checks: u32 = r.llen(w.k.k("checks:mon_1")).await.unwrap();
+    assert_eq!(checks, 1);
+
+    let failed = w.signal(&r, "fail", "down", "monitor").await;
+    assert_eq!(failed["status"], "down");
+    assert_eq!(failed["alert"], "monitor.down");
+    let back = w.signal(&r, "heartbeat", "up", "monitor").await;
+    assert_eq!(back["alert"], "monitor.up");
+
+    let incidents: Vec<String> = r.lrange(w.k.k("incidents:mon_1"), 0, -1).await.unwrap();
+    assert_eq!(incidents.len(), 1);
+    let incident: Json = serde_json::from_str(&incidents[0]).unwrap();
+    assert_eq!(incident["id"], "inc_1");
+    assert_eq!(incident["resolved_reason"], "missed");
+    assert!(incident["duration_ms"].as_i64().unwrap() >= 0);
+
+    let alerts = stream_events(&r, &w.k.k("stream")).await;
+    let types: Vec<&str> = alerts.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["monitor.down", "monitor.up"]);
+    let down: Json = serde_json::from_slice(&alerts[0].body).unwrap();
+    assert_eq!(
+        down["monitor"],
+        json!({"id": "mon_1", "name": "billing job"})
+    );
+    assert_eq!(down["incident_id"], "inc_1");
+    assert_eq!(down["previous_status"], "up");
+    assert_eq!(alerts[0].tenant.as_str(), "ten_a");
+    let counts = w.counts(&r).await;
+    assert_eq!(counts["monitor:up"], "1");
+    assert_eq!(counts["monitor:new"], "0");
+    assert_eq!(counts["monitor:down"], "0");
+}
+
+#[tokio::test]
+async fn an_overdue_subject_is_timed_out_by_one_of_two_racing_checkers() {
+    let r = redis().await;
+    let other = redis().await;
+    let w = Watch::new("signal-timeout");
+    w.describe(&r, "billing", "50").await;
+    w.signal(&r, "heartbeat", "up", "monitor").await;
+    // Not yet overdue: the deadline is 50 ms after the heartbeat.
+    assert_eq!(
+        w.signal(&r, "timeout", "down", "").await,
+        json!({"skip": true})
+    );
+
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let (a, b) = tokio::join!(
+        w.signal(&r, "timeout", "down", ""),
+        w.signal(&other, "timeout", "down", "")
+    );
+    let handled: Vec<&Json> = [&a, &b]
+        .into_iter()
+        .filter(|s| s.get("skip").is_none())
+        .collect();
+    assert_eq!(handled.len(), 1, "{a} {b}");
+    assert_eq!(handled[0]["alert"], "monitor.down");
+    assert_eq!(handled[0]["kind"], "monitor");
+    let alerts = stream_events(&r, &w.k.k("stream")).await;
+    assert_eq!(alerts.len(), 1, "one alert however many checkers");
+    // A timeout leaves no deadline: the next heartbeat sets one.
+    let due: Option<f64> = r.zscore(w.k.k("due"), "mon_1").await.unwrap();
+    assert_eq!(due, None);
+}
+
+#[tokio::test]
+async fn forget_removes_the_state_its_deadline_and_its_count() {
+    let r = redis().await;
+    let w = Watch::new("forget");
+    w.describe(&r, "billing", "50").await;
+    w.signal(&r, "heartbeat", "up", "monitor").await;
+    let keys = [
+        w.k.k("watch:mon_1"),
+        w.k.k("due"),
+        w.k.k("checks:mon_1"),
+        w.k.k("incidents:mon_1"),
+        w.k.k("counts"),
+    ];
+    let keys = keys.each_ref().map(String::as_str);
+    let answer = run(&r, &scripts::FORGET, &keys, &["mon_1"]).await;
+    assert_eq!(answer["deleted"], 2, "the state and its check log");
+    assert!(!exists(&r, &w.k.k("watch:mon_1")).await);
+    let due: Option<f64> = r.zscore(w.k.k("due"), "mon_1").await.unwrap();
+    assert_eq!(due, None);
+    assert_eq!(w.counts(&r).await["monitor:up"], "0");
+    // Signals after the deletion do not bring it back.
+    assert_eq!(
+        w.signal(&r, "heartbeat", "up", "monitor").await,
+        json!({"gone": true})
+    );
+}
+
+#[test]
+fn every_script_of_the_registry_is_exercised_here() {
+    let source = include_str!("scripts.rs");
+    for script in scripts::ALL {
+        let name = script.name().to_uppercase();
+        assert!(
+            source.contains(&format!("scripts::{name}")),
+            "{} has no test in tests/scripts.rs",
+            script.name()
+        );
+    }
+}
