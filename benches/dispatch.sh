@@ -5,10 +5,11 @@
 #   2. fan-out 10: EVENTS events, ten targets (EVENTS x 10 deliveries)
 #   3. fan-out 10 paced at half the deliveries/s measured in 2, for latency
 #   4. sink down: 20 000 events to a closed port; Estafeta's memory before and after
-# Usage: benches/dispatch.sh        (env: EVENTS=50000)
+# Usage: benches/dispatch.sh        (env: EVENTS=50000; ESTAFETA_BIN=another build, to compare)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-50000}
+ESTAFETA=${ESTAFETA_BIN:-./target/release/estafeta}
 
 cargo build --release --quiet --bin estafeta --example dispatch_bench
 . benches/common.sh
@@ -31,7 +32,7 @@ allow_private_targets = true
 level = "warn"
 TOML
   BENCH_ADMIN_TOKEN=$ADMIN_TOKEN BENCH_MASTER_KEY=$MASTER_KEY \
-    ./target/release/estafeta serve --config "$work/$1.toml" 2>"$work/$1.log" &
+    "$ESTAFETA" serve --config "$work/$1.toml" 2>"$work/$1.log" &
   EST=$!; pids+=($EST)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PLAIN/readyz" >/dev/null && break; sleep 0.1; done
 }

@@ -8,7 +8,10 @@
 # Prints requests/s, p50 and p99 (medians over ROUNDS interleaved rounds), the ratios c/a, c/b,
 # d/a and e/c, and Estafeta's peak RSS.
 #
-# Usage: benches/load.sh            (env: DURATION=10s CONNECTIONS=64 ROUNDS=3)
+# Estafeta runs as users run it: `serve` with the default role `all` (listeners and dispatcher).
+#
+# Usage: benches/load.sh            (env: DURATION=10s CONNECTIONS=64 ROUNDS=3;
+#                                    ESTAFETA_BIN=path of another build, to compare)
 # Needs: oha (cargo install oha --locked), redis-server, python3. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 ROUNDS=${ROUNDS:-3}
+ESTAFETA=${ESTAFETA_BIN:-./target/release/estafeta}
 BODY='{"type":"order.paid","data":{"order_id":"ord_8Jq2xYd41Lk","customer":"cus_Q81nd0aP","amount":129900,"currency":"BRL","items":3,"paid_at":"2026-11-22T18:00:00Z","note":"bench payload"}}'
 
 command -v oha >/dev/null || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
@@ -28,7 +32,7 @@ A=$(free_port); B=$(free_port); C=$(free_port); D=$(free_port); ADMIN=$(free_por
 ./target/release/examples/naive_fred "127.0.0.1:$B" "$REDIS" & pids+=($!)
 
 mkdir -p "$work/certs"
-./target/release/estafeta gen-cert --out "$work/certs" --host localhost >/dev/null
+"$ESTAFETA" gen-cert --out "$work/certs" --host localhost >/dev/null
 cat > "$work/estafeta.toml" <<EOF
 [edge]
 listen = "127.0.0.1:$D"
@@ -48,7 +52,7 @@ master_key = "env:BENCH_MASTER_KEY"
 level = "warn"
 EOF
 BENCH_ADMIN_TOKEN=$ADMIN_TOKEN BENCH_MASTER_KEY=$MASTER_KEY \
-  ./target/release/estafeta serve --config "$work/estafeta.toml" --role edge 2>"$work/estafeta.log" &
+  "$ESTAFETA" serve --config "$work/estafeta.toml" 2>"$work/estafeta.log" &
 EST=$!; pids+=($EST)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$C/healthz" >/dev/null && break; sleep 0.1; done
 for p in $A $B; do for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done; done

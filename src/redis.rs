@@ -14,13 +14,13 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::config::{ReconnectPolicy, UnresponsiveConfig};
 
-use crate::config::{RedisConfig, normalize_url, redact_url};
+use crate::config::{RedisConfig, UrlError, normalize_url, redact_url};
 
 /// Failures to set up the Redis connection. Command failures at run time are `fred::Error`s.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisSetupError {
     #[error("invalid redis.url: {0}")]
-    Url(String),
+    Url(#[from] UrlError),
     #[error("cannot reach Redis at {url}: {cause}")]
     Unreachable { url: String, cause: String },
     #[error("{0}")]
@@ -71,9 +71,9 @@ pub fn describe_error(e: &fred::error::Error) -> String {
 }
 
 fn builder(cfg: &RedisConfig) -> Result<Builder, RedisSetupError> {
-    let url = normalize_url(&cfg.url).map_err(RedisSetupError::Url)?;
+    let url = normalize_url(&cfg.url)?;
     let mut config = fred::types::config::Config::from_url(&url)
-        .map_err(|e| RedisSetupError::Url(e.details().to_string()))?;
+        .map_err(|e| UrlError::Client(e.details().to_string()))?;
     // The first connection must succeed: a wrong address is a startup error, not a silent retry.
     config.fail_fast = true;
     let command_timeout = Duration::from_millis(cfg.command_timeout_ms);
@@ -105,7 +105,7 @@ fn builder(cfg: &RedisConfig) -> Result<Builder, RedisSetupError> {
 pub async fn connect(cfg: &RedisConfig) -> Result<Client, RedisSetupError> {
     let client = builder(cfg)?
         .build()
-        .map_err(|e| RedisSetupError::Url(e.details().to_string()))?;
+        .map_err(|e| UrlError::Client(e.details().to_string()))?;
     init(&client, cfg).await?;
     Ok(client)
 }
@@ -114,7 +114,7 @@ pub async fn connect(cfg: &RedisConfig) -> Result<Client, RedisSetupError> {
 pub async fn connect_subscriber(cfg: &RedisConfig) -> Result<SubscriberClient, RedisSetupError> {
     let client = builder(cfg)?
         .build_subscriber_client()
-        .map_err(|e| RedisSetupError::Url(e.details().to_string()))?;
+        .map_err(|e| UrlError::Client(e.details().to_string()))?;
     init(&client, cfg).await?;
     Ok(client)
 }

@@ -68,6 +68,7 @@ pub fn document() -> Document {
     components.add_security_scheme(TENANT_TOKEN, bearer("A tenant token (`est_…`)."));
     for (path, item) in doc.paths.paths.iter_mut() {
         scope(path, item);
+        one_id_per_method(item);
         for op in operations(item) {
             optional_raw_body(op);
         }
@@ -131,6 +132,31 @@ fn link_creations(doc: &mut Document) {
 fn path_params(path: &str) -> impl Iterator<Item = &str> {
     path.split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+}
+
+/// One handler served for several methods (`method(get, post)`) is one operation per method
+/// in the document, each needing an id of its own: the method is appended to the shared one.
+fn one_id_per_method(item: &mut PathItem) {
+    let methods = [
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("patch", &mut item.patch),
+    ];
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for (_, op) in &methods {
+        if let Some(id) = op.as_ref().and_then(|o| o.operation_id.clone()) {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    for (method, op) in methods {
+        if let Some(id) = op.as_mut().and_then(|o| o.operation_id.as_mut()) {
+            if seen.get(id.as_str()).is_some_and(|n| *n > 1) {
+                *id = format!("{id}_{method}");
+            }
+        }
+    }
 }
 
 /// A raw body (an event's, a hook's: any content type, kept byte for byte) may be empty.

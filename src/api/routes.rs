@@ -71,14 +71,8 @@ fn edge_routes() -> EdgeRoutes {
         hooks: OpenApiRouter::new().routes(routes!(hooks::post_hook)),
         signals: OpenApiRouter::new()
             .routes(routes!(heartbeats::push_status))
-            .routes(routes!(
-                heartbeats::heartbeat_get,
-                heartbeats::heartbeat_post
-            ))
-            .routes(routes!(
-                heartbeats::job_signal_get,
-                heartbeats::job_signal_post
-            )),
+            .routes(routes!(heartbeats::heartbeat))
+            .routes(routes!(heartbeats::job_signal)),
         health: health_routes(),
     }
 }

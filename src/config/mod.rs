@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use declared::{MonitorDecl, TargetDecl, TenantDecl};
 pub use error::ConfigError;
 use error::{broken, invalid};
-pub use redis_url::{is_cluster_url, normalize_url, redact_url, validate_url};
+pub use redis_url::{UrlError, is_cluster_url, normalize_url, redact_url, validate_url};
 pub use secret::{MIN_SECRET_TOKEN_LEN, Secret};
 
 use crate::model::{Invalid, RateLimit, RetryPolicy};
@@ -451,7 +451,7 @@ impl Config {
     /// The decoded master key.
     pub fn master_key(&self) -> Result<[u8; 32], ConfigError> {
         decode_master_key(self.security.master_key.expose())
-            .map_err(|m| invalid("security.master_key", m))
+            .map_err(|e| invalid("security.master_key", e.to_string()))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -521,7 +521,7 @@ impl Config {
             ));
         }
         validate_prefix(&self.redis.prefix).map_err(|e| broken("redis.prefix", e))?;
-        validate_url(&self.redis.url).map_err(|m| invalid("redis.url", m))?;
+        validate_url(&self.redis.url).map_err(|e| invalid("redis.url", e.to_string()))?;
         if self.redis.wait_aof && is_cluster_url(&self.redis.url) {
             return Err(invalid(
                 "redis.wait_aof",
@@ -645,19 +645,21 @@ impl Config {
     }
 }
 
+/// Why a master key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MasterKeyError {
+    #[error("must be base64 (32 random bytes, e.g. `openssl rand -base64 32`)")]
+    NotBase64,
+    #[error("must be 32 bytes of base64, got {0} bytes (e.g. `openssl rand -base64 32`)")]
+    Length(usize),
+}
+
 /// Decodes a base64 master key and checks its length.
-pub fn decode_master_key(text: &str) -> Result<[u8; 32], String> {
+pub fn decode_master_key(text: &str) -> Result<[u8; 32], MasterKeyError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
-        .map_err(|_| {
-            "must be base64 (32 random bytes, e.g. `openssl rand -base64 32`)".to_owned()
-        })?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-        format!(
-            "must be 32 bytes of base64, got {} bytes (e.g. `openssl rand -base64 32`)",
-            bytes.len()
-        )
-    })
+        .map_err(|_| MasterKeyError::NotBase64)?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| MasterKeyError::Length(bytes.len()))
 }
 
 /// Figment errors can span lines; the contract wants one line naming the key.

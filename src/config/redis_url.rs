@@ -1,21 +1,32 @@
 //! `redis.url`: the schemes the gateway takes, the contract's cluster form, and redaction.
 
+/// Why a `redis.url` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("expected redis://host:port, rediss://host:port or redis-cluster://host:port,...")]
+    NoScheme,
+    #[error("unsupported scheme `{0}`: use redis://, rediss:// or redis-cluster://")]
+    Scheme(String),
+    #[error("a cluster URL needs at least one host:port")]
+    NoHost,
+    /// What the Redis client says of the URL.
+    #[error("{0}")]
+    Client(String),
+}
+
 /// Validates a `redis.url` without connecting.
-pub fn validate_url(url: &str) -> Result<(), String> {
+pub fn validate_url(url: &str) -> Result<(), UrlError> {
     let normalized = normalize_url(url)?;
     fred::types::config::Config::from_url(&normalized)
         .map(|_| ())
-        .map_err(|e| e.details().to_string())
+        .map_err(|e| UrlError::Client(e.details().to_string()))
 }
 
 /// Checks the scheme and turns the contract's `redis-cluster://h1:p1,h2:p2` into fred's
 /// `redis-cluster://h1:p1?node=h2:p2`.
-pub fn normalize_url(url: &str) -> Result<String, String> {
+pub fn normalize_url(url: &str) -> Result<String, UrlError> {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(
-            "expected redis://host:port, rediss://host:port or redis-cluster://host:port,..."
-                .into(),
-        );
+        return Err(UrlError::NoScheme);
     };
     match scheme {
         "redis" | "rediss" => Ok(url.to_owned()),
@@ -32,9 +43,7 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
                 .trim_end_matches('/')
                 .split(',')
                 .filter(|h| !h.is_empty());
-            let first = nodes
-                .next()
-                .ok_or("a cluster URL needs at least one host:port")?;
+            let first = nodes.next().ok_or(UrlError::NoHost)?;
             let mut params: Vec<String> = nodes.map(|n| format!("node={n}")).collect();
             if let Some(q) = query {
                 params.push(q.to_owned());
@@ -46,9 +55,7 @@ pub fn normalize_url(url: &str) -> Result<String, String> {
             }
             Ok(out)
         }
-        other => Err(format!(
-            "unsupported scheme `{other}`: use redis://, rediss:// or redis-cluster://"
-        )),
+        other => Err(UrlError::Scheme(other.to_owned())),
     }
 }
 
@@ -80,7 +87,12 @@ mod tests {
             Ok("redis-cluster://u:p@a:1?node=b:2&node=c:3")
         );
         assert_eq!(normalize_url("redis://h:1").as_deref(), Ok("redis://h:1"));
-        assert!(validate_url("http://x").is_err());
+        assert_eq!(
+            validate_url("http://x"),
+            Err(UrlError::Scheme("http".into()))
+        );
+        assert_eq!(validate_url("redis-cluster://"), Err(UrlError::NoHost));
+        assert_eq!(validate_url("localhost:6379"), Err(UrlError::NoScheme));
         assert_eq!(redact_url("redis://user:pw@host:1"), "redis://***@host:1");
         assert_eq!(redact_url("redis://host:1"), "redis://host:1");
     }

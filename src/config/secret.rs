@@ -26,6 +26,17 @@ pub struct Secret {
     source: SecretSource,
 }
 
+/// Why a secret could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("`env:` needs a variable name, as in `env:ESTAFETA_ADMIN_TOKEN`")]
+    NoName,
+    #[error("environment variable {0} is empty")]
+    Empty(String),
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+}
+
 impl Secret {
     /// The secret's value. Callers must not log it.
     pub fn expose(&self) -> &str {
@@ -38,23 +49,17 @@ impl Secret {
     }
 
     /// Resolves `env:NAME` indirection; anything else is a literal.
-    pub fn resolve(raw: &str) -> Result<Self, String> {
+    pub fn resolve(raw: &str) -> Result<Self, SecretError> {
         match raw.strip_prefix("env:") {
-            Some(name) => {
-                if name.is_empty() {
-                    return Err(
-                        "`env:` needs a variable name, as in `env:ESTAFETA_ADMIN_TOKEN`".into(),
-                    );
-                }
-                match std::env::var(name) {
-                    Ok(value) if !value.is_empty() => Ok(Secret {
-                        value,
-                        source: SecretSource::Env(name.to_owned()),
-                    }),
-                    Ok(_) => Err(format!("environment variable {name} is empty")),
-                    Err(_) => Err(format!("environment variable {name} is not set")),
-                }
-            }
+            Some("") => Err(SecretError::NoName),
+            Some(name) => match std::env::var(name) {
+                Ok(value) if !value.is_empty() => Ok(Secret {
+                    value,
+                    source: SecretSource::Env(name.to_owned()),
+                }),
+                Ok(_) => Err(SecretError::Empty(name.to_owned())),
+                Err(_) => Err(SecretError::Unset(name.to_owned())),
+            },
             None => Ok(Secret {
                 value: raw.to_owned(),
                 source: SecretSource::Literal,
@@ -103,7 +108,7 @@ mod tests {
 
     #[test]
     fn literal_is_redacted_in_debug_and_serialize() -> anyhow::Result<()> {
-        let s = Secret::resolve("hunter2-very-secret").map_err(anyhow::Error::msg)?;
+        let s = Secret::resolve("hunter2-very-secret")?;
         assert_eq!(s.expose(), "hunter2-very-secret");
         assert!(s.is_literal());
         assert!(!format!("{s:?}").contains("hunter2"));
@@ -114,7 +119,7 @@ mod tests {
     #[test]
     fn env_indirection_names_the_variable_not_the_value() -> anyhow::Result<()> {
         // PATH is set in every test environment; its value must not leak through Debug.
-        let s = Secret::resolve("env:PATH").map_err(anyhow::Error::msg)?;
+        let s = Secret::resolve("env:PATH")?;
         assert!(!s.is_literal());
         assert_eq!(serde_json::to_string(&s)?, "\"env:PATH\"");
         assert!(!format!("{s:?}").contains(s.expose()));
@@ -124,7 +129,7 @@ mod tests {
     #[test]
     fn missing_variable_is_an_error_naming_it() {
         let err = Secret::resolve("env:ESTAFETA_SURELY_NOT_SET_123").err();
-        assert!(err.is_some_and(|e| e.contains("ESTAFETA_SURELY_NOT_SET_123")));
-        assert!(Secret::resolve("env:").is_err());
+        assert!(err.is_some_and(|e| e.to_string().contains("ESTAFETA_SURELY_NOT_SET_123")));
+        assert_eq!(Secret::resolve("env:").err(), Some(SecretError::NoName));
     }
 }

@@ -388,12 +388,12 @@ pub async fn push_status(
     Ok(answer(&pm.monitor, &recorded))
 }
 
-/// A heartbeat of a passive monitor (GET, for the simplest senders).
+/// A heartbeat of a passive monitor (GET as well as POST, for the simplest senders).
 #[utoipa::path(
-    get,
+    method(get, post),
     path = "/v1/monitors/{monitor_token}/heartbeat",
     tag = "monitors",
-    operation_id = "heartbeat_get",
+    operation_id = "heartbeat",
     params(HeartbeatPath),
     responses(
         (status = 200, description = "The heartbeat was recorded.", body = SignalAnswer),
@@ -401,7 +401,7 @@ pub async fn push_status(
     ),
     security((), ("tenant_token" = [])),
 )]
-pub async fn heartbeat_get(
+pub async fn heartbeat(
     State(s): State<HeartbeatState>,
     ApiPath(path): ApiPath<HeartbeatPath>,
     headers: HeaderMap,
@@ -409,33 +409,12 @@ pub async fn heartbeat_get(
     beat(&s, &path.monitor_token, None, &headers).await
 }
 
-/// A heartbeat of a passive monitor.
+/// A job's signal: `start`, `fail`, or its exit code (0 is success); GET or POST.
 #[utoipa::path(
-    post,
-    path = "/v1/monitors/{monitor_token}/heartbeat",
-    tag = "monitors",
-    operation_id = "heartbeat_post",
-    params(HeartbeatPath),
-    responses(
-        (status = 200, description = "The heartbeat was recorded.", body = SignalAnswer),
-        SignalErrors,
-    ),
-    security((), ("tenant_token" = [])),
-)]
-pub async fn heartbeat_post(
-    State(s): State<HeartbeatState>,
-    ApiPath(path): ApiPath<HeartbeatPath>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    beat(&s, &path.monitor_token, None, &headers).await
-}
-
-/// A job's signal (GET): `start`, `fail`, or its exit code.
-#[utoipa::path(
-    get,
+    method(get, post),
     path = "/v1/monitors/{monitor_token}/heartbeat/{signal}",
     tag = "monitors",
-    operation_id = "job_signal_get",
+    operation_id = "job_signal",
     params(JobSignalPath),
     responses(
         (status = 200, description = "The signal was recorded.", body = SignalAnswer),
@@ -443,28 +422,7 @@ pub async fn heartbeat_post(
     ),
     security((), ("tenant_token" = [])),
 )]
-pub async fn job_signal_get(
-    State(s): State<HeartbeatState>,
-    ApiPath(path): ApiPath<JobSignalPath>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    beat(&s, &path.monitor_token, Some(&path.signal), &headers).await
-}
-
-/// A job's signal: `start`, `fail`, or its exit code (0 is success).
-#[utoipa::path(
-    post,
-    path = "/v1/monitors/{monitor_token}/heartbeat/{signal}",
-    tag = "monitors",
-    operation_id = "job_signal_post",
-    params(JobSignalPath),
-    responses(
-        (status = 200, description = "The signal was recorded.", body = SignalAnswer),
-        SignalErrors,
-    ),
-    security((), ("tenant_token" = [])),
-)]
-pub async fn job_signal_post(
+pub async fn job_signal(
     State(s): State<HeartbeatState>,
     ApiPath(path): ApiPath<JobSignalPath>,
     headers: HeaderMap,

@@ -102,30 +102,24 @@ impl StreamReader {
         ids: Vec<String>,
         idle: Duration,
     ) -> Result<(), fred::error::Error> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let _: Value = self
-            .redis
-            .xclaim(
-                self.keys.stream(shard),
-                DISPATCH_GROUP,
-                self.consumer.as_str(),
-                0,
-                ids,
-                Some(idle.as_millis() as u64),
-                None,
-                None,
-                false,
-                true,
-            )
-            .await?;
-        Ok(())
+        self.claim_own(shard, &ids, Some(idle.as_millis() as u64))
+            .await
     }
 
     /// Keeps this consumer's own open entries from looking idle (`XCLAIM` to itself resets
-    /// the idle time; `JUSTID` leaves the delivery count alone).
+    /// the idle time).
     pub async fn touch(&self, shard: u16, ids: &[String]) -> Result<(), fred::error::Error> {
+        self.claim_own(shard, ids, None).await
+    }
+
+    /// `XCLAIM`s entries to this consumer with their idle time set to `idle_ms` (none: zero);
+    /// `JUSTID` leaves their delivery counts alone. In chunks, so one command stays small.
+    async fn claim_own(
+        &self,
+        shard: u16,
+        ids: &[String],
+        idle_ms: Option<u64>,
+    ) -> Result<(), fred::error::Error> {
         for chunk in ids.chunks(256) {
             let _: Value = self
                 .redis
@@ -135,7 +129,7 @@ impl StreamReader {
                     self.consumer.as_str(),
                     0,
                     chunk.to_vec(),
-                    None,
+                    idle_ms,
                     None,
                     None,
                     false,
