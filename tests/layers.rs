@@ -401,3 +401,33 @@ fn the_checker_sees_imports_and_cycles() {
             .is_some_and(|m| m.iter().all(|t| t.starts_with("model")))
     );
 }
+
+#[test]
+fn every_source_file_is_a_declared_module() {
+    // A file no `mod` names is not compiled: its imports would count here for code that is
+    // not there, and it would rot unseen.
+    let src = source_dir();
+    let all = modules(&src);
+    for (module, file) in &all {
+        let Some((parent, name)) = module.rsplit_once("::").or(if module.is_empty() {
+            None
+        } else {
+            Some(("", module.as_str()))
+        }) else {
+            continue;
+        };
+        let parent_file = &all[parent];
+        let text = std::fs::read_to_string(parent_file).unwrap_or_default();
+        let parsed =
+            syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", parent_file.display()));
+        let declared = parsed.items.iter().any(
+            |item| matches!(item, syn::Item::Mod(m) if m.ident == name && m.content.is_none()),
+        );
+        assert!(
+            declared,
+            "{} is not declared in {}",
+            file.display(),
+            parent_file.display()
+        );
+    }
+}
