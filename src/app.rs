@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::health::Readiness;
+use crate::api::health::{LogStoreHealth, Readiness};
 use crate::api::{self, ApiState, EdgeParts};
 use crate::auth::Auth;
 use crate::body::BodyLimits;
@@ -32,11 +32,14 @@ use crate::dispatch::{Dispatcher, Settings as DispatchSettings};
 use crate::edge::listener::{self, HttpLimits, ListenerSpec};
 use crate::edge::service::HttpService;
 use crate::edge::tls;
+use crate::history::History;
 use crate::ingest::IngestState;
 use crate::ingest::heartbeats::{HeartbeatState, MonitorCache};
 use crate::ingest::hooks::{HookState, SourceCache};
 use crate::invalidation::Listener;
 use crate::keyspace::{Keyspace, shard_of};
+use crate::log_store::LogStore;
+use crate::log_store::shipper::Shipper;
 use crate::monitors::state::{Subject, WatchSettings, Watches};
 use crate::queue::{Enqueuer, EnqueuerConfig, Retention, ensure_groups};
 use crate::redis::RedisSetupError;
@@ -84,6 +87,11 @@ pub enum StartError {
         index: usize,
         id: String,
         cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot use the log store at {url}: {cause}")]
+    LogStore {
+        url: String,
+        cause: crate::log_store::LogStoreError,
     },
     #[error("cannot prepare Redis: {what}: {cause}")]
     Prepare {
@@ -221,6 +229,7 @@ pub async fn run(
             checks_kept: config.monitors.checks_kept,
             incidents_kept: config.monitors.incidents_kept,
             deadline: config.redis_command_timeout(),
+            logged: config.log_store.is_some(),
         },
         &writers,
         stop_writers.clone(),
@@ -230,7 +239,45 @@ pub async fn run(
         .await
         .map_err(StartError::prepare("creating consumer groups"))?;
 
-    let readiness = Readiness::new(redis.clone());
+    let log = match &config.log_store {
+        Some(ls) => {
+            let url = ls.url.expose();
+            let retention = Duration::from_secs(config.queue.retention_hours * 3600);
+            let store =
+                LogStore::open(url, retention)
+                    .await
+                    .map_err(|cause| StartError::LogStore {
+                        url: crate::log_store::redact_url(url),
+                        cause,
+                    })?;
+            tracing::info!(
+                log_store = %store.shown_url(),
+                hot_window_s = config.queue.hot_window_s,
+                retention_hours = config.queue.retention_hours,
+                "storage: Redis holds the queue, unfinished deliveries, the retry schedule, the error-queue index, monitor state and finished events for queue.hot_window_s; PostgreSQL holds the event log for queue.retention_hours"
+            );
+            Some(store)
+        }
+        None => {
+            tracing::info!(
+                retention_hours = config.queue.retention_hours,
+                "storage: Redis holds everything (no [log_store]): events, deliveries and attempts for queue.retention_hours"
+            );
+            project_memory(&config, &redis, &keys).await;
+            None
+        }
+    };
+    let shipper_status = (log.is_some() && role.runs_background())
+        .then(|| Arc::new(crate::log_store::shipper::ShipperStatus::default()));
+    let readiness = Readiness::new(
+        redis.clone(),
+        log.clone().map(|store| LogStoreHealth {
+            store,
+            shipper: shipper_status.clone(),
+            behind_after: Duration::from_secs(60)
+                .max(Duration::from_secs(config.queue.hot_window_s)),
+        }),
+    );
     let background = TaskTracker::new();
     let stop_background = CancellationToken::new();
     let auth = Arc::new(Auth::new(
@@ -264,16 +311,45 @@ pub async fn run(
         keys.clone(),
         config.queue.retention_hours * 3600,
         config.dispatch.attempts_kept,
+        log.is_some(),
     );
+    let hot_window = Duration::from_secs(config.queue.hot_window_s);
     if role.runs_background() {
+        let stream_age = match &log {
+            Some(_) => hot_window,
+            None => Duration::from_secs(config.queue.retention_hours * 3600),
+        };
         let retention = Retention::new(
             redis.clone(),
             keys.clone(),
             config.queue.shards,
-            Duration::from_secs(config.queue.retention_hours * 3600),
-            Duration::from_secs(60),
+            stream_age,
+            Duration::from_secs(60).min(hot_window),
+            log.is_some(),
         );
         background.spawn(retention.run(stop_background.clone()));
+        if let (Some(store), Some(status)) = (&log, &shipper_status) {
+            // A record must outlive the reclaim of an entry whose consumer died between
+            // recording the outcome and acking it, or the reclaim would expand it again.
+            let record_lifetime =
+                hot_window.max(Duration::from_millis(2 * config.dispatch.reclaim_idle_ms));
+            let shipper = Shipper {
+                log: store.clone(),
+                deliveries: deliveries.clone(),
+                redis: redis.clone(),
+                shards: config.queue.shards,
+                hot_window: record_lifetime,
+                idle: Duration::from_millis(500),
+                status: status.clone(),
+                holder: crate::model::ids::generate("shipper"),
+            };
+            background.spawn(shipper.run(stop_background.clone()));
+            background.spawn(crate::log_store::maintenance(
+                store.clone(),
+                Duration::from_secs(3600),
+                stop_background.clone(),
+            ));
+        }
         background.spawn(crate::monitors::checker::run(
             watches.clone(),
             config.queue.shards,
@@ -313,6 +389,11 @@ pub async fn run(
     let api_state = ApiState {
         store: store.clone(),
         deliveries: deliveries.clone(),
+        history: History {
+            deliveries: deliveries.clone(),
+            redis: redis.clone(),
+            log: log.clone(),
+        },
         auth: auth.clone(),
         watches: watches.clone(),
         body_limits: api_body_limits,
@@ -437,6 +518,57 @@ pub async fn run(
     let _ = fred::interfaces::ClientLike::quit(&redis).await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Says what the retention will cost Redis when Redis holds everything, and warns when that
+/// exceeds what Redis may use.
+async fn project_memory(config: &Config, redis: &fred::prelude::Client, keys: &Keyspace) {
+    use crate::queue::sizing::{self, human_bytes};
+    let retention = Duration::from_secs(config.queue.retention_hours * 3600);
+    let projection = sizing::project(
+        redis,
+        keys,
+        config.queue.shards,
+        retention,
+        config.queue.expected_events_per_s,
+    )
+    .await;
+    let p = match projection {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot project Redis memory");
+            return;
+        }
+    };
+    let basis = if p.stated {
+        "queue.expected_events_per_s"
+    } else {
+        "the rate observed in the streams"
+    };
+    let limit = if p.limit_is_maxmemory {
+        "maxmemory"
+    } else {
+        "the host's memory"
+    };
+    let line = format!(
+        "projected Redis memory for {} h of retention at {:.1} events/s ({basis}): {} (about {} bytes per event); {limit}: {}",
+        config.queue.retention_hours,
+        p.rate,
+        human_bytes(p.projected_bytes),
+        sizing::BYTES_PER_EVENT,
+        if p.limit_bytes > 0 {
+            human_bytes(p.limit_bytes)
+        } else {
+            "unknown".into()
+        },
+    );
+    if p.exceeds_limit() {
+        tracing::warn!(
+            "{line}: more than Redis may use; configure a [log_store], lower queue.retention_hours, or give Redis more memory"
+        );
+    } else {
+        tracing::info!("{line}");
+    }
 }
 
 /// Keeps the Prometheus recorder's histograms drained.

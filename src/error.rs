@@ -20,6 +20,8 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::body::{BodyError, JsonError};
+use crate::history::HistoryError;
+use crate::log_store::LogStoreError;
 use crate::model::Invalid;
 use crate::monitors::state::{SignalError, WatchError};
 use crate::queue::QueueError;
@@ -239,6 +241,36 @@ impl From<StoreError> for ApiError {
             | StoreError::Corrupt { .. }
             | StoreError::Encode(_)
             | StoreError::Reply(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<LogStoreError> for ApiError {
+    fn from(e: LogStoreError) -> ApiError {
+        match e {
+            LogStoreError::Postgres(_) | LogStoreError::Pool(_) => {
+                tracing::warn!(request_id = %current_request_id(), error = %e, "log store query failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "log_store_unavailable",
+                    "the log store is unreachable; recent events are still readable, retry shortly for older ones",
+                )
+            }
+            LogStoreError::Url(_)
+            | LogStoreError::Tls(_)
+            | LogStoreError::Build(_)
+            | LogStoreError::Migrate(_)
+            | LogStoreError::Data(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<HistoryError> for ApiError {
+    fn from(e: HistoryError) -> ApiError {
+        match e {
+            HistoryError::Store(e) => e.into(),
+            HistoryError::Log(e) => e.into(),
+            HistoryError::Redis(cause) => StoreError::Redis(cause).into(),
         }
     }
 }

@@ -14,11 +14,15 @@
 //! | `P:{q<n>}:idem:<tenant>:<sha256>` | string, 24 h TTL | `<event id> <fingerprint>` of an `Idempotency-Key` |
 //! | `P:{m}:target:<id>` | hash | a delivery target: `doc` (JSON, secrets sealed), `ver`, `tenant` |
 //! | `P:{m}:tenant_targets:<tenant>` | sorted set (score 0) | a tenant's target ids |
-//! | `P:{q<n>}:ev:<event id>` | hash | an event's delivery record: `entry` (stream entry that expanded it), `tenant`, `type`, `ct`, `at`, `targets`, `d:<target>` (delivery state JSON), `body` (kept once a retry or the error queue needs it) |
+//! | `P:{q<n>}:ev:<event id>` | hash | an event's delivery record: `entry` (stream entry that expanded it), `tenant`, `type`, `ct`, `at`, `d:<target>` (delivery state, compact text), `body` (kept once a retry or the error queue needs it); with a log store also `open` (unfinished deliveries), `fin` (times finished), `fin_at` |
 //! | `P:{q<n>}:att:<event id>` | list | the event's last delivery attempts (JSON), bounded |
 //! | `P:{q<n>}:retry` | sorted set | deliveries waiting for their next attempt: `<event>:<target>` scored by due time (ms) |
 //! | `P:{q<n>}:dlq:<tenant>` | hash | the tenant's error queue: entry id → JSON |
 //! | `P:{q<n>}:stats:<tenant>` | hash | the tenant's delivery counters |
+//! | `P:{q<n>}:unfinished` | sorted set | with a log store: events with unfinished deliveries, scored by stream position (ms); retention never trims past the first |
+//! | `P:{q<n>}:ship` | sorted set | with a log store: finished events not yet in it, scored by stream position (ms) |
+//! | `P:{q<n>}:history` | stream | with a log store: status records and incident changes of the shard's watched subjects, until shipped |
+//! | `P:{q<n>}:ship_lease` | string, TTL | the process shipping the shard right now |
 //! | `P:{q<n>}:dlq_total` | string (counter) | entries in the shard's error queues, for metrics |
 //! | `P:{m}:source:<id>` | hash | an inbound source: `doc` (JSON, secret sealed), `tenant` |
 //! | `P:{m}:source_token:<hash>` | string | source id by keyed hash of its URL token |
@@ -182,6 +186,26 @@ impl Keyspace {
         format!("{}:{{q{shard}}}:retry", self.prefix)
     }
 
+    /// With a log store: the shard's events with unfinished deliveries.
+    pub fn unfinished(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:unfinished", self.prefix)
+    }
+
+    /// With a log store: the shard's finished events not yet shipped to it.
+    pub fn ship(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:ship", self.prefix)
+    }
+
+    /// With a log store: the shard's monitor history waiting to be shipped.
+    pub fn history(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:history", self.prefix)
+    }
+
+    /// The lease of the process shipping the shard.
+    pub fn ship_lease(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:ship_lease", self.prefix)
+    }
+
     /// A tenant's error queue entries.
     pub fn dead_letters(&self, shard: u16, tenant: &TenantId) -> String {
         format!("{}:{{q{shard}}}:dlq:{tenant}", self.prefix)
@@ -284,6 +308,10 @@ mod tests {
             k.event_record(3, &evt),
             k.attempts(3, &evt),
             k.retries(3),
+            k.unfinished(3),
+            k.ship(3),
+            k.ship_lease(3),
+            k.history(3),
             k.dead_letters(3, &ten),
             k.stats(3, &ten),
             k.dead_letter_total(3),

@@ -18,15 +18,19 @@
 //! - [`extract`]: request extractors (typed path, query and JSON body) that refuse with the
 //!   contract's errors.
 //! - [`error`]: the one mapping of failures to the contract's JSON errors and statuses.
+//! - [`history`]: event reads, listings, replays and time-range recovery across both tiers
+//!   (Redis for the hot window, the log store for the rest).
 //! - [`monitors`]: the live state of monitors and watched sources (one script per signal:
 //!   deadline, check, incident, alert) and the overdue checker.
 //! - [`dispatch`]: consumer-group reads, matching, signed deliveries through the SSRF guard,
 //!   chat formats, retries with backoff, outcome recording.
+//! - [`log_store`]: the long-term event log in PostgreSQL (optional): migrations, daily
+//!   partitions, the shipper that moves finished events out of Redis, and its reads.
 //! - [`queue`]: the stream layout and the one entry codec, batched durable enqueue, the
 //!   reading half of the protocol, retention.
 //! - [`auth`]: bearer tokens through the token and tenant caches, rate limiters.
-//! - [`store`]: persistence only: tenants, tokens, targets, sources, monitors, delivery
-//!   records, in Redis.
+//! - [`store`]: persistence in Redis only: tenants, tokens, targets, sources, monitors,
+//!   delivery records and the ship queue.
 //! - [`invalidation`]: the typed cross-instance cache invalidation (publisher and listener).
 //! - [`cache`]: the one in-process cache type (moka).
 //! - [`scripts`]: the Lua scripts, one file each, and their registry.
@@ -53,9 +57,11 @@ pub mod dispatch;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod history;
 pub mod ingest;
 pub mod invalidation;
 pub mod keyspace;
+pub mod log_store;
 pub mod model;
 pub mod monitors;
 pub mod queue;

@@ -82,6 +82,20 @@ pub fn upkeep_interval() -> Duration {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "estafeta_log_store_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest finished event not yet stored in the log store (0: caught up)."
+    );
+    describe_counter!(
+        "estafeta_log_store_shipped_total",
+        "Events stored in the log store by this process's shipper."
+    );
+    describe_histogram!(
+        "estafeta_log_store_ship_seconds",
+        Unit::Seconds,
+        "Time to store one batch of events in the log store."
+    );
     describe_counter!(
         "estafeta_http_requests_total",
         "HTTP requests by listener, route template and status"
@@ -421,4 +435,15 @@ pub fn watched(counts: &HashMap<String, i64>) {
                 .set(*n as f64);
         }
     }
+}
+
+/// Age of the oldest finished event not yet in the log store.
+pub fn log_store_lag(lag: Duration) {
+    metrics::gauge!("estafeta_log_store_lag_seconds").set(lag.as_secs_f64());
+}
+
+/// A batch of events was stored in the log store.
+pub fn log_store_shipped(events: usize, elapsed: Duration) {
+    metrics::counter!("estafeta_log_store_shipped_total").increment(events as u64);
+    metrics::histogram!("estafeta_log_store_ship_seconds").record(elapsed.as_secs_f64());
 }

@@ -1051,3 +1051,75 @@ headers = {{ "X-From" = "config" }}
     .await;
     assert_eq!(sink.count("/v1"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_log_store_listings_read_redis_with_the_same_filters_and_pages() {
+    let gw = gateway("listing").await;
+    let sink = Sink::start().await;
+    let (tenant, token) = gw.tenant("acme").await;
+    let (_other, other_token) = gw.tenant("other").await;
+    let ok = target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/ok"), "events": ["order.*"]}),
+    )
+    .await;
+    let ok = ok["id"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(post(&gw, &token, "order.paid", format!("{i}").as_bytes()).await);
+    }
+    ids.push(post(&gw, &token, "user.created", b"u").await);
+    post(&gw, &other_token, "order.paid", b"not yours").await;
+    eventually(Duration::from_secs(10), "delivered", || async {
+        sink.count("/ok") == 5
+    })
+    .await;
+    let get = async |path: String| {
+        let r = support::http::Request::get(&path)
+            .bearer(&token)
+            .send_plain(gw.addrs.plain)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.json()
+    };
+    let ids_of = |v: &Json| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    let mut seen = Vec::new();
+    let mut v = get("/v1/events?limit=4".into()).await;
+    seen.extend(ids_of(&v));
+    while let Some(next) = v["next"].as_str().map(str::to_owned) {
+        v = get(format!("/v1/events?limit=4&before={next}")).await;
+        seen.extend(ids_of(&v));
+    }
+    assert_eq!(
+        seen, newest_first,
+        "the tenant's events only, newest first, once each"
+    );
+    let v = get("/v1/events?status=no_targets".into()).await;
+    assert_eq!(ids_of(&v), vec![ids[5].clone()]);
+    assert_eq!(v["data"][0]["event_type"], "user.created");
+    let v = get(format!("/v1/events?target_id={ok}&status=succeeded")).await;
+    assert_eq!(ids_of(&v).len(), 5);
+    assert_eq!(v["data"][0]["deliveries"][0]["state"], "succeeded");
+    let v = get("/v1/events?event_type=order.paid&status=in_progress".into()).await;
+    assert_eq!(ids_of(&v), Vec::<String>::new());
+    let admin = gw
+        .admin(
+            "GET",
+            &format!("/admin/tenants/{tenant}/events?limit=500"),
+            None,
+        )
+        .await;
+    assert_eq!(ids_of(&admin.json()).len(), 6);
+    gw.stop().await.unwrap();
+}

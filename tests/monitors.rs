@@ -749,6 +749,7 @@ async fn a_signal_never_brings_a_deleted_subject_back() {
             checks_kept: 10,
             incidents_kept: 10,
             deadline: Duration::from_secs(2),
+            logged: false,
         },
         &tasks,
         tokio_util::sync::CancellationToken::new(),

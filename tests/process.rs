@@ -388,6 +388,10 @@ fn checked_in_configs_are_valid() {
                 "production-admin-token-0123456789abcdef",
             ),
             ("ESTAFETA_MASTER_KEY", MASTER_KEY),
+            (
+                "ESTAFETA_LOG_STORE_URL",
+                "postgres://estafeta:pw@db.internal:5432/estafeta",
+            ),
         ],
     );
     assert_eq!(
@@ -404,4 +408,7 @@ fn checked_in_configs_are_valid() {
     assert_eq!(missing.status.code(), Some(1));
     let text = std::fs::read_to_string(prod_path).unwrap();
     assert!(text.contains("token = \"env:") && text.contains("master_key = \"env:"));
+    assert!(text.contains("url = \"env:ESTAFETA_LOG_STORE_URL\""));
+    // The effective config never shows the log store's password.
+    assert!(!String::from_utf8_lossy(&prod.stdout).contains(":pw@"));
 }

@@ -526,21 +526,38 @@ async fn a_re_sent_append_with_keys_appends_nothing_and_names_the_first_events()
     assert_eq!(len, 1);
 }
 
-/// `expand`'s arguments for events of tenant `ten_a`, each to targets `tgt_1,tgt_2`.
-async fn expand(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) -> Vec<bool> {
+/// `expand` of events of tenant `ten_a`, each to targets `tgt_1,tgt_2` (recorded) and `tgt_f`
+/// (fire-and-forget); `logged` as with a log store.
+async fn expand_with(
+    redis: &Client,
+    k: &Keys,
+    entry: &str,
+    ids: &[&str],
+    targets: &str,
+    logged: bool,
+) -> Vec<bool> {
     let records: Vec<String> = ids.iter().map(|id| k.k(&format!("event:{id}"))).collect();
-    let stats = k.k("stats:ten_a");
+    let (stats, unfinished, ship) = (k.k("stats:ten_a"), k.k("unfinished"), k.k("ship"));
     let mut keys: Vec<&str> = records.iter().map(String::as_str).collect();
     keys.extend(ids.iter().map(|_| stats.as_str()));
+    keys.extend([unfinished.as_str(), ship.as_str()]);
     let n = ids.len().to_string();
-    let mut args = vec![entry, "600", n.as_str()];
-    for _ in ids {
+    let mut args = vec![
+        entry,
+        "600",
+        n.as_str(),
+        if logged { "1" } else { "" },
+        "4242",
+    ];
+    for id in ids {
         args.extend_from_slice(&[
+            id,
             "ten_a",
             "order.paid",
             "application/json",
             "1000",
-            "tgt_1,tgt_2",
+            targets,
+            "tgt_f",
         ]);
     }
     let answer = run(redis, &scripts::EXPAND, &keys, &args).await;
@@ -550,6 +567,10 @@ async fn expand(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) -> Vec<bool
         .iter()
         .map(|b| b.as_bool().unwrap())
         .collect()
+}
+
+async fn expand(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) -> Vec<bool> {
+    expand_with(redis, k, entry, ids, "tgt_1,tgt_2", false).await
 }
 
 #[tokio::test]
@@ -581,12 +602,30 @@ async fn expand_gives_each_event_to_the_first_entry_that_holds_it() {
 
     let record = hash(&r, &k.k("event:evt_1")).await;
     assert_eq!(record["entry"], first);
-    assert_eq!(record["targets"], "tgt_1,tgt_2");
+    assert_eq!(record["d:tgt_1"], "p", "recorded deliveries start pending");
+    assert_eq!(record["d:tgt_2"], "p");
+    assert_eq!(
+        record["d:tgt_f"], "n",
+        "fire-and-forget is sent, never recorded"
+    );
     assert_eq!(record["tenant"], "ten_a");
+    assert!(
+        !record.contains_key("open"),
+        "no finish tracking without a log store"
+    );
     let ttl: i64 = r.ttl(k.k("event:evt_1")).await.unwrap();
     assert!(ttl > 0 && ttl <= 600);
     let received: String = r.hget(k.k("stats:ten_a"), "events_received").await.unwrap();
     assert_eq!(received, "2", "each event is counted once");
+    // Small values: the record stays a listpack.
+    let encoding: String = r
+        .custom(
+            fred::types::CustomCommand::new_static("OBJECT", None, false),
+            vec!["ENCODING".to_owned(), k.k("event:evt_1")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(encoding, "listpack");
 }
 
 // ---- deliveries: outcomes, the retry schedule, the error queue ----
@@ -594,6 +633,7 @@ async fn expand_gives_each_event_to_the_first_entry_that_holds_it() {
 struct Outcome<'a> {
     target: &'a str,
     kind: &'a str,
+    state: &'a str,
     due_ms: &'a str,
     attempt: &'a str,
     latency: &'a str,
@@ -601,15 +641,21 @@ struct Outcome<'a> {
 
 async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
     let (retries, dead_total) = (k.k("retries"), k.k("dead_total"));
+    let (unfinished, ship) = (k.k("unfinished"), k.k("ship"));
     let (event, attempts, stats, dead) = (
         k.k("event:evt_1"),
         k.k("attempts:evt_1"),
         k.k("stats:ten_a"),
         k.k("dead:ten_a"),
     );
-    let mut keys = vec![retries.as_str(), dead_total.as_str()];
+    let mut keys = vec![
+        retries.as_str(),
+        dead_total.as_str(),
+        unfinished.as_str(),
+        ship.as_str(),
+    ];
     let n = outcomes.len().to_string();
-    let mut args = vec![n.as_str(), "3", "600"];
+    let mut args = vec![n.as_str(), "3", "600", "5555"];
     let members: Vec<String> = outcomes
         .iter()
         .map(|o| format!("evt_1:{}", o.target))
@@ -622,8 +668,9 @@ async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
             dead.as_str(),
         ]);
         args.extend([
+            "evt_1",
             o.target,
-            r#"{"state":"x"}"#,
+            o.state,
             o.attempt,
             o.kind,
             o.due_ms,
@@ -643,6 +690,11 @@ fn outcome<'a>(target: &'a str, kind: &'a str) -> Outcome<'a> {
     Outcome {
         target,
         kind,
+        state: match kind {
+            "done" => "s|1|200||9|0|",
+            "dead" => "d|3|500||9|0|boom",
+            _ => "r|1|500|5000|9|0|boom",
+        },
         due_ms: "5000",
         attempt: r#"{"n":1}"#,
         latency: "12",
@@ -696,10 +748,15 @@ async fn record_keeps_the_schedule_the_counters_and_the_error_queue_consistent()
     let total: i64 = r.get(k.k("dead_total")).await.unwrap();
     assert_eq!(total, 1);
     let stored = hash(&r, &k.k("event:evt_1")).await;
-    assert_eq!(stored["d:tgt_2"], r#"{"state":"x"}"#);
-    // The attempt log keeps the newest `attempts_kept` (3) of the five.
-    let attempts: u32 = r.llen(k.k("attempts:evt_1")).await.unwrap();
-    assert_eq!(attempts, 3);
+    assert_eq!(stored["d:tgt_2"], "d|3|500||9|0|boom");
+    // The attempt log keeps the newest `attempts_kept` (3) of the five, in the record.
+    let slots = |h: &HashMap<String, String>| h.keys().filter(|f| f.starts_with("a:")).count();
+    assert_eq!(slots(&stored), 3);
+    assert_eq!(stored["an"], "5");
+    assert!(
+        !exists(&r, &k.k("attempts:evt_1")).await,
+        "no second key per event"
+    );
 
     // No response (a refused connection): no latency counted; no attempt: no log entry.
     let silent = Outcome {
@@ -709,8 +766,233 @@ async fn record_keeps_the_schedule_the_counters_and_the_error_queue_consistent()
     };
     record(&r, &k, &[silent]).await;
     assert_eq!(stats("responses").await, 5);
-    let attempts: u32 = r.llen(k.k("attempts:evt_1")).await.unwrap();
-    assert_eq!(attempts, 3);
+    assert_eq!(hash(&r, &k.k("event:evt_1")).await["an"], "5");
+
+    // A late duplicate outcome of a record that is gone writes no record back.
+    let _: () = r.del(k.k("event:evt_1")).await.unwrap();
+    let _: () = r.del(k.k("attempts:evt_1")).await.unwrap();
+    record(
+        &r,
+        &k,
+        &[outcome("tgt_1", "done"), outcome("tgt_2", "retry")],
+    )
+    .await;
+    assert!(!exists(&r, &k.k("event:evt_1")).await);
+    assert!(!exists(&r, &k.k("attempts:evt_1")).await);
+    let scheduled: u32 = r.zcard(k.k("retries")).await.unwrap();
+    assert_eq!(scheduled, 0, "no retry of an event that is gone");
+}
+
+#[tokio::test]
+async fn with_a_log_store_an_event_is_queued_for_shipping_once_its_last_delivery_finishes() {
+    let r = redis().await;
+    let k = Keys::new("finish");
+    let stream = k.k("stream");
+    append(
+        &r,
+        &[&stream],
+        &[event("evt_1", "0", ""), event("evt_9", "0", "")],
+    )
+    .await;
+    let entries: Vec<(String, HashMap<String, String>)> =
+        r.xrange(&stream, "-", "+", None).await.unwrap();
+    let entry = entries[0].0.clone();
+    let position: f64 = entry.split('-').next().unwrap().parse().unwrap();
+    assert_eq!(
+        expand_with(&r, &k, &entry, &["evt_1"], "tgt_1,tgt_2", true).await,
+        [true]
+    );
+    // No recorded target: finished at once.
+    assert_eq!(
+        expand_with(&r, &k, &entry, &["evt_9"], "", true).await,
+        [true]
+    );
+    let score = |key: &'static str, m: &'static str| {
+        let (r, key) = (r.clone(), k.k(key));
+        async move {
+            let s: Option<f64> = r.zscore(key, m).await.unwrap();
+            s
+        }
+    };
+    assert_eq!(score("unfinished", "evt_1").await, Some(position));
+    assert_eq!(score("ship", "evt_9").await, Some(position));
+    assert_eq!(hash(&r, &k.k("event:evt_1")).await["open"], "2");
+
+    record(&r, &k, &[outcome("tgt_1", "retry")]).await;
+    record(&r, &k, &[outcome("tgt_1", "done")]).await;
+    // The same outcome recorded twice (a reclaimed entry delivered again) counts once.
+    record(&r, &k, &[outcome("tgt_1", "done")]).await;
+    assert_eq!(hash(&r, &k.k("event:evt_1")).await["open"], "1");
+    assert_eq!(score("ship", "evt_1").await, None, "tgt_2 is not finished");
+    record(&r, &k, &[outcome("tgt_2", "dead")]).await;
+    let rec = hash(&r, &k.k("event:evt_1")).await;
+    assert_eq!(rec["open"], "0");
+    assert_eq!(rec["fin"], "1");
+    assert_eq!(rec["fin_at"], "5555");
+    assert_eq!(score("unfinished", "evt_1").await, None);
+    assert_eq!(score("ship", "evt_1").await, Some(position));
+
+    // A replay opens it again: off the ship queue, back in the unfinished set, full lifetime.
+    let (dead, retries, stats, rec_key, total, attempts, unfinished, ship) = (
+        k.k("dead:ten_a"),
+        k.k("retries"),
+        k.k("stats:ten_a"),
+        k.k("event:evt_1"),
+        k.k("dead_total"),
+        k.k("attempts:evt_1"),
+        k.k("unfinished"),
+        k.k("ship"),
+    );
+    let _: () = r.expire(&rec_key, 5, None).await.unwrap();
+    let keys = [
+        &dead,
+        &retries,
+        &stats,
+        &rec_key,
+        &total,
+        &attempts,
+        &unfinished,
+        &ship,
+    ]
+    .map(String::as_str);
+    let answer = run(
+        &r,
+        &scripts::REPLAY,
+        &keys,
+        &[
+            "dl_1",
+            "evt_1:tgt_2",
+            "tgt_2",
+            "r|0|500|7000|7000|0|",
+            "7000",
+            "600",
+            "evt_1",
+        ],
+    )
+    .await;
+    assert_eq!(answer["replayed"], 1);
+    assert_eq!(score("ship", "evt_1").await, None);
+    assert_eq!(score("unfinished", "evt_1").await, Some(position));
+    let ttl: i64 = r.ttl(&rec_key).await.unwrap();
+    assert!(ttl > 5, "a replayed record lives on");
+    // A succeeded delivery is not replayed.
+    let again = run(
+        &r,
+        &scripts::REPLAY,
+        &keys,
+        &[
+            "",
+            "evt_1:tgt_1",
+            "tgt_1",
+            "r|0|||7000|0|",
+            "7000",
+            "600",
+            "evt_1",
+        ],
+    )
+    .await;
+    assert_eq!(again["replayed"], 0);
+    assert_eq!(again["missing"], false);
+}
+
+#[tokio::test]
+async fn shipped_expires_only_what_did_not_finish_again_and_restore_brings_an_event_back() {
+    let r = redis().await;
+    let k = Keys::new("shipped");
+    let ship = k.k("ship");
+    for (id, fin) in [("evt_a", "1"), ("evt_b", "2")] {
+        let _: () = r
+            .hset(
+                k.k(&format!("event:{id}")),
+                [("tenant", "ten_a"), ("fin", fin)],
+            )
+            .await
+            .unwrap();
+        let _: () = r.rpush(k.k(&format!("att:{id}")), "x").await.unwrap();
+        let _: () = r
+            .zadd(&ship, None, None, false, false, (1.0, id))
+            .await
+            .unwrap();
+    }
+    let _: () = r
+        .zadd(&ship, None, None, false, false, (1.0, "evt_gone"))
+        .await
+        .unwrap();
+    let keys = [
+        ship.clone(),
+        k.k("event:evt_a"),
+        k.k("att:evt_a"),
+        k.k("event:evt_b"),
+        k.k("att:evt_b"),
+        k.k("event:evt_gone"),
+        k.k("att:evt_gone"),
+    ];
+    let keys = keys.each_ref().map(String::as_str);
+    // evt_b finished again (fin 2) since it was read with fin 1.
+    let answer = run(
+        &r,
+        &scripts::SHIPPED,
+        &keys,
+        &["30", "3", "evt_a", "1", "evt_b", "1", "evt_gone", "1"],
+    )
+    .await;
+    assert_eq!(answer["shipped"], 2);
+    let left: Vec<String> = r
+        .zrange(&ship, 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    assert_eq!(left, vec!["evt_b".to_owned()]);
+    let ttl: i64 = r.ttl(k.k("event:evt_a")).await.unwrap();
+    assert!(ttl > 0 && ttl <= 30);
+    let ttl: i64 = r.ttl(k.k("att:evt_a")).await.unwrap();
+    assert!(ttl > 0 && ttl <= 30);
+    let ttl: i64 = r.ttl(k.k("event:evt_b")).await.unwrap();
+    assert_eq!(ttl, -1, "not expired: its newer state is not shipped yet");
+
+    let rec = k.k("event:evt_r");
+    let restore = async |args: &[&str]| {
+        run(&r, &scripts::RESTORE, &[rec.as_str()], args).await["restored"].as_bool()
+    };
+    let args = [
+        "600",
+        "1",
+        "ten_a",
+        "a.b",
+        "text/plain",
+        "1000",
+        "the body",
+        "tgt_1",
+        "d|3|500||9|0|x",
+        "tgt_2",
+        "s|1|200||9|0|",
+    ];
+    assert_eq!(restore(&args).await, Some(true));
+    let h = hash(&r, &rec).await;
+    assert_eq!(h["entry"], "restored");
+    assert_eq!(h["body"], "the body");
+    assert_eq!(h["d:tgt_1"], "d|3|500||9|0|x");
+    assert_eq!(h["open"], "0");
+    assert_eq!(
+        restore(&args).await,
+        Some(false),
+        "a record that is there is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_lapses() {
+    let r = redis().await;
+    let k = Keys::new("lease");
+    let lease = k.k("lease");
+    let take = async |holder: &str, ms: &str| {
+        run(&r, &scripts::LEASE, &[lease.as_str()], &[holder, ms]).await["held"].as_bool()
+    };
+    assert_eq!(take("a", "200").await, Some(true));
+    assert_eq!(take("b", "200").await, Some(false));
+    assert_eq!(take("a", "200").await, Some(true), "renewed by its holder");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(take("b", "200").await, Some(true), "taken over once lapsed");
+    assert_eq!(take("a", "200").await, Some(false));
 }
 
 #[tokio::test]
@@ -773,44 +1055,72 @@ async fn claim_due_raced_by_two_callers_gives_each_retry_to_one() {
 async fn replay_and_delete_take_an_error_queue_entry_once() {
     let r = redis().await;
     let k = Keys::new("replay");
-    let (dead, retries, stats, event, total) = (
+    let (dead, retries, stats, event, total, attempts, unfinished, ship) = (
         k.k("dead:ten_a"),
         k.k("retries"),
         k.k("stats:ten_a"),
         k.k("event:evt_1"),
         k.k("dead_total"),
+        k.k("attempts:evt_1"),
+        k.k("unfinished"),
+        k.k("ship"),
     );
     let _: () = r
         .hset(&dead, [("dl_1", "{}"), ("dl_2", "{}"), ("dl_3", "{}")])
         .await
         .unwrap();
     let _: () = r.set(&total, 3, None, None, false).await.unwrap();
-    let _: () = r.hset(&event, ("entry", "1-0")).await.unwrap();
-    let keys = [&dead, &retries, &stats, &event, &total].map(String::as_str);
-    let args = |dl: &'static str| [dl, "evt_1:tgt_1", "tgt_1", r#"{"fresh":true}"#, "7000"];
-    let replay = async |dl: &'static str| {
-        let answer = run(&r, &scripts::REPLAY, &keys, &args(dl)).await;
-        answer["replayed"].as_u64()
+    let _: () = r
+        .hset(&event, [("entry", "1-0"), ("d:tgt_1", "d|3|500||9|0|x")])
+        .await
+        .unwrap();
+    let keys = [
+        &dead,
+        &retries,
+        &stats,
+        &event,
+        &total,
+        &attempts,
+        &unfinished,
+        &ship,
+    ]
+    .map(String::as_str);
+    let args = |dl: &'static str| {
+        [
+            dl,
+            "evt_1:tgt_1",
+            "tgt_1",
+            "r|0|500|7000|7000|0|",
+            "7000",
+            "600",
+            "evt_1",
+        ]
     };
-    assert_eq!(replay("dl_1").await, Some(1));
-    assert_eq!(replay("dl_1").await, Some(0), "replayed twice");
+    let replay = async |dl: &'static str| run(&r, &scripts::REPLAY, &keys, &args(dl)).await;
+    assert_eq!(replay("dl_1").await["replayed"], 1);
+    assert_eq!(replay("dl_1").await["replayed"], 0, "replayed twice");
     let due: Option<f64> = r.zscore(&retries, "evt_1:tgt_1").await.unwrap();
     assert_eq!(due, Some(7000.0));
-    assert_eq!(hash(&r, &event).await["d:tgt_1"], r#"{"fresh":true}"#);
+    assert_eq!(hash(&r, &event).await["d:tgt_1"], "r|0|500|7000|7000|0|");
     let in_retry: i64 = r.hget(&stats, "in_retry").await.unwrap();
     assert_eq!(in_retry, 1);
 
-    // The event's record expired: the entry goes, nothing is scheduled.
+    // The event's record is gone: reported missing, the entry kept for the caller to decide.
     let _: () = r.del(&event).await.unwrap();
     let _: () = r.del(&retries).await.unwrap();
-    assert_eq!(replay("dl_2").await, Some(0));
+    let answer = replay("dl_2").await;
+    assert_eq!(answer["replayed"], 0);
+    assert_eq!(answer["missing"], true);
     assert!(!exists(&r, &event).await, "no record brought back");
+    assert!(hash(&r, &dead).await.contains_key("dl_2"));
     let scheduled: u32 = r.zcard(&retries).await.unwrap();
     assert_eq!(scheduled, 0);
 
     let dkeys = [dead.as_str(), total.as_str()];
-    let deleted = run(&r, &scripts::DELETE_DEAD_LETTER, &dkeys, &["dl_3"]).await;
-    assert_eq!(deleted["deleted"], 1);
+    for dl in ["dl_2", "dl_3"] {
+        let deleted = run(&r, &scripts::DELETE_DEAD_LETTER, &dkeys, &[dl]).await;
+        assert_eq!(deleted["deleted"], 1);
+    }
     let again = run(&r, &scripts::DELETE_DEAD_LETTER, &dkeys, &["dl_3"]).await;
     assert_eq!(again["deleted"], 0);
     assert!(hash(&r, &dead).await.is_empty());
@@ -848,6 +1158,7 @@ impl Watch {
             self.k.k("due"),
             self.k.k("stream"),
             self.k.k("counts"),
+            self.k.k("history"),
             self.k.k("watch:mon_1"),
             self.k.k("checks:mon_1"),
             self.k.k("incidents:mon_1"),
@@ -858,6 +1169,7 @@ impl Watch {
             LAYOUT.as_str(),
             "10",
             "10",
+            "1",
             "mon_1",
             signal,
             want,
@@ -941,6 +1253,26 @@ async fn describe_then_signals_open_and_resolve_one_incident_with_alerts() {
     assert_eq!(counts["monitor:up"], "1");
     assert_eq!(counts["monitor:new"], "0");
     assert_eq!(counts["monitor:down"], "0");
+    // With a log store, each status record and incident change waits in the history stream.
+    let history: Vec<(String, HashMap<String, String>)> =
+        r.xrange(w.k.k("history"), "-", "+", None).await.unwrap();
+    let kinds: Vec<&str> = history.iter().map(|(_, f)| f["k"].as_str()).collect();
+    assert!(
+        kinds.contains(&"check") && kinds.contains(&"incident"),
+        "{kinds:?}"
+    );
+    let incident = history
+        .iter()
+        .rev()
+        .find(|(_, f)| f["k"] == "incident")
+        .unwrap();
+    assert_eq!(incident.1["s"], "mon_1");
+    assert_eq!(incident.1["t"], "ten_a");
+    let record: Json = serde_json::from_str(&incident.1["v"]).unwrap();
+    assert!(
+        record["resolved_at"].is_string(),
+        "the resolution is logged too"
+    );
 }
 
 #[tokio::test]

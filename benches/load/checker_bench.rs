@@ -63,6 +63,7 @@ async fn main() {
         checks_kept: 50,
         incidents_kept: 100,
         deadline: Duration::from_secs(5),
+        logged: false,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let watches = Watches::new(

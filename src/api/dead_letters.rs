@@ -12,9 +12,10 @@ use super::listing::Listing;
 use super::scope::{ApiState, TenantScope};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
+use crate::history::ReplaySelection;
 use crate::model::time::rfc3339;
 use crate::model::{DeadLetterId, EventId, EventType, TargetId};
-use crate::store::deliveries::{DeadLetter, ReplaySelection};
+use crate::store::deliveries::DeadLetter;
 
 /// Largest page of the error queue.
 const MAX_PAGE: usize = 1000;
@@ -161,7 +162,7 @@ pub async fn replay(
         target_id: req.target_id,
     };
     let replayed = s
-        .deliveries
+        .history
         .replay(scope.shard, &scope.tenant, &selection)
         .await?;
     Ok(Json(Replayed { replayed }).into_response())

@@ -7,11 +7,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::scope::{ApiState, TenantScope};
-use crate::error::{ApiError, ReadErrors};
-use crate::extract::{ApiPath, PathParams};
-use crate::model::time::rfc3339;
-use crate::model::{EventId, TargetId};
-use crate::store::deliveries::{AttemptRecord, EventRecord, State as DeliveryStateKind};
+use crate::error::{ApiError, ReadErrors, WriteErrors};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
+use crate::model::time::{now_ms, parse_rfc3339, rfc3339};
+use crate::model::{EventId, EventType, TargetId};
+use crate::store::deliveries::{
+    AttemptRecord, EventFilter, EventRecord, EventStatus, EventSummary, State as DeliveryStateKind,
+};
 
 /// Where one delivery of an event stands.
 #[derive(Debug, Serialize, ToSchema)]
@@ -138,12 +140,225 @@ pub async fn read(
     ApiPath(p): ApiPath<EventPath>,
 ) -> Result<Response, ApiError> {
     let record = s
-        .deliveries
+        .history
         .event(scope.shard, &scope.tenant, &p.event)
         .await?;
     record
         .map(|r| Json(EventView::from(&r)).into_response())
         .ok_or_else(|| ApiError::not_found("event"))
+}
+
+/// Largest page of an event listing.
+const MAX_PAGE: u64 = 500;
+
+/// Where one delivery of a listed event stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliverySummary {
+    pub target_id: TargetId,
+    pub state: DeliveryStateKind,
+    pub attempts: u32,
+}
+
+/// One event of a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventListItem {
+    pub id: EventId,
+    pub event_type: String,
+    pub content_type: Option<String>,
+    #[schema(format = DateTime)]
+    pub received_at: String,
+    pub status: EventStatus,
+    pub deliveries: Vec<DeliverySummary>,
+}
+
+impl From<EventSummary> for EventListItem {
+    fn from(e: EventSummary) -> EventListItem {
+        EventListItem {
+            id: e.id,
+            event_type: e.event_type,
+            content_type: e.content_type,
+            received_at: rfc3339(e.received_at_ms),
+            status: e.status,
+            deliveries: e
+                .deliveries
+                .into_iter()
+                .map(|(target_id, state, attempts)| DeliverySummary {
+                    target_id,
+                    state,
+                    attempts,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A page of events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub data: Vec<EventListItem>,
+    /// Pass as `before` for the next page; `null` on the last one.
+    pub next: Option<EventId>,
+}
+
+/// The filters of an event listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// Only events of this type.
+    #[serde(default)]
+    event_type: Option<EventType>,
+    /// Only events with this status; with `target_id`, the status of that delivery.
+    #[serde(default)]
+    status: Option<EventStatus>,
+    /// Only events delivered (or to be delivered) to this target.
+    #[serde(default)]
+    target_id: Option<TargetId>,
+    /// Received at or after this time (RFC 3339).
+    #[serde(default)]
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Received at or before this time (RFC 3339).
+    #[serde(default)]
+    #[param(format = DateTime)]
+    until: Option<String>,
+    /// Only events older than this one: the `next` of the previous page.
+    #[serde(default)]
+    before: Option<EventId>,
+    /// Most events (default 50, at most 500).
+    #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u64>,
+}
+
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
+    value
+        .map(|v| {
+            parse_rfc3339(v).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{name} must be an RFC 3339 time, such as 2026-12-01T10:00:00Z"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Lists events, newest first, from both tiers (Redis for the hot window, the log store for
+/// the rest).
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    operation_id = "list_events",
+    params(EventQuery),
+    responses((status = 200, description = "A page of events.", body = EventList), ReadErrors),
+)]
+pub async fn list(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> Result<Response, ApiError> {
+    let limit = match q.limit {
+        None => 50,
+        Some(n) if (1..=MAX_PAGE).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+    };
+    let filter = EventFilter {
+        event_type: q.event_type,
+        status: q.status,
+        target_id: q.target_id,
+        since_ms: time_param("since", q.since.as_deref())?,
+        until_ms: time_param("until", q.until.as_deref())?,
+        before: q.before,
+    };
+    let page = s
+        .history
+        .list(scope.shard, &scope.tenant, &filter, limit)
+        .await?;
+    Ok(Json(EventList {
+        data: page.events.into_iter().map(EventListItem::from).collect(),
+        next: page.next,
+    })
+    .into_response())
+}
+
+/// A time range of a target's deliveries to send again.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    /// From this time (RFC 3339).
+    #[schema(format = DateTime)]
+    pub since: String,
+    /// To this time (RFC 3339); now when absent.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub until: Option<String>,
+}
+
+impl JsonBody for Recover {
+    const INVALID: &'static str = "invalid_range";
+}
+
+/// How many deliveries were sent again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recovering {
+    pub recovering: u64,
+}
+
+/// The path of one target.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RecoverPath {
+    target_id: TargetId,
+}
+
+impl PathParams for RecoverPath {
+    const WHAT: &'static str = "target";
+}
+
+/// Sends again every event of the range that this target did not receive successfully
+/// (its delivery ended in the error queue), from either tier.
+#[utoipa::path(
+    post,
+    path = "/targets/{target_id}/recover",
+    tag = "targets",
+    operation_id = "recover_target",
+    params(RecoverPath),
+    request_body = Recover,
+    responses((status = 202, description = "How many deliveries go out again.", body = Recovering), WriteErrors),
+)]
+pub async fn recover(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<RecoverPath>,
+    ApiJson(req): ApiJson<Recover>,
+) -> Result<Response, ApiError> {
+    let invalid = |m: &str| ApiError::bad_request("invalid_range", m.to_owned());
+    let since = parse_rfc3339(&req.since)
+        .ok_or_else(|| invalid("since must be an RFC 3339 time, such as 2026-12-01T10:00:00Z"))?;
+    let until = match req.until.as_deref() {
+        Some(u) => parse_rfc3339(u).ok_or_else(|| {
+            invalid("until must be an RFC 3339 time, such as 2026-12-01T11:00:00Z")
+        })?,
+        None => now_ms(),
+    };
+    if until < since {
+        return Err(invalid("until must not be before since"));
+    }
+    if s.store.target(&scope.tenant, &p.target_id).await?.is_none() {
+        return Err(ApiError::not_found("target"));
+    }
+    let recovering = s
+        .history
+        .recover(scope.shard, &scope.tenant, &p.target_id, since, until)
+        .await?;
+    Ok((http::StatusCode::ACCEPTED, Json(Recovering { recovering })).into_response())
 }
 
 /// A tenant's delivery counters.

@@ -18,6 +18,8 @@ use http::StatusCode;
 use serde::Serialize;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::log_store::LogStore;
+use crate::log_store::shipper::ShipperStatus;
 
 /// How long `/readyz` waits for Redis.
 const PING_TIMEOUT: Duration = Duration::from_millis(500);
@@ -26,6 +28,16 @@ const STARTING: u8 = 0;
 const READY: u8 = 1;
 const DRAINING: u8 = 2;
 
+/// The log store as readiness reports it.
+#[derive(Debug)]
+pub struct LogStoreHealth {
+    pub store: LogStore,
+    /// This process's shipper (roles `all` and `dispatcher`).
+    pub shipper: Option<Arc<ShipperStatus>>,
+    /// Lag beyond which the log store is reported `behind`.
+    pub behind_after: Duration,
+}
+
 /// Readiness shared by every listener of a process.
 #[derive(Debug)]
 pub struct Readiness {
@@ -33,13 +45,15 @@ pub struct Readiness {
     phase: AtomicU8,
     /// Pinged on every `/readyz`.
     redis: Client,
+    log: Option<LogStoreHealth>,
 }
 
 impl Readiness {
-    pub fn new(redis: Client) -> Arc<Readiness> {
+    pub fn new(redis: Client, log: Option<LogStoreHealth>) -> Arc<Readiness> {
         Arc::new(Readiness {
             phase: AtomicU8::new(STARTING),
             redis,
+            log,
         })
     }
 
@@ -65,6 +79,14 @@ impl Readiness {
 pub struct Health {
     /// `ok` (live) or `ready`.
     pub status: String,
+    /// With a log store (`/readyz` only): `ok`, `behind` (finished events wait in Redis
+    /// longer than they should) or `unreachable`. Ingest stays safe either way: Redis keeps
+    /// the events until the log store takes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_store: Option<String>,
+    /// Age of the oldest finished event not yet in the log store, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_store_lag_s: Option<f64>,
 }
 
 /// Liveness: the process serves.
@@ -78,6 +100,8 @@ pub struct Health {
 pub async fn healthz() -> Response {
     Json(Health {
         status: "ok".into(),
+        log_store: None,
+        log_store_lag_s: None,
     })
     .into_response()
 }
@@ -103,13 +127,31 @@ pub async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
         .into_response();
     }
     let ping = tokio::time::timeout(PING_TIMEOUT, readiness.redis.ping::<String>(None)).await;
-    match ping {
-        Ok(Ok(_)) => Json(Health {
-            status: "ready".into(),
-        })
-        .into_response(),
-        _ => ApiError::unavailable("Redis does not answer").into_response(),
+    if !matches!(ping, Ok(Ok(_))) {
+        return ApiError::unavailable("Redis does not answer").into_response();
     }
+    let (log_store, log_store_lag_s) = match &readiness.log {
+        None => (None, None),
+        Some(h) => {
+            let lag = h.shipper.as_ref().map(|s| s.lag());
+            let state = if h.shipper.as_ref().is_some_and(|s| s.failing())
+                || !h.store.ping(PING_TIMEOUT).await
+            {
+                "unreachable"
+            } else if lag.is_some_and(|l| l > h.behind_after) {
+                "behind"
+            } else {
+                "ok"
+            };
+            (Some(state.to_owned()), lag.map(|l| l.as_secs_f64()))
+        }
+    };
+    Json(Health {
+        status: "ready".into(),
+        log_store,
+        log_store_lag_s,
+    })
+    .into_response()
 }
 
 #[cfg(test)]
@@ -120,7 +162,7 @@ mod tests {
     async fn readiness_only_moves_forward() {
         let client = Builder::default_centralized().build();
         let Ok(client) = client else { return };
-        let r = Readiness::new(client);
+        let r = Readiness::new(client, None);
         assert!(!r.is_ready());
         r.ready();
         assert!(r.is_ready());

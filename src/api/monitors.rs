@@ -13,9 +13,10 @@ use super::scope::{ApiState, TenantScope};
 use super::watched::{Watched, delete_watched};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
+use crate::log_store::write::HistoryKind;
 use crate::model::monitor::{Every, Grace};
 use crate::model::text::check_token;
-use crate::model::time::rfc3339;
+use crate::model::time::{parse_rfc3339, rfc3339};
 use crate::model::{IncidentId, MonitorId, MonitorPatch, MonitorSpec, Name, Origin, TenantId};
 use crate::monitors::state::{Check, Incident, LiveState, LiveStatus, Subject};
 use crate::store::Monitor;
@@ -292,7 +293,7 @@ pub async fn rotate_token(
     Ok(Json(with_token(&s, &scope, &m, token).await?).into_response())
 }
 
-/// `?limit=` of history reads.
+/// `?limit=` and `?before=` of history reads.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -301,6 +302,11 @@ pub struct HistoryQuery {
     #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u64>,
+    /// Only records older than this time (RFC 3339): the time of the last record of the
+    /// previous page. Older records come from the log store, when there is one.
+    #[serde(default)]
+    #[param(format = DateTime)]
+    before: Option<String>,
 }
 
 impl HistoryQuery {
@@ -314,6 +320,20 @@ impl HistoryQuery {
             )),
         }
     }
+
+    fn before_ms(&self) -> Result<Option<u64>, ApiError> {
+        self.before
+            .as_deref()
+            .map(|b| {
+                parse_rfc3339(b).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "before must be an RFC 3339 time, such as 2026-12-01T10:00:00Z",
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 /// Which history a route reads.
@@ -323,24 +343,94 @@ pub(super) enum History {
     Checks,
 }
 
+/// Where a history page starts and how long it is.
+#[derive(Debug, Clone, Copy)]
+struct PageOf<'a> {
+    subject: &'a str,
+    kind: HistoryKind,
+    before: Option<u64>,
+    limit: usize,
+}
+
+/// Newest first: what Redis keeps, then (with a log store) older records from it.
+async fn two_tier<T: serde::de::DeserializeOwned>(
+    s: &ApiState,
+    scope: &TenantScope,
+    page: PageOf<'_>,
+    hot: Vec<T>,
+    time_of: impl Fn(&T) -> Option<u64>,
+) -> Result<Vec<T>, ApiError> {
+    let PageOf {
+        subject,
+        kind,
+        before,
+        limit,
+    } = page;
+    let hot_oldest = hot.iter().filter_map(&time_of).min();
+    let mut out: Vec<T> = hot
+        .into_iter()
+        .filter(|r| before.is_none_or(|b| time_of(r).is_some_and(|t| t < b)))
+        .take(limit)
+        .collect();
+    if out.len() < limit {
+        if let Some(log) = &s.history.log {
+            let below = match (before, hot_oldest) {
+                (Some(b), Some(h)) => b.min(h),
+                (Some(b), None) => b,
+                (None, Some(h)) => h,
+                (None, None) => u64::MAX,
+            };
+            let older = log
+                .history(
+                    scope.tenant.as_str(),
+                    subject,
+                    kind,
+                    below,
+                    limit - out.len(),
+                )
+                .await?;
+            out.extend(older.iter().filter_map(|r| serde_json::from_str(r).ok()));
+        }
+    }
+    Ok(out)
+}
+
 impl History {
     /// The subject's history, as the route's answer.
     pub(super) async fn read(
         self,
         s: &ApiState,
-        shard: u16,
+        scope: &TenantScope,
         subject: &str,
-        limit: i64,
+        q: &HistoryQuery,
     ) -> Result<Response, ApiError> {
+        let limit = q.limit()?;
+        let before = q.before_ms()?;
+        // With a cursor the page may start anywhere in what Redis keeps: read all of it.
+        let hot_limit = if before.is_some() { -1 } else { limit };
+        let page = |kind| PageOf {
+            subject,
+            kind,
+            before,
+            limit: limit as usize,
+        };
         Ok(match self {
-            History::Incidents => Listing {
-                data: s.watches.incidents(shard, subject, limit).await?,
+            History::Incidents => {
+                let hot = s.watches.incidents(scope.shard, subject, hot_limit).await?;
+                let time = |i: &Incident| parse_rfc3339(&i.opened_at);
+                Listing {
+                    data: two_tier(s, scope, page(HistoryKind::Incident), hot, time).await?,
+                }
+                .into_response()
             }
-            .into_response(),
-            History::Checks => Listing {
-                data: s.watches.checks(shard, subject, limit).await?,
+            History::Checks => {
+                let hot = s.watches.checks(scope.shard, subject, hot_limit).await?;
+                let time = |c: &Check| parse_rfc3339(&c.at);
+                Listing {
+                    data: two_tier(s, scope, page(HistoryKind::Check), hot, time).await?,
+                }
+                .into_response()
             }
-            .into_response(),
         })
     }
 }
@@ -352,12 +442,12 @@ async fn history(
     q: &HistoryQuery,
     which: History,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit()?;
+    q.limit()?;
     s.store
         .monitor(&scope.tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("monitor"))?;
-    which.read(s, scope.shard, id.as_str(), limit).await
+    which.read(s, scope, id.as_str(), q).await
 }
 
 /// The monitor's incidents (opened and resolved), newest first.

@@ -10,6 +10,7 @@ use crate::auth::Auth;
 use crate::body::BodyLimits;
 use crate::error::ApiError;
 use crate::extract::BodyLimited;
+use crate::history::History;
 use crate::keyspace::shard_of;
 use crate::model::TenantId;
 use crate::monitors::state::Watches;
@@ -20,6 +21,8 @@ use crate::store::{Deliveries, Store};
 pub struct ApiState {
     pub store: Store,
     pub deliveries: Deliveries,
+    /// Event reads and replays across Redis and the log store.
+    pub history: History,
     /// This instance's auth cache, dropped at once after changes made here (other instances
     /// hear of them by invalidation).
     pub auth: Arc<Auth>,

@@ -261,10 +261,10 @@ async fn history(
     q: &HistoryQuery,
     which: History,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit()?;
+    q.limit()?;
     s.store
         .source(&scope.tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("source"))?;
-    which.read(s, scope.shard, id.as_str(), limit).await
+    which.read(s, scope, id.as_str(), q).await
 }

@@ -82,9 +82,20 @@ pub struct Config {
     /// Sizes and lifetimes of the definition caches behind targets, sources and monitors.
     #[serde(default)]
     pub caches: CachesConfig,
+    /// The long-term event log in PostgreSQL (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_store: Option<LogStoreConfig>,
     /// Tenants applied idempotently at start (config-driven deployments).
     #[serde(default)]
     pub tenants: Vec<TenantDecl>,
+}
+
+/// The log store: where finished events go when they leave Redis.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogStoreConfig {
+    /// `postgres://user:password@host:5432/database` (`env:NAME` reads a variable).
+    pub url: Secret,
 }
 
 /// One in-process cache.
@@ -272,8 +283,14 @@ pub struct QueueConfig {
     /// Number of shard streams. Fixed for the life of a deployment: it decides which stream
     /// holds each tenant's events.
     pub shards: u16,
-    /// How long events stay in their stream after they were received.
+    /// How long events, deliveries and attempts stay readable.
     pub retention_hours: u64,
+    /// With a log store: how long finished events stay in Redis after they were shipped.
+    pub hot_window_s: u64,
+    /// The event rate (events/s) the start-up line projects Redis memory for, when there is
+    /// no log store; unset: the rate observed in the streams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_events_per_s: Option<f64>,
     /// Most events written to Redis as one batch (one stream entry per shard).
     pub max_batch: usize,
     /// Batches in flight to Redis at once. More lowers latency when Redis is far away; fewer
@@ -286,6 +303,8 @@ impl Default for QueueConfig {
         QueueConfig {
             shards: 16,
             retention_hours: 14 * 24,
+            hot_window_s: 3600,
+            expected_events_per_s: None,
             max_batch: 256,
             max_inflight_batches: 2,
         }
@@ -533,6 +552,33 @@ impl Config {
         }
         if self.queue.retention_hours == 0 {
             return Err(invalid("queue.retention_hours", "must be at least 1"));
+        }
+        if self.queue.hot_window_s == 0
+            || self.queue.hot_window_s > self.queue.retention_hours * 3600
+        {
+            return Err(invalid(
+                "queue.hot_window_s",
+                "must be at least 1 and at most queue.retention_hours (in seconds)",
+            ));
+        }
+        if self
+            .queue
+            .expected_events_per_s
+            .is_some_and(|r| !r.is_finite() || !(0.0..=10_000_000.0).contains(&r))
+        {
+            return Err(invalid(
+                "queue.expected_events_per_s",
+                "must be a number of events per second between 0 and 10000000",
+            ));
+        }
+        if let Some(ls) = &self.log_store {
+            let url = ls.url.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "log_store.url",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
         }
         if !(1..=MAX_BATCH_EVENTS).contains(&self.queue.max_batch) {
             return Err(invalid(

@@ -11,6 +11,7 @@ use super::delivery::{Delivery, EventData};
 use super::hold::EntryHold;
 use super::state::Inner;
 use super::worker;
+use crate::model::Mode;
 use crate::model::time::now_ms;
 use crate::queue::consume::ReadError;
 use crate::queue::{RawEntry, StoredEvent, decode};
@@ -218,7 +219,16 @@ async fn prepare_entry(
             event_type: &e.event_type,
             content_type: e.content_type.as_deref().unwrap_or_default(),
             received_at_ms: e.id.received_at_ms().unwrap_or(now),
-            targets: targets.iter().map(|t| &t.id).collect(),
+            targets: targets
+                .iter()
+                .filter(|t| t.mode != Mode::FireAndForget)
+                .map(|t| &t.id)
+                .collect(),
+            unrecorded: targets
+                .iter()
+                .filter(|t| t.mode == Mode::FireAndForget)
+                .map(|t| &t.id)
+                .collect(),
         })
         .collect();
     let owned = loop {

@@ -56,7 +56,13 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
                 tracing::info!(target_id = %item.target_id, "dropping a scheduled delivery to a deleted target");
                 if let Err(e) = inner
                     .deliveries
-                    .unschedule(shard, &item.tenant, &item.member)
+                    .unschedule(
+                        shard,
+                        &item.tenant,
+                        &item.event_id,
+                        &item.target_id,
+                        item.attempts_so_far,
+                    )
                     .await
                 {
                     tracing::warn!(target_id = %item.target_id, error = %e, "could not drop a delivery to a deleted target; it comes back when its lease ends");

@@ -203,6 +203,7 @@ fn count(outcome: &Outcome, latency: Duration) {
             Next::Done => "delivered",
             Next::RetryAt(_) | Next::HeldUntil(_) => "retry",
             Next::DeadLetter(_) => "dead_letter",
+            Next::Dropped => "dropped",
         },
         Some(latency),
     );

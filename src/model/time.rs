@@ -21,10 +21,36 @@ pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-/// Parses an RFC 3339 time into Unix milliseconds.
+/// Parses an RFC 3339 time (`Z` or a `±hh:mm` offset, either case) into Unix milliseconds.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(text).ok()?;
-    Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
+    let text = text.trim();
+    let (local, offset_s): (&str, i64) = if let Some(t) = text.strip_suffix(['Z', 'z']) {
+        (t, 0)
+    } else {
+        let split = text.len().checked_sub(6)?;
+        let (t, off) = (text.get(..split)?, text.get(split..)?);
+        let sign = match off.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (h, m) = off.get(1..)?.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+        if h > 23 || m > 59 {
+            return None;
+        }
+        (t, sign * (h * 3600 + m * 60))
+    };
+    let normalized = local.replacen(['t', ' '], "T", 1);
+    if normalized.len() < 19 || normalized.as_bytes().get(10) != Some(&b'T') {
+        return None;
+    }
+    let t = humantime::parse_rfc3339(&format!("{normalized}Z")).ok()?;
+    let ms = t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64 - offset_s * 1000;
+    u64::try_from(ms).ok()
 }
 
 #[cfg(test)]
@@ -40,5 +66,27 @@ mod tests {
             parse_rfc3339("2023-11-14T22:13:20.123Z"),
             Some(1_700_000_000_123)
         );
+        assert_eq!(
+            parse_rfc3339("2023-11-14t23:13:20.123+01:00"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T21:13:20.123-01:00"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20z"),
+            Some(1_700_000_000_000)
+        );
+        for bad in [
+            "yesterday",
+            "2023-11-14",
+            "2023-11-14T22:13:20",
+            "2023-11-14T22:13:20+1:00",
+            "2023-11-14T22:13:20+25:00",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

@@ -302,6 +302,9 @@ struct WatchesInner {
     keys: Keyspace,
     checks_kept: u32,
     incidents_kept: u32,
+    /// Whether a log store takes the history (the script then appends it to the shard's
+    /// history stream).
+    logged: bool,
 }
 
 /// The settings of [`Watches`].
@@ -313,6 +316,8 @@ pub struct WatchSettings {
     pub incidents_kept: u32,
     /// Longest a signal waits for its batch (the Redis command timeout).
     pub deadline: Duration,
+    /// Whether a log store takes the history.
+    pub logged: bool,
 }
 
 impl Flush for Arc<WatchesInner> {
@@ -365,6 +370,7 @@ impl Watches {
             keys,
             checks_kept: settings.checks_kept.max(1),
             incidents_kept: settings.incidents_kept.max(1),
+            logged: settings.logged,
         });
         let limits = Limits {
             max_items: MAX_BATCH,
@@ -591,7 +597,9 @@ impl Watches {
         key: String,
         limit: i64,
     ) -> Result<Vec<T>, WatchError> {
-        let items: Vec<String> = self.inner.redis.lrange(key, 0, limit - 1).await?;
+        // A negative limit: all of it.
+        let end = if limit < 0 { -1 } else { limit - 1 };
+        let items: Vec<String> = self.inner.redis.lrange(key, 0, end).await?;
         // A record this version cannot read is left out rather than failing the whole list.
         Ok(items
             .iter()
@@ -652,17 +660,19 @@ impl WatchesInner {
     /// One `signal` call for `calls` (all of `shard`).
     async fn run(&self, shard: u16, calls: Vec<Call>) -> Result<Vec<Answer>, WatchError> {
         let n = calls.len();
-        let mut keys = Vec::with_capacity(3 + n * 3);
+        let mut keys = Vec::with_capacity(4 + n * 3);
         keys.extend([
             self.keys.due(shard),
             self.keys.stream(shard),
             self.keys.watch_counts(shard),
+            self.keys.history(shard),
         ]);
-        let mut args = Vec::with_capacity(3 + n * ARGS_PER_SIGNAL);
+        let mut args = Vec::with_capacity(4 + n * ARGS_PER_SIGNAL);
         args.extend([
             LAYOUT.clone(),
             self.checks_kept.to_string(),
             self.incidents_kept.to_string(),
+            if self.logged { "1" } else { "" }.to_owned(),
         ]);
         for call in calls {
             keys.extend(call.subject_keys);

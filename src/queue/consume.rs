@@ -210,6 +210,62 @@ impl StreamReader {
     }
 }
 
+/// The fields of the entries with these ids of `shard`'s stream, in order of `ids`; `None`
+/// for an entry that is gone (trimmed or deleted).
+pub async fn entries_by_id(
+    redis: &Client,
+    keys: &Keyspace,
+    shard: u16,
+    ids: &[&str],
+) -> Result<Vec<Option<Vec<(Bytes, Bytes)>>>, fred::error::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = keys.stream(shard);
+    let pipeline = redis.pipeline();
+    for id in ids {
+        let _: () = pipeline.xrange(&key, *id, *id, Some(1)).await?;
+    }
+    let replies: Vec<Value> = pipeline.all().await?;
+    Ok(replies
+        .into_iter()
+        .map(|r| {
+            parse_entries(r)
+                .into_iter()
+                .next()
+                .map(|(_, fields)| fields)
+                .filter(|f| !f.is_empty())
+        })
+        .collect())
+}
+
+/// Up to `count` entries of any stream `key` from `start` on (XRANGE), oldest first.
+pub async fn oldest_entries(
+    redis: &Client,
+    key: &str,
+    start: &str,
+    count: u64,
+) -> Result<Vec<RawEntry>, fred::error::Error> {
+    let reply: Value = redis.xrange(key, start, "+", Some(count)).await?;
+    Ok(parse_entries(reply))
+}
+
+/// Up to `count` entries of `shard`'s stream from `end` back to `start` (ids or `+` / `-`,
+/// `(` for exclusive), newest first.
+pub async fn newest_entries(
+    redis: &Client,
+    keys: &Keyspace,
+    shard: u16,
+    end: &str,
+    start: &str,
+    count: u64,
+) -> Result<Vec<RawEntry>, fred::error::Error> {
+    let reply: Value = redis
+        .xrevrange(keys.stream(shard), end, start, Some(count))
+        .await?;
+    Ok(parse_entries(reply))
+}
+
 /// Entries of an `XREADGROUP` reply (RESP2 nested arrays or a RESP3 map).
 fn parse_read(value: Value) -> Vec<RawEntry> {
     let streams: Vec<Value> = match value {

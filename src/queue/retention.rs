@@ -52,10 +52,13 @@ pub struct Retention {
     redis: Client,
     keys: Keyspace,
     shards: u16,
-    /// Age beyond which entries go.
+    /// Age beyond which entries go: the retention, or with a log store the hot window.
     max_age: Duration,
     /// Time between passes.
     every: Duration,
+    /// With a log store: never trim past an event that is unfinished or not yet shipped (the
+    /// stream may hold its only copy of the body).
+    logged: bool,
 }
 
 impl Retention {
@@ -65,6 +68,7 @@ impl Retention {
         shards: u16,
         max_age: Duration,
         every: Duration,
+        logged: bool,
     ) -> Retention {
         Retention {
             redis,
@@ -72,6 +76,7 @@ impl Retention {
             shards,
             max_age,
             every,
+            logged,
         }
     }
 
@@ -81,6 +86,14 @@ impl Retention {
         let mut removed = 0;
         for shard in 0..self.shards {
             let key = self.keys.stream(shard);
+            let mut age_cut = age_cut;
+            if self.logged {
+                for held in [self.keys.unfinished(shard), self.keys.ship(shard)] {
+                    if let Some(first) = self.first_position(&held).await? {
+                        age_cut = age_cut.min(first);
+                    }
+                }
+            }
             let Some(cut) = self.safe_cut(&key, age_cut).await? else {
                 continue;
             };
@@ -89,6 +102,15 @@ impl Retention {
             removed += n;
         }
         Ok(removed)
+    }
+
+    /// The stream position (ms) of the first event of a sorted set scored by position.
+    async fn first_position(&self, key: &str) -> Result<Option<u64>, fred::error::Error> {
+        let first: Vec<(String, f64)> = self
+            .redis
+            .zrange(key, 0, 0, None, false, None, true)
+            .await?;
+        Ok(first.first().map(|(_, score)| score.max(0.0) as u64))
     }
 
     /// The highest id below which entries may go, or `None` when nothing may.
@@ -148,6 +170,22 @@ impl StreamId {
         StreamId { ms, seq }
     }
 
+    /// The next id after this one.
+    pub fn successor(self) -> StreamId {
+        match self.seq.checked_add(1) {
+            Some(seq) => StreamId { ms: self.ms, seq },
+            None => StreamId {
+                ms: self.ms + 1,
+                seq: 0,
+            },
+        }
+    }
+
+    /// Zero-padded text, whose text order is id order.
+    pub fn padded(self) -> String {
+        format!("{:020}-{:020}", self.ms, self.seq)
+    }
+
     pub fn parse(s: &str) -> Option<StreamId> {
         let (ms, seq) = s.split_once('-')?;
         Some(StreamId {
@@ -198,6 +236,10 @@ mod tests {
         assert!(StreamId::new(1, 9) < StreamId::new(2, 0));
         assert_eq!(StreamId::new(3, 1).to_string(), "3-1");
         assert_eq!(StreamId::parse("x-1"), None);
+        assert_eq!(StreamId::new(3, 1).successor(), StreamId::new(3, 2));
+        assert_eq!(StreamId::new(3, u64::MAX).successor(), StreamId::new(4, 0));
+        assert!(StreamId::new(9, 10).padded() > StreamId::new(9, 9).padded());
+        assert!(StreamId::new(10, 0).padded() > StreamId::new(9, 99).padded());
     }
 
     #[test]

@@ -2,23 +2,44 @@
 -- entry did it first. A command the Redis client re-sent after a reconnect appends a second
 -- entry holding the same event ids: its events are reported as not owned, so each event
 -- yields one delivery per target. The same entry read again (a reclaim) still owns its events.
+-- Each delivery starts pending ('p'); a fire-and-forget one is recorded as sent ('n') at once,
+-- since nothing waits for its response.
 --
--- KEYS  the events' records (n of them), then their tenants' counters (n)
--- ARGV  entry_id, ttl_s, n, then per event: tenant, type, content_type, received_at_ms,
---       targets (comma-separated ids)
+-- KEYS  the events' records (n of them), then their tenants' counters (n), then the shard's
+--       unfinished set and ship queue
+-- ARGV  entry_id, ttl_s, n, logged ('1' with a log store), now_ms, then per event: event_id,
+--       tenant, type, content_type, received_at_ms, targets (comma-separated ids),
+--       fire-and-forget targets (comma-separated ids)
 -- Answer {"owned": [true | false, ...]}, one per event
-local entry, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local entry, ttl, n, logged, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5]
+local unfinished, ship = KEYS[2 * n + 1], KEYS[2 * n + 2]
+local position = string.match(entry, '^(%d+)%-%d+$') or now
 
 local owned = {}
 for i = 1, n do
   local record, stats = KEYS[i], KEYS[n + i]
-  local a = 3 + (i - 1) * 5
-  local tenant, etype, ct, at, targets = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4],
-    ARGV[a + 5]
+  local a = 5 + (i - 1) * 7
+  local id, tenant, etype, ct, at = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local targets, unrecorded = ARGV[a + 6], ARGV[a + 7]
   local owner = redis.call('HGET', record, 'entry')
   if not owner then
-    redis.call('HSET', record, 'entry', entry, 'tenant', tenant, 'type', etype, 'ct', ct,
-      'at', at, 'targets', targets)
+    redis.call('HSET', record, 'entry', entry, 'tenant', tenant, 'type', etype, 'at', at)
+    if ct ~= '' then redis.call('HSET', record, 'ct', ct) end
+    local open = 0
+    for t in string.gmatch(targets, '[^,]+') do
+      redis.call('HSET', record, 'd:' .. t, 'p')
+      open = open + 1
+    end
+    for t in string.gmatch(unrecorded, '[^,]+') do redis.call('HSET', record, 'd:' .. t, 'n') end
+    if logged then
+      redis.call('HSET', record, 'open', open)
+      if open > 0 then
+        redis.call('ZADD', unfinished, position, id)
+      else
+        redis.call('HSET', record, 'fin', 1, 'fin_at', now)
+        redis.call('ZADD', ship, position, id)
+      end
+    end
     redis.call('EXPIRE', record, ttl)
     redis.call('HINCRBY', stats, 'events_received', 1)
     owned[i] = true

@@ -17,7 +17,8 @@
 //! | `save_target`, `delete_target` | `store::targets` | versioned target documents |
 //! | `save_tokened`, `delete_tokened` | `store::sources`, `store::monitors` | documents reached by a URL token |
 //! | `append_batch` | `queue::enqueue` | one stream entry per batch, with idempotency keys |
-//! | `expand`, `record`, `claim_due`, `replay`, `delete_dead_letter` | `store::deliveries` | delivery records, retry schedule, error queue |
+//! | `expand`, `record`, `claim_due`, `replay`, `restore`, `delete_dead_letter` | `store::deliveries` | delivery records, retry schedule, error queue (`record`, `replay` and `restore` share `delivery.lua`) |
+//! | `shipped`, `lease` | `store::deliveries` (for `log_store::shipper`) | the ship queue, shard leases |
 //! | `signal`, `describe`, `forget` | `monitors::state` | live state of watched subjects, alerts |
 
 use std::sync::OnceLock;
@@ -108,6 +109,13 @@ macro_rules! script {
         $(#[$doc])*
         pub static $name: Script = Script::new($file, include_str!(concat!($file, ".lua")));
     };
+    ($(#[$doc:meta])* $name:ident, $file:literal, with_delivery) => {
+        $(#[$doc])*
+        pub static $name: Script = Script::new(
+            $file,
+            concat!(include_str!("delivery.lua"), include_str!(concat!($file, ".lua"))),
+        );
+    };
     ($(#[$doc:meta])* $name:ident, $file:literal, with_entry) => {
         $(#[$doc])*
         pub static $name: Script = Script::new(
@@ -167,15 +175,27 @@ script!(
 );
 script!(
     /// Records delivery outcomes.
-    RECORD, "record"
+    RECORD, "record", with_delivery
 );
 script!(
     /// Leases due retries.
     CLAIM_DUE, "claim_due"
 );
 script!(
-    /// Moves an error queue entry back to the schedule.
-    REPLAY, "replay"
+    /// Sends a dead-lettered delivery again.
+    REPLAY, "replay", with_delivery
+);
+script!(
+    /// Brings an event back from the log store.
+    RESTORE, "restore", with_delivery
+);
+script!(
+    /// Marks events as stored in the log store.
+    SHIPPED, "shipped"
+);
+script!(
+    /// Takes or renews a lease.
+    LEASE, "lease"
 );
 script!(
     /// Removes an error queue entry.
@@ -195,7 +215,7 @@ script!(
 );
 
 /// Every script of the registry.
-pub static ALL: [&Script; 19] = [
+pub static ALL: [&Script; 22] = [
     &CREATE_TENANT,
     &UPDATE_TENANT,
     &DELETE_TENANT,
@@ -211,6 +231,9 @@ pub static ALL: [&Script; 19] = [
     &RECORD,
     &CLAIM_DUE,
     &REPLAY,
+    &RESTORE,
+    &SHIPPED,
+    &LEASE,
     &DELETE_DEAD_LETTER,
     &SIGNAL,
     &DESCRIBE,

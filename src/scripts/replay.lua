@@ -1,17 +1,31 @@
--- replay: moves one error queue entry back into the retry schedule, due now, with fresh
--- attempts. An entry whose event record has expired is removed without a replay.
+-- replay: sends a dead-lettered delivery again: back into the retry schedule, due now, with
+-- fresh attempts, its error queue entry (if any) removed. Only a delivery that ended in the
+-- error queue is replayed; one that succeeded or is still being tried is left alone (its
+-- error queue entry, stale, is removed). An event whose record is gone is reported missing,
+-- untouched, so the caller can bring it back from the log store and try again.
 --
--- KEYS  dead_letters, retries, stats, event_record, dead_letter_total
--- ARGV  dead_letter_id, member, target_id, state (JSON), now_ms
--- Answer {"replayed": 0 | 1}
-local dead_letters, retries, stats, record, dead_total = unpack(KEYS)
-local dl_id, member, target, state, now = unpack(ARGV)
+-- KEYS  dead_letters, retries, stats, event_record, dead_letter_total, attempts, unfinished,
+--       ship
+-- ARGV  dead_letter_id ('' for none), member, target_id, state (compact text), now_ms, ttl_s,
+--       event_id
+-- Answer {"replayed": 0 | 1, "missing": true | false}
+local dead_letters, retries, stats, record, dead_total, attempts, unfinished, ship = unpack(KEYS)
+local dl_id, member, target, state, now, ttl, id = unpack(ARGV)
 
-if redis.call('HDEL', dead_letters, dl_id) == 0 then return cjson.encode({replayed = 0}) end
-redis.call('DECR', dead_total)
-if redis.call('EXISTS', record) == 0 then return cjson.encode({replayed = 0}) end
+if redis.call('EXISTS', record) == 0 then
+  return cjson.encode({replayed = 0, missing = true})
+end
+if dl_id ~= '' and redis.call('HDEL', dead_letters, dl_id) == 1 then
+  redis.call('DECR', dead_total)
+end
+local before = state_kind(redis.call('HGET', record, 'd:' .. target))
+if before ~= 'd' then return cjson.encode({replayed = 0, missing = false}) end
 redis.call('HSET', record, 'd:' .. target, state)
+track(record, id, before, state_kind(state), unfinished, ship, now)
+-- A shipped record was living out its hot window; it is live again.
+redis.call('EXPIRE', record, ttl)
+redis.call('EXPIRE', attempts, ttl)
 if redis.call('ZADD', retries, now, member) == 1 then
   redis.call('HINCRBY', stats, 'in_retry', 1)
 end
-return cjson.encode({replayed = 1})
+return cjson.encode({replayed = 1, missing = false})

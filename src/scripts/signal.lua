@@ -7,9 +7,13 @@
 -- subject's deadline has passed, and removes it, so with several checkers each overdue
 -- subject is handled once.
 --
--- KEYS  due (the shard's deadlines), stream (the shard's events), counts, then per subject:
---       watch, checks, incidents
--- ARGV  layout (from queue::entry), checks_kept, incidents_kept, then per subject:
+-- With a log store, every status record and every incident change is also appended to the
+-- shard's history stream, which the shipper moves to the log store.
+--
+-- KEYS  due (the shard's deadlines), stream (the shard's events), counts, history, then per
+--       subject: watch, checks, incidents
+-- ARGV  layout (from queue::entry), checks_kept, incidents_kept, logged ('1' with a log
+--       store), then per subject:
 --       subject, signal ('heartbeat' | 'start' | 'fail' | 'exit' | 'status' | 'event' |
 --       'timeout'), wanted_status ('' for start), kind ('' for a timeout: read from the
 --       state), window_ms, and `more`: newline-separated tenant, name, event_id, incident_id,
@@ -18,9 +22,10 @@
 -- Answer {"subjects": [...]}, per subject {"status", "last_heartbeat"?, "changed",
 --        "duration_ms"?, "alert"?, "kind"}, or {"skip": true} when a timeout finds the subject
 --        no longer overdue, or {"gone": true} when a signal names a subject with no state.
-local due, stream, counts = KEYS[1], KEYS[2], KEYS[3]
+local due, stream, counts, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local layout = entry_layout(ARGV[1])
 local keep_checks, keep_incidents = tonumber(ARGV[2]), tonumber(ARGV[3])
+local logged = ARGV[4] == '1'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
@@ -37,6 +42,12 @@ local function encode_with(t, extra)
   local json = cjson.encode(t)
   if extra == '' then return json end
   return string.sub(json, 1, -2) .. ',' .. extra .. '}'
+end
+
+local function log_history(kind, subject, tenant, record)
+  if logged then
+    redis.call('XADD', history, '*', 'k', kind, 's', subject, 't', tenant, 'v', record)
+  end
 end
 
 local function answer(status, hb, changed, dur, alert, kind)
@@ -103,9 +114,11 @@ local function one(watch, checks, incidents, a)
     if extra ~= '' then extra = extra .. ',' end
     extra = extra .. '"duration_ms":' .. dur
   end
-  redis.call('LPUSH', checks, encode_with({at = m(5), signal = signal, status = want,
-    previous_status = prev, reason = reason}, extra))
+  local check = encode_with({at = m(5), signal = signal, status = want,
+    previous_status = prev, reason = reason}, extra)
+  redis.call('LPUSH', checks, check)
   redis.call('LTRIM', checks, 0, keep_checks - 1)
+  log_history('check', subject, tenant, check)
   if want == prev then return answer(want, hb, false, dur, nil, kind) end
   local by = 'signal'
   if signal == 'status' then by = 'push' end
@@ -122,15 +135,19 @@ local function one(watch, checks, incidents, a)
           i.resolved_at = m(5)
           i.resolved_reason = reason
           i.duration_ms = now - i.opened_ms
-          redis.call('LSET', incidents, 0, cjson.encode(i))
+          local record = cjson.encode(i)
+          redis.call('LSET', incidents, 0, record)
+          log_history('incident', subject, tenant, record)
         end
       end
       redis.call('HSET', watch, 'incident', '')
     end
   elseif incident == '' then
     incident = m(4)
-    redis.call('LPUSH', incidents, cjson.encode({id = incident, status = want, reason = reason,
-      opened_at = m(5), opened_ms = now}))
+    local record = cjson.encode({id = incident, status = want, reason = reason,
+      opened_at = m(5), opened_ms = now})
+    redis.call('LPUSH', incidents, record)
+    log_history('incident', subject, tenant, record)
     redis.call('LTRIM', incidents, 0, keep_incidents - 1)
     redis.call('HSET', watch, 'incident', incident)
   else
@@ -139,7 +156,9 @@ local function one(watch, checks, incidents, a)
       local i = cjson.decode(head)
       if i.id == incident then
         i.status = want
-        redis.call('LSET', incidents, 0, cjson.encode(i))
+        local record = cjson.encode(i)
+        redis.call('LSET', incidents, 0, record)
+        log_history('incident', subject, tenant, record)
       end
     end
   end
@@ -160,7 +179,7 @@ local function one(watch, checks, incidents, a)
 end
 
 local out = {}
-for i = 0, (#KEYS - 3) / 3 - 1 do
-  out[i + 1] = one(KEYS[4 + i * 3], KEYS[5 + i * 3], KEYS[6 + i * 3], 4 + i * 6)
+for i = 0, (#KEYS - 4) / 3 - 1 do
+  out[i + 1] = one(KEYS[5 + i * 3], KEYS[6 + i * 3], KEYS[7 + i * 3], 5 + i * 6)
 end
 return cjson.encode({subjects = out})

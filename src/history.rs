@@ -1,0 +1,342 @@
+//! The event history across both tiers: Redis for the hot window, the log store (when there
+//! is one) for the rest. Reads give the same answers whichever tier holds an event, and
+//! replays and recoveries bring an event that has left Redis back from the log store.
+//!
+//! Listings walk the shard stream newest first (it holds every event of the hot window, and
+//! without a log store every event of the retention), merge what the log store holds, and
+//! page by event id: a page holds every event newer than its cursor, whichever tier it is in.
+
+use std::collections::{BTreeMap, HashMap};
+
+use fred::prelude::*;
+
+use crate::keyspace::Keyspace;
+use crate::log_store::{LogStore, LogStoreError};
+use crate::model::time::now_ms;
+use crate::model::{DeadLetterId, EventId, TargetId, TenantId};
+use crate::queue::consume::newest_entries;
+use crate::queue::decode;
+use crate::store::deliveries::{DeadLetter, EventFilter, EventRecord, EventSummary, Replayed};
+use crate::store::{Deliveries, StoreError};
+
+/// Stream entries a listing reads per request at most; a page stops there and its cursor
+/// lets the next one go on.
+const SCAN_ENTRIES: u64 = 2_000;
+/// Entries per `XREVRANGE`.
+const SCAN_CHUNK: u64 = 200;
+/// How far apart the gateway's clock (event ids) and Redis's (entry ids) may be.
+const CLOCK_SKEW_MS: u64 = 60_000;
+/// Most deliveries one recovery resends.
+pub const MAX_RECOVER: usize = 10_000;
+
+/// A failure of a history read or replay.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Redis(#[from] fred::error::Error),
+    #[error(transparent)]
+    Log(#[from] LogStoreError),
+}
+
+/// A page of events.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    pub events: Vec<EventSummary>,
+    /// The cursor of the next page (`before`), when there may be one.
+    pub next: Option<EventId>,
+}
+
+/// Which error queue entries to replay.
+#[derive(Debug, Clone, Default)]
+pub struct ReplaySelection {
+    pub ids: Option<Vec<DeadLetterId>>,
+    pub target_id: Option<TargetId>,
+}
+
+/// Reads and replays of the event history. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub deliveries: Deliveries,
+    pub redis: Client,
+    pub log: Option<LogStore>,
+}
+
+impl History {
+    fn keys(&self) -> &Keyspace {
+        self.deliveries.keys()
+    }
+
+    /// One event of `tenant` with its deliveries and attempts, from whichever tier holds it.
+    pub async fn event(
+        &self,
+        shard: u16,
+        tenant: &TenantId,
+        id: &EventId,
+    ) -> Result<Option<EventRecord>, HistoryError> {
+        if let Some(r) = self.deliveries.event(shard, tenant, id).await? {
+            return Ok(Some(r));
+        }
+        match &self.log {
+            Some(log) => Ok(log.event(tenant, id).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// A page of `tenant`'s events that pass `filter`, newest first.
+    pub async fn list(
+        &self,
+        shard: u16,
+        tenant: &TenantId,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<EventPage, HistoryError> {
+        let (hot, scanned_to) = self.hot_events(shard, tenant, filter, limit).await?;
+        let mut merged: BTreeMap<EventId, EventSummary> = BTreeMap::new();
+        if let Some(log) = &self.log {
+            for e in log.list(tenant, filter, limit + 1).await? {
+                // What the scan did not reach (older than where it stopped) belongs to the
+                // next page, which goes on from there in both tiers.
+                if scanned_to.as_ref().is_none_or(|stop| e.id >= *stop) {
+                    merged.insert(e.id.clone(), e);
+                }
+            }
+        }
+        // Redis holds the fresher state of an event in both tiers.
+        for e in hot {
+            merged.insert(e.id.clone(), e);
+        }
+        let mut events: Vec<EventSummary> = merged.into_values().rev().collect();
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let next = if more {
+            events.last().map(|e| e.id.clone())
+        } else if events.len() < limit {
+            scanned_to
+        } else {
+            events.last().map(|e| e.id.clone())
+        };
+        Ok(EventPage { events, next })
+    }
+
+    /// The hot tier's events of `tenant` that pass `filter` (up to `limit + 1`), and, when
+    /// the scan stopped before the stream's start, the id it stopped at.
+    async fn hot_events(
+        &self,
+        shard: u16,
+        tenant: &TenantId,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<(Vec<EventSummary>, Option<EventId>), HistoryError> {
+        let mut upper = filter.until_ms.unwrap_or(u64::MAX);
+        if let Some(ms) = filter.before.as_ref().and_then(|b| b.received_at_ms()) {
+            upper = upper.min(ms);
+        }
+        let mut end = if upper == u64::MAX {
+            "+".to_owned()
+        } else {
+            upper.saturating_add(CLOCK_SKEW_MS).to_string()
+        };
+        let start = match filter.since_ms {
+            Some(ms) => ms.saturating_sub(CLOCK_SKEW_MS).to_string(),
+            None => "-".to_owned(),
+        };
+        let mut found = Vec::new();
+        let mut scanned = 0;
+        let mut last_seen: Option<EventId> = None;
+        loop {
+            let entries =
+                newest_entries(&self.redis, self.keys(), shard, &end, &start, SCAN_CHUNK).await?;
+            let exhausted = (entries.len() as u64) < SCAN_CHUNK;
+            scanned += entries.len() as u64;
+            let mut ids = Vec::new();
+            for (entry_id, fields) in &entries {
+                end = format!("({entry_id}");
+                let Ok(events) = decode(fields) else { continue };
+                for e in events.into_iter().rev() {
+                    if e.tenant != *tenant {
+                        continue;
+                    }
+                    let at = e.id.received_at_ms().unwrap_or(0);
+                    if filter.since_ms.is_some_and(|s| at < s)
+                        || filter.until_ms.is_some_and(|u| at > u)
+                        || filter.before.as_ref().is_some_and(|b| e.id >= *b)
+                        || filter
+                            .event_type
+                            .as_ref()
+                            .is_some_and(|t| *t != e.event_type)
+                    {
+                        continue;
+                    }
+                    last_seen = Some(e.id.clone());
+                    ids.push(e.id);
+                }
+            }
+            for s in self
+                .deliveries
+                .summaries(shard, tenant, &ids)
+                .await?
+                .into_iter()
+                .flatten()
+            {
+                if filter.admits(&s) {
+                    found.push(s);
+                }
+            }
+            if found.len() > limit || exhausted {
+                return Ok((found, None));
+            }
+            if scanned >= SCAN_ENTRIES {
+                // Stopped early: the events older than the last one looked at are unknown.
+                return Ok((found, last_seen));
+            }
+        }
+    }
+
+    /// Replays the selected error queue entries of `tenant`; how many went back on the
+    /// schedule. An entry whose event left Redis is brought back from the log store; one
+    /// whose event is gone from both is removed.
+    pub async fn replay(
+        &self,
+        shard: u16,
+        tenant: &TenantId,
+        sel: &ReplaySelection,
+    ) -> Result<u64, HistoryError> {
+        let entries = self
+            .deliveries
+            .dead_letters(shard, tenant, sel.target_id.as_ref(), usize::MAX)
+            .await?;
+        let mut moved = 0;
+        for d in entries {
+            if sel.ids.as_ref().is_some_and(|ids| !ids.contains(&d.id)) {
+                continue;
+            }
+            if self
+                .resend(shard, tenant, &d.event_id, &d.target_id, Some(&d))
+                .await?
+            {
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Resends every event of `[since, until]` that `target` did not receive successfully
+    /// (its delivery there ended in the error queue), from either tier; how many.
+    pub async fn recover(
+        &self,
+        shard: u16,
+        tenant: &TenantId,
+        target: &TargetId,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> Result<u64, HistoryError> {
+        let mut events: Vec<EventId> = Vec::new();
+        // The hot tier: events of the range expanded to the target and dead-lettered there.
+        let filter = EventFilter {
+            target_id: Some(target.clone()),
+            status: Some(crate::store::deliveries::EventStatus::Failed),
+            since_ms: Some(since_ms),
+            until_ms: Some(until_ms),
+            ..EventFilter::default()
+        };
+        let mut cursor: Option<EventId> = None;
+        loop {
+            let f = EventFilter {
+                before: cursor.clone(),
+                ..filter.clone()
+            };
+            let page = self.list_hot_only(shard, tenant, &f).await?;
+            events.extend(page.events.into_iter().map(|e| e.id));
+            match page.next {
+                Some(n) if events.len() < MAX_RECOVER => cursor = Some(n),
+                _ => break,
+            }
+        }
+        if let Some(log) = &self.log {
+            events.extend(
+                log.failed_for_target(tenant, target, since_ms, until_ms, MAX_RECOVER)
+                    .await?,
+            );
+        }
+        events.sort();
+        events.dedup();
+        events.truncate(MAX_RECOVER);
+        // Their error queue entries go with them.
+        let queued: HashMap<EventId, DeadLetter> = self
+            .deliveries
+            .dead_letters(shard, tenant, Some(target), usize::MAX)
+            .await?
+            .into_iter()
+            .map(|d| (d.event_id.clone(), d))
+            .collect();
+        let mut resent = 0;
+        for id in events {
+            if self
+                .resend(shard, tenant, &id, target, queued.get(&id))
+                .await?
+            {
+                resent += 1;
+            }
+        }
+        Ok(resent)
+    }
+
+    async fn list_hot_only(
+        &self,
+        shard: u16,
+        tenant: &TenantId,
+        filter: &EventFilter,
+    ) -> Result<EventPage, HistoryError> {
+        let (events, next) = self.hot_events(shard, tenant, filter, 500).await?;
+        let next = next.or_else(|| {
+            (events.len() > 500)
+                .then(|| events.last().map(|e| e.id.clone()))
+                .flatten()
+        });
+        Ok(EventPage { events, next })
+    }
+
+    /// Sends one dead-lettered delivery again, bringing its event back from the log store
+    /// when it has left Redis; `true` when it went back on the schedule.
+    async fn resend(
+        &self,
+        shard: u16,
+        tenant: &TenantId,
+        event: &EventId,
+        target: &TargetId,
+        queued: Option<&DeadLetter>,
+    ) -> Result<bool, HistoryError> {
+        let last = queued.map(|d| (d.last_status, d.last_error.clone()));
+        let dl_id = queued.map(|d| &d.id);
+        let first = self
+            .deliveries
+            .replay_one(shard, tenant, dl_id, event, target, last.clone())
+            .await?;
+        match first {
+            Replayed::Replayed => return Ok(true),
+            Replayed::Skipped => return Ok(false),
+            Replayed::Missing => {}
+        }
+        if let Some(log) = &self.log {
+            if let Some(logged) = log.logged(tenant, event, false).await? {
+                if logged.received_at_ms + log.retention().as_millis() as u64 > now_ms() {
+                    self.deliveries.restore(shard, &logged).await?;
+                    let again = self
+                        .deliveries
+                        .replay_one(shard, tenant, dl_id, event, target, last)
+                        .await?;
+                    if again != Replayed::Missing {
+                        return Ok(again == Replayed::Replayed);
+                    }
+                }
+            }
+        }
+        // Gone from both tiers: its error queue entry cannot be replayed any more.
+        if let Some(d) = dl_id {
+            self.deliveries.delete_dead_letter(shard, tenant, d).await?;
+        }
+        Ok(false)
+    }
+}

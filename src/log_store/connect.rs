@@ -1,0 +1,139 @@
+//! The connection pool and the schema migrations.
+//!
+//! The client is tokio-postgres under deadpool-postgres: async on the gateway's own runtime,
+//! binary protocol with typed parameters (arrays for batched inserts), no build-time database
+//! (sqlx's checked queries need one, or checked-in metadata), and rustls like the rest of the
+//! gateway. `sslmode` in the URL decides TLS (`prefer` by default: TLS when the server offers
+//! it, verified against the Web PKI roots).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+
+/// Connections the gateway keeps to PostgreSQL.
+const POOL_SIZE: usize = 16;
+/// Longest wait for a connection (pool or new).
+const WAIT: Duration = Duration::from_secs(5);
+/// Key of the advisory lock that serialises migrations of several starting processes.
+const MIGRATION_LOCK: i64 = 0x6573_7461_6665_7461; // "estafeta"
+
+mod embedded {
+    refinery::embed_migrations!("src/log_store/migrations");
+}
+
+/// A failure of the log store.
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    #[error("log_store.url is not a PostgreSQL URL: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("cannot set up TLS for the log store: {0}")]
+    Tls(String),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("PostgreSQL pool: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+    #[error("log store migrations: {0}")]
+    Migrate(#[from] refinery::Error),
+    #[error("log store: unexpected data: {0}")]
+    Data(String),
+}
+
+/// The URL with its password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split(':').next().unwrap_or_default();
+    if userinfo.contains(':') {
+        format!("{scheme}://{user}:***@{host}")
+    } else {
+        format!("{scheme}://{user}@{host}")
+    }
+}
+
+/// The pool; connections open lazily, on first use.
+pub(super) fn pool(url: &str) -> Result<Pool, LogStoreError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(LogStoreError::Url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(WAIT);
+    }
+    config.application_name("estafeta");
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config()?);
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(WAIT))
+        .create_timeout(Some(WAIT))
+        .recycle_timeout(Some(WAIT))
+        .build()?)
+}
+
+fn tls_config() -> Result<rustls::ClientConfig, LogStoreError> {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| LogStoreError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+/// Runs the embedded migrations that have not run yet. Several processes starting together
+/// take turns on an advisory lock, so each migration runs once.
+pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), LogStoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let pg: &mut tokio_postgres::Client = client.as_mut();
+    let ran = embedded::migrations::runner().run_async(pg).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = ran?;
+    for m in report.applied_migrations() {
+        tracing::info!(
+            version = m.version(),
+            name = m.name(),
+            "log store migration applied"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+        assert_eq!(redact_url("host=db user=u"), "host=db user=u");
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        assert!(matches!(
+            pool("postgres://[bad"),
+            Err(LogStoreError::Url(_))
+        ));
+    }
+}

@@ -1,0 +1,94 @@
+//! The handle to the log store: opening it (pool, migrations, partitions), its upkeep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::connect::{self, LogStoreError, redact_url};
+use super::partitions::Partitions;
+
+/// Handle to the log store. Cheap to clone.
+#[derive(Clone)]
+pub struct LogStore {
+    pub(super) pool: deadpool_postgres::Pool,
+    pub(super) partitions: Arc<Partitions>,
+    /// How long the log keeps an event (`queue.retention_hours`).
+    pub(super) retention: Duration,
+    /// The URL without its password, for messages.
+    shown_url: Arc<str>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("url", &self.shown_url)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl LogStore {
+    /// Connects, runs the migrations and creates the partitions of the days around now.
+    pub async fn open(url: &str, retention: Duration) -> Result<LogStore, LogStoreError> {
+        let shown_url: Arc<str> = redact_url(url).into();
+        let pool = connect::pool(url)?;
+        let store = LogStore {
+            pool,
+            partitions: Arc::new(Partitions::default()),
+            retention,
+            shown_url,
+        };
+        let mut client = store.pool.get().await?;
+        connect::migrate(&mut client).await?;
+        store.partitions.maintain(&client, retention).await?;
+        Ok(store)
+    }
+
+    /// The URL without its password.
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// How long the log keeps an event.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// Creates the partitions ahead and drops those past retention; how many of each.
+    pub async fn maintain(&self) -> Result<(usize, usize), LogStoreError> {
+        let client = self.pool.get().await?;
+        self.partitions.maintain(&client, self.retention).await
+    }
+
+    /// Whether PostgreSQL answers a query within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let probe = async {
+            let client = self.pool.get().await.ok()?;
+            client.simple_query("SELECT 1").await.ok()
+        };
+        matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(_)))
+    }
+}
+
+/// The periodic partition upkeep: creates tomorrow's partitions before they are needed and
+/// drops the days past retention.
+pub async fn maintenance(
+    store: LogStore,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.maintain().await {
+            Ok((0, 0)) => {}
+            Ok((created, dropped)) => {
+                tracing::info!(created, dropped, "log store partitions maintained")
+            }
+            Err(e) => tracing::warn!(error = %e, "log store partition upkeep failed; will retry"),
+        }
+    }
+}

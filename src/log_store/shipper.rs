@@ -1,0 +1,292 @@
+//! The log shipper: moves finished events from Redis to the log store.
+//!
+//! When the last delivery of an event finishes, the recording script puts the event in its
+//! shard's ship queue ([`crate::keyspace::Keyspace::ship`]). A shipper (one per `all` or
+//! `dispatcher` process) takes a shard's lease, reads a batch of the queue with the records,
+//! attempts and bodies (from the record, or from the stream entry that still holds it),
+//! stores the batch in PostgreSQL in one transaction, and only then marks the events shipped:
+//! they leave the queue and their Redis copies get the hot window as their time to live. An
+//! event replayed meanwhile is not marked (its finish count moved on), so its newer state
+//! is shipped when it finishes again.
+//!
+//! Nothing is lost when PostgreSQL is down: the batch stays in the queue, the shipper retries
+//! with backoff, the stream keeps the bodies (retention never trims past an unshipped event),
+//! and `/readyz` and `estafeta_log_store_lag_seconds` say the log is behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use super::handle::LogStore;
+use super::write::{HistoryKind, HistoryRecord};
+use crate::model::EventId;
+use crate::model::time::now_ms;
+use crate::queue::consume::oldest_entries;
+use crate::queue::decode;
+use crate::store::Deliveries;
+use crate::store::deliveries::LoggedEvent;
+use crate::store::deliveries::ShipCandidate;
+
+/// Events read and shipped per batch.
+const BATCH: usize = 500;
+/// How long a shard's lease lasts; renewed on every batch.
+const LEASE: Duration = Duration::from_secs(15);
+
+/// What the shipper reports to readiness and metrics.
+#[derive(Debug, Default)]
+pub struct ShipperStatus {
+    /// Age of the oldest finished event not yet in the log store (ms), 0 when none.
+    lag_ms: AtomicU64,
+    /// When the last batch failed to be stored (ms), 0 when the last one succeeded.
+    failing_since_ms: AtomicU64,
+}
+
+impl ShipperStatus {
+    pub fn lag(&self) -> Duration {
+        Duration::from_millis(self.lag_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether storing in PostgreSQL fails right now.
+    pub fn failing(&self) -> bool {
+        self.failing_since_ms.load(Ordering::Relaxed) != 0
+    }
+}
+
+/// The shipping task of one process.
+#[derive(Debug, Clone)]
+pub struct Shipper {
+    pub log: LogStore,
+    pub deliveries: Deliveries,
+    pub redis: Client,
+    pub shards: u16,
+    /// How long shipped events stay readable in Redis.
+    pub hot_window: Duration,
+    /// Time between passes when there is nothing to ship.
+    pub idle: Duration,
+    pub status: Arc<ShipperStatus>,
+    /// This process, as the holder of shard leases.
+    pub holder: String,
+}
+
+impl Shipper {
+    /// Ships until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures: u32 = 0;
+        loop {
+            let mut busy = false;
+            let mut failed = false;
+            let mut lag_ms = 0;
+            for shard in 0..self.shards {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                match self.ship_shard(shard, &mut lag_ms).await {
+                    Ok(shipped) => busy |= shipped == BATCH,
+                    Err(e) => {
+                        failed = true;
+                        tracing::warn!(shard, error = %e, "shipping to the log store failed; the events stay in Redis and will be shipped later");
+                    }
+                }
+            }
+            self.status.lag_ms.store(lag_ms, Ordering::Relaxed);
+            crate::telemetry::log_store_lag(Duration::from_millis(lag_ms));
+            let wait = if failed {
+                failures = failures.saturating_add(1);
+                if self.status.failing_since_ms.load(Ordering::Relaxed) == 0 {
+                    self.status
+                        .failing_since_ms
+                        .store(now_ms().max(1), Ordering::Relaxed);
+                }
+                Duration::from_millis(250u64 << failures.min(5))
+            } else {
+                failures = 0;
+                self.status.failing_since_ms.store(0, Ordering::Relaxed);
+                if busy { Duration::ZERO } else { self.idle }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Ships one batch of one shard, if this process holds (or takes) the shard's lease; how
+    /// many events left the ship queue. `lag_ms` grows to the age of the oldest finished
+    /// event read, shipped or not.
+    pub async fn ship_shard(&self, shard: u16, lag_ms: &mut u64) -> Result<usize, ShipError> {
+        if !self
+            .deliveries
+            .lease_shipping(shard, &self.holder, LEASE)
+            .await?
+        {
+            // Another process ships this shard; it reports the lag.
+            return Ok(0);
+        }
+        let history = self.ship_history(shard).await?;
+        let candidates = self.deliveries.ship_candidates(shard, BATCH).await?;
+        if candidates.is_empty() {
+            return Ok(history);
+        }
+        let now = now_ms();
+        for c in &candidates {
+            *lag_ms = (*lag_ms).max(now.saturating_sub(c.finished_at_ms));
+        }
+        let mut batch = Vec::with_capacity(candidates.len());
+        let mut marks = Vec::with_capacity(candidates.len());
+        let mut from_stream: HashMap<String, Vec<usize>> = HashMap::new();
+        let oldest_kept = now_ms().saturating_sub(self.log.retention().as_millis() as u64);
+        for c in candidates {
+            let ShipCandidate {
+                event, fin, entry, ..
+            } = c;
+            let Some(event) = event else {
+                // The record is gone (a flush, or an expiry long ago): nothing left to ship.
+                marks.push((c.id, fin));
+                continue;
+            };
+            marks.push((event.id.clone(), fin));
+            if event.received_at_ms < oldest_kept {
+                continue; // past retention: the log would drop it at once
+            }
+            if event.body.is_empty() && event_has_stream_body(&entry) {
+                from_stream.entry(entry).or_default().push(batch.len());
+            }
+            batch.push(event);
+        }
+        self.fill_bodies(shard, &mut batch, from_stream).await?;
+        let shipped = batch.len();
+        let started = std::time::Instant::now();
+        self.log.ship(&batch).await?;
+        crate::telemetry::log_store_shipped(shipped, started.elapsed());
+        self.deliveries
+            .mark_shipped(shard, &marks, self.hot_window)
+            .await?;
+        Ok(marks.len())
+    }
+
+    /// Ships one batch of the shard's monitor history (status records and incident changes),
+    /// then trims what was shipped from the history stream; how many records.
+    async fn ship_history(&self, shard: u16) -> Result<usize, ShipError> {
+        let key = self.deliveries.keys().history(shard);
+        let entries = oldest_entries(&self.redis, &key, "-", BATCH as u64).await?;
+        let Some((last, _)) = entries.last() else {
+            return Ok(0);
+        };
+        let last = last.clone();
+        let records: Vec<HistoryRecord> = entries
+            .iter()
+            .filter_map(|(id, fields)| history_record(id, fields))
+            .collect();
+        if records.len() != entries.len() {
+            tracing::warn!(
+                shard,
+                dropped = entries.len() - records.len(),
+                "unreadable monitor history records; dropping them"
+            );
+        }
+        self.log.ship_history(&records).await?;
+        let Some(next) = crate::queue::retention::StreamId::parse(&last).map(|id| id.successor())
+        else {
+            return Ok(entries.len());
+        };
+        let cap =
+            fred::types::streams::XCap::try_from(("MINID", "=", next.to_string().as_str(), None))?;
+        let _: u64 = self.redis.xtrim(&key, cap).await?;
+        Ok(entries.len())
+    }
+
+    /// Bodies that only the stream entry holds (events delivered on their first attempt).
+    async fn fill_bodies(
+        &self,
+        shard: u16,
+        batch: &mut [LoggedEvent],
+        from_stream: HashMap<String, Vec<usize>>,
+    ) -> Result<(), ShipError> {
+        if from_stream.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<(String, Vec<usize>)> = from_stream.into_iter().collect();
+        let ids: Vec<&str> = entries.iter().map(|(e, _)| e.as_str()).collect();
+        let read =
+            crate::queue::consume::entries_by_id(&self.redis, self.deliveries.keys(), shard, &ids)
+                .await?;
+        for ((entry, indexes), fields) in entries.into_iter().zip(read) {
+            let Some(fields) = fields else {
+                tracing::warn!(shard, entry = %entry, "the stream entry of finished events is gone; shipping them without a body");
+                continue;
+            };
+            let events = match decode(&fields) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(shard, entry = %entry, error = %e, "unreadable stream entry; shipping its events without a body");
+                    continue;
+                }
+            };
+            let mut bodies: HashMap<EventId, bytes::Bytes> =
+                events.into_iter().map(|e| (e.id, e.body)).collect();
+            for i in indexes {
+                if let Some(e) = batch.get_mut(i) {
+                    if let Some(body) = bodies.remove(&e.id) {
+                        e.body = body;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A history stream entry (`k`, `s`, `t`, `v`), read; `None` when it is not one.
+fn history_record(id: &str, fields: &[(bytes::Bytes, bytes::Bytes)]) -> Option<HistoryRecord> {
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k.as_ref() == name.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    };
+    let kind = match field("k")? {
+        "check" => HistoryKind::Check,
+        "incident" => HistoryKind::Incident,
+        _ => return None,
+    };
+    let record = field("v")?;
+    let json: serde_json::Value = serde_json::from_str(record).ok()?;
+    let (at, incident_id) = match kind {
+        HistoryKind::Check => (json.get("at")?.as_str()?, None),
+        HistoryKind::Incident => (
+            json.get("opened_at")?.as_str()?,
+            Some(json.get("id")?.as_str()?.to_owned()),
+        ),
+    };
+    let stream_id = crate::queue::retention::StreamId::parse(id)?;
+    Some(HistoryRecord {
+        seq: stream_id.padded(),
+        kind,
+        tenant: field("t")?.to_owned(),
+        subject: field("s")?.to_owned(),
+        record: record.to_owned(),
+        at_ms: crate::model::time::parse_rfc3339(at)?,
+        incident_id,
+    })
+}
+
+/// Whether a record's `entry` names a stream entry (a record restored from the log store
+/// for a replay holds its body itself).
+fn event_has_stream_body(entry: &str) -> bool {
+    crate::queue::retention::StreamId::parse(entry).is_some()
+}
+
+/// Why a pass failed; the events stay in the ship queue.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    #[error(transparent)]
+    Redis(#[from] fred::error::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Log(#[from] super::connect::LogStoreError),
+}
