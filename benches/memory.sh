@@ -126,5 +126,8 @@ url = \"$PG\""
   echo "  shipper: max lag ${maxlag} s; ${shipped_at_end:-0} events shipped by the end of the load ($(python3 -c "print(round(${shipped_at_end:-0} / $RUN_S))") events/s)"
   psql -qtA "$PG" -c "SELECT count(*) FROM events" | sed 's/^/  events in PostgreSQL: /'
   psql -qtA "$PG" -c "SELECT (sum(pg_total_relation_size(c.oid)) / (SELECT count(*) FROM events))::int FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname IN ('events', 'deliveries', 'attempts')" | sed 's/^/  PostgreSQL bytes per event (tables and indexes, one target): /'
+  for t in events deliveries attempts; do
+    psql -qtA "$PG" -c "SELECT '$t: ' || (sum(pg_total_relation_size(c.oid)) / greatest((SELECT count(*) FROM $t), 1))::int || ' bytes per row' FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = '$t'" | sed 's/^/  PostgreSQL /'
+  done
   stop_estafeta
 fi

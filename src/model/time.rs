@@ -21,36 +21,72 @@ pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-/// Parses an RFC 3339 time (`Z` or a `±hh:mm` offset, either case) into Unix milliseconds.
+/// Parses an RFC 3339 time (`Z` or a `±hh:mm` offset, either case, any fraction of a second,
+/// a leap second) into Unix milliseconds; a time before the epoch reads as the epoch (no
+/// event is older).
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (local, offset_s): (&str, i64) = if let Some(t) = text.strip_suffix(['Z', 'z']) {
-        (t, 0)
-    } else {
-        let split = text.len().checked_sub(6)?;
-        let (t, off) = (text.get(..split)?, text.get(split..)?);
-        let sign = match off.as_bytes().first()? {
-            b'+' => 1,
-            b'-' => -1,
-            _ => return None,
-        };
-        let (h, m) = off.get(1..)?.split_once(':')?;
-        if h.len() != 2 || m.len() != 2 {
+    let b = text.trim().as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let digits = b.get(from..from + len)?;
+        if !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
-        if h > 23 || m > 59 {
-            return None;
-        }
-        (t, sign * (h * 3600 + m * 60))
+        std::str::from_utf8(digits).ok()?.parse().ok()
     };
-    let normalized = local.replacen(['t', ' '], "T", 1);
-    if normalized.len() < 19 || normalized.as_bytes().get(10) != Some(&b'T') {
+    let sep = |at: usize, c: &[u8]| b.get(at).is_some_and(|x| c.contains(x));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
         return None;
     }
-    let t = humantime::parse_rfc3339(&format!("{normalized}Z")).ok()?;
-    let ms = t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64 - offset_s * 1000;
-    u64::try_from(ms).ok()
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [31, if leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > month_days[(month - 1) as usize]
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let frac: String = std::str::from_utf8(&b[start..i.min(start + 3)]).ok()?.to_owned();
+        millis = format!("{frac:0<3}").parse().ok()?;
+    }
+    let offset_s = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (num(i + 1, 2)?, num(i + 4, 2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            (h * 3600 + m * 60) * if *sign == b'+' { 1 } else { -1 }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    // A leap second is the last millisecond of its minute.
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_s;
+    let ms = secs * 1000 + if second == 60 { 999 } else { millis };
+    Some(u64::try_from(ms).unwrap_or(0))
 }
 
 #[cfg(test)]
