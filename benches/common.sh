@@ -20,3 +20,29 @@ REDIS="redis://127.0.0.1:$RPORT"
 
 ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
 MASTER_KEY=$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')
+
+# Starts $ESTAFETA (role all) with key prefix $1 and more TOML $2, on fresh ports; sets EST
+# (its pid), PLAIN and ADMIN (its ports) and returns once it is ready.
+start_estafeta() {
+  PLAIN=$(free_port); ADMIN=$(free_port)
+  cat > "$work/$1.toml" <<TOML
+[edge]
+plain_listen = "127.0.0.1:$PLAIN"
+[admin]
+listen = "127.0.0.1:$ADMIN"
+token = "env:BENCH_ADMIN_TOKEN"
+[redis]
+url = "$REDIS"
+prefix = "$1"
+[security]
+master_key = "env:BENCH_MASTER_KEY"
+allow_private_targets = true
+[log]
+level = "warn"
+${2:-}
+TOML
+  BENCH_ADMIN_TOKEN=$ADMIN_TOKEN BENCH_MASTER_KEY=$MASTER_KEY \
+    "$ESTAFETA" serve --config "$work/$1.toml" 2>"$work/$1.log" &
+  EST=$!; pids+=($EST)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PLAIN/readyz" >/dev/null && break; sleep 0.1; done
+}

@@ -14,28 +14,6 @@ ESTAFETA=${ESTAFETA_BIN:-./target/release/estafeta}
 cargo build --release --quiet --bin estafeta --example dispatch_bench
 . benches/common.sh
 
-start_estafeta() { # prefix -> sets EST, PLAIN, ADMIN
-  PLAIN=$(free_port); ADMIN=$(free_port)
-  cat > "$work/$1.toml" <<TOML
-[edge]
-plain_listen = "127.0.0.1:$PLAIN"
-[admin]
-listen = "127.0.0.1:$ADMIN"
-token = "env:BENCH_ADMIN_TOKEN"
-[redis]
-url = "$REDIS"
-prefix = "$1"
-[security]
-master_key = "env:BENCH_MASTER_KEY"
-allow_private_targets = true
-[log]
-level = "warn"
-TOML
-  BENCH_ADMIN_TOKEN=$ADMIN_TOKEN BENCH_MASTER_KEY=$MASTER_KEY \
-    "$ESTAFETA" serve --config "$work/$1.toml" 2>"$work/$1.log" &
-  EST=$!; pids+=($EST)
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PLAIN/readyz" >/dev/null && break; sleep 0.1; done
-}
 rss() { awk "/$2/ {print \$2}" "/proc/$1/status"; }
 
 bench=./target/release/examples/dispatch_bench

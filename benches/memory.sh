@@ -25,29 +25,6 @@ bench=./target/release/examples/dispatch_bench
 
 used() { redis-cli -p "$RPORT" info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r'; }
 
-start_estafeta() { # prefix, extra toml -> EST, PLAIN, ADMIN
-  PLAIN=$(free_port); ADMIN=$(free_port)
-  cat > "$work/$1.toml" <<TOML
-[edge]
-plain_listen = "127.0.0.1:$PLAIN"
-[admin]
-listen = "127.0.0.1:$ADMIN"
-token = "env:BENCH_ADMIN_TOKEN"
-[redis]
-url = "$REDIS"
-prefix = "$1"
-[security]
-master_key = "env:BENCH_MASTER_KEY"
-allow_private_targets = true
-[log]
-level = "warn"
-$2
-TOML
-  BENCH_ADMIN_TOKEN=$ADMIN_TOKEN BENCH_MASTER_KEY=$MASTER_KEY \
-    "$ESTAFETA" serve --config "$work/$1.toml" 2>"$work/$1.log" &
-  EST=$!; pids+=($EST)
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PLAIN/readyz" >/dev/null && break; sleep 0.1; done
-}
 stop_estafeta() { kill "$EST"; wait "$EST" 2>/dev/null || true; }
 
 if [ "$MODE" != log ]; then

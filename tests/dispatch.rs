@@ -32,23 +32,12 @@ async fn gateway(name: &str) -> Gateway {
     .await
 }
 
-/// Creates a target through the admin API; returns its JSON (with `secret`).
 async fn target(gw: &Gateway, tenant: &str, body: Json) -> Json {
-    let r = gw
-        .admin(
-            "POST",
-            &format!("/admin/tenants/{tenant}/targets"),
-            Some(body),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()
+    gw.create_target(tenant, body).await
 }
 
 async fn post(gw: &Gateway, token: &str, event_type: &str, body: &[u8]) -> String {
-    let r = gw.post_event(token, event_type, body).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_owned()
+    gw.post_ok(token, event_type, body).await
 }
 
 /// Independent Standard Webhooks verification (not the gateway's signing code).
@@ -1076,11 +1065,7 @@ async fn without_a_log_store_listings_read_redis_with_the_same_filters_and_pages
     })
     .await;
     let get = async |path: String| {
-        let r = support::http::Request::get(&path)
-            .bearer(&token)
-            .send_plain(gw.addrs.plain)
-            .await
-            .unwrap();
+        let r = gw.get_as(&token, &path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         r.json()
     };

@@ -64,29 +64,18 @@ async fn gateway(name: &str) -> (Gateway, String) {
 }
 
 async fn target(gw: &Gateway, tenant: &str, body: Json) -> String {
-    let r = gw
-        .admin(
-            "POST",
-            &format!("/admin/tenants/{tenant}/targets"),
-            Some(body),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_owned()
+    gw.create_target(tenant, body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn post(gw: &Gateway, token: &str, event_type: &str, body: &[u8]) -> String {
-    let r = gw.post_event(token, event_type, body).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_owned()
+    gw.post_ok(token, event_type, body).await
 }
 
 async fn get(gw: &Gateway, token: &str, path: &str) -> support::http::Response {
-    support::http::Request::get(path)
-        .bearer(token)
-        .send_plain(gw.addrs.plain)
-        .await
-        .unwrap()
+    gw.get_as(token, path).await
 }
 
 async fn rows(db: &str, sql: &str) -> i64 {

@@ -31,8 +31,12 @@ use crate::store::Deliveries;
 use crate::store::deliveries::LoggedEvent;
 use crate::store::deliveries::ShipCandidate;
 
-/// Events read and shipped per batch.
-const BATCH: usize = 500;
+/// Events read and shipped per batch: large batches make the per-event cost of shipping
+/// (Redis reads, one multi-row insert per table) small.
+const BATCH: usize = 2000;
+/// Pause between full batches: shipping yields to deliveries during a burst and catches up
+/// after it (the hot window is far longer than the lag this adds).
+const BUSY_PAUSE: Duration = Duration::from_millis(200);
 /// How long a shard's lease lasts; renewed on every batch.
 const LEASE: Duration = Duration::from_secs(15);
 
@@ -105,7 +109,7 @@ impl Shipper {
             } else {
                 failures = 0;
                 self.status.failing_since_ms.store(0, Ordering::Relaxed);
-                if busy { Duration::ZERO } else { self.idle }
+                if busy { BUSY_PAUSE } else { self.idle }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,

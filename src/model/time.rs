@@ -40,7 +40,20 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
     let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
     let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [31, if leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&month)
         || day < 1
         || day > month_days[(month - 1) as usize]
@@ -61,7 +74,9 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
         if i == start {
             return None;
         }
-        let frac: String = std::str::from_utf8(&b[start..i.min(start + 3)]).ok()?.to_owned();
+        let frac: String = std::str::from_utf8(&b[start..i.min(start + 3)])
+            .ok()?
+            .to_owned();
         millis = format!("{frac:0<3}").parse().ok()?;
     }
     let offset_s = match b.get(i..)? {

@@ -369,6 +369,35 @@ impl Gateway {
             .unwrap()
     }
 
+    /// Creates a target through the admin API; returns its JSON (with `secret`).
+    pub async fn create_target(&self, tenant: &str, body: serde_json::Value) -> serde_json::Value {
+        let r = self
+            .admin(
+                "POST",
+                &format!("/admin/tenants/{tenant}/targets"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    }
+
+    /// Posts an event that must be accepted; returns its id.
+    pub async fn post_ok(&self, token: &str, event_type: &str, body: &[u8]) -> String {
+        let r = self.post_event(token, event_type, body).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A GET of the tenant API on the cleartext listener.
+    pub async fn get_as(&self, token: &str, path: &str) -> http::Response {
+        http::Request::get(path)
+            .bearer(token)
+            .send_plain(self.addrs.plain)
+            .await
+            .unwrap()
+    }
+
     /// The stream key of a shard.
     pub fn stream(&self, shard: u16) -> String {
         estafeta::keyspace::Keyspace::new(&self.prefix).stream(shard)
