@@ -569,11 +569,6 @@ impl Deliveries {
         &self.keys
     }
 
-    /// Whether a log store takes finished events.
-    pub fn is_logged(&self) -> bool {
-        self.logged
-    }
-
     fn logged_flag(&self) -> &'static str {
         if self.logged { "1" } else { "" }
     }
@@ -1217,11 +1212,6 @@ impl Deliveries {
         }
         let a: Answer = SHIPPED.run(&self.redis, keys, args).await?;
         Ok(a.shipped)
-    }
-
-    /// Events of `shard` waiting to be shipped.
-    pub async fn ship_backlog(&self, shard: u16) -> Result<u64, StoreError> {
-        Ok(self.redis.zcard(self.keys.ship(shard)).await?)
     }
 
     /// The tenant's counters.
