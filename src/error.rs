@@ -124,6 +124,11 @@ impl ApiError {
     /// A server fault: logs `cause` and answers without details.
     pub fn internal(cause: &dyn std::error::Error) -> ApiError {
         tracing::error!(request_id = %current_request_id(), error = %ErrorChain(cause), "internal error");
+        ApiError::fault()
+    }
+
+    /// The 500 of a fault whose cause was logged where it happened.
+    pub fn fault() -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -207,6 +207,13 @@ impl History {
             .deliveries
             .dead_letters(shard, tenant, sel.target_id.as_ref(), usize::MAX)
             .await?;
+        // Named ids must all be this tenant's entries, as on every other route: another
+        // tenant's id is indistinguishable from one that does not exist, and nothing is replayed.
+        if let Some(ids) = &sel.ids {
+            if ids.iter().any(|id| !entries.iter().any(|d| &d.id == id)) {
+                return Err(StoreError::NotFound("dead letter").into());
+            }
+        }
         let mut moved = 0;
         for d in entries {
             if sel.ids.as_ref().is_some_and(|ids| !ids.contains(&d.id)) {

@@ -47,6 +47,34 @@ pub fn init_logging(cfg: &LogConfig) {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    install_panic_hook();
+}
+
+/// Logs a panic as one error line, with its location and request id. The default hook would
+/// capture and symbolize a backtrace whenever `RUST_BACKTRACE` is inherited from the
+/// environment, which loads the debug info: one panic took the resident set from 31 MB to
+/// 203 MB. A backtrace is taken only when `ESTAFETA_PANIC_BACKTRACE=1` asks for one.
+fn install_panic_hook() {
+    let backtrace = std::env::var_os("ESTAFETA_PANIC_BACKTRACE").is_some_and(|v| v == "1");
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(not a string)");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let request_id = current_request_id();
+        if backtrace {
+            let trace = std::backtrace::Backtrace::force_capture();
+            tracing::error!(%request_id, %location, panic = message, %trace, "panicked");
+        } else {
+            tracing::error!(%request_id, %location, panic = message, "panicked");
+        }
+    }));
 }
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -150,6 +178,14 @@ fn describe() {
     describe_gauge!(
         "estafeta_retry_queue_depth",
         "Deliveries waiting for a retry, by shard"
+    );
+    describe_gauge!(
+        "estafeta_dead_letters",
+        "Deliveries in the error queue, by shard"
+    );
+    describe_counter!(
+        "estafeta_panics_total",
+        "Request handlers that panicked, by listener (each answered 500 and counted as such)"
     );
     describe_counter!(
         "estafeta_entries_reclaimed_total",
@@ -374,6 +410,11 @@ pub fn redis_error(op: &'static str) {
 /// A connection opened (+1) or closed (-1) on `listener`.
 pub fn connection(listener: &'static str, delta: f64) {
     metrics::gauge!("estafeta_connections", "listener" => listener).increment(delta);
+}
+
+/// A request handler panicked (answered 500).
+pub fn panicked(listener: &'static str) {
+    metrics::counter!("estafeta_panics_total", "listener" => listener).increment(1);
 }
 
 /// A connection was closed before it served anything.

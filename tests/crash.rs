@@ -1,7 +1,8 @@
 //! Processes dying and Redis losing its data under a running dispatcher.
 //!
 //! - `kill -9` of one of two dispatchers in the middle of a 20 000-event run: every event
-//!   answered 202 still reaches the target (duplicates counted and reported).
+//!   answered 202 still reaches the target, through the dead consumer's expired liveness lease
+//!   rather than `reclaim_idle_ms` (duplicates counted and reported).
 //! - Redis flushed under a running dispatcher: it repairs its consumer group and delivers again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,11 +28,24 @@ retry_poll_ms = 50
 retry = { initial_delay_ms = 100, multiplier = 2.0, max_delay_ms = 1000, max_attempts = 10 }
 "#;
 
+/// `reclaim_idle_ms` at its default: a dead consumer's entries must be taken over through its
+/// expired liveness lease, in seconds, not after the idle time.
+const DISPATCH_DEFAULT_RECLAIM: &str = r#"
+[dispatch]
+request_timeout_ms = 500
+retry_poll_ms = 50
+retry = { initial_delay_ms = 100, multiplier = 2.0, max_delay_ms = 1000, max_attempts = 10 }
+"#;
+
 fn serve(redis: &str, prefix: &str, role: &str) -> Served {
+    serve_with(redis, prefix, role, DISPATCH)
+}
+
+fn serve_with(redis: &str, prefix: &str, role: &str, extra: &str) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let certs = support::certs();
     let a = addrs();
-    let text = support::config_toml(redis, prefix, &a, certs.path(), DISPATCH);
+    let text = support::config_toml(redis, prefix, &a, certs.path(), extra);
     let path = write_config(dir.path(), &text);
     let mut s = Served::start_args(&path, a, &[], &["--role", role]);
     s.dirs = vec![dir, certs];
@@ -120,8 +134,18 @@ async fn kill_9_of_a_dispatcher_mid_run_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(t.status, 201, "{}", t.text());
-    let mut d1 = serve(&redis.url(), &prefix, "dispatcher");
-    let mut d2 = serve(&redis.url(), &prefix, "dispatcher");
+    let mut d1 = serve_with(
+        &redis.url(),
+        &prefix,
+        "dispatcher",
+        DISPATCH_DEFAULT_RECLAIM,
+    );
+    let mut d2 = serve_with(
+        &redis.url(),
+        &prefix,
+        "dispatcher",
+        DISPATCH_DEFAULT_RECLAIM,
+    );
     d1.wait_ready().await;
     d2.wait_ready().await;
 
@@ -152,12 +176,14 @@ async fn kill_9_of_a_dispatcher_mid_run_loses_nothing() {
         killed.load(Ordering::SeqCst),
         "both dispatchers should have taken a share before the kill"
     );
+    let killed_at = Instant::now();
     let accepted = sender.await.unwrap();
     assert_eq!(accepted.len(), EVENTS, "every event accepted");
 
+    // Well within the 60 s `reclaim_idle_ms`: only the lease takeover can make it.
     eventually(
-        Duration::from_secs(90),
-        "every accepted event delivered",
+        Duration::from_secs(40).saturating_sub(killed_at.elapsed()),
+        "every accepted event delivered, before reclaim_idle_ms could hand anything over",
         || async {
             let got: std::collections::HashSet<String> = sink
                 .received("/hook")

@@ -624,7 +624,8 @@ async fn tenants_cannot_reach_each_other() {
         .send_plain(gw.addrs.plain)
         .await
         .unwrap();
-    assert_eq!(replay.json()["replayed"], 0);
+    assert_eq!(replay.status, 404, "another tenant's id is not found");
+    assert_eq!(replay.json()["error"]["code"], "not_found");
     let still = dead_letters(&gw, &a).await;
     assert_eq!(
         still["data"].as_array().unwrap().len(),
@@ -661,6 +662,19 @@ async fn bad_target_definitions_are_refused_with_clear_errors() {
         ("http://[::1]/x", "private"),
         ("http://10.0.0.8/x", "private"),
         ("http://localhost:8080/x", "private"),
+        // Numeric forms the resolver reads as IPv4, and IPv6 forms that embed IPv4.
+        ("http://2130706433/", "private"),
+        ("http://0x7f000001/", "private"),
+        ("http://0177.0.0.1/", "private"),
+        ("http://127.1/", "private"),
+        ("http://0/", "private"),
+        ("http://0xa9fea9fe/", "private"),
+        ("http://0251.0376.0251.0376/", "private"),
+        ("http://10.1/", "private"),
+        ("http://localhost./", "private"),
+        ("http://[::127.0.0.1]/", "private"),
+        ("http://[::10.0.0.1]/", "private"),
+        ("http://[::a9fe:a9fe]/", "private"),
         ("ftp://example.com/x", "http or https"),
         ("not a url", "valid"),
     ] {
@@ -677,6 +691,27 @@ async fn bad_target_definitions_are_refused_with_clear_errors() {
             "{url}: {}",
             r.text()
         );
+    }
+    // A name this machine resolves to a loopback address (its own host name, from
+    // /etc/hosts) is refused at creation, and so is changing a target's URL to it.
+    let name = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+        .await
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    if resolved.iter().any(|a| a.ip().is_loopback()) {
+        let url = format!("http://{name}:9/x");
+        let r = gw
+            .admin(
+                "POST",
+                &format!("/admin/tenants/{tenant}/targets"),
+                Some(json!({"url": url, "events": ["*"]})),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{url}: {}", r.text());
+        assert!(r.text().contains("resolves to a private"), "{}", r.text());
     }
     for (body, why) in [
         (

@@ -224,3 +224,92 @@ async fn invalid_utf8_in_a_path_is_the_contracts_json_error() {
     }
     gw.stop().await.unwrap();
 }
+
+/// Sends `raw` on a fresh connection and reads the answer until the server closes or 2 s pass.
+async fn raw_exchange(addr: std::net::SocketAddr, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n")
+                    && String::from_utf8_lossy(&answer).contains("\"error\"")
+                {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn an_http11_request_needs_exactly_one_host() {
+    let gw = Gateway::start("probe-host").await;
+    for addr in [gw.addrs.plain, gw.addrs.admin] {
+        let missing = raw_exchange(addr, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 400"), "{missing}");
+        assert!(missing.contains("\"invalid_host\""), "{missing}");
+        let twice = raw_exchange(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(twice.starts_with("HTTP/1.1 400"), "{twice}");
+        assert!(twice.contains("one Host header"), "{twice}");
+        let once = raw_exchange(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(once.starts_with("HTTP/1.1 200"), "{once}");
+        // HTTP/1.0 predates Host.
+        let old = raw_exchange(addr, "GET /healthz HTTP/1.0\r\n\r\n").await;
+        assert!(old.starts_with("HTTP/1.0 200"), "{old}");
+    }
+    // HTTP/2 names the authority in `:authority`; no Host header is needed.
+    let h2 = Request::get("/healthz")
+        .send_plain_h2(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(h2.status, 200);
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_exported_metric_has_help_text() {
+    let gw = Gateway::start("probe-help").await;
+    let (_, token) = gw.tenant("acme").await;
+    assert_eq!(gw.post_event(&token, "a", b"{}").await.status, 202);
+    // The backlog gauges appear with the dispatcher's first pass.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = Request::get("/metrics")
+            .send_plain(gw.addrs.admin)
+            .await
+            .unwrap()
+            .text();
+        if text.contains("estafeta_dead_letters") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(typed.len() > 10, "{text}");
+    for name in typed {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP line"
+        );
+    }
+    gw.stop().await.unwrap();
+}

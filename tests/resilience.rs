@@ -404,3 +404,93 @@ async fn a_redis_that_restarts_empty_does_not_lock_out_cached_tenants() {
     .await;
     gw.stop().await.unwrap();
 }
+
+/// A Redis stall longer than the command timeout makes the dispatcher give up on a read that
+/// Redis still executes: the entries land in a live consumer's pending list without the
+/// consumer knowing, and nobody else touches them before `reclaim_idle_ms` (60 s here). The
+/// state is made here directly (`XCLAIM … FORCE` of an entry to the running consumer); its own
+/// sweep must pick the entry up in seconds and settle it (already delivered: acked, not sent
+/// again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_in_a_live_consumers_pending_list_that_it_does_not_hold_is_settled_in_seconds() {
+    use fred::prelude::*;
+    let redis = RedisServer::shared();
+    let prefix = support::unique_prefix("lost-read");
+    let sink = support::sink::Sink::start().await;
+    let gw = Gateway::start_with(
+        &redis.url(),
+        &prefix,
+        "[dispatch]\nreclaim_idle_ms = 60000\nrequest_timeout_ms = 2000\n",
+    )
+    .await;
+    let (tenant, token) = gw.tenant("acme").await;
+    let t = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{tenant}/targets"),
+            Some(json!({"url": sink.url("/hook"), "events": ["*"]})),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.text());
+    let posted = gw.post_event(&token, "lost.read", b"{}").await;
+    assert_eq!(posted.status, 202);
+    eventually(Duration::from_secs(10), "the event delivered", || async {
+        sink.count("/hook") == 1
+    })
+    .await;
+
+    let client = redis.client().await;
+    let keys = estafeta::keyspace::Keyspace::new(&prefix);
+    let mut found = None;
+    for shard in 0..4 {
+        let entries: Vec<(String, Vec<(String, String)>)> = client
+            .xrange(keys.stream(shard), "-", "+", None)
+            .await
+            .unwrap();
+        if let Some((id, _)) = entries.into_iter().next() {
+            found = Some((keys.stream(shard), id));
+        }
+    }
+    let (stream, entry) = found.expect("the event's stream entry");
+    let consumers: Vec<Vec<Value>> = client
+        .xinfo_consumers(stream.as_str(), "dispatch")
+        .await
+        .unwrap();
+    let name = consumers[0][1].as_string().unwrap();
+    // The consumer "read" the entry again without knowing it.
+    let _: Value = client
+        .custom(
+            fred::cmd!("XCLAIM"),
+            vec![
+                stream.clone(),
+                "dispatch".into(),
+                name,
+                "0".into(),
+                entry,
+                "FORCE".into(),
+                "JUSTID".into(),
+            ],
+        )
+        .await
+        .unwrap();
+    let pending = || async {
+        let summary: Vec<Value> = client
+            .xpending(stream.as_str(), "dispatch", ())
+            .await
+            .unwrap();
+        summary[0].as_u64().unwrap()
+    };
+    assert_eq!(pending().await, 1, "the entry is pending");
+    eventually(
+        Duration::from_secs(15),
+        "the lost entry settled by its own consumer, long before reclaim_idle_ms",
+        || async { pending().await == 0 },
+    )
+    .await;
+    assert_eq!(
+        sink.count("/hook"),
+        1,
+        "a delivered event is not sent again"
+    );
+    gw.stop().await.unwrap();
+}

@@ -561,12 +561,63 @@ async fn expand_with(
         ]);
     }
     let answer = run(redis, &scripts::EXPAND, &keys, &args).await;
+    let settled = answer["settled"].as_array().map_or(0, Vec::len);
+    assert_eq!(settled, ids.len(), "one settled list per event: {answer}");
     answer["owned"]
         .as_array()
         .unwrap()
         .iter()
         .map(|b| b.as_bool().unwrap())
         .collect()
+}
+
+/// The `settled` lists of an `expand` of `ids` by `entry` (targets `tgt_1,tgt_2`, `tgt_f`).
+async fn settled_on_read(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) -> Vec<String> {
+    let records: Vec<String> = ids.iter().map(|id| k.k(&format!("event:{id}"))).collect();
+    let (stats, unfinished, ship) = (k.k("stats:ten_a"), k.k("unfinished"), k.k("ship"));
+    let mut keys: Vec<&str> = records.iter().map(String::as_str).collect();
+    keys.extend(ids.iter().map(|_| stats.as_str()));
+    keys.extend([unfinished.as_str(), ship.as_str()]);
+    let n = ids.len().to_string();
+    let mut args = vec![entry, "600", n.as_str(), "", "4242"];
+    for id in ids {
+        args.extend_from_slice(&[
+            id,
+            "ten_a",
+            "order.paid",
+            "",
+            "1000",
+            "tgt_1,tgt_2,tgt_new",
+            "tgt_f",
+        ]);
+    }
+    let answer = run(redis, &scripts::EXPAND, &keys, &args).await;
+    answer["settled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_entry_read_again_redoes_only_the_deliveries_without_an_outcome() {
+    let r = redis().await;
+    let k = Keys::new("expand-again");
+    assert_eq!(expand(&r, &k, "5-0", &["evt_1"]).await, [true]);
+    // tgt_1 delivered, tgt_2 still in flight when the first reader died.
+    let _: () = r
+        .hset(k.k("event:evt_1"), ("d:tgt_1", "s|1|200|0|5|0|"))
+        .await
+        .unwrap();
+    assert_eq!(
+        settled_on_read(&r, &k, "5-0", &["evt_1"]).await,
+        ["tgt_1,tgt_new,tgt_f"],
+        "delivered, never expanded and fire-and-forget need nothing more; tgt_2 is redone"
+    );
+    // Another entry holding the same event is a duplicate: nothing is settled, nothing owned.
+    assert_eq!(settled_on_read(&r, &k, "6-0", &["evt_1"]).await, [""]);
+    assert_eq!(expand(&r, &k, "6-0", &["evt_1"]).await, [false]);
 }
 
 async fn expand(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) -> Vec<bool> {

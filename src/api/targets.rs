@@ -16,8 +16,8 @@ use crate::extract::{ApiJson, ApiPath, JsonBody, PathParams};
 use crate::model::target::TargetAuthView;
 use crate::model::time::rfc3339;
 use crate::model::{
-    EventPattern, Format, Mode, Origin, RetryPolicy, SigningSecret, TargetId, TargetPatch,
-    TargetSpec, TenantId,
+    EventPattern, Format, Invalid, Mode, Origin, RetryPolicy, SigningSecret, TargetId, TargetPatch,
+    TargetSpec, TargetUrl, TenantId,
 };
 use crate::store::{StoreError, Target};
 
@@ -137,6 +137,24 @@ fn refused(e: StoreError) -> ApiError {
     }
 }
 
+/// Refuses a URL whose name resolves to a private address, unless private targets are allowed.
+async fn check_resolution(s: &ApiState, url: &TargetUrl) -> Result<(), ApiError> {
+    if s.allow_private_targets {
+        return Ok(());
+    }
+    crate::dispatch::ssrf::check_resolution(url.as_str())
+        .await
+        .map_err(|_| {
+            ApiError::invalid(
+                "invalid_target",
+                &Invalid::at(
+                    "url",
+                    "resolves to a private, loopback, link-local or metadata address",
+                ),
+            )
+        })
+}
+
 /// Creates a target; its signing secret is shown this once.
 #[utoipa::path(
     post,
@@ -153,6 +171,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     spec.validate(s.allow_private_targets)
         .map_err(|e| ApiError::invalid("invalid_target", &e))?;
+    check_resolution(&s, &spec.url).await?;
     let created = s
         .store
         .create_target(&scope.tenant, &spec, None, Origin::Api)
@@ -213,6 +232,9 @@ pub async fn update(
     ApiPath(p): ApiPath<TargetPath>,
     ApiJson(patch): ApiJson<TargetPatch>,
 ) -> Result<Response, ApiError> {
+    if let Some(url) = &patch.url {
+        check_resolution(&s, url).await?;
+    }
     let updated = s
         .store
         .update_target(&scope.tenant, &p.target_id, &patch, s.allow_private_targets)

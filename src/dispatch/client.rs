@@ -131,7 +131,7 @@ impl DeliveryClient {
             let retry_after = response
                 .headers()
                 .get(RETRY_AFTER)
-                .and_then(|v| parse_retry_after(v.as_bytes()));
+                .and_then(|v| parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
             let mut body = response.into_body();
             let mut snippet = Vec::new();
             while snippet.len() < RESPONSE_SNIPPET {

@@ -168,9 +168,17 @@ struct Prepared {
 /// entry of a batch does not wait for the others' expansions), then starts their deliveries in
 /// entry order. Returns once every delivery holds its memory permit, so the reader slows down
 /// when memory is full.
-async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec<RawEntry>) {
+///
+/// Each entry is held from here on, so the sweep of this consumer's own pending entries
+/// ([`super::takeover`]) leaves it alone; an entry some other path of this process holds
+/// already is skipped.
+pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec<RawEntry>) {
+    let fresh: Vec<RawEntry> = entries
+        .into_iter()
+        .filter(|(id, _)| inner.entries.open(shard, id.clone()))
+        .collect();
     let prepared =
-        futures_util::future::join_all(entries.into_iter().map(|e| prepare_entry(inner, shard, e)))
+        futures_util::future::join_all(fresh.into_iter().map(|e| prepare_entry(inner, shard, e)))
             .await;
     for p in prepared.into_iter().flatten() {
         start_entry(inner, shard, p).await;
@@ -246,8 +254,15 @@ async fn prepare_entry(
     drop(expansions);
     let mut deliveries = Vec::new();
     for ((event, targets), mine) in matched.into_iter().zip(owned) {
-        if !mine {
+        let Some(settled) = mine else {
             tracing::debug!(event = %event.id, "event already expanded by another entry; skipping the repeat");
+            continue;
+        };
+        let targets: Vec<Arc<Target>> = targets
+            .into_iter()
+            .filter(|t| !settled.iter().any(|s| s == t.id.as_str()))
+            .collect();
+        if targets.is_empty() {
             continue;
         }
         let data = Arc::new(EventData {
@@ -277,8 +292,7 @@ async fn start_entry(inner: &Arc<Inner>, shard: u16, p: Prepared) {
         entry_id,
         deliveries,
     } = p;
-    let hold = Arc::new(EntryHold::new(shard, entry_id.clone(), deliveries.len()));
-    inner.entries.open(shard, entry_id);
+    let hold = Arc::new(EntryHold::new(shard, entry_id, deliveries.len()));
     for (event, target) in deliveries {
         let Some(permit) = inner.admit(&event.tenant).await else {
             return;

@@ -16,7 +16,7 @@ use super::recorder::Recorder;
 use super::settings::Settings;
 use super::state::Inner;
 use super::targets::TargetCache;
-use super::{consumer, retries};
+use super::{consumer, retries, takeover};
 use crate::config::RedisConfig;
 use crate::queue::StreamReader;
 use crate::store::{Deliveries, Store};
@@ -36,6 +36,9 @@ pub enum DispatchError {
 #[derive(Debug)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
+    /// Ends the liveness lease, after the in-flight deliveries of a stop.
+    lease: CancellationToken,
+    lease_task: tokio::task::JoinHandle<()>,
 }
 
 impl Dispatcher {
@@ -89,6 +92,13 @@ impl Dispatcher {
             targets,
             client,
         });
+        // The lease is held before the first read, so no other process takes this
+        // consumer's entries for a dead one's.
+        if let Err(e) = inner.reader.renew_lease(takeover::LEASE_TTL).await {
+            tracing::warn!(error = %e, "could not take the consumer's liveness lease");
+        }
+        let lease = CancellationToken::new();
+        let lease_task = tokio::spawn(takeover::lease_loop(inner.reader.clone(), lease.clone()));
         for shard in 0..inner.settings.shards {
             // Blocking reads get a connection of their own per shard.
             let conn = crate::redis::connect(redis_cfg).await?;
@@ -98,11 +108,18 @@ impl Dispatcher {
             inner
                 .tasks
                 .spawn(consumer::reclaim_loop(inner.clone(), shard));
+            inner
+                .tasks
+                .spawn(takeover::sweep_loop(inner.clone(), shard));
             inner.tasks.spawn(retries::poll_loop(inner.clone(), shard));
         }
         inner.tasks.spawn(consumer::gauges_loop(inner.clone()));
         tracing::info!(consumer = %inner.reader.consumer(), shards = inner.settings.shards, "dispatcher started");
-        Ok(Dispatcher { inner })
+        Ok(Dispatcher {
+            inner,
+            lease,
+            lease_task,
+        })
     }
 
     /// Stops reading, lets in-flight deliveries finish (bounded by `grace`), then returns.
@@ -118,6 +135,9 @@ impl Dispatcher {
                 "deliveries still in flight at shutdown; their entries stay pending and will be reclaimed"
             );
         }
+        // Dropping the lease lets another process take over what is left at once.
+        self.lease.cancel();
+        let _ = self.lease_task.await;
     }
 }
 

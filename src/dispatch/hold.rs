@@ -42,9 +42,15 @@ impl OpenEntries {
         }
     }
 
-    /// Holds an entry open: it is kept from looking idle until acked or abandoned.
-    pub(super) fn open(&self, shard: u16, id: String) {
-        self.lock().insert((shard, id));
+    /// Holds an entry open: it is kept from looking idle until acked or abandoned. `false`
+    /// when it was held already (another path of this process is working on it).
+    pub(super) fn open(&self, shard: u16, id: String) -> bool {
+        self.lock().insert((shard, id))
+    }
+
+    /// Whether this process is working on the entry.
+    pub(super) fn holds(&self, shard: u16, id: &str) -> bool {
+        self.lock().contains(&(shard, id.to_owned()))
     }
 
     /// The entries of `shard` held open.

@@ -41,6 +41,7 @@ pub mod settings;
 pub mod signing;
 pub mod ssrf;
 mod state;
+mod takeover;
 pub mod targets;
 mod worker;
 

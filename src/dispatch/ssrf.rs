@@ -1,7 +1,8 @@
 //! The SSRF guard: target URLs may not reach the gateway's own network.
 //!
 //! A URL is checked when a target is saved ([`crate::model::target::check_url`]: scheme, host,
-//! literal addresses) and again at every connection: the client resolves names through [`GuardedResolver`], which drops forbidden
+//! literal addresses in every form the resolver accepts; then [`check_resolution`]: what its
+//! name resolves to now) and again at every connection: the client resolves names through [`GuardedResolver`], which drops forbidden
 //! addresses, so a name that resolved to a public address at creation and to `127.0.0.1` later
 //! (DNS rebinding) is still refused. `security.allow_private_targets = true` lifts the address
 //! rules (tests, local demos); the scheme rule always holds.
@@ -44,6 +45,35 @@ pub struct GuardedResolver {
     pub allow_private: bool,
 }
 
+/// How long a save waits for DNS before giving up on the check (the connect-time guard stays).
+const CREATION_LOOKUP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Refuses a target URL whose host name resolves, now, to any forbidden address (a name
+/// mapped to loopback in `/etc/hosts`, an internal DNS name). A name that does not resolve
+/// (yet) is accepted: a receiver's DNS may be set up after its target, and the resolver at
+/// connect time refuses what it comes to resolve to.
+pub async fn check_resolution(url: &str) -> Result<(), Refused> {
+    let Some(host) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+    else {
+        return Ok(());
+    };
+    if crate::model::target::host_address(url).is_some() {
+        return Ok(()); // a literal, judged without DNS by `check_url`
+    }
+    match tokio::time::timeout(CREATION_LOOKUP, tokio::net::lookup_host((host.as_str(), 0))).await {
+        Ok(Ok(mut found)) => {
+            if found.any(|a| !is_public(a.ip())) {
+                Err(Refused)
+            } else {
+                Ok(())
+            }
+        }
+        Ok(Err(_)) | Err(_) => Ok(()),
+    }
+}
+
 type Resolving =
     Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, std::io::Error>> + Send>>;
 
@@ -80,6 +110,18 @@ impl tower::Service<Name> for GuardedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn names_resolving_to_private_addresses_are_refused_at_creation() {
+        // `localhost` comes from /etc/hosts; the other two need no DNS at all.
+        assert!(check_resolution("http://localhost:9/").await.is_err());
+        assert!(check_resolution("http://8.8.8.8/").await.is_ok());
+        assert!(
+            check_resolution("http://no-such-name.invalid/")
+                .await
+                .is_ok()
+        );
+    }
 
     #[tokio::test]
     async fn resolver_drops_private_answers() {

@@ -143,9 +143,8 @@ pub async fn serve(
         let span = tracing::debug_span!("conn", listener = spec.name, %peer);
         connections.spawn(
             async move {
-                telemetry::connection(conn.spec.name, 1.0);
+                let _open = OpenConnection::count(conn.spec.name);
                 conn.run(stream, peer).await;
-                telemetry::connection(conn.spec.name, -1.0);
                 drop(permit);
             }
             .instrument(span),
@@ -168,6 +167,23 @@ pub async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(1), connections.wait()).await;
     }
     tracing::info!(listener = spec.name, "stopped");
+}
+
+/// Counts a connection in `estafeta_connections` for as long as it lives: the decrement is in
+/// `Drop`, so a connection task that ends by a panic is uncounted too.
+struct OpenConnection(&'static str);
+
+impl OpenConnection {
+    fn count(listener: &'static str) -> OpenConnection {
+        telemetry::connection(listener, 1.0);
+        OpenConnection(listener)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        telemetry::connection(self.0, -1.0);
+    }
 }
 
 struct Connection {
@@ -300,5 +316,96 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            return String::new();
+        };
+        let _ = s.write_all(raw).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_is_counted() {
+        let metrics = telemetry::prometheus();
+        let router = axum::Router::new().route(
+            "/boom",
+            axum::routing::get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("handler fault");
+                }
+                "unreachable"
+            }),
+        );
+        let Ok(socket) = TcpListener::bind("127.0.0.1:0").await else {
+            panic!("bind");
+        };
+        let Ok(addr) = socket.local_addr() else {
+            panic!("addr");
+        };
+        let spec = ListenerSpec {
+            name: "test_panic",
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(1),
+            max_connections: 8,
+            http: HttpLimits {
+                header_read_timeout: Duration::from_secs(2),
+                max_header_bytes: 16 * 1024,
+                h2_max_concurrent_streams: 8,
+                h2_keepalive_interval: None,
+            },
+            grace: Duration::from_secs(1),
+        };
+        let stop = CancellationToken::new();
+        let served = tokio::spawn(serve(
+            socket,
+            spec,
+            HttpService::routed("test_panic", router),
+            stop.clone(),
+        ));
+        for _ in 0..2 {
+            let answer = exchange(
+                addr,
+                b"GET /boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+            assert!(answer.contains(r#""code":"internal""#), "{answer}");
+            assert!(answer.contains("x-request-id"), "{answer}");
+        }
+        // The connections closed; the gauge is back where it started.
+        let mut text = String::new();
+        for _ in 0..50 {
+            text = metrics.render();
+            if text.contains(r#"estafeta_connections{listener="test_panic"} 0"#) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            text.contains(r#"estafeta_connections{listener="test_panic"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"estafeta_panics_total{listener="test_panic"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"estafeta_http_requests_total{listener="test_panic",route="panicked",status="500"} 2"#
+            ),
+            "{text}"
+        );
+        stop.cancel();
+        let _ = served.await;
     }
 }

@@ -20,7 +20,13 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 use tracing::Instrument;
 
+use std::panic::AssertUnwindSafe;
+
+use axum::response::IntoResponse;
+use futures_util::FutureExt;
+
 use super::observe;
+use crate::error::ApiError;
 use crate::ingest::IngestState;
 use crate::ingest::heartbeats::{self, HeartbeatState};
 use crate::telemetry;
@@ -113,6 +119,44 @@ impl HttpService {
     async fn handle(self, req: Request<Incoming>) -> Response {
         let started = Instant::now();
         let request_id = observe::request_id(req.headers());
+        let listener = self.inner.listener;
+        if let Some(refusal) = host_problem(&req) {
+            let mut response = ApiError::bad_request("invalid_host", refusal).into_response();
+            observe::finish(listener, None, &mut response, request_id, started);
+            return response;
+        }
+        let hot = match &self.inner.edge {
+            Some(_) => hot_route(req.method(), req.uri().path()),
+            None => None,
+        };
+        // A panic answers 500 and is counted like one, instead of dropping the connection
+        // (HTTP/1) or the stream (HTTP/2) with nothing recorded.
+        let served = AssertUnwindSafe(self.respond(req, hot, request_id.clone()))
+            .catch_unwind()
+            .await;
+        let (route, mut response) = match served {
+            Ok(served) => served,
+            Err(_) => {
+                telemetry::panicked(listener);
+                tracing::error!(
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    "a request handler panicked"
+                );
+                let route = hot.map_or("panicked", Hot::template);
+                (Some(route), ApiError::fault().into_response())
+            }
+        };
+        observe::finish(listener, route, &mut response, request_id, started);
+        response
+    }
+
+    /// Serves one request; the template of the hot route it took, if any, and the response.
+    async fn respond(
+        self,
+        req: Request<Incoming>,
+        hot: Option<Hot>,
+        request_id: http::HeaderValue,
+    ) -> (Option<&'static str>, Response) {
         let span = tracing::debug_span!(
             "request",
             request_id = request_id.to_str().unwrap_or("-"),
@@ -121,12 +165,10 @@ impl HttpService {
         );
         let inner = &self.inner;
         let hot = match &inner.edge {
-            Some((edge, push)) => {
-                hot_route(req.method(), req.uri().path()).map(|h| (edge, push, h))
-            }
+            Some((edge, push)) => hot.map(|h| (edge, push, h)),
             None => None,
         };
-        let (route, mut response) = match hot {
+        match hot {
             Some((edge, push, hot)) => {
                 let serve = async {
                     match hot {
@@ -151,9 +193,21 @@ impl HttpService {
                     };
                 (None, response)
             }
-        };
-        observe::finish(inner.listener, route, &mut response, request_id, started);
-        response
+        }
+    }
+}
+
+/// Why an HTTP/1.1 request's `Host` is unacceptable: RFC 9112 §3.2 asks for a 400 when it is
+/// missing or repeated. (HTTP/1.0 may omit it; HTTP/2 carries `:authority` instead.)
+fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    if req.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) => Some("an HTTP/1.1 request needs a Host header"),
+        (Some(_), Some(_)) => Some("a request may carry one Host header only"),
+        (Some(_), None) => None,
     }
 }
 

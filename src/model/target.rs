@@ -63,7 +63,7 @@ pub enum Format {
     Discord,
 }
 
-/// Exponential backoff with full jitter. Only [`RetryPolicy::try_new`] makes one, so every
+/// Exponential backoff with equal jitter (see `dispatch::backoff`). Only [`RetryPolicy::try_new`] makes one, so every
 /// delay computed from a policy stays within a day.
 // `default` on the fields tells the schema they may be left out; the values come from
 // `RetryFields`'s defaults.
@@ -738,15 +738,39 @@ impl ToSchema for TargetUrl {
     }
 }
 
-/// Whether `ip` may be reached as a target.
+/// Whether `ip` may be reached as a target. An IPv6 address that carries an IPv4 one
+/// (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo) is judged by the IPv4 address, which
+/// is where a packet to it ends up.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => public_v4(v4),
             None => public_v6(v6),
         },
     }
+}
+
+/// The IPv4 address an IPv6 one stands for, by the transition scheme its prefix names.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let pair = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
+        return Some(pair(s[6], s[7])); // IPv4-compatible, ::a.b.c.d
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(pair(s[6], s[7])); // NAT64 well-known prefix, 64:ff9b::/96
+    }
+    if s[0] == 0x2002 {
+        return Some(pair(s[1], s[2])); // 6to4, 2002:aabb:ccdd::/48
+    }
+    if s[0] == 0x2001 && s[1] == 0 {
+        return Some(pair(!s[6], !s[7])); // Teredo: the client's address, inverted
+    }
+    None
 }
 
 fn public_v4(ip: Ipv4Addr) -> bool {
@@ -785,6 +809,25 @@ pub fn literal_ip(host: &str) -> Option<IpAddr> {
     bare.parse().ok()
 }
 
+/// The address a URL's host names without DNS, read by the WHATWG URL rules: besides
+/// dotted quads they take `2130706433`, `0x7f000001`, `0177.0.0.1`, `127.1` and `10.1` as
+/// IPv4 addresses, as the C resolver does when the HTTP client connects to such a host.
+/// `None` for a domain name.
+pub fn host_address(url: &str) -> Option<IpAddr> {
+    match url::Url::parse(url).ok()?.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// Whether a domain name is reserved for this machine (RFC 6761), with or without the root's
+/// trailing dot.
+fn is_local_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
 /// Checks a target URL; returns it parsed.
 pub fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, UrlProblem> {
     if let Some((scheme, _)) = url.split_once("://") {
@@ -806,15 +849,18 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, UrlProblem
     if host.is_empty() {
         return Err(UrlProblem::Invalid);
     }
+    // The WHATWG reading must agree that this is a URL with a host: the address check below
+    // relies on it.
+    let whatwg = url::Url::parse(url).map_err(|_| UrlProblem::Invalid)?;
+    if whatwg.host().is_none() {
+        return Err(UrlProblem::Invalid);
+    }
     if !allow_private {
-        if let Some(ip) = literal_ip(host) {
-            if !is_public(ip) {
-                return Err(UrlProblem::Private);
-            }
-        } else if host.eq_ignore_ascii_case("localhost")
-            || host.to_ascii_lowercase().ends_with(".localhost")
-        {
-            return Err(UrlProblem::Private);
+        match host_address(url) {
+            Some(ip) if !is_public(ip) => return Err(UrlProblem::Private),
+            Some(_) => {}
+            None if is_local_name(host) => return Err(UrlProblem::Private),
+            None => {}
         }
     }
     Ok(uri)
@@ -1098,5 +1144,50 @@ mod tests {
             TargetUrl::parse(&format!("https://x/{}", "a".repeat(2048))).err(),
             Some(UrlProblem::TooLong)
         );
+    }
+
+    #[test]
+    fn numeric_and_embedded_forms_of_private_addresses_are_refused() {
+        for url in [
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://0/",
+            "http://0xa9fea9fe/",
+            "http://0251.0376.0251.0376/",
+            "http://10.1/",
+            "http://localhost./",
+            "http://LOCALHOST./x",
+            "http://a.localhost./",
+            "http://[::127.0.0.1]/",
+            "http://[::10.0.0.1]/",
+            "http://[::a9fe:a9fe]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[64:ff9b:1::a00:1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[2002:a9fe:a9fe::1]/",
+            "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", // Teredo, client 127.0.0.1
+            "http://[fd00:ec2::254]/",
+        ] {
+            assert_eq!(
+                check_url(url, false).err(),
+                Some(UrlProblem::Private),
+                "{url}"
+            );
+            assert!(check_url(url, true).is_ok(), "{url} with private allowed");
+        }
+        for url in [
+            "http://8.8.8.8/",
+            "http://134744072/",
+            "http://[::8.8.8.8]/",
+            "http://[64:ff9b::808:808]/",
+            "http://[2002:808:808::]/",
+            "http://[2606:4700::1111]/",
+            "http://localhost.example.com/",
+        ] {
+            assert!(check_url(url, false).is_ok(), "{url}");
+        }
     }
 }

@@ -85,6 +85,111 @@ impl StreamReader {
         Ok(parse_read(value))
     }
 
+    /// Renews this consumer's liveness lease for `ttl`.
+    pub async fn renew_lease(&self, ttl: Duration) -> Result<(), fred::error::Error> {
+        self.redis
+            .set::<(), _, _>(
+                self.keys.consumer_lease(&self.consumer),
+                1,
+                Some(Expiration::PX(ttl.as_millis() as i64)),
+                None,
+                false,
+            )
+            .await
+    }
+
+    /// Gives up this consumer's lease (a clean stop), so others take over what it left at once.
+    pub async fn drop_lease(&self) -> Result<(), fred::error::Error> {
+        self.redis
+            .del::<(), _>(self.keys.consumer_lease(&self.consumer))
+            .await
+    }
+
+    /// Whether `consumer`'s liveness lease is held.
+    pub async fn lease_held(&self, consumer: &str) -> Result<bool, fred::error::Error> {
+        let n: i64 = self
+            .redis
+            .exists(self.keys.consumer_lease(consumer))
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The group's consumers of `shard`.
+    pub async fn consumers(&self, shard: u16) -> Result<Vec<ConsumerInfo>, ReadError> {
+        let reply: Value = self
+            .redis
+            .xinfo_consumers(self.keys.stream(shard), DISPATCH_GROUP)
+            .await?;
+        Ok(parse_consumers(reply))
+    }
+
+    /// Ids of up to `count` entries of `shard` pending for `consumer`, idle at least
+    /// `min_idle`, in id order after `after` (from the start when `None`).
+    pub async fn pending_of(
+        &self,
+        shard: u16,
+        consumer: &str,
+        min_idle: Duration,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<String>, ReadError> {
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let reply: Value = self
+            .redis
+            .xpending(
+                self.keys.stream(shard),
+                DISPATCH_GROUP,
+                (
+                    min_idle.as_millis() as u64,
+                    start.as_str(),
+                    "+",
+                    count as u64,
+                    consumer,
+                ),
+            )
+            .await?;
+        let Value::Array(rows) = reply else {
+            return Ok(Vec::new());
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| match row {
+                Value::Array(mut fields) if !fields.is_empty() => fields.swap_remove(0).as_string(),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Claims the entries `ids` of `shard` for this consumer, each only if still idle at least
+    /// `min_idle` (so of two processes claiming the same entries, one gets each); the entries
+    /// claimed, with their fields. Entries deleted meanwhile are dropped by Redis.
+    pub async fn claim(
+        &self,
+        shard: u16,
+        ids: Vec<String>,
+        min_idle: Duration,
+    ) -> Result<Vec<RawEntry>, ReadError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reply: Value = self
+            .redis
+            .xclaim(
+                self.keys.stream(shard),
+                DISPATCH_GROUP,
+                self.consumer.as_str(),
+                min_idle.as_millis() as u64,
+                ids,
+                None,
+                None,
+                None,
+                false,
+                false,
+            )
+            .await?;
+        Ok(parse_entries(reply))
+    }
+
     /// Acknowledges a finished entry.
     pub async fn ack(&self, shard: u16, id: &str) -> Result<(), fred::error::Error> {
         let _: i64 = self
@@ -174,7 +279,7 @@ impl StreamReader {
             Err(_) => return Vec::new(),
         };
         let mut removed = Vec::new();
-        for name in stale_consumers(reply, &self.consumer, min_idle) {
+        for name in stale_consumers(parse_consumers(reply), &self.consumer, min_idle) {
             let gone: Result<i64, _> = self
                 .redis
                 .xgroup_delconsumer(&stream, DISPATCH_GROUP, name.as_str())
@@ -334,20 +439,38 @@ fn to_bytes(v: &Value) -> Option<Bytes> {
     }
 }
 
-/// The consumers of an `XINFO CONSUMERS` reply that are not `me`, have nothing pending and
-/// were idle at least `min_idle`.
-fn stale_consumers(reply: Value, me: &str, min_idle: Duration) -> Vec<String> {
+/// One consumer of the group, from `XINFO CONSUMERS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    pub name: String,
+    /// Entries read and not yet acknowledged.
+    pub pending: u64,
+    /// Milliseconds since it last read or claimed.
+    pub idle_ms: u64,
+}
+
+fn parse_consumers(reply: Value) -> Vec<ConsumerInfo> {
     let Value::Array(consumers) = reply else {
         return Vec::new();
     };
     consumers
         .iter()
         .filter_map(|c| {
-            let name = info_field(c, "name")?.as_string()?;
-            let pending = info_field(c, "pending")?.as_u64()?;
-            let idle = info_field(c, "idle")?.as_u64()?;
-            (name != me && pending == 0 && idle >= min_idle.as_millis() as u64).then_some(name)
+            Some(ConsumerInfo {
+                name: info_field(c, "name")?.as_string()?,
+                pending: info_field(c, "pending")?.as_u64()?,
+                idle_ms: info_field(c, "idle")?.as_u64()?,
+            })
         })
+        .collect()
+}
+
+/// The consumers that are not `me`, have nothing pending and were idle at least `min_idle`.
+fn stale_consumers(consumers: Vec<ConsumerInfo>, me: &str, min_idle: Duration) -> Vec<String> {
+    consumers
+        .into_iter()
+        .filter(|c| c.name != me && c.pending == 0 && c.idle_ms >= min_idle.as_millis() as u64)
+        .map(|c| c.name)
         .collect()
 }
 
@@ -402,7 +525,7 @@ mod tests {
             consumer("me", 0, 7_200_000),
         ]);
         assert_eq!(
-            stale_consumers(reply, "me", Duration::from_secs(3600)),
+            stale_consumers(parse_consumers(reply), "me", Duration::from_secs(3600)),
             vec!["gone".to_owned()]
         );
     }

@@ -1,7 +1,11 @@
 -- expand: marks each event of one stream entry as expanded by that entry, unless another
 -- entry did it first. A command the Redis client re-sent after a reconnect appends a second
 -- entry holding the same event ids: its events are reported as not owned, so each event
--- yields one delivery per target. The same entry read again (a reclaim) still owns its events.
+-- yields one delivery per target. The same entry read again (a reclaim, a takeover) still owns
+-- its events, and names the deliveries that need nothing more: an outcome recorded (delivered,
+-- waiting for a retry, in the error queue), fire-and-forget ones (sent once), and targets the
+-- first expansion did not include. Only the deliveries still pending ('p', in flight when the
+-- first reader died) are made again.
 -- Each delivery starts pending ('p'); a fire-and-forget one is recorded as sent ('n') at once,
 -- since nothing waits for its response.
 --
@@ -10,12 +14,12 @@
 -- ARGV  entry_id, ttl_s, n, logged ('1' with a log store), now_ms, then per event: event_id,
 --       tenant, type, content_type, received_at_ms, targets (comma-separated ids),
 --       fire-and-forget targets (comma-separated ids)
--- Answer {"owned": [true | false, ...]}, one per event
+-- Answer {"owned": [true | false, ...], "settled": ["<target>,<target>" | "", ...]}, one per event
 local entry, ttl, n, logged, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5]
 local unfinished, ship = KEYS[2 * n + 1], KEYS[2 * n + 2]
 local position = string.match(entry, '^(%d+)%-%d+$') or now
 
-local owned = {}
+local owned, settled = {}, {}
 for i = 1, n do
   local record, stats = KEYS[i], KEYS[n + i]
   local a = 5 + (i - 1) * 7
@@ -43,8 +47,17 @@ for i = 1, n do
     redis.call('EXPIRE', record, ttl)
     redis.call('HINCRBY', stats, 'events_received', 1)
     owned[i] = true
+    settled[i] = ''
   else
     owned[i] = owner == entry
+    local done = {}
+    if owned[i] then
+      for t in string.gmatch(targets .. ',' .. unrecorded, '[^,]+') do
+        local state = redis.call('HGET', record, 'd:' .. t)
+        if not state or string.sub(state, 1, 1) ~= 'p' then done[#done + 1] = t end
+      end
+    end
+    settled[i] = table.concat(done, ',')
   end
 end
-return cjson.encode({owned = owned})
+return cjson.encode({owned = owned, settled = settled})

@@ -573,18 +573,21 @@ impl Deliveries {
         if self.logged { "1" } else { "" }
     }
 
-    /// Records the expansion of one stream entry's events (all in `shard`); `true` per event
-    /// that this entry owns (expand it), `false` for a duplicate seen in another entry.
+    /// Records the expansion of one stream entry's events (all in `shard`); per event, `None`
+    /// for a duplicate seen in another entry, else the targets whose delivery needs nothing
+    /// more (empty on a first read; on a re-read, those with an outcome already recorded).
     pub async fn expand(
         &self,
         shard: u16,
         entry_id: &str,
         events: &[Expansion<'_>],
-    ) -> Result<Vec<bool>, StoreError> {
+    ) -> Result<Vec<Option<Vec<String>>>, StoreError> {
         #[derive(Deserialize)]
         struct Expanded {
             #[serde(deserialize_with = "crate::scripts::list")]
             owned: Vec<bool>,
+            #[serde(deserialize_with = "crate::scripts::list")]
+            settled: Vec<String>,
         }
         if events.is_empty() {
             return Ok(Vec::new());
@@ -616,14 +619,28 @@ impl Deliveries {
             args.push(joined(&e.unrecorded));
         }
         let answer: Expanded = EXPAND.run(&self.redis, keys, args).await?;
-        if answer.owned.len() != events.len() {
+        if answer.owned.len() != events.len() || answer.settled.len() != events.len() {
             return Err(StoreError::Reply(format!(
-                "expand answered {} flags for {} events",
+                "expand answered {} flags and {} settled lists for {} events",
                 answer.owned.len(),
+                answer.settled.len(),
                 events.len()
             )));
         }
-        Ok(answer.owned)
+        Ok(answer
+            .owned
+            .into_iter()
+            .zip(answer.settled)
+            .map(|(owned, settled)| {
+                owned.then(|| {
+                    settled
+                        .split(',')
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+            })
+            .collect())
     }
 
     /// Records outcomes of one shard in one call, each atomically (state, attempt log,

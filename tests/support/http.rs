@@ -99,6 +99,14 @@ impl Request {
         let mut b = hyper::Request::builder()
             .method(self.method.as_str())
             .uri(format!("http://{authority}{}", self.path));
+        // hyper's connection-level client does not add `Host`; HTTP/1.1 requires it.
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("host"))
+        {
+            b = b.header("host", authority);
+        }
         for (k, v) in &self.headers {
             b = b.header(k, v);
         }

@@ -87,6 +87,9 @@ impl RedisServer {
             self.dir.path().display().to_string(),
             "--appendonly".into(),
             if self.appendonly { "yes" } else { "no" }.into(),
+            // `DEBUG SLEEP` stalls Redis in the fault tests.
+            "--enable-debug-command".into(),
+            "local".into(),
         ];
         if self.appendonly {
             args.extend(["--appendfsync".into(), "always".into()]);
