@@ -79,11 +79,14 @@ class Redis:
 
 
 class Sink:
-    """Counts deliveries per webhook-id; answers 503 while `down`."""
+    """Counts deliveries per webhook-id; answers after `delay` seconds (so deliveries are in
+    flight when a fault strikes), and 503 while `down`."""
 
-    def __init__(self):
+    def __init__(self, delay=0.05):
+        self.delay = delay
         self.lock = threading.Lock()
         self.first = {}  # webhook-id -> time of the first delivery
+        self.last = {}  # webhook-id -> time of the latest delivery
         self.count = {}
         self.down = False
         sink = self
@@ -94,6 +97,7 @@ class Sink:
             def do_POST(self):
                 length = int(self.headers.get("content-length", "0"))
                 self.rfile.read(length)
+                time.sleep(sink.delay)
                 if sink.down:
                     self.send_response(503)
                 else:
@@ -101,6 +105,7 @@ class Sink:
                     with sink.lock:
                         sink.count[wid] = sink.count.get(wid, 0) + 1
                         sink.first.setdefault(wid, time.monotonic())
+                        sink.last[wid] = time.monotonic()
                     self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -110,6 +115,8 @@ class Sink:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        # A gateway killed mid-request leaves a broken pipe; not worth a traceback.
+        self.server.handle_error = lambda *_: None
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -287,6 +294,11 @@ def row(name, load, sink, fault_end, before=None, note=""):
     # Seconds from the end of the fault until the last event acknowledged before it arrived.
     older = [delivered[i] for i, t in acked.items() if i in delivered and t < (before or fault_end)]
     recover = max(0.0, max(older) - fault_end) if older else 0.0
+    # Deliveries sent again (taken over from a dead consumer) show when the takeover happened.
+    with sink.lock:
+        again = [sink.last[i] for i in delivered if sink.count[i] > 1]
+    if again:
+        note = f"{note}{'; ' if note else ''}last repeat {max(again) - fault_end:.1f} s after"
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(load.statuses.items(), key=str))
     print(f"| {name} | {len(acked)} | {len(delivered)} | {lost} | {dups} | {recover:.1f} | "
           f"{note}{'; ' if note else ''}answers {statuses} |", flush=True)
@@ -407,7 +419,7 @@ def scenario_flushall(work):
 
 
 def scenario_target_down(work):
-    redis, sink = Redis(work), Sink()
+    redis, sink = Redis(work), Sink(delay=0)
     gw = Gateway(work, "down", redis.url)
     token = setup(gw, sink)
     sink.down = True
@@ -439,7 +451,7 @@ def main():
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
         sys.exit(f"unknown scenarios: {unknown}; known: {list(SCENARIOS)}")
-    print(f"fault suite: {RATE} events/s paced load, one target, {BIN}")
+    print(f"fault suite: {RATE} events/s paced load, one target answering in 50 ms, {BIN}")
     print("| scenario | acked | delivered | lost | duplicates | recover s | notes |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     lost = 0

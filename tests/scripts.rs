@@ -542,15 +542,10 @@ async fn expand_with(
     keys.extend(ids.iter().map(|_| stats.as_str()));
     keys.extend([unfinished.as_str(), ship.as_str()]);
     let n = ids.len().to_string();
-    let mut args = vec![
-        entry,
-        "600",
-        n.as_str(),
-        if logged { "1" } else { "" },
-        "4242",
-    ];
+    let mut args = vec!["600", n.as_str(), if logged { "1" } else { "" }, "4242"];
     for id in ids {
         args.extend_from_slice(&[
+            entry,
             id,
             "ten_a",
             "order.paid",
@@ -579,9 +574,10 @@ async fn settled_on_read(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) ->
     keys.extend(ids.iter().map(|_| stats.as_str()));
     keys.extend([unfinished.as_str(), ship.as_str()]);
     let n = ids.len().to_string();
-    let mut args = vec![entry, "600", n.as_str(), "", "4242"];
+    let mut args = vec!["600", n.as_str(), "", "4242"];
     for id in ids {
         args.extend_from_slice(&[
+            entry,
             id,
             "ten_a",
             "order.paid",
@@ -598,6 +594,26 @@ async fn settled_on_read(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) ->
         .iter()
         .map(|s| s.as_str().unwrap().to_owned())
         .collect()
+}
+
+#[tokio::test]
+async fn one_call_expands_the_events_of_several_entries_each_by_its_own() {
+    let r = redis().await;
+    let k = Keys::new("expand-many");
+    let records = [k.k("event:evt_1"), k.k("event:evt_2"), k.k("event:evt_1")];
+    let (stats, unfinished, ship) = (k.k("stats:ten_a"), k.k("unfinished"), k.k("ship"));
+    let mut keys: Vec<&str> = records.iter().map(String::as_str).collect();
+    keys.extend([stats.as_str(), stats.as_str(), stats.as_str()]);
+    keys.extend([unfinished.as_str(), ship.as_str()]);
+    let mut args = vec!["600", "3", "", "4242"];
+    // evt_1 in entry 7-0, evt_2 in 7-1, and evt_1 again in 7-2 (a re-sent append).
+    for (entry, id) in [("7-0", "evt_1"), ("7-1", "evt_2"), ("7-2", "evt_1")] {
+        args.extend_from_slice(&[entry, id, "ten_a", "a", "", "1000", "tgt_1", ""]);
+    }
+    let answer = run(&r, &scripts::EXPAND, &keys, &args).await;
+    assert_eq!(answer["owned"], serde_json::json!([true, true, false]));
+    assert_eq!(hash(&r, &k.k("event:evt_1")).await["entry"], "7-0");
+    assert_eq!(hash(&r, &k.k("event:evt_2")).await["entry"], "7-1");
 }
 
 #[tokio::test]

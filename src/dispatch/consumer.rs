@@ -164,45 +164,94 @@ struct Prepared {
     deliveries: Vec<(Arc<EventData>, Arc<Target>)>,
 }
 
-/// Expands the entries of one read together (their Redis round trips overlap, so the last
-/// entry of a batch does not wait for the others' expansions), then starts their deliveries in
-/// entry order. Returns once every delivery holds its memory permit, so the reader slows down
-/// when memory is full.
+/// The events of one entry, each with the targets it matches.
+type Matched = (String, Vec<(StoredEvent, Vec<Arc<Target>>)>);
+
+/// Events per expansion call: bounds how long one script holds Redis.
+const EXPAND_CHUNK: usize = 512;
+
+/// Expands the entries of one read together, in one script call per [`EXPAND_CHUNK`] events,
+/// acknowledges in one command those with nothing to deliver, then starts the others'
+/// deliveries in entry order. Returns once every delivery holds its memory permit, so the
+/// reader slows down when memory is full.
 ///
 /// Each entry is held from here on, so the sweep of this consumer's own pending entries
 /// ([`super::takeover`]) leaves it alone; an entry some other path of this process holds
 /// already is skipped.
 pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec<RawEntry>) {
-    let fresh: Vec<RawEntry> = entries
-        .into_iter()
-        .filter(|(id, _)| inner.entries.open(shard, id.clone()))
-        .collect();
-    let prepared =
-        futures_util::future::join_all(fresh.into_iter().map(|e| prepare_entry(inner, shard, e)))
-            .await;
-    for p in prepared.into_iter().flatten() {
+    let mut finished: Vec<String> = Vec::new();
+    let mut decoded: Vec<Matched> = Vec::with_capacity(entries.len());
+    for (entry_id, fields) in entries {
+        if !inner.entries.open(shard, entry_id.clone()) {
+            continue;
+        }
+        match decode(&fields) {
+            Ok(events) => {
+                // A store failure keeps retrying; stopping leaves the entries pending.
+                let Some(matched) = match_targets(inner, shard, events).await else {
+                    return;
+                };
+                decoded.push((entry_id, matched));
+            }
+            Err(e) => {
+                // Nothing can ever read it; keeping it pending would retry it forever.
+                tracing::error!(shard, entry = %entry_id, error = %e, "unreadable stream entry; acknowledging it without delivery");
+                finished.push(entry_id);
+            }
+        }
+    }
+    let Some(owned) = expand_all(inner, shard, &decoded).await else {
+        return;
+    };
+    let mut owned = owned.into_iter();
+    let mut prepared = Vec::new();
+    for (entry_id, matched) in decoded {
+        let mut deliveries = Vec::new();
+        for (event, targets) in matched {
+            let Some(settled) = owned.next().flatten() else {
+                tracing::debug!(event = %event.id, "event already expanded by another entry; skipping the repeat");
+                continue;
+            };
+            let targets: Vec<Arc<Target>> = targets
+                .into_iter()
+                .filter(|t| !settled.iter().any(|s| s == t.id.as_str()))
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let data = Arc::new(EventData {
+                id: event.id,
+                tenant: event.tenant,
+                event_type: event.event_type,
+                content_type: event.content_type,
+                body: event.body,
+            });
+            for target in targets {
+                deliveries.push((data.clone(), target));
+            }
+        }
+        if deliveries.is_empty() {
+            finished.push(entry_id);
+        } else {
+            prepared.push(Prepared {
+                entry_id,
+                deliveries,
+            });
+        }
+    }
+    inner.entries.ack(shard, finished).await;
+    for p in prepared {
         start_entry(inner, shard, p).await;
     }
 }
 
-/// Decodes an entry, matches its events and records the expansion; `None` when there is
-/// nothing to start (acked already, or stopping).
-async fn prepare_entry(
-    inner: &Arc<Inner>,
+/// The targets each event matches; `None` when stopping while the store is failing.
+async fn match_targets(
+    inner: &Inner,
     shard: u16,
-    (entry_id, fields): RawEntry,
-) -> Option<Prepared> {
-    let events = match decode(&fields) {
-        Ok(e) => e,
-        Err(e) => {
-            // Nothing can ever read it; keeping it pending would retry it forever.
-            tracing::error!(shard, entry = %entry_id, error = %e, "unreadable stream entry; acknowledging it without delivery");
-            inner.entries.ack(shard, &entry_id).await;
-            return None;
-        }
-    };
-    // Targets of each event; a store failure leaves the entry pending, to be reclaimed.
-    let mut matched: Vec<(StoredEvent, Vec<Arc<Target>>)> = Vec::with_capacity(events.len());
+    events: Vec<StoredEvent>,
+) -> Option<Vec<(StoredEvent, Vec<Arc<Target>>)>> {
+    let mut matched = Vec::with_capacity(events.len());
     for event in events {
         let targets = loop {
             match inner.targets.get(&event.tenant).await {
@@ -218,72 +267,59 @@ async fn prepare_entry(
         };
         matched.push((event, targets));
     }
+    Some(matched)
+}
+
+/// Records the expansion of every event of `decoded`, retrying while Redis fails; per event in
+/// order, what [`crate::store::Deliveries::expand`] answers. `None` when stopping.
+async fn expand_all(
+    inner: &Inner,
+    shard: u16,
+    decoded: &[Matched],
+) -> Option<Vec<Option<Vec<String>>>> {
     let now = now_ms();
-    let expansions: Vec<Expansion<'_>> = matched
+    let expansions: Vec<Expansion<'_>> = decoded
         .iter()
-        .map(|(e, targets)| Expansion {
-            event_id: &e.id,
-            tenant: &e.tenant,
-            event_type: &e.event_type,
-            content_type: e.content_type.as_deref().unwrap_or_default(),
-            received_at_ms: e.id.received_at_ms().unwrap_or(now),
-            targets: targets
-                .iter()
-                .filter(|t| t.mode != Mode::FireAndForget)
-                .map(|t| &t.id)
-                .collect(),
-            unrecorded: targets
-                .iter()
-                .filter(|t| t.mode == Mode::FireAndForget)
-                .map(|t| &t.id)
-                .collect(),
+        .flat_map(|(entry_id, matched)| {
+            matched.iter().map(move |(e, targets)| Expansion {
+                entry_id,
+                event_id: &e.id,
+                tenant: &e.tenant,
+                event_type: &e.event_type,
+                content_type: e.content_type.as_deref().unwrap_or_default(),
+                received_at_ms: e.id.received_at_ms().unwrap_or(now),
+                targets: targets
+                    .iter()
+                    .filter(|t| t.mode != Mode::FireAndForget)
+                    .map(|t| &t.id)
+                    .collect(),
+                unrecorded: targets
+                    .iter()
+                    .filter(|t| t.mode == Mode::FireAndForget)
+                    .map(|t| &t.id)
+                    .collect(),
+            })
         })
         .collect();
-    let owned = loop {
-        match inner.deliveries.expand(shard, &entry_id, &expansions).await {
-            Ok(flags) => break flags,
-            Err(e) => {
-                crate::telemetry::redis_error("expand");
-                tracing::warn!(shard, error = %e, "cannot record the expansion; retrying");
-                if !inner.pause(Duration::from_millis(500)).await {
-                    return None;
+    let mut owned = Vec::with_capacity(expansions.len());
+    for chunk in expansions.chunks(EXPAND_CHUNK) {
+        loop {
+            match inner.deliveries.expand(shard, chunk).await {
+                Ok(flags) => {
+                    owned.extend(flags);
+                    break;
+                }
+                Err(e) => {
+                    crate::telemetry::redis_error("expand");
+                    tracing::warn!(shard, error = %e, "cannot record the expansion; retrying");
+                    if !inner.pause(Duration::from_millis(500)).await {
+                        return None;
+                    }
                 }
             }
         }
-    };
-    drop(expansions);
-    let mut deliveries = Vec::new();
-    for ((event, targets), mine) in matched.into_iter().zip(owned) {
-        let Some(settled) = mine else {
-            tracing::debug!(event = %event.id, "event already expanded by another entry; skipping the repeat");
-            continue;
-        };
-        let targets: Vec<Arc<Target>> = targets
-            .into_iter()
-            .filter(|t| !settled.iter().any(|s| s == t.id.as_str()))
-            .collect();
-        if targets.is_empty() {
-            continue;
-        }
-        let data = Arc::new(EventData {
-            id: event.id,
-            tenant: event.tenant,
-            event_type: event.event_type,
-            content_type: event.content_type,
-            body: event.body,
-        });
-        for target in targets {
-            deliveries.push((data.clone(), target));
-        }
     }
-    if deliveries.is_empty() {
-        inner.entries.ack(shard, &entry_id).await;
-        return None;
-    }
-    Some(Prepared {
-        entry_id,
-        deliveries,
-    })
+    Some(owned)
 }
 
 /// Starts the deliveries of a prepared entry; the last outcome acks it.

@@ -57,12 +57,18 @@ impl Dispatcher {
             // Many targets often share one host: keep every connection the caps allow alive.
             settings.concurrency,
         )?;
-        let consumer = format!(
-            "{}-{}-{}",
-            hostname(),
-            std::process::id(),
-            &crate::model::ids::generate("c")[2..12]
-        );
+        // A process restarted on this host comes back under the same name and finds what
+        // its previous run read and did not finish in its own pending list, at once (the
+        // takeover sweep), instead of waiting for the old name's lease to lapse.
+        let consumer = match settings.admin_port {
+            Some(port) => format!("{}-a{port}", hostname()),
+            None => format!(
+                "{}-{}-{}",
+                hostname(),
+                std::process::id(),
+                &crate::model::ids::generate("c")[2..12]
+            ),
+        };
         let reader = StreamReader::new(redis.clone(), store.keyspace().clone(), consumer);
         let admission_total = settings.concurrency * 4 + settings.read_batch * 64;
         let stop = CancellationToken::new();

@@ -62,13 +62,22 @@ impl OpenEntries {
             .collect()
     }
 
-    /// Acknowledges a finished entry.
-    pub(super) async fn ack(&self, shard: u16, id: &str) {
-        self.lock().remove(&(shard, id.to_owned()));
-        if let Err(e) = self.reader.ack(shard, id).await {
-            // The outcomes are recorded; a reclaim will find them done and ack then.
+    /// Acknowledges finished entries of `shard`, in one command.
+    pub(super) async fn ack(&self, shard: u16, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        {
+            let mut open = self.lock();
+            for id in &ids {
+                open.remove(&(shard, id.clone()));
+            }
+        }
+        let count = ids.len();
+        if let Err(e) = self.reader.ack(shard, ids).await {
+            // The outcomes are recorded; the sweep of own entries finds them done and acks.
             crate::telemetry::redis_error("xack");
-            tracing::warn!(shard, entry = id, error = %e, "could not ack a finished entry");
+            tracing::warn!(shard, entries = count, error = %e, "could not ack finished entries");
         }
     }
 
@@ -100,7 +109,7 @@ impl EntryHold {
     /// One delivery of the entry has its outcome in Redis.
     pub(super) async fn finish(&self, entries: &OpenEntries) {
         if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            entries.ack(self.shard, &self.id).await;
+            entries.ack(self.shard, vec![self.id.clone()]).await;
         }
     }
 

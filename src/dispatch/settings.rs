@@ -24,6 +24,10 @@ pub struct Settings {
     pub defer: Duration,
     /// Longest an outcome waits for its recording batch (the Redis command timeout).
     pub record_deadline: Duration,
+    /// The admin listener's port, which no other process on this host can hold at the same
+    /// time: with the host name it makes a consumer name that survives a restart (`None` for
+    /// port 0).
+    pub admin_port: Option<u16>,
 }
 
 impl Settings {
@@ -44,6 +48,7 @@ impl Settings {
                 .clamp(Duration::from_millis(10), Duration::from_millis(1000)),
             defer: Duration::from_millis(d.retry_poll_ms.max(250) * 4),
             record_deadline: c.redis_command_timeout(),
+            admin_port: Some(c.admin.listen.port()).filter(|p| *p != 0),
         }
     }
 }

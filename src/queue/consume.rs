@@ -190,11 +190,14 @@ impl StreamReader {
         Ok(parse_entries(reply))
     }
 
-    /// Acknowledges a finished entry.
-    pub async fn ack(&self, shard: u16, id: &str) -> Result<(), fred::error::Error> {
+    /// Acknowledges finished entries, in one command.
+    pub async fn ack(&self, shard: u16, ids: Vec<String>) -> Result<(), fred::error::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let _: i64 = self
             .redis
-            .xack(self.keys.stream(shard), DISPATCH_GROUP, id)
+            .xack(self.keys.stream(shard), DISPATCH_GROUP, ids)
             .await?;
         Ok(())
     }

@@ -1,5 +1,6 @@
--- expand: marks each event of one stream entry as expanded by that entry, unless another
--- entry did it first. A command the Redis client re-sent after a reconnect appends a second
+-- expand: marks each event of the stream entries of one read as expanded by its entry, unless
+-- another entry did it first (one call for a whole read: the guard costs per read, not per
+-- event or per entry). A command the Redis client re-sent after a reconnect appends a second
 -- entry holding the same event ids: its events are reported as not owned, so each event
 -- yields one delivery per target. The same entry read again (a reclaim, a takeover) still owns
 -- its events, and names the deliveries that need nothing more: an outcome recorded (delivered,
@@ -11,20 +12,20 @@
 --
 -- KEYS  the events' records (n of them), then their tenants' counters (n), then the shard's
 --       unfinished set and ship queue
--- ARGV  entry_id, ttl_s, n, logged ('1' with a log store), now_ms, then per event: event_id,
+-- ARGV  ttl_s, n, logged ('1' with a log store), now_ms, then per event: entry_id, event_id,
 --       tenant, type, content_type, received_at_ms, targets (comma-separated ids),
 --       fire-and-forget targets (comma-separated ids)
 -- Answer {"owned": [true | false, ...], "settled": ["<target>,<target>" | "", ...]}, one per event
-local entry, ttl, n, logged, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5]
+local ttl, n, logged, now = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4]
 local unfinished, ship = KEYS[2 * n + 1], KEYS[2 * n + 2]
-local position = string.match(entry, '^(%d+)%-%d+$') or now
 
 local owned, settled = {}, {}
 for i = 1, n do
   local record, stats = KEYS[i], KEYS[n + i]
-  local a = 5 + (i - 1) * 7
-  local id, tenant, etype, ct, at = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local targets, unrecorded = ARGV[a + 6], ARGV[a + 7]
+  local a = 4 + (i - 1) * 8
+  local entry, id, tenant, etype = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local ct, at, targets, unrecorded = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local position = string.match(entry, '^(%d+)%-%d+$') or now
   local owner = redis.call('HGET', record, 'entry')
   if not owner then
     redis.call('HSET', record, 'entry', entry, 'tenant', tenant, 'type', etype, 'at', at)

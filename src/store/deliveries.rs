@@ -475,6 +475,8 @@ pub struct Outcome {
 /// An event as one expansion writes it.
 #[derive(Debug, Clone)]
 pub struct Expansion<'a> {
+    /// The stream entry holding the event.
+    pub entry_id: &'a str,
     pub event_id: &'a EventId,
     pub tenant: &'a TenantId,
     pub event_type: &'a EventType,
@@ -573,13 +575,12 @@ impl Deliveries {
         if self.logged { "1" } else { "" }
     }
 
-    /// Records the expansion of one stream entry's events (all in `shard`); per event, `None`
-    /// for a duplicate seen in another entry, else the targets whose delivery needs nothing
-    /// more (empty on a first read; on a re-read, those with an outcome already recorded).
+    /// Records the expansion of events read from `shard`'s stream, in one call; per event,
+    /// `None` for a duplicate seen in another entry, else the targets whose delivery needs
+    /// nothing more (empty on a first read; on a re-read, those with an outcome recorded).
     pub async fn expand(
         &self,
         shard: u16,
-        entry_id: &str,
         events: &[Expansion<'_>],
     ) -> Result<Vec<Option<Vec<String>>>, StoreError> {
         #[derive(Deserialize)]
@@ -599,8 +600,7 @@ impl Deliveries {
         keys.extend(events.iter().map(|e| self.keys.stats(shard, e.tenant)));
         keys.push(self.keys.unfinished(shard));
         keys.push(self.keys.ship(shard));
-        let mut args: Vec<String> = Vec::with_capacity(5 + events.len() * 7);
-        args.push(entry_id.to_owned());
+        let mut args: Vec<String> = Vec::with_capacity(4 + events.len() * 8);
         args.push(self.ttl_secs.to_string());
         args.push(events.len().to_string());
         args.push(self.logged_flag().to_owned());
@@ -610,6 +610,7 @@ impl Deliveries {
             ids.join(",")
         };
         for e in events {
+            args.push(e.entry_id.to_owned());
             args.push(e.event_id.to_string());
             args.push(e.tenant.to_string());
             args.push(e.event_type.to_string());
