@@ -271,6 +271,7 @@ pub async fn run(
         .then(|| Arc::new(crate::log_store::shipper::ShipperStatus::default()));
     let readiness = Readiness::new(
         redis.clone(),
+        keys.readiness_probe(),
         log.clone().map(|store| LogStoreHealth {
             store,
             shipper: shipper_status.clone(),

@@ -23,6 +23,7 @@
 //! | `P:{q<n>}:ship` | sorted set | with a log store: finished events not yet in it, scored by stream position (ms) |
 //! | `P:{q<n>}:history` | stream | with a log store: status records and incident changes of the shard's watched subjects, until shipped |
 //! | `P:{q<n>}:ship_lease` | string, TTL | the process shipping the shard right now |
+//! | `P:ready` | string, 10 s TTL | written by `/readyz`: readiness needs Redis to take writes |
 //! | `P:alive:<consumer>` | string, TTL | a dispatcher consumer's liveness lease, renewed while its process runs |
 //! | `P:{q<n>}:dlq_total` | string (counter) | entries in the shard's error queues, for metrics |
 //! | `P:{m}:source:<id>` | hash | an inbound source: `doc` (JSON, secret sealed), `tenant` |
@@ -205,6 +206,11 @@ impl Keyspace {
     /// The lease of the process shipping the shard.
     pub fn ship_lease(&self, shard: u16) -> String {
         format!("{}:{{q{shard}}}:ship_lease", self.prefix)
+    }
+
+    /// The key `/readyz` writes.
+    pub fn readiness_probe(&self) -> String {
+        format!("{}:ready", self.prefix)
     }
 
     /// The liveness lease of a dispatcher consumer (one per process, on every shard).

@@ -494,3 +494,24 @@ async fn an_entry_in_a_live_consumers_pending_list_that_it_does_not_hold_is_sett
     );
     gw.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn readiness_fails_while_redis_refuses_writes_and_returns_after() {
+    let redis = RedisServer::start(false);
+    let gw = Gateway::start_with(&redis.url(), &support::unique_prefix("oom"), "").await;
+    let ready = || async {
+        Request::get("/readyz")
+            .send_plain(gw.addrs.plain)
+            .await
+            .unwrap()
+    };
+    assert_eq!(ready().await.status, 200);
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    let full = ready().await;
+    assert_eq!(full.status, 503, "{}", full.text());
+    assert!(full.text().contains("refuses writes"), "{}", full.text());
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    assert_eq!(ready().await.status, 200);
+    gw.stop().await.unwrap();
+}

@@ -617,6 +617,21 @@ async fn one_call_expands_the_events_of_several_entries_each_by_its_own() {
 }
 
 #[tokio::test]
+async fn an_event_fanned_out_to_thousands_of_targets_is_recorded_whole() {
+    let r = redis().await;
+    let k = Keys::new("expand-wide");
+    let targets: Vec<String> = (0..5000).map(|i| format!("tgt_{i}")).collect();
+    let joined = targets.join(",");
+    assert_eq!(
+        expand_with(&r, &k, "9-0", &["evt_1"], &joined, true).await,
+        [true]
+    );
+    let record = hash(&r, &k.k("event:evt_1")).await;
+    assert!(targets.iter().all(|t| record[&format!("d:{t}")] == "p"));
+    assert_eq!(record["open"], "5000");
+}
+
+#[tokio::test]
 async fn an_entry_read_again_redoes_only_the_deliveries_without_an_outcome() {
     let r = redis().await;
     let k = Keys::new("expand-again");

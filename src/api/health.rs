@@ -1,7 +1,8 @@
 //! Liveness and readiness, on every listener.
 //!
 //! `/healthz` answers 200 while the process serves at all. `/readyz` answers 200 only once
-//! start-up has finished, before shutdown has begun, and while Redis answers a `PING` in time:
+//! start-up has finished, before shutdown has begun, and while Redis takes a write in time (a
+//! `SET` with a short TTL: a `PING` still answers while Redis refuses writes at `maxmemory`):
 //! a load balancer stops routing to an instance that could only answer 503. Readiness moves one
 //! way only: starting → ready → draining; a process never becomes ready again after its
 //! shutdown began.
@@ -43,16 +44,19 @@ pub struct LogStoreHealth {
 pub struct Readiness {
     /// `STARTING`, `READY` or `DRAINING`; only ever increases.
     phase: AtomicU8,
-    /// Pinged on every `/readyz`.
+    /// Written to on every `/readyz`.
     redis: Client,
+    /// The key written.
+    probe: String,
     log: Option<LogStoreHealth>,
 }
 
 impl Readiness {
-    pub fn new(redis: Client, log: Option<LogStoreHealth>) -> Arc<Readiness> {
+    pub fn new(redis: Client, probe: String, log: Option<LogStoreHealth>) -> Arc<Readiness> {
         Arc::new(Readiness {
             phase: AtomicU8::new(STARTING),
             redis,
+            probe,
             log,
         })
     }
@@ -126,9 +130,20 @@ pub async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
         )
         .into_response();
     }
-    let ping = tokio::time::timeout(PING_TIMEOUT, readiness.redis.ping::<String>(None)).await;
-    if !matches!(ping, Ok(Ok(_))) {
-        return ApiError::unavailable("Redis does not answer").into_response();
+    let write = readiness.redis.set::<(), _, _>(
+        readiness.probe.as_str(),
+        1,
+        Some(Expiration::PX(10_000)),
+        None,
+        false,
+    );
+    match tokio::time::timeout(PING_TIMEOUT, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.details().starts_with("OOM") => {
+            return ApiError::unavailable("Redis refuses writes (maxmemory reached)")
+                .into_response();
+        }
+        _ => return ApiError::unavailable("Redis does not answer").into_response(),
     }
     let (log_store, log_store_lag_s) = match &readiness.log {
         None => (None, None),
@@ -162,7 +177,7 @@ mod tests {
     async fn readiness_only_moves_forward() {
         let client = Builder::default_centralized().build();
         let Ok(client) = client else { return };
-        let r = Readiness::new(client, None);
+        let r = Readiness::new(client, "probe".into(), None);
         assert!(!r.is_ready());
         r.ready();
         assert!(r.is_ready());

@@ -19,37 +19,54 @@
 local ttl, n, logged, now = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4]
 local unfinished, ship = KEYS[2 * n + 1], KEYS[2 * n + 2]
 
-local owned, settled = {}, {}
+-- A first expansion is three commands per event (HSETNX claims the record, one HSET writes
+-- every other field, EXPIRE), and the tenants' counters move once per call: per event the
+-- script's cost is its share of the call, not one command per field.
+local owned, settled, received = {}, {}, {}
+-- Writes `fields` into `record` once it holds `at_least` items (HSET's arguments go through
+-- Lua's stack, which a tenant with thousands of targets would overflow in one call).
+local function write(record, fields, at_least)
+  if #fields >= at_least and #fields > 0 then
+    redis.call('HSET', record, unpack(fields))
+    for k = #fields, 1, -1 do fields[k] = nil end
+  end
+end
 for i = 1, n do
   local record, stats = KEYS[i], KEYS[n + i]
   local a = 4 + (i - 1) * 8
   local entry, id, tenant, etype = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local ct, at, targets, unrecorded = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local position = string.match(entry, '^(%d+)%-%d+$') or now
-  local owner = redis.call('HGET', record, 'entry')
-  if not owner then
-    redis.call('HSET', record, 'entry', entry, 'tenant', tenant, 'type', etype, 'at', at)
-    if ct ~= '' then redis.call('HSET', record, 'ct', ct) end
+  if redis.call('HSETNX', record, 'entry', entry) == 1 then
+    local fields = {'tenant', tenant, 'type', etype, 'at', at}
+    if ct ~= '' then fields[#fields + 1] = 'ct'; fields[#fields + 1] = ct end
     local open = 0
     for t in string.gmatch(targets, '[^,]+') do
-      redis.call('HSET', record, 'd:' .. t, 'p')
+      fields[#fields + 1] = 'd:' .. t; fields[#fields + 1] = 'p'
       open = open + 1
+      write(record, fields, 1000)
     end
-    for t in string.gmatch(unrecorded, '[^,]+') do redis.call('HSET', record, 'd:' .. t, 'n') end
+    for t in string.gmatch(unrecorded, '[^,]+') do
+      fields[#fields + 1] = 'd:' .. t; fields[#fields + 1] = 'n'
+      write(record, fields, 1000)
+    end
     if logged then
-      redis.call('HSET', record, 'open', open)
+      fields[#fields + 1] = 'open'; fields[#fields + 1] = open
       if open > 0 then
         redis.call('ZADD', unfinished, position, id)
       else
-        redis.call('HSET', record, 'fin', 1, 'fin_at', now)
+        fields[#fields + 1] = 'fin'; fields[#fields + 1] = 1
+        fields[#fields + 1] = 'fin_at'; fields[#fields + 1] = now
         redis.call('ZADD', ship, position, id)
       end
     end
+    write(record, fields, 1)
     redis.call('EXPIRE', record, ttl)
-    redis.call('HINCRBY', stats, 'events_received', 1)
+    received[stats] = (received[stats] or 0) + 1
     owned[i] = true
     settled[i] = ''
   else
+    local owner = redis.call('HGET', record, 'entry')
     owned[i] = owner == entry
     local done = {}
     if owned[i] then
@@ -60,5 +77,8 @@ for i = 1, n do
     end
     settled[i] = table.concat(done, ',')
   end
+end
+for stats, count in pairs(received) do
+  redis.call('HINCRBY', stats, 'events_received', count)
 end
 return cjson.encode({owned = owned, settled = settled})
