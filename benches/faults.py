@@ -305,93 +305,59 @@ def row(name, load, sink, fault_end, before=None, note=""):
     return lost
 
 
-def scenario_kill9_restart(work):
+def scenario(work, title, fault, gateways=1):
+    """Runs `fault(redis, gateways, load)` after 3 s of load, 3 s more of load after it, waits
+    for the deliveries and prints the row. `fault` answers when it ended and a note."""
     redis, sink = Redis(work), Sink()
-    gw = Gateway(work, "k9r", redis.url)
-    load = Load([gw.plain], setup(gw, sink))
+    gws = [Gateway(work, f"gw{i}", redis.url) for i in range(gateways)]
+    load = Load([g.plain for g in gws], setup(gws[0], sink))
     time.sleep(3)
-    gw.kill9()
+    started = time.monotonic()
+    ended, note = fault(redis, gws, load)
+    time.sleep(3)
+    load.stop()
+    settle(load, sink)
+    lost = row(title, load, sink, ended, before=started, note=note)
+    for g in gws:
+        g.stop()
+    redis.stop()
+    sink.stop()
+    return lost
+
+
+def kill9_restart(redis, gws, load):
     killed = time.monotonic()
-    gw.start()
+    gws[0].kill9()
+    gws[0].start()
     restarted = time.monotonic()
-    time.sleep(3)
-    load.stop()
-    settle(load, sink)
-    lost = row("kill -9 of the only gateway, restarted", load, sink, restarted, before=killed,
-               note=f"restart took {restarted - killed:.1f} s")
-    gw.stop(); redis.stop(); sink.stop()
-    return lost
+    return restarted, f"restart took {restarted - killed:.1f} s"
 
 
-def scenario_kill9_one_of_two(work):
-    redis, sink = Redis(work), Sink()
-    a = Gateway(work, "k9a", redis.url)
-    b = Gateway(work, "k9b", redis.url)
-    load = Load([a.plain, b.plain], setup(a, sink))
-    time.sleep(3)
-    a.kill9()
+def kill9_one_of_two(redis, gws, load):
+    gws[0].kill9()
     load.ports[0] = None
-    killed = time.monotonic()
-    time.sleep(3)
-    load.stop()
-    settle(load, sink)
-    lost = row("kill -9 of one of two gateways (not restarted)", load, sink, killed)
-    b.stop(); redis.stop(); sink.stop()
-    return lost
+    return time.monotonic(), ""
 
 
-def scenario_redis_restart(work):
-    redis, sink = Redis(work), Sink()
-    gw = Gateway(work, "rr", redis.url)
-    load = Load([gw.plain], setup(gw, sink))
-    time.sleep(3)
+def redis_restart(redis, gws, load):
     redis.kill9()
-    down = time.monotonic()
     time.sleep(2)
     redis.start()
-    up = time.monotonic()
-    time.sleep(3)
-    load.stop()
-    settle(load, sink)
-    lost = row("Redis kill -9, restarted 2 s later (AOF always)", load, sink, up, before=down)
-    gw.stop(); redis.stop(); sink.stop()
-    return lost
+    return time.monotonic(), ""
 
 
-def scenario_redis_stall(work):
-    redis, sink = Redis(work), Sink()
-    gw = Gateway(work, "stall", redis.url)
-    load = Load([gw.plain], setup(gw, sink))
-    time.sleep(3)
+def redis_stall(redis, gws, load):
     redis.cli("DEBUG", "SLEEP", "8")
-    woke = time.monotonic()
-    time.sleep(3)
-    load.stop()
-    settle(load, sink)
-    lost = row("Redis stalled 8 s (DEBUG SLEEP, command timeout 2 s)", load, sink, woke)
-    gw.stop(); redis.stop(); sink.stop()
-    return lost
+    return time.monotonic(), ""
 
 
-def scenario_redis_full(work):
-    redis, sink = Redis(work), Sink()
-    gw = Gateway(work, "full", redis.url)
-    load = Load([gw.plain], setup(gw, sink))
-    time.sleep(3)
+def redis_full(redis, gws, load):
     used = redis.info("memory")["used_memory"]
     redis.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
     redis.cli("CONFIG", "SET", "maxmemory", str(used))
-    full_at = time.monotonic()
     time.sleep(4)
     redis.cli("CONFIG", "SET", "maxmemory", "0")
-    freed = time.monotonic()
-    time.sleep(3)
-    load.stop()
-    settle(load, sink)
-    lost = row("Redis full (maxmemory, noeviction) for 4 s, then freed", load, sink, freed,
-               before=full_at)
-    gw.stop(); redis.stop(); sink.stop()
-    return lost
+    return time.monotonic(), ""
 
 
 def scenario_flushall(work):
@@ -436,11 +402,15 @@ def scenario_target_down(work):
 
 
 SCENARIOS = {
-    "kill9_restart": scenario_kill9_restart,
-    "kill9_one_of_two": scenario_kill9_one_of_two,
-    "redis_restart": scenario_redis_restart,
-    "redis_stall": scenario_redis_stall,
-    "redis_full": scenario_redis_full,
+    "kill9_restart": lambda w: scenario(w, "kill -9 of the only gateway, restarted", kill9_restart),
+    "kill9_one_of_two": lambda w: scenario(
+        w, "kill -9 of one of two gateways (not restarted)", kill9_one_of_two, gateways=2),
+    "redis_restart": lambda w: scenario(
+        w, "Redis kill -9, restarted 2 s later (AOF always)", redis_restart),
+    "redis_stall": lambda w: scenario(
+        w, "Redis stalled 8 s (DEBUG SLEEP, command timeout 2 s)", redis_stall),
+    "redis_full": lambda w: scenario(
+        w, "Redis full (maxmemory, noeviction) for 4 s, then freed", redis_full),
     "flushall": scenario_flushall,
     "target_down": scenario_target_down,
 }

@@ -526,16 +526,16 @@ async fn a_re_sent_append_with_keys_appends_nothing_and_names_the_first_events()
     assert_eq!(len, 1);
 }
 
-/// `expand` of events of tenant `ten_a`, each to targets `tgt_1,tgt_2` (recorded) and `tgt_f`
-/// (fire-and-forget); `logged` as with a log store.
-async fn expand_with(
+/// The answer of `expand` of events of tenant `ten_a` held by `entry`, each to `targets`
+/// (recorded) and `tgt_f` (fire-and-forget); `logged` as with a log store.
+async fn expand_call(
     redis: &Client,
     k: &Keys,
     entry: &str,
     ids: &[&str],
     targets: &str,
     logged: bool,
-) -> Vec<bool> {
+) -> serde_json::Value {
     let records: Vec<String> = ids.iter().map(|id| k.k(&format!("event:{id}"))).collect();
     let (stats, unfinished, ship) = (k.k("stats:ten_a"), k.k("unfinished"), k.k("ship"));
     let mut keys: Vec<&str> = records.iter().map(String::as_str).collect();
@@ -558,7 +558,19 @@ async fn expand_with(
     let answer = run(redis, &scripts::EXPAND, &keys, &args).await;
     let settled = answer["settled"].as_array().map_or(0, Vec::len);
     assert_eq!(settled, ids.len(), "one settled list per event: {answer}");
-    answer["owned"]
+    answer
+}
+
+/// Which events of an `expand_call` the entry owns.
+async fn expand_with(
+    redis: &Client,
+    k: &Keys,
+    entry: &str,
+    ids: &[&str],
+    targets: &str,
+    logged: bool,
+) -> Vec<bool> {
+    expand_call(redis, k, entry, ids, targets, logged).await["owned"]
         .as_array()
         .unwrap()
         .iter()
@@ -566,29 +578,10 @@ async fn expand_with(
         .collect()
 }
 
-/// The `settled` lists of an `expand` of `ids` by `entry` (targets `tgt_1,tgt_2`, `tgt_f`).
+/// The `settled` lists of an `expand` of `ids` by `entry` (targets `tgt_1,tgt_2,tgt_new`,
+/// `tgt_f`).
 async fn settled_on_read(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) -> Vec<String> {
-    let records: Vec<String> = ids.iter().map(|id| k.k(&format!("event:{id}"))).collect();
-    let (stats, unfinished, ship) = (k.k("stats:ten_a"), k.k("unfinished"), k.k("ship"));
-    let mut keys: Vec<&str> = records.iter().map(String::as_str).collect();
-    keys.extend(ids.iter().map(|_| stats.as_str()));
-    keys.extend([unfinished.as_str(), ship.as_str()]);
-    let n = ids.len().to_string();
-    let mut args = vec!["600", n.as_str(), "", "4242"];
-    for id in ids {
-        args.extend_from_slice(&[
-            entry,
-            id,
-            "ten_a",
-            "order.paid",
-            "",
-            "1000",
-            "tgt_1,tgt_2,tgt_new",
-            "tgt_f",
-        ]);
-    }
-    let answer = run(redis, &scripts::EXPAND, &keys, &args).await;
-    answer["settled"]
+    expand_call(redis, k, entry, ids, "tgt_1,tgt_2,tgt_new", false).await["settled"]
         .as_array()
         .unwrap()
         .iter()
