@@ -440,8 +440,12 @@ async fn append(redis: &Client, keys: &[&str], events: &[[&str; 7]]) -> Vec<Stri
         args.extend_from_slice(e);
     }
     let answer = run(redis, &scripts::APPEND_BATCH, keys, &args).await;
-    answer["stored"]
-        .as_array()
+    strings(&answer["stored"])
+}
+
+/// The strings of a JSON array in a script's answer.
+fn strings(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
         .unwrap()
         .iter()
         .map(|s| s.as_str().unwrap().to_owned())
@@ -581,12 +585,7 @@ async fn expand_with(
 /// The `settled` lists of an `expand` of `ids` by `entry` (targets `tgt_1,tgt_2,tgt_new`,
 /// `tgt_f`).
 async fn settled_on_read(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) -> Vec<String> {
-    expand_call(redis, k, entry, ids, "tgt_1,tgt_2,tgt_new", false).await["settled"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_owned())
-        .collect()
+    strings(&expand_call(redis, k, entry, ids, "tgt_1,tgt_2,tgt_new", false).await["settled"])
 }
 
 #[tokio::test]
