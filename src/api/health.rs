@@ -22,8 +22,8 @@ use crate::error::{ApiError, ErrorBody};
 use crate::log_store::LogStore;
 use crate::log_store::shipper::ShipperStatus;
 
-/// How long `/readyz` waits for Redis.
-const PING_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long `/readyz` waits for Redis (and for the log store).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 const STARTING: u8 = 0;
 const READY: u8 = 1;
@@ -137,7 +137,7 @@ pub async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
         None,
         false,
     );
-    match tokio::time::timeout(PING_TIMEOUT, write).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, write).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) if e.details().starts_with("OOM") => {
             return ApiError::unavailable("Redis refuses writes (maxmemory reached)")
@@ -150,7 +150,7 @@ pub async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
         Some(h) => {
             let lag = h.shipper.as_ref().map(|s| s.lag());
             let state = if h.shipper.as_ref().is_some_and(|s| s.failing())
-                || !h.store.ping(PING_TIMEOUT).await
+                || !h.store.ping(PROBE_TIMEOUT).await
             {
                 "unreachable"
             } else if lag.is_some_and(|l| l > h.behind_after) {

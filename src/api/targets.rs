@@ -13,10 +13,10 @@ use super::listing::Listing;
 use super::scope::{ApiState, TenantScope};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, JsonBody, PathParams};
-use crate::model::target::TargetAuthView;
+use crate::model::target::{TargetAuthView, UrlProblem};
 use crate::model::time::rfc3339;
 use crate::model::{
-    EventPattern, Format, Invalid, Mode, Origin, RetryPolicy, SigningSecret, TargetId, TargetPatch,
+    EventPattern, Format, Mode, Origin, RetryPolicy, SigningSecret, TargetId, TargetPatch,
     TargetSpec, TargetUrl, TenantId,
 };
 use crate::store::{StoreError, Target};
@@ -147,10 +147,7 @@ async fn check_resolution(s: &ApiState, url: &TargetUrl) -> Result<(), ApiError>
         .map_err(|_| {
             ApiError::invalid(
                 "invalid_target",
-                &Invalid::at(
-                    "url",
-                    "resolves to a private, loopback, link-local or metadata address",
-                ),
+                &UrlProblem::ResolvesPrivate.invalid().within("url"),
             )
         })
 }

@@ -53,16 +53,12 @@ const CREATION_LOOKUP: std::time::Duration = std::time::Duration::from_secs(2);
 /// (yet) is accepted: a receiver's DNS may be set up after its target, and the resolver at
 /// connect time refuses what it comes to resolve to.
 pub async fn check_resolution(url: &str) -> Result<(), Refused> {
-    let Some(host) = url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-    else {
+    // Literal addresses were judged without DNS by `check_url`; only names are looked up.
+    let parsed = url::Url::parse(url).ok();
+    let Some(url::Host::Domain(host)) = parsed.as_ref().and_then(url::Url::host) else {
         return Ok(());
     };
-    if crate::model::target::host_address(url).is_some() {
-        return Ok(()); // a literal, judged without DNS by `check_url`
-    }
-    match tokio::time::timeout(CREATION_LOOKUP, tokio::net::lookup_host((host.as_str(), 0))).await {
+    match tokio::time::timeout(CREATION_LOOKUP, tokio::net::lookup_host((host, 0))).await {
         Ok(Ok(mut found)) => {
             if found.any(|a| !is_public(a.ip())) {
                 Err(Refused)

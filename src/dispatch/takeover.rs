@@ -37,11 +37,16 @@ const LOST_MIN_IDLE: Duration = Duration::from_secs(2);
 /// Entries claimed per command.
 const CLAIM_BATCH: usize = 256;
 
-/// Renews this consumer's lease until `stop`, then gives it up. Runs outside the dispatcher's
-/// task set: the lease must outlive the in-flight deliveries of a graceful stop.
+/// Renews this consumer's lease (taken at start, before the first read) until `stop`, then
+/// gives it up. Runs outside the dispatcher's task set: the lease must outlive the in-flight
+/// deliveries of a graceful stop.
 pub(super) async fn lease_loop(reader: StreamReader, stop: CancellationToken) {
     let mut failing = false;
     loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(LEASE_RENEW) => {}
+        }
         match reader.renew_lease(LEASE_TTL).await {
             Ok(()) => failing = false,
             Err(e) => {
@@ -50,10 +55,6 @@ pub(super) async fn lease_loop(reader: StreamReader, stop: CancellationToken) {
                 }
                 failing = true;
             }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(LEASE_RENEW) => {}
         }
     }
     if let Err(e) = reader.drop_lease().await {

@@ -650,6 +650,8 @@ pub enum UrlProblem {
     Credentials,
     TooLong,
     Private,
+    /// The host's name resolves (now) to a private address; found by resolving at save time.
+    ResolvesPrivate,
 }
 
 impl UrlProblem {
@@ -661,6 +663,9 @@ impl UrlProblem {
             UrlProblem::TooLong => format!("must be at most {MAX_URL} characters"),
             UrlProblem::Private => {
                 "points to a private, loopback, link-local or metadata address".into()
+            }
+            UrlProblem::ResolvesPrivate => {
+                "resolves to a private, loopback, link-local or metadata address".into()
             }
         }
     }
@@ -812,9 +817,9 @@ pub fn literal_ip(host: &str) -> Option<IpAddr> {
 /// The address a URL's host names without DNS, read by the WHATWG URL rules: besides
 /// dotted quads they take `2130706433`, `0x7f000001`, `0177.0.0.1`, `127.1` and `10.1` as
 /// IPv4 addresses, as the C resolver does when the HTTP client connects to such a host.
-/// `None` for a domain name.
-pub fn host_address(url: &str) -> Option<IpAddr> {
-    match url::Url::parse(url).ok()?.host()? {
+/// `None` for a domain name (or no host).
+pub fn host_address(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
         url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
         url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
         url::Host::Domain(_) => None,
@@ -856,7 +861,7 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, UrlProblem
         return Err(UrlProblem::Invalid);
     }
     if !allow_private {
-        match host_address(url) {
+        match host_address(&whatwg) {
             Some(ip) if !is_public(ip) => return Err(UrlProblem::Private),
             Some(_) => {}
             None if is_local_name(host) => return Err(UrlProblem::Private),
