@@ -5,10 +5,16 @@
 #   2. fan-out 10: EVENTS events, ten targets (EVENTS x 10 deliveries)
 #   3. fan-out 10 paced at half the deliveries/s measured in 2, for latency
 #   4. sink down: 20 000 events to a closed port; Estafeta's memory before and after
-# Usage: benches/dispatch.sh        (env: EVENTS=50000; ESTAFETA_BIN=another build, to compare)
+#   5. slow receivers: SLOW_EVENTS events to ten targets answering in 200 ms, with the default
+#      limits, then with `concurrency` and `per_target_concurrency` raised to 4 096; prints the
+#      ideal rate (deliveries in flight / latency) and the memory per delivery in flight
+# Usage: benches/dispatch.sh        (env: EVENTS=50000 SLOW_EVENTS=5000; ESTAFETA_BIN=another
+#                                    build, to compare; ONLY=slow runs step 5 alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-50000}
+SLOW_EVENTS=${SLOW_EVENTS:-5000}
+ONLY=${ONLY:-}
 ESTAFETA=${ESTAFETA_BIN:-./target/release/estafeta}
 
 cargo build --release --quiet --bin estafeta --example dispatch_bench
@@ -18,6 +24,7 @@ rss() { awk "/$2/ {print \$2}" "/proc/$1/status"; }
 
 bench=./target/release/examples/dispatch_bench
 
+if [ "$ONLY" != slow ]; then
 echo "delivery bench: $EVENTS events per run, sink answers 200 at once"
 start_estafeta f1
 $bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$EVENTS" 1 0
@@ -43,3 +50,26 @@ scheduled=0
 for s in $(seq 0 15); do scheduled=$(( scheduled + $(redis-cli -p "$RPORT" zcard "down:{q$s}:retry") )); done
 echo "  sink down: estafeta RSS ${before} kB before, $(rss "$EST" VmRSS) kB after 10 s of retries," \
   "peak $(rss "$EST" VmHWM) kB; $scheduled deliveries wait in Redis's retry schedule"
+fi
+
+
+# Slow receivers. The in-flight cap is the smaller of `concurrency` and ten targets'
+# `per_target_concurrency`; memory per delivery in flight is the peak RSS above the idle one.
+slow() {
+  local name=$1 conf=$2
+  start_estafeta "$name" "$conf"
+  local cap; cap=$(BENCH_ADMIN_TOKEN=$ADMIN_TOKEN BENCH_MASTER_KEY=$MASTER_KEY \
+    "$ESTAFETA" check-config --config "$work/$name.toml" | python3 -c '
+import sys, tomllib
+d = tomllib.loads(sys.stdin.read())["dispatch"]
+print(min(d["concurrency"], 10 * d["per_target_concurrency"]))')
+  local idle; idle=$(rss "$EST" VmRSS)
+  $bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$SLOW_EVENTS" 10 0 --sink-delay-ms 200
+  local peak; peak=$(rss "$EST" VmHWM)
+  echo "  $name: in-flight cap $cap, ideal $(( cap * 5 )) deliveries/s;" \
+    "RSS idle ${idle} kB, peak ${peak} kB: $(awk "BEGIN {printf \"%.1f\", ($peak - $idle) / $cap}") kB per delivery in flight"
+  kill "$EST"; wait "$EST" 2>/dev/null || true
+}
+echo "slow receivers: $SLOW_EVENTS events to 10 targets answering in 200 ms"
+slow slow_defaults ""
+slow slow_raised $'[dispatch]\nconcurrency = 4096\nper_target_concurrency = 4096'

@@ -14,9 +14,11 @@ use crate::keyspace::Keyspace;
 use crate::log_store::{LogStore, LogStoreError};
 use crate::model::time::now_ms;
 use crate::model::{DeadLetterId, EventId, TargetId, TenantId};
-use crate::queue::consume::newest_entries;
+use crate::queue::consume::{entries_from, entry_position, last_read, newest_entries};
 use crate::queue::decode;
-use crate::store::deliveries::{DeadLetter, EventFilter, EventRecord, EventSummary, Replayed};
+use crate::store::deliveries::{
+    DeadLetter, EventFilter, EventRecord, EventStatus, EventSummary, Replayed,
+};
 use crate::store::{Deliveries, StoreError};
 
 /// Stream entries a listing reads per request at most; a page stops there and its cursor
@@ -26,6 +28,8 @@ const SCAN_ENTRIES: u64 = 2_000;
 const SCAN_CHUNK: u64 = 200;
 /// How far apart the gateway's clock (event ids) and Redis's (entry ids) may be.
 const CLOCK_SKEW_MS: u64 = 60_000;
+/// How far apart they usually are at most: where the look-up of one event starts.
+const NEAR_MS: u64 = 1_000;
 /// Most deliveries one recovery resends.
 pub const MAX_RECOVER: usize = 10_000;
 
@@ -55,6 +59,25 @@ pub struct ReplaySelection {
     pub target_id: Option<TargetId>,
 }
 
+/// The listing row of an event without a record: not read yet (in progress), or read and
+/// matching no target.
+fn recordless(e: crate::queue::StoredEvent, unread: bool) -> EventSummary {
+    EventSummary {
+        received_at_ms: e.id.received_at_ms().unwrap_or(0),
+        id: e.id,
+        event_type: e.event_type.to_string(),
+        content_type: e
+            .content_type
+            .map(|ct| String::from_utf8_lossy(&ct).into_owned()),
+        status: if unread {
+            EventStatus::InProgress
+        } else {
+            EventStatus::NoTargets
+        },
+        deliveries: Vec::new(),
+    }
+}
+
 /// Reads and replays of the event history. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct History {
@@ -69,6 +92,8 @@ impl History {
     }
 
     /// One event of `tenant` with its deliveries and attempts, from whichever tier holds it.
+    /// An event without a record (it matched no target, or the dispatcher has not read it
+    /// yet) is read from its stream entry, with no deliveries.
     pub async fn event(
         &self,
         shard: u16,
@@ -78,10 +103,80 @@ impl History {
         if let Some(r) = self.deliveries.event(shard, tenant, id).await? {
             return Ok(Some(r));
         }
-        match &self.log {
-            Some(log) => Ok(log.event(tenant, id).await?),
-            None => Ok(None),
+        if let Some(log) = &self.log {
+            if let Some(r) = log.event(tenant, id).await? {
+                return Ok(Some(r));
+            }
         }
+        let Some(e) = self.stream_event(shard, id).await? else {
+            return Ok(None);
+        };
+        Ok((e.tenant == *tenant).then(|| EventRecord {
+            received_at_ms: e.id.received_at_ms().unwrap_or(0),
+            id: e.id,
+            event_type: Some(e.event_type.to_string()),
+            content_type: e
+                .content_type
+                .map(|ct| String::from_utf8_lossy(&ct).into_owned()),
+            deliveries: Vec::new(),
+            attempts: Vec::new(),
+        }))
+    }
+
+    /// The event `id` as its stream entry holds it. Its entry was appended once the event's
+    /// batch was written, so it is looked for from shortly before the time in its id onward,
+    /// then further back (clocks apart), within [`CLOCK_SKEW_MS`] and [`SCAN_ENTRIES`] each way.
+    async fn stream_event(
+        &self,
+        shard: u16,
+        id: &EventId,
+    ) -> Result<Option<crate::queue::StoredEvent>, HistoryError> {
+        let Some(at) = id.received_at_ms() else {
+            return Ok(None);
+        };
+        let key = self.keys().stream(shard);
+        let near = at.saturating_sub(NEAR_MS);
+        let found = |entries: &[crate::queue::RawEntry]| {
+            entries
+                .iter()
+                .find_map(|(_, fields)| decode(fields).ok()?.into_iter().find(|e| e.id == *id))
+        };
+        let mut start = near.to_string();
+        let end = at.saturating_add(CLOCK_SKEW_MS).to_string();
+        let mut scanned = 0;
+        while scanned < SCAN_ENTRIES {
+            let entries = entries_from(&self.redis, &key, &start, &end, SCAN_CHUNK).await?;
+            if let Some(e) = found(&entries) {
+                return Ok(Some(e));
+            }
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            start = format!("({last}");
+            scanned += entries.len() as u64;
+            if (entries.len() as u64) < SCAN_CHUNK {
+                break;
+            }
+        }
+        let mut end = near.saturating_sub(1).to_string();
+        let start = at.saturating_sub(CLOCK_SKEW_MS).to_string();
+        let mut scanned = 0;
+        while scanned < SCAN_ENTRIES && near > 0 {
+            let entries =
+                newest_entries(&self.redis, self.keys(), shard, &end, &start, SCAN_CHUNK).await?;
+            if let Some(e) = found(&entries) {
+                return Ok(Some(e));
+            }
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            end = format!("({last}");
+            scanned += entries.len() as u64;
+            if (entries.len() as u64) < SCAN_CHUNK {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// A page of `tenant`'s events that pass `filter`, newest first.
@@ -145,15 +240,18 @@ impl History {
         let mut found = Vec::new();
         let mut scanned = 0;
         let mut last_seen: Option<EventId> = None;
+        // Entries after this one wait for their first read: their events are in progress.
+        let read_to = last_read(&self.redis, self.keys(), shard).await?;
         loop {
             let entries =
                 newest_entries(&self.redis, self.keys(), shard, &end, &start, SCAN_CHUNK).await?;
             let exhausted = (entries.len() as u64) < SCAN_CHUNK;
             scanned += entries.len() as u64;
-            let mut ids = Vec::new();
+            let mut listed = Vec::new();
             for (entry_id, fields) in &entries {
                 end = format!("({entry_id}");
                 let Ok(events) = decode(fields) else { continue };
+                let unread = entry_position(entry_id) > read_to;
                 for e in events.into_iter().rev() {
                     if e.tenant != *tenant {
                         continue;
@@ -170,16 +268,13 @@ impl History {
                         continue;
                     }
                     last_seen = Some(e.id.clone());
-                    ids.push(e.id);
+                    listed.push((e, unread));
                 }
             }
-            for s in self
-                .deliveries
-                .summaries(shard, tenant, &ids)
-                .await?
-                .into_iter()
-                .flatten()
-            {
+            let ids: Vec<EventId> = listed.iter().map(|(e, _)| e.id.clone()).collect();
+            let summaries = self.deliveries.summaries(shard, tenant, &ids).await?;
+            for ((e, unread), s) in listed.into_iter().zip(summaries) {
+                let s = s.unwrap_or_else(|| recordless(e, unread));
                 if filter.admits(&s) {
                     found.push(s);
                 }

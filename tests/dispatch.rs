@@ -1138,3 +1138,107 @@ async fn without_a_log_store_listings_read_redis_with_the_same_filters_and_pages
     assert_eq!(ids_of(&admin.json()).len(), 6);
     gw.stop().await.unwrap();
 }
+
+async fn listed(gw: &Gateway, token: &str, query: &str) -> Vec<Json> {
+    let r = gw.get_as(token, &format!("/v1/events{query}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// An event that matches no target costs its share of a read and nothing more: no record in
+/// Redis. It still reads back (view and listing, from its stream entry), counts as received,
+/// and shows as in progress while no dispatcher has read it.
+#[tokio::test]
+async fn events_without_targets_leave_no_record_and_still_read_back() {
+    let redis = RedisServer::shared();
+    let prefix = unique_prefix("recordless");
+    let certs = Arc::new(support::certs());
+    let edge = Gateway::start_as(
+        estafeta::app::Role::Edge,
+        &redis.url(),
+        &prefix,
+        "",
+        certs.clone(),
+        |t| t,
+    )
+    .await;
+    let (tenant, token) = edge.tenant("quiet").await;
+    let (_, other_token) = edge.tenant("other").await;
+    let id = post(&edge, &token, "user.created", b"{\"n\":1}").await;
+    // No dispatcher yet: the event waits for its first read.
+    let rows = listed(&edge, &token, "").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], id.as_str());
+    assert_eq!(rows[0]["status"], "in_progress");
+    let r = edge.get_as(&token, &format!("/v1/events/{id}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let view = r.json();
+    assert_eq!(view["event_type"], "user.created");
+    assert_eq!(view["content_type"], "application/json");
+    assert_eq!(view["deliveries"], json!([]));
+    // Another tenant neither sees it nor reads it.
+    assert_eq!(
+        edge.get_as(&other_token, &format!("/v1/events/{id}"))
+            .await
+            .status,
+        404
+    );
+    assert!(listed(&edge, &other_token, "").await.is_empty());
+
+    let all = Gateway::start_as(
+        estafeta::app::Role::Dispatcher,
+        &redis.url(),
+        &prefix,
+        "",
+        certs,
+        |t| t,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the event is read", || async {
+        stats(&edge, &tenant).await["events_received"] == 1
+    })
+    .await;
+    let rows = listed(&edge, &token, "?status=no_targets").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["deliveries"], json!([]));
+    assert!(
+        listed(&edge, &token, "?status=in_progress")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        edge.get_as(&token, &format!("/v1/events/{id}"))
+            .await
+            .status,
+        200
+    );
+    let r = redis.client().await;
+    let keys: Vec<String> = r
+        .custom(
+            fred::types::CustomCommand::new_static("KEYS", None, false),
+            vec![format!("{prefix}:*{id}*")],
+        )
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "no key names the event: {keys:?}");
+    // A later event with a target is recorded as before.
+    let sink = Sink::start().await;
+    edge.create_target(&tenant, json!({"url": sink.url("/t"), "events": ["*"]}))
+        .await;
+    let routed = post(&edge, &token, "user.created", b"{}").await;
+    eventually(Duration::from_secs(10), "delivered", || async {
+        sink.count("/t") == 1
+    })
+    .await;
+    let keys: Vec<String> = r
+        .custom(
+            fred::types::CustomCommand::new_static("KEYS", None, false),
+            vec![format!("{prefix}:*{routed}*")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "the routed event has its record: {keys:?}");
+    assert_eq!(stats(&edge, &tenant).await["events_received"], 2);
+    all.stop().await.unwrap();
+    edge.stop().await.unwrap();
+}

@@ -609,6 +609,33 @@ async fn one_call_expands_the_events_of_several_entries_each_by_its_own() {
 }
 
 #[tokio::test]
+async fn record_less_events_count_as_received_in_the_same_call() {
+    let r = redis().await;
+    let k = Keys::new("expand-counted");
+    let record = k.k("event:evt_1");
+    let (stats_a, stats_b) = (k.k("stats:ten_a"), k.k("stats:ten_b"));
+    let (unfinished, ship) = (k.k("unfinished"), k.k("ship"));
+    // One event with a delivery (tenant a), then counters for 3 more of a and 2 of b that
+    // matched no target.
+    let keys = [
+        record.as_str(),
+        stats_a.as_str(),
+        unfinished.as_str(),
+        ship.as_str(),
+        stats_a.as_str(),
+        stats_b.as_str(),
+    ];
+    let args = [
+        "600", "1", "", "4242", "7-0", "evt_1", "ten_a", "a", "", "1000", "tgt_1", "", "3", "2",
+    ];
+    let answer = run(&r, &scripts::EXPAND, &keys, &args).await;
+    assert_eq!(answer["owned"], serde_json::json!([true]));
+    let a: String = r.hget(&stats_a, "events_received").await.unwrap();
+    let b: String = r.hget(&stats_b, "events_received").await.unwrap();
+    assert_eq!((a.as_str(), b.as_str()), ("4", "2"));
+}
+
+#[tokio::test]
 async fn an_event_fanned_out_to_thousands_of_targets_is_recorded_whole() {
     let r = redis().await;
     let k = Keys::new("expand-wide");

@@ -6,7 +6,9 @@
 //! `dispatch_bench <edge plain addr> <admin addr> <admin token> <events> <fanout> <rate/s, 0 = max> [--sink-down]`
 //!
 //! With `--sink-down` the targets point at a closed port: nothing is delivered, and the caller
-//! watches the gateway's memory while the backlog builds up.
+//! watches the gateway's memory while the backlog builds up. With `--sink-delay-ms N` the sink
+//! answers each delivery after N ms (a slow receiver: what bounds throughput is then the number
+//! of deliveries in flight).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -35,7 +37,7 @@ struct Tally {
     last_ms: AtomicU64,
 }
 
-async fn sink(tally: Arc<Tally>) -> SocketAddr {
+async fn sink(tally: Arc<Tally>, delay: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -56,6 +58,9 @@ async fn sink(tally: Arc<Tally>) -> SocketAddr {
                             .and_then(|u| ulid::Ulid::from_string(u).ok())
                             .map(|u| u.timestamp_ms());
                         let _ = req.into_body().collect().await;
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         let now = now_ms();
                         if let Some(sent) = sent {
                             tally
@@ -115,7 +120,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 7 {
         eprintln!(
-            "usage: dispatch_bench <edge> <admin> <admin token> <events> <fanout> <rate> [--sink-down]"
+            "usage: dispatch_bench <edge> <admin> <admin token> <events> <fanout> <rate> [--sink-down] [--sink-delay-ms N]"
         );
         std::process::exit(2);
     }
@@ -126,6 +131,12 @@ async fn main() {
     let fanout: u64 = args[5].parse().unwrap();
     let rate: f64 = args[6].parse().unwrap();
     let sink_down = args.iter().any(|a| a == "--sink-down");
+    let delay = args
+        .iter()
+        .position(|a| a == "--sink-delay-ms")
+        .and_then(|i| args.get(i + 1))
+        .map(|ms| Duration::from_millis(ms.parse().unwrap()))
+        .unwrap_or_default();
 
     let tally = Arc::new(Tally::default());
     let sink_addr = if sink_down {
@@ -133,7 +144,7 @@ async fn main() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     } else {
-        sink(tally.clone()).await
+        sink(tally.clone(), delay).await
     };
     let tenant = call(
         admin,

@@ -363,10 +363,10 @@ pub struct DispatchConfig {
 impl Default for DispatchConfig {
     fn default() -> Self {
         DispatchConfig {
-            concurrency: 256,
+            concurrency: 4096,
             request_timeout_ms: 10_000,
             retry: RetryPolicy::default(),
-            per_target_concurrency: 32,
+            per_target_concurrency: 256,
             max_waiting_per_target: 512,
             reclaim_idle_ms: 60_000,
             read_batch: 16,

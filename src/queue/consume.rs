@@ -318,6 +318,37 @@ impl StreamReader {
     }
 }
 
+/// An entry id as `(ms, seq)`, to compare positions in a stream.
+pub fn entry_position(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// The position of the last entry of `shard`'s stream the dispatch group has read (`None`
+/// without stream or group): entries after it wait for their first read.
+pub async fn last_read(
+    redis: &Client,
+    keys: &Keyspace,
+    shard: u16,
+) -> Result<Option<(u64, u64)>, fred::error::Error> {
+    let groups: Value = match redis.xinfo_groups(keys.stream(shard)).await {
+        Ok(v) => v,
+        // No stream yet: nothing was written, nothing waits.
+        Err(e) if e.details().contains("no such key") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Value::Array(groups) = groups else {
+        return Ok(None);
+    };
+    Ok(groups
+        .iter()
+        .find(|g| {
+            info_field(g, "name").and_then(|v| v.as_string()).as_deref() == Some(DISPATCH_GROUP)
+        })
+        .and_then(|g| info_field(g, "last-delivered-id")?.as_string())
+        .and_then(|id| entry_position(&id)))
+}
+
 /// The fields of the entries with these ids of `shard`'s stream, in order of `ids`; `None`
 /// for an entry that is gone (trimmed or deleted).
 pub async fn entries_by_id(
@@ -354,7 +385,18 @@ pub async fn oldest_entries(
     start: &str,
     count: u64,
 ) -> Result<Vec<RawEntry>, fred::error::Error> {
-    let reply: Value = redis.xrange(key, start, "+", Some(count)).await?;
+    entries_from(redis, key, start, "+", count).await
+}
+
+/// Up to `count` entries of any stream `key` from `start` to `end` (XRANGE), oldest first.
+pub async fn entries_from(
+    redis: &Client,
+    key: &str,
+    start: &str,
+    end: &str,
+    count: u64,
+) -> Result<Vec<RawEntry>, fred::error::Error> {
+    let reply: Value = redis.xrange(key, start, end, Some(count)).await?;
     Ok(parse_entries(reply))
 }
 

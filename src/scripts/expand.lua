@@ -10,11 +10,15 @@
 -- Each delivery starts pending ('p'); a fire-and-forget one is recorded as sent ('n') at once,
 -- since nothing waits for its response.
 --
+-- Events that match no target (without a log store) are not passed: they get no record, and
+-- only count as received, through the trailing counters.
+--
 -- KEYS  the events' records (n of them), then their tenants' counters (n), then the shard's
---       unfinished set and ship queue
+--       unfinished set and ship queue, then m more counters
 -- ARGV  ttl_s, n, logged ('1' with a log store), now_ms, then per event: entry_id, event_id,
 --       tenant, type, content_type, received_at_ms, targets (comma-separated ids),
---       fire-and-forget targets (comma-separated ids)
+--       fire-and-forget targets (comma-separated ids); then, per trailing counter, how many
+--       record-less events it receives
 -- Answer {"owned": [true | false, ...], "settled": ["<target>,<target>" | "", ...]}, one per event
 local ttl, n, logged, now = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4]
 local unfinished, ship = KEYS[2 * n + 1], KEYS[2 * n + 2]
@@ -77,6 +81,10 @@ for i = 1, n do
     end
     settled[i] = table.concat(done, ',')
   end
+end
+for j = 1, #KEYS - 2 * n - 2 do
+  local stats = KEYS[2 * n + 2 + j]
+  received[stats] = (received[stats] or 0) + tonumber(ARGV[4 + 8 * n + j])
 end
 for stats, count in pairs(received) do
   redis.call('HINCRBY', stats, 'events_received', count)

@@ -2,7 +2,7 @@
 //! queue and the per-tenant counters. All of a tenant's records live in its shard's slot
 //! (`{q<n>}`), next to its stream, so each change is one atomic script on one node.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use fred::prelude::*;
@@ -578,6 +578,12 @@ impl Deliveries {
     /// Records the expansion of events read from `shard`'s stream, in one call; per event,
     /// `None` for a duplicate seen in another entry, else the targets whose delivery needs
     /// nothing more (empty on a first read; on a re-read, those with an outcome recorded).
+    ///
+    /// Without a log store, an event that matches no target gets no record: it only counts as
+    /// received (once per read of its entry), and its view and listing row come from the
+    /// stream entry. Nothing is delivered for it, so a second entry holding it (a re-sent
+    /// `XADD`) has nothing to repeat; the guard against that is the record, which only
+    /// events with deliveries need.
     pub async fn expand(
         &self,
         shard: u16,
@@ -590,26 +596,34 @@ impl Deliveries {
             #[serde(deserialize_with = "crate::scripts::list")]
             settled: Vec<String>,
         }
-        if events.is_empty() {
-            return Ok(Vec::new());
+        let (recorded, counted): (Vec<&Expansion<'_>>, Vec<&Expansion<'_>>) =
+            events.iter().partition(|e| self.needs_record(e));
+        let mut received: BTreeMap<&TenantId, u64> = BTreeMap::new();
+        for e in &counted {
+            *received.entry(e.tenant).or_default() += 1;
         }
-        let mut keys: Vec<String> = events
+        if recorded.is_empty() {
+            self.count_received(shard, &received).await?;
+            return Ok(events.iter().map(|_| Some(Vec::new())).collect());
+        }
+        let mut keys: Vec<String> = recorded
             .iter()
             .map(|e| self.keys.event_record(shard, e.event_id))
             .collect();
-        keys.extend(events.iter().map(|e| self.keys.stats(shard, e.tenant)));
+        keys.extend(recorded.iter().map(|e| self.keys.stats(shard, e.tenant)));
         keys.push(self.keys.unfinished(shard));
         keys.push(self.keys.ship(shard));
-        let mut args: Vec<String> = Vec::with_capacity(4 + events.len() * 8);
+        keys.extend(received.keys().map(|t| self.keys.stats(shard, t)));
+        let mut args: Vec<String> = Vec::with_capacity(4 + recorded.len() * 8 + received.len());
         args.push(self.ttl_secs.to_string());
-        args.push(events.len().to_string());
+        args.push(recorded.len().to_string());
         args.push(self.logged_flag().to_owned());
         args.push(now_ms().to_string());
         let joined = |ids: &[&TargetId]| {
             let ids: Vec<&str> = ids.iter().map(|t| t.as_str()).collect();
             ids.join(",")
         };
-        for e in events {
+        for e in &recorded {
             args.push(e.entry_id.to_owned());
             args.push(e.event_id.to_string());
             args.push(e.tenant.to_string());
@@ -619,20 +633,24 @@ impl Deliveries {
             args.push(joined(&e.targets));
             args.push(joined(&e.unrecorded));
         }
+        args.extend(received.values().map(u64::to_string));
         let answer: Expanded = EXPAND.run(&self.redis, keys, args).await?;
-        if answer.owned.len() != events.len() || answer.settled.len() != events.len() {
+        if answer.owned.len() != recorded.len() || answer.settled.len() != recorded.len() {
             return Err(StoreError::Reply(format!(
                 "expand answered {} flags and {} settled lists for {} events",
                 answer.owned.len(),
                 answer.settled.len(),
-                events.len()
+                recorded.len()
             )));
         }
-        Ok(answer
-            .owned
-            .into_iter()
-            .zip(answer.settled)
-            .map(|(owned, settled)| {
+        let mut answers = answer.owned.into_iter().zip(answer.settled);
+        Ok(events
+            .iter()
+            .map(|e| {
+                if !self.needs_record(e) {
+                    return Some(Vec::new());
+                }
+                let (owned, settled) = answers.next()?;
                 owned.then(|| {
                     settled
                         .split(',')
@@ -642,6 +660,31 @@ impl Deliveries {
                 })
             })
             .collect())
+    }
+
+    /// Whether the expansion of `e` writes a record: with deliveries, or with a log store
+    /// (which ships every event from its record).
+    fn needs_record(&self, e: &Expansion<'_>) -> bool {
+        self.logged || !e.targets.is_empty() || !e.unrecorded.is_empty()
+    }
+
+    /// Counts events as received without a record (see [`Deliveries::expand`]).
+    async fn count_received(
+        &self,
+        shard: u16,
+        received: &BTreeMap<&TenantId, u64>,
+    ) -> Result<(), StoreError> {
+        if received.is_empty() {
+            return Ok(());
+        }
+        let pipeline = self.redis.pipeline();
+        for (tenant, n) in received {
+            let _: () = pipeline
+                .hincrby(self.keys.stats(shard, tenant), "events_received", *n as i64)
+                .await?;
+        }
+        let _: Vec<Value> = pipeline.all().await?;
+        Ok(())
     }
 
     /// Records outcomes of one shard in one call, each atomically (state, attempt log,

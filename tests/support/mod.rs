@@ -278,6 +278,18 @@ impl Gateway {
         certs: Arc<tempfile::TempDir>,
         edit: impl FnOnce(String) -> String,
     ) -> Gateway {
+        Self::start_as(Role::All, redis_url, prefix, extra, certs, edit).await
+    }
+
+    /// A gateway running `role` (`Role::Edge`, `Role::Dispatcher` or the default, all).
+    pub async fn start_as(
+        role: Role,
+        redis_url: &str,
+        prefix: &str,
+        extra: &str,
+        certs: Arc<tempfile::TempDir>,
+        edit: impl FnOnce(String) -> String,
+    ) -> Gateway {
         let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -294,7 +306,7 @@ impl Gateway {
             edge_plain: Some(plain),
             admin: Some(admin),
         };
-        let task = tokio::spawn(app::run(config, Role::All, listeners, shutdown.clone()));
+        let task = tokio::spawn(app::run(config, role, listeners, shutdown.clone()));
         let gw = Gateway {
             addrs,
             prefix: prefix.to_owned(),
