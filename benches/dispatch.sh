@@ -9,7 +9,8 @@
 #      limits, then with `concurrency` and `per_target_concurrency` raised to 4 096; prints the
 #      ideal rate (deliveries in flight / latency) and the memory per delivery in flight
 # Usage: benches/dispatch.sh        (env: EVENTS=50000 SLOW_EVENTS=5000; ESTAFETA_BIN=another
-#                                    build, to compare; ONLY=slow runs step 5 alone)
+#                                    build, to compare; ONLY=fanout runs steps 1-3,
+#                                    ONLY=slow step 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-50000}
@@ -23,16 +24,26 @@ cargo build --release --quiet --bin estafeta --example dispatch_bench
 rss() { awk "/$2/ {print \$2}" "/proc/$1/status"; }
 
 bench=./target/release/examples/dispatch_bench
+redis_cpu() { redis-cli -p "$RPORT" info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.6f", s}'; }
+# Runs the driver for $1 events at fan-out $2 and prints its line, then Redis's CPU per
+# delivery over the run (ingest, expansion, sends, outcome records and acknowledgements).
+measured() {
+  local r0 line; r0=$(redis_cpu)
+  line=$($bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$1" "$2" 0)
+  echo "$line"
+  awk -v a="$r0" -v b="$(redis_cpu)" -v n="$(( $1 * $2 ))" \
+    'BEGIN {printf "  redis CPU per delivery: %.2f us\n", (b - a) * 1e6 / n}'
+}
 
-if [ "$ONLY" != slow ]; then
+if [ -z "$ONLY" ] || [ "$ONLY" = fanout ]; then
 echo "delivery bench: $EVENTS events per run, sink answers 200 at once"
 start_estafeta f1
-$bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$EVENTS" 1 0
+measured "$EVENTS" 1
 echo "  estafeta peak RSS: $(( $(rss "$EST" VmHWM) / 1024 )) MB"
 kill "$EST"; wait "$EST" 2>/dev/null || true
 
 start_estafeta f10
-out=$($bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$EVENTS" 10 0)
+out=$(measured "$EVENTS" 10)
 echo "$out"
 echo "  estafeta peak RSS: $(( $(rss "$EST" VmHWM) / 1024 )) MB"
 kill "$EST"; wait "$EST" 2>/dev/null || true
@@ -41,7 +52,9 @@ rate=$(echo "$out" | python3 -c 'import re,sys; d=float(re.search(r"= (\d+) deli
 start_estafeta half
 $bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$(( rate * 15 ))" 10 "$rate"
 kill "$EST"; wait "$EST" 2>/dev/null || true
+fi
 
+if [ -z "$ONLY" ]; then
 start_estafeta down
 before=$(rss "$EST" VmRSS)
 $bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" 20000 1 0 --sink-down
@@ -70,6 +83,7 @@ print(min(d["concurrency"], 10 * d["per_target_concurrency"]))')
     "RSS idle ${idle} kB, peak ${peak} kB: $(awk "BEGIN {printf \"%.1f\", ($peak - $idle) / $cap}") kB per delivery in flight"
   kill "$EST"; wait "$EST" 2>/dev/null || true
 }
+[ -z "$ONLY" ] || [ "$ONLY" = slow ] || exit 0
 echo "slow receivers: $SLOW_EVENTS events to 10 targets answering in 200 ms"
 slow slow_defaults ""
 slow slow_raised $'[dispatch]\nconcurrency = 4096\nper_target_concurrency = 4096'

@@ -274,7 +274,13 @@ impl History {
             let ids: Vec<EventId> = listed.iter().map(|(e, _)| e.id.clone()).collect();
             let summaries = self.deliveries.summaries(shard, tenant, &ids).await?;
             for ((e, unread), s) in listed.into_iter().zip(summaries) {
-                let s = s.unwrap_or_else(|| recordless(e, unread));
+                let s = match s {
+                    Some(s) => s,
+                    // With a log store every event read gets a record, until it is shipped:
+                    // the log store's row is the one to list.
+                    None if self.log.is_some() && !unread => continue,
+                    None => recordless(e, unread),
+                };
                 if filter.admits(&s) {
                     found.push(s);
                 }

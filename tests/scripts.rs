@@ -743,12 +743,7 @@ struct Outcome<'a> {
 async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
     let (retries, dead_total) = (k.k("retries"), k.k("dead_total"));
     let (unfinished, ship) = (k.k("unfinished"), k.k("ship"));
-    let (event, attempts, stats, dead) = (
-        k.k("event:evt_1"),
-        k.k("attempts:evt_1"),
-        k.k("stats:ten_a"),
-        k.k("dead:ten_a"),
-    );
+    let (event, stats, dead) = (k.k("event:evt_1"), k.k("stats:ten_a"), k.k("dead:ten_a"));
     let mut keys = vec![
         retries.as_str(),
         dead_total.as_str(),
@@ -756,18 +751,14 @@ async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
         ship.as_str(),
     ];
     let n = outcomes.len().to_string();
-    let mut args = vec![n.as_str(), "3", "600", "5555"];
+    // Logged: `open` is tracked wherever a record has it (the expansion decides).
+    let mut args = vec![n.as_str(), "3", "600", "5555", "1"];
     let members: Vec<String> = outcomes
         .iter()
         .map(|o| format!("evt_1:{}", o.target))
         .collect();
     for (o, member) in outcomes.iter().zip(&members) {
-        keys.extend([
-            event.as_str(),
-            attempts.as_str(),
-            stats.as_str(),
-            dead.as_str(),
-        ]);
+        keys.extend([event.as_str(), stats.as_str(), dead.as_str()]);
         args.extend([
             "evt_1",
             o.target,

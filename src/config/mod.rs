@@ -306,7 +306,7 @@ impl Default for QueueConfig {
             hot_window_s: 3600,
             expected_events_per_s: None,
             max_batch: 256,
-            max_inflight_batches: 2,
+            max_inflight_batches: 1,
         }
     }
 }

@@ -170,20 +170,21 @@ impl HttpService {
         };
         match hot {
             Some((edge, push, hot)) => {
-                let serve = async {
-                    match hot {
-                        Hot::Event => crate::ingest::events::post_event(edge, req).await,
-                        Hot::Heartbeat | Hot::JobSignal => {
-                            heartbeats::beat_hot(push, req.uri().path(), req.headers()).await
-                        }
-                    }
+                // The handlers' futures are large: boxed once here, every layer around them
+                // (span, request id scope, panic guard, hyper's own) moves a pointer instead
+                // of copying kilobytes per request.
+                let serve: Pin<Box<dyn Future<Output = Response> + Send + '_>> = match hot {
+                    Hot::Event => Box::pin(crate::ingest::events::post_event(edge, req)),
+                    Hot::Heartbeat | Hot::JobSignal => Box::pin(async move {
+                        heartbeats::beat_hot(push, req.uri().path(), req.headers()).await
+                    }),
                 };
                 let response =
                     telemetry::with_request_id(request_id.clone(), serve.instrument(span)).await;
                 (Some(hot.template()), response)
             }
             None => {
-                let routed = inner.router.clone().oneshot(req.map(Body::new));
+                let routed = Box::pin(inner.router.clone().oneshot(req.map(Body::new)));
                 let response =
                     match telemetry::with_request_id(request_id.clone(), routed.instrument(span))
                         .await

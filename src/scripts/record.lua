@@ -1,43 +1,71 @@
 -- record: records delivery outcomes of one shard, each atomically: the delivery state, the
--- bounded attempt log (fields `a:<slot>` of the record, `an` counting), the tenant's counters, the retry schedule or the error queue, and
--- (with a log store) whether the event is now finished and ready to ship. A record that is
--- gone (expired after shipping, or flushed) is not written again: a late duplicate outcome
--- must not leave a record without a lifetime.
+-- bounded attempt log (fields `a:<slot>` of the record, `an` counting), the tenant's counters,
+-- the retry schedule or the error queue, and (with a log store) whether the event is now
+-- finished and ready to ship. A record that is gone (expired after shipping, or flushed) is
+-- not written again: a late duplicate outcome must not leave a record without a lifetime.
+-- A first-attempt success is four commands (state read, attempt counter, one HSET of state
+-- and attempt, schedule removal); the counters of the whole call move once per tenant.
 --
 -- KEYS  retries (the shard's schedule), dead_letter_total, unfinished, ship, then per
---       outcome: event_record, attempts (the list of earlier versions, unused), stats,
---       dead_letters
--- ARGV  n, attempts_kept, ttl_s, now_ms, then per outcome: event_id, target_id, state
---       (compact text), attempt (compact text or ''), kind ('done' | 'retry' | 'held' | 'dead' |
---       'drop': given up, the target is gone),
---       due_ms, member, body, content_type, dead_letter_id, dead_letter (JSON), latency_ms
---       ('' when there was no response)
+--       outcome: event_record, stats, dead_letters
+-- ARGV  n, attempts_kept, ttl_s, now_ms, logged ('1' with a log store), then per outcome:
+--       event_id, target_id, state (compact text), attempt (compact text or ''), kind ('done' |
+--       'retry' | 'held' | 'dead' | 'drop': given up, the target is gone), due_ms, member,
+--       body, content_type, dead_letter_id, dead_letter (JSON), latency_ms ('' when there was
+--       no response)
 -- Answer {"recorded": n}
 local retries, dead_total, unfinished, ship = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n, kept, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local logged = ARGV[5] == '1'
+
+-- Counter moves of the call, per stats key, written once at the end.
+local counts, order = {}, {}
+local function count(stats, field, by)
+  local c = counts[stats]
+  if not c then
+    c = {}
+    counts[stats] = c
+    order[#order + 1] = stats
+  end
+  c[field] = (c[field] or 0) + by
+end
+
+local function keep_body(record, body, ct)
+  if redis.call('HEXISTS', record, 'body') == 0 then
+    if ct ~= '' then
+      redis.call('HSET', record, 'body', body, 'ct', ct)
+    else
+      redis.call('HSET', record, 'body', body)
+    end
+  end
+end
 
 for i = 1, n do
-  local k = 4 + (i - 1) * 4
-  local record, attempts, stats, dead_letters = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local a = 4 + (i - 1) * 12
+  local k = 4 + (i - 1) * 3
+  local record, stats, dead_letters = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local a = 5 + (i - 1) * 12
   local id, target, state, attempt = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local kind, due, member, body = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local ct, dl_id, dl_json, latency = ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], ARGV[a + 12]
-  local exists = redis.call('EXISTS', record) == 1
+  local field = 'd:' .. target
+  local previous = redis.call('HGET', record, field)
+  local exists = previous ~= false or redis.call('EXISTS', record) == 1
   if exists then
-    local before = state_kind(redis.call('HGET', record, 'd:' .. target))
-    redis.call('HSET', record, 'd:' .. target, state)
-    track(record, id, before, state_kind(state), unfinished, ship, now)
+    if logged then
+      track(record, id, state_kind(previous), state_kind(state), unfinished, ship, now)
+    end
     if attempt ~= '' then
       -- The newest `kept` attempts, in a ring of fields of the record itself: one key per
       -- event, not two.
       local seq = redis.call('HINCRBY', record, 'an', 1)
-      redis.call('HSET', record, 'a:' .. ((seq - 1) % kept), attempt)
+      redis.call('HSET', record, field, state, 'a:' .. ((seq - 1) % kept), attempt)
+    else
+      redis.call('HSET', record, field, state)
     end
   end
   if latency ~= '' then
-    redis.call('HINCRBY', stats, 'response_ms_total', latency)
-    redis.call('HINCRBY', stats, 'responses', 1)
+    count(stats, 'response_ms_total', tonumber(latency))
+    count(stats, 'responses', 1)
   end
   -- A held delivery (an ordered target's head) is retried by its process, not the schedule.
   if kind ~= 'held' then
@@ -45,32 +73,31 @@ for i = 1, n do
     if kind == 'retry' then
       if exists then
         -- The body outlives the stream entry only when a retry or the error queue needs it.
-        if redis.call('HEXISTS', record, 'body') == 0 then
-          redis.call('HSET', record, 'body', body)
-          if ct ~= '' then redis.call('HSET', record, 'ct', ct) end
-        end
+        keep_body(record, body, ct)
         redis.call('ZADD', retries, due, member)
-        if was_waiting == 0 then redis.call('HINCRBY', stats, 'in_retry', 1) end
+        if was_waiting == 0 then count(stats, 'in_retry', 1) end
       elseif was_waiting == 1 then
-        redis.call('HINCRBY', stats, 'in_retry', -1)
+        count(stats, 'in_retry', -1)
       end
     else
-      if was_waiting == 1 then redis.call('HINCRBY', stats, 'in_retry', -1) end
+      if was_waiting == 1 then count(stats, 'in_retry', -1) end
       if kind == 'done' then
-        redis.call('HINCRBY', stats, 'succeeded', 1)
+        count(stats, 'succeeded', 1)
       elseif kind == 'dead' then
         if exists then
-          if redis.call('HEXISTS', record, 'body') == 0 then
-            redis.call('HSET', record, 'body', body)
-            if ct ~= '' then redis.call('HSET', record, 'ct', ct) end
-          end
+          keep_body(record, body, ct)
           redis.call('EXPIRE', record, ttl)
         end
         redis.call('HSET', dead_letters, dl_id, dl_json)
         redis.call('INCR', dead_total)
-        redis.call('HINCRBY', stats, 'failed', 1)
+        count(stats, 'failed', 1)
       end
     end
+  end
+end
+for _, stats in ipairs(order) do
+  for field, by in pairs(counts[stats]) do
+    if by ~= 0 then redis.call('HINCRBY', stats, field, by) end
   end
 end
 return cjson.encode({recorded = n})

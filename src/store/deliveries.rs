@@ -698,19 +698,19 @@ impl Deliveries {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut keys = Vec::with_capacity(4 + outcomes.len() * 4);
+        let mut keys = Vec::with_capacity(4 + outcomes.len() * 3);
         keys.push(self.keys.retries(shard));
         keys.push(self.keys.dead_letter_total(shard));
         keys.push(self.keys.unfinished(shard));
         keys.push(self.keys.ship(shard));
-        let mut args: Vec<Value> = Vec::with_capacity(4 + outcomes.len() * 12);
+        let mut args: Vec<Value> = Vec::with_capacity(5 + outcomes.len() * 12);
         args.push((outcomes.len() as i64).into());
         args.push(i64::from(self.attempts_kept).into());
         args.push((self.ttl_secs as i64).into());
         args.push((now_ms() as i64).into());
+        args.push(self.logged_flag().into());
         for o in outcomes {
             keys.push(self.keys.event_record(shard, &o.event_id));
-            keys.push(self.keys.attempts(shard, &o.event_id));
             keys.push(self.keys.stats(shard, &o.tenant));
             keys.push(self.keys.dead_letters(shard, &o.tenant));
             let (kind, due, dl_id, dl_json) = match &o.next {
