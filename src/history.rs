@@ -134,43 +134,50 @@ impl History {
         let Some(at) = id.received_at_ms() else {
             return Ok(None);
         };
-        let key = self.keys().stream(shard);
         let near = at.saturating_sub(NEAR_MS);
-        let found = |entries: &[crate::queue::RawEntry]| {
-            entries
-                .iter()
-                .find_map(|(_, fields)| decode(fields).ok()?.into_iter().find(|e| e.id == *id))
-        };
-        let mut start = near.to_string();
-        let end = at.saturating_add(CLOCK_SKEW_MS).to_string();
+        let ahead = at.saturating_add(CLOCK_SKEW_MS).to_string();
+        if let Some(e) = self
+            .scan_for(shard, id, near.to_string(), &ahead, true)
+            .await?
+        {
+            return Ok(Some(e));
+        }
+        if near == 0 {
+            return Ok(None);
+        }
+        let behind = at.saturating_sub(CLOCK_SKEW_MS).to_string();
+        self.scan_for(shard, id, (near - 1).to_string(), &behind, false)
+            .await
+    }
+
+    /// Looks for event `id` in `shard`'s stream from `from` towards `bound` (forward: oldest
+    /// first), over [`SCAN_ENTRIES`] entries at most.
+    async fn scan_for(
+        &self,
+        shard: u16,
+        id: &EventId,
+        mut from: String,
+        bound: &str,
+        forward: bool,
+    ) -> Result<Option<crate::queue::StoredEvent>, HistoryError> {
+        let key = self.keys().stream(shard);
         let mut scanned = 0;
         while scanned < SCAN_ENTRIES {
-            let entries = entries_from(&self.redis, &key, &start, &end, SCAN_CHUNK).await?;
-            if let Some(e) = found(&entries) {
-                return Ok(Some(e));
+            let entries = if forward {
+                entries_from(&self.redis, &key, &from, bound, SCAN_CHUNK).await?
+            } else {
+                newest_entries(&self.redis, self.keys(), shard, &from, bound, SCAN_CHUNK).await?
+            };
+            let found = entries
+                .iter()
+                .find_map(|(_, fields)| decode(fields).ok()?.into_iter().find(|e| e.id == *id));
+            if found.is_some() {
+                return Ok(found);
             }
             let Some((last, _)) = entries.last() else {
                 break;
             };
-            start = format!("({last}");
-            scanned += entries.len() as u64;
-            if (entries.len() as u64) < SCAN_CHUNK {
-                break;
-            }
-        }
-        let mut end = near.saturating_sub(1).to_string();
-        let start = at.saturating_sub(CLOCK_SKEW_MS).to_string();
-        let mut scanned = 0;
-        while scanned < SCAN_ENTRIES && near > 0 {
-            let entries =
-                newest_entries(&self.redis, self.keys(), shard, &end, &start, SCAN_CHUNK).await?;
-            if let Some(e) = found(&entries) {
-                return Ok(Some(e));
-            }
-            let Some((last, _)) = entries.last() else {
-                break;
-            };
-            end = format!("({last}");
+            from = format!("({last}");
             scanned += entries.len() as u64;
             if (entries.len() as u64) < SCAN_CHUNK {
                 break;

@@ -1213,13 +1213,20 @@ async fn events_without_targets_leave_no_record_and_still_read_back() {
         200
     );
     let r = redis.client().await;
-    let keys: Vec<String> = r
-        .custom(
-            fred::types::CustomCommand::new_static("KEYS", None, false),
-            vec![format!("{prefix}:*{id}*")],
-        )
-        .await
-        .unwrap();
+    let keys_naming = |event: String| {
+        let (r, pattern) = (r.clone(), format!("{prefix}:*{event}*"));
+        async move {
+            let keys: Vec<String> = r
+                .custom(
+                    fred::types::CustomCommand::new_static("KEYS", None, false),
+                    vec![pattern],
+                )
+                .await
+                .unwrap();
+            keys
+        }
+    };
+    let keys = keys_naming(id.clone()).await;
     assert!(keys.is_empty(), "no key names the event: {keys:?}");
     // A later event with a target is recorded as before.
     let sink = Sink::start().await;
@@ -1230,13 +1237,7 @@ async fn events_without_targets_leave_no_record_and_still_read_back() {
         sink.count("/t") == 1
     })
     .await;
-    let keys: Vec<String> = r
-        .custom(
-            fred::types::CustomCommand::new_static("KEYS", None, false),
-            vec![format!("{prefix}:*{routed}*")],
-        )
-        .await
-        .unwrap();
+    let keys = keys_naming(routed).await;
     assert_eq!(keys.len(), 1, "the routed event has its record: {keys:?}");
     assert_eq!(stats(&edge, &tenant).await["events_received"], 2);
     all.stop().await.unwrap();
