@@ -34,8 +34,14 @@ pub trait Flush: Send + Sync + 'static {
         0
     }
 
-    /// Writes `items`; answers one output per item, in their order.
-    fn flush(&self, items: Vec<Self::Item>) -> impl Future<Output = Vec<Self::Output>> + Send;
+    /// Writes `items`; answers one output per item, in their order. `deadline` is the
+    /// earliest of the items' deadlines: a writer that stops waiting then answers each caller
+    /// within its own deadline, not a deadline plus a whole flush.
+    fn flush(
+        &self,
+        items: Vec<Self::Item>,
+        deadline: Instant,
+    ) -> impl Future<Output = Vec<Self::Output>> + Send;
 }
 
 /// A batcher's bounds.
@@ -180,18 +186,20 @@ async fn run<F: Flush>(flush: &F, jobs: Vec<Job<F>>) {
     let now = Instant::now();
     let mut items = Vec::with_capacity(jobs.len());
     let mut replies = Vec::with_capacity(jobs.len());
+    let mut deadline: Option<Instant> = None;
     for job in jobs {
         if job.deadline <= now {
             let _ = job.reply.send(Err(BatchError::Expired));
         } else {
+            deadline = Some(deadline.map_or(job.deadline, |d| d.min(job.deadline)));
             items.push(job.item);
             replies.push(job.reply);
         }
     }
-    if items.is_empty() {
+    let Some(deadline) = deadline else {
         return;
-    }
-    let mut outputs = flush.flush(items).await.into_iter();
+    };
+    let mut outputs = flush.flush(items, deadline).await.into_iter();
     for reply in replies {
         // A flush that answered fewer outputs than items leaves the rest unanswered: they
         // hear `Stopped` rather than a made-up outcome.
@@ -254,7 +262,7 @@ mod tests {
             *item as usize
         }
 
-        async fn flush(&self, items: Vec<u32>) -> Vec<u32> {
+        async fn flush(&self, items: Vec<u32>, _deadline: Instant) -> Vec<u32> {
             if let Some(p) = self.pause {
                 tokio::time::sleep(p).await;
             }

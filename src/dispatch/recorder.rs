@@ -32,7 +32,7 @@ impl Flush for Writer {
     /// Whether the outcome is in Redis.
     type Output = bool;
 
-    async fn flush(&self, outcomes: Vec<Outcome>) -> Vec<bool> {
+    async fn flush(&self, outcomes: Vec<Outcome>, _deadline: tokio::time::Instant) -> Vec<bool> {
         let n = outcomes.len();
         let mut by_shard: BTreeMap<u16, (Vec<usize>, Vec<Outcome>)> = BTreeMap::new();
         for (i, o) in outcomes.into_iter().enumerate() {

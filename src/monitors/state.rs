@@ -324,7 +324,7 @@ impl Flush for Arc<WatchesInner> {
     type Item = Call;
     type Output = Result<Option<Recorded>, WatchError>;
 
-    async fn flush(&self, calls: Vec<Call>) -> Vec<Self::Output> {
+    async fn flush(&self, calls: Vec<Call>, _deadline: tokio::time::Instant) -> Vec<Self::Output> {
         let n = calls.len();
         let mut by_shard: BTreeMap<u16, Vec<(usize, Call)>> = BTreeMap::new();
         for (i, call) in calls.into_iter().enumerate() {

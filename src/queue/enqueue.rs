@@ -92,6 +92,10 @@ pub enum Enqueued {
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 3600;
 
+/// The shortest wait given to a batch's command, so a batch flushed at its first event's
+/// deadline still gets a chance instead of failing unsent.
+const MIN_COMMAND_TIMEOUT: Duration = Duration::from_millis(5);
+
 /// Values per event in `append_batch`'s ARGV: the entry's five, key index, fingerprint.
 const ARGS_PER_EVENT: usize = 7;
 /// A batch stops growing past this many body bytes (one large event still goes alone).
@@ -151,8 +155,8 @@ impl Enqueuer {
     /// Writes `event` durably, or says why not. Never returns `Ok` unless Redis acknowledged.
     ///
     /// An event still waiting for its batch at the Redis command timeout is answered
-    /// `Timeout` unsent, and every batch carries the command timeout, so an answer comes
-    /// within twice that timeout.
+    /// `Timeout` unsent, and a batch waits for Redis only until its oldest event's deadline,
+    /// so an answer comes within that timeout (a few milliseconds more at most).
     pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, QueueError> {
         match self.batcher.submit(event).await {
             Ok(outcome) => outcome,
@@ -181,8 +185,12 @@ impl Flush for Writer {
         event.body.len()
     }
 
-    async fn flush(&self, events: Vec<NewEvent>) -> Vec<Result<Enqueued, QueueError>> {
-        self.write(events).await
+    async fn flush(
+        &self,
+        events: Vec<NewEvent>,
+        deadline: tokio::time::Instant,
+    ) -> Vec<Result<Enqueued, QueueError>> {
+        self.write(events, deadline).await
     }
 }
 
@@ -271,15 +279,27 @@ impl Writer {
         }
     }
 
-    async fn write(&self, events: Vec<NewEvent>) -> Vec<Result<Enqueued, QueueError>> {
+    /// Appends `events` (and waits for the fsync), giving up at `deadline`: the first event of
+    /// the batch was accepted `command_timeout` before it, so no request waits longer than
+    /// that for its answer, however long it waited for the batch.
+    async fn write(
+        &self,
+        events: Vec<NewEvent>,
+        deadline: tokio::time::Instant,
+    ) -> Vec<Result<Enqueued, QueueError>> {
         // Positions of each shard's events, so answers go back in the order events came.
         let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
         for (i, e) in events.iter().enumerate() {
             groups.entry(e.shard).or_default().push(i);
         }
         telemetry::enqueue_batch(events.len());
+        let remaining = || {
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .clamp(MIN_COMMAND_TIMEOUT, self.command_timeout)
+        };
         let options = Options {
-            timeout: Some(self.command_timeout),
+            timeout: Some(remaining()),
             // With the connection down, fail at once instead of queueing inside the client:
             // the request gets its 503 now and no write happens behind its back later.
             fail_fast: true,
@@ -296,7 +316,7 @@ impl Writer {
                 .map(|(shard, evs)| self.append(&client, *shard, evs)),
         )
         .await;
-        let fsync_ok = !self.wait_aof || self.wait_for_fsync(&client).await;
+        let fsync_ok = !self.wait_aof || self.wait_for_fsync(remaining()).await;
         let mut out: Vec<Result<Enqueued, QueueError>> =
             vec![Err(QueueError::Unavailable("not written".into())); events.len()];
         for ((at, (_, evs)), reply) in groups.values().zip(&grouped).zip(replies) {
@@ -307,8 +327,14 @@ impl Writer {
         out
     }
 
-    async fn wait_for_fsync(&self, client: &fred::clients::WithOptions<Client>) -> bool {
-        let timeout_ms = Value::from(self.command_timeout.as_millis() as i64);
+    async fn wait_for_fsync(&self, timeout: Duration) -> bool {
+        let options = Options {
+            timeout: Some(timeout),
+            fail_fast: true,
+            ..Default::default()
+        };
+        let client = self.redis.with_options(&options);
+        let timeout_ms = Value::from(timeout.as_millis() as i64);
         let reply: Result<Value, _> = client
             .custom(waitaof(), vec![Value::from(1), Value::from(0), timeout_ms])
             .await;
