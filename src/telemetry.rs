@@ -108,106 +108,202 @@ pub fn upkeep_interval() -> Duration {
     Duration::from_secs(5)
 }
 
+/// The kind of an exported metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    /// Exported as `_bucket`, `_sum` and `_count` series.
+    Histogram,
+}
+
+/// One metric the gateway exports: the one list behind `/metrics`' HELP lines, the README
+/// and the Grafana dashboard's test.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    /// Labels its series carry.
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn spec(
+    name: &'static str,
+    kind: MetricKind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> MetricSpec {
+    MetricSpec {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+use MetricKind::{Counter, Gauge, Histogram};
+
+/// Every metric the gateway exports.
+pub const METRICS: &[MetricSpec] = &[
+    spec(
+        "estafeta_log_store_lag_seconds",
+        Gauge,
+        &[],
+        "Age of the oldest finished event not yet stored in the log store (0: caught up).",
+    ),
+    spec(
+        "estafeta_log_store_shipped_total",
+        Counter,
+        &[],
+        "Events stored in the log store by this process's shipper.",
+    ),
+    spec(
+        "estafeta_log_store_ship_seconds",
+        Histogram,
+        &[],
+        "Time to store one batch of events in the log store.",
+    ),
+    spec(
+        "estafeta_http_requests_total",
+        Counter,
+        &["listener", "route", "status"],
+        "HTTP requests by listener, route template and status",
+    ),
+    spec(
+        "estafeta_http_request_duration_seconds",
+        Histogram,
+        &["listener", "route"],
+        "HTTP request latency by listener and route template",
+    ),
+    spec(
+        "estafeta_ingest_duration_seconds",
+        Histogram,
+        &[],
+        "Time from a request's arrival at the queue to its event being durable in Redis",
+    ),
+    spec(
+        "estafeta_events_enqueued_total",
+        Counter,
+        &["result"],
+        "Events written to the queue (result=new) or recognised as idempotent repeats (result=duplicate)",
+    ),
+    spec(
+        "estafeta_enqueue_batch_size",
+        Histogram,
+        &[],
+        "Events per pipelined Redis batch",
+    ),
+    spec(
+        "estafeta_auth_cache_total",
+        Counter,
+        &["cache", "result"],
+        "In-process cache lookups by cache (token, tenant, targets, sources, monitors) and result (hit, miss)",
+    ),
+    spec(
+        "estafeta_redis_errors_total",
+        Counter,
+        &["op"],
+        "Failed Redis operations by operation",
+    ),
+    spec(
+        "estafeta_connections",
+        Gauge,
+        &["listener"],
+        "Open client connections by listener",
+    ),
+    spec(
+        "estafeta_connections_rejected_total",
+        Counter,
+        &["listener", "reason"],
+        "Connections closed before serving by listener and reason (tls_handshake_timeout, tls_error)",
+    ),
+    spec(
+        "estafeta_rate_limited_total",
+        Counter,
+        &[],
+        "Requests refused with 429",
+    ),
+    spec(
+        "estafeta_deliveries_total",
+        Counter,
+        &["outcome"],
+        "Delivery attempts by outcome (delivered, retry, dead_letter, deferred, sent)",
+    ),
+    spec(
+        "estafeta_delivery_attempt_seconds",
+        Histogram,
+        &[],
+        "Duration of one delivery attempt, connect to response",
+    ),
+    spec(
+        "estafeta_stream_lag",
+        Gauge,
+        &["shard"],
+        "Stream entries not yet read by the dispatcher, by shard",
+    ),
+    spec(
+        "estafeta_retry_queue_depth",
+        Gauge,
+        &["shard"],
+        "Deliveries waiting for a retry, by shard",
+    ),
+    spec(
+        "estafeta_dead_letters",
+        Gauge,
+        &["shard"],
+        "Deliveries in the error queue, by shard",
+    ),
+    spec(
+        "estafeta_panics_total",
+        Counter,
+        &["listener"],
+        "Request handlers that panicked, by listener (each answered 500 and counted as such)",
+    ),
+    spec(
+        "estafeta_entries_reclaimed_total",
+        Counter,
+        &[],
+        "Stream entries taken over from a stopped consumer",
+    ),
+    spec(
+        "estafeta_watched",
+        Gauge,
+        &["kind", "status"],
+        "Monitors and silence-watched sources by kind and status (new, up, down, degraded)",
+    ),
+    spec(
+        "estafeta_watch_transitions_total",
+        Counter,
+        &["kind", "status"],
+        "Status changes of monitors and watched sources, by kind and new status",
+    ),
+    spec(
+        "estafeta_monitor_check_seconds",
+        Histogram,
+        &[],
+        "Duration of one overdue-checker pass over every shard",
+    ),
+    spec(
+        "estafeta_monitor_timeouts_total",
+        Counter,
+        &[],
+        "Monitors and sources turned down by the overdue checker",
+    ),
+];
+
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(
-        "estafeta_log_store_lag_seconds",
-        Unit::Seconds,
-        "Age of the oldest finished event not yet stored in the log store (0: caught up)."
-    );
-    describe_counter!(
-        "estafeta_log_store_shipped_total",
-        "Events stored in the log store by this process's shipper."
-    );
-    describe_histogram!(
-        "estafeta_log_store_ship_seconds",
-        Unit::Seconds,
-        "Time to store one batch of events in the log store."
-    );
-    describe_counter!(
-        "estafeta_http_requests_total",
-        "HTTP requests by listener, route template and status"
-    );
-    describe_histogram!(
-        "estafeta_http_request_duration_seconds",
-        Unit::Seconds,
-        "HTTP request latency by listener and route template"
-    );
-    describe_histogram!(
-        "estafeta_ingest_duration_seconds",
-        Unit::Seconds,
-        "Time from a request's arrival at the queue to its event being durable in Redis"
-    );
-    describe_counter!(
-        "estafeta_events_enqueued_total",
-        "Events written to the queue (result=new) or recognised as idempotent repeats (result=duplicate)"
-    );
-    describe_histogram!(
-        "estafeta_enqueue_batch_size",
-        "Events per pipelined Redis batch"
-    );
-    describe_counter!(
-        "estafeta_auth_cache_total",
-        "In-process cache lookups by cache (token, tenant, targets, sources, monitors) and result (hit, miss)"
-    );
-    describe_counter!(
-        "estafeta_redis_errors_total",
-        "Failed Redis operations by operation"
-    );
-    describe_gauge!(
-        "estafeta_connections",
-        "Open client connections by listener"
-    );
-    describe_counter!(
-        "estafeta_connections_rejected_total",
-        "Connections closed before serving by listener and reason (tls_handshake_timeout, tls_error)"
-    );
-    describe_counter!("estafeta_rate_limited_total", "Requests refused with 429");
-    describe_counter!(
-        "estafeta_deliveries_total",
-        "Delivery attempts by outcome (delivered, retry, dead_letter, deferred, sent)"
-    );
-    describe_histogram!(
-        "estafeta_delivery_attempt_seconds",
-        "Duration of one delivery attempt, connect to response"
-    );
-    describe_gauge!(
-        "estafeta_stream_lag",
-        "Stream entries not yet read by the dispatcher, by shard"
-    );
-    describe_gauge!(
-        "estafeta_retry_queue_depth",
-        "Deliveries waiting for a retry, by shard"
-    );
-    describe_gauge!(
-        "estafeta_dead_letters",
-        "Deliveries in the error queue, by shard"
-    );
-    describe_counter!(
-        "estafeta_panics_total",
-        "Request handlers that panicked, by listener (each answered 500 and counted as such)"
-    );
-    describe_counter!(
-        "estafeta_entries_reclaimed_total",
-        "Stream entries taken over from a stopped consumer"
-    );
-    describe_gauge!(
-        "estafeta_watched",
-        "Monitors and silence-watched sources by kind and status (new, up, down, degraded)"
-    );
-    describe_counter!(
-        "estafeta_watch_transitions_total",
-        "Status changes of monitors and watched sources, by kind and new status"
-    );
-    describe_histogram!(
-        "estafeta_monitor_check_seconds",
-        Unit::Seconds,
-        "Duration of one overdue-checker pass over every shard"
-    );
-    describe_counter!(
-        "estafeta_monitor_timeouts_total",
-        "Monitors and sources turned down by the overdue checker"
-    );
+    for m in METRICS {
+        let seconds = m.name.ends_with("_seconds");
+        match (m.kind, seconds) {
+            (Counter, _) => describe_counter!(m.name, m.help),
+            (Gauge, true) => describe_gauge!(m.name, Unit::Seconds, m.help),
+            (Gauge, false) => describe_gauge!(m.name, m.help),
+            (Histogram, true) => describe_histogram!(m.name, Unit::Seconds, m.help),
+            (Histogram, false) => describe_histogram!(m.name, m.help),
+        }
+    }
 }
 
 /// The counter and histogram of one (listener, route, status) of a hot route.

@@ -286,19 +286,7 @@ async fn every_exported_metric_has_help_text() {
     let gw = Gateway::start("probe-help").await;
     let (_, token) = gw.tenant("acme").await;
     assert_eq!(gw.post_event(&token, "a", b"{}").await.status, 202);
-    // The backlog gauges appear with the dispatcher's first pass.
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = Request::get("/metrics")
-            .send_plain(gw.addrs.admin)
-            .await
-            .unwrap()
-            .text();
-        if text.contains("estafeta_dead_letters") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let text = gw.metrics_showing("estafeta_dead_letters").await;
     let typed: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -413,6 +413,24 @@ impl Gateway {
             .unwrap()
     }
 
+    /// The admin listener's `/metrics`, once it shows `needle` (the backlog gauges appear with
+    /// the dispatcher's first pass), or after 10 s.
+    pub async fn metrics_showing(&self, needle: &str) -> String {
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = http::Request::get("/metrics")
+                .send_plain(self.addrs.admin)
+                .await
+                .unwrap()
+                .text();
+            if text.contains(needle) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        text
+    }
+
     /// The stream key of a shard.
     pub fn stream(&self, shard: u16) -> String {
         estafeta::keyspace::Keyspace::new(&self.prefix).stream(shard)
