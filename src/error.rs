@@ -291,6 +291,10 @@ impl From<WatchError> for ApiError {
             WatchError::Overloaded => {
                 ApiError::unavailable("too many signals are waiting for Redis; retry shortly")
             }
+            WatchError::Timeout => {
+                crate::telemetry::redis_error("watch");
+                ApiError::unavailable("the monitor store did not answer in time; retry shortly")
+            }
             WatchError::Stopped => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

@@ -516,58 +516,90 @@ async fn readiness_fails_while_redis_refuses_writes_and_returns_after() {
     gw.stop().await.unwrap();
 }
 
-/// During a Redis stall every ingest request hears back within the command timeout (1 s
-/// here), the one that waited behind the stalled batch as well: its own batch gets what is
-/// left of its deadline, not a whole timeout more.
+/// During a Redis stall every ingest request and every heartbeat hears back within the
+/// command timeout (1 s here) with a 503, the one that waited behind the stalled batch as
+/// well: its own batch gets what is left of its deadline, not a whole timeout more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_a_redis_stall_each_request_is_answered_within_the_command_timeout() {
     use fred::prelude::*;
     let redis = RedisServer::start(false);
     let gw = Gateway::start_with(&redis.url(), &support::unique_prefix("stall-503"), "").await;
-    let (_, token) = gw.tenant("acme").await;
+    let (tenant, token) = gw.tenant("acme").await;
     assert_eq!(gw.post_event(&token, "warm", b"{}").await.status, 202);
+    let monitor = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{tenant}/monitors"),
+            Some(json!({"name": "stalled"})),
+        )
+        .await
+        .json();
+    let beat = format!(
+        "/v1/monitors/{}/heartbeat",
+        monitor["token"].as_str().unwrap()
+    );
+    let warm = Request::new("POST", &beat)
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(warm.status, 200, "{}", warm.text());
 
-    let sleeper = redis.client().await;
-    let stall = tokio::spawn(async move {
-        let _: Result<fred::types::Value, _> = sleeper
-            .custom(
-                fred::cmd!("DEBUG"),
-                vec!["SLEEP".to_owned(), "2.5".to_owned()],
-            )
-            .await;
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let timed = |gw: &Gateway, token: &str| {
-        let (addr, token) = (gw.addrs.plain, token.to_owned());
-        async move {
-            let started = Instant::now();
-            let r = Request::new("POST", "/v1/events/stalled")
-                .bearer(&token)
-                .body(b"{}".to_vec())
-                .send_plain(addr)
-                .await
-                .unwrap();
-            (r.status, started.elapsed())
+    for (what, path, auth) in [
+        (
+            "event",
+            "/v1/events/stalled".to_owned(),
+            Some(token.clone()),
+        ),
+        ("heartbeat", beat.clone(), None),
+    ] {
+        let sleeper = redis.client().await;
+        let stall = tokio::spawn(async move {
+            let _: Result<fred::types::Value, _> = sleeper
+                .custom(
+                    fred::cmd!("DEBUG"),
+                    vec!["SLEEP".to_owned(), "2.5".to_owned()],
+                )
+                .await;
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let timed = || {
+            let (addr, path, auth) = (gw.addrs.plain, path.clone(), auth.clone());
+            async move {
+                let started = Instant::now();
+                let mut req = Request::new("POST", &path).body(b"{}".to_vec());
+                if let Some(token) = &auth {
+                    req = req.bearer(token);
+                }
+                let r = req.send_plain(addr).await.unwrap();
+                (r.status, started.elapsed())
+            }
+        };
+        let first = tokio::spawn(timed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let behind = tokio::spawn(timed());
+        let (first, behind) = (first.await.unwrap(), behind.await.unwrap());
+        // Before, the second request waited for the first batch (1 s) and then for its own
+        // (1 s more): 1.5 s after it was sent.
+        for (which, (status, took)) in [("first", first), ("behind", behind)] {
+            assert_eq!(status, 503, "{what} {which}");
+            assert!(
+                took < Duration::from_millis(1_350),
+                "{what} {which} answered after {took:?}"
+            );
         }
-    };
-    let first = tokio::spawn(timed(&gw, &token));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let behind = tokio::spawn(timed(&gw, &token));
-    let (first, behind) = (first.await.unwrap(), behind.await.unwrap());
-    assert_eq!(first.0, 503);
-    assert_eq!(behind.0, 503);
-    // Before, the second request waited for the first batch (1 s) and then for its own (1 s
-    // more): 1.5 s after it was sent.
-    for (which, (_, took)) in [("first", first), ("behind", behind)] {
-        assert!(
-            took < Duration::from_millis(1_350),
-            "{which} answered after {took:?}"
-        );
+        stall.await.unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "served after the stall",
+            || async {
+                let mut req = Request::new("POST", &path).body(b"{}".to_vec());
+                if let Some(token) = &auth {
+                    req = req.bearer(token);
+                }
+                matches!(req.send_plain(gw.addrs.plain).await, Ok(r) if r.status < 300)
+            },
+        )
+        .await;
     }
-    stall.await.unwrap();
-    eventually(Duration::from_secs(10), "202 after the stall", || async {
-        gw.post_event(&token, "after", b"{}").await.status == 202
-    })
-    .await;
     gw.stop().await.unwrap();
 }

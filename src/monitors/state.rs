@@ -28,10 +28,12 @@ use crate::scripts::{DESCRIBE, FORGET, SIGNAL, ScriptError};
 use crate::store::{Monitor, Source};
 
 /// Why live state could not be read or changed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WatchError {
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
+    #[error("redis did not answer in time")]
+    Timeout,
     #[error("{0}")]
     Reply(String),
     #[error("too many signals are waiting for Redis")]
@@ -324,7 +326,9 @@ impl Flush for Arc<WatchesInner> {
     type Item = Call;
     type Output = Result<Option<Recorded>, WatchError>;
 
-    async fn flush(&self, calls: Vec<Call>, _deadline: tokio::time::Instant) -> Vec<Self::Output> {
+    /// One script call per shard, given up at `deadline` (the oldest signal's), so every
+    /// caller hears back within the command timeout.
+    async fn flush(&self, calls: Vec<Call>, deadline: tokio::time::Instant) -> Vec<Self::Output> {
         let n = calls.len();
         let mut by_shard: BTreeMap<u16, Vec<(usize, Call)>> = BTreeMap::new();
         for (i, call) in calls.into_iter().enumerate() {
@@ -332,7 +336,10 @@ impl Flush for Arc<WatchesInner> {
         }
         let results = futures_util::future::join_all(by_shard.into_iter().map(|(shard, calls)| {
             let (at, calls): (Vec<usize>, Vec<Call>) = calls.into_iter().unzip();
-            async move { (at, self.run(shard, calls).await) }
+            async move {
+                let ran = tokio::time::timeout_at(deadline, self.run(shard, calls)).await;
+                (at, ran.unwrap_or(Err(WatchError::Timeout)))
+            }
         }))
         .await;
         let mut out: Vec<Self::Output> = (0..n).map(|_| Err(WatchError::Stopped)).collect();
@@ -344,9 +351,8 @@ impl Flush for Arc<WatchesInner> {
                     }
                 }
                 Err(e) => {
-                    let text = e.to_string();
                     for i in at {
-                        out[i] = Err(WatchError::Reply(text.clone()));
+                        out[i] = Err(e.clone());
                     }
                 }
             }
