@@ -14,7 +14,9 @@ use crate::keyspace::Keyspace;
 use crate::log_store::{LogStore, LogStoreError};
 use crate::model::time::now_ms;
 use crate::model::{DeadLetterId, EventId, TargetId, TenantId};
-use crate::queue::consume::{entries_from, entry_position, last_read, newest_entries};
+use crate::queue::consume::{
+    entries_from, entry_position, last_read, newest_entries, pending_between,
+};
 use crate::queue::decode;
 use crate::store::deliveries::{
     DeadLetter, EventFilter, EventRecord, EventStatus, EventSummary, Replayed,
@@ -59,8 +61,8 @@ pub struct ReplaySelection {
     pub target_id: Option<TargetId>,
 }
 
-/// The listing row of an event without a record: not read yet (in progress), or read and
-/// matching no target.
+/// The listing row of an event without a record: its entry not read yet or not finished (in
+/// progress), or finished and the event matching no target.
 fn recordless(e: crate::queue::StoredEvent, unread: bool) -> EventSummary {
     EventSummary {
         received_at_ms: e.id.received_at_ms().unwrap_or(0),
@@ -254,11 +256,27 @@ impl History {
                 newest_entries(&self.redis, self.keys(), shard, &end, &start, SCAN_CHUNK).await?;
             let exhausted = (entries.len() as u64) < SCAN_CHUNK;
             scanned += entries.len() as u64;
+            // Entries read and not finished may not be expanded yet (a read in progress, a
+            // consumer that died): their events without record are in progress too.
+            let pending = match (entries.last(), entries.first()) {
+                (Some((oldest, _)), Some((newest, _))) => {
+                    pending_between(
+                        &self.redis,
+                        self.keys(),
+                        shard,
+                        oldest,
+                        newest,
+                        entries.len() as u64,
+                    )
+                    .await?
+                }
+                _ => Default::default(),
+            };
             let mut listed = Vec::new();
             for (entry_id, fields) in &entries {
                 end = format!("({entry_id}");
                 let Ok(events) = decode(fields) else { continue };
-                let unread = entry_position(entry_id) > read_to;
+                let unread = entry_position(entry_id) > read_to || pending.contains(entry_id);
                 for e in events.into_iter().rev() {
                     if e.tenant != *tenant {
                         continue;

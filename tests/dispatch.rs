@@ -1185,6 +1185,29 @@ async fn events_without_targets_leave_no_record_and_still_read_back() {
     );
     assert!(listed(&edge, &other_token, "").await.is_empty());
 
+    // A consumer reads the entry and dies before expanding it: still in progress (the
+    // dispatcher below takes the entry over once that consumer has been idle for 5 s).
+    let r = redis.client().await;
+    let keys = estafeta::keyspace::Keyspace::new(&prefix);
+    let mut read = 0;
+    for shard in 0..16 {
+        let stream = keys.stream(shard);
+        if r.xlen::<u64, _>(&stream).await.unwrap_or(0) == 0 {
+            continue;
+        }
+        let got: fred::types::Value = r
+            .xreadgroup("dispatch", "gone", Some(10), None, false, &stream, ">")
+            .await
+            .unwrap();
+        read += usize::from(!got.is_null());
+    }
+    assert_eq!(
+        read, 1,
+        "the event's entry read by a consumer that then died"
+    );
+    let rows = listed(&edge, &token, "").await;
+    assert_eq!(rows[0]["status"], "in_progress", "{rows:?}");
+
     let all = Gateway::start_as(
         estafeta::app::Role::Dispatcher,
         &redis.url(),
@@ -1194,9 +1217,11 @@ async fn events_without_targets_leave_no_record_and_still_read_back() {
         |t| t,
     )
     .await;
-    eventually(Duration::from_secs(10), "the event is read", || async {
-        stats(&edge, &tenant).await["events_received"] == 1
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the event is taken over and read",
+        || async { stats(&edge, &tenant).await["events_received"] == 1 },
+    )
     .await;
     let rows = listed(&edge, &token, "?status=no_targets").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -1212,7 +1237,6 @@ async fn events_without_targets_leave_no_record_and_still_read_back() {
             .status,
         200
     );
-    let r = redis.client().await;
     let keys_naming = |event: String| {
         let (r, pattern) = (r.clone(), format!("{prefix}:*{event}*"));
         async move {

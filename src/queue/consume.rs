@@ -318,6 +318,39 @@ impl StreamReader {
     }
 }
 
+/// The ids of the entries of `shard` between `start` and `end` (inclusive ids) that the
+/// dispatch group has read and not finished, up to `count`.
+pub async fn pending_between(
+    redis: &Client,
+    keys: &Keyspace,
+    shard: u16,
+    start: &str,
+    end: &str,
+    count: u64,
+) -> Result<std::collections::HashSet<String>, fred::error::Error> {
+    let reply: Value = match redis
+        .xpending(keys.stream(shard), DISPATCH_GROUP, (start, end, count))
+        .await
+    {
+        Ok(v) => v,
+        // No stream or no group yet: nothing is pending.
+        Err(e) if e.details().contains("NOGROUP") || e.details().contains("no such key") => {
+            return Ok(Default::default());
+        }
+        Err(e) => return Err(e),
+    };
+    let Value::Array(rows) = reply else {
+        return Ok(Default::default());
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| match row {
+            Value::Array(mut fields) if !fields.is_empty() => fields.swap_remove(0).as_string(),
+            _ => None,
+        })
+        .collect())
+}
+
 /// An entry id as `(ms, seq)`, to compare positions in a stream.
 pub fn entry_position(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;

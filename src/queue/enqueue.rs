@@ -293,10 +293,12 @@ impl Writer {
             groups.entry(e.shard).or_default().push(i);
         }
         telemetry::enqueue_batch(events.len());
+        // A command timeout below the floor is honoured as it is.
+        let floor = MIN_COMMAND_TIMEOUT.min(self.command_timeout);
         let remaining = || {
             deadline
                 .saturating_duration_since(tokio::time::Instant::now())
-                .clamp(MIN_COMMAND_TIMEOUT, self.command_timeout)
+                .clamp(floor, self.command_timeout)
         };
         let options = Options {
             timeout: Some(remaining()),
