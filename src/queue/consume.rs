@@ -148,16 +148,7 @@ impl StreamReader {
                 ),
             )
             .await?;
-        let Value::Array(rows) = reply else {
-            return Ok(Vec::new());
-        };
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| match row {
-                Value::Array(mut fields) if !fields.is_empty() => fields.swap_remove(0).as_string(),
-                _ => None,
-            })
-            .collect())
+        Ok(pending_ids(reply).collect())
     }
 
     /// Claims the entries `ids` of `shard` for this consumer, each only if still idle at least
@@ -339,16 +330,20 @@ pub async fn pending_between(
         }
         Err(e) => return Err(e),
     };
-    let Value::Array(rows) = reply else {
-        return Ok(Default::default());
+    Ok(pending_ids(reply).collect())
+}
+
+/// The entry ids of an extended `XPENDING` reply (one `[id, consumer, idle, deliveries]` row
+/// per entry).
+fn pending_ids(reply: Value) -> impl Iterator<Item = String> {
+    let rows = match reply {
+        Value::Array(rows) => rows,
+        _ => Vec::new(),
     };
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| match row {
-            Value::Array(mut fields) if !fields.is_empty() => fields.swap_remove(0).as_string(),
-            _ => None,
-        })
-        .collect())
+    rows.into_iter().filter_map(|row| match row {
+        Value::Array(mut fields) if !fields.is_empty() => fields.swap_remove(0).as_string(),
+        _ => None,
+    })
 }
 
 /// An entry id as `(ms, seq)`, to compare positions in a stream.
