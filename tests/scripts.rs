@@ -530,6 +530,15 @@ async fn a_re_sent_append_with_keys_appends_nothing_and_names_the_first_events()
     assert_eq!(len, 1);
 }
 
+/// `expand`'s keys for events `ids` of tenant `ten_a`: their records, their tenant's counters,
+/// the unfinished set and the ship queue.
+fn expand_keys(k: &Keys, ids: &[&str]) -> Vec<String> {
+    let mut keys: Vec<String> = ids.iter().map(|id| k.k(&format!("event:{id}"))).collect();
+    keys.extend(ids.iter().map(|_| k.k("stats:ten_a")));
+    keys.extend([k.k("unfinished"), k.k("ship")]);
+    keys
+}
+
 /// The answer of `expand` of events of tenant `ten_a` held by `entry`, each to `targets`
 /// (recorded) and `tgt_f` (fire-and-forget); `logged` as with a log store.
 async fn expand_call(
@@ -540,11 +549,8 @@ async fn expand_call(
     targets: &str,
     logged: bool,
 ) -> serde_json::Value {
-    let records: Vec<String> = ids.iter().map(|id| k.k(&format!("event:{id}"))).collect();
-    let (stats, unfinished, ship) = (k.k("stats:ten_a"), k.k("unfinished"), k.k("ship"));
-    let mut keys: Vec<&str> = records.iter().map(String::as_str).collect();
-    keys.extend(ids.iter().map(|_| stats.as_str()));
-    keys.extend([unfinished.as_str(), ship.as_str()]);
+    let keys = expand_keys(k, ids);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let n = ids.len().to_string();
     let mut args = vec!["600", n.as_str(), if logged { "1" } else { "" }, "4242"];
     for id in ids {
@@ -592,11 +598,8 @@ async fn settled_on_read(redis: &Client, k: &Keys, entry: &str, ids: &[&str]) ->
 async fn one_call_expands_the_events_of_several_entries_each_by_its_own() {
     let r = redis().await;
     let k = Keys::new("expand-many");
-    let records = [k.k("event:evt_1"), k.k("event:evt_2"), k.k("event:evt_1")];
-    let (stats, unfinished, ship) = (k.k("stats:ten_a"), k.k("unfinished"), k.k("ship"));
-    let mut keys: Vec<&str> = records.iter().map(String::as_str).collect();
-    keys.extend([stats.as_str(), stats.as_str(), stats.as_str()]);
-    keys.extend([unfinished.as_str(), ship.as_str()]);
+    let keys = expand_keys(&k, &["evt_1", "evt_2", "evt_1"]);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let mut args = vec!["600", "3", "", "4242"];
     // evt_1 in entry 7-0, evt_2 in 7-1, and evt_1 again in 7-2 (a re-sent append).
     for (entry, id) in [("7-0", "evt_1"), ("7-1", "evt_2"), ("7-2", "evt_1")] {
