@@ -113,13 +113,15 @@ impl History {
         let Some(e) = self.stream_event(shard, id).await? else {
             return Ok(None);
         };
-        Ok((e.tenant == *tenant).then(|| EventRecord {
-            received_at_ms: e.id.received_at_ms().unwrap_or(0),
-            id: e.id,
-            event_type: Some(e.event_type.to_string()),
-            content_type: e
-                .content_type
-                .map(|ct| String::from_utf8_lossy(&ct).into_owned()),
+        if e.tenant != *tenant {
+            return Ok(None);
+        }
+        let row = recordless(e, false);
+        Ok(Some(EventRecord {
+            id: row.id,
+            event_type: Some(row.event_type),
+            content_type: row.content_type,
+            received_at_ms: row.received_at_ms,
             deliveries: Vec::new(),
             attempts: Vec::new(),
         }))

@@ -300,14 +300,7 @@ impl Writer {
                 .saturating_duration_since(tokio::time::Instant::now())
                 .clamp(floor, self.command_timeout)
         };
-        let options = Options {
-            timeout: Some(remaining()),
-            // With the connection down, fail at once instead of queueing inside the client:
-            // the request gets its 503 now and no write happens behind its back later.
-            fail_fast: true,
-            ..Default::default()
-        };
-        let client = self.redis.with_options(&options);
+        let client = self.bounded(remaining());
         let grouped: Vec<(u16, Vec<&NewEvent>)> = groups
             .iter()
             .map(|(shard, at)| (*shard, at.iter().map(|&i| &events[i]).collect()))
@@ -329,13 +322,19 @@ impl Writer {
         out
     }
 
-    async fn wait_for_fsync(&self, timeout: Duration) -> bool {
-        let options = Options {
+    /// The client for one step of a batch, waiting at most `timeout`.
+    fn bounded(&self, timeout: Duration) -> fred::clients::WithOptions<Client> {
+        self.redis.with_options(&Options {
             timeout: Some(timeout),
+            // With the connection down, fail at once instead of queueing inside the client:
+            // the request gets its 503 now and no write happens behind its back later.
             fail_fast: true,
             ..Default::default()
-        };
-        let client = self.redis.with_options(&options);
+        })
+    }
+
+    async fn wait_for_fsync(&self, timeout: Duration) -> bool {
+        let client = self.bounded(timeout);
         let timeout_ms = Value::from(timeout.as_millis() as i64);
         let reply: Result<Value, _> = client
             .custom(waitaof(), vec![Value::from(1), Value::from(0), timeout_ms])
