@@ -45,6 +45,7 @@ use crate::queue::{Enqueuer, EnqueuerConfig, Retention, ensure_groups};
 use crate::redis::RedisSetupError;
 use crate::store::{Deliveries, Store, StoreError};
 use crate::telemetry;
+use crate::web;
 
 /// What a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -401,6 +402,37 @@ pub async fn run(
         allow_private_targets: config.security.allow_private_targets,
         rotation_overlap_ms: config.dispatch.secret_rotation_overlap_ms,
         shards: config.queue.shards,
+        portal_links: api::PortalLinkSettings {
+            public_url: config
+                .web
+                .public_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            max_ttl_s: config.web.portal_link_max_ttl_s,
+        },
+        system: Arc::new(api::system::SystemFacts {
+            config_toml: config.to_redacted_toml()?,
+            wait_aof: config.redis.wait_aof,
+        }),
+    };
+    let web_state = web::WebState {
+        api: web::ApiClient::new(
+            api::routes::internal(api_state.clone(), config.admin.token.clone()),
+            config.admin.token.clone(),
+        ),
+        sessions: web::Sessions::new(
+            redis.clone(),
+            keys.clone(),
+            crypto.clone(),
+            config.web.session_idle_s,
+            config.web.session_max_s,
+        ),
+        store: store.clone(),
+        auth: auth.clone(),
+        settings: Arc::new(web::WebSettings::new(
+            &config.web,
+            config.edge.listen.is_some() && config.edge.plain_listen.is_none(),
+        )),
     };
     let enqueuer = Enqueuer::start(
         redis.clone(),
@@ -458,6 +490,7 @@ pub async fn run(
         },
         heartbeats: heartbeats.clone(),
         readiness: readiness.clone(),
+        portal: web::portal(web_state.clone()),
     });
     for (name, l, tls) in [
         ("edge_tls", listeners.edge_tls, tls_acceptor),
@@ -480,6 +513,7 @@ pub async fn run(
     }
     if let Some(l) = listeners.admin {
         let router = api::admin(
+            web::console(web_state),
             api_state,
             config.admin.token.clone(),
             readiness.clone(),

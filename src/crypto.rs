@@ -42,6 +42,8 @@ pub struct Keys {
     token_mac: HmacSha256,
     /// HMAC state keyed for blind indexes.
     index_mac: HmacSha256,
+    /// HMAC state keyed for the signatures of portal links.
+    link_mac: HmacSha256,
     /// AEAD for recoverable secrets.
     seal: Aes256Gcm,
 }
@@ -77,6 +79,7 @@ impl Keys {
         Keys {
             token_mac: keyed_mac(&derive(master, b"token-hash")),
             index_mac: keyed_mac(&derive(master, b"blind-index")),
+            link_mac: keyed_mac(&derive(master, b"portal-link")),
             seal: Aes256Gcm::new(&seal_key.into()),
         }
     }
@@ -95,6 +98,14 @@ impl Keys {
         mac.update(&[0]);
         mac.update(value.as_bytes());
         hex(&mac.finalize().into_bytes())
+    }
+
+    /// The signature of a portal link's `message`, base64url: it proves the link was issued
+    /// here, with the tenant and expiry it names.
+    pub fn sign_link(&self, message: &str) -> String {
+        let mut mac = self.link_mac.clone();
+        mac.update(message.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
     /// Encrypts `plaintext`, bound to `context` (e.g. `tenant:<id>:external_id`).

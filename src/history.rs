@@ -127,6 +127,31 @@ impl History {
         }))
     }
 
+    /// The body and content type of `tenant`'s event `id`: from its stream entry while Redis
+    /// holds it, else from the log store. `None` once neither does (past retention).
+    pub async fn body(
+        &self,
+        shard: u16,
+        tenant: &TenantId,
+        id: &EventId,
+    ) -> Result<Option<(Option<String>, bytes::Bytes)>, HistoryError> {
+        if let Some(e) = self.stream_event(shard, id).await? {
+            if e.tenant != *tenant {
+                return Ok(None);
+            }
+            let ct = e
+                .content_type
+                .map(|c| String::from_utf8_lossy(&c).into_owned());
+            return Ok(Some((ct, e.body)));
+        }
+        if let Some(log) = &self.log {
+            if let Some(l) = log.logged(tenant, id, false).await? {
+                return Ok(Some((l.content_type, l.body)));
+            }
+        }
+        Ok(None)
+    }
+
     /// The event `id` as its stream entry holds it. Its entry was appended once the event's
     /// batch was written, so it is looked for from shortly before the time in its id onward,
     /// then further back (clocks apart), within [`CLOCK_SKEW_MS`] and [`SCAN_ENTRIES`] each way.

@@ -39,6 +39,7 @@
 //! - [`keyspace`]: every Redis key and channel, and which shard holds a tenant.
 //! - [`redis`]: the Redis connection and its durability check.
 //! - [`telemetry`]: logs, metrics, request ids in log lines.
+//! - [`web`]: the operator console and the tenant portal (server-rendered pages on the API).
 //! - [`crypto`]: the keys derived from the master key: token hashes, sealed secrets.
 //! - [`config`]: the configuration file and its validation.
 //! - [`model`]: ids, the specs and patches of every resource, and their rules.
@@ -69,3 +70,4 @@ pub mod redis;
 pub mod scripts;
 pub mod store;
 pub mod telemetry;
+pub mod web;

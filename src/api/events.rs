@@ -148,6 +148,63 @@ pub async fn read(
         .ok_or_else(|| ApiError::not_found("event"))
 }
 
+/// How an event's body is written in [`EventBody`].
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyEncoding {
+    /// The body is UTF-8 text, as is.
+    Utf8,
+    /// The body is not UTF-8: base64 (standard alphabet, padded).
+    Base64,
+}
+
+/// An event's body, byte for byte as it was received.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventBody {
+    pub id: EventId,
+    pub content_type: Option<String>,
+    /// Bytes in the body.
+    pub size: u64,
+    pub encoding: BodyEncoding,
+    pub body: String,
+}
+
+/// An event's body, from whichever tier holds it.
+#[utoipa::path(
+    get,
+    path = "/events/{event}/body",
+    tag = "events",
+    operation_id = "read_event_body",
+    params(EventPath),
+    responses((status = 200, description = "The event's body.", body = EventBody), ReadErrors),
+)]
+pub async fn body(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<EventPath>,
+) -> Result<Response, ApiError> {
+    use base64::Engine;
+    let Some((content_type, bytes)) = s.history.body(scope.shard, &scope.tenant, &p.event).await?
+    else {
+        return Err(ApiError::not_found("event"));
+    };
+    let (encoding, body) = match std::str::from_utf8(&bytes) {
+        Ok(text) => (BodyEncoding::Utf8, text.to_owned()),
+        Err(_) => (
+            BodyEncoding::Base64,
+            base64::engine::general_purpose::STANDARD.encode(&bytes),
+        ),
+    };
+    Ok(Json(EventBody {
+        id: p.event,
+        content_type,
+        size: bytes.len() as u64,
+        encoding,
+        body,
+    })
+    .into_response())
+}
+
 /// Largest page of an event listing.
 const MAX_PAGE: u64 = 500;
 

@@ -11,6 +11,7 @@
 //! | module | routes |
 //! | --- | --- |
 //! | [`tenants`] | `/admin/tenants…`, `…/tokens…` (admin only) |
+//! | [`portal_links`] | `/admin/tenants/{id}/portal-links…` (admin only) |
 //! | [`targets`] | `…/targets`, `…/targets/{target_id}`, `…/rotate-secret` |
 //! | [`dead_letters`] | `…/dead-letters`, `…/dead-letters/replay`, `…/dead-letters/{dl_id}` |
 //! | [`events`] | `…/events/{event}` (delivery view), `…/stats` |
@@ -28,6 +29,7 @@ pub mod events;
 pub mod health;
 pub mod listing;
 pub mod monitors;
+pub mod portal_links;
 pub mod routes;
 pub mod scope;
 pub mod sources;
@@ -38,4 +40,4 @@ mod watched;
 
 pub use listing::{Listing, Page};
 pub use routes::{EdgeParts, admin, edge, method_not_allowed, not_found};
-pub use scope::{ApiState, TenantScope};
+pub use scope::{ApiState, PortalLinkSettings, TenantScope};

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::health::{self, Readiness};
 use super::scope::{AdminScope, ApiState};
-use super::{dead_letters, events, monitors, sources, system, targets, tenants};
+use super::{dead_letters, events, monitors, portal_links, sources, system, targets, tenants};
 use crate::auth::bearer_token;
 use crate::config::Secret;
 use crate::crypto::secrets_equal;
@@ -37,6 +37,7 @@ fn tenant_scoped() -> OpenApiRouter<ApiState> {
         .routes(routes!(dead_letters::remove))
         .routes(routes!(events::list))
         .routes(routes!(events::read))
+        .routes(routes!(events::body))
         .routes(routes!(events::stats))
         .routes(routes!(sources::list, sources::create))
         .routes(routes!(sources::read, sources::remove))
@@ -95,6 +96,9 @@ fn admin_routes() -> AdminRoutes {
             .routes(routes!(tenants::read, tenants::update, tenants::remove))
             .routes(routes!(tenants::list_tokens, tenants::issue_token))
             .routes(routes!(tenants::revoke_token))
+            .routes(routes!(portal_links::create))
+            .routes(routes!(portal_links::revoke))
+            .routes(routes!(system::status))
             .nest("/admin/tenants/{id}", tenant_scoped()),
         metrics: OpenApiRouter::new().routes(routes!(system::metrics)),
         openapi: OpenApiRouter::new().routes(routes!(system::openapi)),
@@ -126,6 +130,8 @@ pub struct EdgeParts {
     pub hooks: HookState,
     pub heartbeats: HeartbeatState,
     pub readiness: Arc<Readiness>,
+    /// The tenant portal's pages (HTML, outside the API description).
+    pub portal: Router,
 }
 
 /// The edge router: ingest, hooks, monitor signals, the tenant API under `/v1`, health.
@@ -139,12 +145,13 @@ pub fn edge(parts: EdgeParts) -> Router {
         .merge(r.signals.with_state(parts.heartbeats))
         .merge(r.health.with_state(parts.readiness))
         .into();
-    finish(router)
+    finish(router.merge(parts.portal))
 }
 
 /// The admin router: the admin API (admin token), `/metrics`, `/openapi.json` (serving
-/// `document`), health.
+/// `document`), health, and the operator console's pages.
 pub fn admin(
+    console: Router,
     api: ApiState,
     admin_token: Secret,
     readiness: Arc<Readiness>,
@@ -163,7 +170,20 @@ pub fn admin(
         .merge(r.openapi.with_state(document))
         .merge(r.health.with_state(readiness))
         .into();
-    finish(router)
+    finish(router.merge(console))
+}
+
+/// The admin API behind the admin token, without the listener's finishing: what the console
+/// and the portal call in process.
+pub fn internal(api: ApiState, admin_token: Secret) -> Router {
+    admin_routes()
+        .guarded
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(admin_token),
+            require_admin,
+        ))
+        .with_state(api)
+        .into()
 }
 
 /// Route templates in metrics, and the contract's JSON for unknown paths and methods.

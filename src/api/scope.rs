@@ -34,6 +34,19 @@ pub struct ApiState {
     /// How long a rotated target secret keeps signing, when the request does not say.
     pub rotation_overlap_ms: u64,
     pub shards: u16,
+    /// How portal links are issued.
+    pub portal_links: PortalLinkSettings,
+    /// What the system status tells of this deployment.
+    pub system: Arc<super::system::SystemFacts>,
+}
+
+/// How portal links are issued.
+#[derive(Debug, Clone)]
+pub struct PortalLinkSettings {
+    /// Links are absolute under this base URL when it is set, paths otherwise.
+    pub public_url: Option<String>,
+    /// The longest lifetime a link may be given.
+    pub max_ttl_s: u64,
 }
 
 impl BodyLimited for ApiState {

@@ -85,6 +85,9 @@ pub struct Config {
     /// The long-term event log in PostgreSQL (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_store: Option<LogStoreConfig>,
+    /// The operator console and the tenant portal.
+    #[serde(default)]
+    pub web: WebConfig,
     /// Tenants applied idempotently at start (config-driven deployments).
     #[serde(default)]
     pub tenants: Vec<TenantDecl>,
@@ -190,6 +193,74 @@ impl Default for EdgeConfig {
             h2_keepalive_interval_ms: 30_000,
             shutdown_grace_ms: 10_000,
             default_rate_limit: None,
+        }
+    }
+}
+
+/// The operator console (admin listener) and the tenant portal (edge listeners).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// The edge's public base URL (`https://hooks.example.com`): portal links are absolute
+    /// when it is set, paths otherwise.
+    pub public_url: Option<String>,
+    /// Origins that may embed the portal in a frame (`frame-ancestors`); empty: none may.
+    pub frame_ancestors: Vec<String>,
+    /// A session ends after this long without a request.
+    pub session_idle_s: u64,
+    /// A session ends this long after sign-in, however busy.
+    pub session_max_s: u64,
+    /// The longest lifetime a portal link may be given.
+    pub portal_link_max_ttl_s: u64,
+}
+
+impl WebConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.public_url {
+            let ok = url::Url::parse(u)
+                .map(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(invalid(
+                    "web.public_url",
+                    "must be an http(s) URL such as https://hooks.example.com",
+                ));
+            }
+        }
+        for origin in &self.frame_ancestors {
+            // Each becomes a CSP source expression: no spaces, quotes or separators.
+            let ok = !origin.is_empty()
+                && origin
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'\'' | b'"'));
+            if !ok {
+                return Err(invalid(
+                    "web.frame_ancestors",
+                    format!("{origin:?} is not an origin such as https://app.example.com"),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("web.session_idle_s", self.session_idle_s),
+            ("web.session_max_s", self.session_max_s),
+            ("web.portal_link_max_ttl_s", self.portal_link_max_ttl_s),
+        ] {
+            if v == 0 || v > 366 * 24 * 3600 {
+                return Err(invalid(key, "must be between 1 and 31622400"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            public_url: None,
+            frame_ancestors: Vec::new(),
+            session_idle_s: 30 * 60,
+            session_max_s: 12 * 3600,
+            portal_link_max_ttl_s: 7 * 24 * 3600,
         }
     }
 }
@@ -481,6 +552,7 @@ impl Config {
                 format!("must be at least {MIN_SECRET_TOKEN_LEN} characters"),
             ));
         }
+        self.web.validate()?;
         let edge = &self.edge;
         if edge.listen.is_none() && edge.plain_listen.is_none() {
             return Err(invalid(

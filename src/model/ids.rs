@@ -180,6 +180,10 @@ id_type!(
     IncidentId, "inc", "incident"
 );
 id_type!(
+    /// A portal link (its id, never its signature).
+    PortalLinkId, "pl", "portal link"
+);
+id_type!(
     /// An event: `evt_<ULID>`, chosen by the gateway before the event is written.
     EventId, "evt", "event"
 );

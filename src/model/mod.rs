@@ -42,7 +42,8 @@ pub mod time;
 pub use bounded::Bounded;
 pub use event_type::{EventPattern, EventType};
 pub use ids::{
-    DeadLetterId, EventId, IncidentId, MonitorId, SourceId, TargetId, TenantId, TokenId,
+    DeadLetterId, EventId, IncidentId, MonitorId, PortalLinkId, SourceId, TargetId, TenantId,
+    TokenId,
 };
 pub use invalid::Invalid;
 pub use monitor::{MonitorPatch, MonitorSpec, Status, WatchKind, WatchWindow};

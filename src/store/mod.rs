@@ -24,6 +24,7 @@ pub mod deliveries;
 pub mod error;
 pub mod handle;
 pub mod monitors;
+pub mod portal_links;
 pub mod sources;
 pub mod targets;
 pub mod tenants;

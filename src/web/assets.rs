@@ -1,0 +1,52 @@
+//! The scripts and styles of the pages, compiled into the binary (no CDN, no build step):
+//! htmx 2 (0BSD) and uPlot 1.6 (MIT), with their licences beside them in `assets/`, and our
+//! own `app.js` and `app.css`.
+
+use axum::extract::Path;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+
+/// (name, content type, bytes).
+const FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "htmx.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/htmx.min.js"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("assets/uPlot.min.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("assets/app.css"),
+    ),
+];
+
+/// `GET …/assets/{file}`.
+pub async fn serve(Path(file): Path<String>) -> Response {
+    match FILES.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                // Assets change only with the binary; an hour keeps a restart's update visible soon.
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}

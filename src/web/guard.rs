@@ -1,0 +1,163 @@
+//! What stands in front of every page: the session check (and, for a state-changing form,
+//! its CSRF token), and the security headers of every answer.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, header};
+
+use super::form::{Form, MAX_FORM};
+use super::session::{CookieSpec, Principal, Session};
+use super::{Ui, WebError, WebState};
+
+/// The console's session cookie: only ever sent to `/console` on the admin listener.
+pub const CONSOLE_COOKIE: &str = "estafeta_console";
+/// The portal's session cookie: only ever sent to `/portal` on the edge.
+pub const PORTAL_COOKIE: &str = "estafeta_portal";
+/// The double-submit cookie guarding the sign-in forms (before there is a session).
+pub const SIGNIN_COOKIE: &str = "estafeta_signin";
+
+/// The signed-in session of a request, put there by [`require_session`].
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub session: Session,
+    /// The cookie's value (to end the session).
+    pub id: String,
+}
+
+impl WebState {
+    /// The session cookie of `ui`.
+    pub fn cookie(&self, ui: Ui) -> CookieSpec {
+        match ui {
+            Ui::Console => CookieSpec {
+                name: CONSOLE_COOKIE,
+                path: "/console",
+                secure: false,
+                embeddable: false,
+            },
+            Ui::Portal => CookieSpec {
+                name: PORTAL_COOKIE,
+                path: "/portal",
+                secure: self.settings.secure_cookies,
+                embeddable: !self.settings.frame_ancestors.is_empty(),
+            },
+        }
+    }
+
+    /// The sign-in forms' double-submit cookie of `ui`.
+    pub fn signin_cookie(&self, ui: Ui) -> CookieSpec {
+        CookieSpec {
+            name: SIGNIN_COOKIE,
+            ..self.cookie(ui)
+        }
+    }
+
+    /// The live session of this request for `ui`, if any. A session of the other face (a
+    /// portal session presented to the console, or the reverse) is no session here.
+    pub async fn session(
+        &self,
+        ui: Ui,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Signed>, WebError> {
+        let Some(id) = super::session::cookie(headers, self.cookie(ui).name) else {
+            return Ok(None);
+        };
+        let Some(session) = self.sessions.read(id).await? else {
+            return Ok(None);
+        };
+        let fits = match (&session.principal, ui) {
+            (Principal::Operator, Ui::Console) => true,
+            (Principal::Tenant { tenant, link }, Ui::Portal) => {
+                let link_live = match link {
+                    None => true,
+                    Some(l) => match crate::model::PortalLinkId::parse(l) {
+                        Ok(l) => self
+                            .store
+                            .portal_link(&l)
+                            .await?
+                            .is_some_and(|r| r.tenant == *tenant),
+                        Err(_) => false,
+                    },
+                };
+                let tenant_live = self.store.tenant(tenant).await?.is_some_and(|t| t.active);
+                link_live && tenant_live
+            }
+            _ => false,
+        };
+        if !fits {
+            return Ok(None);
+        }
+        Ok(Some(Signed {
+            session,
+            id: id.to_owned(),
+        }))
+    }
+}
+
+/// Lets a request through only with a live session of `ui`; a form must carry the session's
+/// CSRF token (`_csrf`). The form is read here and handed on unchanged.
+pub async fn require_session(
+    State((state, ui)): State<(WebState, Ui)>,
+    req: Request,
+    next: Next,
+) -> Result<Response, WebError> {
+    let Some(signed) = state.session(ui, req.headers()).await? else {
+        return Err(WebError::SignedOut(ui));
+    };
+    let (mut parts, body) = req.into_parts();
+    let body = if parts.method == Method::GET || parts.method == Method::HEAD {
+        body
+    } else {
+        let bytes = axum::body::to_bytes(body, MAX_FORM)
+            .await
+            .map_err(|_| WebError::BadRequest("the form is too large".into()))?;
+        let form = Form::parse(&bytes);
+        if !signed.session.csrf_matches(form.get("_csrf")) {
+            return Err(WebError::Csrf);
+        }
+        axum::body::Body::from(bytes)
+    };
+    parts.extensions.insert(signed);
+    Ok(next.run(Request::from_parts(parts, body)).await)
+}
+
+/// The security headers of every page and asset of `ui`: a strict Content-Security-Policy
+/// (scripts and styles from this origin only, nothing inline; frames only where the portal is
+/// embedded), no sniffing, no referrer (a portal link must not leak through one), no caching of pages.
+pub async fn security_headers(
+    State((state, ui)): State<(WebState, Ui)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let is_asset = req.uri().path().contains("/assets/");
+    let mut res = next.run(req).await;
+    let ancestors = match ui {
+        Ui::Portal if !state.settings.frame_ancestors.is_empty() => {
+            state.settings.frame_ancestors.join(" ")
+        }
+        _ => "'none'".to_owned(),
+    };
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}"
+    );
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if ui == Ui::Console || state.settings.frame_ancestors.is_empty() {
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    if !is_asset {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res.into_response()
+}

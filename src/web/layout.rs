@@ -1,0 +1,237 @@
+//! The page shell and the small pieces pages share. Every value goes through maud, which
+//! escapes it; nothing here builds HTML from strings.
+
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use maud::{DOCTYPE, Markup, html};
+use serde_json::Value;
+
+use super::Ui;
+
+/// What the shell needs to know of the page it wraps.
+#[derive(Debug, Clone)]
+pub struct Shell<'a> {
+    pub ui: Ui,
+    pub title: &'a str,
+    /// The signed-in session's CSRF token (for the sign-out form); `None` signed out.
+    pub csrf: Option<&'a str>,
+    /// The tenant the page is about, with its pages' base path: shows the tenant's tabs.
+    pub tenant: Option<(&'a str, &'a str)>,
+    /// Which tab is current.
+    pub tab: &'a str,
+}
+
+/// The tabs of a tenant's pages: (path under the base, label).
+const TENANT_TABS: &[(&str, &str)] = &[
+    ("", "Overview"),
+    ("/targets", "Targets"),
+    ("/events", "Events"),
+    ("/dead-letters", "Error queue"),
+    ("/sources", "Sources"),
+    ("/monitors", "Monitors"),
+];
+
+/// A whole page.
+pub fn page(shell: &Shell<'_>, body: Markup) -> Markup {
+    let root = shell.ui.root();
+    let product = match shell.ui {
+        Ui::Console => "Estafeta console",
+        Ui::Portal => "Webhooks portal",
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
+                title { (shell.title) " · " (product) }
+                link rel="stylesheet" href={ (root) "/assets/app.css" };
+                link rel="stylesheet" href={ (root) "/assets/uPlot.min.css" };
+                script src={ (root) "/assets/htmx.min.js" } defer {}
+                script src={ (root) "/assets/uPlot.iife.min.js" } defer {}
+                script src={ (root) "/assets/app.js" } defer {}
+            }
+            body {
+                header.top {
+                    a.brand href=(root) { (product) }
+                    @if let Some(csrf) = shell.csrf {
+                        nav.main {
+                            @if shell.ui == Ui::Console {
+                                a href="/console/tenants" aria-current=[(shell.tab == "tenants").then_some("page")] { "Tenants" }
+                                a href="/console/system" aria-current=[(shell.tab == "system").then_some("page")] { "System" }
+                            }
+                            form.inline method="post" action={ (root) "/logout" } {
+                                input type="hidden" name="_csrf" value=(csrf);
+                                button.link type="submit" id="sign-out" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                @if let Some((name, base)) = shell.tenant {
+                    nav.tabs aria-label="Tenant" {
+                        span.tenant-name { (name) }
+                        @for (path, label) in TENANT_TABS {
+                            a href={ (base) (path) } aria-current=[(shell.tab == *path).then_some("page")] { (label) }
+                        }
+                    }
+                }
+                main id="main" { (body) }
+            }
+        }
+    }
+}
+
+/// The page of a failure.
+pub fn error_page(status: StatusCode, message: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (status.as_u16()) " · Estafeta" }
+            }
+            body {
+                main {
+                    h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("Error")) }
+                    p.error role="alert" { (message) }
+                    p { "Go back, correct what the message names, and try again." }
+                }
+            }
+        }
+    }
+}
+
+/// A `303 See Other` to `to` (after a form: the browser then loads `to` with GET).
+pub fn see_other(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned())]).into_response()
+}
+
+/// A notice above a page's content, from a redirect's `?notice=`: one of a fixed set, so
+/// a link cannot put words on the page.
+pub fn notice(key: Option<&str>) -> Markup {
+    let text = match key.unwrap_or_default() {
+        "saved" => "Saved.",
+        "deleted" => "Deleted.",
+        "enabled" => "Enabled.",
+        "disabled" => "Disabled.",
+        "revoked" => "Revoked.",
+        "replayed" => "Replayed: the deliveries go out again.",
+        "resent" => "Sent again.",
+        "nothing" => {
+            "Nothing to send again: every delivery of this event succeeded or is under way."
+        }
+        _ => return html! {},
+    };
+    html! { p.notice role="status" { (text) } }
+}
+
+/// A hidden CSRF field.
+pub fn csrf_field(csrf: &str) -> Markup {
+    html! { input type="hidden" name="_csrf" value=(csrf); }
+}
+
+/// A value to copy, with its copy button.
+pub fn copyable(id: &str, value: &str) -> Markup {
+    html! {
+        span.copyable {
+            code id=(id) { (value) }
+            button.copy type="button" data-copy=(id) aria-label="Copy" { "Copy" }
+        }
+    }
+}
+
+/// A status badge: the class comes from a fixed set, the text is escaped.
+pub fn badge(status: &str) -> Markup {
+    let class = match status {
+        "up" | "delivered" | "succeeded" | "active" | "ok" => "good",
+        "down" | "failed" | "dead_lettered" | "disabled" | "error" => "bad",
+        "degraded" | "retrying" | "in_progress" | "pending" | "late" | "running" => "warn",
+        _ => "neutral",
+    };
+    html! { span class={ "badge " (class) } { (status.replace('_', " ")) } }
+}
+
+/// A JSON string field, or `""`.
+pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// A JSON field as display text (`—` when absent or null).
+pub fn text(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        None | Some(Value::Null) => "—".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A time as the API gives it, shorter: `2026-12-01 10:00:00`.
+pub fn when(v: &Value, key: &str) -> String {
+    match v.get(key).and_then(Value::as_str) {
+        Some(t) => t.replacen('T', " ", 1).trim_end_matches('Z').to_owned(),
+        None => "—".to_owned(),
+    }
+}
+
+/// Every field of a JSON object as a definition list (nested values as compact JSON).
+pub fn fields(v: &Value, skip: &[&str]) -> Markup {
+    html! {
+        dl.fields {
+            @if let Some(map) = v.as_object() {
+                @for (k, val) in map {
+                    @if !skip.contains(&k.as_str()) {
+                        dt { (k.replace('_', " ")) }
+                        dd { (match val { Value::String(s) => s.clone(), Value::Null => "—".to_owned(), other => other.to_string() }) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The items of a listing answer (`{"data": [...]}`).
+pub fn items(v: &Value) -> &[Value] {
+    v.get("data")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// A chart: its data rides in a JSON block (not script: the CSP would not run it anyway)
+/// that our script hands to uPlot.
+pub fn chart(id: &str, title: &str, data: &Value) -> Markup {
+    html! {
+        figure.chart {
+            figcaption { (title) }
+            div.plot id=(id) data-chart={ (id) "-data" } {}
+            script type="application/json" id={ (id) "-data" } { (maud::PreEscaped(json_for_script(data))) }
+        }
+    }
+}
+
+/// JSON safe inside a `<script>` element: `<`, `>` and `&` escaped as Unicode escapes, so
+/// no text in it can close the element.
+fn json_for_script(v: &Value) -> String {
+    v.to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chart_data_cannot_close_its_script_element() {
+        let v = serde_json::json!({"label": "</script><script>alert(1)</script>"});
+        let out = json_for_script(&v);
+        assert!(!out.contains("</script"), "{out}");
+        let back: Value = serde_json::from_str(&out)
+            .map_err(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(back, v);
+    }
+}

@@ -1,0 +1,365 @@
+//! A tenant's monitors: the status board (updating itself), one monitor's page (incident
+//! timeline, recent checks, uptime per day, settings), creation and token rotation.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde_json::{Map, Value, json};
+
+use super::Ctx;
+use super::targets::last;
+use crate::model::time::{now_ms, parse_rfc3339};
+use crate::web::client::seg;
+use crate::web::form::{Form, Params};
+use crate::web::layout::{
+    Shell, badge, copyable, csrf_field, items, notice, page, s, see_other, text, when,
+};
+use crate::web::{WebError, WebState};
+
+/// Seconds between the board's refreshes.
+const REFRESH_S: u32 = 5;
+/// Days the uptime strip covers.
+const UPTIME_DAYS: u64 = 30;
+const DAY_MS: u64 = 86_400_000;
+
+fn monitor_id(raw: &str) -> Result<String, WebError> {
+    crate::model::MonitorId::parse(raw)
+        .map(|m| seg(m.as_str()))
+        .map_err(|_| WebError::NotFound("monitor"))
+}
+
+/// The tile class of a status: from a fixed set.
+fn tile_class(status: &str) -> &'static str {
+    match status {
+        "up" => "tile up",
+        "down" => "tile down",
+        "degraded" => "tile degraded",
+        _ => "tile",
+    }
+}
+
+/// The board's tiles; they ask to be refreshed every few seconds.
+fn tiles_markup(ctx: &Ctx, monitors: &Value) -> Markup {
+    html! {
+        div.board id="board" hx-get=(ctx.page("/monitors/tiles")) hx-trigger={ "every " (REFRESH_S) "s" } hx-swap="outerHTML" {
+            @for m in items(monitors) {
+                a class=(tile_class(s(m, "status"))) href=(ctx.page(&format!("/monitors/{}", seg(s(m, "id"))))) data-status=(s(m, "status")) {
+                    h3 { (s(m, "name")) }
+                    (badge(s(m, "status")))
+                    p.muted {
+                        "Last heartbeat: " (when(m, "last_heartbeat")) br;
+                        "Next deadline: " (when(m, "next_deadline"))
+                    }
+                }
+            }
+            @if items(monitors).is_empty() { p { "No monitors yet." } }
+        }
+    }
+}
+
+/// `GET …/monitors`: the board, and the form of a new monitor.
+pub async fn board(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    Params(p): Params,
+) -> Result<Response, WebError> {
+    let monitors = state.api.get(&ctx.api("/monitors")).await?;
+    let body = html! {
+        (notice(p.opt("notice")))
+        h1 { "Monitors" }
+        (tiles_markup(&ctx, &monitors))
+        section.card {
+            h2 { "New monitor" }
+            form.stack method="post" action=(ctx.page("/monitors")) id="new-monitor" {
+                (csrf_field(&ctx.csrf))
+                (monitor_fields(None))
+                div { button type="submit" { "Create monitor" } }
+            }
+        }
+    };
+    Ok(page(&ctx.shell("Monitors", "/monitors"), body).into_response())
+}
+
+/// `GET …/monitors/tiles`: the board alone, for its refresh.
+pub async fn tiles(State(state): State<WebState>, ctx: Ctx) -> Result<Response, WebError> {
+    let monitors = state.api.get(&ctx.api("/monitors")).await?;
+    Ok(tiles_markup(&ctx, &monitors).into_response())
+}
+
+fn monitor_fields(current: Option<&Value>) -> Markup {
+    let v = |k: &str, d: &str| current.map(|m| text(m, k)).unwrap_or_else(|| d.to_owned());
+    html! {
+        label { "Name" input type="text" name="name" value=(current.map(|m| s(m, "name")).unwrap_or_default()) required; }
+        label { "Heartbeat interval (seconds)" input type="number" name="heartbeat_interval_s" min="1" value=(v("heartbeat_interval_s", "300")); }
+        label { "Grace (seconds)" input type="number" name="grace_s" min="0" value=(v("grace_s", "60")); }
+        label { "Secret for signed status pushes (optional" @if current.is_some() { "; empty keeps it" } ")"
+            input type="password" name="secret" autocomplete="off";
+        }
+    }
+}
+
+fn monitor_body(form: &Form) -> Result<Value, WebError> {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(form.get("name")));
+    if let Some(i) = form.number("heartbeat_interval_s", "Heartbeat interval")? {
+        m.insert("heartbeat_interval_s".into(), json!(i));
+    }
+    if let Some(g) = form.number("grace_s", "Grace")? {
+        m.insert("grace_s".into(), json!(g));
+    }
+    if let Some(sec) = form.opt("secret") {
+        m.insert("secret".into(), json!(sec));
+    }
+    Ok(Value::Object(m))
+}
+
+/// A monitor's URLs and token, shown at creation and rotation.
+fn with_token(ctx: &Ctx, title: &str, m: &Value) -> Response {
+    let body = html! {
+        h1 { (title) ": " (s(m, "name")) }
+        section.card.secret {
+            p { strong { "Its token is shown this once." } " Point your job or service at these URLs." }
+            dl.fields {
+                dt { "Heartbeat URL" } dd { (copyable("heartbeat-url", s(m, "heartbeat_url"))) }
+                dt { "Status URL" } dd { (copyable("status-url", s(m, "status_url"))) }
+                dt { "Token" } dd { (copyable("monitor-token", s(m, "token"))) }
+            }
+        }
+        p { a href=(ctx.page(&format!("/monitors/{}", seg(s(m, "id"))))) { "To the monitor" } }
+    };
+    let shell: Shell<'_> = ctx.shell(title, "/monitors");
+    page(&shell, body).into_response()
+}
+
+/// `POST …/monitors`.
+pub async fn create(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    form: Form,
+) -> Result<Response, WebError> {
+    let created = state
+        .api
+        .post(&ctx.api("/monitors"), monitor_body(&form)?)
+        .await?;
+    Ok(with_token(&ctx, "Monitor created", &created))
+}
+
+/// Uptime per day over the last [`UPTIME_DAYS`] days, from the incident history: the share
+/// of each day (UTC) outside an incident. Days before the monitor existed are `None`.
+fn uptime(incidents: &[Value], created_ms: u64, now: u64) -> Vec<(u64, Option<f64>)> {
+    let spans: Vec<(u64, u64)> = incidents
+        .iter()
+        .filter_map(|i| {
+            let from = parse_rfc3339(s(i, "opened_at"))?;
+            let to = i
+                .get("resolved_at")
+                .and_then(Value::as_str)
+                .and_then(parse_rfc3339)
+                .unwrap_or(now);
+            Some((from, to))
+        })
+        .collect();
+    let today = now / DAY_MS * DAY_MS;
+    (0..UPTIME_DAYS)
+        .rev()
+        .map(|back| {
+            let start = today.saturating_sub(back * DAY_MS);
+            let end = (start + DAY_MS).min(now);
+            let from = start.max(created_ms);
+            if from >= end {
+                return (start, None);
+            }
+            let down: u64 = spans
+                .iter()
+                .map(|&(a, b)| b.min(end).saturating_sub(a.max(from)))
+                .sum();
+            let total = end - from;
+            (start, Some(1.0 - (down.min(total) as f64 / total as f64)))
+        })
+        .collect()
+}
+
+fn uptime_strip(days: &[(u64, Option<f64>)]) -> Markup {
+    html! {
+        div.uptime id="uptime" aria-label="Uptime per day" {
+            @for (start, share) in days {
+                @let day = crate::model::time::rfc3339(*start);
+                @match share {
+                    None => span.none title={ (&day[..10]) ": no monitor yet" } { "" },
+                    Some(f) => {
+                        @let class = if *f >= 0.999 { "full" } else if *f >= 0.95 { "partial" } else { "low" };
+                        span class=(class) title={ (&day[..10]) ": " (format!("{:.2}", f * 100.0)) " %" } { (format!("{:.0}", f * 100.0)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET …/monitors/{monitor_id}`.
+pub async fn show(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    Path(path): Path<Vec<(String, String)>>,
+    Params(p): Params,
+) -> Result<Response, WebError> {
+    let id = monitor_id(&last(&path))?;
+    let m = state.api.get(&ctx.api(&format!("/monitors/{id}"))).await?;
+    let incidents = state
+        .api
+        .get(&ctx.api(&format!("/monitors/{id}/incidents")))
+        .await?;
+    let checks = state
+        .api
+        .get(&ctx.api(&format!("/monitors/{id}/checks")))
+        .await?;
+    let created = parse_rfc3339(s(&m, "created_at")).unwrap_or(0);
+    let days = uptime(items(&incidents), created, now_ms());
+    let csrf = &ctx.csrf;
+    let body = html! {
+        (notice(p.opt("notice")))
+        h1 { (s(&m, "name")) " " (badge(s(&m, "status"))) }
+        section.card {
+            dl.fields id="monitor-state" {
+                dt { "Status since" } dd { (when(&m, "status_since")) }
+                dt { "Last heartbeat" } dd { (when(&m, "last_heartbeat")) }
+                dt { "Last signal" } dd { (when(&m, "last_signal")) }
+                dt { "Next deadline" } dd { (when(&m, "next_deadline")) }
+                dt { "Running since" } dd { (when(&m, "running_since")) }
+                dt { "Interval / grace" } dd { (text(&m, "heartbeat_interval_s")) " s / " (text(&m, "grace_s")) " s" }
+                dt { "Signed pushes" } dd { @if m.get("has_secret") == Some(&Value::Bool(true)) { "required" } @else { "no" } }
+            }
+            p.muted { "Its URLs hold its token, which is shown only at creation and rotation; rotate it to see new ones." }
+        }
+        section.card {
+            h2 { "Uptime per day (the last " (UPTIME_DAYS) " days, UTC)" }
+            (uptime_strip(&days))
+        }
+        section.card {
+            h2 { "Incidents" }
+            div.table-wrap { table id="incidents" {
+                thead { tr { th { "Opened (UTC)" } th { "Status" } th { "Reason" } th { "Resolved (UTC)" } th { "Duration" } } }
+                tbody {
+                    @for i in items(&incidents) {
+                        tr {
+                            td { (when(i, "opened_at")) }
+                            td { (badge(s(i, "status"))) }
+                            td { (s(i, "reason")) }
+                            td { (when(i, "resolved_at")) }
+                            td { @if let Some(d) = i.get("duration_ms").and_then(Value::as_u64) { (d / 1000) " s" } @else { "open" } }
+                        }
+                    }
+                    @if items(&incidents).is_empty() { tr { td colspan="5" { "No incidents." } } }
+                }
+            } }
+        }
+        section.card {
+            h2 { "Recent checks" }
+            div.table-wrap { table id="checks" {
+                thead { tr { th { "At (UTC)" } th { "Signal" } th { "Status" } th { "Reason" } th { "Message" } } }
+                tbody {
+                    @for c in items(&checks) {
+                        tr {
+                            td { (when(c, "at")) }
+                            td { (s(c, "signal")) }
+                            td { (badge(s(c, "status"))) }
+                            td { (s(c, "reason")) }
+                            td { (text(c, "message")) }
+                        }
+                    }
+                }
+            } }
+        }
+        section.card {
+            h2 { "Settings" }
+            form.stack method="post" action=(ctx.page(&format!("/monitors/{id}"))) id="monitor-form" {
+                (csrf_field(csrf))
+                (monitor_fields(Some(&m)))
+                div { button type="submit" { "Save" } }
+            }
+            div.actions {
+                form.inline method="post" action=(ctx.page(&format!("/monitors/{id}/rotate"))) data-confirm="Rotate the token? The old URLs stop working at once." {
+                    (csrf_field(csrf))
+                    button.secondary type="submit" id="rotate-token" { "Rotate token" }
+                }
+                form.inline method="post" action=(ctx.page(&format!("/monitors/{id}/delete"))) data-confirm="Delete this monitor and its history?" {
+                    (csrf_field(csrf))
+                    button.danger type="submit" { "Delete" }
+                }
+            }
+        }
+    };
+    Ok(page(&ctx.shell("Monitor", "/monitors"), body).into_response())
+}
+
+/// `POST …/monitors/{monitor_id}`: saves the settings.
+pub async fn update(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    Path(path): Path<Vec<(String, String)>>,
+    form: Form,
+) -> Result<Response, WebError> {
+    let id = monitor_id(&last(&path))?;
+    state
+        .api
+        .patch(&ctx.api(&format!("/monitors/{id}")), monitor_body(&form)?)
+        .await?;
+    Ok(see_other(
+        &ctx.page(&format!("/monitors/{id}?notice=saved")),
+    ))
+}
+
+/// `POST …/monitors/{monitor_id}/rotate`: a new token and URLs, shown this once.
+pub async fn rotate(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    Path(path): Path<Vec<(String, String)>>,
+) -> Result<Response, WebError> {
+    let id = monitor_id(&last(&path))?;
+    let rotated = state
+        .api
+        .post(&ctx.api(&format!("/monitors/{id}/rotate-token")), json!({}))
+        .await?;
+    Ok(with_token(&ctx, "Token rotated", &rotated))
+}
+
+/// `POST …/monitors/{monitor_id}/delete`.
+pub async fn remove(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    Path(path): Path<Vec<(String, String)>>,
+) -> Result<Response, WebError> {
+    let id = monitor_id(&last(&path))?;
+    state
+        .api
+        .delete(&ctx.api(&format!("/monitors/{id}")))
+        .await?;
+    Ok(see_other(&ctx.page("/monitors?notice=deleted")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_is_the_share_of_each_day_outside_incidents() {
+        let now = 10 * DAY_MS + DAY_MS / 2;
+        let created = 8 * DAY_MS;
+        // Down a quarter of day 9 (resolved), and from the middle of day 10 (today) on.
+        let incidents = vec![
+            json!({"opened_at": crate::model::time::rfc3339(9 * DAY_MS), "resolved_at": crate::model::time::rfc3339(9 * DAY_MS + DAY_MS / 4)}),
+            json!({"opened_at": crate::model::time::rfc3339(10 * DAY_MS + DAY_MS / 4), "resolved_at": null}),
+        ];
+        let days = uptime(&incidents, created, now);
+        assert_eq!(days.len() as u64, UPTIME_DAYS);
+        let tail: Vec<Option<f64>> = days.iter().rev().take(4).map(|d| d.1).collect();
+        assert_eq!(
+            tail[0],
+            Some(0.5),
+            "today: up a quarter of the half day gone"
+        );
+        assert_eq!(tail[1], Some(0.75));
+        assert_eq!(tail[2], Some(1.0));
+        assert_eq!(tail[3], None, "before the monitor existed");
+    }
+}

@@ -1,0 +1,390 @@
+//! The console's tenant list, and the operator's actions on one tenant (details, enable and
+//! disable, rate limit, tokens, portal links, deletion).
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use maud::{Markup, html};
+use serde_json::{Map, Value, json};
+
+use super::Ctx;
+use crate::web::client::{query, seg};
+use crate::web::form::{Form, Params};
+use crate::web::guard::Signed;
+use crate::web::layout::{
+    Shell, badge, copyable, csrf_field, items, notice, page, s, see_other, text, when,
+};
+use crate::web::{Ui, WebError, WebState};
+
+/// Most tenants the list reads (pages of 500).
+const MAX_LISTED: usize = 5000;
+
+/// The operator's actions on one tenant, relative to `/console/tenants/{id}`.
+pub fn operator_routes() -> Router<WebState> {
+    Router::new()
+        .route("/update", post(update))
+        .route("/toggle", post(toggle))
+        .route("/delete", post(remove))
+        .route("/tokens", post(issue_token))
+        .route("/tokens/{token_id}/revoke", post(revoke_token))
+        .route("/portal-links", post(create_link))
+        .route("/portal-links/{link_id}/revoke", post(revoke_link))
+}
+
+fn console_shell<'a>(title: &'a str, csrf: &'a str) -> Shell<'a> {
+    Shell {
+        ui: Ui::Console,
+        title,
+        csrf: Some(csrf),
+        tenant: None,
+        tab: "tenants",
+    }
+}
+
+/// Whether tenant `t` answers search `q` (name, external id or id, any case).
+fn matches(t: &Value, q: &str) -> bool {
+    let q = q.to_lowercase();
+    ["name", "external_id", "id"]
+        .iter()
+        .any(|k| s(t, k).to_lowercase().contains(&q))
+}
+
+/// `GET /console/tenants[?q=]`: the tenants, searchable, and the form of a new one.
+pub async fn list(
+    State(state): State<WebState>,
+    signed: Signed,
+    Params(p): Params,
+) -> Result<Response, WebError> {
+    let q = p.get("q");
+    let mut tenants = Vec::new();
+    let mut after = String::new();
+    loop {
+        let path = format!(
+            "/admin/tenants{}",
+            query(&[("limit", "500"), ("after", &after)])
+        );
+        let page = state.api.get(&path).await?;
+        tenants.extend(
+            items(&page)
+                .iter()
+                .filter(|t| q.is_empty() || matches(t, q))
+                .cloned(),
+        );
+        match page.get("next").and_then(Value::as_str) {
+            Some(next) if tenants.len() < MAX_LISTED => after = next.to_owned(),
+            _ => break,
+        }
+    }
+    let csrf = &signed.session.csrf;
+    let body = html! {
+        (notice(p.opt("notice")))
+        h1 { "Tenants" }
+        form.filters role="search" method="get" action="/console/tenants" {
+            label { "Search by name, external id or id"
+                input type="search" name="q" value=(q) id="tenant-search";
+            }
+            button.secondary type="submit" { "Search" }
+        }
+        div.table-wrap {
+            table id="tenants" {
+                thead { tr { th { "Name" } th { "External id" } th { "Status" } th { "Rate limit" } th { "Created" } } }
+                tbody {
+                    @for t in &tenants {
+                        tr {
+                            td { a href={ "/console/tenants/" (seg(s(t, "id"))) } { (s(t, "name")) } }
+                            td { (text(t, "external_id")) }
+                            td { (badge(if t.get("active") == Some(&Value::Bool(true)) { "active" } else { "disabled" })) }
+                            td { (rate(t)) }
+                            td { (when(t, "created_at")) }
+                        }
+                    }
+                    @if tenants.is_empty() { tr { td colspan="5" { "No tenants" @if !q.is_empty() { " match this search" } "." } } }
+                }
+            }
+        }
+        section.card {
+            h2 { "New tenant" }
+            form.stack method="post" action="/console/tenants" id="new-tenant" {
+                (csrf_field(csrf))
+                label { "Name" input type="text" name="name" required maxlength="200"; }
+                label { "External id (optional: your own id for it)" input type="text" name="external_id"; }
+                (rate_fields(None))
+                div { button type="submit" { "Create tenant" } }
+            }
+        }
+    };
+    Ok(page(&console_shell("Tenants", csrf), body).into_response())
+}
+
+/// A tenant's rate limit as text.
+fn rate(t: &Value) -> String {
+    match t.get("rate_limit") {
+        Some(r) if r.is_object() => {
+            format!("{}/s, burst {}", text(r, "per_second"), text(r, "burst"))
+        }
+        _ => "none".to_owned(),
+    }
+}
+
+/// The rate-limit fields of a form.
+fn rate_fields(current: Option<&Value>) -> Markup {
+    let r = current
+        .and_then(|t| t.get("rate_limit"))
+        .filter(|r| r.is_object());
+    let num = |k: &str| {
+        r.and_then(|r| r.get(k))
+            .map(Value::to_string)
+            .unwrap_or_default()
+    };
+    html! {
+        div.filters {
+            label { "Rate limit per second" input type="number" name="per_second" min="1" value=(num("per_second")); }
+            label { "Burst" input type="number" name="burst" min="1" value=(num("burst")); }
+        }
+    }
+}
+
+/// The rate limit a form asks for: `None` when both fields are empty.
+fn rate_limit(form: &Form) -> Result<Option<Value>, WebError> {
+    let per_second = form.number("per_second", "Rate limit per second")?;
+    let burst = form.number("burst", "Burst")?;
+    Ok(match (per_second, burst) {
+        (None, None) => None,
+        (Some(p), b) => Some(json!({"per_second": p, "burst": b.unwrap_or(p)})),
+        (None, Some(_)) => {
+            return Err(WebError::BadRequest(
+                "a burst needs a rate limit per second".into(),
+            ));
+        }
+    })
+}
+
+/// `POST /console/tenants`: creates a tenant and shows its token, this once.
+pub async fn create(
+    State(state): State<WebState>,
+    signed: Signed,
+    form: Form,
+) -> Result<Response, WebError> {
+    let mut spec = Map::new();
+    spec.insert("name".into(), json!(form.get("name")));
+    if let Some(ext) = form.opt("external_id") {
+        spec.insert("external_id".into(), json!(ext));
+    }
+    if let Some(r) = rate_limit(&form)? {
+        spec.insert("rate_limit".into(), r);
+    }
+    let created = state
+        .api
+        .post("/admin/tenants", Value::Object(spec))
+        .await?;
+    let csrf = &signed.session.csrf;
+    let link = format!("/console/tenants/{}", seg(s(&created, "id")));
+    let body = html! {
+        h1 { "Tenant created: " (s(&created, "name")) }
+        section.card.secret {
+            p { strong { "Its token is shown this once." } " Store it now: only its keyed hash is kept." }
+            p { (copyable("new-token", s(&created, "token"))) }
+        }
+        p { a href=(link) id="to-tenant" { "Go to the tenant" } }
+    };
+    Ok(page(&console_shell("Tenant created", csrf), body).into_response())
+}
+
+/// The operator's section of a tenant's overview.
+pub async fn operator_section(
+    state: &WebState,
+    ctx: &Ctx,
+    tenant: &Value,
+) -> Result<Markup, WebError> {
+    let tokens = state.api.get(&ctx.api("/tokens")).await?;
+    let csrf = &ctx.csrf;
+    let active = tenant.get("active") == Some(&Value::Bool(true));
+    Ok(html! {
+        section.card {
+            h2 { "Settings" }
+            form.stack method="post" action=(ctx.page("/update")) id="tenant-settings" {
+                (csrf_field(csrf))
+                label { "Name" input type="text" name="name" value=(s(tenant, "name")) required; }
+                label { "External id" input type="text" name="external_id" value=(s(tenant, "external_id")); }
+                (rate_fields(Some(tenant)))
+                p.muted { "Leave both rate fields empty to remove the tenant's own limit." }
+                div { button type="submit" { "Save" } }
+            }
+            div.actions {
+                form.inline method="post" action=(ctx.page("/toggle")) {
+                    (csrf_field(csrf))
+                    input type="hidden" name="active" value=(if active { "false" } else { "true" });
+                    button.secondary type="submit" id="toggle-tenant" { @if active { "Disable tenant" } @else { "Enable tenant" } }
+                }
+            }
+        }
+        section.card {
+            h2 { "Tokens" }
+            div.table-wrap { table id="tokens" {
+                thead { tr { th { "Token id" } th { "Issued" } th {} } }
+                tbody {
+                    @for t in items(&tokens) {
+                        tr {
+                            td { code { (s(t, "id")) } }
+                            td { (when(t, "created_at")) }
+                            td {
+                                form.inline method="post" action=(ctx.page(&format!("/tokens/{}/revoke", seg(s(t, "id"))))) data-confirm="Revoke this token? Requests with it fail at once." {
+                                    (csrf_field(csrf))
+                                    button.danger type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            } }
+            form.inline method="post" action=(ctx.page("/tokens")) {
+                (csrf_field(csrf))
+                button type="submit" id="issue-token" { "Issue a new token" }
+            }
+        }
+        section.card {
+            h2 { "Portal link" }
+            p.muted { "A signed link into this tenant's portal, for its developers: it expires, and it can be revoked." }
+            form.row method="post" action=(ctx.page("/portal-links")) id="new-portal-link" {
+                (csrf_field(csrf))
+                label { "Valid for (seconds)" input type="number" name="ttl_s" min="1" value="3600"; }
+                button type="submit" { "Create portal link" }
+            }
+        }
+        section.card {
+            h2 { "Delete" }
+            form.row method="post" action=(ctx.page("/delete")) id="delete-tenant" data-confirm="Delete this tenant, its tokens, targets, sources and monitors?" {
+                (csrf_field(csrf))
+                label { "Type the tenant's name to confirm" input type="text" name="confirm" required; }
+                button.danger type="submit" { "Delete tenant" }
+            }
+        }
+    })
+}
+
+/// `POST …/update`: name, external id, rate limit.
+async fn update(State(state): State<WebState>, ctx: Ctx, form: Form) -> Result<Response, WebError> {
+    let mut patch = Map::new();
+    patch.insert("name".into(), json!(form.get("name")));
+    patch.insert(
+        "external_id".into(),
+        form.opt("external_id").map_or(Value::Null, |e| json!(e)),
+    );
+    patch.insert(
+        "rate_limit".into(),
+        rate_limit(&form)?.unwrap_or(Value::Null),
+    );
+    state.api.patch(&ctx.api(""), Value::Object(patch)).await?;
+    Ok(see_other(&format!("{}?notice=saved", ctx.base)))
+}
+
+/// `POST …/toggle`: enables or disables the tenant.
+async fn toggle(State(state): State<WebState>, ctx: Ctx, form: Form) -> Result<Response, WebError> {
+    let active = form.get("active") == "true";
+    state
+        .api
+        .patch(&ctx.api(""), json!({ "active": active }))
+        .await?;
+    let done = if active { "enabled" } else { "disabled" };
+    Ok(see_other(&format!("{}?notice={done}", ctx.base)))
+}
+
+/// `POST …/delete`: deletes the tenant once its name is typed.
+async fn remove(State(state): State<WebState>, ctx: Ctx, form: Form) -> Result<Response, WebError> {
+    if form.get("confirm") != ctx.tenant_name {
+        return Err(WebError::BadRequest(
+            "type the tenant's name exactly to delete it".into(),
+        ));
+    }
+    state.api.delete(&ctx.api("")).await?;
+    Ok(see_other("/console/tenants?notice=deleted"))
+}
+
+/// A secret shown this once, on a page of the tenant.
+pub fn shown_once(
+    ctx: &Ctx,
+    title: &str,
+    what: &str,
+    id: &str,
+    value: &str,
+    back: &str,
+) -> Response {
+    let body = html! {
+        h1 { (title) }
+        section.card.secret {
+            p { strong { (what) " is shown this once." } " Store it now: it cannot be read again." }
+            p { (copyable(id, value)) }
+        }
+        p { a href=(back) { "Back" } }
+    };
+    page(&ctx.shell(title, ""), body).into_response()
+}
+
+/// `POST …/tokens`: issues a token and shows it this once.
+async fn issue_token(State(state): State<WebState>, ctx: Ctx) -> Result<Response, WebError> {
+    let issued = state.api.post(&ctx.api("/tokens"), json!({})).await?;
+    Ok(shown_once(
+        &ctx,
+        "Token issued",
+        "The new token",
+        "new-token",
+        s(&issued, "token"),
+        &ctx.base,
+    ))
+}
+
+/// `POST …/tokens/{token_id}/revoke`.
+async fn revoke_token(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    Path((_, token_id)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    state
+        .api
+        .delete(&ctx.api(&format!("/tokens/{}", seg(&token_id))))
+        .await?;
+    Ok(see_other(&format!("{}?notice=revoked", ctx.base)))
+}
+
+/// `POST …/portal-links`: issues a portal link and shows it, with its revocation.
+async fn create_link(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    form: Form,
+) -> Result<Response, WebError> {
+    let mut spec = Map::new();
+    if let Some(ttl) = form.number("ttl_s", "Valid for")? {
+        spec.insert("ttl_s".into(), json!(ttl));
+    }
+    let link = state
+        .api
+        .post(&ctx.api("/portal-links"), Value::Object(spec))
+        .await?;
+    let body = html! {
+        h1 { "Portal link" }
+        section.card.secret {
+            p { "Anyone with this link can open " strong { (ctx.tenant_name) } "'s portal until " (when(&link, "expires_at")) " UTC." }
+            p { (copyable("portal-link", s(&link, "url"))) }
+        }
+        form.inline method="post" action=(ctx.page(&format!("/portal-links/{}/revoke", seg(s(&link, "id"))))) {
+            (csrf_field(&ctx.csrf))
+            button.danger type="submit" id="revoke-link" { "Revoke this link" }
+        }
+        p { a href=(ctx.base) { "Back" } }
+    };
+    Ok(page(&ctx.shell("Portal link", ""), body).into_response())
+}
+
+/// `POST …/portal-links/{link_id}/revoke`.
+async fn revoke_link(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    Path((_, link_id)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    state
+        .api
+        .delete(&ctx.api(&format!("/portal-links/{}", seg(&link_id))))
+        .await?;
+    Ok(see_other(&format!("{}?notice=revoked", ctx.base)))
+}

@@ -1,0 +1,837 @@
+//! The console and the portal in a real browser: headless Chromium driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`, which `.ci/run` installs), against gateways
+//! started here, with real HTTP sinks as targets. Screenshots of the main pages are saved
+//! under `target/screenshots/` for review.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use support::http::Request;
+use support::sink::{Reply, Sink};
+use support::{ADMIN_TOKEN, Gateway, RedisServer, eventually, free_port, unique_prefix};
+
+/// Long enough for a delivery, a retry or a board refresh (every 5 s) on a busy machine.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Fast checks and retries, so the flows take seconds.
+const EXTRA: &str = r#"
+[monitors]
+check_every_ms = 200
+
+[dispatch]
+retry = { initial_delay_ms = 100, multiplier = 1.0, max_delay_ms = 100, max_attempts = 2 }
+"#;
+
+/// A chromedriver and a headless Chromium session; both end on drop.
+struct Browser {
+    client: Client,
+    driver: Child,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "chromedriver not found: install Debian's chromium and chromium-driver \
+                 (.ci/run does)",
+            );
+        let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+            "goog:chromeOptions": {
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,1000"],
+            }
+        }))
+        .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last = None;
+        for _ in 0..100 {
+            // WebDriver on loopback is plain HTTP: no TLS stack for it.
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => return Browser { client, driver },
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot start a Chromium session: {last:?}");
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
+    async fn css(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.css(css).await.text().await.unwrap()
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let e = self.css(css).await;
+        e.clear().await.unwrap();
+        e.send_keys(value).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.css(css).await.click().await.unwrap();
+    }
+
+    /// The page's whole text.
+    async fn body(&self) -> String {
+        self.text("body").await
+    }
+
+    async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_owned()
+    }
+
+    /// Waits until the page's text holds `needle`, reloading every half second (pages that
+    /// update themselves are checked without reloads by [`Browser::wait_live`]).
+    async fn wait_text(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if self.body().await.contains(needle) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page never showed {needle:?}:\n{}",
+                self.body().await
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            self.client.refresh().await.unwrap();
+        }
+    }
+
+    /// Waits, without reloading, until `css` matches: the page must update itself.
+    async fn wait_live(&self, css: &str) {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("the page did not update itself to show {css}: {e}"));
+    }
+
+    /// Whether any script of a test's payload ran (they all set `window.__xss`).
+    async fn script_ran(&self) -> bool {
+        self.client
+            .execute("return window.__xss === 1;", vec![])
+            .await
+            .unwrap()
+            == json!(true)
+    }
+
+    /// Saves a screenshot as `target/screenshots/<name>.png`.
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// Whether the page fits `width` without sideways scrolling.
+    async fn fits_width(&self) -> bool {
+        let v = self
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        v == json!(true)
+    }
+
+    async fn sign_in(&self, gw: &Gateway) {
+        self.goto(&format!("http://{}/console", gw.addrs.admin))
+            .await;
+        self.fill("#token", ADMIN_TOKEN).await;
+        self.click("#sign-in").await;
+        self.css("#tenants").await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn console(gw: &Gateway, path: &str) -> String {
+    format!("http://{}/console{path}", gw.addrs.admin)
+}
+
+fn portal(gw: &Gateway, path: &str) -> String {
+    format!("http://{}/portal{path}", gw.addrs.plain)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_a_tenant_from_the_console() {
+    let gw = Gateway::start_with(
+        &RedisServer::shared().url(),
+        &unique_prefix("browser_op"),
+        EXTRA,
+    )
+    .await;
+    let sink = Sink::start().await;
+    let b = Browser::start().await;
+
+    // Signed out, the console sends people to its sign-in page; a wrong token is refused.
+    b.goto(&console(&gw, "/tenants")).await;
+    assert_eq!(b.path().await, "/console/login");
+    b.fill("#token", "not-the-admin-token-0123456789").await;
+    b.click("#sign-in").await;
+    assert!(b.body().await.contains("not the admin token"));
+    b.sign_in(&gw).await;
+
+    // A tenant, and its token shown once.
+    b.fill("#new-tenant input[name=name]", "acme").await;
+    b.fill("#new-tenant input[name=external_id]", "cust-42")
+        .await;
+    b.click("#new-tenant button[type=submit]").await;
+    let token = b.text("#new-token").await;
+    assert!(token.starts_with("est_"), "{token}");
+    b.click("#to-tenant").await;
+    let tenant_path = b.path().await;
+    assert!(b.body().await.contains("acme"));
+    // The token works, and the overview never shows it again.
+    assert!(!b.client.source().await.unwrap().contains(&token));
+
+    // Search finds it by external id and not by nonsense.
+    b.goto(&console(&gw, "/tenants?q=CUST-4")).await;
+    assert!(b.text("#tenants").await.contains("acme"));
+    b.goto(&console(&gw, "/tenants?q=zzz-nothing")).await;
+    assert!(!b.text("#tenants").await.contains("acme"));
+
+    // A target that fails once-mode deliveries first, pointing at a real sink.
+    sink.plan("/hook", vec![], Reply::Status(500));
+    b.goto(&format!(
+        "http://{}{tenant_path}/targets/new",
+        gw.addrs.admin
+    ))
+    .await;
+    b.fill("#target-form input[name=url]", &sink.url("/hook"))
+        .await;
+    b.fill("#target-form input[name=events]", "order.*").await;
+    b.css("#target-form select[name=mode]")
+        .await
+        .select_by_value("once")
+        .await
+        .unwrap();
+    b.fill("#target-form textarea[name=headers]", "X-Team: payments")
+        .await;
+    b.click("#target-form button[type=submit]").await;
+    let secret = b.text("#target-secret").await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+
+    // An event, sent with plain HTTP; its delivery fails and lands in the error queue.
+    let r = Request::new("POST", "/v1/events/order.paid")
+        .bearer(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"order":42,"note":"first"}"#)
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let event_id = r.json()["id"].as_str().unwrap().to_owned();
+    b.goto(&format!(
+        "http://{}{tenant_path}/dead-letters",
+        gw.addrs.admin
+    ))
+    .await;
+    b.wait_text(&event_id).await;
+    b.screenshot("error-queue").await;
+
+    // The event's page: pretty JSON body, the failed attempt with its status.
+    b.goto(&format!(
+        "http://{}{tenant_path}/events/{event_id}",
+        gw.addrs.admin
+    ))
+    .await;
+    let body = b.text("#event-body").await;
+    assert!(body.contains("\"order\": 42"), "pretty JSON: {body}");
+    assert!(b.text(".delivery").await.contains("dead lettered"));
+    assert!(b.text(".attempts").await.contains("500"));
+
+    // The target recovers; replaying from the error queue delivers the event.
+    sink.plan("/hook", vec![], Reply::Status(200));
+    b.goto(&format!(
+        "http://{}{tenant_path}/dead-letters",
+        gw.addrs.admin
+    ))
+    .await;
+    b.click("#dead-letters input[name=ids]").await;
+    b.click("#replay-selected").await;
+    assert!(b.body().await.contains("Replayed"));
+    eventually(WAIT, "the replayed delivery", || async {
+        sink.count("/hook") >= 2
+    })
+    .await;
+    b.goto(&format!(
+        "http://{}{tenant_path}/events/{event_id}",
+        gw.addrs.admin
+    ))
+    .await;
+    b.wait_text("succeeded").await;
+    let attempts = b.text(".attempts").await;
+    assert!(
+        attempts.contains("200") && attempts.contains("500"),
+        "{attempts}"
+    );
+    b.screenshot("event").await;
+    let received = sink.received("/hook");
+    let last = received.last().unwrap();
+    assert_eq!(last.header("x-team").as_deref(), Some("payments"));
+    assert!(last.header("webhook-signature").is_some());
+
+    // A second event shows up in the event list without a reload.
+    b.goto(&format!("http://{}{tenant_path}/events", gw.addrs.admin))
+        .await;
+    b.css(&format!("a[href$='{event_id}']")).await;
+    let second = gw
+        .post_ok(&token, "order.shipped", br#"{"order":43}"#)
+        .await;
+    b.wait_live(&format!("#event-rows a[href$='{second}']"))
+        .await;
+    b.screenshot("events").await;
+
+    // The target's health, and its failure and success counted on the overview.
+    b.goto(&format!("http://{}{tenant_path}/targets", gw.addrs.admin))
+        .await;
+    b.click("#targets a").await;
+    let health = b.text("#target-health").await;
+    assert!(health.contains("Last status"), "{health}");
+    b.goto(&format!("http://{}{tenant_path}", gw.addrs.admin))
+        .await;
+    let stats = b.text("#stats").await;
+    assert!(stats.contains("Deliveries succeeded"), "{stats}");
+    b.screenshot("tenant").await;
+
+    // Disable and enable: the tenant's ingest follows.
+    b.click("#toggle-tenant").await;
+    assert!(b.body().await.contains("Disabled."));
+    eventually(WAIT, "ingest refused for a disabled tenant", || async {
+        gw.post_event(&token, "order.paid", b"{}").await.status == 403
+    })
+    .await;
+    b.click("#toggle-tenant").await;
+    assert!(b.body().await.contains("Enabled."));
+
+    // The tenant list and the system page.
+    b.goto(&console(&gw, "/tenants")).await;
+    b.screenshot("tenants").await;
+    b.goto(&console(&gw, "/system")).await;
+    let system = b.text("#shards").await;
+    assert!(
+        system.contains("Consumers") || system.contains("Shard"),
+        "{system}"
+    );
+    assert!(b.text("#durability").await.contains("Redis durability"));
+    let config = b.text("#config").await;
+    assert!(
+        config.contains("[redacted]") && !config.contains(ADMIN_TOKEN),
+        "secrets redacted"
+    );
+    b.screenshot("system").await;
+
+    // At 360 px the pages still fit.
+    b.client.set_window_size(360, 800).await.unwrap();
+    for path in ["/tenants", "/system"] {
+        b.goto(&console(&gw, path)).await;
+        assert!(b.fits_width().await, "{path} scrolls sideways at 360 px");
+    }
+    b.goto(&format!(
+        "http://{}{tenant_path}/events/{event_id}",
+        gw.addrs.admin
+    ))
+    .await;
+    assert!(
+        b.fits_width().await,
+        "the event page scrolls sideways at 360 px"
+    );
+    b.screenshot("event-360").await;
+    b.client.set_window_size(1280, 1000).await.unwrap();
+
+    // Signing out ends the session: the old cookie opens nothing.
+    let cookie = b.client.get_named_cookie("estafeta_console").await.unwrap();
+    b.goto(&console(&gw, "/tenants")).await;
+    b.click("#sign-out").await;
+    assert_eq!(b.path().await, "/console/login");
+    b.goto(&console(&gw, "/tenants")).await;
+    assert_eq!(b.path().await, "/console/login");
+    let r = Request::get("/console/tenants")
+        .header("cookie", &format!("estafeta_console={}", cookie.value()))
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 303, "the ended session still opens the console");
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_that_misses_its_deadline_turns_red_on_the_board() {
+    let gw = Gateway::start_with(
+        &RedisServer::shared().url(),
+        &unique_prefix("browser_mon"),
+        EXTRA,
+    )
+    .await;
+    let (tenant, _) = gw.tenant("ops").await;
+    let b = Browser::start().await;
+    b.sign_in(&gw).await;
+
+    // Created from the board's form: its URLs are shown once, with copy buttons.
+    b.goto(&console(&gw, &format!("/tenants/{tenant}/monitors")))
+        .await;
+    b.fill("#new-monitor input[name=name]", "nightly backup")
+        .await;
+    b.fill("#new-monitor input[name=heartbeat_interval_s]", "2")
+        .await;
+    b.fill("#new-monitor input[name=grace_s]", "0").await;
+    b.click("#new-monitor button[type=submit]").await;
+    let heartbeat = b.text("#heartbeat-url").await;
+    assert!(heartbeat.starts_with("/v1/monitors/") && heartbeat.ends_with("/heartbeat"));
+    assert!(
+        b.css("button[data-copy=heartbeat-url]")
+            .await
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+
+    // One heartbeat: up. Then silence: the board turns it red by itself.
+    let r = Request::new("POST", &heartbeat)
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    b.goto(&console(&gw, &format!("/tenants/{tenant}/monitors")))
+        .await;
+    b.css(".tile[data-status=up]").await;
+    b.wait_live(".tile.down[data-status=down]").await;
+    b.screenshot("monitors").await;
+
+    // Its page shows the open incident and the uptime strip.
+    b.click(".tile.down").await;
+    let incidents = b.text("#incidents").await;
+    assert!(incidents.contains("open"), "{incidents}");
+    assert!(b.css("#uptime span").await.is_displayed().await.unwrap());
+    b.screenshot("monitor").await;
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_link_shows_one_tenant_and_refuses_the_others() {
+    let gw = Gateway::start_with(
+        &RedisServer::shared().url(),
+        &unique_prefix("browser_portal"),
+        EXTRA,
+    )
+    .await;
+    let sink = Sink::start().await;
+    let (a, a_token) = gw.tenant("alpha").await;
+    let (b_id, b_token) = gw.tenant("beta").await;
+    gw.create_target(&a, json!({"url": sink.url("/a"), "events": ["*"]}))
+        .await;
+    let b_target = gw
+        .create_target(&b_id, json!({"url": sink.url("/b"), "events": ["*"]}))
+        .await;
+    let b_target = b_target["id"].as_str().unwrap().to_owned();
+    let a_event = gw
+        .post_ok(&a_token, "user.created", br#"{"user":"a"}"#)
+        .await;
+    let b_event = gw
+        .post_ok(&b_token, "user.created", br#"{"user":"b"}"#)
+        .await;
+
+    let r = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{a}/portal-links"),
+            Some(json!({"ttl_s": 600})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let link = r.json();
+    let url = link["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("/portal/link/pl_"), "{url}");
+
+    let br = Browser::start().await;
+    br.goto(&portal(&gw, &url["/portal".len()..])).await;
+    assert_eq!(br.path().await, "/portal");
+    assert!(br.body().await.contains("alpha"));
+    br.screenshot("portal").await;
+    // A's events and targets are there, and no operator page is.
+    br.goto(&portal(&gw, "/events")).await;
+    br.wait_text(&a_event).await;
+    assert!(!br.body().await.contains(&b_event));
+    assert!(!br.client.source().await.unwrap().contains("/console"));
+    br.goto(&portal(&gw, &format!("/events/{a_event}"))).await;
+    br.wait_text("succeeded").await;
+    br.screenshot("portal-event").await;
+
+    // B's ids are not found from A's portal, whatever page names them.
+    for path in [
+        format!("/events/{b_event}"),
+        format!("/targets/{b_target}"),
+        format!("/events?target_id={b_target}"),
+    ] {
+        let r = Request::get(&format!("/portal{path}"))
+            .header("cookie", &portal_cookie(&br).await)
+            .send_plain(gw.addrs.plain)
+            .await
+            .unwrap();
+        let text = r.text();
+        assert!(
+            !text.contains(&b_event) && !text.contains("\"user\":\"b\""),
+            "{path}: {text}"
+        );
+        if !path.contains('?') {
+            assert_eq!(r.status, 404, "{path}");
+        }
+    }
+
+    // The portal's session does not open the console, under either cookie name.
+    let value = br
+        .client
+        .get_named_cookie("estafeta_portal")
+        .await
+        .unwrap()
+        .value()
+        .to_owned();
+    for name in ["estafeta_portal", "estafeta_console"] {
+        let r = Request::get("/console/tenants")
+            .header("cookie", &format!("{name}={value}"))
+            .send_plain(gw.addrs.admin)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status, 303,
+            "a portal session reached the console as {name}"
+        );
+        assert_eq!(r.header("location").as_deref(), Some("/console/login"));
+    }
+
+    // Revoking the link ends its session and refuses the link.
+    let r = gw
+        .admin(
+            "DELETE",
+            &format!(
+                "/admin/tenants/{a}/portal-links/{}",
+                link["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    br.goto(&portal(&gw, "/events")).await;
+    assert_eq!(
+        br.path().await,
+        "/portal/login",
+        "a revoked link's session lives on"
+    );
+    br.goto(&portal(&gw, &url["/portal".len()..])).await;
+    assert!(br.body().await.contains("not valid"));
+
+    // An expired link, and one whose signature was altered, are refused too.
+    let r = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{a}/portal-links"),
+            Some(json!({"ttl_s": 1})),
+        )
+        .await;
+    let short = r.json()["url"].as_str().unwrap().to_owned();
+    let mut forged = short.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let r = Request::get(&forged)
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "an altered link opened the portal");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = Request::get(&short)
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "an expired link opened the portal");
+
+    // Signing in with a tenant token works as well, and signing out ends it.
+    br.goto(&portal(&gw, "/login")).await;
+    br.fill("#token", &b_token).await;
+    br.click("#sign-in").await;
+    assert!(br.body().await.contains("beta"));
+    br.click("#sign-out").await;
+    br.goto(&portal(&gw, "/events")).await;
+    assert_eq!(br.path().await, "/portal/login");
+
+    // Bad requests for links get the contract's errors.
+    let r = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{a}/portal-links"),
+            Some(json!({"ttl_s": 0})),
+        )
+        .await;
+    assert!(r.is_error("invalid_portal_link"), "{}", r.text());
+    let r = gw
+        .admin("POST", "/admin/tenants/ten_nobody/portal-links", None)
+        .await;
+    assert_eq!(r.status, 404);
+    gw.stop().await.unwrap();
+}
+
+async fn portal_cookie(b: &Browser) -> String {
+    let c = b.client.get_named_cookie("estafeta_portal").await.unwrap();
+    format!("estafeta_portal={}", c.value())
+}
+
+/// Signs in over plain HTTP: the console's session cookie and the CSRF token of its pages.
+async fn http_session(gw: &Gateway) -> (String, String) {
+    let form = Request::get("/console/login")
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    let signin = form.header("set-cookie").unwrap();
+    let signin = signin.split(';').next().unwrap().to_owned();
+    let csrf = signin.split_once('=').unwrap().1.to_owned();
+    let r = Request::new("POST", "/console/login")
+        .header("cookie", &signin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_csrf={csrf}&token={ADMIN_TOKEN}"))
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 303, "{}", r.text());
+    let session = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = Request::get("/console/tenants")
+        .header("cookie", &session)
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    let text = page.text();
+    let csrf = text
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    (session, csrf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_need_their_csrf_token_and_pages_send_a_strict_policy() {
+    let gw = Gateway::start_with(
+        &RedisServer::shared().url(),
+        &unique_prefix("browser_csrf"),
+        EXTRA,
+    )
+    .await;
+    let (session, csrf) = http_session(&gw).await;
+    let create = |body: String| {
+        Request::new("POST", "/console/tenants")
+            .header("cookie", &session)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+    let r = create("name=forged".into())
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "a form without its CSRF token was taken");
+    let r = create("name=forged&_csrf=wrong".into())
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "a form with a wrong CSRF token was taken");
+    let r = gw.admin("GET", "/admin/tenants", None).await;
+    assert!(
+        !r.text().contains("forged"),
+        "the refused forms created a tenant"
+    );
+    let r = create(format!("name=real&_csrf={csrf}"))
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The sign-in form has its own token (double submit): without the cookie it is refused.
+    let r = Request::new("POST", "/console/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_csrf=x&token={ADMIN_TOKEN}"))
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+
+    // Security headers: console and portal alike, the portal not embeddable by default.
+    let page = Request::get("/console/tenants")
+        .header("cookie", &session)
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(
+        page.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    assert_eq!(
+        page.header("referrer-policy").as_deref(),
+        Some("no-referrer")
+    );
+    let login = Request::get("/portal/login")
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert!(
+        login
+            .header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let cookie = login.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    gw.stop().await.unwrap();
+
+    // With frame ancestors configured, the portal (only) may be framed by them.
+    let extra = format!("{EXTRA}\n[web]\nframe_ancestors = [\"https://app.example.com\"]\n");
+    let gw = Gateway::start_with(
+        &RedisServer::shared().url(),
+        &unique_prefix("browser_frame"),
+        &extra,
+    )
+    .await;
+    let login = Request::get("/portal/login")
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    let csp = login.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("frame-ancestors https://app.example.com"),
+        "{csp}"
+    );
+    assert!(login.header("x-frame-options").is_none());
+    let console = Request::get("/console/login")
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert!(
+        console
+            .header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_tenants_and_senders_write_is_shown_escaped() {
+    let gw = Gateway::start_with(
+        &RedisServer::shared().url(),
+        &unique_prefix("browser_xss"),
+        EXTRA,
+    )
+    .await;
+    let sink = Sink::start().await;
+    let script = "<script>window.__xss=1</script>";
+    let img = "\"><img src=x onerror=\"window.__xss=1\">";
+    let (tenant, token) = gw.tenant_with(json!({"name": format!("t{img}")})).await;
+    let target = gw
+        .create_target(
+            &tenant,
+            json!({"url": format!("{}?q={img}", sink.url("/x")), "events": ["*"],
+                   "headers": {"X-Note": script}}),
+        )
+        .await;
+    let target_id = target["id"].as_str().unwrap().to_owned();
+    let event = gw
+        .post_ok(
+            &token,
+            "user.created",
+            format!("{{\"bio\":\"{}\"}}", script.replace('"', "\\\"")).as_bytes(),
+        )
+        .await;
+    let plain = gw
+        .post_ok(&token, "note.added", format!("{script}{img}").as_bytes())
+        .await;
+    let r = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{tenant}/monitors"),
+            Some(json!({"name": format!("m{script}{img}")})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let monitor = r.json()["id"].as_str().unwrap().to_owned();
+
+    let b = Browser::start().await;
+    b.sign_in(&gw).await;
+    let base = format!("/tenants/{tenant}");
+    for (path, shown) in [
+        ("/tenants".to_owned(), img.to_owned()),
+        (base.clone(), img.to_owned()),
+        (format!("{base}/targets"), "onerror".to_owned()),
+        (format!("{base}/targets/{target_id}"), script.to_owned()),
+        (format!("{base}/events/{event}"), script.to_owned()),
+        (format!("{base}/events/{plain}"), format!("{script}{img}")),
+        (format!("{base}/events"), "user.created".to_owned()),
+        (format!("{base}/monitors"), format!("m{script}{img}")),
+        (
+            format!("{base}/monitors/{monitor}"),
+            format!("m{script}{img}"),
+        ),
+    ] {
+        b.goto(&console(&gw, &path)).await;
+        b.css("main").await;
+        assert!(!b.script_ran().await, "a payload ran on {path}");
+        let text = b.body().await;
+        assert!(
+            text.contains(&shown),
+            "{path} does not show {shown:?} as text:\n{text}"
+        );
+        let injected = b
+            .client
+            .find_all(Locator::Css("main img, main script"))
+            .await
+            .unwrap();
+        assert!(injected.is_empty(), "{path} holds an injected element");
+    }
+    gw.stop().await.unwrap();
+}
