@@ -38,6 +38,7 @@ fn tenant_scoped() -> OpenApiRouter<ApiState> {
         .routes(routes!(events::list))
         .routes(routes!(events::read))
         .routes(routes!(events::stats))
+        .routes(routes!(events::series))
         .routes(routes!(sources::list, sources::create))
         .routes(routes!(sources::read, sources::remove))
         .routes(routes!(sources::rotate_token))
@@ -95,6 +96,7 @@ fn admin_routes() -> AdminRoutes {
             .routes(routes!(tenants::read, tenants::update, tenants::remove))
             .routes(routes!(tenants::list_tokens, tenants::issue_token))
             .routes(routes!(tenants::revoke_token))
+            .routes(routes!(events::series_all))
             .nest("/admin/tenants/{id}", tenant_scoped()),
         metrics: OpenApiRouter::new().routes(routes!(system::metrics)),
         openapi: OpenApiRouter::new().routes(routes!(system::openapi)),
