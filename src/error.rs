@@ -237,6 +237,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(m) => ApiError::conflict(m),
             StoreError::Invalid(ref i) => ApiError::invalid("invalid", i),
+            StoreError::Range(r) => ApiError::bad_request("invalid_range", r.to_string()),
             StoreError::Redis(ref cause) => {
                 crate::telemetry::redis_error("store");
                 tracing::warn!(request_id = %current_request_id(), error = %cause, "store command failed");
@@ -531,6 +532,11 @@ mod tests {
         assert_eq!(
             ApiError::from(WatchError::Reply("x".into())).status,
             StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let range = ApiError::from(StoreError::Range(crate::store::RangeError::TooLong));
+        assert_eq!(
+            (range.status, range.code),
+            (StatusCode::BAD_REQUEST, "invalid_range")
         );
         let invalid = StoreError::Invalid(Invalid::at("url", "is bad"));
         let e = ApiError::from(invalid);

@@ -19,6 +19,8 @@
 //! | `P:{q<n>}:retry` | sorted set | deliveries waiting for their next attempt: `<event>:<target>` scored by due time (ms) |
 //! | `P:{q<n>}:dlq:<tenant>` | hash | the tenant's error queue: entry id → JSON |
 //! | `P:{q<n>}:stats:<tenant>` | hash | the tenant's delivery counters |
+//! | `P:{q<n>}:series:<tenant>:<hour>` | hash, 49 h TTL | the tenant's per-minute counters of one hour (`hour` = ms / 3 600 000): `<minute of the hour>:<metric>`, metrics `r` received, `s` succeeded, `f` failed attempts, `a` attempts, `l` attempt latency (ms, summed); see [`crate::store::series`] |
+//! | `P:{q<n>}:series_all:<hour>` | hash, 49 h TTL | the same counters summed over the shard's tenants |
 //! | `P:{q<n>}:unfinished` | sorted set | with a log store: events with unfinished deliveries, scored by stream position (ms); retention never trims past the first |
 //! | `P:{q<n>}:ship` | sorted set | with a log store: finished events not yet in it, scored by stream position (ms) |
 //! | `P:{q<n>}:history` | stream | with a log store: status records and incident changes of the shard's watched subjects, until shipped |
@@ -233,6 +235,17 @@ impl Keyspace {
         format!("{}:{{q{shard}}}:stats:{tenant}", self.prefix)
     }
 
+    /// A tenant's per-minute counters of one hour (`hour` = ms / 3 600 000), in its shard's
+    /// slot so the delivery scripts write them with the tenant's counters.
+    pub fn series(&self, shard: u16, tenant: &TenantId, hour: u64) -> String {
+        format!("{}:{{q{shard}}}:series:{tenant}:{hour}", self.prefix)
+    }
+
+    /// The per-minute counters of one hour summed over the shard's tenants.
+    pub fn series_all(&self, shard: u16, hour: u64) -> String {
+        format!("{}:{{q{shard}}}:series_all:{hour}", self.prefix)
+    }
+
     /// Shard `n`'s event stream.
     pub fn stream(&self, shard: u16) -> String {
         format!("{}:{{q{shard}}}:events", self.prefix)
@@ -326,6 +339,8 @@ mod tests {
             k.history(3),
             k.dead_letters(3, &ten),
             k.stats(3, &ten),
+            k.series(3, &ten, 493_000),
+            k.series_all(3, 493_000),
             k.dead_letter_total(3),
             k.watch(3, "mon_1"),
             k.due(3),

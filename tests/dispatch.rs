@@ -1267,3 +1267,171 @@ async fn events_without_targets_leave_no_record_and_still_read_back() {
     all.stop().await.unwrap();
     edge.stop().await.unwrap();
 }
+
+/// The sums of a series answer (`{"data": [MinuteCounts…]}`): received, succeeded, failed,
+/// attempts.
+fn series_sums(answer: &Json) -> [u64; 4] {
+    let mut sums = [0; 4];
+    for row in answer["data"].as_array().into_iter().flatten() {
+        for (sum, name) in sums
+            .iter_mut()
+            .zip(["received", "succeeded", "failed", "attempts"])
+        {
+            *sum += row[name].as_u64().unwrap_or(0);
+        }
+    }
+    sums
+}
+
+/// The sums of the admin API's series at `path` once they are `want`, or after 15 s.
+async fn series_settled(gw: &Gateway, path: &str, want: [u64; 4]) -> [u64; 4] {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = series_sums(&gw.admin("GET", path, None).await.json());
+        if seen == want || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn minute_now() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    ms / 60_000 * 60_000
+}
+
+#[tokio::test]
+async fn per_minute_series_count_each_tenant_and_all_of_them() {
+    let gw = gateway("series").await;
+    let sink = Sink::start().await;
+    sink.plan("/down", vec![], Reply::Status(500));
+    sink.plan(
+        "/flaky",
+        vec![Reply::Status(503), Reply::Status(503)],
+        Reply::Status(200),
+    );
+    let (a, a_token) = gw.tenant("a").await;
+    let (b, b_token) = gw.tenant("b").await;
+    target(&gw, &a, json!({"url": sink.url("/ok"), "events": ["ok"]})).await;
+    target(
+        &gw,
+        &a,
+        json!({"url": sink.url("/down"), "events": ["down"], "mode": "once"}),
+    )
+    .await;
+    target(
+        &gw,
+        &a,
+        json!({"url": sink.url("/flaky"), "events": ["flaky"]}),
+    )
+    .await;
+    target(&gw, &b, json!({"url": sink.url("/b"), "events": ["ok"]})).await;
+    let first_minute = minute_now();
+
+    // a: 3 delivered, 2 failing once each (final), 1 delivered on its third attempt, 1 that
+    // matches no target (received only); b: 1 delivered.
+    for _ in 0..3 {
+        post(&gw, &a_token, "ok", b"{}").await;
+    }
+    for _ in 0..2 {
+        post(&gw, &a_token, "down", b"{}").await;
+    }
+    post(&gw, &a_token, "flaky", b"{}").await;
+    post(&gw, &a_token, "nobody", b"{}").await;
+    post(&gw, &b_token, "ok", b"{}").await;
+
+    let a_path = format!("/admin/tenants/{a}/stats/series?minutes=10");
+    let a_want = [7, 4, 4, 8];
+    let b_want = [1, 1, 0, 1];
+    let b_path = format!("/admin/tenants/{b}/stats/series?minutes=10");
+    assert_eq!(series_settled(&gw, &a_path, a_want).await, a_want);
+    assert_eq!(series_settled(&gw, &b_path, b_want).await, b_want);
+    let last_minute = minute_now();
+    assert_eq!(sink.count("/flaky"), 3);
+
+    let a_series = gw.admin("GET", &a_path, None).await;
+    assert_eq!(a_series.status, 200, "{}", a_series.text());
+    let rows = a_series.json()["data"].as_array().cloned().unwrap();
+    assert_eq!(rows.len(), 10, "one row per minute");
+    let minutes: Vec<u64> = rows
+        .iter()
+        .map(|r| r["minute_ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        minutes.windows(2).all(|w| w[1] == w[0] + 60_000),
+        "{minutes:?}"
+    );
+    let newest = *minutes.last().unwrap();
+    assert!(
+        newest >= last_minute && newest <= minute_now(),
+        "ends at the current minute"
+    );
+    for row in &rows {
+        let busy = row["received"].as_u64() > Some(0) || row["attempts"].as_u64() > Some(0);
+        let at = row["minute_ms"].as_u64().unwrap();
+        assert!(
+            !busy || (first_minute..=last_minute).contains(&at),
+            "counted in a minute the test did not run in: {row}"
+        );
+        if row["attempts"].as_u64() > Some(0) {
+            assert!(row["latency_ms_sum"].is_u64(), "{row}");
+        }
+    }
+
+    // The tenant's own view, and b's, each without the other's numbers.
+    let own = gw.get_as(&a_token, "/v1/stats/series?minutes=10").await;
+    assert_eq!(own.status, 200, "{}", own.text());
+    assert_eq!(series_sums(&own.json()), a_want);
+    let b_own = gw.get_as(&b_token, "/v1/stats/series?minutes=10").await;
+    assert_eq!(series_sums(&b_own.json()), b_want);
+
+    // Every tenant: the sum of both.
+    let all = gw
+        .admin("GET", "/admin/stats/series?minutes=10", None)
+        .await;
+    assert_eq!(all.status, 200, "{}", all.text());
+    assert_eq!(series_sums(&all.json()), [8, 5, 4, 9]);
+
+    // The default range is 3 h; the longest 48 h.
+    let default = gw.get_as(&a_token, "/v1/stats/series").await;
+    assert_eq!(default.json()["data"].as_array().map(Vec::len), Some(180));
+    assert_eq!(series_sums(&default.json()), a_want);
+    let longest = gw
+        .admin("GET", "/admin/stats/series?minutes=2880", None)
+        .await;
+    assert_eq!(longest.json()["data"].as_array().map(Vec::len), Some(2880));
+
+    for query in [
+        "minutes=0",
+        "minutes=2881",
+        "minutes=ten",
+        "minutes=-1",
+        "since=1",
+    ] {
+        for r in [
+            gw.get_as(&a_token, &format!("/v1/stats/series?{query}"))
+                .await,
+            gw.admin(
+                "GET",
+                &format!("/admin/tenants/{a}/stats/series?{query}"),
+                None,
+            )
+            .await,
+            gw.admin("GET", &format!("/admin/stats/series?{query}"), None)
+                .await,
+        ] {
+            assert_eq!(r.status, 400, "{query}: {}", r.text());
+            assert!(r.is_error("invalid_query"), "{query}: {}", r.text());
+        }
+    }
+    // Every tenant's numbers are the operator's only.
+    let as_tenant = support::http::Request::get("/admin/stats/series")
+        .bearer(&a_token)
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(as_tenant.status, 401);
+}

@@ -530,12 +530,13 @@ async fn a_re_sent_append_with_keys_appends_nothing_and_names_the_first_events()
     assert_eq!(len, 1);
 }
 
-/// `expand`'s keys for events `ids` of tenant `ten_a`: their records, their tenant's counters,
-/// the unfinished set and the ship queue.
+/// `expand`'s keys for events `ids` of tenant `ten_a`: their records, their tenant's counters
+/// and series, the unfinished set, the ship queue and the shard-wide series.
 fn expand_keys(k: &Keys, ids: &[&str]) -> Vec<String> {
     let mut keys: Vec<String> = ids.iter().map(|id| k.k(&format!("event:{id}"))).collect();
     keys.extend(ids.iter().map(|_| k.k("stats:ten_a")));
-    keys.extend([k.k("unfinished"), k.k("ship")]);
+    keys.extend(ids.iter().map(|_| k.k("series:ten_a")));
+    keys.extend([k.k("unfinished"), k.k("ship"), k.k("series_all")]);
     keys
 }
 
@@ -552,7 +553,13 @@ async fn expand_call(
     let keys = expand_keys(k, ids);
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let n = ids.len().to_string();
-    let mut args = vec!["600", n.as_str(), if logged { "1" } else { "" }, "4242"];
+    let mut args = vec![
+        "600",
+        n.as_str(),
+        if logged { "1" } else { "" },
+        "4242",
+        "7200",
+    ];
     for id in ids {
         args.extend_from_slice(&[
             entry,
@@ -600,7 +607,7 @@ async fn one_call_expands_the_events_of_several_entries_each_by_its_own() {
     let k = Keys::new("expand-many");
     let keys = expand_keys(&k, &["evt_1", "evt_2", "evt_1"]);
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let mut args = vec!["600", "3", "", "4242"];
+    let mut args = vec!["600", "3", "", "4242", "7200"];
     // evt_1 in entry 7-0, evt_2 in 7-1, and evt_1 again in 7-2 (a re-sent append).
     for (entry, id) in [("7-0", "evt_1"), ("7-1", "evt_2"), ("7-2", "evt_1")] {
         args.extend_from_slice(&[entry, id, "ten_a", "a", "", "1000", "tgt_1", ""]);
@@ -617,19 +624,25 @@ async fn record_less_events_count_as_received_in_the_same_call() {
     let k = Keys::new("expand-counted");
     let record = k.k("event:evt_1");
     let (stats_a, stats_b) = (k.k("stats:ten_a"), k.k("stats:ten_b"));
+    let (series_a, series_b, all) = (k.k("series:a"), k.k("series:b"), k.k("series_all"));
     let (unfinished, ship) = (k.k("unfinished"), k.k("ship"));
     // One event with a delivery (tenant a), then counters for 3 more of a and 2 of b that
     // matched no target.
     let keys = [
         record.as_str(),
         stats_a.as_str(),
+        series_a.as_str(),
         unfinished.as_str(),
         ship.as_str(),
+        all.as_str(),
         stats_a.as_str(),
+        series_a.as_str(),
         stats_b.as_str(),
+        series_b.as_str(),
     ];
     let args = [
-        "600", "1", "", "4242", "7-0", "evt_1", "ten_a", "a", "", "1000", "tgt_1", "", "3", "2",
+        "600", "1", "", "4242", "7200", "7-0", "evt_1", "ten_a", "a", "", "1000", "tgt_1", "", "3",
+        "2",
     ];
     let answer = run(&r, &scripts::EXPAND, &keys, &args).await;
     assert_eq!(answer["owned"], serde_json::json!([true]));
@@ -741,27 +754,35 @@ struct Outcome<'a> {
     due_ms: &'a str,
     attempt: &'a str,
     latency: &'a str,
+    attempt_ms: &'a str,
 }
 
 async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
     let (retries, dead_total) = (k.k("retries"), k.k("dead_total"));
     let (unfinished, ship) = (k.k("unfinished"), k.k("ship"));
     let (event, stats, dead) = (k.k("event:evt_1"), k.k("stats:ten_a"), k.k("dead:ten_a"));
+    let (series, series_all) = (k.k("series:ten_a"), k.k("series_all"));
     let mut keys = vec![
         retries.as_str(),
         dead_total.as_str(),
         unfinished.as_str(),
         ship.as_str(),
+        series_all.as_str(),
     ];
     let n = outcomes.len().to_string();
     // Logged: `open` is tracked wherever a record has it (the expansion decides).
-    let mut args = vec![n.as_str(), "3", "600", "5555", "1"];
+    let mut args = vec![n.as_str(), "3", "600", "5555", "1", "7200"];
     let members: Vec<String> = outcomes
         .iter()
         .map(|o| format!("evt_1:{}", o.target))
         .collect();
     for (o, member) in outcomes.iter().zip(&members) {
-        keys.extend([event.as_str(), stats.as_str(), dead.as_str()]);
+        keys.extend([
+            event.as_str(),
+            stats.as_str(),
+            dead.as_str(),
+            series.as_str(),
+        ]);
         args.extend([
             "evt_1",
             o.target,
@@ -775,6 +796,7 @@ async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
             "dl_1",
             r#"{"id":"dl_1"}"#,
             o.latency,
+            o.attempt_ms,
         ]);
     }
     let answer = run(redis, &scripts::RECORD, &keys, &args).await;
@@ -793,6 +815,7 @@ fn outcome<'a>(target: &'a str, kind: &'a str) -> Outcome<'a> {
         due_ms: "5000",
         attempt: r#"{"n":1}"#,
         latency: "12",
+        attempt_ms: "12",
     }
 }
 
@@ -857,6 +880,7 @@ async fn record_keeps_the_schedule_the_counters_and_the_error_queue_consistent()
     let silent = Outcome {
         latency: "",
         attempt: "",
+        attempt_ms: "",
         ..outcome("tgt_4", "done")
     };
     record(&r, &k, &[silent]).await;
@@ -876,6 +900,182 @@ async fn record_keeps_the_schedule_the_counters_and_the_error_queue_consistent()
     assert!(!exists(&r, &k.k("attempts:evt_1")).await);
     let scheduled: u32 = r.zcard(k.k("retries")).await.unwrap();
     assert_eq!(scheduled, 0, "no retry of an event that is gone");
+}
+
+/// A `now` in minute 17 of hour 493 000 (ms), as the scripts get it.
+const SERIES_NOW: u64 = 493_000 * 3_600_000 + 17 * 60_000 + 5_000;
+
+async fn series_of(redis: &Client, key: &str) -> HashMap<String, i64> {
+    redis.hgetall(key).await.unwrap()
+}
+
+async fn ttl_of(redis: &Client, key: &str) -> i64 {
+    redis.ttl(key).await.unwrap()
+}
+
+#[tokio::test]
+async fn expand_and_record_count_each_minute_in_the_series_of_its_hour() {
+    let r = redis().await;
+    let k = Keys::new("series");
+    let (series_a, series_b, all) = (k.k("series:a"), k.k("series:b"), k.k("series_all"));
+    let now = SERIES_NOW.to_string();
+
+    // Two first expansions of tenant a, then 3 record-less events of a and 2 of b.
+    let expand_once = || {
+        let (r, k, now) = (r.clone(), &k, now.clone());
+        let (series_a, series_b, all) = (series_a.clone(), series_b.clone(), all.clone());
+        async move {
+            let keys = [
+                k.k("event:evt_1"),
+                k.k("event:evt_2"),
+                k.k("stats:a"),
+                k.k("stats:a"),
+                series_a.clone(),
+                series_a.clone(),
+                k.k("unfinished"),
+                k.k("ship"),
+                all,
+                k.k("stats:a"),
+                series_a,
+                k.k("stats:b"),
+                series_b,
+            ];
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let mut args = vec!["600", "2", "", now.as_str(), "7200"];
+            for id in ["evt_1", "evt_2"] {
+                args.extend_from_slice(&["7-0", id, "a", "t", "", "1000", "tgt_1", ""]);
+            }
+            args.extend_from_slice(&["3", "2"]);
+            run(&r, &scripts::EXPAND, &keys, &args).await
+        }
+    };
+    expand_once().await;
+    let want = |pairs: &[(&str, i64)]| -> HashMap<String, i64> {
+        pairs.iter().map(|(f, v)| (f.to_string(), *v)).collect()
+    };
+    assert_eq!(series_of(&r, &series_a).await, want(&[("17:r", 5)]));
+    assert_eq!(series_of(&r, &series_b).await, want(&[("17:r", 2)]));
+    assert_eq!(series_of(&r, &all).await, want(&[("17:r", 7)]));
+    for key in [&series_a, &series_b, &all] {
+        let ttl = ttl_of(&r, key).await;
+        assert!(ttl > 7000 && ttl <= 7200, "{key}: {ttl}");
+    }
+    // The same entry read again: its events were counted once; only the record-less
+    // ones count again (as the tenants' `events_received` does).
+    expand_once().await;
+    assert_eq!(series_of(&r, &series_a).await, want(&[("17:r", 8)]));
+
+    // Outcomes of a and b in one call: a delivered on its first attempt (12 ms), failed and
+    // retried (30 ms), held (20 ms), dead (8 ms) and delivered without an attempt (no
+    // attempt, no attempt counted); b delivered (5 ms).
+    for key in [&series_a, &series_b, &all] {
+        let _: i64 = r.del(key.as_str()).await.unwrap();
+    }
+    let outcomes: [(&str, &str, &str, &str); 6] = [
+        ("a", "tgt_1", "done", "12"),
+        ("a", "tgt_2", "retry", "30"),
+        ("a", "tgt_3", "held", "20"),
+        ("a", "tgt_4", "dead", "8"),
+        ("a", "tgt_5", "done", ""),
+        ("b", "tgt_6", "done", "5"),
+    ];
+    let mut keys = vec![
+        k.k("retries"),
+        k.k("dead_total"),
+        k.k("unfinished"),
+        k.k("ship"),
+        all.clone(),
+    ];
+    let mut args: Vec<String> = ["6", "3", "600", now.as_str(), "", "7200"]
+        .map(String::from)
+        .to_vec();
+    for (tenant, target, kind, ms) in outcomes {
+        keys.extend([
+            k.k("event:evt_1"),
+            k.k(&format!("stats:{tenant}")),
+            k.k(&format!("dead:{tenant}")),
+            k.k(&format!("series:{tenant}")),
+        ]);
+        let attempt = if ms.is_empty() { "" } else { "attempt" };
+        let member = format!("evt_1:{target}");
+        args.extend(
+            [
+                "evt_1",
+                target,
+                "s|1|200||9|0|",
+                attempt,
+                kind,
+                "9000",
+                member.as_str(),
+                "body",
+                "",
+                "dl_1",
+                "{}",
+                ms,
+                ms,
+            ]
+            .map(String::from),
+        );
+    }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let answer = run(&r, &scripts::RECORD, &keys, &args).await;
+    assert_eq!(answer["recorded"], 6);
+    assert_eq!(
+        series_of(&r, &series_a).await,
+        want(&[("17:s", 2), ("17:a", 4), ("17:f", 3), ("17:l", 70)])
+    );
+    assert_eq!(
+        series_of(&r, &series_b).await,
+        want(&[("17:s", 1), ("17:a", 1), ("17:l", 5)])
+    );
+    assert_eq!(
+        series_of(&r, &all).await,
+        want(&[("17:s", 3), ("17:a", 5), ("17:f", 3), ("17:l", 75)])
+    );
+    for key in [&series_a, &series_b, &all] {
+        let ttl = ttl_of(&r, key).await;
+        assert!(ttl > 7000 && ttl <= 7200, "{key}: {ttl}");
+    }
+
+    // A call whose outcomes carry no attempt and no success writes no series at all.
+    let quiet = k.k("series:quiet");
+    let keys = [
+        k.k("retries"),
+        k.k("dead_total"),
+        k.k("unfinished"),
+        k.k("ship"),
+        k.k("series_all_quiet"),
+        k.k("event:evt_1"),
+        k.k("stats:q"),
+        k.k("dead:q"),
+        quiet.clone(),
+    ];
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let args = [
+        "1",
+        "3",
+        "600",
+        now.as_str(),
+        "",
+        "7200",
+        "evt_1",
+        "tgt_9",
+        "d|0|||9|0|gone",
+        "",
+        "drop",
+        "",
+        "evt_1:tgt_9",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ];
+    run(&r, &scripts::RECORD, &keys, &args).await;
+    assert!(!exists(&r, &quiet).await);
+    assert!(!exists(&r, &k.k("series_all_quiet")).await);
 }
 
 #[tokio::test]

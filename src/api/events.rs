@@ -1,4 +1,5 @@
-//! An event's delivery view, and a tenant's counters (both scopes; see [`super`]).
+//! An event's delivery view, and a tenant's counters, in total and per minute (both scopes;
+//! see [`super`]), and every tenant's per-minute counters (admin only).
 
 use axum::Json;
 use axum::extract::State;
@@ -14,6 +15,7 @@ use crate::model::{EventId, EventType, TargetId};
 use crate::store::deliveries::{
     AttemptRecord, EventFilter, EventRecord, EventStatus, EventSummary, State as DeliveryStateKind,
 };
+use crate::store::series::{MINUTE_MS, MinuteCounts, SeriesScope};
 
 /// Where one delivery of an event stands.
 #[derive(Debug, Serialize, ToSchema)]
@@ -454,4 +456,88 @@ pub async fn stats(State(s): State<ApiState>, scope: TenantScope) -> Result<Resp
         avg_response_ms: (avg * 10.0).round() / 10.0,
     })
     .into_response())
+}
+
+/// The longest series a request may ask for, in minutes (48 h).
+const MAX_SERIES_MINUTES: u64 = 2880;
+/// The series length when the request does not say, in minutes (3 h).
+const DEFAULT_SERIES_MINUTES: u64 = 180;
+
+/// How much of the series to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesQuery {
+    /// The last this many minutes, up to the current one (default 180, at most 2880).
+    #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
+    #[param(minimum = 1, maximum = 2880)]
+    minutes: Option<u64>,
+}
+
+impl SeriesQuery {
+    /// The range the query names, ending now (ms, both included).
+    fn range(&self) -> Result<(u64, u64), ApiError> {
+        let minutes = match self.minutes {
+            None => DEFAULT_SERIES_MINUTES,
+            Some(n) if (1..=MAX_SERIES_MINUTES).contains(&n) => n,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("minutes must be between 1 and {MAX_SERIES_MINUTES}"),
+                ));
+            }
+        };
+        let now = now_ms();
+        let first = (now / MINUTE_MS).saturating_sub(minutes - 1) * MINUTE_MS;
+        Ok((first, now))
+    }
+}
+
+/// Per-minute counters, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Series {
+    /// One per minute of the range, zero where nothing happened.
+    pub data: Vec<MinuteCounts>,
+}
+
+/// The tenant's counters per minute over the last `minutes` minutes, for charts.
+#[utoipa::path(
+    get,
+    path = "/stats/series",
+    tag = "events",
+    operation_id = "read_stats_series",
+    params(SeriesQuery),
+    responses((status = 200, description = "The tenant's counters per minute, oldest first.", body = Series), ReadErrors),
+)]
+pub async fn series(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiQuery(q): ApiQuery<SeriesQuery>,
+) -> Result<Response, ApiError> {
+    let (from, to) = q.range()?;
+    let scope = SeriesScope::Tenant {
+        tenant: &scope.tenant,
+        shard: scope.shard,
+    };
+    let data = s.store.series(scope, from, to).await?;
+    Ok(Json(Series { data }).into_response())
+}
+
+/// Every tenant's counters per minute, summed, over the last `minutes` minutes (admin only).
+#[utoipa::path(
+    get,
+    path = "/admin/stats/series",
+    tag = "events",
+    operation_id = "read_all_stats_series",
+    params(SeriesQuery),
+    responses((status = 200, description = "Every tenant's counters per minute, summed, oldest first.", body = Series), ReadErrors),
+)]
+pub async fn series_all(
+    State(s): State<ApiState>,
+    ApiQuery(q): ApiQuery<SeriesQuery>,
+) -> Result<Response, ApiError> {
+    let (from, to) = q.range()?;
+    let scope = SeriesScope::All { shards: s.shards };
+    let data = s.store.series(scope, from, to).await?;
+    Ok(Json(Series { data }).into_response())
 }

@@ -14,7 +14,7 @@
 //! | [`portal_links`] | `/admin/tenants/{id}/portal-links…` (admin only) |
 //! | [`targets`] | `…/targets`, `…/targets/{target_id}`, `…/rotate-secret` |
 //! | [`dead_letters`] | `…/dead-letters`, `…/dead-letters/replay`, `…/dead-letters/{dl_id}` |
-//! | [`events`] | `…/events/{event}` (delivery view), `…/stats` |
+//! | [`events`] | `…/events/{event}` (delivery view), `…/stats`, `…/stats/series`, `/admin/stats/series` (admin only) |
 //! | [`sources`] | `…/sources…`, and their incident and check history |
 //! | [`monitors`] | `…/monitors…`, and their incident and check history |
 //! | [`health`] | `/healthz`, `/readyz` (every listener) |

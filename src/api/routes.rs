@@ -39,6 +39,7 @@ fn tenant_scoped() -> OpenApiRouter<ApiState> {
         .routes(routes!(events::read))
         .routes(routes!(events::body))
         .routes(routes!(events::stats))
+        .routes(routes!(events::series))
         .routes(routes!(sources::list, sources::create))
         .routes(routes!(sources::read, sources::remove))
         .routes(routes!(sources::rotate_token))
@@ -99,6 +100,7 @@ fn admin_routes() -> AdminRoutes {
             .routes(routes!(portal_links::create))
             .routes(routes!(portal_links::revoke))
             .routes(routes!(system::status))
+            .routes(routes!(events::series_all))
             .nest("/admin/tenants/{id}", tenant_scoped()),
         metrics: OpenApiRouter::new().routes(routes!(system::metrics)),
         openapi: OpenApiRouter::new().routes(routes!(system::openapi)),

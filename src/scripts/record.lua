@@ -5,20 +5,28 @@
 -- not written again: a late duplicate outcome must not leave a record without a lifetime.
 -- A first-attempt success is four commands (state read, attempt counter, one HSET of state
 -- and attempt, schedule removal); the counters of the whole call move once per tenant.
+-- So do the per-minute series (`store::series`, fields `<minute>:<metric>` of the hour's
+-- hashes the caller named by now_ms): succeeded (`s`), attempts (`a`), failed attempts (`f`,
+-- every attempt that did not deliver) and their latency (`l`), at most four HINCRBY and one
+-- EXPIRE per series hash of the call (the tenants' and the shard-wide one).
 --
--- KEYS  retries (the shard's schedule), dead_letter_total, unfinished, ship, then per
---       outcome: event_record, stats, dead_letters
--- ARGV  n, attempts_kept, ttl_s, now_ms, logged ('1' with a log store), then per outcome:
---       event_id, target_id, state (compact text), attempt (compact text or ''), kind ('done' |
---       'retry' | 'held' | 'dead' | 'drop': given up, the target is gone), due_ms, member,
---       body, content_type, dead_letter_id, dead_letter (JSON), latency_ms ('' when there was
---       no response)
+-- KEYS  retries (the shard's schedule), dead_letter_total, unfinished, ship, the shard-wide
+--       series of the hour, then per outcome: event_record, stats, dead_letters, the
+--       tenant's series of the hour
+-- ARGV  n, attempts_kept, ttl_s, now_ms, logged ('1' with a log store), series_ttl_s, then
+--       per outcome: event_id, target_id, state (compact text), attempt (compact text or ''),
+--       kind ('done' | 'retry' | 'held' | 'dead' | 'drop': given up, the target is gone),
+--       due_ms, member, body, content_type, dead_letter_id, dead_letter (JSON), latency_ms
+--       ('' when there was no response), attempt_ms (the attempt's duration, response or
+--       not; '' when no attempt was made)
 -- Answer {"recorded": n}
 local retries, dead_total, unfinished, ship = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local series_all = KEYS[5]
 local n, kept, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local logged = ARGV[5] == '1'
+local logged, series_ttl = ARGV[5] == '1', ARGV[6]
+local minute = string.format('%d:', math.floor(tonumber(now) / 60000) % 60)
 
--- Counter moves of the call, per stats key, written once at the end.
+-- Counter moves of the call, per key (counters and series), written once at the end.
 local counts, order = {}, {}
 local function count(stats, field, by)
   local c = counts[stats]
@@ -28,6 +36,14 @@ local function count(stats, field, by)
     order[#order + 1] = stats
   end
   c[field] = (c[field] or 0) + by
+end
+-- Series hashes written by the call: each gets its lifetime once, after its counters.
+local expiring = {}
+local function tally(series, metric, by)
+  count(series, minute .. metric, by)
+  count(series_all, minute .. metric, by)
+  expiring[series] = true
+  expiring[series_all] = true
 end
 
 local function keep_body(record, body, ct)
@@ -41,12 +57,14 @@ local function keep_body(record, body, ct)
 end
 
 for i = 1, n do
-  local k = 4 + (i - 1) * 3
+  local k = 5 + (i - 1) * 4
   local record, stats, dead_letters = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local a = 5 + (i - 1) * 12
+  local series = KEYS[k + 4]
+  local a = 6 + (i - 1) * 13
   local id, target, state, attempt = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local kind, due, member, body = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local ct, dl_id, dl_json, latency = ARGV[a + 9], ARGV[a + 10], ARGV[a + 11], ARGV[a + 12]
+  local attempt_ms = ARGV[a + 13]
   local field = 'd:' .. target
   local previous = redis.call('HGET', record, field)
   local exists = previous ~= false or redis.call('EXISTS', record) == 1
@@ -67,6 +85,12 @@ for i = 1, n do
     count(stats, 'response_ms_total', tonumber(latency))
     count(stats, 'responses', 1)
   end
+  -- Counted like the tenant's counters, even for a record that is gone: the attempt was made.
+  if attempt_ms ~= '' then
+    tally(series, 'a', 1)
+    tally(series, 'l', tonumber(attempt_ms))
+    if kind ~= 'done' then tally(series, 'f', 1) end
+  end
   -- A held delivery (an ordered target's head) is retried by its process, not the schedule.
   if kind ~= 'held' then
     local was_waiting = redis.call('ZREM', retries, member)
@@ -83,6 +107,7 @@ for i = 1, n do
       if was_waiting == 1 then count(stats, 'in_retry', -1) end
       if kind == 'done' then
         count(stats, 'succeeded', 1)
+        tally(series, 's', 1)
       elseif kind == 'dead' then
         if exists then
           keep_body(record, body, ct)
@@ -95,9 +120,14 @@ for i = 1, n do
     end
   end
 end
-for _, stats in ipairs(order) do
-  for field, by in pairs(counts[stats]) do
-    if by ~= 0 then redis.call('HINCRBY', stats, field, by) end
+for _, key in ipairs(order) do
+  local wrote = false
+  for field, by in pairs(counts[key]) do
+    if by ~= 0 then
+      redis.call('HINCRBY', key, field, by)
+      wrote = true
+    end
   end
+  if wrote and expiring[key] then redis.call('EXPIRE', key, series_ttl) end
 end
 return cjson.encode({recorded = n})

@@ -9,6 +9,7 @@ use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
+use super::series::{self, hour_of};
 use crate::keyspace::Keyspace;
 use crate::model::time::now_ms;
 use crate::model::{DeadLetterId, EventId, EventType, TargetId, TenantId};
@@ -602,23 +603,38 @@ impl Deliveries {
         for e in &counted {
             *received.entry(e.tenant).or_default() += 1;
         }
+        // One `now` names the series' hour here and their minute in the script.
+        let now = now_ms();
+        let hour = hour_of(now);
         if recorded.is_empty() {
-            self.count_received(shard, &received).await?;
+            self.count_received(shard, &received, now).await?;
             return Ok(events.iter().map(|_| Some(Vec::new())).collect());
         }
-        let mut keys: Vec<String> = recorded
-            .iter()
-            .map(|e| self.keys.event_record(shard, e.event_id))
-            .collect();
+        let mut keys: Vec<String> = Vec::with_capacity(3 * recorded.len() + 3 + 2 * received.len());
+        keys.extend(
+            recorded
+                .iter()
+                .map(|e| self.keys.event_record(shard, e.event_id)),
+        );
         keys.extend(recorded.iter().map(|e| self.keys.stats(shard, e.tenant)));
+        keys.extend(
+            recorded
+                .iter()
+                .map(|e| self.keys.series(shard, e.tenant, hour)),
+        );
         keys.push(self.keys.unfinished(shard));
         keys.push(self.keys.ship(shard));
-        keys.extend(received.keys().map(|t| self.keys.stats(shard, t)));
-        let mut args: Vec<String> = Vec::with_capacity(4 + recorded.len() * 8 + received.len());
+        keys.push(self.keys.series_all(shard, hour));
+        for t in received.keys() {
+            keys.push(self.keys.stats(shard, t));
+            keys.push(self.keys.series(shard, t, hour));
+        }
+        let mut args: Vec<String> = Vec::with_capacity(5 + recorded.len() * 8 + received.len());
         args.push(self.ttl_secs.to_string());
         args.push(recorded.len().to_string());
         args.push(self.logged_flag().to_owned());
-        args.push(now_ms().to_string());
+        args.push(now.to_string());
+        args.push(series::TTL_S.to_string());
         let joined = |ids: &[&TargetId]| {
             let ids: Vec<&str> = ids.iter().map(|t| t.as_str()).collect();
             ids.join(",")
@@ -668,21 +684,37 @@ impl Deliveries {
         self.logged || !e.targets.is_empty() || !e.unrecorded.is_empty()
     }
 
-    /// Counts events as received without a record (see [`Deliveries::expand`]).
+    /// Counts events as received without a record (see [`Deliveries::expand`]), in the
+    /// tenants' counters and in the series of the minute of `now_ms`, in one round trip.
     async fn count_received(
         &self,
         shard: u16,
         received: &BTreeMap<&TenantId, u64>,
+        now_ms: u64,
     ) -> Result<(), StoreError> {
         if received.is_empty() {
             return Ok(());
         }
+        let hour = hour_of(now_ms);
+        let field = series::field(now_ms, series::RECEIVED);
+        let ttl = series::TTL_S as i64;
         let pipeline = self.redis.pipeline();
+        let mut total: i64 = 0;
         for (tenant, n) in received {
+            let n = *n as i64;
+            total += n;
             let _: () = pipeline
-                .hincrby(self.keys.stats(shard, tenant), "events_received", *n as i64)
+                .hincrby(self.keys.stats(shard, tenant), "events_received", n)
                 .await?;
+            let key = self.keys.series(shard, tenant, hour);
+            let _: () = pipeline.hincrby(key.as_str(), field.as_str(), n).await?;
+            let _: () = pipeline.expire(key, ttl, None).await?;
         }
+        let all = self.keys.series_all(shard, hour);
+        let _: () = pipeline
+            .hincrby(all.as_str(), field.as_str(), total)
+            .await?;
+        let _: () = pipeline.expire(all, ttl, None).await?;
         let _: Vec<Value> = pipeline.all().await?;
         Ok(())
     }
@@ -698,21 +730,27 @@ impl Deliveries {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut keys = Vec::with_capacity(4 + outcomes.len() * 3);
+        // One `now` names the series' hour here and their minute in the script.
+        let now = now_ms();
+        let hour = hour_of(now);
+        let mut keys = Vec::with_capacity(5 + outcomes.len() * 4);
         keys.push(self.keys.retries(shard));
         keys.push(self.keys.dead_letter_total(shard));
         keys.push(self.keys.unfinished(shard));
         keys.push(self.keys.ship(shard));
-        let mut args: Vec<Value> = Vec::with_capacity(5 + outcomes.len() * 12);
+        keys.push(self.keys.series_all(shard, hour));
+        let mut args: Vec<Value> = Vec::with_capacity(6 + outcomes.len() * 13);
         args.push((outcomes.len() as i64).into());
         args.push(i64::from(self.attempts_kept).into());
         args.push((self.ttl_secs as i64).into());
-        args.push((now_ms() as i64).into());
+        args.push((now as i64).into());
         args.push(self.logged_flag().into());
+        args.push((series::TTL_S as i64).into());
         for o in outcomes {
             keys.push(self.keys.event_record(shard, &o.event_id));
             keys.push(self.keys.stats(shard, &o.tenant));
             keys.push(self.keys.dead_letters(shard, &o.tenant));
+            keys.push(self.keys.series(shard, &o.tenant, hour));
             let (kind, due, dl_id, dl_json) = match &o.next {
                 Next::Done => ("done", String::new(), String::new(), String::new()),
                 Next::RetryAt(due) => ("retry", due.to_string(), String::new(), String::new()),
@@ -724,6 +762,12 @@ impl Deliveries {
                 .attempt
                 .as_ref()
                 .filter(|a| a.status.is_some())
+                .map(|a| a.latency_ms.to_string())
+                .unwrap_or_default();
+            // Every attempt's duration, answered or not: the series' mean is over attempts.
+            let attempt_ms = o
+                .attempt
+                .as_ref()
                 .map(|a| a.latency_ms.to_string())
                 .unwrap_or_default();
             // The body is sent only when the outcome keeps the event beyond its stream entry.
@@ -749,6 +793,7 @@ impl Deliveries {
                 dl_id.into(),
                 dl_json.into(),
                 latency.into(),
+                attempt_ms.into(),
             ]);
         }
         let _: Recorded = RECORD.run(&self.redis, keys, args).await?;

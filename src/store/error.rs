@@ -17,6 +17,9 @@ pub enum StoreError {
     /// A change that breaks a rule once applied to the stored record (a patch).
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    /// A time range a read refuses.
+    #[error(transparent)]
+    Range(#[from] RangeError),
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error(transparent)]
@@ -28,6 +31,15 @@ pub enum StoreError {
     /// A script answered something this version does not understand.
     #[error("{0}")]
     Reply(String),
+}
+
+/// A time range a read refuses (see [`crate::store::series`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("the range ends before it starts")]
+    Reversed,
+    #[error("the range spans more than 48 hours")]
+    TooLong,
 }
 
 impl From<ScriptError> for StoreError {

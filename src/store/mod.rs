@@ -18,22 +18,25 @@
 //! - [`targets`]: delivery targets (versioned documents, optimistic updates);
 //! - [`sources`], [`monitors`]: documents reached by a URL token;
 //! - [`deliveries`]: expansion records, delivery states, attempts, the retry schedule, the
-//!   error queue and the per-tenant counters, in the tenant's shard slot.
+//!   error queue and the per-tenant counters, in the tenant's shard slot;
+//! - [`series`]: per-minute counters for charts, written by the delivery scripts, read here.
 
 pub mod deliveries;
 pub mod error;
 pub mod handle;
 pub mod monitors;
 pub mod portal_links;
+pub mod series;
 pub mod sources;
 pub mod targets;
 pub mod tenants;
 pub mod tokens;
 
 pub use deliveries::Deliveries;
-pub use error::StoreError;
+pub use error::{RangeError, StoreError};
 pub use handle::Store;
 pub use monitors::Monitor;
+pub use series::{MinuteCounts, SeriesScope};
 pub use sources::Source;
 pub use targets::Target;
 pub use tenants::TenantRecord;
