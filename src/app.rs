@@ -410,7 +410,7 @@ pub async fn run(
                 .map(|u| u.trim_end_matches('/').to_owned()),
             max_ttl_s: config.web.portal_link_max_ttl_s,
         },
-        system: Arc::new(api::system::SystemFacts {
+        system: Arc::new(api::scope::SystemFacts {
             config_toml: config.to_redacted_toml()?,
             wait_aof: config.redis.wait_aof,
         }),

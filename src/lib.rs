@@ -8,6 +8,8 @@
 //!
 //! - [`app`]: builds every component from the [`config`], registers the caches for
 //!   invalidation, owns the tasks, and starts and stops them in order.
+//! - [`web`]: the operator console and the tenant portal: server-rendered pages that call the
+//!   admin API's router in process, sessions and their CSRF tokens.
 //! - [`api`]: the admin and tenant management APIs (typed request and response structs), the
 //!   routers of both listeners, health, metrics, and the OpenAPI description derived from the
 //!   handlers.
@@ -39,7 +41,6 @@
 //! - [`keyspace`]: every Redis key and channel, and which shard holds a tenant.
 //! - [`redis`]: the Redis connection and its durability check.
 //! - [`telemetry`]: logs, metrics, request ids in log lines.
-//! - [`web`]: the operator console and the tenant portal (server-rendered pages on the API).
 //! - [`crypto`]: the keys derived from the master key: token hashes, sealed secrets.
 //! - [`config`]: the configuration file and its validation.
 //! - [`model`]: ids, the specs and patches of every resource, and their rules.

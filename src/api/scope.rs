@@ -37,7 +37,7 @@ pub struct ApiState {
     /// How portal links are issued.
     pub portal_links: PortalLinkSettings,
     /// What the system status tells of this deployment.
-    pub system: Arc<super::system::SystemFacts>,
+    pub system: Arc<SystemFacts>,
 }
 
 /// How portal links are issued.
@@ -90,4 +90,13 @@ impl FromRequestParts<ApiState> for TenantScope {
         let shard = shard_of(&tenant, state.shards);
         Ok(TenantScope { tenant, shard })
     }
+}
+
+/// What the system page and operators read of the running deployment.
+#[derive(Debug)]
+pub struct SystemFacts {
+    /// The effective configuration as TOML, secrets redacted.
+    pub config_toml: String,
+    /// `redis.wait_aof`: whether each 202 waits for the AOF fsync.
+    pub wait_aof: bool,
 }

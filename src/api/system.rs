@@ -44,15 +44,6 @@ pub async fn openapi(State(document): State<Arc<String>>) -> Response {
         .into_response()
 }
 
-/// What the system page and operators read of the running deployment.
-#[derive(Debug)]
-pub struct SystemFacts {
-    /// The effective configuration as TOML, secrets redacted.
-    pub config_toml: String,
-    /// `redis.wait_aof`: whether each 202 waits for the AOF fsync.
-    pub wait_aof: bool,
-}
-
 /// The deployment's state: streams, consumers, Redis durability, version and configuration.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct SystemStatus {
@@ -107,7 +98,9 @@ pub struct ConsumerStatus {
     operation_id = "system_status",
     responses((status = 200, description = "The deployment's state.", body = SystemStatus), crate::error::ReadErrors),
 )]
-pub async fn status(State(s): State<super::ApiState>) -> Result<Response, crate::error::ApiError> {
+pub async fn status(
+    State(s): State<super::scope::ApiState>,
+) -> Result<Response, crate::error::ApiError> {
     use fred::prelude::*;
     let redis = s.store.redis();
     let keys = s.store.keyspace();

@@ -8,7 +8,7 @@ use http::{Method, Request, StatusCode, header};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::WebError;
+use super::error::WebError;
 use crate::config::Secret;
 
 /// Largest API answer a page reads (the biggest listings are a few hundred kB).
@@ -113,10 +113,17 @@ impl ApiClient {
     }
 }
 
+/// What a path segment keeps as is: letters, digits, `-`, `_` and `~` (ids stay readable);
+/// `.` is encoded too, so no segment can read as `..`.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
 /// One path segment, percent-encoded, so that nothing a user typed can leave the segment it
 /// was put in (`/`, `?`, `..` included).
 pub fn seg(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// A query string from pairs, values percent-encoded; empty values are left out.

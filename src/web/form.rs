@@ -2,7 +2,7 @@
 
 use axum::extract::{FromRequest, Request};
 
-use super::WebError;
+use super::error::WebError;
 
 /// Largest form body a page accepts.
 pub const MAX_FORM: usize = 256 * 1024;

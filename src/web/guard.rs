@@ -1,14 +1,16 @@
 //! What stands in front of every page: the session check (and, for a state-changing form,
 //! its CSRF token), and the security headers of every answer.
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, header};
 
+use super::error::WebError;
+use super::face::Ui;
 use super::form::{Form, MAX_FORM};
 use super::session::{CookieSpec, Principal, Session};
-use super::{Ui, WebError, WebState};
+use super::state::WebState;
 
 /// The console's session cookie: only ever sent to `/console` on the admin listener.
 pub const CONSOLE_COOKIE: &str = "estafeta_console";
@@ -160,4 +162,19 @@ pub async fn security_headers(
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     res.into_response()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Signed {
+    type Rejection = WebError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Signed, WebError> {
+        parts
+            .extensions
+            .get::<Signed>()
+            .cloned()
+            .ok_or_else(|| WebError::Internal("page outside a session".into()))
+    }
 }

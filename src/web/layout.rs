@@ -6,7 +6,8 @@ use http::{StatusCode, header};
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use super::Ui;
+use super::error::WebError;
+use super::face::Ui;
 
 /// What the shell needs to know of the page it wraps.
 #[derive(Debug, Clone)]
@@ -218,6 +219,19 @@ fn json_for_script(v: &Value) -> String {
         .replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026")
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        if let WebError::SignedOut(ui) = self {
+            return see_other(&format!("{}/login", ui.root()));
+        }
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "page failed");
+        }
+        (status, error_page(status, &self.to_string())).into_response()
+    }
 }
 
 #[cfg(test)]

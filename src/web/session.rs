@@ -14,7 +14,7 @@ use crate::keyspace::Keyspace;
 use crate::model::TenantId;
 use crate::model::time::now_ms;
 
-use super::WebError;
+use super::error::WebError;
 
 /// Who a session acts for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

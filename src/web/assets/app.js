@@ -57,8 +57,10 @@
       try { spec = JSON.parse(data.textContent); } catch (err) { return; }
       var series = [{}];
       spec.series.forEach(function (s, i) {
-        series.push({ label: s, stroke: palette[i % palette.length], width: 2,
-                      fill: spec.bars ? palette[i % palette.length] + "33" : undefined });
+        var color = (spec.colors && spec.colors[i]) || palette[i % palette.length];
+        // Points too: a minute with traffic between quiet ones is a single point.
+        series.push({ label: s, stroke: color, width: 2, spanGaps: true,
+                      points: { show: true, size: 4, fill: color } });
       });
       var width = Math.max(280, el.clientWidth || 600);
       el.setAttribute("data-drawn", "1");

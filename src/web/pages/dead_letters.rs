@@ -5,11 +5,12 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
+use super::ctx::Ctx;
 use crate::web::client::{query, seg};
+use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
 use crate::web::layout::{csrf_field, items, notice, page, s, see_other, text, when};
-use crate::web::{WebError, WebState};
+use crate::web::state::WebState;
 
 /// Entries a page shows.
 const PAGE: &str = "500";

@@ -6,12 +6,13 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
-use super::Ctx;
+use super::ctx::Ctx;
 use super::targets::last;
 use crate::web::client::{query, seg};
+use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
 use crate::web::layout::{badge, csrf_field, items, notice, page, s, see_other, text, when};
-use crate::web::{WebError, WebState};
+use crate::web::state::WebState;
 
 /// Events per page of the list.
 const PAGE: &str = "50";
@@ -150,12 +151,7 @@ fn shown_body(body: &Value) -> (String, bool) {
     let text = if s(body, "encoding") == "base64" {
         format!("(binary body, base64)\n{raw}")
     } else {
-        match serde_json::from_str::<Value>(raw) {
-            Ok(v) if v.is_object() || v.is_array() => {
-                serde_json::to_string_pretty(&v).unwrap_or_else(|_| raw.to_owned())
-            }
-            _ => raw.to_owned(),
-        }
+        pretty_json(raw).unwrap_or_else(|| raw.to_owned())
     };
     if text.len() > SHOWN_BODY {
         let mut cut = SHOWN_BODY;
@@ -166,6 +162,19 @@ fn shown_body(body: &Value) -> (String, bool) {
     } else {
         (text, false)
     }
+}
+
+/// `raw` indented, when it is a JSON object or array, keys in the sender's order.
+fn pretty_json(raw: &str) -> Option<String> {
+    if !raw.trim_start().starts_with(['{', '[']) {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let mut out = Vec::with_capacity(raw.len() * 2);
+    let mut ser = serde_json::Serializer::pretty(&mut out);
+    serde_transcode::transcode(&mut de, &mut ser).ok()?;
+    de.end().ok()?;
+    String::from_utf8(out).ok()
 }
 
 /// `GET …/events/{event}`.
@@ -304,4 +313,20 @@ pub async fn resend(
         "/events/{}?notice={done}",
         seg(event.as_str())
     ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pretty_json_keeps_the_senders_key_order_and_leaves_other_text() {
+        assert_eq!(
+            pretty_json(r#"{"z":1,"a":[true,null]}"#).as_deref(),
+            Some("{\n  \"z\": 1,\n  \"a\": [\n    true,\n    null\n  ]\n}")
+        );
+        assert_eq!(pretty_json("plain <b>text</b>"), None);
+        assert_eq!(pretty_json(r#"{"a":1} trailing"#), None);
+        assert_eq!(pretty_json("42"), None);
+    }
 }

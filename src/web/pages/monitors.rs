@@ -6,15 +6,16 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
+use super::ctx::Ctx;
 use super::targets::last;
 use crate::model::time::{now_ms, parse_rfc3339};
 use crate::web::client::seg;
+use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
 use crate::web::layout::{
     Shell, badge, copyable, csrf_field, items, notice, page, s, see_other, text, when,
 };
-use crate::web::{WebError, WebState};
+use crate::web::state::WebState;
 
 /// Seconds between the board's refreshes.
 const REFRESH_S: u32 = 5;

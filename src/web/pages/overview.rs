@@ -6,10 +6,13 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
-use super::{Ctx, tenants};
+use super::ctx::Ctx;
+use super::tenants;
+use crate::web::error::WebError;
+use crate::web::face::Ui;
 use crate::web::form::Params;
 use crate::web::layout::{badge, chart, fields, items, notice, page, text};
-use crate::web::{Ui, WebError, WebState};
+use crate::web::state::WebState;
 
 /// Minutes the charts cover.
 pub const CHART_MINUTES: u64 = 180;
@@ -69,6 +72,7 @@ pub fn charts(prefix: &str, series: &Value) -> Markup {
     });
     let outcomes = json!({
         "series": ["succeeded", "failed attempts"],
+        "colors": ["#16a34a", "#dc2626"],
         "data": [x, col(&|r| json!(num(r, "succeeded"))), col(&|r| json!(num(r, "failed")))],
         "unit": "per minute",
     });
@@ -87,7 +91,7 @@ pub fn charts(prefix: &str, series: &Value) -> Markup {
             p.muted {
                 (total("received")) " events received, "
                 (total("succeeded")) " deliveries succeeded, "
-                (total("failed")) " attempts failed."
+                (total("failed")) " failed attempts."
             }
             div.charts {
                 (chart(&format!("{prefix}-received"), "Events received", &received))

@@ -11,11 +11,13 @@ use http::{HeaderMap, header};
 use maud::html;
 
 use crate::crypto::{random_token, secrets_equal};
+use crate::web::error::WebError;
+use crate::web::face::Ui;
 use crate::web::form::Form;
 use crate::web::guard::Signed;
 use crate::web::layout::{Shell, page, see_other};
 use crate::web::session::{Principal, cookie};
-use crate::web::{Ui, WebError, WebState};
+use crate::web::state::WebState;
 
 /// How long a sign-in form stays valid.
 const SIGNIN_FORM_S: u64 = 15 * 60;

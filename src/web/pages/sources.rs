@@ -6,14 +6,15 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
+use super::ctx::Ctx;
 use super::targets::last;
 use crate::web::client::seg;
+use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
 use crate::web::layout::{
     badge, copyable, csrf_field, fields, items, notice, page, s, see_other, text, when,
 };
-use crate::web::{WebError, WebState};
+use crate::web::state::WebState;
 
 const SCHEMES: &[&str] = &["standard_webhooks", "github", "stripe", "hmac_sha256_hex"];
 

@@ -7,9 +7,11 @@ use maud::html;
 use serde_json::Value;
 
 use super::overview::{CHART_MINUTES, charts};
+use crate::web::error::WebError;
+use crate::web::face::Ui;
 use crate::web::guard::Signed;
 use crate::web::layout::{Shell, badge, page, s, text};
-use crate::web::{Ui, WebError, WebState};
+use crate::web::state::WebState;
 
 /// `GET /console/system`.
 pub async fn show(State(state): State<WebState>, signed: Signed) -> Result<Response, WebError> {

@@ -5,14 +5,15 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
+use super::ctx::Ctx;
 use super::tenants::shown_once;
 use crate::web::client::{query, seg};
+use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
 use crate::web::layout::{
     badge, csrf_field, fields, items, notice, page, s, see_other, text, when,
 };
-use crate::web::{WebError, WebState};
+use crate::web::state::WebState;
 
 /// Recent deliveries a target's health is worked out from.
 const HEALTH_WINDOW: usize = 100;

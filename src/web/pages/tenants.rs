@@ -8,14 +8,16 @@ use axum::routing::post;
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
+use super::ctx::Ctx;
 use crate::web::client::{query, seg};
+use crate::web::error::WebError;
+use crate::web::face::Ui;
 use crate::web::form::{Form, Params};
 use crate::web::guard::Signed;
 use crate::web::layout::{
     Shell, badge, copyable, csrf_field, items, notice, page, s, see_other, text, when,
 };
-use crate::web::{Ui, WebError, WebState};
+use crate::web::state::WebState;
 
 /// Most tenants the list reads (pages of 500).
 const MAX_LISTED: usize = 5000;

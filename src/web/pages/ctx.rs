@@ -1,0 +1,109 @@
+//! The tenant a tenant page shows ([`Ctx`]), resolved once per request.
+
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::request::Parts;
+
+use crate::model::TenantId;
+use crate::web::client::seg;
+use crate::web::error::WebError;
+use crate::web::face::Ui;
+use crate::web::guard::Signed;
+use crate::web::layout::{Shell, s};
+use crate::web::session::Principal;
+use crate::web::state::WebState;
+
+/// The tenant a tenant page shows, and how it links.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub ui: Ui,
+    pub tenant: TenantId,
+    pub tenant_name: String,
+    /// Where this tenant's pages are: `/console/tenants/<id>` or `/portal`.
+    pub base: String,
+    /// Where this tenant's API is: `/admin/tenants/<id>`.
+    pub api: String,
+    pub csrf: String,
+}
+
+impl Ctx {
+    /// The shell of a page of this tenant on tab `tab`.
+    pub fn shell<'a>(&'a self, title: &'a str, tab: &'a str) -> Shell<'a> {
+        Shell {
+            ui: self.ui,
+            title,
+            csrf: Some(&self.csrf),
+            tenant: Some((&self.tenant_name, &self.base)),
+            tab,
+        }
+    }
+
+    /// This tenant's API path `rest` (which starts with `/`).
+    pub fn api(&self, rest: &str) -> String {
+        format!("{}{rest}", self.api)
+    }
+
+    /// This tenant's page `rest`.
+    pub fn page(&self, rest: &str) -> String {
+        format!("{}{rest}", self.base)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Ctx, WebError> {
+        parts
+            .extensions
+            .get::<Ctx>()
+            .cloned()
+            .ok_or_else(|| WebError::Internal("tenant page outside a tenant".into()))
+    }
+}
+
+/// Resolves the tenant of a tenant page: for the console, the `{id}` of the path (which must
+/// name a tenant); for the portal, the session's tenant and nothing else.
+pub async fn tenant_ctx(
+    State((state, ui)): State<(WebState, Ui)>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, WebError> {
+    let signed = req
+        .extensions()
+        .get::<Signed>()
+        .cloned()
+        .ok_or(WebError::SignedOut(ui))?;
+    let tenant = match (&signed.session.principal, ui) {
+        (Principal::Tenant { tenant, .. }, Ui::Portal) => tenant.clone(),
+        (Principal::Operator, Ui::Console) => {
+            let (mut parts, body) = req.into_parts();
+            let params = RawPathParams::from_request_parts(&mut parts, &state)
+                .await
+                .map_err(|_| WebError::NotFound("tenant"))?;
+            let id = params
+                .iter()
+                .find(|(k, _)| *k == "id")
+                .and_then(|(_, v)| TenantId::parse(v).ok())
+                .ok_or(WebError::NotFound("tenant"))?;
+            req = Request::from_parts(parts, body);
+            id
+        }
+        _ => return Err(WebError::SignedOut(ui)),
+    };
+    let api = format!("/admin/tenants/{}", seg(tenant.as_str()));
+    let record = state.api.get(&api).await?;
+    let base = match ui {
+        Ui::Console => format!("/console/tenants/{}", seg(tenant.as_str())),
+        Ui::Portal => "/portal".to_owned(),
+    };
+    req.extensions_mut().insert(Ctx {
+        ui,
+        tenant_name: s(&record, "name").to_owned(),
+        tenant,
+        base,
+        api,
+        csrf: signed.session.csrf.clone(),
+    });
+    Ok(next.run(req).await)
+}

@@ -1,0 +1,103 @@
+//! The routes of both faces: the tenant pages mounted twice, the console's own pages, and
+//! the pages that need no session.
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+
+use super::ctx::tenant_ctx;
+use super::{dead_letters, events, monitors, overview, signin, sources, system, targets, tenants};
+use crate::web::assets;
+use crate::web::face::Ui;
+use crate::web::guard::{require_session, security_headers};
+use crate::web::state::WebState;
+
+/// The tenant pages, relative to their base.
+fn tenant_pages() -> Router<WebState> {
+    Router::new()
+        .route("/", get(overview::show))
+        .route("/targets", get(targets::list).post(targets::create))
+        .route("/targets/new", get(targets::new_form))
+        .route(
+            "/targets/{target_id}",
+            get(targets::show).post(targets::update),
+        )
+        .route("/targets/{target_id}/rotate", post(targets::rotate))
+        .route("/targets/{target_id}/toggle", post(targets::toggle))
+        .route("/targets/{target_id}/delete", post(targets::remove))
+        .route("/events", get(events::list))
+        .route("/events/rows", get(events::rows))
+        .route("/events/{event}", get(events::show))
+        .route("/events/{event}/resend", post(events::resend))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/replay", post(dead_letters::replay))
+        .route("/dead-letters/delete", post(dead_letters::remove))
+        .route("/sources", get(sources::list).post(sources::create))
+        .route("/sources/{source_id}", get(sources::show))
+        .route("/sources/{source_id}/rotate", post(sources::rotate))
+        .route("/sources/{source_id}/delete", post(sources::remove))
+        .route("/monitors", get(monitors::board).post(monitors::create))
+        .route("/monitors/tiles", get(monitors::tiles))
+        .route(
+            "/monitors/{monitor_id}",
+            get(monitors::show).post(monitors::update),
+        )
+        .route("/monitors/{monitor_id}/rotate", post(monitors::rotate))
+        .route("/monitors/{monitor_id}/delete", post(monitors::remove))
+}
+
+/// The pages that need no session: sign-in and the assets.
+fn open_routes(ui: Ui) -> Router<WebState> {
+    let root = ui.root();
+    let r = Router::new().route(&format!("{root}/assets/{{file}}"), get(assets::serve));
+    match ui {
+        Ui::Portal => r
+            .route(
+                "/portal/login",
+                get(signin::portal_form).post(signin::portal_submit),
+            )
+            .route("/portal/link/{link}", get(signin::enter_link)),
+        Ui::Console => r.route(
+            "/console/login",
+            get(signin::console_form).post(signin::console_submit),
+        ),
+    }
+}
+
+/// The console: `/console…` on the admin listener.
+pub fn console_routes(state: WebState) -> Router {
+    let ui = Ui::Console;
+    let tenant = tenant_pages()
+        .merge(tenants::operator_routes())
+        .route_layer(from_fn_with_state((state.clone(), ui), tenant_ctx));
+    let signed = Router::new()
+        .route(
+            "/console",
+            get(|| async { crate::web::layout::see_other("/console/tenants") }),
+        )
+        .route("/console/tenants", get(tenants::list).post(tenants::create))
+        .route("/console/system", get(system::show))
+        .route("/console/logout", post(signin::console_logout))
+        .nest("/console/tenants/{id}", tenant)
+        .route_layer(from_fn_with_state((state.clone(), ui), require_session));
+    signed
+        .merge(open_routes(ui))
+        .layer(from_fn_with_state((state.clone(), ui), security_headers))
+        .with_state(state)
+}
+
+/// The portal: `/portal…` on the edge listeners.
+pub fn portal_routes(state: WebState) -> Router {
+    let ui = Ui::Portal;
+    let signed = Router::new()
+        .route("/portal/logout", post(signin::portal_logout))
+        .nest(
+            "/portal",
+            tenant_pages().route_layer(from_fn_with_state((state.clone(), ui), tenant_ctx)),
+        )
+        .route_layer(from_fn_with_state((state.clone(), ui), require_session));
+    signed
+        .merge(open_routes(ui))
+        .layer(from_fn_with_state((state.clone(), ui), security_headers))
+        .with_state(state)
+}
