@@ -415,3 +415,54 @@ async fn metrics_and_openapi_are_served() {
     assert_eq!(ready.status, 200);
     gw.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_events_body_reads_back_byte_for_byte_for_its_tenant_only() {
+    let gw = Gateway::start("event_body").await;
+    let (a, a_token) = gw.tenant("a").await;
+    let (_, b_token) = gw.tenant("b").await;
+    let text = gw
+        .post_ok(&a_token, "note.added", "olá <b>".as_bytes())
+        .await;
+    let binary = Request::new("POST", "/v1/events/blob.added")
+        .bearer(&a_token)
+        .header("content-type", "application/octet-stream")
+        .body(vec![0xff, 0x00, 0xfe])
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    let binary = binary.json()["id"].as_str().unwrap().to_owned();
+
+    let r = gw
+        .get_as(&a_token, &format!("/v1/events/{text}/body"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["body"], "olá <b>");
+    assert_eq!(v["encoding"], "utf8");
+    assert_eq!(v["size"], "olá <b>".len());
+    assert_eq!(v["content_type"], "application/json");
+    let r = gw
+        .admin(
+            "GET",
+            &format!("/admin/tenants/{a}/events/{binary}/body"),
+            None,
+        )
+        .await;
+    let v = r.json();
+    assert_eq!(v["encoding"], "base64");
+    assert_eq!(v["body"], "/wD+");
+    assert_eq!(v["content_type"], "application/octet-stream");
+
+    // Another tenant, an unknown id and a malformed one are all not found.
+    let r = gw
+        .get_as(&b_token, &format!("/v1/events/{text}/body"))
+        .await;
+    assert!(r.status == 404 && r.is_error("not_found"), "{}", r.text());
+    let r = gw
+        .get_as(&a_token, "/v1/events/evt_01M8SXHZ5C0GAPRFQTDH83MJ7G/body")
+        .await;
+    assert_eq!(r.status, 404);
+    let r = gw.get_as(&a_token, "/v1/events/not-an-id!/body").await;
+    assert!(r.status == 400 || r.status == 404, "{}", r.text());
+}

@@ -328,6 +328,10 @@ async fn an_operator_runs_a_tenant_from_the_console() {
         .await;
     let stats = b.text("#stats").await;
     assert!(stats.contains("Deliveries succeeded"), "{stats}");
+    // The charts are drawn (uPlot, served from the binary, runs under the CSP).
+    for chart in ["received", "outcomes", "latency"] {
+        b.css(&format!("#tenant-{chart} canvas")).await;
+    }
     b.screenshot("tenant").await;
 
     // Disable and enable: the tenant's ingest follows.
@@ -401,7 +405,16 @@ async fn a_monitor_that_misses_its_deadline_turns_red_on_the_board() {
     .await;
     let (tenant, _) = gw.tenant("ops").await;
     let b = Browser::start().await;
-    b.sign_in(&gw).await;
+    // With the keyboard alone: the token field has the focus, Enter signs in.
+    b.goto(&console(&gw, "/login")).await;
+    b.client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&format!("{ADMIN_TOKEN}\u{E007}"))
+        .await
+        .unwrap();
+    b.css("#tenants").await;
 
     // Created from the board's form: its URLs are shown once, with copy buttons.
     b.goto(&console(&gw, &format!("/tenants/{tenant}/monitors")))

@@ -188,6 +188,20 @@ async fn finished_events_are_shipped_and_readable_after_they_leave_redis() {
         .unwrap();
     assert_eq!(row.get::<_, Vec<u8>>(0), br#"{"n":1}"#);
     assert_eq!(row.get::<_, String>(1), "succeeded");
+
+    // With the stream entries gone too (retention), the bodies come from the log.
+    let redis = RedisServer::shared().client().await;
+    for shard in 0..4 {
+        let _: i64 = redis.xtrim(gw.stream(shard), ("MAXLEN", 0)).await.unwrap();
+    }
+    let r = get(&gw, &token, &format!("/v1/events/{unmatched}/body")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body"], "plain text");
+    assert_eq!(r.json()["encoding"], "utf8");
+    let r = get(&gw, &token, &format!("/v1/events/{delivered}/body")).await;
+    assert_eq!(r.json()["body"], r#"{"n":1}"#);
+    assert_eq!(r.json()["content_type"], "application/json");
+    assert_eq!(r.json()["size"], 7);
     gw.stop().await.unwrap();
 }
 

@@ -20,9 +20,10 @@ const DEFAULT_TTL_S: u64 = 3600;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortalLinkSpec {
-    /// Seconds the link stays valid (default 3600, at most `web.portal_link_max_ttl_s`).
+    /// Seconds the link stays valid (default 3600, at most `web.portal_link_max_ttl_s`, which
+    /// is itself at most a year and a day).
     #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 31622400)]
     pub ttl_s: Option<u64>,
 }
 

@@ -107,3 +107,41 @@ pub async fn tenant_ctx(
     });
     Ok(next.run(req).await)
 }
+
+/// The id a page names: the last parameter of its path (the console's paths also carry the
+/// tenant's `{id}` first), of the id grammar, so it is the same text encoded in a path.
+#[derive(Debug, Clone)]
+pub struct Item(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Item {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Item, WebError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| WebError::NotFound("page"))?;
+        params
+            .iter()
+            .last()
+            .map(|(_, v)| v)
+            .filter(|v| crate::model::ids::is_valid(v))
+            .map(|v| Item(v.to_owned()))
+            .ok_or(WebError::NotFound("page"))
+    }
+}
+
+impl Ctx {
+    /// Deletes this tenant's API resource `rest`, then goes back to page `back` with the
+    /// notice of a deletion.
+    pub async fn delete_then(
+        &self,
+        state: &WebState,
+        rest: &str,
+        back: &str,
+    ) -> Result<Response, WebError> {
+        state.api.delete(&self.api(rest)).await?;
+        Ok(crate::web::layout::see_other(
+            &self.page(&format!("{back}?notice=deleted")),
+        ))
+    }
+}

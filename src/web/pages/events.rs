@@ -1,13 +1,12 @@
 //! A tenant's events: the list (newest first, filtered, updating itself) and one event's
 //! page (its body, and every attempt per target, with *resend*).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
-use super::ctx::Ctx;
-use super::targets::last;
+use super::ctx::{Ctx, Item};
 use crate::web::client::{query, seg};
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
@@ -181,11 +180,9 @@ fn pretty_json(raw: &str) -> Option<String> {
 pub async fn show(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let id = crate::model::EventId::parse(&last(&path)).map_err(|_| WebError::NotFound("event"))?;
-    let id = seg(id.as_str());
     let event = state.api.get(&ctx.api(&format!("/events/{id}"))).await?;
     let body = match state.api.get(&ctx.api(&format!("/events/{id}/body"))).await {
         Ok(b) => Some(b),
@@ -268,11 +265,10 @@ pub async fn show(
 pub async fn resend(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
     form: Form,
 ) -> Result<Response, WebError> {
-    let event =
-        crate::model::EventId::parse(&last(&path)).map_err(|_| WebError::NotFound("event"))?;
+    let event = crate::model::EventId::parse(&id).map_err(|_| WebError::NotFound("event"))?;
     let target = crate::model::TargetId::parse(form.get("target_id"))
         .map_err(|_| WebError::BadRequest("which target? (target_id)".into()))?;
     let entries = state

@@ -1,13 +1,12 @@
 //! A tenant's monitors: the status board (updating itself), one monitor's page (incident
 //! timeline, recent checks, uptime per day, settings), creation and token rotation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::ctx::Ctx;
-use super::targets::last;
+use super::ctx::{Ctx, Item};
 use crate::model::time::{now_ms, parse_rfc3339};
 use crate::web::client::seg;
 use crate::web::error::WebError;
@@ -22,12 +21,6 @@ const REFRESH_S: u32 = 5;
 /// Days the uptime strip covers.
 const UPTIME_DAYS: u64 = 30;
 const DAY_MS: u64 = 86_400_000;
-
-fn monitor_id(raw: &str) -> Result<String, WebError> {
-    crate::model::MonitorId::parse(raw)
-        .map(|m| seg(m.as_str()))
-        .map_err(|_| WebError::NotFound("monitor"))
-}
 
 /// The tile class of a status: from a fixed set.
 fn tile_class(status: &str) -> &'static str {
@@ -201,10 +194,9 @@ fn uptime_strip(days: &[(u64, Option<f64>)]) -> Markup {
 pub async fn show(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let id = monitor_id(&last(&path))?;
     let m = state.api.get(&ctx.api(&format!("/monitors/{id}"))).await?;
     let incidents = state
         .api
@@ -297,10 +289,9 @@ pub async fn show(
 pub async fn update(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
     form: Form,
 ) -> Result<Response, WebError> {
-    let id = monitor_id(&last(&path))?;
     state
         .api
         .patch(&ctx.api(&format!("/monitors/{id}")), monitor_body(&form)?)
@@ -314,9 +305,8 @@ pub async fn update(
 pub async fn rotate(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
 ) -> Result<Response, WebError> {
-    let id = monitor_id(&last(&path))?;
     let rotated = state
         .api
         .post(&ctx.api(&format!("/monitors/{id}/rotate-token")), json!({}))
@@ -328,14 +318,10 @@ pub async fn rotate(
 pub async fn remove(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
 ) -> Result<Response, WebError> {
-    let id = monitor_id(&last(&path))?;
-    state
-        .api
-        .delete(&ctx.api(&format!("/monitors/{id}")))
-        .await?;
-    Ok(see_other(&ctx.page("/monitors?notice=deleted")))
+    ctx.delete_then(&state, &format!("/monitors/{id}"), "/monitors")
+        .await
 }
 
 #[cfg(test)]

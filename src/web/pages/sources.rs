@@ -1,28 +1,19 @@
 //! A tenant's sources: the inbound webhook URLs of external platforms, with their
 //! verification, their silence watch, its incidents and what was last received.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde_json::{Map, Value, json};
 
-use super::ctx::Ctx;
-use super::targets::last;
+use super::ctx::{Ctx, Item};
 use crate::web::client::seg;
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
-use crate::web::layout::{
-    badge, copyable, csrf_field, fields, items, notice, page, s, see_other, text, when,
-};
+use crate::web::layout::{badge, copyable, csrf_field, fields, items, notice, page, s, text, when};
 use crate::web::state::WebState;
 
 const SCHEMES: &[&str] = &["standard_webhooks", "github", "stripe", "hmac_sha256_hex"];
-
-fn source_id(raw: &str) -> Result<String, WebError> {
-    crate::model::SourceId::parse(raw)
-        .map(|m| seg(m.as_str()))
-        .map_err(|_| WebError::NotFound("source"))
-}
 
 /// `GET …/sources`.
 pub async fn list(
@@ -127,10 +118,9 @@ pub async fn create(
 pub async fn show(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let id = source_id(&last(&path))?;
     let src = state.api.get(&ctx.api(&format!("/sources/{id}"))).await?;
     let incidents = state
         .api
@@ -196,9 +186,8 @@ pub async fn show(
 pub async fn rotate(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
 ) -> Result<Response, WebError> {
-    let id = source_id(&last(&path))?;
     let rotated = state
         .api
         .post(&ctx.api(&format!("/sources/{id}/rotate-token")), json!({}))
@@ -210,12 +199,8 @@ pub async fn rotate(
 pub async fn remove(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
 ) -> Result<Response, WebError> {
-    let id = source_id(&last(&path))?;
-    state
-        .api
-        .delete(&ctx.api(&format!("/sources/{id}")))
-        .await?;
-    Ok(see_other(&ctx.page("/sources?notice=deleted")))
+    ctx.delete_then(&state, &format!("/sources/{id}"), "/sources")
+        .await
 }

@@ -1,11 +1,11 @@
 //! A tenant's targets: the list, a new one, and one target's settings, health and actions.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, Item};
 use super::tenants::shown_once;
 use crate::web::client::{query, seg};
 use crate::web::error::WebError;
@@ -17,12 +17,6 @@ use crate::web::state::WebState;
 
 /// Recent deliveries a target's health is worked out from.
 const HEALTH_WINDOW: usize = 100;
-
-fn target_id(raw: &str) -> Result<String, WebError> {
-    crate::model::TargetId::parse(raw)
-        .map(|t| seg(t.as_str()))
-        .map_err(|_| WebError::NotFound("target"))
-}
 
 /// `GET …/targets`.
 pub async fn list(
@@ -267,10 +261,9 @@ async fn health(state: &WebState, ctx: &Ctx, id: &str) -> Result<Health, WebErro
 pub async fn show(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let id = target_id(&last(&path))?;
     let t = state.api.get(&ctx.api(&format!("/targets/{id}"))).await?;
     let raw_id = s(&t, "id").to_owned();
     let h = health(&state, &ctx, &raw_id).await?;
@@ -332,19 +325,13 @@ pub async fn show(
     Ok(page(&ctx.shell("Target", "/targets"), body).into_response())
 }
 
-/// The last path parameter (the nested routes also carry the console's tenant `{id}`).
-pub fn last(path: &[(String, String)]) -> String {
-    path.last().map(|(_, v)| v.clone()).unwrap_or_default()
-}
-
 /// `POST …/targets/{target_id}`: saves the settings.
 pub async fn update(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
     form: Form,
 ) -> Result<Response, WebError> {
-    let id = target_id(&last(&path))?;
     state
         .api
         .patch(&ctx.api(&format!("/targets/{id}")), target_body(&form)?)
@@ -356,10 +343,9 @@ pub async fn update(
 pub async fn toggle(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
     form: Form,
 ) -> Result<Response, WebError> {
-    let id = target_id(&last(&path))?;
     let active = form.get("active") == "true";
     state
         .api
@@ -378,9 +364,8 @@ pub async fn toggle(
 pub async fn rotate(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
 ) -> Result<Response, WebError> {
-    let id = target_id(&last(&path))?;
     let rotated = state
         .api
         .post(&ctx.api(&format!("/targets/{id}/rotate-secret")), json!({}))
@@ -400,12 +385,8 @@ pub async fn rotate(
 pub async fn remove(
     State(state): State<WebState>,
     ctx: Ctx,
-    Path(path): Path<Vec<(String, String)>>,
+    Item(id): Item,
 ) -> Result<Response, WebError> {
-    let id = target_id(&last(&path))?;
-    state
-        .api
-        .delete(&ctx.api(&format!("/targets/{id}")))
-        .await?;
-    Ok(see_other(&ctx.page("/targets?notice=deleted")))
+    ctx.delete_then(&state, &format!("/targets/{id}"), "/targets")
+        .await
 }
