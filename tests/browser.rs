@@ -83,8 +83,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
     }
 
+    /// The text of `css`; found again when the page replaced it meanwhile (a reload, or a
+    /// self-updating part swapped in).
     async fn text(&self, css: &str) -> String {
-        self.css(css).await.text().await.unwrap()
+        let mut last = None;
+        for _ in 0..20 {
+            match self.css(css).await.text().await {
+                Ok(t) => return t,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot read {css}: {last:?}");
     }
 
     async fn fill(&self, css: &str, value: &str) {
@@ -852,5 +862,44 @@ async fn what_tenants_and_senders_write_is_shown_escaped() {
             .unwrap();
         assert!(injected.is_empty(), "{path} holds an injected element");
     }
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_when_idle_and_at_their_absolute_limit() {
+    let extra = format!("{EXTRA}\n[web]\nsession_idle_s = 1\nsession_max_s = 3\n");
+    let gw = Gateway::start_with(
+        &RedisServer::shared().url(),
+        &unique_prefix("browser_idle"),
+        &extra,
+    )
+    .await;
+    let open = |session: String| async move {
+        Request::get("/console/tenants")
+            .header("cookie", &session)
+            .send_plain(gw.addrs.admin)
+            .await
+            .unwrap()
+            .status
+    };
+    // Idle past its limit: gone.
+    let (session, _) = http_session(&gw).await;
+    assert_eq!(open(session.clone()).await, 200);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(open(session).await, 303, "an idle session lived on");
+
+    // Busy, it lives on until its absolute limit, then ends all the same.
+    let (session, _) = http_session(&gw).await;
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(
+            open(session.clone()).await,
+            200,
+            "a busy session ended early"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(open(session).await, 303, "a session outlived session_max_s");
     gw.stop().await.unwrap();
 }
