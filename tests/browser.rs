@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use support::http::Request;
+use support::http::{Alpn, Request};
 use support::sink::{Reply, Sink};
 use support::{ADMIN_TOKEN, Gateway, RedisServer, eventually, free_port, unique_prefix};
 
@@ -116,6 +116,19 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
+    /// Waits until the browser is at `path` (after a click that navigates).
+    async fn expect_path(&self, path: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.path().await != path {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reached {path}: at {}",
+                self.path().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the page's text holds `needle`, reloading every half second (pages that
     /// update themselves are checked without reloads by [`Browser::wait_live`]).
     async fn wait_text(&self, needle: &str) {
@@ -131,6 +144,20 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
             self.client.refresh().await.unwrap();
+        }
+    }
+
+    /// Waits, without reloading, until the page's text holds `needle` (the page a click
+    /// navigated to may still be loading).
+    async fn expect_text(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.body().await.contains(needle) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page never showed {needle:?}:\n{}",
+                self.body().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -214,7 +241,7 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     assert_eq!(b.path().await, "/console/login");
     b.fill("#token", "not-the-admin-token-0123456789").await;
     b.click("#sign-in").await;
-    assert!(b.body().await.contains("not the admin token"));
+    b.expect_text("not the admin token").await;
     b.sign_in(&gw).await;
 
     // A tenant, and its token shown once.
@@ -225,8 +252,9 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     let token = b.text("#new-token").await;
     assert!(token.starts_with("est_"), "{token}");
     b.click("#to-tenant").await;
+    b.css("#stats").await;
     let tenant_path = b.path().await;
-    assert!(b.body().await.contains("acme"));
+    b.expect_text("acme").await;
     // The token works, and the overview never shows it again.
     assert!(!b.client.source().await.unwrap().contains(&token));
 
@@ -295,7 +323,7 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     .await;
     b.click("#dead-letters input[name=ids]").await;
     b.click("#replay-selected").await;
-    assert!(b.body().await.contains("Replayed"));
+    b.expect_text("Replayed").await;
     eventually(WAIT, "the replayed delivery", || async {
         sink.count("/hook") >= 2
     })
@@ -346,13 +374,13 @@ async fn an_operator_runs_a_tenant_from_the_console() {
 
     // Disable and enable: the tenant's ingest follows.
     b.click("#toggle-tenant").await;
-    assert!(b.body().await.contains("Disabled."));
+    b.expect_text("Disabled.").await;
     eventually(WAIT, "ingest refused for a disabled tenant", || async {
         gw.post_event(&token, "order.paid", b"{}").await.status == 403
     })
     .await;
     b.click("#toggle-tenant").await;
-    assert!(b.body().await.contains("Enabled."));
+    b.expect_text("Enabled.").await;
 
     // The tenant list and the system page.
     b.goto(&console(&gw, "/tenants")).await;
@@ -393,7 +421,7 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     let cookie = b.client.get_named_cookie("estafeta_console").await.unwrap();
     b.goto(&console(&gw, "/tenants")).await;
     b.click("#sign-out").await;
-    assert_eq!(b.path().await, "/console/login");
+    b.expect_path("/console/login").await;
     b.goto(&console(&gw, "/tenants")).await;
     assert_eq!(b.path().await, "/console/login");
     let r = Request::get("/console/tenants")
@@ -505,7 +533,7 @@ async fn a_portal_link_shows_one_tenant_and_refuses_the_others() {
     let br = Browser::start().await;
     br.goto(&portal(&gw, &url["/portal".len()..])).await;
     assert_eq!(br.path().await, "/portal");
-    assert!(br.body().await.contains("alpha"));
+    br.expect_text("alpha").await;
     br.screenshot("portal").await;
     // A's events and targets are there, and no operator page is.
     br.goto(&portal(&gw, "/events")).await;
@@ -577,7 +605,7 @@ async fn a_portal_link_shows_one_tenant_and_refuses_the_others() {
         "a revoked link's session lives on"
     );
     br.goto(&portal(&gw, &url["/portal".len()..])).await;
-    assert!(br.body().await.contains("not valid"));
+    br.expect_text("not valid").await;
 
     // An expired link, and one whose signature was altered, are refused too.
     let r = gw
@@ -607,10 +635,35 @@ async fn a_portal_link_shows_one_tenant_and_refuses_the_others() {
     br.goto(&portal(&gw, "/login")).await;
     br.fill("#token", &b_token).await;
     br.click("#sign-in").await;
-    assert!(br.body().await.contains("beta"));
+    br.expect_text("beta").await;
     br.click("#sign-out").await;
+    br.expect_path("/portal/login").await;
     br.goto(&portal(&gw, "/events")).await;
     assert_eq!(br.path().await, "/portal/login");
+
+    // Revoking the token a session signed in with ends that session.
+    br.fill("#token", &b_token).await;
+    br.click("#sign-in").await;
+    br.expect_text("beta").await;
+    let tokens = gw
+        .admin("GET", &format!("/admin/tenants/{b_id}/tokens"), None)
+        .await
+        .json();
+    let token_id = tokens["data"][0]["id"].as_str().unwrap().to_owned();
+    let r = gw
+        .admin(
+            "DELETE",
+            &format!("/admin/tenants/{b_id}/tokens/{token_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    br.goto(&portal(&gw, "/events")).await;
+    assert_eq!(
+        br.path().await,
+        "/portal/login",
+        "a revoked token's session lives on"
+    );
 
     // Bad requests for links get the contract's errors.
     let r = gw
@@ -751,6 +804,43 @@ async fn forms_need_their_csrf_token_and_pages_send_a_strict_policy() {
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
+    assert!(
+        !cookie.contains("Secure"),
+        "cleartext: a Secure cookie would be dropped: {cookie}"
+    );
+    // Over TLS, the same page's cookie is Secure.
+    let cert = gw.certs.path().join("dev.crt");
+    for alpn in [Alpn::H1, Alpn::H2] {
+        let login = Request::get("/portal/login")
+            .send_tls(gw.addrs.tls, &cert, alpn)
+            .await
+            .unwrap();
+        let cookie = login.header("set-cookie").unwrap();
+        assert!(cookie.contains("; Secure"), "{alpn:?}: {cookie}");
+    }
+    // The session cookie outlives the idle limit (Redis ends idle sessions): it lasts the
+    // absolute limit, so a busy session is not dropped by the browser.
+    let signin = Request::get("/console/login")
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    let signin = signin
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let csrf = signin.split_once('=').unwrap().1.to_owned();
+    let r = Request::new("POST", "/console/login")
+        .header("cookie", &signin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_csrf={csrf}&token={ADMIN_TOKEN}"))
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    let session = r.header("set-cookie").unwrap();
+    assert!(session.contains("Max-Age=43200"), "{session}");
     gw.stop().await.unwrap();
 
     // With frame ancestors configured, the portal (only) may be framed by them.

@@ -759,7 +759,15 @@ impl Config {
 
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
-        toml::to_string_pretty(self).map_err(|e| ConfigError::Parse(e.to_string()))
+        let mut value =
+            toml::Value::try_from(self).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        // A Redis URL may carry a password (`redis://user:password@host`).
+        if let Some(url) = value.get_mut("redis").and_then(|r| r.get_mut("url")) {
+            if let Some(text) = url.as_str() {
+                *url = toml::Value::String(redact_url(text));
+            }
+        }
+        toml::to_string_pretty(&value).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 }
 
@@ -925,6 +933,12 @@ master_key = "{KEY}"
         assert!(!out.contains("0123456789abcdef"));
         assert!(!out.contains(KEY));
         assert!(out.contains("[redacted]"));
+        let c = Config::from_toml(&base(
+            "[redis]\nurl = \"redis://default:hunter2-password@10.0.0.7:6379\"",
+        ))?;
+        let out = c.to_redacted_toml()?;
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(out.contains("redis://***@10.0.0.7:6379"), "{out}");
         Ok(())
     }
 

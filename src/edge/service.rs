@@ -47,6 +47,11 @@ struct Inner {
     router: Router,
 }
 
+/// Set on the routed requests of the TLS listener: what reached the gateway over TLS (the
+/// portal's cookies are `Secure` then).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// A hot route, recognised without the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hot {
@@ -184,6 +189,10 @@ impl HttpService {
                 (Some(hot.template()), response)
             }
             None => {
+                let mut req = req;
+                if inner.listener == "edge_tls" {
+                    req.extensions_mut().insert(OverTls);
+                }
                 let routed = Box::pin(inner.router.clone().oneshot(req.map(Body::new)));
                 let response =
                     match telemetry::with_request_id(request_id.clone(), routed.instrument(span))

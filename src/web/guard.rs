@@ -11,6 +11,7 @@ use super::face::Ui;
 use super::form::{Form, MAX_FORM};
 use super::session::{CookieSpec, Principal, Session};
 use super::state::WebState;
+use crate::crypto::{TokenHash, secrets_equal};
 
 /// The console's session cookie: only ever sent to `/console` on the admin listener.
 pub const CONSOLE_COOKIE: &str = "estafeta_console";
@@ -27,30 +28,67 @@ pub struct Signed {
     pub id: String,
 }
 
+/// Whether a request reached the gateway over TLS: on the TLS listener, or (behind a proxy
+/// that terminates it) with `X-Forwarded-Proto: https`. Its cookies are `Secure` then.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport {
+    pub tls: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Transport {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Transport, std::convert::Infallible> {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        let tls = parts
+            .extensions
+            .get::<crate::edge::service::OverTls>()
+            .is_some();
+        Ok(Transport {
+            tls: tls || forwarded,
+        })
+    }
+}
+
 impl WebState {
-    /// The session cookie of `ui`.
-    pub fn cookie(&self, ui: Ui) -> CookieSpec {
+    /// The session cookie of `ui`, for a request that came over `transport`.
+    pub fn cookie(&self, ui: Ui, transport: Transport) -> CookieSpec {
+        let secure = transport.tls || self.settings.secure_cookies;
         match ui {
             Ui::Console => CookieSpec {
                 name: CONSOLE_COOKIE,
                 path: "/console",
-                secure: false,
+                secure,
                 embeddable: false,
             },
             Ui::Portal => CookieSpec {
                 name: PORTAL_COOKIE,
                 path: "/portal",
-                secure: self.settings.secure_cookies,
+                secure,
                 embeddable: !self.settings.frame_ancestors.is_empty(),
             },
         }
     }
 
     /// The sign-in forms' double-submit cookie of `ui`.
-    pub fn signin_cookie(&self, ui: Ui) -> CookieSpec {
+    pub fn signin_cookie(&self, ui: Ui, transport: Transport) -> CookieSpec {
         CookieSpec {
             name: SIGNIN_COOKIE,
-            ..self.cookie(ui)
+            ..self.cookie(ui, transport)
+        }
+    }
+
+    /// The name of `ui`'s session cookie.
+    pub fn cookie_name(ui: Ui) -> &'static str {
+        match ui {
+            Ui::Console => CONSOLE_COOKIE,
+            Ui::Portal => PORTAL_COOKIE,
         }
     }
 
@@ -61,15 +99,39 @@ impl WebState {
         ui: Ui,
         headers: &http::HeaderMap,
     ) -> Result<Option<Signed>, WebError> {
-        let Some(id) = super::session::cookie(headers, self.cookie(ui).name) else {
+        let Some(id) = super::session::cookie(headers, Self::cookie_name(ui)) else {
             return Ok(None);
         };
         let Some(session) = self.sessions.read(id).await? else {
             return Ok(None);
         };
         let fits = match (&session.principal, ui) {
-            (Principal::Operator, Ui::Console) => true,
-            (Principal::Tenant { tenant, link }, Ui::Portal) => {
+            // Signed in with the admin token the gateway has now (a changed token ends them).
+            (Principal::Operator { admin }, Ui::Console) => {
+                let now = self
+                    .store
+                    .crypto()
+                    .hash_token(self.api.admin_token().expose());
+                secrets_equal(admin.as_bytes(), now.to_hex().as_bytes())
+            }
+            (
+                Principal::Tenant {
+                    tenant,
+                    link,
+                    token,
+                },
+                Ui::Portal,
+            ) => {
+                // Signed in with a tenant token: that token must still be the tenant's.
+                let token_live = match token.as_deref().map(TokenHash::from_hex) {
+                    None => true,
+                    Some(None) => false,
+                    Some(Some(hash)) => self
+                        .store
+                        .token_owner(&hash)
+                        .await?
+                        .is_some_and(|o| o.tenant_id == *tenant),
+                };
                 let link_live = match link {
                     None => true,
                     Some(l) => match crate::model::PortalLinkId::parse(l) {
@@ -82,7 +144,7 @@ impl WebState {
                     },
                 };
                 let tenant_live = self.store.tenant(tenant).await?.is_some_and(|t| t.active);
-                link_live && tenant_live
+                token_live && link_live && tenant_live
             }
             _ => false,
         };

@@ -21,13 +21,21 @@ use super::error::WebError;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Principal {
     /// The operator, signed in with the admin token: the console.
-    Operator,
+    Operator {
+        /// The keyed hash (hex) of the admin token it signed in with: a changed admin token
+        /// ends the session.
+        admin: String,
+    },
     /// One tenant, signed in with its token or through a portal link: the portal.
     Tenant {
         tenant: TenantId,
         /// The portal link it came through; revoking the link ends the session.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         link: Option<String>,
+        /// The keyed hash (hex) of the tenant token it signed in with; revoking the token
+        /// ends the session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
 }
 
@@ -80,9 +88,10 @@ impl Sessions {
         format!("{}:web_session:{}", self.keys.prefix(), hash.to_hex())
     }
 
-    /// The idle lifetime, for the cookie's `Max-Age`.
-    pub fn idle_s(&self) -> u64 {
-        self.idle_s
+    /// The absolute lifetime, for the cookie's `Max-Age` (idleness is Redis's TTL: the
+    /// cookie is set once, so it must outlive every request of a busy session).
+    pub fn max_s(&self) -> u64 {
+        self.max_s
     }
 
     /// Starts a session for `principal`; answers the cookie's value (the session id).

@@ -76,7 +76,7 @@ pub async fn tenant_ctx(
         .ok_or(WebError::SignedOut(ui))?;
     let tenant = match (&signed.session.principal, ui) {
         (Principal::Tenant { tenant, .. }, Ui::Portal) => tenant.clone(),
-        (Principal::Operator, Ui::Console) => {
+        (Principal::Operator { .. }, Ui::Console) => {
             let (mut parts, body) = req.into_parts();
             let params = RawPathParams::from_request_parts(&mut parts, &state)
                 .await

@@ -261,7 +261,7 @@ pub async fn show(
 }
 
 /// `POST …/events/{event}/resend`: sends the event to a target again, through its error
-/// queue entry (or, once that is gone, the target's recovery over the event's instant).
+/// queue entry.
 pub async fn resend(
     State(state): State<WebState>,
     ctx: Ctx,
@@ -283,24 +283,14 @@ pub async fn resend(
         .filter(|e| s(e, "event_id") == event.as_str())
         .map(|e| s(e, "id"))
         .collect();
+    // Only its error queue entry is resent: a time-range recovery could take other events
+    // of the same instant along.
     let sent = if ids.is_empty() {
-        let view = state
-            .api
-            .get(&ctx.api(&format!("/events/{}", seg(event.as_str()))))
-            .await?;
-        let at = s(&view, "received_at");
-        let r = state
-            .api
-            .post(
-                &ctx.api(&format!("/targets/{}/recover", seg(target.as_str()))),
-                json!({"since": at, "until": at}),
-            )
-            .await?;
-        r.get("recovering").and_then(Value::as_u64).unwrap_or(0)
+        0
     } else {
         let r = state
             .api
-            .post(&ctx.api("/dead-letters/replay"), json!({"ids": ids}))
+            .post(&ctx.api("/dead-letters/replay"), json!({ "ids": ids }))
             .await?;
         r.get("replayed").and_then(Value::as_u64).unwrap_or(0)
     };

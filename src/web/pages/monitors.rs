@@ -18,6 +18,10 @@ use crate::web::state::WebState;
 
 /// Seconds between the board's refreshes.
 const REFRESH_S: u32 = 5;
+/// Incidents the timeline lists (the uptime strip reads further back).
+const INCIDENTS_SHOWN: usize = 50;
+/// Pages of 100 incidents the uptime strip reads at most.
+const INCIDENT_PAGES: usize = 10;
 /// Days the uptime strip covers.
 const UPTIME_DAYS: u64 = 30;
 const DAY_MS: u64 = 86_400_000;
@@ -138,6 +142,42 @@ pub async fn create(
     Ok(with_token(&ctx, "Monitor created", &created))
 }
 
+/// The monitor's incidents, newest first, back to the start of the uptime strip (or as far
+/// as [`INCIDENT_PAGES`] go), and from when on they are complete: days before that are
+/// unknown, not up.
+async fn incident_history(
+    state: &WebState,
+    ctx: &Ctx,
+    id: &str,
+) -> Result<(Vec<Value>, u64), WebError> {
+    let horizon = now_ms().saturating_sub(UPTIME_DAYS * DAY_MS);
+    let mut all: Vec<Value> = Vec::new();
+    let mut before = String::new();
+    for _ in 0..INCIDENT_PAGES {
+        let page = state
+            .api
+            .get(&ctx.api(&format!(
+                "/monitors/{id}/incidents{}",
+                crate::web::client::query(&[("limit", "100"), ("before", &before)])
+            )))
+            .await?;
+        let rows = items(&page).to_vec();
+        let full = rows.len() == 100;
+        let oldest = rows.last().map(|i| s(i, "opened_at").to_owned());
+        all.extend(rows);
+        match oldest {
+            Some(o) if full && parse_rfc3339(&o).is_some_and(|t| t > horizon) => before = o,
+            // Fewer than a page, or past the horizon: complete.
+            _ => return Ok((all, 0)),
+        }
+    }
+    let known_from = all
+        .last()
+        .and_then(|i| parse_rfc3339(s(i, "opened_at")))
+        .unwrap_or(0);
+    Ok((all, known_from))
+}
+
 /// Uptime per day over the last [`UPTIME_DAYS`] days, from the incident history: the share
 /// of each day (UTC) outside an incident. Days before the monitor existed are `None`.
 fn uptime(incidents: &[Value], created_ms: u64, now: u64) -> Vec<(u64, Option<f64>)> {
@@ -198,16 +238,13 @@ pub async fn show(
     Params(p): Params,
 ) -> Result<Response, WebError> {
     let m = state.api.get(&ctx.api(&format!("/monitors/{id}"))).await?;
-    let incidents = state
-        .api
-        .get(&ctx.api(&format!("/monitors/{id}/incidents")))
-        .await?;
+    let (incidents, known_from) = incident_history(&state, &ctx, &id).await?;
     let checks = state
         .api
         .get(&ctx.api(&format!("/monitors/{id}/checks")))
         .await?;
     let created = parse_rfc3339(s(&m, "created_at")).unwrap_or(0);
-    let days = uptime(items(&incidents), created, now_ms());
+    let days = uptime(&incidents, created.max(known_from), now_ms());
     let csrf = &ctx.csrf;
     let body = html! {
         (notice(p.opt("notice")))
@@ -233,7 +270,7 @@ pub async fn show(
             div.table-wrap { table id="incidents" {
                 thead { tr { th { "Opened (UTC)" } th { "Status" } th { "Reason" } th { "Resolved (UTC)" } th { "Duration" } } }
                 tbody {
-                    @for i in items(&incidents) {
+                    @for i in incidents.iter().take(INCIDENTS_SHOWN) {
                         tr {
                             td { (when(i, "opened_at")) }
                             td { (badge(s(i, "status"))) }
@@ -242,7 +279,7 @@ pub async fn show(
                             td { @if let Some(d) = i.get("duration_ms").and_then(Value::as_u64) { (d / 1000) " s" } @else { "open" } }
                         }
                     }
-                    @if items(&incidents).is_empty() { tr { td colspan="5" { "No incidents." } } }
+                    @if incidents.is_empty() { tr { td colspan="5" { "No incidents." } } }
                 }
             } }
         }

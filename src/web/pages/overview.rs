@@ -51,7 +51,11 @@ pub async fn show(
         (charts("tenant", &series))
         section.card {
             h2 { "Tenant" }
-            (fields(&tenant, &["name", "active"]))
+            @match ctx.ui {
+                Ui::Console => (fields(&tenant, &["name", "active"])),
+                // A tenant sees its name and id, not the operator's settings of it.
+                Ui::Portal => (fields(&tenant, &["name", "active", "external_id", "rate_limit", "origin"])),
+            }
         }
         @if let Some(op) = operator { (op) }
     };

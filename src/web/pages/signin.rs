@@ -14,7 +14,7 @@ use crate::crypto::{random_token, secrets_equal};
 use crate::web::error::WebError;
 use crate::web::face::Ui;
 use crate::web::form::Form;
-use crate::web::guard::Signed;
+use crate::web::guard::{SIGNIN_COOKIE, Signed, Transport};
 use crate::web::layout::{Shell, page, see_other};
 use crate::web::session::{Principal, cookie};
 use crate::web::state::WebState;
@@ -22,7 +22,12 @@ use crate::web::state::WebState;
 /// How long a sign-in form stays valid.
 const SIGNIN_FORM_S: u64 = 15 * 60;
 
-fn render_form(state: &WebState, ui: Ui, message: Option<&str>) -> Result<Response, WebError> {
+fn render_form(
+    state: &WebState,
+    ui: Ui,
+    transport: Transport,
+    message: Option<&str>,
+) -> Result<Response, WebError> {
     let csrf = random_token("")?;
     let (title, label, hint) = match ui {
         Ui::Console => (
@@ -57,7 +62,7 @@ fn render_form(state: &WebState, ui: Ui, message: Option<&str>) -> Result<Respon
             }
         }
     };
-    let set = state.signin_cookie(ui).set(&csrf, SIGNIN_FORM_S);
+    let set = state.signin_cookie(ui, transport).set(&csrf, SIGNIN_FORM_S);
     let status = if message.is_some() {
         http::StatusCode::UNAUTHORIZED
     } else {
@@ -67,21 +72,27 @@ fn render_form(state: &WebState, ui: Ui, message: Option<&str>) -> Result<Respon
 }
 
 /// `GET /{console,portal}/login`.
-pub async fn form(state: WebState, headers: HeaderMap, ui: Ui) -> Result<Response, WebError> {
+pub async fn form(
+    state: WebState,
+    headers: HeaderMap,
+    transport: Transport,
+    ui: Ui,
+) -> Result<Response, WebError> {
     if state.session(ui, &headers).await?.is_some() {
         return Ok(see_other(ui.root()));
     }
-    render_form(&state, ui, None)
+    render_form(&state, ui, transport, None)
 }
 
 /// `POST /{console,portal}/login`.
 pub async fn submit(
     state: WebState,
     headers: HeaderMap,
+    transport: Transport,
     form: Form,
     ui: Ui,
 ) -> Result<Response, WebError> {
-    let expected = cookie(&headers, state.signin_cookie(ui).name).unwrap_or_default();
+    let expected = cookie(&headers, SIGNIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !secrets_equal(form.get("_csrf").as_bytes(), expected.as_bytes()) {
         return Err(WebError::Csrf);
     }
@@ -91,38 +102,57 @@ pub async fn submit(
             let admin = state.api.admin_token();
             if token.is_empty() || !secrets_equal(token.as_bytes(), admin.expose().as_bytes()) {
                 tracing::info!("console sign-in refused");
-                return render_form(&state, ui, Some("That is not the admin token."));
+                return render_form(&state, ui, transport, Some("That is not the admin token."));
             }
-            Principal::Operator
+            Principal::Operator {
+                admin: state.store.crypto().hash_token(admin.expose()).to_hex(),
+            }
         }
         Ui::Portal => match state.auth.authenticate(token).await {
             Ok(t) => Principal::Tenant {
                 tenant: t.id.clone(),
                 link: None,
+                token: Some(state.store.crypto().hash_token(token).to_hex()),
             },
-            Err(crate::auth::AuthError::Store(e)) => return Err(WebError::internal(e)),
+            Err(crate::auth::AuthError::Store(e)) => {
+                return Err(match &*e {
+                    crate::store::StoreError::Redis(r) => WebError::Redis(r.clone()),
+                    other => WebError::internal(other),
+                });
+            }
             Err(_) => {
                 tracing::info!("portal sign-in refused");
                 return render_form(
                     &state,
                     ui,
+                    transport,
                     Some("That token is not a live token of an active tenant."),
                 );
             }
         },
     };
-    start(&state, ui, principal).await
+    start(&state, &headers, transport, ui, principal).await
 }
 
-/// Opens a session for `principal` and goes to the face's first page.
-async fn start(state: &WebState, ui: Ui, principal: Principal) -> Result<Response, WebError> {
+/// Opens a session for `principal` (ending the one the browser had, if any) and goes to the
+/// face's first page.
+async fn start(
+    state: &WebState,
+    headers: &HeaderMap,
+    transport: Transport,
+    ui: Ui,
+    principal: Principal,
+) -> Result<Response, WebError> {
+    if let Some(old) = cookie(headers, WebState::cookie_name(ui)) {
+        state.sessions.end(old).await?;
+    }
     let (id, _) = state.sessions.create(principal).await?;
-    let spec = state.cookie(ui);
+    let spec = state.cookie(ui, transport);
     let mut res = see_other(ui.root());
     let h = res.headers_mut();
     for value in [
-        spec.set(&id, state.sessions.idle_s()),
-        state.signin_cookie(ui).clear(),
+        spec.set(&id, state.sessions.max_s()),
+        state.signin_cookie(ui, transport).clear(),
     ] {
         if let Ok(v) = http::HeaderValue::from_str(&value) {
             h.append(header::SET_COOKIE, v);
@@ -135,6 +165,8 @@ async fn start(state: &WebState, ui: Ui, principal: Principal) -> Result<Respons
 /// `GET /portal/link/{link}`: a portal link becomes a session of its tenant.
 pub async fn enter_link(
     State(state): State<WebState>,
+    headers: HeaderMap,
+    transport: Transport,
     Path(link): Path<String>,
 ) -> Result<Response, WebError> {
     let opened = state.store.open_portal_link(&link).await?;
@@ -162,15 +194,21 @@ pub async fn enter_link(
     let principal = Principal::Tenant {
         tenant: link.tenant,
         link: Some(link.id.to_string()),
+        token: None,
     };
-    start(&state, Ui::Portal, principal).await
+    start(&state, &headers, transport, Ui::Portal, principal).await
 }
 
 /// `POST /{console,portal}/logout`: ends the session.
-pub async fn logout(state: WebState, signed: Signed, ui: Ui) -> Result<Response, WebError> {
+pub async fn logout(
+    state: WebState,
+    signed: Signed,
+    transport: Transport,
+    ui: Ui,
+) -> Result<Response, WebError> {
     state.sessions.end(&signed.id).await?;
     let mut res = see_other(&format!("{}/login", ui.root()));
-    if let Ok(v) = http::HeaderValue::from_str(&state.cookie(ui).clear()) {
+    if let Ok(v) = http::HeaderValue::from_str(&state.cookie(ui, transport).clear()) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     tracing::info!(face = ui.root(), "signed out");
@@ -179,18 +217,27 @@ pub async fn logout(state: WebState, signed: Signed, ui: Ui) -> Result<Response,
 
 macro_rules! face_handlers {
     ($ui:expr, $form:ident, $submit:ident, $logout:ident) => {
-        pub async fn $form(State(s): State<WebState>, h: HeaderMap) -> Result<Response, WebError> {
-            form(s, h, $ui).await
+        pub async fn $form(
+            State(s): State<WebState>,
+            h: HeaderMap,
+            t: Transport,
+        ) -> Result<Response, WebError> {
+            form(s, h, t, $ui).await
         }
         pub async fn $submit(
             State(s): State<WebState>,
             h: HeaderMap,
+            t: Transport,
             f: Form,
         ) -> Result<Response, WebError> {
-            submit(s, h, f, $ui).await
+            submit(s, h, t, f, $ui).await
         }
-        pub async fn $logout(State(s): State<WebState>, g: Signed) -> Result<Response, WebError> {
-            logout(s, g, $ui).await
+        pub async fn $logout(
+            State(s): State<WebState>,
+            g: Signed,
+            t: Transport,
+        ) -> Result<Response, WebError> {
+            logout(s, g, t, $ui).await
         }
     };
 }
