@@ -116,49 +116,55 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
-    /// Waits until the browser is at `path` (after a click that navigates).
-    async fn expect_path(&self, path: &str) {
+    /// Waits until `ok` holds, checking every `every`; fails naming `what` (with the page).
+    async fn until<F, Fut>(&self, what: &str, every: Duration, mut ok: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while self.path().await != path {
+        while !ok().await {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "never reached {path}: at {}",
-                self.path().await
+                "{what} never happened: at {}\n{}",
+                self.path().await,
+                self.body().await
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(every).await;
         }
+    }
+
+    /// Waits until the browser is at `path` (after a click that navigates).
+    async fn expect_path(&self, path: &str) {
+        let what = format!("reaching {path}");
+        self.until(&what, Duration::from_millis(100), || async {
+            self.path().await == path
+        })
+        .await;
     }
 
     /// Waits until the page's text holds `needle`, reloading every half second (pages that
     /// update themselves are checked without reloads by [`Browser::wait_live`]).
     async fn wait_text(&self, needle: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let what = format!("showing {needle:?} (reloading)");
+        self.until(&what, Duration::from_millis(500), || async {
             if self.body().await.contains(needle) {
-                return;
+                return true;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the page never showed {needle:?}:\n{}",
-                self.body().await
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
             self.client.refresh().await.unwrap();
-        }
+            false
+        })
+        .await;
     }
 
     /// Waits, without reloading, until the page's text holds `needle` (the page a click
     /// navigated to may still be loading).
     async fn expect_text(&self, needle: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self.body().await.contains(needle) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the page never showed {needle:?}:\n{}",
-                self.body().await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("showing {needle:?}");
+        self.until(&what, Duration::from_millis(100), || async {
+            self.body().await.contains(needle)
+        })
+        .await;
     }
 
     /// Waits, without reloading, until `css` matches: the page must update itself.
