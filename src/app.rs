@@ -429,10 +429,7 @@ pub async fn run(
         ),
         store: store.clone(),
         auth: auth.clone(),
-        settings: Arc::new(web::WebSettings::new(
-            &config.web,
-            config.edge.listen.is_some() && config.edge.plain_listen.is_none(),
-        )),
+        settings: Arc::new(web::WebSettings::new(&config.web)),
     };
     let enqueuer = Enqueuer::start(
         redis.clone(),

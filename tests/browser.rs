@@ -223,6 +223,11 @@ impl Drop for Browser {
     }
 }
 
+/// A gateway on the shared Redis with the fast settings plus `extra`.
+async fn gateway(name: &str, extra: &str) -> Gateway {
+    Gateway::start_with(&RedisServer::shared().url(), &unique_prefix(name), extra).await
+}
+
 fn console(gw: &Gateway, path: &str) -> String {
     format!("http://{}/console{path}", gw.addrs.admin)
 }
@@ -233,12 +238,7 @@ fn portal(gw: &Gateway, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_runs_a_tenant_from_the_console() {
-    let gw = Gateway::start_with(
-        &RedisServer::shared().url(),
-        &unique_prefix("browser_op"),
-        EXTRA,
-    )
-    .await;
+    let gw = gateway("browser_op", EXTRA).await;
     let sink = Sink::start().await;
     let b = Browser::start().await;
 
@@ -441,12 +441,7 @@ async fn an_operator_runs_a_tenant_from_the_console() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monitor_that_misses_its_deadline_turns_red_on_the_board() {
-    let gw = Gateway::start_with(
-        &RedisServer::shared().url(),
-        &unique_prefix("browser_mon"),
-        EXTRA,
-    )
-    .await;
+    let gw = gateway("browser_mon", EXTRA).await;
     let (tenant, _) = gw.tenant("ops").await;
     let b = Browser::start().await;
     // With the keyboard alone: the token field has the focus, Enter signs in.
@@ -502,12 +497,7 @@ async fn a_monitor_that_misses_its_deadline_turns_red_on_the_board() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_link_shows_one_tenant_and_refuses_the_others() {
-    let gw = Gateway::start_with(
-        &RedisServer::shared().url(),
-        &unique_prefix("browser_portal"),
-        EXTRA,
-    )
-    .await;
+    let gw = gateway("browser_portal", EXTRA).await;
     let sink = Sink::start().await;
     let (a, a_token) = gw.tenant("alpha").await;
     let (b_id, b_token) = gw.tenant("beta").await;
@@ -692,8 +682,8 @@ async fn portal_cookie(b: &Browser) -> String {
     format!("estafeta_portal={}", c.value())
 }
 
-/// Signs in over plain HTTP: the console's session cookie and the CSRF token of its pages.
-async fn http_session(gw: &Gateway) -> (String, String) {
+/// Signs in over plain HTTP: the session's whole `Set-Cookie`.
+async fn sign_in_cookie(gw: &Gateway) -> String {
     let form = Request::get("/console/login")
         .send_plain(gw.addrs.admin)
         .await
@@ -709,9 +699,12 @@ async fn http_session(gw: &Gateway) -> (String, String) {
         .await
         .unwrap();
     assert_eq!(r.status, 303, "{}", r.text());
-    let session = r
-        .header("set-cookie")
-        .unwrap()
+    r.header("set-cookie").unwrap()
+}
+
+async fn http_session(gw: &Gateway) -> (String, String) {
+    let session = sign_in_cookie(gw)
+        .await
         .split(';')
         .next()
         .unwrap()
@@ -733,12 +726,7 @@ async fn http_session(gw: &Gateway) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_need_their_csrf_token_and_pages_send_a_strict_policy() {
-    let gw = Gateway::start_with(
-        &RedisServer::shared().url(),
-        &unique_prefix("browser_csrf"),
-        EXTRA,
-    )
-    .await;
+    let gw = gateway("browser_csrf", EXTRA).await;
     let (session, csrf) = http_session(&gw).await;
     let create = |body: String| {
         Request::new("POST", "/console/tenants")
@@ -826,37 +814,13 @@ async fn forms_need_their_csrf_token_and_pages_send_a_strict_policy() {
     }
     // The session cookie outlives the idle limit (Redis ends idle sessions): it lasts the
     // absolute limit, so a busy session is not dropped by the browser.
-    let signin = Request::get("/console/login")
-        .send_plain(gw.addrs.admin)
-        .await
-        .unwrap();
-    let signin = signin
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let csrf = signin.split_once('=').unwrap().1.to_owned();
-    let r = Request::new("POST", "/console/login")
-        .header("cookie", &signin)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("_csrf={csrf}&token={ADMIN_TOKEN}"))
-        .send_plain(gw.addrs.admin)
-        .await
-        .unwrap();
-    let session = r.header("set-cookie").unwrap();
+    let session = sign_in_cookie(&gw).await;
     assert!(session.contains("Max-Age=43200"), "{session}");
     gw.stop().await.unwrap();
 
     // With frame ancestors configured, the portal (only) may be framed by them.
     let extra = format!("{EXTRA}\n[web]\nframe_ancestors = [\"https://app.example.com\"]\n");
-    let gw = Gateway::start_with(
-        &RedisServer::shared().url(),
-        &unique_prefix("browser_frame"),
-        &extra,
-    )
-    .await;
+    let gw = gateway("browser_frame", &extra).await;
     let login = Request::get("/portal/login")
         .send_plain(gw.addrs.plain)
         .await
@@ -882,12 +846,7 @@ async fn forms_need_their_csrf_token_and_pages_send_a_strict_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_tenants_and_senders_write_is_shown_escaped() {
-    let gw = Gateway::start_with(
-        &RedisServer::shared().url(),
-        &unique_prefix("browser_xss"),
-        EXTRA,
-    )
-    .await;
+    let gw = gateway("browser_xss", EXTRA).await;
     let sink = Sink::start().await;
     let script = "<script>window.__xss=1</script>";
     let img = "\"><img src=x onerror=\"window.__xss=1\">";
@@ -964,12 +923,7 @@ async fn what_tenants_and_senders_write_is_shown_escaped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_end_when_idle_and_at_their_absolute_limit() {
     let extra = format!("{EXTRA}\n[web]\nsession_idle_s = 1\nsession_max_s = 3\n");
-    let gw = Gateway::start_with(
-        &RedisServer::shared().url(),
-        &unique_prefix("browser_idle"),
-        &extra,
-    )
-    .await;
+    let gw = gateway("browser_idle", &extra).await;
     let open = |session: String| async move {
         Request::get("/console/tenants")
             .header("cookie", &session)

@@ -45,6 +45,8 @@ struct Inner {
     edge: Option<(IngestState, HeartbeatState)>,
     /// Every other route.
     router: Router,
+    /// The listener terminates TLS: its routed requests carry [`OverTls`].
+    over_tls: bool,
 }
 
 /// Set on the routed requests of the TLS listener: what reached the gateway over TLS (the
@@ -106,6 +108,7 @@ impl HttpService {
                 listener,
                 edge: Some((state, push)),
                 router,
+                over_tls: listener == "edge_tls",
             }),
         }
     }
@@ -117,6 +120,7 @@ impl HttpService {
                 listener,
                 edge: None,
                 router,
+                over_tls: false,
             }),
         }
     }
@@ -190,7 +194,7 @@ impl HttpService {
             }
             None => {
                 let mut req = req;
-                if inner.listener == "edge_tls" {
+                if inner.over_tls {
                     req.extensions_mut().insert(OverTls);
                 }
                 let routed = Box::pin(inner.router.clone().oneshot(req.map(Body::new)));

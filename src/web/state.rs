@@ -22,27 +22,21 @@ pub struct WebState {
 /// The web settings, resolved once.
 #[derive(Debug, Clone)]
 pub struct WebSettings {
-    /// Portal links are `public_url` + path when it is set.
-    pub public_url: Option<String>,
     /// The portal's `frame-ancestors` sources; empty: `'none'`.
     pub frame_ancestors: Vec<String>,
-    /// Session cookies carry `Secure` (the edge is reached over TLS).
+    /// Session cookies carry `Secure` whatever the request came over: the public URL is
+    /// https (a proxy in front terminates TLS). Requests on the TLS listener are marked anyway.
     pub secure_cookies: bool,
 }
 
 impl WebSettings {
-    pub fn new(web: &WebConfig, tls_only_edge: bool) -> Self {
-        let public_https = web
-            .public_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"));
+    pub fn new(web: &WebConfig) -> Self {
         WebSettings {
-            public_url: web
-                .public_url
-                .as_ref()
-                .map(|u| u.trim_end_matches('/').to_owned()),
             frame_ancestors: web.frame_ancestors.clone(),
-            secure_cookies: public_https || tls_only_edge,
+            secure_cookies: web
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://")),
         }
     }
 }

@@ -10,7 +10,10 @@ use crate::web::client::seg;
 use crate::web::error::WebError;
 use crate::web::face::Ui;
 use crate::web::guard::Signed;
-use crate::web::layout::{Shell, s};
+use axum::response::IntoResponse;
+use maud::html;
+
+use crate::web::layout::{Shell, copyable, page, s};
 use crate::web::session::Principal;
 use crate::web::state::WebState;
 
@@ -143,5 +146,31 @@ impl Ctx {
         Ok(crate::web::layout::see_other(
             &self.page(&format!("{back}?notice=deleted")),
         ))
+    }
+}
+
+impl Ctx {
+    /// A page of secrets shown this once (a token, a signing secret, URLs holding a token):
+    /// each `(label, element id, value)` with its copy button, and a link `back`.
+    pub fn shown_once(
+        &self,
+        title: &str,
+        tab: &str,
+        secrets: &[(&str, &str, &str)],
+        back: &str,
+    ) -> Response {
+        let body = html! {
+            h1 { (title) }
+            section.card.secret {
+                p { strong { "Shown this once." } " Store it now: only a keyed hash is kept, so it cannot be read again." }
+                dl.fields {
+                    @for (label, id, value) in secrets {
+                        dt { (label) } dd { (copyable(id, value)) }
+                    }
+                }
+            }
+            p { a href=(back) { "Back" } }
+        };
+        page(&self.shell(title, tab), body).into_response()
     }
 }

@@ -128,20 +128,16 @@ pub async fn list(
 }
 
 /// `GET …/events/rows`: the list's rows alone, for its refresh.
-pub async fn rows_fragment(state: &WebState, ctx: &Ctx, p: &Form) -> Result<Response, WebError> {
-    let listing = state
-        .api
-        .get(&ctx.api(&format!("/events{}", api_query(p))))
-        .await?;
-    Ok(rows_markup(ctx, p, &listing).into_response())
-}
-
 pub async fn rows(
     State(state): State<WebState>,
     ctx: Ctx,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    rows_fragment(&state, &ctx, &p).await
+    let listing = state
+        .api
+        .get(&ctx.api(&format!("/events{}", api_query(&p))))
+        .await?;
+    Ok(rows_markup(&ctx, &p, &listing).into_response())
 }
 
 /// A body for people: pretty JSON when it parses as JSON, else the text; clipped.

@@ -11,9 +11,7 @@ use crate::model::time::{now_ms, parse_rfc3339};
 use crate::web::client::seg;
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
-use crate::web::layout::{
-    Shell, badge, copyable, csrf_field, items, notice, page, s, see_other, text, when,
-};
+use crate::web::layout::{badge, csrf_field, items, notice, page, s, see_other, text, when};
 use crate::web::state::WebState;
 
 /// Seconds between the board's refreshes.
@@ -113,20 +111,17 @@ fn monitor_body(form: &Form) -> Result<Value, WebError> {
 
 /// A monitor's URLs and token, shown at creation and rotation.
 fn with_token(ctx: &Ctx, title: &str, m: &Value) -> Response {
-    let body = html! {
-        h1 { (title) ": " (s(m, "name")) }
-        section.card.secret {
-            p { strong { "Its token is shown this once." } " Point your job or service at these URLs." }
-            dl.fields {
-                dt { "Heartbeat URL" } dd { (copyable("heartbeat-url", s(m, "heartbeat_url"))) }
-                dt { "Status URL" } dd { (copyable("status-url", s(m, "status_url"))) }
-                dt { "Token" } dd { (copyable("monitor-token", s(m, "token"))) }
-            }
-        }
-        p { a href=(ctx.page(&format!("/monitors/{}", seg(s(m, "id"))))) { "To the monitor" } }
-    };
-    let shell: Shell<'_> = ctx.shell(title, "/monitors");
-    page(&shell, body).into_response()
+    let back = ctx.page(&format!("/monitors/{}", seg(s(m, "id"))));
+    ctx.shown_once(
+        &format!("{title}: {}", s(m, "name")),
+        "/monitors",
+        &[
+            ("Heartbeat URL", "heartbeat-url", s(m, "heartbeat_url")),
+            ("Status URL", "status-url", s(m, "status_url")),
+            ("Token", "monitor-token", s(m, "token")),
+        ],
+        &back,
+    )
 }
 
 /// `POST …/monitors`.

@@ -10,7 +10,7 @@ use super::ctx::{Ctx, Item};
 use crate::web::client::seg;
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
-use crate::web::layout::{badge, copyable, csrf_field, fields, items, notice, page, s, text, when};
+use crate::web::layout::{badge, csrf_field, fields, items, notice, page, s, text, when};
 use crate::web::state::WebState;
 
 const SCHEMES: &[&str] = &["standard_webhooks", "github", "stripe", "hmac_sha256_hex"];
@@ -89,16 +89,19 @@ fn source_body(form: &Form) -> Result<Value, WebError> {
     Ok(Value::Object(body))
 }
 
+/// A source's URL (it holds the token), shown at creation and rotation.
 fn with_url(ctx: &Ctx, title: &str, src: &Value) -> Response {
-    let body = html! {
-        h1 { (title) ": " (s(src, "name")) }
-        section.card.secret {
-            p { strong { "Its URL holds its token and is shown this once." } " Give it to the platform that sends the webhooks (a path on the edge listener)." }
-            p { (copyable("source-url", s(src, "url"))) }
-        }
-        p { a href=(ctx.page(&format!("/sources/{}", seg(s(src, "id"))))) { "To the source" } }
-    };
-    page(&ctx.shell(title, "/sources"), body).into_response()
+    let back = ctx.page(&format!("/sources/{}", seg(s(src, "id"))));
+    ctx.shown_once(
+        &format!("{title}: {}", s(src, "name")),
+        "/sources",
+        &[(
+            "Webhook URL (a path on the edge listener)",
+            "source-url",
+            s(src, "url"),
+        )],
+        &back,
+    )
 }
 
 /// `POST …/sources`.

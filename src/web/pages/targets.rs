@@ -6,7 +6,6 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::ctx::{Ctx, Item};
-use super::tenants::shown_once;
 use crate::web::client::{query, seg};
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
@@ -192,12 +191,10 @@ pub async fn create(
         .post(&ctx.api("/targets"), target_body(&form)?)
         .await?;
     let back = ctx.page(&format!("/targets/{}", seg(s(&created, "id"))));
-    Ok(shown_once(
-        &ctx,
+    Ok(ctx.shown_once(
         "Target created",
-        "Its signing secret",
-        "target-secret",
-        s(&created, "secret"),
+        "/targets",
+        &[("Its signing secret", "target-secret", s(&created, "secret"))],
         &back,
     ))
 }
@@ -371,12 +368,14 @@ pub async fn rotate(
         .post(&ctx.api(&format!("/targets/{id}/rotate-secret")), json!({}))
         .await?;
     let back = ctx.page(&format!("/targets/{id}"));
-    Ok(shown_once(
-        &ctx,
+    Ok(ctx.shown_once(
         "Secret rotated",
-        "The new signing secret",
-        "target-secret",
-        s(&rotated, "secret"),
+        "/targets",
+        &[(
+            "The new signing secret",
+            "target-secret",
+            s(&rotated, "secret"),
+        )],
         &back,
     ))
 }

@@ -303,35 +303,13 @@ async fn remove(State(state): State<WebState>, ctx: Ctx, form: Form) -> Result<R
     Ok(see_other("/console/tenants?notice=deleted"))
 }
 
-/// A secret shown this once, on a page of the tenant.
-pub fn shown_once(
-    ctx: &Ctx,
-    title: &str,
-    what: &str,
-    id: &str,
-    value: &str,
-    back: &str,
-) -> Response {
-    let body = html! {
-        h1 { (title) }
-        section.card.secret {
-            p { strong { (what) " is shown this once." } " Store it now: it cannot be read again." }
-            p { (copyable(id, value)) }
-        }
-        p { a href=(back) { "Back" } }
-    };
-    page(&ctx.shell(title, ""), body).into_response()
-}
-
 /// `POST …/tokens`: issues a token and shows it this once.
 async fn issue_token(State(state): State<WebState>, ctx: Ctx) -> Result<Response, WebError> {
     let issued = state.api.post(&ctx.api("/tokens"), json!({})).await?;
-    Ok(shown_once(
-        &ctx,
+    Ok(ctx.shown_once(
         "Token issued",
-        "The new token",
-        "new-token",
-        s(&issued, "token"),
+        "",
+        &[("The new token", "new-token", s(&issued, "token"))],
         &ctx.base,
     ))
 }
