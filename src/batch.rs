@@ -11,6 +11,9 @@
 //! deadline is answered [`BatchError::Expired`] without being flushed, so its caller hears
 //! back within `deadline` plus one flush.
 //!
+//! A batch that its store refuses because of one item is split by [`isolate`] until the item
+//! at fault is found and set aside, so one bad record never holds up the others.
+//!
 //! Shutdown: when the stop token fires (or every handle is dropped) no new item is taken; what
 //! is queued is still flushed, and the flushes run on the caller's tracker, which the app waits
 //! for. Nothing accepted is dropped unanswered.
@@ -242,10 +245,191 @@ impl<F: Flush> Batch<F> {
     }
 }
 
+/// What [`isolate`] did with a batch.
+#[derive(Debug)]
+pub struct Isolated<R> {
+    /// What each successful write answered, parts in item order.
+    pub written: Vec<R>,
+    /// Items set aside.
+    pub set_aside: usize,
+    /// Why the first item set aside was refused.
+    pub first_fault: Option<String>,
+}
+
+/// A store that [`isolate`] writes batches to.
+pub trait Isolate<T: Sync>: Sync {
+    /// What one successful write answers.
+    type Written: Send;
+    type Error: std::fmt::Display + Send;
+
+    /// Writes `items` together; idempotent, since a failed batch is written again.
+    fn write(&self, items: &[T])
+    -> impl Future<Output = Result<Self::Written, Self::Error>> + Send;
+
+    /// Whether `e` refuses the items for what they hold, so writing them again cannot succeed.
+    fn is_fault(e: &Self::Error) -> bool;
+
+    /// Keeps one refused item out of the way (a quarantine), visibly.
+    fn set_aside(
+        &self,
+        item: &T,
+        e: &Self::Error,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Writes `items` to `store`, whole when it can. When the write fails for a reason that
+/// writing the same items again cannot fix ([`Isolate::is_fault`]: a record the store refuses
+/// for what it holds), the batch is split in halves until the items at fault are found, each of
+/// which is [set aside](Isolate::set_aside) while the others are written as usual: one bad
+/// record costs about `2 log2(n)` writes, never the pipeline. Any other failure is returned as
+/// it is, for the caller to retry the whole batch.
+pub async fn isolate<T: Sync, S: Isolate<T>>(
+    store: &S,
+    items: &[T],
+) -> Result<Isolated<S::Written>, S::Error> {
+    let mut done = Isolated {
+        written: Vec::new(),
+        set_aside: 0,
+        first_fault: None,
+    };
+    // Parts still to write, the earlier one on top, so parts are written in item order.
+    let mut parts: Vec<&[T]> = vec![items];
+    while let Some(part) = parts.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        match store.write(part).await {
+            Ok(r) => done.written.push(r),
+            Err(e) if S::is_fault(&e) => {
+                if let [one] = part {
+                    store.set_aside(one, &e).await?;
+                    done.set_aside += 1;
+                    done.first_fault.get_or_insert_with(|| e.to_string());
+                } else {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    parts.push(second);
+                    parts.push(first);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    /// A store that refuses any batch holding an odd item (for what it holds) and, when told,
+    /// fails once for a reason retrying fixes.
+    #[derive(Default)]
+    struct Picky {
+        writes: Mutex<Vec<Vec<u32>>>,
+        aside: Mutex<Vec<u32>>,
+        down: bool,
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Refusal {
+        Odd,
+        Down,
+    }
+
+    impl std::fmt::Display for Refusal {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+
+    impl Isolate<u32> for Picky {
+        type Written = usize;
+        type Error = Refusal;
+
+        async fn write(&self, part: &[u32]) -> Result<usize, Refusal> {
+            self.writes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(part.to_vec());
+            if self.down {
+                return Err(Refusal::Down);
+            }
+            if part.iter().any(|n| n % 2 == 1) {
+                return Err(Refusal::Odd);
+            }
+            Ok(part.len())
+        }
+
+        fn is_fault(e: &Refusal) -> bool {
+            *e == Refusal::Odd
+        }
+
+        async fn set_aside(&self, item: &u32, _: &Refusal) -> Result<(), Refusal> {
+            self.aside
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(*item);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn isolate_finds_the_items_at_fault_and_writes_the_rest() {
+        let store = Picky::default();
+        let items: Vec<u32> = (0..1000)
+            .map(|n| if n == 333 || n == 334 { n | 1 } else { n * 2 })
+            .collect();
+        let done = isolate(&store, &items).await;
+        let Ok(done) = done else {
+            panic!("isolate failed")
+        };
+        assert_eq!(done.set_aside, 2);
+        assert_eq!(done.first_fault.as_deref(), Some("Odd"));
+        assert_eq!(
+            done.written.iter().sum::<usize>(),
+            998,
+            "every other item is written"
+        );
+        assert_eq!(
+            *store.aside.lock().unwrap_or_else(|p| p.into_inner()),
+            vec![333, 335]
+        );
+        let writes = store.writes.lock().unwrap_or_else(|p| p.into_inner()).len();
+        assert!(
+            writes <= 2 * 2 * 10 + 1,
+            "two bad items in 1000 cost {writes} writes"
+        );
+        // The parts written succeed in item order.
+        let written: Vec<u32> = store
+            .writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|w| w.iter().all(|n| n % 2 == 0))
+            .flatten()
+            .copied()
+            .collect();
+        let mut sorted = written.clone();
+        sorted.sort_unstable();
+        assert_eq!(written, sorted);
+    }
+
+    #[tokio::test]
+    async fn isolate_returns_a_transient_failure_whole() {
+        let store = Picky {
+            down: true,
+            ..Picky::default()
+        };
+        let items = [1u32, 2, 3];
+        let done = isolate(&store, &items).await;
+        assert_eq!(done.err(), Some(Refusal::Down));
+        assert_eq!(
+            store.writes.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            1,
+            "no split for a failure retrying fixes"
+        );
+    }
 
     /// Records the batches it is given; answers each item doubled.
     #[derive(Default)]

@@ -70,7 +70,7 @@ fn recordless(e: crate::queue::StoredEvent, unread: bool) -> EventSummary {
         event_type: e.event_type.to_string(),
         content_type: e
             .content_type
-            .map(|ct| String::from_utf8_lossy(&ct).into_owned()),
+            .map(|ct| crate::model::text::visible_text(&ct)),
         status: if unread {
             EventStatus::InProgress
         } else {
@@ -139,9 +139,7 @@ impl History {
             if e.tenant != *tenant {
                 return Ok(None);
             }
-            let ct = e
-                .content_type
-                .map(|c| String::from_utf8_lossy(&c).into_owned());
+            let ct = e.content_type.map(|c| crate::model::text::visible_text(&c));
             return Ok(Some((ct, e.body)));
         }
         if let Some(log) = &self.log {

@@ -25,6 +25,7 @@
 //! | `P:{q<n>}:ship` | sorted set | with a log store: finished events not yet in it, scored by stream position (ms) |
 //! | `P:{q<n>}:history` | stream | with a log store: status records and incident changes of the shard's watched subjects, until shipped |
 //! | `P:{q<n>}:ship_lease` | string, TTL | the process shipping the shard right now |
+//! | `P:{q<n>}:quarantine` | stream, capped | records the shard's consumers could not process, set aside: `consumer`, `id`, `reason`, then the record's fields ([`crate::store::quarantine`]) |
 //! | `P:ready` | string, 10 s TTL | written by `/readyz`: readiness needs Redis to take writes |
 //! | `P:alive:<consumer>` | string, TTL | a dispatcher consumer's liveness lease, renewed while its process runs |
 //! | `P:{q<n>}:dlq_total` | string (counter) | entries in the shard's error queues, for metrics |
@@ -203,6 +204,11 @@ impl Keyspace {
     /// With a log store: the shard's monitor history waiting to be shipped.
     pub fn history(&self, shard: u16) -> String {
         format!("{}:{{q{shard}}}:history", self.prefix)
+    }
+
+    /// The shard's quarantine: records its consumers could not process.
+    pub fn quarantine(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:quarantine", self.prefix)
     }
 
     /// The lease of the process shipping the shard.

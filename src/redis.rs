@@ -47,6 +47,73 @@ pub fn info_field(item: &Value, name: &str) -> Option<Value> {
     }
 }
 
+/// Whether Redis refused a command for what the keys it touched hold, so sending it again
+/// cannot succeed: a key of the wrong type (`WRONGTYPE`), or a script that failed on the data
+/// it read (a Lua runtime error, `ERR user_script:…`). Not the connection, a timeout, a full
+/// memory (`OOM`), a busy or loading server, or a script Redis lost (`NOSCRIPT`): those pass.
+pub fn is_data_fault(e: &fred::error::Error) -> bool {
+    let d = e.details();
+    if d.contains("OOM") || d.starts_with("BUSY") || d.starts_with("LOADING") {
+        return false;
+    }
+    d.starts_with("WRONGTYPE")
+        || (d.starts_with("ERR")
+            && (d.contains("user_script") || d.contains("Error running script")))
+}
+
+/// One stream entry: id and fields in order.
+pub type RawEntry = (String, Vec<(bytes::Bytes, bytes::Bytes)>);
+
+/// The entries of a stream reply (`XRANGE`, `XREVRANGE`, `XCLAIM`): id and fields in order.
+pub fn stream_entries(list: Value) -> Vec<RawEntry> {
+    let Value::Array(items) = list else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(mut pair) = item else {
+                return None;
+            };
+            if pair.len() != 2 {
+                return None;
+            }
+            let fields = pair.pop()?;
+            let id = pair.pop()?.as_string()?;
+            let flat: Vec<Value> = match fields {
+                Value::Array(f) => f,
+                // A deleted entry's fields come back as nil: nothing to deliver, but it must be
+                // acked, which an empty field list achieves through the unreadable-entry path.
+                _ => Vec::new(),
+            };
+            let fields = flat
+                .chunks(2)
+                .filter_map(|kv| Some((to_bytes(&kv[0])?, to_bytes(kv.get(1)?)?)))
+                .collect();
+            Some((id, fields))
+        })
+        .collect()
+}
+
+fn to_bytes(v: &Value) -> Option<bytes::Bytes> {
+    match v {
+        Value::Bytes(b) => Some(b.clone()),
+        Value::String(s) => Some(bytes::Bytes::copy_from_slice(s.as_bytes())),
+        Value::Integer(i) => Some(bytes::Bytes::from(i.to_string())),
+        _ => None,
+    }
+}
+
+/// The newest `count` entries of any stream `key` (XREVRANGE), newest first.
+pub async fn newest_of(
+    redis: &Client,
+    key: &str,
+    count: u64,
+) -> Result<Vec<RawEntry>, fred::error::Error> {
+    let reply: Value = redis.xrevrange(key, "+", "-", Some(count)).await?;
+    Ok(stream_entries(reply))
+}
+
 /// A short, human cause for a connection error ("connection refused").
 pub fn describe_error(e: &fred::error::Error) -> String {
     let details = e.details().to_string();

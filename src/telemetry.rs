@@ -165,6 +165,12 @@ pub const METRICS: &[MetricSpec] = &[
         "Time to store one batch of events in the log store.",
     ),
     spec(
+        "estafeta_quarantined_total",
+        Counter,
+        &["consumer"],
+        "Records a consumer could not process and set aside (log store quarantine table, or the shard's quarantine stream in Redis) instead of retrying forever.",
+    ),
+    spec(
         "estafeta_http_requests_total",
         Counter,
         &["listener", "route", "status"],
@@ -577,6 +583,12 @@ pub fn watched(counts: &HashMap<String, i64>) {
 /// Age of the oldest finished event not yet in the log store.
 pub fn log_store_lag(lag: Duration) {
     metrics::gauge!("estafeta_log_store_lag_seconds").set(lag.as_secs_f64());
+}
+
+/// A consumer set a record aside it could not process. `consumer`: `log_store_events`,
+/// `log_store_history`, `stream_reader`, `recorder`, `checker`, `retries`.
+pub fn quarantined(consumer: &'static str) {
+    metrics::counter!("estafeta_quarantined_total", "consumer" => consumer).increment(1);
 }
 
 /// A batch of events was stored in the log store.

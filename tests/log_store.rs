@@ -558,7 +558,7 @@ async fn a_batch_shipped_twice_is_stored_once() {
         .unwrap();
     let tenant = TenantId::generate();
     let batch: Vec<LoggedEvent> = (0..50).map(|_| logged(&tenant, now_ms(), b"x")).collect();
-    assert_eq!(log.ship(&batch).await.unwrap(), 50);
+    assert_eq!(log.ship(&batch).await.unwrap().new_events, 50);
     log.ship(&batch).await.unwrap();
     assert_eq!(rows(&db, "SELECT count(*) FROM events").await, 50);
     assert_eq!(rows(&db, "SELECT count(*) FROM deliveries").await, 50);

@@ -84,10 +84,15 @@ pub struct Health {
     /// `ok` (live) or `ready`.
     pub status: String,
     /// With a log store (`/readyz` only): `ok`, `behind` (finished events wait in Redis
-    /// longer than they should) or `unreachable`. Ingest stays safe either way: Redis keeps
-    /// the events until the log store takes them.
+    /// longer than they should), `unreachable` (PostgreSQL cannot be reached) or `refusing`
+    /// (PostgreSQL answers but refuses to store a batch: `log_store_error` says why). Ingest
+    /// stays safe either way: Redis keeps the events until the log store takes them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_store: Option<String>,
+    /// Why the log store is `unreachable` or `refusing`, in PostgreSQL's words where it said
+    /// something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_store_error: Option<String>,
     /// Age of the oldest finished event not yet in the log store, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_store_lag_s: Option<f64>,
@@ -105,6 +110,7 @@ pub async fn healthz() -> Response {
     Json(Health {
         status: "ok".into(),
         log_store: None,
+        log_store_error: None,
         log_store_lag_s: None,
     })
     .into_response()
@@ -145,25 +151,27 @@ pub async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
         }
         _ => return ApiError::unavailable("Redis does not answer").into_response(),
     }
-    let (log_store, log_store_lag_s) = match &readiness.log {
-        None => (None, None),
+    let (log_store, log_store_error, log_store_lag_s) = match &readiness.log {
+        None => (None, None, None),
         Some(h) => {
             let lag = h.shipper.as_ref().map(|s| s.lag());
-            let state = if h.shipper.as_ref().is_some_and(|s| s.failing())
-                || !h.store.ping(PROBE_TIMEOUT).await
-            {
-                "unreachable"
-            } else if lag.is_some_and(|l| l > h.behind_after) {
-                "behind"
-            } else {
-                "ok"
+            let problem = h.shipper.as_ref().and_then(|s| s.problem());
+            let (state, error) = match problem {
+                Some(p) => (p.state(), Some(p.message().to_owned())),
+                None if !h.store.ping(PROBE_TIMEOUT).await => (
+                    "unreachable",
+                    Some("PostgreSQL does not answer a query".to_owned()),
+                ),
+                None if lag.is_some_and(|l| l > h.behind_after) => ("behind", None),
+                None => ("ok", None),
             };
-            (Some(state.to_owned()), lag.map(|l| l.as_secs_f64()))
+            (Some(state.to_owned()), error, lag.map(|l| l.as_secs_f64()))
         }
     };
     Json(Health {
         status: "ready".into(),
         log_store,
+        log_store_error,
         log_store_lag_s,
     })
     .into_response()

@@ -154,8 +154,8 @@ impl DeliveryClient {
                 retry_after,
                 error: None,
                 refused: false,
-                response: (!snippet.is_empty())
-                    .then(|| String::from_utf8_lossy(&snippet).into_owned()),
+                // What the receiver sent, shown as text: invalid UTF-8 and NUL replaced.
+                response: (!snippet.is_empty()).then(|| crate::model::text::visible_text(&snippet)),
                 latency: started.elapsed(),
             },
             Ok(Err((e, refused))) => fail(e, refused),

@@ -14,7 +14,8 @@ use super::worker;
 use crate::model::Mode;
 use crate::model::time::now_ms;
 use crate::queue::consume::ReadError;
-use crate::queue::{RawEntry, StoredEvent, decode};
+use crate::queue::entry::decode_each;
+use crate::queue::{RawEntry, StoredEvent};
 use crate::store::Target;
 use crate::store::deliveries::Expansion;
 
@@ -185,20 +186,20 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
         if !inner.entries.open(shard, entry_id.clone()) {
             continue;
         }
-        match decode(&fields) {
-            Ok(events) => {
-                // A store failure keeps retrying; stopping leaves the entries pending.
-                let Some(matched) = match_targets(inner, shard, events).await else {
-                    return;
-                };
-                decoded.push((entry_id, matched));
-            }
-            Err(e) => {
-                // Nothing can ever read it; keeping it pending would retry it forever.
-                tracing::error!(shard, entry = %entry_id, error = %e, "unreadable stream entry; acknowledging it without delivery");
-                finished.push(entry_id);
-            }
+        let Some(events) = readable_events(inner, shard, &entry_id, &fields).await else {
+            // Setting it aside failed (Redis): it stays pending and comes back.
+            inner.entries.drop_hold(shard, &entry_id);
+            continue;
+        };
+        if events.is_empty() {
+            finished.push(entry_id);
+            continue;
         }
+        // A store failure keeps retrying; stopping leaves the entries pending.
+        let Some(matched) = match_targets(inner, shard, events).await else {
+            return;
+        };
+        decoded.push((entry_id, matched));
     }
     let Some(owned) = expand_all(inner, shard, &decoded).await else {
         return;
@@ -243,6 +244,49 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
     for p in prepared {
         start_entry(inner, shard, p).await;
     }
+}
+
+/// The events of an entry that can be read. What cannot be read (the whole entry, or some of
+/// its events) is set aside in the shard's quarantine with its entry id: nothing can ever read
+/// it, so keeping it pending would retry it forever, and acknowledging it alone would lose it.
+/// `None` when setting it aside failed.
+async fn readable_events(
+    inner: &Inner,
+    shard: u16,
+    entry_id: &str,
+    fields: &[(bytes::Bytes, bytes::Bytes)],
+) -> Option<Vec<StoredEvent>> {
+    if fields.is_empty() {
+        // An entry deleted (trimmed) after it was read: nothing to deliver, nothing to keep.
+        return Some(Vec::new());
+    }
+    let (events, unreadable) = match decode_each(fields) {
+        Ok(each) => {
+            let mut events = Vec::with_capacity(each.len());
+            let mut unreadable: Vec<(bytes::Bytes, bytes::Bytes)> = Vec::new();
+            let mut why = None;
+            for e in each {
+                match e {
+                    Ok(event) => events.push(event),
+                    Err((reason, raw)) => {
+                        why.get_or_insert(reason);
+                        unreadable.extend_from_slice(raw);
+                    }
+                }
+            }
+            (events, why.map(|w| (w, unreadable)))
+        }
+        Err(reason) => (Vec::new(), Some((reason, fields.to_vec()))),
+    };
+    if let Some((reason, raw)) = unreadable {
+        let reason = reason.to_string();
+        if let Err(e) = inner.reader.set_aside(shard, entry_id, &reason, &raw).await {
+            crate::telemetry::redis_error("quarantine");
+            tracing::warn!(shard, entry = %entry_id, error = %e, "cannot set an unreadable stream entry aside; it stays pending");
+            return None;
+        }
+    }
+    Some(events)
 }
 
 /// The targets each event matches; `None` when stopping while the store is failing.

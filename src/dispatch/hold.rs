@@ -62,6 +62,12 @@ impl OpenEntries {
             .collect()
     }
 
+    /// Stops holding an entry without acknowledging it: it stays pending, and the sweep of
+    /// this consumer's own pending entries brings it back.
+    pub(super) fn drop_hold(&self, shard: u16, id: &str) {
+        self.lock().remove(&(shard, id.to_owned()));
+    }
+
     /// Acknowledges finished entries of `shard`, in one command.
     pub(super) async fn ack(&self, shard: u16, ids: Vec<String>) {
         if ids.is_empty() {

@@ -1,6 +1,12 @@
 //! Outcome recording in batches: deliveries finishing together are written with one script call
 //! per shard (each outcome still atomic), so Redis sees one command for many outcomes, as the
 //! edge's enqueuer does for events. The batching itself is [`crate::batch`]'s.
+//!
+//! One outcome that the script refuses for what its keys hold (a record overwritten with a
+//! value of another type, say) would fail every batch it joins, forever: such a batch is split
+//! ([`crate::batch::isolate`]) until the outcome at fault is found, which is set aside in the
+//! shard's quarantine (the delivery counts as recorded there, so its entry is acknowledged);
+//! the batch's other outcomes are recorded as usual.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +14,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{Batcher, Flush, Limits};
+use crate::batch::{Batcher, Flush, Isolate, Limits, isolate};
+use crate::store::StoreError;
 use crate::store::deliveries::{Deliveries, Outcome};
 
 /// Most outcomes in one call.
@@ -42,8 +49,12 @@ impl Flush for Writer {
         }
         let written = futures_util::future::join_all(by_shard.into_iter().map(
             |(shard, (at, outcomes))| async move {
-                let ok = match self.deliveries.record_many(shard, &outcomes).await {
-                    Ok(()) => true,
+                let store = ShardRecords {
+                    deliveries: &self.deliveries,
+                    shard,
+                };
+                let ok = match isolate(&store, &outcomes).await {
+                    Ok(_) => true,
                     Err(e) => {
                         tracing::debug!(shard, error = %e, "recording a batch of outcomes failed");
                         false
@@ -60,6 +71,50 @@ impl Flush for Writer {
             }
         }
         out
+    }
+}
+
+/// One shard's delivery records, as [`isolate`] writes outcomes to them.
+struct ShardRecords<'a> {
+    deliveries: &'a Deliveries,
+    shard: u16,
+}
+
+impl Isolate<Outcome> for ShardRecords<'_> {
+    type Written = ();
+    type Error = StoreError;
+
+    async fn write(&self, outcomes: &[Outcome]) -> Result<(), StoreError> {
+        self.deliveries.record_many(self.shard, outcomes).await
+    }
+
+    fn is_fault(e: &StoreError) -> bool {
+        e.is_data_fault()
+    }
+
+    async fn set_aside(&self, o: &Outcome, e: &StoreError) -> Result<(), StoreError> {
+        let record = serde_json::json!({
+            "tenant": o.tenant,
+            "event_id": o.event_id,
+            "target_id": o.target_id,
+            "state": o.state,
+            "attempt": o.attempt,
+            "next": format!("{:?}", o.next),
+        });
+        crate::store::quarantine::put(
+            self.deliveries.redis(),
+            self.deliveries.keys(),
+            self.shard,
+            "recorder",
+            &format!("{}:{}", o.event_id, o.target_id),
+            &e.to_string(),
+            vec![(
+                bytes::Bytes::from_static(b"outcome"),
+                bytes::Bytes::from(serde_json::to_vec(&record)?),
+            )],
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -30,7 +30,7 @@ pub enum LogStoreError {
     Url(#[source] tokio_postgres::Error),
     #[error("cannot set up TLS for the log store: {0}")]
     Tls(String),
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("PostgreSQL connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -40,6 +40,49 @@ pub enum LogStoreError {
     Migrate(#[from] refinery::Error),
     #[error("log store: unexpected data: {0}")]
     Data(String),
+}
+
+/// tokio-postgres says "db error" for every refusal; the SQLSTATE and PostgreSQL's own message
+/// say what it was.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+impl LogStoreError {
+    /// PostgreSQL's refusal, when it was reached and said no (its SQLSTATE and message), also
+    /// of a connection it would not open (a wrong password).
+    pub fn refusal(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            LogStoreError::Postgres(e) => e.as_db_error(),
+            LogStoreError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.as_db_error(),
+            _ => None,
+        }
+    }
+
+    /// Whether PostgreSQL refused rows for what they hold, so sending the same rows again
+    /// cannot succeed: SQLSTATE classes 21 (cardinality), 22 (data exception: a NUL, a value
+    /// out of range), 23 (integrity constraint) and 54 (program limit: a value too large). A
+    /// missing partition (also class 23) is not a row's fault: it is created and retried.
+    pub fn is_row_fault(&self) -> bool {
+        self.refusal().is_some_and(|db| {
+            matches!(db.code().code().get(..2), Some("21" | "22" | "23" | "54"))
+                && !is_missing_partition(db)
+        })
+    }
+
+    /// Whether the statement failed because a day's partition is missing (dropped behind the
+    /// gateway's back, so its list of known days is wrong).
+    pub fn is_missing_partition(&self) -> bool {
+        self.refusal().is_some_and(is_missing_partition)
+    }
+}
+
+fn is_missing_partition(db: &tokio_postgres::error::DbError) -> bool {
+    db.code() == &tokio_postgres::error::SqlState::CHECK_VIOLATION
+        && db.message().starts_with("no partition of relation")
 }
 
 /// The URL with its password replaced, for messages and logs.

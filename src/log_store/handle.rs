@@ -53,10 +53,18 @@ impl LogStore {
         self.retention
     }
 
-    /// Creates the partitions ahead and drops those past retention; how many of each.
+    /// Creates the partitions ahead and drops those past retention; how many of each. The
+    /// quarantine is small and unpartitioned: its rows past retention are deleted.
     pub async fn maintain(&self) -> Result<(usize, usize), LogStoreError> {
         let client = self.pool.get().await?;
-        self.partitions.maintain(&client, self.retention).await
+        let done = self.partitions.maintain(&client, self.retention).await?;
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(self.retention)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        client
+            .execute("DELETE FROM quarantine WHERE at < $1", &[&cutoff])
+            .await?;
+        Ok(done)
     }
 
     /// Whether PostgreSQL answers a query within `timeout`.

@@ -8,7 +8,9 @@
 //!
 //! - [`connect`]: the pool (tokio-postgres + deadpool-postgres, rustls), migrations;
 //! - [`partitions`]: one partition per UTC day, created ahead, dropped whole by retention;
-//! - [`write`]: batched, idempotent inserts of shipped events;
+//! - [`write`]: batched, idempotent inserts of shipped events; rows PostgreSQL refuses go to
+//!   the quarantine table;
+//! - [`text`]: the one type of every `text` column's values (no NUL: nothing can be refused);
 //! - [`read`]: an event, listings with filters, what a target failed in a time range;
 //! - [`shipper`]: the task that moves finished events from Redis to here.
 
@@ -17,6 +19,7 @@ pub mod handle;
 pub mod partitions;
 pub mod read;
 pub mod shipper;
+pub mod text;
 pub mod write;
 
 pub use crate::store::deliveries::LoggedEvent;

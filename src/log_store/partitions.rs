@@ -73,6 +73,12 @@ impl Partitions {
         k.extend(days.iter().copied());
     }
 
+    /// Forgets every known day, so the next write checks (and creates) its partitions again:
+    /// after PostgreSQL said one is missing.
+    pub fn forget_all(&self) {
+        self.forget_before(i64::MAX);
+    }
+
     fn forget_before(&self, day: i64) {
         let mut k = match self.known.lock() {
             Ok(k) => k,

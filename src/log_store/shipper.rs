@@ -12,10 +12,16 @@
 //! Nothing is lost when PostgreSQL is down: the batch stays in the queue, the shipper retries
 //! with backoff, the stream keeps the bodies (retention never trims past an unshipped event),
 //! and `/readyz` and `estafeta_log_store_lag_seconds` say the log is behind.
+//!
+//! One bad record never stops a shard: a record PostgreSQL refuses for its data goes to the
+//! log store's quarantine table ([`LogStore::ship`]) and the rest of its batch is shipped; a
+//! history record that cannot even be read is quarantined as it is. `/readyz` says what is
+//! true: `unreachable` when PostgreSQL cannot be reached, `refusing` (with PostgreSQL's
+//! words) when it answers but refuses a batch for a reason that is not one row's.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -24,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::handle::LogStore;
 use super::write::{HistoryKind, HistoryRecord};
 use crate::model::EventId;
+use crate::model::text::visible_text;
 use crate::model::time::now_ms;
 use crate::queue::consume::oldest_entries;
 use crate::queue::decode;
@@ -45,8 +52,35 @@ const LEASE: Duration = Duration::from_secs(15);
 pub struct ShipperStatus {
     /// Age of the oldest finished event not yet in the log store (ms), 0 when none.
     lag_ms: AtomicU64,
-    /// When the last batch failed to be stored (ms), 0 when the last one succeeded.
-    failing_since_ms: AtomicU64,
+    /// Why the last pass could not store what it read, `None` when it could.
+    problem: Mutex<Option<ShipProblem>>,
+}
+
+/// Why batches are not being stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShipProblem {
+    /// PostgreSQL cannot be reached (connection, timeout).
+    Unreachable(String),
+    /// PostgreSQL answers and refuses the batch, for a reason that is not one row's (a missing
+    /// table, a permission): retrying goes on, and an operator must look.
+    Refusing(String),
+}
+
+impl ShipProblem {
+    /// The state readiness reports: `unreachable` or `refusing`.
+    pub fn state(&self) -> &'static str {
+        match self {
+            ShipProblem::Unreachable(_) => "unreachable",
+            ShipProblem::Refusing(_) => "refusing",
+        }
+    }
+
+    /// What happened, in PostgreSQL's words where it said something.
+    pub fn message(&self) -> &str {
+        match self {
+            ShipProblem::Unreachable(m) | ShipProblem::Refusing(m) => m,
+        }
+    }
 }
 
 impl ShipperStatus {
@@ -54,9 +88,19 @@ impl ShipperStatus {
         Duration::from_millis(self.lag_ms.load(Ordering::Relaxed))
     }
 
-    /// Whether storing in PostgreSQL fails right now.
-    pub fn failing(&self) -> bool {
-        self.failing_since_ms.load(Ordering::Relaxed) != 0
+    /// Why storing in PostgreSQL fails right now, if it does.
+    pub fn problem(&self) -> Option<ShipProblem> {
+        match self.problem.lock() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_problem(&self, problem: Option<ShipProblem>) {
+        match self.problem.lock() {
+            Ok(mut p) => *p = problem,
+            Err(p) => *p.into_inner() = problem,
+        }
     }
 }
 
@@ -83,6 +127,7 @@ impl Shipper {
         loop {
             let mut busy = false;
             let mut failed = false;
+            let mut problem = None;
             let mut lag_ms = 0;
             for shard in 0..self.shards {
                 if shutdown.is_cancelled() {
@@ -93,22 +138,20 @@ impl Shipper {
                     Err(e) => {
                         failed = true;
                         tracing::warn!(shard, error = %e, "shipping to the log store failed; the events stay in Redis and will be shipped later");
+                        if problem.is_none() {
+                            problem = e.problem(shard);
+                        }
                     }
                 }
             }
             self.status.lag_ms.store(lag_ms, Ordering::Relaxed);
+            self.status.set_problem(problem);
             crate::telemetry::log_store_lag(Duration::from_millis(lag_ms));
             let wait = if failed {
                 failures = failures.saturating_add(1);
-                if self.status.failing_since_ms.load(Ordering::Relaxed) == 0 {
-                    self.status
-                        .failing_since_ms
-                        .store(now_ms().max(1), Ordering::Relaxed);
-                }
                 Duration::from_millis(250u64 << failures.min(5))
             } else {
                 failures = 0;
-                self.status.failing_since_ms.store(0, Ordering::Relaxed);
                 if busy { BUSY_PAUSE } else { self.idle }
             };
             tokio::select! {
@@ -164,8 +207,17 @@ impl Shipper {
         self.fill_bodies(shard, &mut batch, from_stream).await?;
         let shipped = batch.len();
         let started = std::time::Instant::now();
-        self.log.ship(&batch).await?;
-        crate::telemetry::log_store_shipped(shipped, started.elapsed());
+        let stored = self.log.ship(&batch).await?;
+        if let Some(refusal) = &stored.refusal {
+            tracing::warn!(
+                shard,
+                batch = shipped,
+                quarantined = stored.quarantined,
+                refusal = %refusal,
+                "PostgreSQL refused part of a batch; the refused events are in the quarantine table, the rest is shipped"
+            );
+        }
+        crate::telemetry::log_store_shipped(shipped - stored.quarantined, started.elapsed());
         self.deliveries
             .mark_shipped(shard, &marks, self.hot_window)
             .await?;
@@ -181,18 +233,31 @@ impl Shipper {
             return Ok(0);
         };
         let last = last.clone();
-        let records: Vec<HistoryRecord> = entries
-            .iter()
-            .filter_map(|(id, fields)| history_record(id, fields))
-            .collect();
-        if records.len() != entries.len() {
-            tracing::warn!(
-                shard,
-                dropped = entries.len() - records.len(),
-                "unreadable monitor history records; dropping them"
-            );
+        let mut records: Vec<HistoryRecord> = Vec::with_capacity(entries.len());
+        for (id, fields) in &entries {
+            match history_record(id, fields) {
+                Some(r) => records.push(r),
+                None => {
+                    // Nothing can ever read it: kept as it is, out of the way.
+                    let raw: Vec<(String, String)> = fields
+                        .iter()
+                        .map(|(k, v)| (visible_text(k), visible_text(v)))
+                        .collect();
+                    let json = serde_json::to_vec(&raw).unwrap_or_default();
+                    let tenant = raw
+                        .iter()
+                        .find(|(k, _)| k == "t")
+                        .map_or("", |(_, v)| v.as_str());
+                    self.log
+                        .quarantine("history", tenant, id, "unreadable history record", &json)
+                        .await?;
+                }
+            }
         }
-        self.log.ship_history(&records).await?;
+        let stored = self.log.ship_history(&records).await?;
+        if let Some(refusal) = &stored.refusal {
+            tracing::warn!(shard, quarantined = stored.quarantined, refusal = %refusal, "PostgreSQL refused monitor history records; they are in the quarantine table");
+        }
         let Some(next) = crate::queue::retention::StreamId::parse(&last).map(|id| id.successor())
         else {
             return Ok(entries.len());
@@ -293,4 +358,22 @@ pub enum ShipError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Log(#[from] super::connect::LogStoreError),
+}
+
+impl ShipError {
+    /// What readiness says of the log store after this failure of `shard`'s batch; `None`
+    /// when it was Redis that failed (readiness reports Redis itself).
+    fn problem(&self, shard: u16) -> Option<ShipProblem> {
+        let ShipError::Log(e) = self else {
+            return None;
+        };
+        Some(match e.refusal() {
+            Some(_) => ShipProblem::Refusing(format!(
+                "PostgreSQL refuses the batch of shard {shard}: {e}"
+            )),
+            None => ShipProblem::Unreachable(format!(
+                "PostgreSQL cannot be reached (shard {shard}): {e}"
+            )),
+        })
+    }
 }

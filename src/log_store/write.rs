@@ -3,14 +3,25 @@
 //! latest status, and delivery states are upserted, newest update winning (an event replayed
 //! from the error queue is shipped again when it finishes again), so a batch shipped twice (a shipper that crashed before
 //! it could mark its batch shipped, two shippers racing) is stored once.
+//!
+//! One bad row never stops a shard: every text column is a [`PgText`] (no NUL) and bodies are
+//! `bytea`, and a batch PostgreSQL still refuses for its data ([`LogStoreError::is_row_fault`])
+//! is split in halves until the rows at fault are found. Those are stored whole in the
+//! `quarantine` table (the record as JSON, byte for byte) and counted; the rest of the batch is
+//! stored as usual. Any other failure (connection, timeout, a missing table) fails the batch,
+//! which the shipper retries whole.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+
 use super::connect::LogStoreError;
 use super::handle::LogStore;
 use super::partitions::day_of;
-use crate::store::deliveries::LoggedEvent;
+use super::text::{PgText, opt};
+use crate::batch::{Isolate, Isolated, isolate};
+use crate::store::deliveries::{AttemptRecord, DeliveryState, LoggedEvent};
 
 pub(super) fn time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.min(crate::model::time::MAX_RFC3339_MS))
@@ -44,54 +55,233 @@ const INSERT_ATTEMPTS: &str = "INSERT INTO attempts \
 /// Columns of the events of a batch.
 #[derive(Default)]
 struct EventRows {
-    tenant: Vec<String>,
-    id: Vec<String>,
+    tenant: Vec<PgText>,
+    id: Vec<PgText>,
     at: Vec<SystemTime>,
-    event_type: Vec<String>,
-    content_type: Vec<Option<String>>,
+    event_type: Vec<PgText>,
+    content_type: Vec<Option<PgText>>,
     body: Vec<Vec<u8>>,
-    status: Vec<String>,
+    status: Vec<PgText>,
 }
 
 #[derive(Default)]
 struct DeliveryRows {
-    tenant: Vec<String>,
-    event: Vec<String>,
+    tenant: Vec<PgText>,
+    event: Vec<PgText>,
     at: Vec<SystemTime>,
-    target: Vec<String>,
-    state: Vec<String>,
+    target: Vec<PgText>,
+    state: Vec<PgText>,
     attempts: Vec<i32>,
     last_status: Vec<Option<i32>>,
-    last_error: Vec<Option<String>>,
+    last_error: Vec<Option<PgText>>,
     next_retry: Vec<Option<SystemTime>>,
     updated: Vec<SystemTime>,
 }
 
 #[derive(Default)]
 struct AttemptRows {
-    tenant: Vec<String>,
-    event: Vec<String>,
+    tenant: Vec<PgText>,
+    event: Vec<PgText>,
     at: Vec<SystemTime>,
-    target: Vec<String>,
+    target: Vec<PgText>,
     attempt: Vec<i32>,
     tried_at: Vec<SystemTime>,
     status: Vec<Option<i32>>,
     latency: Vec<i64>,
-    error: Vec<Option<String>>,
-    response: Vec<Option<String>>,
+    error: Vec<Option<PgText>>,
+    response: Vec<Option<PgText>>,
 }
 
 fn clamp_i32(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// What storing a batch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Rows of events that were new.
+    pub new_events: u64,
+    /// Records PostgreSQL refused, stored in the quarantine table instead.
+    pub quarantined: usize,
+    /// PostgreSQL's first refusal, when there was one.
+    pub refusal: Option<String>,
+}
+
+impl From<Isolated<u64>> for Stored {
+    fn from(i: Isolated<u64>) -> Stored {
+        Stored {
+            new_events: i.written.iter().sum(),
+            quarantined: i.set_aside,
+            refusal: i.first_fault,
+        }
+    }
+}
+
+const INSERT_QUARANTINE: &str = "INSERT INTO quarantine (kind, tenant_id, record_id, reason, record) \
+    VALUES ($1, $2, $3, $4, $5) \
+    ON CONFLICT (kind, record_id) DO UPDATE SET reason = EXCLUDED.reason, record = EXCLUDED.record, at = now()";
+
+/// An event as the quarantine table keeps it: everything the shipper held, the body in base64.
+#[derive(serde::Serialize)]
+struct QuarantinedEvent<'a> {
+    tenant: &'a str,
+    id: &'a str,
+    received_at_ms: u64,
+    event_type: &'a str,
+    content_type: Option<&'a str>,
+    body_base64: String,
+    deliveries: Vec<(&'a str, &'a DeliveryState)>,
+    attempts: &'a [AttemptRecord],
+}
+
+/// The events table group as [`isolate`] writes to it.
+struct EventsTable<'a>(&'a LogStore);
+
+impl Isolate<LoggedEvent> for EventsTable<'_> {
+    type Written = u64;
+    type Error = LogStoreError;
+
+    async fn write(&self, part: &[LoggedEvent]) -> Result<u64, LogStoreError> {
+        self.0.insert_events(part).await
+    }
+
+    fn is_fault(e: &LogStoreError) -> bool {
+        e.is_row_fault()
+    }
+
+    async fn set_aside(
+        &self,
+        e: &LoggedEvent,
+        refusal: &LogStoreError,
+    ) -> Result<(), LogStoreError> {
+        let record = QuarantinedEvent {
+            tenant: e.tenant.as_str(),
+            id: e.id.as_str(),
+            received_at_ms: e.received_at_ms,
+            event_type: &e.event_type,
+            content_type: e.content_type.as_deref(),
+            body_base64: base64::engine::general_purpose::STANDARD.encode(&e.body),
+            deliveries: e.deliveries.iter().map(|(t, s)| (t.as_str(), s)).collect(),
+            attempts: &e.attempts,
+        };
+        let json =
+            serde_json::to_vec(&record).map_err(|err| LogStoreError::Data(err.to_string()))?;
+        self.0
+            .quarantine(
+                "event",
+                e.tenant.as_str(),
+                e.id.as_str(),
+                &refusal.to_string(),
+                &json,
+            )
+            .await
+    }
+}
+
+/// The history tables as [`isolate`] writes to them.
+struct HistoryTables<'a>(&'a LogStore);
+
+impl Isolate<HistoryRecord> for HistoryTables<'_> {
+    type Written = u64;
+    type Error = LogStoreError;
+
+    async fn write(&self, part: &[HistoryRecord]) -> Result<u64, LogStoreError> {
+        self.0.insert_history(part).await.map(|()| 0)
+    }
+
+    fn is_fault(e: &LogStoreError) -> bool {
+        e.is_row_fault()
+    }
+
+    async fn set_aside(
+        &self,
+        r: &HistoryRecord,
+        refusal: &LogStoreError,
+    ) -> Result<(), LogStoreError> {
+        let record = serde_json::json!({
+            "seq": r.seq,
+            "kind": match r.kind {
+                HistoryKind::Check => "check",
+                HistoryKind::Incident => "incident",
+            },
+            "tenant": r.tenant,
+            "subject": r.subject,
+            "at_ms": r.at_ms,
+            "record": r.record,
+        });
+        let json =
+            serde_json::to_vec(&record).map_err(|err| LogStoreError::Data(err.to_string()))?;
+        self.0
+            .quarantine("history", &r.tenant, &r.seq, &refusal.to_string(), &json)
+            .await
+    }
+}
+
 impl LogStore {
+    /// Stores a batch of finished events; rows PostgreSQL refuses for their data are stored
+    /// in the quarantine table instead (see the module's documentation).
+    pub async fn ship(&self, batch: &[LoggedEvent]) -> Result<Stored, LogStoreError> {
+        if batch.is_empty() {
+            return Ok(Stored::default());
+        }
+        isolate(&EventsTable(self), batch).await.map(Stored::from)
+    }
+
+    /// Stores one refused or unreadable record in the quarantine table (again, when it was
+    /// refused before), and counts it.
+    pub async fn quarantine(
+        &self,
+        kind: &str,
+        tenant: &str,
+        record_id: &str,
+        reason: &str,
+        record: &[u8],
+    ) -> Result<(), LogStoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                INSERT_QUARANTINE,
+                &[
+                    &PgText::new(kind),
+                    &PgText::new(tenant),
+                    &PgText::new(record_id),
+                    &PgText::new(reason),
+                    &record,
+                ],
+            )
+            .await?;
+        tracing::warn!(
+            kind,
+            tenant,
+            record = record_id,
+            reason,
+            "the log store refused a record; it is kept in the quarantine table"
+        );
+        crate::telemetry::quarantined(match kind {
+            "event" => "log_store_events",
+            _ => "log_store_history",
+        });
+        Ok(())
+    }
+
     /// Stores a batch of finished events in one transaction; returns how many rows of events
     /// were new.
-    pub async fn ship(&self, batch: &[LoggedEvent]) -> Result<u64, LogStoreError> {
-        if batch.is_empty() {
-            return Ok(0);
+    async fn insert_events(&self, batch: &[LoggedEvent]) -> Result<u64, LogStoreError> {
+        self.partitions_checked(self.insert_events_once(batch).await)
+    }
+
+    /// `result`, after forgetting the known partitions when PostgreSQL said one is missing (the
+    /// shipper's retry creates it).
+    fn partitions_checked<T>(&self, result: Result<T, LogStoreError>) -> Result<T, LogStoreError> {
+        if let Err(e) = &result {
+            if e.is_missing_partition() {
+                self.partitions.forget_all();
+            }
         }
+        result
+    }
+
+    async fn insert_events_once(&self, batch: &[LoggedEvent]) -> Result<u64, LogStoreError> {
         let mut client = self.pool.get().await?;
         let days: Vec<i64> = batch
             .iter()
@@ -106,37 +296,39 @@ impl LogStore {
         let mut at = AttemptRows::default();
         for e in batch {
             let received = time(e.received_at_ms);
-            ev.tenant.push(e.tenant.to_string());
-            ev.id.push(e.id.to_string());
+            let tenant = PgText::new(e.tenant.as_str());
+            let id = PgText::new(e.id.as_str());
+            ev.tenant.push(tenant.clone());
+            ev.id.push(id.clone());
             ev.at.push(received);
-            ev.event_type.push(e.event_type.clone());
-            ev.content_type.push(e.content_type.clone());
+            ev.event_type.push(PgText::new(&e.event_type));
+            ev.content_type.push(opt(e.content_type.as_deref()));
             ev.body.push(e.body.to_vec());
-            ev.status.push(e.status().as_str().to_owned());
+            ev.status.push(PgText::new(e.status().as_str()));
             for (target, s) in &e.deliveries {
-                dl.tenant.push(e.tenant.to_string());
-                dl.event.push(e.id.to_string());
+                dl.tenant.push(tenant.clone());
+                dl.event.push(id.clone());
                 dl.at.push(received);
-                dl.target.push(target.to_string());
-                dl.state.push(s.state.as_str().to_owned());
+                dl.target.push(PgText::new(target.as_str()));
+                dl.state.push(PgText::new(s.state.as_str()));
                 dl.attempts.push(clamp_i32(s.attempts));
                 dl.last_status.push(s.last_status.map(i32::from));
-                dl.last_error.push(s.last_error.clone());
+                dl.last_error.push(opt(s.last_error.as_deref()));
                 dl.next_retry.push(s.next_retry_at_ms.map(time));
                 dl.updated.push(time(s.updated_at_ms));
             }
             for a in &e.attempts {
-                at.tenant.push(e.tenant.to_string());
-                at.event.push(e.id.to_string());
+                at.tenant.push(tenant.clone());
+                at.event.push(id.clone());
                 at.at.push(received);
-                at.target.push(a.target_id.to_string());
+                at.target.push(PgText::new(a.target_id.as_str()));
                 at.attempt.push(clamp_i32(a.attempt));
                 at.tried_at.push(time(a.at_ms));
                 at.status.push(a.status.map(i32::from));
                 at.latency
                     .push(i64::try_from(a.latency_ms).unwrap_or(i64::MAX));
-                at.error.push(a.error.clone());
-                at.response.push(a.response.clone());
+                at.error.push(opt(a.error.as_deref()));
+                at.response.push(opt(a.response.as_deref()));
             }
         }
         let tx = client.transaction().await?;
@@ -219,12 +411,21 @@ pub struct HistoryRecord {
 }
 
 impl LogStore {
-    /// Stores a batch of history records in one transaction: checks once each, incidents in
-    /// their newest state.
-    pub async fn ship_history(&self, batch: &[HistoryRecord]) -> Result<(), LogStoreError> {
+    /// Stores a batch of history records: checks once each, incidents in their newest state;
+    /// records PostgreSQL refuses for their data go to the quarantine table instead.
+    pub async fn ship_history(&self, batch: &[HistoryRecord]) -> Result<Stored, LogStoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Stored::default());
         }
+        isolate(&HistoryTables(self), batch).await.map(Stored::from)
+    }
+
+    /// Stores a batch of history records in one transaction.
+    async fn insert_history(&self, batch: &[HistoryRecord]) -> Result<(), LogStoreError> {
+        self.partitions_checked(self.insert_history_once(batch).await)
+    }
+
+    async fn insert_history_once(&self, batch: &[HistoryRecord]) -> Result<(), LogStoreError> {
         let mut client = self.pool.get().await?;
         let days: Vec<i64> = batch
             .iter()
@@ -246,11 +447,11 @@ impl LogStore {
         }
         let tx = client.transaction().await?;
         if !checks.is_empty() {
-            let tenant: Vec<&str> = checks.iter().map(|r| r.tenant.as_str()).collect();
-            let subject: Vec<&str> = checks.iter().map(|r| r.subject.as_str()).collect();
+            let tenant: Vec<PgText> = checks.iter().map(|r| PgText::new(&r.tenant)).collect();
+            let subject: Vec<PgText> = checks.iter().map(|r| PgText::new(&r.subject)).collect();
             let at: Vec<SystemTime> = checks.iter().map(|r| time(r.at_ms)).collect();
-            let seq: Vec<&str> = checks.iter().map(|r| r.seq.as_str()).collect();
-            let record: Vec<&str> = checks.iter().map(|r| r.record.as_str()).collect();
+            let seq: Vec<PgText> = checks.iter().map(|r| PgText::new(&r.seq)).collect();
+            let record: Vec<PgText> = checks.iter().map(|r| PgText::new(&r.record)).collect();
             tx.execute(
                 "INSERT INTO checks (tenant_id, subject, at, seq, record) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]) \
@@ -261,12 +462,12 @@ impl LogStore {
         }
         if !incidents.is_empty() {
             let rows: Vec<(&str, &HistoryRecord)> = incidents.into_iter().collect();
-            let tenant: Vec<&str> = rows.iter().map(|(_, r)| r.tenant.as_str()).collect();
-            let subject: Vec<&str> = rows.iter().map(|(_, r)| r.subject.as_str()).collect();
-            let id: Vec<&str> = rows.iter().map(|(id, _)| *id).collect();
+            let tenant: Vec<PgText> = rows.iter().map(|(_, r)| PgText::new(&r.tenant)).collect();
+            let subject: Vec<PgText> = rows.iter().map(|(_, r)| PgText::new(&r.subject)).collect();
+            let id: Vec<PgText> = rows.iter().map(|(id, _)| PgText::new(id)).collect();
             let opened: Vec<SystemTime> = rows.iter().map(|(_, r)| time(r.at_ms)).collect();
-            let record: Vec<&str> = rows.iter().map(|(_, r)| r.record.as_str()).collect();
-            let seq: Vec<&str> = rows.iter().map(|(_, r)| r.seq.as_str()).collect();
+            let record: Vec<PgText> = rows.iter().map(|(_, r)| PgText::new(&r.record)).collect();
+            let seq: Vec<PgText> = rows.iter().map(|(_, r)| PgText::new(&r.seq)).collect();
             tx.execute(
                 "INSERT INTO incidents (tenant_id, subject, id, opened_at, record, seq) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \

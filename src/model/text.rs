@@ -1,15 +1,41 @@
-//! Texts with rules: display names, external ids, HTTP header names and values.
+//! Texts with rules: display names, external ids, HTTP header names and values, and the
+//! text made of bytes a sender or a receiver controls.
 //!
 //! Lengths count characters (Unicode scalar values), as JSON Schema's `maxLength` does, so the
 //! published schema and the server agree on every string.
+//!
+//! Names and external ids refuse what makes one text pass for another: controls, bidirectional
+//! controls (which reorder what is shown) and invisible characters. External ids are unique in
+//! a normalised form ([`ExternalId::key`]: NFKC, case-folded), and a word of one may not mix
+//! Latin, Greek and Cyrillic letters (`aсme` with a Cyrillic `с`), so no two of them read alike.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use serde::Deserialize;
 
 use super::invalid::Invalid;
 use super::schema::string_schema;
 
-/// Characters never allowed in a name or an external id: the C0 and C1 controls and DEL.
-const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
+/// Characters never allowed in a name or an external id: the C0 and C1 controls and DEL, the
+/// bidirectional controls, and the invisible characters that are not joiners.
+const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F\u00AD\u061C\u115F\u1160\u180E\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\u3164\uFEFF\uFFA0";
+/// What an external id refuses besides [`CONTROL`]: the zero-width joiners, which names keep
+/// (Persian, Indic scripts and emoji sequences need them) but an identifier never does.
+const JOINERS: &str = r"\u200C\u200D";
+
+/// Whether `c` is one of [`CONTROL`]'s characters.
+fn is_refused(c: char) -> bool {
+    c.is_control()
+        || matches!(c as u32,
+            0xAD | 0x61C | 0x115F | 0x1160 | 0x180E | 0x200B | 0x200E | 0x200F
+            | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0x3164 | 0xFEFF | 0xFFA0)
+}
+
+/// Whether `c` is one of [`JOINERS`]' characters.
+fn is_joiner(c: char) -> bool {
+    matches!(c, '\u{200C}' | '\u{200D}')
+}
 /// Characters that do not make a name non-blank: controls and Unicode white space.
 const BLANK: &str = r"\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
 
@@ -24,14 +50,15 @@ pub const MAX_NAME: usize = 200;
 pub const MAX_EXTERNAL_ID: usize = 256;
 
 fn name_pattern() -> String {
-    format!("^[^{CONTROL}]*[^{BLANK}][^{CONTROL}]*$")
+    format!("^[^{CONTROL}]*[^{BLANK}{CONTROL}][^{CONTROL}]*$")
 }
 
-fn no_control_pattern() -> String {
-    format!("^[^{CONTROL}]+$")
+fn external_id_pattern() -> String {
+    format!("^[^{CONTROL}{JOINERS}]+$")
 }
 
-/// A display name: 1 to 200 characters, no control characters, not only white space.
+/// A display name: 1 to 200 characters, no control, bidirectional control or invisible
+/// characters (joiners aside), not only white space.
 #[derive(Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
 pub struct Name(String);
@@ -39,16 +66,30 @@ pub struct Name(String);
 impl Name {
     pub fn parse(text: &str) -> Result<Name, Invalid> {
         let n = text.chars().count();
-        if n == 0
-            || n > MAX_NAME
-            || text.chars().any(char::is_control)
-            || text.chars().all(is_blank)
-        {
+        if n == 0 || n > MAX_NAME || text.chars().all(is_blank) {
             return Err(Invalid::new(format!(
                 "must be 1 to {MAX_NAME} printable characters, not all blank"
             )));
         }
+        if let Some(c) = text.chars().find(|c| is_refused(*c)) {
+            return Err(refused(c));
+        }
         Ok(Name(text.to_owned()))
+    }
+
+    /// A name as a record of an earlier version may hold it: the rules of then (no control
+    /// characters), so a name stored before invisible characters were refused still reads.
+    pub fn stored(text: &str) -> Result<Name, Invalid> {
+        if text.is_empty() || text.chars().any(char::is_control) {
+            return Err(Invalid::new("must be printable characters"));
+        }
+        Ok(Name(text.to_owned()))
+    }
+
+    /// [`Name::stored`] for serde, on stored documents.
+    pub fn deserialize_stored<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Name::stored(&text).map_err(serde::de::Error::custom)
     }
 
     pub fn as_str(&self) -> &str {
@@ -57,7 +98,8 @@ impl Name {
 }
 
 /// An external id: the tenant's id in the operator's own systems (often a company registration
-/// number): 1 to 256 characters, no control characters. Stored sealed.
+/// number): 1 to 256 characters, no control, bidirectional control or invisible characters, no
+/// word mixing Latin, Greek and Cyrillic letters. Stored sealed, unique by [`ExternalId::key`].
 #[derive(Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
 pub struct ExternalId(String);
@@ -65,16 +107,93 @@ pub struct ExternalId(String);
 impl ExternalId {
     pub fn parse(text: &str) -> Result<ExternalId, Invalid> {
         let n = text.chars().count();
-        if n == 0 || n > MAX_EXTERNAL_ID || text.chars().any(char::is_control) {
+        if n == 0 || n > MAX_EXTERNAL_ID {
             return Err(Invalid::new(format!(
                 "must be 1 to {MAX_EXTERNAL_ID} printable characters"
             )));
+        }
+        if let Some(c) = text.chars().find(|c| is_refused(*c) || is_joiner(*c)) {
+            return Err(refused(c));
+        }
+        if let Some(word) = mixed_script_word(text) {
+            return Err(Invalid::new(format!(
+                "the word {word:?} mixes Latin, Greek or Cyrillic letters, so it can pass for another id"
+            )));
+        }
+        Ok(ExternalId(text.to_owned()))
+    }
+
+    /// An external id as a record of an earlier version may hold it (see [`Name::stored`]).
+    pub fn stored(text: &str) -> Result<ExternalId, Invalid> {
+        if text.is_empty() || text.chars().any(char::is_control) {
+            return Err(Invalid::new("must be printable characters"));
         }
         Ok(ExternalId(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The form uniqueness compares: NFKC, case-folded, NFKC again (Unicode's
+    /// `toNFKC_Casefold` in effect), so `ACME`, `acme` and fullwidth `ａｃｍｅ` are one id, and
+    /// `acmé` is one id whether it was sent composed or decomposed.
+    pub fn key(&self) -> String {
+        use unicode_normalization::UnicodeNormalization;
+        let folded = caseless::default_case_fold_str(&self.0.nfkc().collect::<String>());
+        folded.nfkc().collect()
+    }
+}
+
+/// The refusal of one character, named by its code point (it may not show).
+fn refused(c: char) -> Invalid {
+    Invalid::new(format!(
+        "must not hold U+{:04X}: control, bidirectional control and invisible characters make one text pass for another",
+        c as u32
+    ))
+}
+
+/// The first word of `text` whose letters come from more than one of the Latin, Greek and
+/// Cyrillic scripts (whose letters look alike), if any.
+fn mixed_script_word(text: &str) -> Option<&str> {
+    use unicode_script::{Script, UnicodeScript};
+    text.split(|c: char| !c.is_alphanumeric()).find(|word| {
+        let mut seen: Option<Script> = None;
+        word.chars().any(|c| {
+            let script = c.script();
+            if !matches!(script, Script::Latin | Script::Greek | Script::Cyrillic) {
+                return false;
+            }
+            match seen {
+                None => {
+                    seen = Some(script);
+                    false
+                }
+                Some(s) => s != script,
+            }
+        })
+    })
+}
+
+/// Text made of bytes a sender or a receiver controls, safe to store and show anywhere: invalid
+/// UTF-8 and NUL become U+FFFD, so a reader sees that something was replaced (PostgreSQL's
+/// `text` refuses NUL, and a NUL cuts C strings short).
+pub fn visible_text(bytes: &[u8]) -> String {
+    match String::from_utf8_lossy(bytes) {
+        Cow::Borrowed(text) => without_nul(text).into_owned(),
+        Cow::Owned(text) => match without_nul(&text) {
+            Cow::Borrowed(_) => text,
+            Cow::Owned(clean) => clean,
+        },
+    }
+}
+
+/// `text` with each NUL replaced by U+FFFD.
+pub fn without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -125,7 +244,7 @@ text_impls!(
 text_impls!(
     ExternalId,
     string_schema(
-        &no_control_pattern(),
+        &external_id_pattern(),
         1,
         MAX_EXTERNAL_ID,
         "The tenant's id in the operator's own systems; unique."

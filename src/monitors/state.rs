@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{BatchError, Batcher, Flush, Limits};
+use crate::batch::{BatchError, Batcher, Flush, Isolate, Limits, isolate};
 use crate::keyspace::Keyspace;
 use crate::model::time::{now_ms, rfc3339};
 use crate::model::{EventId, IncidentId, Status, TenantId, WatchKind};
@@ -337,7 +337,9 @@ impl Flush for Arc<WatchesInner> {
         let results = futures_util::future::join_all(by_shard.into_iter().map(|(shard, calls)| {
             let (at, calls): (Vec<usize>, Vec<Call>) = calls.into_iter().unzip();
             async move {
-                let ran = tokio::time::timeout_at(deadline, self.run(shard, calls)).await;
+                let ran =
+                    tokio::time::timeout_at(deadline, self.run_isolated(shard, &calls, false))
+                        .await;
                 (at, ran.unwrap_or(Err(WatchError::Timeout)))
             }
         }))
@@ -347,7 +349,7 @@ impl Flush for Arc<WatchesInner> {
             match result {
                 Ok(answers) => {
                     for (i, a) in at.into_iter().zip(answers) {
-                        out[i] = a.recorded();
+                        out[i] = a.and_then(Answer::recorded);
                     }
                 }
                 Err(e) => {
@@ -358,6 +360,110 @@ impl Flush for Arc<WatchesInner> {
             }
         }
         out
+    }
+}
+
+/// One shard's signal calls as [`isolate`] writes them: a call that the script refuses for
+/// what its subject's keys hold (a key overwritten with another type) is found and answered
+/// on its own, so it does not fail the signals of other subjects batched with it. The checker
+/// also sets such a subject aside: off the deadline set, into the shard's quarantine.
+struct ShardCalls<'a> {
+    inner: &'a WatchesInner,
+    shard: u16,
+    /// Each call's answer, by its position in the batch.
+    answers: std::sync::Mutex<Vec<Option<Result<Answer, WatchError>>>>,
+    /// Whether a subject at fault is set aside (the checker) or only answered an error.
+    quarantine: bool,
+}
+
+impl ShardCalls<'_> {
+    fn answer(&self, at: usize, answer: Result<Answer, WatchError>) {
+        let mut answers = match self.answers.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(slot) = answers.get_mut(at) {
+            *slot = Some(answer);
+        }
+    }
+}
+
+impl Isolate<(usize, &Call)> for ShardCalls<'_> {
+    type Written = ();
+    type Error = WatchError;
+
+    async fn write(&self, part: &[(usize, &Call)]) -> Result<(), WatchError> {
+        let calls: Vec<&Call> = part.iter().map(|(_, c)| *c).collect();
+        let answers = self.inner.run(self.shard, &calls).await?;
+        for ((at, _), a) in part.iter().zip(answers) {
+            self.answer(*at, Ok(a));
+        }
+        Ok(())
+    }
+
+    fn is_fault(e: &WatchError) -> bool {
+        matches!(e, WatchError::Redis(r) if crate::redis::is_data_fault(r))
+    }
+
+    async fn set_aside(
+        &self,
+        (at, call): &(usize, &Call),
+        e: &WatchError,
+    ) -> Result<(), WatchError> {
+        let subject = call.args[0].as_str();
+        if self.quarantine {
+            let due = self.inner.keys.due(self.shard);
+            let _: i64 = self.inner.redis.zrem(due, subject).await?;
+            crate::store::quarantine::put(
+                &self.inner.redis,
+                &self.inner.keys,
+                self.shard,
+                "checker",
+                subject,
+                &e.to_string(),
+                vec![(
+                    bytes::Bytes::from_static(b"watch_key"),
+                    bytes::Bytes::from(call.subject_keys[0].clone()),
+                )],
+            )
+            .await?;
+        }
+        self.answer(
+            *at,
+            Err(WatchError::Reply(format!(
+                "the stored state of {subject} cannot be processed: {e}"
+            ))),
+        );
+        Ok(())
+    }
+}
+
+impl WatchesInner {
+    /// `calls` (all of `shard`) in one `signal` call when they can be: a call refused for
+    /// what its subject's keys hold gets its own error answer (and, with `quarantine`, is set
+    /// aside), the others their answers.
+    async fn run_isolated(
+        &self,
+        shard: u16,
+        calls: &[Call],
+        quarantine: bool,
+    ) -> Result<Vec<Result<Answer, WatchError>>, WatchError> {
+        let store = ShardCalls {
+            inner: self,
+            shard,
+            answers: std::sync::Mutex::new((0..calls.len()).map(|_| None).collect()),
+            quarantine,
+        };
+        let items: Vec<(usize, &Call)> = calls.iter().enumerate().collect();
+        isolate(&store, &items).await?;
+        let answers = match store.answers.into_inner() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(WatchError::Reply("signal gave no answer".into()))))
+            .collect())
     }
 }
 
@@ -520,12 +626,15 @@ impl Watches {
             .iter()
             .map(|id| self.call(shard, id, "", Duration::ZERO, "", "", TIMEOUT, now))
             .collect::<Vec<_>>();
-        self.inner
-            .run(shard, calls)
+        // A subject whose state the script cannot process is set aside, not retried forever
+        // (it would hold up every subject behind it on the page); it answers `None` here.
+        Ok(self
+            .inner
+            .run_isolated(shard, &calls, true)
             .await?
             .into_iter()
-            .map(Answer::recorded)
-            .collect()
+            .map(|a| a.and_then(Answer::recorded).ok().flatten())
+            .collect())
     }
 
     /// Creates a subject's state at status `new`, or renames it and applies a new window.
@@ -664,7 +773,7 @@ pub enum SignalError<E> {
 
 impl WatchesInner {
     /// One `signal` call for `calls` (all of `shard`).
-    async fn run(&self, shard: u16, calls: Vec<Call>) -> Result<Vec<Answer>, WatchError> {
+    async fn run(&self, shard: u16, calls: &[&Call]) -> Result<Vec<Answer>, WatchError> {
         let n = calls.len();
         let mut keys = Vec::with_capacity(4 + n * 3);
         keys.extend([
@@ -681,8 +790,8 @@ impl WatchesInner {
             if self.logged { "1" } else { "" }.to_owned(),
         ]);
         for call in calls {
-            keys.extend(call.subject_keys);
-            args.extend(call.args);
+            keys.extend(call.subject_keys.iter().cloned());
+            args.extend(call.args.iter().cloned());
         }
         let answers: Answers = SIGNAL.run(&self.redis, keys, args).await?;
         if answers.subjects.len() != n {

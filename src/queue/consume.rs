@@ -16,8 +16,8 @@ use fred::prelude::*;
 use crate::keyspace::{DISPATCH_GROUP, Keyspace};
 use crate::redis::info_field;
 
-/// One stream entry: id and fields in order.
-pub type RawEntry = (String, Vec<(Bytes, Bytes)>);
+pub use crate::redis::RawEntry;
+use crate::redis::stream_entries;
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +178,28 @@ impl StreamReader {
                 false,
             )
             .await?;
-        Ok(parse_entries(reply))
+        Ok(stream_entries(reply))
+    }
+
+    /// Sets what cannot be read of entry `entry_id` (the whole entry, or some of its events'
+    /// fields) aside in `shard`'s quarantine, so it is never retried and never lost.
+    pub async fn set_aside(
+        &self,
+        shard: u16,
+        entry_id: &str,
+        reason: &str,
+        fields: &[(Bytes, Bytes)],
+    ) -> Result<(), fred::error::Error> {
+        crate::store::quarantine::put(
+            &self.redis,
+            &self.keys,
+            shard,
+            "stream_reader",
+            entry_id,
+            reason,
+            fields.to_vec(),
+        )
+        .await
     }
 
     /// Acknowledges finished entries, in one command.
@@ -397,7 +418,7 @@ pub async fn entries_by_id(
     Ok(replies
         .into_iter()
         .map(|r| {
-            parse_entries(r)
+            stream_entries(r)
                 .into_iter()
                 .next()
                 .map(|(_, fields)| fields)
@@ -425,7 +446,7 @@ pub async fn entries_from(
     count: u64,
 ) -> Result<Vec<RawEntry>, fred::error::Error> {
     let reply: Value = redis.xrange(key, start, end, Some(count)).await?;
-    Ok(parse_entries(reply))
+    Ok(stream_entries(reply))
 }
 
 /// Up to `count` entries of `shard`'s stream from `end` back to `start` (ids or `+` / `-`,
@@ -441,7 +462,7 @@ pub async fn newest_entries(
     let reply: Value = redis
         .xrevrange(keys.stream(shard), end, start, Some(count))
         .await?;
-    Ok(parse_entries(reply))
+    Ok(stream_entries(reply))
 }
 
 /// Entries of an `XREADGROUP` reply (RESP2 nested arrays or a RESP3 map).
@@ -457,7 +478,7 @@ fn parse_read(value: Value) -> Vec<RawEntry> {
         Value::Map(m) => m.inner().into_values().collect(),
         _ => Vec::new(),
     };
-    streams.into_iter().flat_map(parse_entries).collect()
+    streams.into_iter().flat_map(stream_entries).collect()
 }
 
 /// `[next cursor, entries, deleted ids]` of `XAUTOCLAIM`.
@@ -468,48 +489,9 @@ fn parse_autoclaim(value: Value) -> (String, Vec<RawEntry>) {
     if parts.len() < 2 {
         return (String::new(), Vec::new());
     }
-    let entries = parse_entries(parts.remove(1));
+    let entries = stream_entries(parts.remove(1));
     let next = parts.first().and_then(Value::as_string).unwrap_or_default();
     (next, entries)
-}
-
-fn parse_entries(list: Value) -> Vec<RawEntry> {
-    let Value::Array(items) = list else {
-        return Vec::new();
-    };
-    items
-        .into_iter()
-        .filter_map(|item| {
-            let Value::Array(mut pair) = item else {
-                return None;
-            };
-            if pair.len() != 2 {
-                return None;
-            }
-            let fields = pair.pop()?;
-            let id = pair.pop()?.as_string()?;
-            let flat: Vec<Value> = match fields {
-                Value::Array(f) => f,
-                // A deleted entry's fields come back as nil: nothing to deliver, but it must be
-                // acked, which an empty field list achieves through the unreadable-entry path.
-                _ => Vec::new(),
-            };
-            let fields = flat
-                .chunks(2)
-                .filter_map(|kv| Some((to_bytes(&kv[0])?, to_bytes(kv.get(1)?)?)))
-                .collect();
-            Some((id, fields))
-        })
-        .collect()
-}
-
-fn to_bytes(v: &Value) -> Option<Bytes> {
-    match v {
-        Value::Bytes(b) => Some(b.clone()),
-        Value::String(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
-        Value::Integer(i) => Some(Bytes::from(i.to_string())),
-        _ => None,
-    }
 }
 
 /// One consumer of the group, from `XINFO CONSUMERS`.

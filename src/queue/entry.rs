@@ -109,6 +109,19 @@ pub enum EntryError {
 
 /// Reads the events of one stream entry, given its fields in order.
 pub fn decode(fields: &[(Bytes, Bytes)]) -> Result<Vec<StoredEvent>, EntryError> {
+    decode_each(fields)?
+        .into_iter()
+        .map(|e| e.map_err(|(why, _)| why))
+        .collect()
+}
+
+/// One event of an entry, read on its own: an event that cannot be read comes with why and
+/// its raw fields, and does not take the entry's other events with it.
+pub type EventRead<'a> = Result<StoredEvent, (EntryError, &'a [(Bytes, Bytes)])>;
+
+/// Reads each event of one stream entry; `Err` when the entry's own layout (its version, its
+/// field count) is wrong, so no event of it can be read.
+pub fn decode_each(fields: &[(Bytes, Bytes)]) -> Result<Vec<EventRead<'_>>, EntryError> {
     fn text<'a>(b: &'a Bytes, what: &'static str) -> Result<&'a str, EntryError> {
         std::str::from_utf8(b).map_err(|_| EntryError::Malformed(what))
     }
@@ -128,27 +141,28 @@ pub fn decode(fields: &[(Bytes, Bytes)]) -> Result<Vec<StoredEvent>, EntryError>
             "field count is not a whole number of events",
         ));
     }
-    rest.chunks(EVENT_FIELDS.len())
-        .map(|ev| {
-            if ev
-                .iter()
-                .zip(EVENT_FIELDS)
-                .any(|((name, _), want)| name != want)
-            {
-                return Err(EntryError::Malformed("fields out of order"));
-            }
-            Ok(StoredEvent {
-                id: EventId::parse(text(&ev[0].1, "id")?)
-                    .map_err(|_| EntryError::Malformed("id"))?,
-                tenant: TenantId::parse(text(&ev[1].1, "tenant")?)
-                    .map_err(|_| EntryError::Malformed("tenant"))?,
-                event_type: EventType::parse(text(&ev[2].1, "type")?)
-                    .map_err(|_| EntryError::Malformed("type"))?,
-                content_type: (!ev[3].1.is_empty()).then(|| ev[3].1.clone()),
-                body: ev[4].1.clone(),
-            })
+    let one = |ev: &[(Bytes, Bytes)]| -> Result<StoredEvent, EntryError> {
+        if ev
+            .iter()
+            .zip(EVENT_FIELDS)
+            .any(|((name, _), want)| name != want)
+        {
+            return Err(EntryError::Malformed("fields out of order"));
+        }
+        Ok(StoredEvent {
+            id: EventId::parse(text(&ev[0].1, "id")?).map_err(|_| EntryError::Malformed("id"))?,
+            tenant: TenantId::parse(text(&ev[1].1, "tenant")?)
+                .map_err(|_| EntryError::Malformed("tenant"))?,
+            event_type: EventType::parse(text(&ev[2].1, "type")?)
+                .map_err(|_| EntryError::Malformed("type"))?,
+            content_type: (!ev[3].1.is_empty()).then(|| ev[3].1.clone()),
+            body: ev[4].1.clone(),
         })
-        .collect()
+    };
+    Ok(rest
+        .chunks(EVENT_FIELDS.len())
+        .map(|ev| one(ev).map_err(|why| (why, ev)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -212,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_entries_are_named() {
+    fn malformed_entries_are_named() -> anyhow::Result<()> {
         assert!(matches!(
             decode(&[pair("v", b"9")]),
             Err(EntryError::Version(_))
@@ -232,7 +246,20 @@ mod tests {
             pair("type", b"a"),
             pair("ct", b""),
             pair("body", b""),
+            pair("id", b"evt_1"),
+            pair("tenant", b"t"),
+            pair("type", b"a"),
+            pair("ct", b""),
+            pair("body", b"\0\xff"),
         ];
         assert_eq!(decode(&bad_id), Err(EntryError::Malformed("id")));
+        // Read one by one, the bad event is set apart and the good one kept.
+        let each = decode_each(&bad_id)?;
+        assert_eq!(each.len(), 2);
+        assert!(
+            matches!(&each[0], Err((EntryError::Malformed("id"), fields)) if fields.len() == 5 && fields[0].1.as_ref() == b"../x")
+        );
+        assert!(matches!(&each[1], Ok(e) if e.body.as_ref() == b"\0\xff"));
+        Ok(())
     }
 }

@@ -572,6 +572,11 @@ impl Deliveries {
         &self.keys
     }
 
+    /// The Redis client.
+    pub fn redis(&self) -> &Client {
+        &self.redis
+    }
+
     fn logged_flag(&self) -> &'static str {
         if self.logged { "1" } else { "" }
     }
@@ -644,7 +649,7 @@ impl Deliveries {
             args.push(e.event_id.to_string());
             args.push(e.tenant.to_string());
             args.push(e.event_type.to_string());
-            args.push(String::from_utf8_lossy(e.content_type).into_owned());
+            args.push(crate::model::text::visible_text(e.content_type));
             args.push(e.received_at_ms.to_string());
             args.push(joined(&e.targets));
             args.push(joined(&e.unrecorded));
@@ -841,8 +846,8 @@ impl Deliveries {
                 .split_once(':')
                 .and_then(|(e, t)| Some((EventId::parse(e).ok()?, TargetId::parse(t).ok()?)));
             let Some((event, target)) = ids else {
-                tracing::warn!(member = %m, "dropping a malformed member of the retry schedule");
-                let _: i64 = self.redis.zrem(&retries, m.clone()).await?;
+                self.set_aside_due(shard, &m, "a malformed member of the retry schedule")
+                    .await?;
                 continue;
             };
             let fields = vec![
@@ -860,9 +865,18 @@ impl Deliveries {
         if parsed.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<Vec<Value>> = pipeline.all().await?;
+        // Each read on its own: one record of the wrong type must not hold up the others.
+        let rows: Vec<Result<Vec<Value>, fred::error::Error>> = pipeline.try_all().await;
         let mut out = Vec::with_capacity(parsed.len());
         for ((member, event_id, target_id), row) in parsed.into_iter().zip(rows) {
+            let row = match row {
+                Ok(row) => row,
+                Err(e) if crate::redis::is_data_fault(&e) => {
+                    self.set_aside_due(shard, &member, &e.to_string()).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let text = |i: usize| row.get(i).and_then(|v| v.as_string());
             let loaded = (|| {
                 Some((
@@ -899,6 +913,28 @@ impl Deliveries {
             });
         }
         Ok(out)
+    }
+
+    /// Takes a member of the retry schedule that cannot be processed off it, into the shard's
+    /// quarantine: it would otherwise come back at every lease's end.
+    async fn set_aside_due(
+        &self,
+        shard: u16,
+        member: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self.redis.zrem(self.keys.retries(shard), member).await?;
+        crate::store::quarantine::put(
+            &self.redis,
+            &self.keys,
+            shard,
+            "retries",
+            member,
+            reason,
+            Vec::new(),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Drops a delivery whose target is gone: off the schedule, and finished in its record

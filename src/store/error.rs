@@ -33,6 +33,14 @@ pub enum StoreError {
     Reply(String),
 }
 
+impl StoreError {
+    /// Whether Redis refused the command for what the records it touched hold (see
+    /// [`crate::redis::is_data_fault`]): the same command can never succeed.
+    pub fn is_data_fault(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if crate::redis::is_data_fault(e))
+    }
+}
+
 /// A time range a read refuses (see [`crate::store::series`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RangeError {

@@ -19,13 +19,15 @@
 //! - [`sources`], [`monitors`]: documents reached by a URL token;
 //! - [`deliveries`]: expansion records, delivery states, attempts, the retry schedule, the
 //!   error queue and the per-tenant counters, in the tenant's shard slot;
-//! - [`series`]: per-minute counters for charts, written by the delivery scripts, read here.
+//! - [`series`]: per-minute counters for charts, written by the delivery scripts, read here;
+//! - [`quarantine`]: each shard's stream of records its consumers could not process.
 
 pub mod deliveries;
 pub mod error;
 pub mod handle;
 pub mod monitors;
 pub mod portal_links;
+pub mod quarantine;
 pub mod series;
 pub mod sources;
 pub mod targets;

@@ -23,6 +23,7 @@ const TOKEN_PREFIX: &str = "mt_";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MonitorDoc {
     tenant: TenantId,
+    #[serde(deserialize_with = "Name::deserialize_stored")]
     name: Name,
     interval_s: Every,
     grace_s: Grace,

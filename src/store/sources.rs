@@ -21,6 +21,7 @@ const TOKEN_PREFIX: &str = "hk_";
 #[derive(Debug, Serialize, Deserialize)]
 struct SourceDoc {
     tenant: TenantId,
+    #[serde(deserialize_with = "Name::deserialize_stored")]
     name: Name,
     scheme: Scheme,
     #[serde(default)]

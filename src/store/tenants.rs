@@ -156,7 +156,7 @@ impl Store {
             let plain = self.crypto.open(&sealed, &ext_context(id))?;
             let text =
                 String::from_utf8(plain).map_err(|_| corrupt("external id is not UTF-8".into()))?;
-            Some(ExternalId::parse(&text).map_err(|e| corrupt(format!("external id {e}")))?)
+            Some(ExternalId::stored(&text).map_err(|e| corrupt(format!("external id {e}")))?)
         };
         let rate_limit = match f.get("rl_ps").map(String::as_str) {
             None | Some("") => None,
@@ -175,7 +175,7 @@ impl Store {
         let name = f.remove("name").ok_or_else(|| corrupt("no name".into()))?;
         Ok(TenantRecord {
             id: id.clone(),
-            name: Name::parse(&name).map_err(|e| corrupt(format!("name {e}")))?,
+            name: Name::stored(&name).map_err(|e| corrupt(format!("name {e}")))?,
             external_id,
             active: f.get("active").map(String::as_str) == Some("1"),
             rate_limit,

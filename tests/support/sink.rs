@@ -26,6 +26,8 @@ pub enum Reply {
     Hang,
     /// Answers after a pause.
     Slow(Duration, u16),
+    /// Status with this body (the others answer `ok`).
+    Body(u16, Bytes),
 }
 
 /// One request as received.
@@ -99,6 +101,7 @@ impl Sink {
                                 next.or_else(|| plans.default.get(&path).cloned())
                                     .unwrap_or(Reply::Status(200))
                             };
+                            let mut answer = Bytes::from_static(b"ok");
                             let (status, retry_after) = match reply {
                                 Reply::Status(s) => (s, None),
                                 Reply::RetryAfter(s, secs) => (s, Some(secs)),
@@ -110,14 +113,16 @@ impl Sink {
                                     tokio::time::sleep(d).await;
                                     (s, None)
                                 }
+                                Reply::Body(s, body) => {
+                                    answer = body;
+                                    (s, None)
+                                }
                             };
                             let mut resp = hyper::Response::builder().status(status);
                             if let Some(secs) = retry_after {
                                 resp = resp.header("retry-after", secs.to_string());
                             }
-                            Ok::<_, Infallible>(
-                                resp.body(Full::new(Bytes::from_static(b"ok"))).unwrap(),
-                            )
+                            Ok::<_, Infallible>(resp.body(Full::new(answer)).unwrap())
                         }
                     });
                     let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
