@@ -315,6 +315,11 @@ impl From<SignalError<StoreError>> for ApiError {
     }
 }
 
+/// The answer to a write that was sent and not confirmed: a timed-out write can still land.
+pub const MAY_HAVE_LANDED: &str = "the event queue did not confirm the write in time; the event may have been accepted. \
+     Retrying with the same Idempotency-Key is safe (it answers the first event if that one landed); \
+     a retry without one may store the event twice";
+
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> ApiError {
         match e {
@@ -323,11 +328,16 @@ impl From<QueueError> for ApiError {
                 "idempotency_key_reused",
                 "this Idempotency-Key was used in the last 24 h for a different request",
             ),
-            QueueError::Unavailable(_) | QueueError::Timeout | QueueError::Overloaded => {
+            QueueError::Unconfirmed(_) => {
+                crate::telemetry::redis_error("enqueue");
+                tracing::warn!(request_id = %current_request_id(), error = %e, "enqueue unconfirmed");
+                ApiError::unavailable(MAY_HAVE_LANDED)
+            }
+            QueueError::Refused(_) | QueueError::Timeout | QueueError::Overloaded => {
                 crate::telemetry::redis_error("enqueue");
                 tracing::warn!(request_id = %current_request_id(), error = %e, "enqueue failed");
                 ApiError::unavailable(
-                    "the event queue is unreachable; the event was not accepted, retry shortly",
+                    "the event queue did not take the event; it was not accepted, retry shortly",
                 )
             }
             QueueError::Closed => ApiError::new(
@@ -429,7 +439,7 @@ error_responses!(
         TooLarge = 413: "The body is larger than `edge.max_body_bytes`.";
         RateLimited = 429: "The tenant is over its rate limit.", headers(("Retry-After" = u64, description = "Seconds to wait"));
         Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
-        Unavailable = 503: "The queue is unreachable: the event was not accepted.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+        Unavailable = 503: "The event queue did not take or confirm the write. The event may have been accepted all the same (a timed-out write can still land): a retry with the same `Idempotency-Key` is always safe.", headers(("Retry-After" = u64, description = "Seconds to wait"));
     }
 );
 
@@ -445,7 +455,7 @@ error_responses!(
         TooLarge = 413: "The body is larger than `edge.max_body_bytes`.";
         RateLimited = 429: "The tenant is over its rate limit.", headers(("Retry-After" = u64, description = "Seconds to wait"));
         Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
-        Unavailable = 503: "The queue is unreachable: the event was not accepted.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+        Unavailable = 503: "The event queue did not take or confirm the write. The event may have been accepted all the same (a timed-out write can still land): a retry with the same `Idempotency-Key` is always safe.", headers(("Retry-After" = u64, description = "Seconds to wait"));
     }
 );
 

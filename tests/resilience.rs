@@ -603,3 +603,66 @@ async fn during_a_redis_stall_each_request_is_answered_within_the_command_timeou
     }
     gw.stop().await.unwrap();
 }
+
+/// A write that times out during a stall still lands once Redis wakes up: the 503 says the
+/// event may have been accepted and that a retry with the same `Idempotency-Key` is safe, and
+/// that retry answers the event that landed (`duplicate: true`), never a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_write_may_land_and_the_503_says_so() {
+    use fred::prelude::*;
+    let redis = RedisServer::start(false);
+    let gw = Gateway::start_with(&redis.url(), &support::unique_prefix("stall-may"), "").await;
+    let (_, token) = gw.tenant("acme").await;
+    assert_eq!(gw.post_event(&token, "warm", b"{}").await.status, 202);
+    let sleeper = redis.client().await;
+    let stall = tokio::spawn(async move {
+        let _: Result<fred::types::Value, _> = sleeper
+            .custom(
+                fred::cmd!("DEBUG"),
+                vec!["SLEEP".to_owned(), "2".to_owned()],
+            )
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (addr, token2) = (gw.addrs.plain, token.clone());
+    let send = move || {
+        let token = token2.clone();
+        async move {
+            Request::new("POST", "/v1/events/order.paid")
+                .bearer(&token)
+                .header("idempotency-key", "order-42")
+                .body(b"{\"order\":42}".to_vec())
+                .send_plain(addr)
+                .await
+        }
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status, 503, "{}", first.text());
+    let message = first.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("may have been accepted"), "{message}");
+    assert!(
+        message.contains("same Idempotency-Key is safe"),
+        "{message}"
+    );
+    assert!(first.header("retry-after").is_some());
+    stall.await.unwrap();
+    let retry = send().await.unwrap();
+    assert_eq!(retry.status, 202, "{}", retry.text());
+    assert_eq!(
+        retry.json()["duplicate"],
+        true,
+        "the write answered 503 had landed: {}",
+        retry.text()
+    );
+    let client = redis.client().await;
+    let events = support::all_events(&client, &gw.prefix).await;
+    let landed = events
+        .iter()
+        .filter(|(_, e)| e.event_type.as_str() == "order.paid")
+        .count();
+    assert_eq!(landed, 1, "one event, however many answers");
+    gw.stop().await.unwrap();
+}

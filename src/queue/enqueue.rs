@@ -27,11 +27,18 @@ use crate::model::{EventId, EventType, TenantId};
 use crate::scripts::{APPEND_BATCH, ScriptError};
 use crate::telemetry;
 
-/// Why an event was not enqueued.
+/// Why an event was not enqueued, and whether it may be in the stream all the same.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
-    #[error("redis: {0}")]
-    Unavailable(String),
+    /// Redis answered the write with an error (out of memory, a refused script): nothing of
+    /// it was written.
+    #[error("redis refused the write: {0}")]
+    Refused(String),
+    /// The write was sent and no answer came (a timeout, a connection lost on the way): Redis
+    /// may have executed it, so the event may be in the stream.
+    #[error("redis did not confirm the write: {0}")]
+    Unconfirmed(String),
+    /// The event waited for its batch past its deadline and was never sent.
     #[error("redis did not answer in time")]
     Timeout,
     #[error("too many events waiting for redis")]
@@ -57,6 +64,33 @@ pub struct NewEvent {
     pub body: Bytes,
     /// Set when the request carried an `Idempotency-Key`.
     pub idempotency: Option<Idempotency>,
+}
+
+impl QueueError {
+    /// Whether the event may be in the stream although the write failed: a retry must then
+    /// carry the same `Idempotency-Key` to be safe.
+    pub fn may_have_landed(&self) -> bool {
+        matches!(self, QueueError::Unconfirmed(_))
+    }
+
+    /// The failure of a write that was sent: Redis's own error answer means nothing was
+    /// written; anything else (a timeout, a lost connection) leaves it unknown.
+    /// (A command that fails fast because the connection is down is never sent, but fred
+    /// answers it as it answers a connection lost with the command on the wire: unknown.)
+    fn of_sent(e: &fred::error::Error) -> QueueError {
+        if is_error_reply(e) {
+            QueueError::Refused(e.to_string())
+        } else {
+            QueueError::Unconfirmed(e.to_string())
+        }
+    }
+}
+
+/// Whether `e` is an error answer of Redis itself (`OOM …`, `ERR …`), as opposed to a failure
+/// of the client or the connection.
+fn is_error_reply(e: &fred::error::Error) -> bool {
+    let first = e.details().split_whitespace().next().unwrap_or("");
+    !first.is_empty() && first.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 impl NewEvent {
@@ -313,7 +347,7 @@ impl Writer {
         .await;
         let fsync_ok = !self.wait_aof || self.wait_for_fsync(remaining()).await;
         let mut out: Vec<Result<Enqueued, QueueError>> =
-            vec![Err(QueueError::Unavailable("not written".into())); events.len()];
+            vec![Err(QueueError::Refused("not written".into())); events.len()];
         for ((at, (_, evs)), reply) in groups.values().zip(&grouped).zip(replies) {
             for (&i, outcome) in at.iter().zip(outcomes(evs, reply, fsync_ok)) {
                 out[i] = outcome;
@@ -361,10 +395,11 @@ fn outcomes(
     let failed = |e: QueueError| events.iter().map(|_| Err(e.clone())).collect();
     let reply = match reply {
         Ok(v) => v,
-        Err(e) => return failed(QueueError::Unavailable(e.to_string())),
+        Err(e) => return failed(QueueError::of_sent(&e)),
     };
     if !fsync_ok {
-        return failed(QueueError::Unavailable(
+        // Appended, not known to be on disk: it may well be delivered.
+        return failed(QueueError::Unconfirmed(
             "Redis did not confirm the AOF fsync".into(),
         ));
     }
@@ -375,7 +410,7 @@ fn outcomes(
                 .iter()
                 .map(|e| Ok(Enqueued::New { id: e.id.clone() }))
                 .collect(),
-            _ => failed(QueueError::Unavailable(
+            _ => failed(QueueError::Unconfirmed(
                 "unexpected reply to an append".into(),
             )),
         };
@@ -383,7 +418,7 @@ fn outcomes(
     let answer: Result<Appended, ScriptError> = match reply.as_str() {
         Some(text) => APPEND_BATCH.decode(&text),
         None => {
-            return failed(QueueError::Unavailable(
+            return failed(QueueError::Unconfirmed(
                 "unexpected reply to an append".into(),
             ));
         }
@@ -394,10 +429,10 @@ fn outcomes(
             .zip(a.stored)
             .map(|(e, stored)| outcome_of(e, &stored))
             .collect(),
-        Ok(_) => failed(QueueError::Unavailable(
+        Ok(_) => failed(QueueError::Unconfirmed(
             "unexpected reply to an append".into(),
         )),
-        Err(e) => failed(QueueError::Unavailable(e.to_string())),
+        Err(e) => failed(QueueError::Unconfirmed(e.to_string())),
     }
 }
 
@@ -421,7 +456,7 @@ fn outcome_of(event: &NewEvent, stored: &str) -> Result<Enqueued, QueueError> {
     } else if prev_fingerprint == idem.fingerprint {
         match EventId::parse(prev_id) {
             Ok(id) => Ok(Enqueued::Duplicate { id }),
-            Err(_) => Err(QueueError::Unavailable(
+            Err(_) => Err(QueueError::Refused(
                 "a stored idempotency record is corrupt".into(),
             )),
         }
