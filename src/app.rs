@@ -430,6 +430,12 @@ pub async fn run(
         store: store.clone(),
         auth: auth.clone(),
         settings: Arc::new(web::WebSettings::new(&config.web)),
+        throttle: web::SignInThrottle::new(
+            redis.clone(),
+            keys.clone(),
+            crypto.clone(),
+            config.web.signin_failures_per_minute,
+        ),
     };
     let enqueuer = Enqueuer::start(
         redis.clone(),

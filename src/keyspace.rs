@@ -26,6 +26,7 @@
 //! | `P:{q<n>}:history` | stream | with a log store: status records and incident changes of the shard's watched subjects, until shipped |
 //! | `P:{q<n>}:ship_lease` | string, TTL | the process shipping the shard right now |
 //! | `P:{q<n>}:quarantine` | stream, capped | records the shard's consumers could not process, set aside: `consumer`, `id`, `reason`, then the record's fields ([`crate::store::quarantine`]) |
+//! | `P:{m}:signin:<face>:<addr\|cred>:<hash>` | string (counter), 60 s TTL | failed sign-ins of the console or portal in the current minute, per client address and per credential (keyed hashes of both) |
 //! | `P:ready` | string, 10 s TTL | written by `/readyz`: readiness needs Redis to take writes |
 //! | `P:alive:<consumer>` | string, TTL | a dispatcher consumer's liveness lease, renewed while its process runs |
 //! | `P:{q<n>}:dlq_total` | string (counter) | entries in the shard's error queues, for metrics |
@@ -214,6 +215,12 @@ impl Keyspace {
     /// The lease of the process shipping the shard.
     pub fn ship_lease(&self, shard: u16) -> String {
         format!("{}:{{q{shard}}}:ship_lease", self.prefix)
+    }
+
+    /// Failed sign-ins of `face` (`console`, `portal`) in the current minute, by `what`
+    /// (`addr` or `cred`) and the keyed hash of the address or credential.
+    pub fn signin_failures(&self, face: &str, what: &str, hash_hex: &str) -> String {
+        format!("{}:{{m}}:signin:{face}:{what}:{hash_hex}", self.prefix)
     }
 
     /// The key `/readyz` writes.

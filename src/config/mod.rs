@@ -212,6 +212,12 @@ pub struct WebConfig {
     pub session_max_s: u64,
     /// The longest lifetime a portal link may be given.
     pub portal_link_max_ttl_s: u64,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` and `X-Forwarded-Proto`
+    /// are believed; from any other peer those headers are ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Failed sign-ins (console or portal) allowed per client address, and per credential,
+    /// in a minute; past it, sign-in answers 429 until the minute is over.
+    pub signin_failures_per_minute: u32,
 }
 
 impl WebConfig {
@@ -240,6 +246,13 @@ impl WebConfig {
                 ));
             }
         }
+        self.proxies()?;
+        if !(1..=10_000).contains(&self.signin_failures_per_minute) {
+            return Err(invalid(
+                "web.signin_failures_per_minute",
+                "must be between 1 and 10000",
+            ));
+        }
         for (key, v) in [
             ("web.session_idle_s", self.session_idle_s),
             ("web.session_max_s", self.session_max_s),
@@ -253,6 +266,25 @@ impl WebConfig {
     }
 }
 
+impl WebConfig {
+    /// `trusted_proxies`, parsed: an address is a block of one.
+    pub fn proxies(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            "web.trusted_proxies",
+                            format!("{p:?} is not an address or a CIDR block such as 10.0.0.0/8"),
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
@@ -261,6 +293,8 @@ impl Default for WebConfig {
             session_idle_s: 30 * 60,
             session_max_s: 12 * 3600,
             portal_link_max_ttl_s: 7 * 24 * 3600,
+            trusted_proxies: Vec::new(),
+            signin_failures_per_minute: 10,
         }
     }
 }

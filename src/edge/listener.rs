@@ -199,8 +199,11 @@ impl Connection {
         let first_byte = self.spec.http.header_read_timeout;
         match &self.spec.tls {
             None => {
-                self.serve_http(TokioIo::new(FirstByteDeadline::new(stream, first_byte)))
-                    .await
+                self.serve_http(
+                    TokioIo::new(FirstByteDeadline::new(stream, first_byte)),
+                    peer,
+                )
+                .await
             }
             Some(acceptor) => {
                 let handshake = tokio::select! {
@@ -209,7 +212,7 @@ impl Connection {
                 };
                 match handshake {
                     Ok(Ok(tls)) => {
-                        self.serve_http(TokioIo::new(FirstByteDeadline::new(tls, first_byte)))
+                        self.serve_http(TokioIo::new(FirstByteDeadline::new(tls, first_byte)), peer)
                             .await
                     }
                     Ok(Err(e)) => {
@@ -225,11 +228,13 @@ impl Connection {
         }
     }
 
-    async fn serve_http<I>(&self, io: TokioIo<I>)
+    async fn serve_http<I>(&self, io: TokioIo<I>, peer: SocketAddr)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let conn = self.builder.serve_connection(io, self.service.clone());
+        let conn = self
+            .builder
+            .serve_connection(io, self.service.for_peer(peer));
         tokio::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,

@@ -31,10 +31,13 @@ use crate::ingest::IngestState;
 use crate::ingest::heartbeats::{self, HeartbeatState};
 use crate::telemetry;
 
-/// A listener's request handler. Cheap to clone (one `Arc`).
+/// A listener's request handler. Cheap to clone (one `Arc`); each connection gets its own
+/// copy, which knows the peer's address.
 #[derive(Clone, Debug)]
 pub struct HttpService {
     inner: Arc<Inner>,
+    /// The connection's peer, set by [`HttpService::for_peer`].
+    peer: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -53,6 +56,11 @@ struct Inner {
 /// portal's cookies are `Secure` then).
 #[derive(Debug, Clone, Copy)]
 pub struct OverTls;
+
+/// Set on every routed request: the address of the connection's peer (a proxy's, behind one;
+/// see [`crate::web::guard::Transport`] for who is believed about the client behind it).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// A hot route, recognised without the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +118,7 @@ impl HttpService {
                 router,
                 over_tls: listener == "edge_tls",
             }),
+            peer: None,
         }
     }
 
@@ -122,6 +131,15 @@ impl HttpService {
                 router,
                 over_tls: false,
             }),
+            peer: None,
+        }
+    }
+
+    /// This service for one connection from `peer`.
+    pub fn for_peer(&self, peer: std::net::SocketAddr) -> HttpService {
+        HttpService {
+            inner: self.inner.clone(),
+            peer: Some(peer),
         }
     }
 
@@ -196,6 +214,9 @@ impl HttpService {
                 let mut req = req;
                 if inner.over_tls {
                     req.extensions_mut().insert(OverTls);
+                }
+                if let Some(peer) = self.peer {
+                    req.extensions_mut().insert(Peer(peer));
                 }
                 let routed = Box::pin(inner.router.clone().oneshot(req.map(Body::new)));
                 let response =

@@ -63,8 +63,8 @@ pub enum Format {
     Discord,
 }
 
-/// Exponential backoff with equal jitter (see `dispatch::backoff`). Only [`RetryPolicy::try_new`] makes one, so every
-/// delay computed from a policy stays within a day.
+/// Exponential backoff with jitter that only adds (see `dispatch::backoff`). Only [`RetryPolicy::try_new`] makes one, so every
+/// nominal delay computed from a policy stays within a day (jitter adds up to half of it).
 // `default` on the fields tells the schema they may be left out; the values come from
 // `RetryFields`'s defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]

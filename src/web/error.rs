@@ -29,6 +29,9 @@ pub enum WebError {
     Redis(#[from] fred::error::Error),
     #[error("{0}")]
     Internal(String),
+    /// Too many failed sign-ins from this address or with this credential.
+    #[error("too many failed sign-ins; try again in {retry_after_s} s")]
+    Throttled { retry_after_s: u64 },
 }
 
 impl WebError {
@@ -45,6 +48,7 @@ impl WebError {
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

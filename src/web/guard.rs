@@ -28,30 +28,68 @@ pub struct Signed {
     pub id: String,
 }
 
-/// Whether a request reached the gateway over TLS: on the TLS listener, or (behind a proxy
-/// that terminates it) with `X-Forwarded-Proto: https`. Its cookies are `Secure` then.
+/// How a request reached the gateway: over TLS or not, and from which client. Forwarded
+/// headers (`X-Forwarded-Proto`, `X-Forwarded-For`) are believed only from a peer listed in
+/// `web.trusted_proxies`: any client can send them, and a client-sent `https` must not make a
+/// cleartext listener's cookie `Secure`, nor a made-up address dodge the sign-in throttle.
 #[derive(Debug, Clone, Copy)]
 pub struct Transport {
+    /// On the TLS listener, or forwarded as `https` by a trusted proxy: cookies are `Secure`.
     pub tls: bool,
+    /// The client's address: the peer's, or the one a trusted proxy names.
+    pub client: Option<std::net::IpAddr>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Transport {
+impl FromRequestParts<WebState> for Transport {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut http::request::Parts,
-        _: &S,
+        state: &WebState,
     ) -> Result<Transport, std::convert::Infallible> {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-        let tls = parts
+        let on_tls = parts
             .extensions
             .get::<crate::edge::service::OverTls>()
             .is_some();
+        let peer = parts
+            .extensions
+            .get::<crate::edge::service::Peer>()
+            .map(|p| p.0.ip());
+        let trusted = |ip: &std::net::IpAddr| {
+            state
+                .settings
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(ip))
+        };
+        let Some(peer) = peer.filter(|p| trusted(p)) else {
+            return Ok(Transport {
+                tls: on_tls,
+                client: peer,
+            });
+        };
+        let forwarded_tls = parts
+            .headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        // The client is the last address in the chain that is not one of our proxies: what
+        // comes before it, the client itself could have written.
+        let forwarded_for = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            .collect::<Vec<_>>();
+        let client = forwarded_for
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted(ip))
+            .unwrap_or(peer);
         Ok(Transport {
-            tls: tls || forwarded,
+            tls: on_tls || forwarded_tls,
+            client: Some(client),
         })
     }
 }

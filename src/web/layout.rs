@@ -230,7 +230,14 @@ impl IntoResponse for WebError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "page failed");
         }
-        (status, error_page(status, &self.to_string())).into_response()
+        let mut response = (status, error_page(status, &self.to_string())).into_response();
+        if let WebError::Throttled { retry_after_s } = self {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(retry_after_s),
+            );
+        }
+        response
     }
 }
 

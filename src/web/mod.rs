@@ -17,7 +17,8 @@
 //! | --- | --- |
 //! | [`state`], [`face`], [`error`] | the shared state, the two faces, the failures of a page |
 //! | [`session`] | server-side sessions in Redis, cookies, CSRF tokens |
-//! | [`guard`] | the sign-in checks and the security headers of every answer |
+//! | [`guard`] | the sign-in checks, who the client is, and the security headers of every answer |
+//! | [`throttle`] | failed sign-ins counted per address and per credential (429 past the limit) |
 //! | [`client`] | the in-process API client |
 //! | [`form`] | form bodies |
 //! | [`layout`] | the page shell and small pieces shared by pages |
@@ -34,6 +35,7 @@ pub mod layout;
 pub mod pages;
 pub mod session;
 pub mod state;
+pub mod throttle;
 
 pub use client::ApiClient;
 pub use error::WebError;
@@ -41,3 +43,4 @@ pub use face::Ui;
 pub use pages::routes::{console_routes as console, portal_routes as portal};
 pub use session::Sessions;
 pub use state::{WebSettings, WebState};
+pub use throttle::SignInThrottle;

@@ -17,6 +17,8 @@ pub struct WebState {
     /// Tenant tokens, for the portal's sign-in.
     pub auth: Arc<crate::auth::Auth>,
     pub settings: Arc<WebSettings>,
+    /// Failed sign-ins, counted across instances.
+    pub throttle: super::throttle::SignInThrottle,
 }
 
 /// The web settings, resolved once.
@@ -27,6 +29,8 @@ pub struct WebSettings {
     /// Session cookies carry `Secure` whatever the request came over: the public URL is
     /// https (a proxy in front terminates TLS). Requests on the TLS listener are marked anyway.
     pub secure_cookies: bool,
+    /// The proxies whose forwarded headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl WebSettings {
@@ -37,6 +41,8 @@ impl WebSettings {
                 .public_url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https://")),
+            // Validated with the config: a list that does not parse was refused at start.
+            trusted_proxies: web.proxies().unwrap_or_default(),
         }
     }
 }

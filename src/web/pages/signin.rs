@@ -97,11 +97,13 @@ pub async fn submit(
         return Err(WebError::Csrf);
     }
     let token = form.get("token");
+    let face = face_name(ui);
+    throttled(&state, face, transport, token).await?;
     let principal = match ui {
         Ui::Console => {
             let admin = state.api.admin_token();
             if token.is_empty() || !secrets_equal(token.as_bytes(), admin.expose().as_bytes()) {
-                tracing::info!("console sign-in refused");
+                refused(&state, face, transport, token).await?;
                 return render_form(&state, ui, transport, Some("That is not the admin token."));
             }
             Principal::Operator {
@@ -121,7 +123,7 @@ pub async fn submit(
                 });
             }
             Err(_) => {
-                tracing::info!("portal sign-in refused");
+                refused(&state, face, transport, token).await?;
                 return render_form(
                     &state,
                     ui,
@@ -132,6 +134,50 @@ pub async fn submit(
         },
     };
     start(&state, &headers, transport, ui, principal).await
+}
+
+/// The face's name in throttle keys and logs.
+fn face_name(ui: Ui) -> &'static str {
+    match ui {
+        Ui::Console => "console",
+        Ui::Portal => "portal",
+    }
+}
+
+/// Refuses a sign-in (`429`) while the client's address or the credential has used up its
+/// failures of the minute.
+async fn throttled(
+    state: &WebState,
+    face: &'static str,
+    transport: Transport,
+    credential: &str,
+) -> Result<(), WebError> {
+    match state
+        .throttle
+        .refuses(face, transport.client, credential)
+        .await?
+    {
+        None => Ok(()),
+        Some(retry_after_s) => {
+            tracing::warn!(face, client = ?transport.client, retry_after_s, "sign-in throttled after repeated failures");
+            Err(WebError::Throttled { retry_after_s })
+        }
+    }
+}
+
+/// Counts and logs a failed sign-in (the address, never the credential).
+async fn refused(
+    state: &WebState,
+    face: &'static str,
+    transport: Transport,
+    credential: &str,
+) -> Result<(), WebError> {
+    tracing::warn!(face, client = ?transport.client, "sign-in refused: wrong credential");
+    state
+        .throttle
+        .failed(face, transport.client, credential)
+        .await?;
+    Ok(())
 }
 
 /// Opens a session for `principal` (ending the one the browser had, if any) and goes to the
@@ -169,8 +215,10 @@ pub async fn enter_link(
     transport: Transport,
     Path(link): Path<String>,
 ) -> Result<Response, WebError> {
+    throttled(&state, "portal_link", transport, &link).await?;
     let opened = state.store.open_portal_link(&link).await?;
     let Some(link) = opened else {
+        refused(&state, "portal_link", transport, &link).await?;
         return Err(WebError::Api {
             status: http::StatusCode::FORBIDDEN,
             code: "invalid_portal_link".into(),
