@@ -235,6 +235,22 @@ pub async fn run(
         &writers,
         stop_writers.clone(),
     );
+    match store.index_external_ids_normalised().await {
+        Ok((0, 0)) => {}
+        Ok((moved, clashes)) => {
+            tracing::info!(
+                moved,
+                clashes,
+                "tenants' external ids indexed in their normalised form"
+            )
+        }
+        Err(e) => {
+            return Err(StartError::Prepare {
+                what: "indexing external ids",
+                cause: Box::new(e),
+            });
+        }
+    }
     apply_declared(&config, &store, &watches).await?;
     ensure_groups(&redis, &keys, config.queue.shards)
         .await

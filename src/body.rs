@@ -61,6 +61,13 @@ where
     let mut buf: Option<BytesMut> = None;
     let mut len: u64 = 0;
     loop {
+        // What the body declares (its chunks so far, see `edge::framing`) may already be
+        // more than the cap, before the bytes that would exceed it arrive.
+        if http_body::Body::size_hint(&body).lower() > limits.max_bytes {
+            return Err(BodyError::TooLarge {
+                limit: limits.max_bytes,
+            });
+        }
         // Small bodies are usually in the socket buffer already: take a frame that is ready
         // without arming a timer, and only wait (with the deadlines) when none is.
         let next = match body.frame().now_or_never() {
@@ -134,6 +141,7 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Js
     } else {
         bytes
     };
+    refuse_duplicate_keys(bytes)?;
     // The path names the field at fault (`mode: unknown variant…`), not just a column.
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -164,6 +172,84 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Js
     de.end()
         .map_err(|e| JsonError::Syntax(format!("invalid JSON body: {e}")))?;
     Ok(value)
+}
+
+/// The first key found twice in one object of a JSON document, at any depth (`None` when
+/// there is none; a document that is not JSON is left to the caller's parser). Parsers
+/// disagree on which of two equal keys counts: serde keeps the last, others the first, so a
+/// document a JSON pointer or a filter reads (an event type, a status) could route one way
+/// here and mean another to its receiver. Keys compare unescaped: `"a"` and `"\u0061"` are one.
+pub fn duplicate_key(bytes: &[u8]) -> Option<String> {
+    use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use std::borrow::Cow;
+    use std::collections::HashSet;
+
+    /// Visits a document, remembering the first repeated key.
+    struct Scan<'s>(&'s mut Option<String>);
+
+    impl<'de> DeserializeSeed<'de> for Scan<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Scan<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if self.0.is_none() && seen.contains(&key) {
+                    *self.0 = Some(key.into_owned());
+                } else {
+                    seen.insert(key);
+                }
+                map.next_value_seed(Scan(&mut *self.0))?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Scan(&mut *self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // Deeply nested documents are refused by serde_json's recursion limit, as by the parse.
+    let _ = Scan(&mut found).deserialize(&mut de);
+    found
+}
+
+/// Refuses a JSON document that holds a key twice in one object (see [`duplicate_key`]).
+pub fn refuse_duplicate_keys(bytes: &[u8]) -> Result<(), JsonError> {
+    match duplicate_key(bytes) {
+        None => Ok(()),
+        Some(key) => Err(JsonError::Syntax(format!(
+            "invalid JSON body: the key {key:?} appears twice in one object; readers disagree on which one counts, so it is refused"
+        ))),
+    }
 }
 
 /// Why a JSON body was not decoded.
@@ -203,6 +289,31 @@ mod tests {
                 .into_iter()
                 .map(|p| Ok(Frame::data(Bytes::from_static(p)))),
         ))
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_at_any_depth_and_unescaped() {
+        assert_eq!(
+            duplicate_key(br#"{"type":"a","type":"b"}"#).as_deref(),
+            Some("type")
+        );
+        assert_eq!(
+            duplicate_key(br#"{"t":"a","\u0074":"b"}"#).as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            duplicate_key(br#"[{"x":{"y":[1,{"k":1,"k":2}]}}]"#).as_deref(),
+            Some("k")
+        );
+        assert_eq!(
+            duplicate_key(br#"{"a":{"k":1},"b":{"k":1}}"#),
+            None,
+            "same key in two objects"
+        );
+        assert_eq!(duplicate_key(br#"{"a":1,"A":2}"#), None);
+        assert_eq!(duplicate_key(b"not json"), None);
+        let r = decode_json::<serde_json::Value>(br#"{"status":"up","status":"down"}"#);
+        assert!(matches!(r, Err(JsonError::Syntax(m)) if m.contains("\"status\" appears twice")));
     }
 
     #[tokio::test]

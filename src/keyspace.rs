@@ -7,7 +7,8 @@
 //! | --- | --- | --- |
 //! | `P:{m}:tenant:<id>` | hash | a tenant: `name`, `ext` (sealed external id), `active`, `rl_ps`, `rl_burst`, `created_at`, `updated_at`, `origin` |
 //! | `P:{m}:tenants` | sorted set (score 0) | every tenant id, listed in lexical order (ids sort by creation) |
-//! | `P:{m}:tenant_ext:<blind>` | string | tenant id by keyed hash of its external id (unique) |
+//! | `P:{m}:tenant_ext:<blind>` | string | tenant id by keyed hash of its external id in its normalised form (unique); entries of earlier versions hash the text as sent |
+//! | `P:{m}:upgrade:<name>` | string | a one-time upgrade of stored data that has run (`external_id_index_nfkc_cf`) |
 //! | `P:{m}:token:<hash>` | hash | a token by HMAC of its text: `tenant`, `id`, `created_at` |
 //! | `P:{m}:tenant_tokens:<id>` | hash | a tenant's tokens: token id → token hash |
 //! | `P:{q<n>}:events` | stream | shard `n` of the event queue; consumer group [`DISPATCH_GROUP`] |
@@ -97,6 +98,11 @@ impl Keyspace {
 
     pub fn tenants(&self) -> String {
         format!("{}:{{m}}:tenants", self.prefix)
+    }
+
+    /// The marker of a one-time upgrade of stored data that has run.
+    pub fn upgrade_done(&self, name: &str) -> String {
+        format!("{}:{{m}}:upgrade:{name}", self.prefix)
     }
 
     pub fn tenant_by_external_id(&self, blind: &str) -> String {

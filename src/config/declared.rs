@@ -158,12 +158,13 @@ fn default_true() -> bool {
     true
 }
 
-/// A declared id (`<key>.id`), not declared before in `seen`.
-fn unique<'a>(key: &str, id: &'a str, seen: &mut HashSet<&'a str>) -> Result<(), ConfigError> {
-    if !seen.insert(id) {
+/// A declared id (`<key>.id`), not declared before in `seen`, whatever the case: `acme` and
+/// `ACME` would read as one tenant to a person and as two to Redis.
+fn unique(key: &str, id: &str, seen: &mut HashSet<String>) -> Result<(), ConfigError> {
+    if !seen.insert(id.to_ascii_lowercase()) {
         return Err(invalid(
             &format!("{key}.id"),
-            format!("`{id}` is declared twice"),
+            format!("`{id}` is declared twice (ids compare without case)"),
         ));
     }
     Ok(())
@@ -193,7 +194,7 @@ pub(super) fn validate(tenants: &[TenantDecl], allow_private: bool) -> Result<()
         let key = format!("tenants[{i}]");
         unique(&key, t.id.as_str(), &mut ids)?;
         if let Some(ext) = &t.external_id {
-            if !external_ids.insert(ext.as_str()) {
+            if !external_ids.insert(ext.key()) {
                 return Err(invalid(
                     &format!("{key}.external_id"),
                     "is declared for two tenants",

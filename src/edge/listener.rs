@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::framing::{BodyWatch, Framed};
 use super::service::HttpService;
 use crate::telemetry;
 
@@ -197,13 +198,17 @@ struct Connection {
 impl Connection {
     async fn run(&self, stream: TcpStream, peer: SocketAddr) {
         let first_byte = self.spec.http.header_read_timeout;
+        let max_head = self.spec.http.max_header_bytes.max(MIN_H1_BUFFER);
+        let watch = Arc::new(BodyWatch::default());
+        // The framing reader sits under the first-byte deadline: a first head it holds back
+        // until complete still counts against that deadline, so a trickled head times out.
         match &self.spec.tls {
             None => {
-                self.serve_http(
-                    TokioIo::new(FirstByteDeadline::new(stream, first_byte)),
-                    peer,
-                )
-                .await
+                let framed = FirstByteDeadline::new(
+                    Framed::new(stream, max_head, watch.clone()),
+                    first_byte,
+                );
+                self.serve_http(TokioIo::new(framed), peer, watch).await
             }
             Some(acceptor) => {
                 let handshake = tokio::select! {
@@ -212,8 +217,11 @@ impl Connection {
                 };
                 match handshake {
                     Ok(Ok(tls)) => {
-                        self.serve_http(TokioIo::new(FirstByteDeadline::new(tls, first_byte)), peer)
-                            .await
+                        let framed = FirstByteDeadline::new(
+                            Framed::new(tls, max_head, watch.clone()),
+                            first_byte,
+                        );
+                        self.serve_http(TokioIo::new(framed), peer, watch).await
                     }
                     Ok(Err(e)) => {
                         telemetry::connection_rejected(self.spec.name, "tls_error");
@@ -228,13 +236,13 @@ impl Connection {
         }
     }
 
-    async fn serve_http<I>(&self, io: TokioIo<I>, peer: SocketAddr)
+    async fn serve_http<I>(&self, io: TokioIo<I>, peer: SocketAddr, watch: Arc<BodyWatch>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let conn = self
             .builder
-            .serve_connection(io, self.service.for_peer(peer));
+            .serve_connection(io, self.service.for_connection(peer, watch));
         tokio::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,

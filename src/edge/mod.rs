@@ -10,6 +10,7 @@
 //! What the routes do is [`crate::ingest`]'s and [`crate::api`]'s; request bodies are read
 //! within bounds by [`crate::body`].
 
+pub mod framing;
 pub mod listener;
 pub mod observe;
 pub mod service;

@@ -25,6 +25,7 @@ use std::panic::AssertUnwindSafe;
 use axum::response::IntoResponse;
 use futures_util::FutureExt;
 
+use super::framing::{BodyWatch, WatchedBody};
 use super::observe;
 use crate::error::ApiError;
 use crate::ingest::IngestState;
@@ -36,8 +37,10 @@ use crate::telemetry;
 #[derive(Clone, Debug)]
 pub struct HttpService {
     inner: Arc<Inner>,
-    /// The connection's peer, set by [`HttpService::for_peer`].
+    /// The connection's peer, set by [`HttpService::for_connection`].
     peer: Option<std::net::SocketAddr>,
+    /// What the connection's framing says of the body being read.
+    watch: Option<Arc<BodyWatch>>,
 }
 
 #[derive(Debug)]
@@ -119,6 +122,7 @@ impl HttpService {
                 over_tls: listener == "edge_tls",
             }),
             peer: None,
+            watch: None,
         }
     }
 
@@ -132,14 +136,17 @@ impl HttpService {
                 over_tls: false,
             }),
             peer: None,
+            watch: None,
         }
     }
 
-    /// This service for one connection from `peer`.
-    pub fn for_peer(&self, peer: std::net::SocketAddr) -> HttpService {
+    /// This service for one connection from `peer`, whose framing reader publishes what the
+    /// bodies declare in `watch`.
+    pub fn for_connection(&self, peer: std::net::SocketAddr, watch: Arc<BodyWatch>) -> HttpService {
         HttpService {
             inner: self.inner.clone(),
             peer: Some(peer),
+            watch: Some(watch),
         }
     }
 
@@ -200,8 +207,12 @@ impl HttpService {
                 // The handlers' futures are large: boxed once here, every layer around them
                 // (span, request id scope, panic guard, hyper's own) moves a pointer instead
                 // of copying kilobytes per request.
+                let watch = self.watch.clone();
                 let serve: Pin<Box<dyn Future<Output = Response> + Send + '_>> = match hot {
-                    Hot::Event => Box::pin(crate::ingest::events::post_event(edge, req)),
+                    Hot::Event => Box::pin(crate::ingest::events::post_event(
+                        edge,
+                        req.map(|b| WatchedBody::new(b, watch)),
+                    )),
                     Hot::Heartbeat | Hot::JobSignal => Box::pin(async move {
                         heartbeats::beat_hot(push, req.uri().path(), req.headers()).await
                     }),
@@ -218,7 +229,13 @@ impl HttpService {
                 if let Some(peer) = self.peer {
                     req.extensions_mut().insert(Peer(peer));
                 }
-                let routed = Box::pin(inner.router.clone().oneshot(req.map(Body::new)));
+                let watch = self.watch.clone();
+                let routed = Box::pin(
+                    inner
+                        .router
+                        .clone()
+                        .oneshot(req.map(|b| Body::new(WatchedBody::new(b, watch)))),
+                );
                 let response =
                     match telemetry::with_request_id(request_id.clone(), routed.instrument(span))
                         .await
@@ -232,17 +249,58 @@ impl HttpService {
     }
 }
 
-/// Why an HTTP/1.1 request's `Host` is unacceptable: RFC 9112 §3.2 asks for a 400 when it is
-/// missing or repeated. (HTTP/1.0 may omit it; HTTP/2 carries `:authority` instead.)
+/// Why a request's `Host` is unacceptable: RFC 9112 §3.2 asks for a 400 when an HTTP/1.1
+/// request has none, has two, or has one that is not `uri-host [":" port]` (RFC 3986: no
+/// spaces, no user info). HTTP/1.0 may omit it; HTTP/2 carries `:authority`, which hyper checks.
 fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
-    if req.version() != http::Version::HTTP_11 {
+    if req.version() > http::Version::HTTP_11 {
         return None;
     }
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (None, _) => Some("an HTTP/1.1 request needs a Host header"),
+        (None, _) if req.version() == http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request needs a Host header")
+        }
+        (None, _) => None,
         (Some(_), Some(_)) => Some("a request may carry one Host header only"),
+        (Some(host), None) if !is_uri_host(host.as_bytes()) => {
+            Some("the Host header is not a host name or address with an optional port")
+        }
         (Some(_), None) => None,
+    }
+}
+
+/// Whether `value` is `uri-host [":" port]` (RFC 3986 §3.2.2–3.2.3), or empty (RFC 9112
+/// allows an empty Host for targets without an authority).
+fn is_uri_host(value: &[u8]) -> bool {
+    if value.is_empty() {
+        return true;
+    }
+    let (host, port) = match value.iter().rposition(|b| *b == b':') {
+        // An IPv6 literal holds colons of its own: the port follows its `]`.
+        Some(at) if !value.starts_with(b"[") || value[..at].ends_with(b"]") => {
+            (&value[..at], Some(&value[at + 1..]))
+        }
+        _ => (value, None),
+    };
+    if port.is_some_and(|p| p.len() > 5 || !p.iter().all(u8::is_ascii_digit)) {
+        return false;
+    }
+    match host {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty()
+                && inner
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'))
+        }
+        _ => {
+            !host.is_empty()
+                && host.iter().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        // unreserved, sub-delims and pct-encoded: what a reg-name may hold
+                        || b"-._~!$&'()*+,;=%".contains(b)
+                })
+        }
     }
 }
 
@@ -289,6 +347,33 @@ mod tests {
         assert!(hot_route(&Method::GET, "/v1/monitors/mt_x/heartbeat/a/b").is_none());
         assert!(hot_route(&Method::GET, "/v1/monitors//heartbeat").is_none());
         assert!(hot_route(&Method::GET, "/v1/monitors/a/b/heartbeat").is_none());
+    }
+
+    #[test]
+    fn hosts_are_checked_against_rfc_3986() {
+        for ok in [
+            &b"example.com"[..],
+            b"example.com:8443",
+            b"127.0.0.1:80",
+            b"[::1]:8080",
+            b"[2001:db8::1]",
+            b"xn--bcher-kva.example",
+            b"",
+        ] {
+            assert!(is_uri_host(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"a b"[..],
+            b"user@example.com",
+            b"example.com:http",
+            b"example.com:123456",
+            b"[::1",
+            b"ex\\ample.com",
+            b"exa\"mple.com",
+            b":80",
+        ] {
+            assert!(!is_uri_host(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -283,9 +283,20 @@ fn event_type(
             .get(h.as_str())
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_owned()),
-        EventTypeRule::JsonPointer(p) => serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v.pointer(p).and_then(|t| t.as_str()).map(str::to_owned)),
+        EventTypeRule::JsonPointer(p) => {
+            // The receiver reads the same body: a key it could read differently is refused.
+            if let Some(key) = crate::body::duplicate_key(body) {
+                return Err(ApiError::bad_request(
+                    "duplicate_key",
+                    format!(
+                        "the body holds the key {key:?} twice in one object, so its event type is ambiguous"
+                    ),
+                ));
+            }
+            serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.pointer(p).and_then(|t| t.as_str()).map(str::to_owned))
+        }
     };
     found
         .and_then(|t| EventType::parse(&t).ok())

@@ -325,6 +325,88 @@ mod tests {
     }
 
     #[test]
+    fn external_ids_compare_normalised_and_refuse_lookalikes() {
+        let key = |t: &str| ExternalId::parse(t).map(|e| e.key());
+        let acme = key("acme").ok();
+        assert_eq!(key("ACME").ok(), acme);
+        assert_eq!(key("ａｃｍｅ").ok(), acme, "fullwidth");
+        assert_eq!(key("Straße").ok(), key("STRASSE").ok(), "full case folding");
+        assert_eq!(
+            key("acm\u{e9}").ok(),
+            key("acme\u{301}").ok(),
+            "NFC and NFD"
+        );
+        assert_ne!(key("acme-1").ok(), acme);
+        for invisible in [
+            "acme\u{200B}",
+            "ac\u{200D}me",
+            "\u{202E}emca",
+            "acme\u{2066}",
+            "\u{FEFF}acme",
+        ] {
+            assert!(ExternalId::parse(invisible).is_err(), "{invisible:?}");
+        }
+        assert!(
+            ExternalId::parse("a\u{441}me").is_err(),
+            "Latin with a Cyrillic с"
+        );
+        assert!(
+            ExternalId::parse("\u{430}\u{441}\u{43c}\u{435}").is_ok(),
+            "all Cyrillic is one script"
+        );
+        assert!(
+            ExternalId::parse("acme \u{41c}\u{43e}\u{441}\u{43a}\u{432}\u{430}").is_ok(),
+            "two words, two scripts"
+        );
+        assert!(ExternalId::parse("12.345.678/0001-90").is_ok());
+        // What earlier versions stored still reads.
+        assert!(ExternalId::stored("acme\u{200B}").is_ok());
+    }
+
+    #[test]
+    fn names_refuse_bidirectional_controls_and_invisible_characters() {
+        for bad in [
+            "a\u{202E}b",
+            "a\u{2066}b",
+            "a\u{200B}b",
+            "a\u{FEFF}",
+            "a\u{2060}b",
+            "\u{200E}a",
+        ] {
+            assert!(Name::parse(bad).is_err(), "{bad:?}");
+            assert!(Name::stored(bad).is_ok(), "{bad:?} as stored before");
+        }
+        // Joiners belong to scripts and emoji sequences.
+        assert!(Name::parse("\u{645}\u{6cc}\u{200C}\u{62e}\u{648}\u{627}\u{647}\u{645}").is_ok());
+        assert!(Name::parse("\u{1F469}\u{200D}\u{1F4BB} team").is_ok());
+        let pattern = name_pattern();
+        assert!(pattern.contains(r"\u202A-\u202E") && pattern.contains(r"\u2066-\u2069"));
+    }
+
+    #[test]
+    fn refused_class_matches_rust_rules() {
+        // The schema's class (CONTROL) must hold exactly the characters `is_refused` refuses.
+        let listed = |c: char| {
+            let u = c as u32;
+            u <= 0x1f
+                || (0x7f..=0x9f).contains(&u)
+                || [
+                    0xAD, 0x61C, 0x115F, 0x1160, 0x180E, 0x200B, 0x200E, 0x200F, 0x3164, 0xFEFF,
+                    0xFFA0,
+                ]
+                .contains(&u)
+                || (0x202A..=0x202E).contains(&u)
+                || (0x2060..=0x2064).contains(&u)
+                || (0x2066..=0x2069).contains(&u)
+        };
+        for u in 0..=0x10FFFFu32 {
+            if let Some(c) = char::from_u32(u) {
+                assert_eq!(listed(c), is_refused(c), "U+{u:04X}");
+            }
+        }
+    }
+
+    #[test]
     fn blank_class_matches_rust_rules() {
         // The schema's blank class must hold exactly the characters `is_blank` refuses.
         let listed = |c: char| {

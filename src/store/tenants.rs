@@ -16,7 +16,13 @@ use crate::model::{
 use crate::scripts::{self, CREATE_TENANT, DELETE_TENANT, UPDATE_TENANT};
 
 /// Blind-index domain of external ids.
-const EXT_DOMAIN: &str = "tenant_external_id";
+/// Blind-index domain of external ids in their normalised form ([`ExternalId::key`]): `ACME`,
+/// `acme` and fullwidth `ａｃｍｅ` are one index entry, so one tenant.
+const EXT_DOMAIN: &str = "tenant_external_id_nfkc_cf";
+/// Blind-index domain of external ids as earlier versions indexed them (the text as sent).
+/// A tenant indexed so is found through it until [`Store::index_external_ids_normalised`]
+/// moves it.
+const EXT_DOMAIN_RAW: &str = "tenant_external_id";
 
 /// A tenant as the store holds it, external id opened.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +63,7 @@ impl Store {
     }
 
     fn blind_ext(&self, ext: Option<&ExternalId>) -> String {
-        ext.map(|e| self.crypto.blind_index(EXT_DOMAIN, e.as_str()))
+        ext.map(|e| self.crypto.blind_index(EXT_DOMAIN, &e.key()))
             .unwrap_or_default()
     }
 
@@ -191,11 +197,19 @@ impl Store {
         &self,
         ext: &ExternalId,
     ) -> Result<Option<TenantRecord>, StoreError> {
-        let idx = self.crypto.blind_index(EXT_DOMAIN, ext.as_str());
-        let id: Option<String> = self
+        let mut idx = self.blind_ext(Some(ext));
+        let mut id: Option<String> = self
             .redis
             .get(self.keys.tenant_by_external_id(&idx))
             .await?;
+        if id.is_none() {
+            // Indexed by an earlier version, and not moved yet (or in conflict with another).
+            idx = self.crypto.blind_index(EXT_DOMAIN_RAW, ext.as_str());
+            id = self
+                .redis
+                .get(self.keys.tenant_by_external_id(&idx))
+                .await?;
+        }
         match id.map(|id| TenantId::parse(&id)) {
             Some(Ok(id)) => self.tenant(&id).await,
             Some(Err(e)) => Err(StoreError::Corrupt {
@@ -204,6 +218,47 @@ impl Store {
             }),
             None => Ok(None),
         }
+    }
+
+    /// Moves the external-id index entries of tenants written by earlier versions (over the
+    /// text as sent) to the normalised index, once per deployment (a marker key remembers it
+    /// is done). Two tenants whose ids normalise alike cannot both move: the first keeps the
+    /// id, the other keeps its old entry (it stays findable) and is logged. Answers how many
+    /// moved and how many could not.
+    pub async fn index_external_ids_normalised(&self) -> Result<(usize, usize), StoreError> {
+        let marker = self.keys.upgrade_done("external_id_index_nfkc_cf");
+        if self.redis.exists::<i64, _>(&marker).await? > 0 {
+            return Ok((0, 0));
+        }
+        let (mut moved, mut clashes) = (0, 0);
+        let mut after: Option<TenantId> = None;
+        loop {
+            let (page, more) = self.list_tenants(after.as_ref(), 500).await?;
+            for t in &page {
+                let Some(ext) = &t.external_id else { continue };
+                if t.ext_idx == self.blind_ext(Some(ext)) {
+                    continue;
+                }
+                let patch = TenantPatch {
+                    external_id: Some(Some(ext.clone())),
+                    ..TenantPatch::default()
+                };
+                match self.update_tenant(&t.id, &patch).await {
+                    Ok(_) => moved += 1,
+                    Err(StoreError::Conflict(_)) => {
+                        clashes += 1;
+                        tracing::warn!(tenant = %t.id, "this tenant's external id equals another tenant's once normalised (case, width, composition); it keeps its old index entry: give one of them a new external id");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            after = page.last().map(|t| t.id.clone());
+            if !more || after.is_none() {
+                break;
+            }
+        }
+        let _: () = self.redis.set(&marker, 1, None, None, false).await?;
+        Ok((moved, clashes))
     }
 
     /// Up to `limit` tenants with ids after `after`, in id order, and whether more follow.

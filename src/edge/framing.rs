@@ -1,0 +1,718 @@
+//! A thin reader of HTTP/1 framing in front of hyper, for what hyper does not let us see.
+//!
+//! hyper parses requests itself and offers no hook into two of its answers, so without this
+//! layer:
+//! - a request head it cannot parse (or one past `edge.max_header_bytes`) is answered `400`
+//!   (`431`) with an empty body, not the contract's JSON error;
+//! - a chunked body that *declares* more than any cap (a chunk size of `7FFFFFFFFFFFFFFF`)
+//!   is read until the body deadline, because the declared size is hyper's alone.
+//!
+//! [`Framed`] wraps a connection's byte stream (inside TLS) and follows its HTTP/1 framing as
+//! the bytes go by: heads (parsed with httparse, hyper's own parser, and hyper's rules for
+//! `Content-Length` and `Transfer-Encoding`), fixed-length bodies, chunk-size lines and
+//! trailers. It changes nothing it reads, with two exceptions:
+//! - the **first** head of a connection is held until it is complete; if it cannot be parsed
+//!   (or is too large), the JSON error is written here and hyper sees the connection end
+//!   before any request. Later heads on a keep-alive connection pass at once, and a malformed
+//!   one gets hyper's empty answer: by then a response may be on the wire, and nothing may be
+//!   written between its bytes;
+//! - the running total of a chunked body's declared sizes is published in the connection's
+//!   [`BodyWatch`]; each request body is wrapped in a [`WatchedBody`], whose size hint carries
+//!   that total, so [`crate::body::read`] refuses the body (`413`) the moment a chunk-size line
+//!   declares more than its cap.
+//!
+//! Anything it does not follow with certainty (an HTTP/2 preface, an upgrade or `CONNECT`, a
+//! framing error hyper will refuse anyway) turns it off for the rest of the connection: it
+//! then passes bytes through untouched, exactly as before it existed.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Most headers a head may have (hyper's `max_headers` on our listeners).
+pub const MAX_HEADERS: usize = 128;
+/// Longest request target hyper takes (`414` beyond).
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+/// The HTTP/2 connection preface's first bytes.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// What the framing says of the body being read on a connection: the sizes its chunks have
+/// declared so far. Shared by the connection's [`Framed`] reader and its requests' bodies.
+#[derive(Debug, Default)]
+pub struct BodyWatch {
+    declared: AtomicU64,
+    /// The body waiting for more: woken when a chunk declares more.
+    waker: AtomicWaker,
+}
+
+impl BodyWatch {
+    /// Bytes the current body's chunks have declared so far.
+    pub fn declared(&self) -> u64 {
+        self.declared.load(Ordering::Acquire)
+    }
+
+    fn set(&self, total: u64) {
+        self.declared.store(total, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// A request body that reports the size its chunks declared ([`BodyWatch`]) as the lower
+/// bound of its size hint, and yields an empty frame when that grows, so its reader can refuse
+/// it at once instead of waiting for bytes that would be too many.
+#[derive(Debug)]
+pub struct WatchedBody<B> {
+    inner: B,
+    watch: Option<Arc<BodyWatch>>,
+    /// The declared total when the reader last heard of it.
+    told: u64,
+}
+
+impl<B> WatchedBody<B> {
+    pub fn new(inner: B, watch: Option<Arc<BodyWatch>>) -> WatchedBody<B> {
+        WatchedBody {
+            inner,
+            watch,
+            told: 0,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for WatchedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                let Some(watch) = &this.watch else {
+                    return Poll::Pending;
+                };
+                watch.waker.register(cx.waker());
+                let declared = watch.declared();
+                if declared > this.told {
+                    this.told = declared;
+                    // Nothing arrived, but more was declared: let the reader look.
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::new()))));
+                }
+                Poll::Pending
+            }
+            ready => ready,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.inner.size_hint();
+        let declared = self.watch.as_ref().map_or(0, |w| w.declared());
+        if declared > hint.lower() {
+            match hint.upper() {
+                Some(upper) if upper < declared => {}
+                _ => hint.set_lower(declared),
+            }
+        }
+        hint
+    }
+}
+
+/// Where the reader stands in the connection's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// In a request head (`first`: the connection's first, held until complete).
+    Head { first: bool },
+    /// In a body of this many bytes still to come.
+    Length(u64),
+    /// In a chunk-size line: the size so far, whether a digit came, whether past the digits.
+    ChunkSize { size: u64, digits: bool, done: bool },
+    /// In a chunk's data, this many bytes still to come.
+    ChunkData(u64),
+    /// After a chunk's data: its CR and LF.
+    ChunkEnd { cr: bool },
+    /// In the trailers after the last chunk: the current line's length so far.
+    Trailers { line: usize },
+    /// Not following (HTTP/2, an upgrade, a framing error hyper refuses): bytes pass as they are.
+    Off,
+}
+
+/// The first head could not be taken: the answer written instead of hyper's.
+#[derive(Debug)]
+struct Refusal {
+    answer: Vec<u8>,
+    written: usize,
+}
+
+/// A connection's byte stream, its HTTP/1 framing followed (see the module's documentation).
+#[derive(Debug)]
+pub struct Framed<I> {
+    io: I,
+    at: At,
+    /// The head bytes seen so far, when a head spans reads (and the whole first head).
+    head: Vec<u8>,
+    /// The first head, complete, still to hand to hyper from this offset.
+    release: Option<usize>,
+    refusal: Option<Refusal>,
+    /// The current body's declared chunk sizes, summed.
+    declared: u64,
+    /// Largest head (`431` beyond).
+    max_head: usize,
+    watch: Arc<BodyWatch>,
+}
+
+impl<I> Framed<I> {
+    pub fn new(io: I, max_head: usize, watch: Arc<BodyWatch>) -> Framed<I> {
+        Framed {
+            io,
+            at: At::Head { first: true },
+            head: Vec::new(),
+            release: None,
+            refusal: None,
+            declared: 0,
+            max_head,
+            watch,
+        }
+    }
+
+    /// Follows `bytes`, which hyper reads now (for the first head: which arrived).
+    fn follow(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.at {
+                At::Off => return,
+                At::Head { first } => {
+                    // A later head wholly within this read is parsed where it lies; the first
+                    // one, and any that spans reads, is gathered in `head`.
+                    let start = self.head.len();
+                    let gathered = first || start > 0;
+                    let read = if gathered {
+                        self.head.extend_from_slice(bytes);
+                        parse_head(&self.head, self.max_head)
+                    } else {
+                        parse_head(bytes, self.max_head)
+                    };
+                    match read {
+                        HeadRead::Partial => {
+                            if first && self.head.starts_with(H2_PREFACE) {
+                                self.release = Some(0);
+                                self.at = At::Off;
+                            } else if !gathered {
+                                self.head.extend_from_slice(bytes);
+                            }
+                            return;
+                        }
+                        HeadRead::Complete { len, body } => {
+                            bytes = &bytes[(len - start).min(bytes.len())..];
+                            if first {
+                                // Everything held goes to hyper, the body's first bytes too.
+                                self.release = Some(0);
+                            } else {
+                                self.head.clear();
+                            }
+                            self.start_body(body);
+                        }
+                        HeadRead::Refused(status, message) => {
+                            self.at = At::Off;
+                            if first && self.head.starts_with(H2_PREFACE) {
+                                self.release = Some(0);
+                            } else if first {
+                                self.refusal = Some(Refusal {
+                                    answer: error_answer(status, message),
+                                    written: 0,
+                                });
+                                self.head.clear();
+                            } else {
+                                // hyper answers it, with an empty body: see the module's doc.
+                                self.head.clear();
+                            }
+                            return;
+                        }
+                    }
+                }
+                At::Length(n) => {
+                    let take = (bytes.len() as u64).min(n);
+                    bytes = &bytes[take as usize..];
+                    self.at = if n == take {
+                        At::Head { first: false }
+                    } else {
+                        At::Length(n - take)
+                    };
+                }
+                At::ChunkSize { size, digits, done } => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    self.at = match (b, done) {
+                        (b'\n', _) if digits => {
+                            self.declared = self.declared.saturating_add(size);
+                            self.watch.set(self.declared);
+                            if size == 0 {
+                                At::Trailers { line: 0 }
+                            } else {
+                                At::ChunkData(size)
+                            }
+                        }
+                        (_, false) if b.is_ascii_hexdigit() => {
+                            let digit = u64::from((b as char).to_digit(16).unwrap_or(0));
+                            match size.checked_mul(16).and_then(|s| s.checked_add(digit)) {
+                                Some(size) => At::ChunkSize {
+                                    size,
+                                    digits: true,
+                                    done: false,
+                                },
+                                // hyper refuses the overflow too.
+                                None => At::Off,
+                            }
+                        }
+                        // Extensions, white space and the CR before the LF.
+                        (b'\n', _) => At::Off,
+                        (_, _) if digits => At::ChunkSize {
+                            size,
+                            digits,
+                            done: true,
+                        },
+                        _ => At::Off,
+                    };
+                }
+                At::ChunkData(n) => {
+                    let take = (bytes.len() as u64).min(n);
+                    bytes = &bytes[take as usize..];
+                    self.at = if n == take {
+                        At::ChunkEnd { cr: false }
+                    } else {
+                        At::ChunkData(n - take)
+                    };
+                }
+                At::ChunkEnd { cr } => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    self.at = match (b, cr) {
+                        (b'\r', false) => At::ChunkEnd { cr: true },
+                        (b'\n', true) => At::ChunkSize {
+                            size: 0,
+                            digits: false,
+                            done: false,
+                        },
+                        _ => At::Off,
+                    };
+                }
+                At::Trailers { line } => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    self.at = match b {
+                        b'\n' if line == 0 => At::Head { first: false },
+                        b'\n' => At::Trailers { line: 0 },
+                        b'\r' => At::Trailers { line },
+                        _ => At::Trailers { line: line + 1 },
+                    };
+                }
+            }
+        }
+    }
+
+    fn start_body(&mut self, body: BodyKind) {
+        self.declared = 0;
+        self.watch.set(0);
+        self.at = match body {
+            BodyKind::Empty => At::Head { first: false },
+            BodyKind::Length(n) => At::Length(n),
+            BodyKind::Chunked => At::ChunkSize {
+                size: 0,
+                digits: false,
+                done: false,
+            },
+            BodyKind::Unknown => At::Off,
+        };
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Framed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            // The first head could not be taken: answer it, then end the connection.
+            if let Some(refusal) = &mut this.refusal {
+                while refusal.written < refusal.answer.len() {
+                    match Pin::new(&mut this.io).poll_write(cx, &refusal.answer[refusal.written..])
+                    {
+                        Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                        Poll::Ready(Ok(n)) => refusal.written += n,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                return match Pin::new(&mut this.io).poll_flush(cx) {
+                    Poll::Ready(_) => Poll::Ready(Ok(())),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            // The first head, complete: handed over (with what came after it) before anything
+            // new is read.
+            if let Some(from) = this.release {
+                let rest = &this.head[from..];
+                let n = rest.len().min(buf.remaining());
+                buf.put_slice(&rest[..n]);
+                if from + n >= this.head.len() {
+                    this.release = None;
+                    this.head = Vec::new();
+                } else {
+                    this.release = Some(from + n);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let holding = matches!(this.at, At::Head { first: true });
+            if !holding {
+                let before = buf.filled().len();
+                let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+                if let Poll::Ready(Ok(())) = polled {
+                    this.follow(&buf.filled()[before..]);
+                }
+                return polled;
+            }
+            // Holding the first head: read into our own buffer until it is complete.
+            let mut chunk = [0u8; 4096];
+            let mut own = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.io).poll_read(cx, &mut own) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if own.filled().is_empty() => {
+                    // The client closed before a whole head: hyper sees what came, then the end.
+                    this.at = At::Off;
+                    if !this.head.is_empty() {
+                        this.release = Some(0);
+                        continue;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                // Complete (`release` set), refused, not HTTP/1, or partial: the loop acts on it.
+                Poll::Ready(Ok(())) => this.follow(own.filled()),
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Framed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// A request's body, as its head frames it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// An upgrade or `CONNECT`: what follows is not HTTP/1.
+    Unknown,
+}
+
+/// What a head's bytes so far are.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadRead {
+    Partial,
+    Complete {
+        len: usize,
+        body: BodyKind,
+    },
+    /// hyper refuses it with this status; the message says why.
+    Refused(u16, &'static str),
+}
+
+/// Reads a request head by hyper's rules (RFC 9112 §6.3 for the body's length).
+fn parse_head(bytes: &[u8], max_head: usize) -> HeadRead {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if bytes.len() >= max_head {
+                HeadRead::Refused(431, "the request head is larger than this listener takes")
+            } else {
+                HeadRead::Partial
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return HeadRead::Refused(431, "the request has more headers than this listener takes");
+        }
+        Err(_) => {
+            return HeadRead::Refused(400, "the request line or a header is malformed (RFC 9112)");
+        }
+    };
+    if len > max_head {
+        return HeadRead::Refused(431, "the request head is larger than this listener takes");
+    }
+    if req.path.is_some_and(|p| p.len() > MAX_URI_LEN) {
+        return HeadRead::Refused(414, "the request target is too long");
+    }
+    if req.method == Some("CONNECT") {
+        return HeadRead::Complete {
+            len,
+            body: BodyKind::Unknown,
+        };
+    }
+    let http_11 = req.version == Some(1);
+    let mut chunked: Option<bool> = None;
+    let mut length: Option<u64> = None;
+    let mut upgrade = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if !http_11 {
+                return HeadRead::Refused(
+                    400,
+                    "an HTTP/1.0 request cannot carry Transfer-Encoding",
+                );
+            }
+            chunked = Some(last_coding_is_chunked(h.value));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            match content_length(h.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => {
+                    if chunked.is_none() {
+                        return HeadRead::Refused(400, "the request's Content-Length is invalid");
+                    }
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    let body = match (chunked, length) {
+        (Some(true), _) => BodyKind::Chunked,
+        (Some(false), _) => {
+            return HeadRead::Refused(400, "a request's Transfer-Encoding must end with chunked");
+        }
+        (None, Some(0)) | (None, None) => BodyKind::Empty,
+        (None, Some(n)) => BodyKind::Length(n),
+    };
+    HeadRead::Complete {
+        len,
+        body: if upgrade { BodyKind::Unknown } else { body },
+    }
+}
+
+/// Whether a `Transfer-Encoding` value's last coding is `chunked`.
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|b| *b == b',')
+        .next()
+        .map(|c| c.trim_ascii())
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// A `Content-Length` value: digits, or equal comma-separated digits.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let mut found: Option<u64> = None;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
+}
+
+/// The contract's JSON error as a whole HTTP/1.1 response that closes the connection.
+fn error_answer(status: u16, message: &str) -> Vec<u8> {
+    let (reason, code) = match status {
+        431 => ("Request Header Fields Too Large", "headers_too_large"),
+        414 => ("URI Too Long", "uri_too_long"),
+        _ => ("Bad Request", "malformed_request"),
+    };
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed() -> Framed<tokio::io::Empty> {
+        Framed::new(
+            tokio::io::empty(),
+            16 * 1024,
+            Arc::new(BodyWatch::default()),
+        )
+    }
+
+    /// Feeds `parts` as separate reads past the first head.
+    fn follow_all(f: &mut Framed<tokio::io::Empty>, parts: &[&[u8]]) {
+        for p in parts {
+            f.follow(p);
+        }
+    }
+
+    #[test]
+    fn heads_are_read_by_hypers_rules() {
+        let m = 16 * 1024;
+        assert_eq!(
+            parse_head(
+                b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+                m
+            ),
+            HeadRead::Complete {
+                len: 48,
+                body: BodyKind::Length(5)
+            }
+        );
+        assert!(matches!(
+            parse_head(b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n", m),
+            HeadRead::Complete { body: BodyKind::Chunked, .. }
+        ));
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", m),
+            HeadRead::Partial
+        );
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", m),
+            HeadRead::Refused(400, _)
+        ));
+        assert!(matches!(
+            parse_head(b"G\x01T / HTTP/1.1\r\n\r\n", m),
+            HeadRead::Refused(400, _)
+        ));
+        assert!(matches!(
+            parse_head(
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                m
+            ),
+            HeadRead::Refused(400, _)
+        ));
+        assert!(matches!(
+            parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", m),
+            HeadRead::Refused(400, _)
+        ));
+        assert!(matches!(
+            parse_head(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", m),
+            HeadRead::Refused(400, _)
+        ));
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(100));
+        assert!(matches!(
+            parse_head(big.as_bytes(), 64),
+            HeadRead::Refused(431, _)
+        ));
+        let many: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(
+            parse_head(many.as_bytes(), m),
+            HeadRead::Refused(431, _)
+        ));
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", m),
+            HeadRead::Complete {
+                body: BodyKind::Unknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn chunk_sizes_are_summed_as_they_are_declared() {
+        let mut f = framed();
+        f.at = At::Head { first: false };
+        follow_all(
+            &mut f,
+            &[
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+                b"lo\r\n1",
+                b"0;ext=1\r\n",
+            ],
+        );
+        assert_eq!(f.watch.declared(), 5 + 16);
+        follow_all(&mut f, &[&[b'x'; 16], b"\r\n0\r\nX-T: 1\r\n\r\n"]);
+        assert_eq!(f.at, At::Head { first: false }, "the message ended");
+        // The next message starts from nothing.
+        follow_all(
+            &mut f,
+            &[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n7FFFFFFFFFFFFFFF\r\nab"],
+        );
+        assert_eq!(f.watch.declared(), 0x7FFF_FFFF_FFFF_FFFF);
+        assert_eq!(f.at, At::ChunkData(0x7FFF_FFFF_FFFF_FFFF - 2));
+    }
+
+    #[test]
+    fn fixed_bodies_and_pipelined_heads_are_followed() {
+        let mut f = framed();
+        f.at = At::Head { first: false };
+        follow_all(
+            &mut f,
+            &[b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n"],
+        );
+        assert_eq!(f.watch.declared(), 32);
+    }
+
+    #[test]
+    fn what_it_cannot_follow_turns_it_off() {
+        for stream in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXX",
+            b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+        ] {
+            let mut f = framed();
+            f.at = At::Head { first: false };
+            f.follow(stream);
+            assert_eq!(f.at, At::Off, "{}", String::from_utf8_lossy(stream));
+        }
+    }
+
+    #[test]
+    fn the_answer_is_the_contracts_json() {
+        let a = String::from_utf8(error_answer(431, "too big")).unwrap_or_default();
+        assert!(
+            a.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{a}"
+        );
+        let body = a.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(v["error"]["code"], "headers_too_large");
+        assert!(a.contains(&format!("content-length: {}", body.len())));
+    }
+}
