@@ -146,6 +146,7 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Js
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
+        let sent = number_as_sent(bytes, e.path());
         let inner = e.into_inner();
         let syntax = !inner.is_data();
         // A field's own message needs no position: the path names the field.
@@ -157,6 +158,12 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Js
             text.strip_suffix(&position)
                 .map(str::to_owned)
                 .unwrap_or(text)
+        };
+        // A number serde read as a double is shown as the client wrote it, not as the
+        // double's digits (`18446744073709551616`, not `18446744073709552000`).
+        let text = match sent {
+            Some((raw, shown)) if raw != shown => text.replace(&shown, &raw),
+            _ => text,
         };
         let message = if path == "." || path.is_empty() {
             text
@@ -172,6 +179,34 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Js
     de.end()
         .map_err(|e| JsonError::Syntax(format!("invalid JSON body: {e}")))?;
     Ok(value)
+}
+
+/// The number at `path` in `bytes` as the client wrote it, and as a double prints it; `None`
+/// when the value there is not a number.
+fn number_as_sent(bytes: &[u8], path: &serde_path_to_error::Path) -> Option<(String, String)> {
+    use serde_json::value::RawValue;
+    use serde_path_to_error::Segment;
+    let mut raw: &RawValue = serde_json::from_slice(bytes).ok()?;
+    for segment in path.iter() {
+        raw = match segment {
+            Segment::Map { key } => {
+                let map: std::collections::HashMap<String, &RawValue> =
+                    serde_json::from_str(raw.get()).ok()?;
+                map.get(key.as_str()).copied()?
+            }
+            Segment::Seq { index } => {
+                let list: Vec<&RawValue> = serde_json::from_str(raw.get()).ok()?;
+                list.get(*index).copied()?
+            }
+            _ => return None,
+        };
+    }
+    let text = raw.get().trim();
+    if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return None;
+    }
+    let double: f64 = text.parse().ok()?;
+    Some((text.to_owned(), double.to_string()))
 }
 
 /// The first key found twice in one object of a JSON document, at any depth (`None` when
@@ -289,6 +324,36 @@ mod tests {
                 .into_iter()
                 .map(|p| Ok(Frame::data(Bytes::from_static(p)))),
         ))
+    }
+
+    #[test]
+    fn numbers_are_reported_as_sent() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Limit {
+            #[serde(deserialize_with = "crate::model::number::whole")]
+            burst: u64,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Doc {
+            rate_limit: Limit,
+        }
+        for sent in [
+            "18446744073709551616",
+            "1e300",
+            "123456789012345678901234567890.5",
+        ] {
+            let body = format!(r#"{{"rate_limit": {{"burst": {sent}}}}}"#);
+            let r = decode_json::<Doc>(body.as_bytes());
+            let Err(JsonError::Invalid(m)) = r else {
+                panic!("{sent}: {r:?}");
+            };
+            assert!(
+                m.starts_with(&format!("rate_limit.burst: {sent} is not a whole number")),
+                "{m}"
+            );
+        }
     }
 
     #[test]

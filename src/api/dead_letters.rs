@@ -157,6 +157,15 @@ pub async fn replay(
             format!("ids must list at most {MAX_REPLAY_IDS} entries"),
         ));
     }
+    // A target that is not the tenant's is a mistake to point out, not an empty selection.
+    if let Some(target) = &req.target_id {
+        if s.store.target(&scope.tenant, target).await?.is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_ids",
+                format!("target_id: {target} is not a target of this tenant"),
+            ));
+        }
+    }
     let selection = ReplaySelection {
         ids: req.ids,
         target_id: req.target_id,

@@ -4,7 +4,7 @@
 
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
-use http::{StatusCode, header};
+use http::header;
 
 /// (name, content type, bytes).
 const FILES: &[(&str, &str, &[u8])] = &[
@@ -47,6 +47,7 @@ pub async fn serve(Path(file): Path<String>) -> Response {
             *bytes,
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+        // The contract's error shape, like every other unknown resource.
+        None => crate::error::ApiError::not_found("asset").into_response(),
     }
 }
