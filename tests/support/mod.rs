@@ -501,7 +501,11 @@ where
     }
 }
 
-/// Path of the built binary, for subprocess tests.
+/// Path of the binary subprocess tests run: `ESTAFETA_BIN` when set (CI points it at the
+/// release build, as users run it), else the one cargo built for this test run.
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_estafeta"))
+    match std::env::var_os("ESTAFETA_BIN") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_estafeta")),
+    }
 }

@@ -54,6 +54,25 @@ impl Served {
         served
     }
 
+    /// A ready gateway on `redis_url` with its own prefix and the test config plus `extra`.
+    pub async fn on(redis_url: &str, name: &str, extra: &str, env: &[(&str, &str)]) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = super::certs();
+        let a = addrs();
+        let text = super::config_toml(
+            redis_url,
+            &super::unique_prefix(name),
+            &a,
+            certs.path(),
+            extra,
+        );
+        let path = write_config(dir.path(), &text);
+        let mut served = Served::start(&path, a, env);
+        served.dirs = vec![dir, certs];
+        served.wait_ready().await;
+        served
+    }
+
     /// Creates a tenant through the admin API and returns its token.
     pub async fn tenant_token(&self) -> String {
         let created = Request::new("POST", "/admin/tenants")

@@ -1,10 +1,21 @@
-//! Regressions of the black-box probes of issue 9, each through the real listeners: numbers
-//! the model bounds (a rate limit, a retry policy) are refused at the API and come back
-//! clamped when an older version stored them; invalid UTF-8 in a path answers the contract's
-//! JSON error.
+//! The probe suite: what black-box probes of the gateway found, kept as regressions.
+//!
+//! - here, issue 9's, through the real listeners of an in-process gateway: numbers the model
+//!   bounds (a rate limit, a retry policy) are refused at the API and come back clamped when
+//!   an older version stored them; invalid UTF-8 in a path answers the contract's JSON error;
+//! - [`hostile`]: issue 19's hostile and ambiguous input, against the binary (CI runs the
+//!   release build: `ESTAFETA_BIN`): every input of the README's table of hostile inputs gets
+//!   the answer the table gives;
+//! - [`truthful`]: issue 19's pipelines that must not stop and answers that must be true, against
+//!   the binary with real Redis and PostgreSQL: a receiver answering a NUL byte, a row
+//!   PostgreSQL refuses, a Redis stall's 503, an outage shorter than the retry policy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../support/mod.rs"]
 mod support;
+
+mod hostile;
+mod truthful;
 
 use std::time::Duration;
 
