@@ -275,6 +275,12 @@ pub trait Isolate<T: Sync>: Sync {
         item: &T,
         e: &Self::Error,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Writes a record known to be good and keeps nothing of it: `Ok` when the store takes
+    /// records at all. Asked before the first item is set aside when no item of the batch was
+    /// written, so a store that refuses every record (a constraint an operator added) fails
+    /// the batch instead of sending all of it to the quarantine.
+    fn probe(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// Writes `items` to `store`, whole when it can. When the write fails for a reason that
@@ -302,6 +308,10 @@ pub async fn isolate<T: Sync, S: Isolate<T>>(
             Ok(r) => done.written.push(r),
             Err(e) if S::is_fault(&e) => {
                 if let [one] = part {
+                    if done.written.is_empty() && done.set_aside == 0 {
+                        // The refusal may be the store's, not the item's: is anything taken?
+                        store.probe().await?;
+                    }
                     store.set_aside(one, &e).await?;
                     done.set_aside += 1;
                     done.first_fault.get_or_insert_with(|| e.to_string());
@@ -329,6 +339,8 @@ mod tests {
         writes: Mutex<Vec<Vec<u32>>>,
         aside: Mutex<Vec<u32>>,
         down: bool,
+        /// Refuses every record, the good one of the probe too.
+        refuses_all: bool,
     }
 
     #[derive(Debug, PartialEq)]
@@ -372,6 +384,14 @@ mod tests {
                 .push(*item);
             Ok(())
         }
+
+        async fn probe(&self) -> Result<(), Refusal> {
+            if self.refuses_all {
+                Err(Refusal::Odd)
+            } else {
+                Ok(())
+            }
+        }
     }
 
     #[tokio::test]
@@ -413,6 +433,28 @@ mod tests {
         let mut sorted = written.clone();
         sorted.sort_unstable();
         assert_eq!(written, sorted);
+    }
+
+    #[tokio::test]
+    async fn a_store_refusing_everything_fails_the_batch_instead_of_emptying_it() {
+        let store = Picky {
+            refuses_all: true,
+            ..Picky::default()
+        };
+        let items = [1u32, 3, 5, 7];
+        let done = isolate(&store, &items).await;
+        assert_eq!(done.err(), Some(Refusal::Odd));
+        assert!(
+            store
+                .aside
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+        );
+        // A batch of bad items only, in a store that takes good ones: all set aside.
+        let store = Picky::default();
+        let done = isolate(&store, &items).await;
+        assert_eq!(done.map(|d| d.set_aside).ok(), Some(4));
     }
 
     #[tokio::test]

@@ -222,6 +222,30 @@ pub fn duplicate_key(bytes: &[u8]) -> Option<String> {
     /// Visits a document, remembering the first repeated key.
     struct Scan<'s>(&'s mut Option<String>);
 
+    /// A key, borrowed from the document unless it holds an escape (serde's own `Cow`
+    /// always copies).
+    struct Key;
+
+    impl<'de> DeserializeSeed<'de> for Key {
+        type Value = Cow<'de, str>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Key {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a key")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+    }
+
     impl<'de> DeserializeSeed<'de> for Scan<'_> {
         type Value = ();
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -236,7 +260,7 @@ pub fn duplicate_key(bytes: &[u8]) -> Option<String> {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            while let Some(key) = map.next_key_seed(Key)? {
                 if self.0.is_none() && seen.contains(&key) {
                     *self.0 = Some(key.into_owned());
                 } else {

@@ -246,7 +246,8 @@ impl From<StoreError> for ApiError {
             StoreError::Crypto(_)
             | StoreError::Corrupt { .. }
             | StoreError::Encode(_)
-            | StoreError::Reply(_) => ApiError::internal(&e),
+            | StoreError::Reply(_)
+            | StoreError::Refused(_) => ApiError::internal(&e),
         }
     }
 }

@@ -1629,6 +1629,133 @@ async fn forget_removes_the_state_its_deadline_and_its_count() {
     );
 }
 
+#[tokio::test]
+async fn record_fails_an_outcome_whose_record_is_of_another_type_alone() {
+    let r = redis().await;
+    let k = Keys::new("record-protected");
+    let _: () = r.hset(k.k("event:evt_1"), ("entry", "1-0")).await.unwrap();
+    let _: () = r
+        .set(k.k("event:evt_bad"), "corrupt", None, None, false)
+        .await
+        .unwrap();
+    let shared = [
+        k.k("retries"),
+        k.k("dead_total"),
+        k.k("unfinished"),
+        k.k("ship"),
+        k.k("series_all"),
+    ];
+    let own = |event: &str| {
+        [
+            k.k(event),
+            k.k("stats:ten_a"),
+            k.k("dead:ten_a"),
+            k.k("series:ten_a"),
+        ]
+    };
+    let mut keys: Vec<String> = shared.to_vec();
+    keys.extend(own("event:evt_bad"));
+    keys.extend(own("event:evt_1"));
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut args = vec!["2", "3", "600", "5555", "", "7200"];
+    for (event, target) in [("evt_bad", "tgt_1"), ("evt_1", "tgt_1")] {
+        args.extend([
+            event,
+            target,
+            "s|1|200||9|0|",
+            r#"{"n":1}"#,
+            "done",
+            "",
+            if event == "evt_1" {
+                "evt_1:tgt_1"
+            } else {
+                "evt_bad:tgt_1"
+            },
+            "",
+            "",
+            "",
+            "",
+            "12",
+            "12",
+        ]);
+    }
+    let answer = run(&r, &scripts::RECORD, &keys, &args).await;
+    assert_eq!(answer["recorded"], 1, "{answer}");
+    assert_eq!(
+        answer["failed"][0][0], 1,
+        "the first outcome, 1-based: {answer}"
+    );
+    assert!(
+        answer["failed"][0][1]
+            .as_str()
+            .unwrap()
+            .contains("WRONGTYPE"),
+        "{answer}"
+    );
+    // The good outcome is recorded and counted once; the refused one counted not at all.
+    assert_eq!(
+        hash(&r, &k.k("event:evt_1")).await["d:tgt_1"],
+        "s|1|200||9|0|"
+    );
+    assert_eq!(hash(&r, &k.k("stats:ten_a")).await["succeeded"], "1");
+}
+
+#[tokio::test]
+async fn signal_fails_a_subject_whose_keys_are_of_another_type_alone() {
+    let r = redis().await;
+    let w = Watch::new("signal-protected");
+    assert!(w.describe(&r, "billing", "1000").await);
+    let _: () = r
+        .set(w.k.k("checks:mon_1"), "corrupt", None, None, false)
+        .await
+        .unwrap();
+    let answer = w.signal(&r, "heartbeat", "up", "monitor").await;
+    assert!(
+        answer["failed"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("WRONGTYPE"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn signin_attempt_counts_before_the_check_and_refunds_a_success() {
+    let r = redis().await;
+    let k = Keys::new("signin");
+    let (addr, cred) = (k.k("addr"), k.k("cred"));
+    let take = |keys: Vec<String>| {
+        let r = r.clone();
+        async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            run(&r, &scripts::SIGNIN_ATTEMPT, &keys, &["take", "2", "60000"]).await
+        }
+    };
+    assert_eq!(
+        take(vec![addr.clone(), cred.clone()]).await["allowed"],
+        true
+    );
+    assert_eq!(take(vec![addr.clone()]).await["allowed"], true);
+    let third = take(vec![addr.clone(), cred.clone()]).await;
+    assert_eq!(third["allowed"], false, "{third}");
+    let wait = third["wait_ms"].as_u64().unwrap();
+    assert!((1..=60_000).contains(&wait), "{wait}");
+    // Every counter has its window, set with its first count.
+    let ttl: i64 = r.pttl(&cred).await.unwrap();
+    assert!(ttl > 0, "{ttl}");
+    // A success gives its attempt back; a missing counter is not made one without a TTL.
+    let _ = run(
+        &r,
+        &scripts::SIGNIN_ATTEMPT,
+        &[&cred, &k.k("gone")],
+        &["refund", "0", "0"],
+    )
+    .await;
+    let n: Option<i64> = r.get(&cred).await.unwrap();
+    assert_eq!(n, Some(1));
+    assert!(!exists(&r, &k.k("gone")).await);
+}
+
 #[test]
 fn every_script_of_the_registry_is_exercised_here() {
     let source = include_str!("scripts.rs");

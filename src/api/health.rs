@@ -90,7 +90,8 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_store: Option<String>,
     /// Why the log store is `unreachable` or `refusing`, in PostgreSQL's words where it said
-    /// something.
+    /// something. On the admin listener only: the edge is public, and PostgreSQL's words name
+    /// users and tables.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_store_error: Option<String>,
     /// Age of the oldest finished event not yet in the log store, in seconds.
@@ -127,7 +128,10 @@ pub async fn healthz() -> Response {
         (status = 503, description = "Starting up, shutting down, or Redis does not answer.", body = ErrorBody),
     ),
 )]
-pub async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
+pub async fn readyz(
+    State(readiness): State<Arc<Readiness>>,
+    admin: Option<axum::Extension<crate::edge::service::OnAdmin>>,
+) -> Response {
     if !readiness.is_ready() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -165,6 +169,7 @@ pub async fn readyz(State(readiness): State<Arc<Readiness>>) -> Response {
                 None if lag.is_some_and(|l| l > h.behind_after) => ("behind", None),
                 None => ("ok", None),
             };
+            let error = error.filter(|_| admin.is_some());
             (Some(state.to_owned()), error, lag.map(|l| l.as_secs_f64()))
         }
     };

@@ -2,11 +2,13 @@
 //! per shard (each outcome still atomic), so Redis sees one command for many outcomes, as the
 //! edge's enqueuer does for events. The batching itself is [`crate::batch`]'s.
 //!
-//! One outcome that the script refuses for what its keys hold (a record overwritten with a
-//! value of another type, say) would fail every batch it joins, forever: such a batch is split
-//! ([`crate::batch::isolate`]) until the outcome at fault is found, which is set aside in the
-//! shard's quarantine (the delivery counts as recorded there, so its entry is acknowledged);
-//! the batch's other outcomes are recorded as usual.
+//! One outcome whose keys Redis refuses (a record overwritten with a value of another type,
+//! say) fails alone inside the script call (`record.lua` runs each outcome protected, and
+//! nothing of it is applied), so it cannot fail the batch it joins. It is set aside in the
+//! shard's quarantine and counts as recorded there, so its entry is acknowledged. Only when
+//! the refusal is the outcome's own (another outcome of the call was recorded, or one of its
+//! own keys is of another type) is it set aside: a key every outcome of the shard shares going
+//! bad is not any outcome's fault, and those outcomes are retried, loudly.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,8 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{Batcher, Flush, Isolate, Limits, isolate};
-use crate::store::StoreError;
+use crate::batch::{Batcher, Flush, Limits};
 use crate::store::deliveries::{Deliveries, Outcome};
 
 /// Most outcomes in one call.
@@ -36,7 +37,7 @@ struct Writer {
 
 impl Flush for Writer {
     type Item = Outcome;
-    /// Whether the outcome is in Redis.
+    /// Whether the outcome is in Redis (recorded, or set aside in the quarantine).
     type Output = bool;
 
     async fn flush(&self, outcomes: Vec<Outcome>, _deadline: tokio::time::Instant) -> Vec<bool> {
@@ -49,24 +50,14 @@ impl Flush for Writer {
         }
         let written = futures_util::future::join_all(by_shard.into_iter().map(
             |(shard, (at, outcomes))| async move {
-                let store = ShardRecords {
-                    deliveries: &self.deliveries,
-                    shard,
-                };
-                let ok = match isolate(&store, &outcomes).await {
-                    Ok(_) => true,
-                    Err(e) => {
-                        tracing::debug!(shard, error = %e, "recording a batch of outcomes failed");
-                        false
-                    }
-                };
+                let ok = self.write_shard(shard, &outcomes).await;
                 (at, ok)
             },
         ))
         .await;
         let mut out = vec![false; n];
         for (at, ok) in written {
-            for i in at {
+            for (i, ok) in at.into_iter().zip(ok) {
                 out[i] = ok;
             }
         }
@@ -74,25 +65,47 @@ impl Flush for Writer {
     }
 }
 
-/// One shard's delivery records, as [`isolate`] writes outcomes to them.
-struct ShardRecords<'a> {
-    deliveries: &'a Deliveries,
-    shard: u16,
-}
-
-impl Isolate<Outcome> for ShardRecords<'_> {
-    type Written = ();
-    type Error = StoreError;
-
-    async fn write(&self, outcomes: &[Outcome]) -> Result<(), StoreError> {
-        self.deliveries.record_many(self.shard, outcomes).await
+impl Writer {
+    /// Records one shard's outcomes; per outcome, whether it is in Redis.
+    async fn write_shard(&self, shard: u16, outcomes: &[Outcome]) -> Vec<bool> {
+        let recorded = match self.deliveries.record_many(shard, outcomes).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(shard, error = %e, "recording a batch of outcomes failed");
+                return vec![false; outcomes.len()];
+            }
+        };
+        if !recorded.counters_failed.is_empty() {
+            tracing::error!(shard, keys = ?recorded.counters_failed, "Redis refused counter keys of recorded outcomes (a key of another type?); those counts are lost");
+        }
+        let mut ok = vec![true; outcomes.len()];
+        // Another outcome of the call was recorded: the refusal is the failed one's own.
+        let some_recorded = recorded.failed.len() < outcomes.len();
+        for (i, why) in recorded.failed {
+            let Some(o) = outcomes.get(i) else { continue };
+            ok[i] = self.set_aside_if_own(shard, o, &why, some_recorded).await;
+        }
+        ok
     }
 
-    fn is_fault(e: &StoreError) -> bool {
-        e.is_data_fault()
-    }
-
-    async fn set_aside(&self, o: &Outcome, e: &StoreError) -> Result<(), StoreError> {
+    /// Sets a refused outcome aside when the refusal is its own; `false` (retry it) when it
+    /// is not, or when the quarantine cannot be written.
+    async fn set_aside_if_own(
+        &self,
+        shard: u16,
+        o: &Outcome,
+        why: &str,
+        some_recorded: bool,
+    ) -> bool {
+        let own = some_recorded
+            || match self.deliveries.foreign_keys_of(o).await {
+                Ok(wrong) => !wrong.is_empty(),
+                Err(_) => false,
+            };
+        if !own {
+            tracing::error!(shard, event = %o.event_id, target_id = %o.target_id, reason = why, "Redis refuses to record outcomes of this shard and no key of the outcome's own is at fault (a key the shard shares may be of another type); retrying");
+            return false;
+        }
         let record = serde_json::json!({
             "tenant": o.tenant,
             "event_id": o.event_id,
@@ -101,20 +114,27 @@ impl Isolate<Outcome> for ShardRecords<'_> {
             "attempt": o.attempt,
             "next": format!("{:?}", o.next),
         });
-        crate::store::quarantine::put(
+        let fields = vec![(
+            bytes::Bytes::from_static(b"outcome"),
+            bytes::Bytes::from(serde_json::to_vec(&record).unwrap_or_default()),
+        )];
+        let put = crate::store::quarantine::put(
             self.deliveries.redis(),
             self.deliveries.keys(),
-            self.shard,
+            shard,
             "recorder",
             &format!("{}:{}", o.event_id, o.target_id),
-            &e.to_string(),
-            vec![(
-                bytes::Bytes::from_static(b"outcome"),
-                bytes::Bytes::from(serde_json::to_vec(&record)?),
-            )],
+            why,
+            fields,
         )
-        .await?;
-        Ok(())
+        .await;
+        if put.is_err() {
+            return false;
+        }
+        if let Err(e) = self.deliveries.release_unfinished(shard, &o.event_id).await {
+            tracing::warn!(shard, event = %o.event_id, error = %e, "an outcome set aside still holds its event unfinished");
+        }
+        true
     }
 }
 

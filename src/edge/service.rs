@@ -60,6 +60,11 @@ struct Inner {
 #[derive(Debug, Clone, Copy)]
 pub struct OverTls;
 
+/// Set on the requests of the admin listener: what only operators may read there (the log
+/// store's error in `/readyz`) is shown.
+#[derive(Debug, Clone, Copy)]
+pub struct OnAdmin;
+
 /// Set on every routed request: the address of the connection's peer (a proxy's, behind one;
 /// see [`crate::web::guard::Transport`] for who is believed about the client behind it).
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +233,9 @@ impl HttpService {
                 }
                 if let Some(peer) = self.peer {
                     req.extensions_mut().insert(Peer(peer));
+                }
+                if inner.edge.is_none() {
+                    req.extensions_mut().insert(OnAdmin);
                 }
                 let watch = self.watch.clone();
                 let routed = Box::pin(

@@ -248,8 +248,10 @@ impl Shipper {
                         .iter()
                         .find(|(k, _)| k == "t")
                         .map_or("", |(_, v)| v.as_str());
+                    // Named by shard and entry: without a readable tenant, that is what is unique.
+                    let at = format!("shard {shard} entry {id}");
                     self.log
-                        .quarantine("history", tenant, id, "unreadable history record", &json)
+                        .quarantine("history", tenant, &at, "unreadable history record", &json)
                         .await?;
                 }
             }

@@ -119,7 +119,7 @@ impl From<Isolated<u64>> for Stored {
 
 const INSERT_QUARANTINE: &str = "INSERT INTO quarantine (kind, tenant_id, record_id, reason, record) \
     VALUES ($1, $2, $3, $4, $5) \
-    ON CONFLICT (kind, record_id) DO UPDATE SET reason = EXCLUDED.reason, record = EXCLUDED.record, at = now()";
+    ON CONFLICT (kind, tenant_id, record_id) DO UPDATE SET reason = EXCLUDED.reason, record = EXCLUDED.record, at = now()";
 
 /// An event as the quarantine table keeps it: everything the shipper held, the body in base64.
 #[derive(serde::Serialize)]
@@ -176,6 +176,33 @@ impl Isolate<LoggedEvent> for EventsTable<'_> {
             )
             .await
     }
+
+    async fn probe(&self) -> Result<(), LogStoreError> {
+        let now = crate::model::time::now_ms();
+        let target = crate::model::TargetId::generate();
+        let event = LoggedEvent {
+            tenant: crate::model::TenantId::generate(),
+            id: crate::model::EventId::generate(),
+            received_at_ms: now,
+            event_type: "estafeta.probe".into(),
+            content_type: None,
+            body: bytes::Bytes::new(),
+            deliveries: vec![(target.clone(), DeliveryState::pending())],
+            attempts: vec![AttemptRecord {
+                target_id: target,
+                attempt: 1,
+                at_ms: now,
+                status: Some(200),
+                latency_ms: 1,
+                error: None,
+                response: None,
+            }],
+        };
+        self.0
+            .insert_events_once(std::slice::from_ref(&event), false)
+            .await
+            .map(|_| ())
+    }
 }
 
 /// The history tables as [`isolate`] writes to them.
@@ -214,6 +241,24 @@ impl Isolate<HistoryRecord> for HistoryTables<'_> {
         self.0
             .quarantine("history", &r.tenant, &r.seq, &refusal.to_string(), &json)
             .await
+    }
+
+    async fn probe(&self) -> Result<(), LogStoreError> {
+        let now = crate::model::time::now_ms();
+        let record = |kind, incident: Option<&str>| HistoryRecord {
+            seq: "00000000000000-0".into(),
+            kind,
+            tenant: crate::model::TenantId::generate().to_string(),
+            subject: "probe".into(),
+            record: "{}".into(),
+            at_ms: now,
+            incident_id: incident.map(str::to_owned),
+        };
+        let batch = [
+            record(HistoryKind::Check, None),
+            record(HistoryKind::Incident, Some("inc_probe")),
+        ];
+        self.0.insert_history_once(&batch, false).await
     }
 }
 
@@ -267,7 +312,7 @@ impl LogStore {
     /// Stores a batch of finished events in one transaction; returns how many rows of events
     /// were new.
     async fn insert_events(&self, batch: &[LoggedEvent]) -> Result<u64, LogStoreError> {
-        self.partitions_checked(self.insert_events_once(batch).await)
+        self.partitions_checked(self.insert_events_once(batch, true).await)
     }
 
     /// `result`, after forgetting the known partitions when PostgreSQL said one is missing (the
@@ -281,7 +326,12 @@ impl LogStore {
         result
     }
 
-    async fn insert_events_once(&self, batch: &[LoggedEvent]) -> Result<u64, LogStoreError> {
+    /// One transaction for `batch`: committed when `keep`, rolled back otherwise (a probe).
+    async fn insert_events_once(
+        &self,
+        batch: &[LoggedEvent],
+        keep: bool,
+    ) -> Result<u64, LogStoreError> {
         let mut client = self.pool.get().await?;
         let days: Vec<i64> = batch
             .iter()
@@ -382,7 +432,11 @@ impl LogStore {
             )
             .await?;
         }
-        tx.commit().await?;
+        if keep {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
         Ok(inserted)
     }
 }
@@ -422,10 +476,15 @@ impl LogStore {
 
     /// Stores a batch of history records in one transaction.
     async fn insert_history(&self, batch: &[HistoryRecord]) -> Result<(), LogStoreError> {
-        self.partitions_checked(self.insert_history_once(batch).await)
+        self.partitions_checked(self.insert_history_once(batch, true).await)
     }
 
-    async fn insert_history_once(&self, batch: &[HistoryRecord]) -> Result<(), LogStoreError> {
+    /// One transaction for `batch`: committed when `keep`, rolled back otherwise (a probe).
+    async fn insert_history_once(
+        &self,
+        batch: &[HistoryRecord],
+        keep: bool,
+    ) -> Result<(), LogStoreError> {
         let mut client = self.pool.get().await?;
         let days: Vec<i64> = batch
             .iter()
@@ -477,7 +536,11 @@ impl LogStore {
             )
             .await?;
         }
-        tx.commit().await?;
+        if keep {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
         Ok(())
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{BatchError, Batcher, Flush, Isolate, Limits, isolate};
+use crate::batch::{BatchError, Batcher, Flush, Limits};
 use crate::keyspace::Keyspace;
 use crate::model::time::{now_ms, rfc3339};
 use crate::model::{EventId, IncidentId, Status, TenantId, WatchKind};
@@ -192,11 +192,18 @@ struct Answer {
     duration_ms: Option<u64>,
     alert: Option<String>,
     kind: Option<String>,
+    /// Redis refused what the subject's keys hold (nothing of the signal was applied past it).
+    failed: Option<String>,
 }
 
 impl Answer {
     /// `None` for a subject skipped (no longer overdue) or gone (no state).
     fn recorded(self) -> Result<Option<Recorded>, WatchError> {
+        if let Some(why) = self.failed {
+            return Err(WatchError::Reply(format!(
+                "Redis refused the subject's stored state: {why}"
+            )));
+        }
         if self.skip || self.gone {
             return Ok(None);
         }
@@ -338,7 +345,7 @@ impl Flush for Arc<WatchesInner> {
             let (at, calls): (Vec<usize>, Vec<Call>) = calls.into_iter().unzip();
             async move {
                 let ran =
-                    tokio::time::timeout_at(deadline, self.run_isolated(shard, &calls, false))
+                    tokio::time::timeout_at(deadline, self.run_protected(shard, &calls, false))
                         .await;
                 (at, ran.unwrap_or(Err(WatchError::Timeout)))
             }
@@ -349,7 +356,7 @@ impl Flush for Arc<WatchesInner> {
             match result {
                 Ok(answers) => {
                     for (i, a) in at.into_iter().zip(answers) {
-                        out[i] = a.and_then(Answer::recorded);
+                        out[i] = a.recorded();
                     }
                 }
                 Err(e) => {
@@ -363,107 +370,68 @@ impl Flush for Arc<WatchesInner> {
     }
 }
 
-/// One shard's signal calls as [`isolate`] writes them: a call that the script refuses for
-/// what its subject's keys hold (a key overwritten with another type) is found and answered
-/// on its own, so it does not fail the signals of other subjects batched with it. The checker
-/// also sets such a subject aside: off the deadline set, into the shard's quarantine.
-struct ShardCalls<'a> {
-    inner: &'a WatchesInner,
-    shard: u16,
-    /// Each call's answer, by its position in the batch.
-    answers: std::sync::Mutex<Vec<Option<Result<Answer, WatchError>>>>,
-    /// Whether a subject at fault is set aside (the checker) or only answered an error.
-    quarantine: bool,
-}
-
-impl ShardCalls<'_> {
-    fn answer(&self, at: usize, answer: Result<Answer, WatchError>) {
-        let mut answers = match self.answers.lock() {
-            Ok(a) => a,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(slot) = answers.get_mut(at) {
-            *slot = Some(answer);
-        }
-    }
-}
-
-impl Isolate<(usize, &Call)> for ShardCalls<'_> {
-    type Written = ();
-    type Error = WatchError;
-
-    async fn write(&self, part: &[(usize, &Call)]) -> Result<(), WatchError> {
-        let calls: Vec<&Call> = part.iter().map(|(_, c)| *c).collect();
-        let answers = self.inner.run(self.shard, &calls).await?;
-        for ((at, _), a) in part.iter().zip(answers) {
-            self.answer(*at, Ok(a));
-        }
-        Ok(())
-    }
-
-    fn is_fault(e: &WatchError) -> bool {
-        matches!(e, WatchError::Redis(r) if crate::redis::is_data_fault(r))
-    }
-
-    async fn set_aside(
-        &self,
-        (at, call): &(usize, &Call),
-        e: &WatchError,
-    ) -> Result<(), WatchError> {
-        let subject = call.args[0].as_str();
-        if self.quarantine {
-            let due = self.inner.keys.due(self.shard);
-            let _: i64 = self.inner.redis.zrem(due, subject).await?;
-            crate::store::quarantine::put(
-                &self.inner.redis,
-                &self.inner.keys,
-                self.shard,
-                "checker",
-                subject,
-                &e.to_string(),
-                vec![(
-                    bytes::Bytes::from_static(b"watch_key"),
-                    bytes::Bytes::from(call.subject_keys[0].clone()),
-                )],
-            )
-            .await?;
-        }
-        self.answer(
-            *at,
-            Err(WatchError::Reply(format!(
-                "the stored state of {subject} cannot be processed: {e}"
-            ))),
-        );
-        Ok(())
-    }
-}
-
 impl WatchesInner {
-    /// `calls` (all of `shard`) in one `signal` call when they can be: a call refused for
-    /// what its subject's keys hold gets its own error answer (and, with `quarantine`, is set
-    /// aside), the others their answers.
-    async fn run_isolated(
+    /// `calls` (all of `shard`) in one `signal` call. A subject whose keys Redis refuses fails
+    /// alone in the script and answers an error; with `quarantine` (the checker) it is also
+    /// set aside, off the deadline set into the shard's quarantine, when the refusal is its
+    /// own: another subject of the call went through, or one of its own keys is of another
+    /// type. A key the whole shard shares going bad is no subject's fault: those are retried
+    /// by the next pass, loudly.
+    async fn run_protected(
         &self,
         shard: u16,
         calls: &[Call],
         quarantine: bool,
-    ) -> Result<Vec<Result<Answer, WatchError>>, WatchError> {
-        let store = ShardCalls {
-            inner: self,
+    ) -> Result<Vec<Answer>, WatchError> {
+        let refs: Vec<&Call> = calls.iter().collect();
+        let answers = self.run(shard, &refs).await?;
+        if !quarantine {
+            return Ok(answers);
+        }
+        let some_ok = answers.iter().any(|a| a.failed.is_none());
+        for (a, call) in answers.iter().zip(calls) {
+            let Some(why) = &a.failed else { continue };
+            let subject = call.args[0].as_str();
+            if some_ok || self.foreign_keys(call).await? {
+                self.set_aside(shard, call, why).await?;
+            } else {
+                tracing::error!(shard, subject, reason = %why, "Redis refuses to time out this shard's monitors and no key of the monitor's own is at fault (a key the shard shares may be of another type); retrying next pass");
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Whether one of the subject's own keys is of another type than it should be.
+    async fn foreign_keys(&self, call: &Call) -> Result<bool, WatchError> {
+        let [watch, checks, incidents] = &call.subject_keys;
+        for (key, want) in [(watch, "hash"), (checks, "list"), (incidents, "list")] {
+            let kind: String = self.redis.r#type(key).await?;
+            if kind != want && kind != "none" {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Takes a subject off the deadline set into the shard's quarantine (the quarantine first:
+    /// a failure between the two leaves it overdue, to be tried again).
+    async fn set_aside(&self, shard: u16, call: &Call, why: &str) -> Result<(), WatchError> {
+        let subject = call.args[0].as_str();
+        crate::store::quarantine::put(
+            &self.redis,
+            &self.keys,
             shard,
-            answers: std::sync::Mutex::new((0..calls.len()).map(|_| None).collect()),
-            quarantine,
-        };
-        let items: Vec<(usize, &Call)> = calls.iter().enumerate().collect();
-        isolate(&store, &items).await?;
-        let answers = match store.answers.into_inner() {
-            Ok(a) => a,
-            Err(p) => p.into_inner(),
-        };
-        Ok(answers
-            .into_iter()
-            .map(|a| a.unwrap_or_else(|| Err(WatchError::Reply("signal gave no answer".into()))))
-            .collect())
+            "checker",
+            subject,
+            why,
+            vec![(
+                bytes::Bytes::from_static(b"watch_key"),
+                bytes::Bytes::from(call.subject_keys[0].clone()),
+            )],
+        )
+        .await?;
+        let _: i64 = self.redis.zrem(self.keys.due(shard), subject).await?;
+        Ok(())
     }
 }
 
@@ -630,10 +598,10 @@ impl Watches {
         // (it would hold up every subject behind it on the page); it answers `None` here.
         Ok(self
             .inner
-            .run_isolated(shard, &calls, true)
+            .run_protected(shard, &calls, true)
             .await?
             .into_iter()
-            .map(|a| a.and_then(Answer::recorded).ok().flatten())
+            .map(|a| a.recorded().ok().flatten())
             .collect())
     }
 

@@ -213,9 +213,13 @@ script!(
     /// Removes a watched subject's state and history.
     FORGET, "forget"
 );
+script!(
+    /// Counts a sign-in attempt against its throttle.
+    SIGNIN_ATTEMPT, "signin_attempt"
+);
 
 /// Every script of the registry.
-pub static ALL: [&Script; 22] = [
+pub static ALL: [&Script; 23] = [
     &CREATE_TENANT,
     &UPDATE_TENANT,
     &DELETE_TENANT,
@@ -238,6 +242,7 @@ pub static ALL: [&Script; 22] = [
     &SIGNAL,
     &DESCRIBE,
     &FORGET,
+    &SIGNIN_ATTEMPT,
 ];
 
 /// Loads every script, so no request pays for a load after a start.

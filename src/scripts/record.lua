@@ -19,23 +19,36 @@
 --       due_ms, member, body, content_type, dead_letter_id, dead_letter (JSON), latency_ms
 --       ('' when there was no response), attempt_ms (the attempt's duration, response or
 --       not; '' when no attempt was made)
--- Answer {"recorded": n}
+-- Answer {"recorded": n, "failed": [[i, error], …], "counters_failed": [key, …]}: each outcome
+--        runs protected (pcall), so one whose keys Redis refuses (a record overwritten with
+--        another type) fails alone, its counter moves dropped, and the others are recorded;
+--        the call's counters are written key by key the same way. Nothing is ever applied
+--        twice: the caller sets a failed outcome aside instead of sending it again.
 local retries, dead_total, unfinished, ship = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local series_all = KEYS[5]
 local n, kept, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local logged, series_ttl = ARGV[5] == '1', ARGV[6]
 local minute = string.format('%d:', math.floor(tonumber(now) / 60000) % 60)
 
--- Counter moves of the call, per key (counters and series), written once at the end.
+-- Counter moves of the call, per key (counters and series), written once at the end. An
+-- outcome's moves are kept apart until it is recorded whole (`pending`).
 local counts, order = {}, {}
+local pending = {}
 local function count(stats, field, by)
-  local c = counts[stats]
-  if not c then
-    c = {}
-    counts[stats] = c
-    order[#order + 1] = stats
+  pending[#pending + 1] = {stats, field, by}
+end
+local function commit()
+  for _, p in ipairs(pending) do
+    local stats, field, by = p[1], p[2], p[3]
+    local c = counts[stats]
+    if not c then
+      c = {}
+      counts[stats] = c
+      order[#order + 1] = stats
+    end
+    c[field] = (c[field] or 0) + by
   end
-  c[field] = (c[field] or 0) + by
+  pending = {}
 end
 -- Series hashes written by the call: each gets its lifetime once, after its counters.
 local expiring = {}
@@ -44,6 +57,12 @@ local function tally(series, metric, by)
   count(series_all, minute .. metric, by)
   expiring[series] = true
   expiring[series_all] = true
+end
+
+-- The message of an error raised inside pcall: Redis's reply, or Lua's own.
+local function message(e)
+  if type(e) == 'table' then return e.err or cjson.encode(e) end
+  return tostring(e)
 end
 
 local function keep_body(record, body, ct)
@@ -56,7 +75,7 @@ local function keep_body(record, body, ct)
   end
 end
 
-for i = 1, n do
+local function one(i)
   local k = 5 + (i - 1) * 4
   local record, stats, dead_letters = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local series = KEYS[k + 4]
@@ -120,7 +139,19 @@ for i = 1, n do
     end
   end
 end
-for _, key in ipairs(order) do
+
+local failed, recorded = {}, 0
+for i = 1, n do
+  local ok, e = pcall(one, i)
+  if ok then
+    commit()
+    recorded = recorded + 1
+  else
+    pending = {}
+    failed[#failed + 1] = {i, message(e)}
+  end
+end
+local function write_counters(key)
   local wrote = false
   for field, by in pairs(counts[key]) do
     if by ~= 0 then
@@ -130,4 +161,8 @@ for _, key in ipairs(order) do
   end
   if wrote and expiring[key] then redis.call('EXPIRE', key, series_ttl) end
 end
-return cjson.encode({recorded = n})
+local counters_failed = {}
+for _, key in ipairs(order) do
+  if not pcall(write_counters, key) then counters_failed[#counters_failed + 1] = key end
+end
+return cjson.encode({recorded = recorded, failed = failed, counters_failed = counters_failed})

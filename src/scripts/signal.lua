@@ -21,7 +21,9 @@
 --       when the status changes, so a routine heartbeat does not pay for it.
 -- Answer {"subjects": [...]}, per subject {"status", "last_heartbeat"?, "changed",
 --        "duration_ms"?, "alert"?, "kind"}, or {"skip": true} when a timeout finds the subject
---        no longer overdue, or {"gone": true} when a signal names a subject with no state.
+--        no longer overdue, or {"gone": true} when a signal names a subject with no state, or
+--        {"failed": "<why>"} when Redis refused what the subject's keys hold (each subject
+--        runs protected, so one refused subject does not fail the others of the call).
 local due, stream, counts, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local layout = entry_layout(ARGV[1])
 local keep_checks, keep_incidents = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -178,8 +180,15 @@ local function one(watch, checks, incidents, a)
   return answer(want, hb, true, dur, etype, kind)
 end
 
+-- The message of an error raised inside pcall: Redis's reply, or Lua's own.
+local function message(e)
+  if type(e) == 'table' then return e.err or cjson.encode(e) end
+  return tostring(e)
+end
+
 local out = {}
 for i = 0, (#KEYS - 4) / 3 - 1 do
-  out[i + 1] = one(KEYS[5 + i * 3], KEYS[6 + i * 3], KEYS[7 + i * 3], 5 + i * 6)
+  local ok, r = pcall(one, KEYS[5 + i * 3], KEYS[6 + i * 3], KEYS[7 + i * 3], 5 + i * 6)
+  if ok then out[i + 1] = r else out[i + 1] = {failed = message(r)} end
 end
 return cjson.encode({subjects = out})

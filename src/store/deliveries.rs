@@ -458,6 +458,25 @@ pub enum Next {
     Dropped,
 }
 
+/// What recording a batch of outcomes did.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Outcomes Redis refused (their position in the batch, and why): nothing of them is
+    /// recorded, nor counted.
+    pub failed: Vec<(usize, String)>,
+    /// Counter and series keys Redis refused: those counts of the call are lost.
+    pub counters_failed: Vec<String>,
+}
+
+/// `record.lua`'s answer.
+#[derive(Debug, Deserialize)]
+struct RecordAnswer {
+    #[serde(default, deserialize_with = "crate::scripts::list")]
+    failed: Vec<(usize, String)>,
+    #[serde(default, deserialize_with = "crate::scripts::list")]
+    counters_failed: Vec<String>,
+}
+
 /// The outcome of one delivery, to record.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -724,16 +743,16 @@ impl Deliveries {
         Ok(())
     }
 
-    /// Records outcomes of one shard in one call, each atomically (state, attempt log,
-    /// counters, schedule, error queue).
-    pub async fn record_many(&self, shard: u16, outcomes: &[Outcome]) -> Result<(), StoreError> {
-        #[derive(Deserialize)]
-        struct Recorded {
-            #[allow(dead_code)]
-            recorded: u64,
-        }
+    /// Records outcomes of one shard in one call, each on its own (state, attempt log,
+    /// counters, schedule, error queue): an outcome whose keys Redis refuses fails alone and
+    /// is named in the answer, and is never applied twice (see `record.lua`).
+    pub async fn record_many(
+        &self,
+        shard: u16,
+        outcomes: &[Outcome],
+    ) -> Result<Recorded, StoreError> {
         if outcomes.is_empty() {
-            return Ok(());
+            return Ok(Recorded::default());
         }
         // One `now` names the series' hour here and their minute in the script.
         let now = now_ms();
@@ -801,13 +820,45 @@ impl Deliveries {
                 attempt_ms.into(),
             ]);
         }
-        let _: Recorded = RECORD.run(&self.redis, keys, args).await?;
-        Ok(())
+        let answer: RecordAnswer = RECORD.run(&self.redis, keys, args).await?;
+        Ok(Recorded {
+            failed: answer
+                .failed
+                .into_iter()
+                .map(|(i, why)| (i.saturating_sub(1), why))
+                .collect(),
+            counters_failed: answer.counters_failed,
+        })
     }
 
-    /// Records one outcome.
+    /// Records one outcome; `StoreError::Refused` when Redis refuses it for what its keys hold.
     pub async fn record(&self, o: &Outcome) -> Result<(), StoreError> {
-        self.record_many(o.shard, std::slice::from_ref(o)).await
+        let recorded = self.record_many(o.shard, std::slice::from_ref(o)).await?;
+        match recorded.failed.into_iter().next() {
+            None => Ok(()),
+            Some((_, why)) => Err(StoreError::Refused(why)),
+        }
+    }
+
+    /// The types of the keys of `o`'s own (its record, its tenant's counters, error queue and
+    /// series of the hour) that are not hashes: what a refused outcome is at fault for, as
+    /// opposed to a key the whole shard shares.
+    pub async fn foreign_keys_of(&self, o: &Outcome) -> Result<Vec<(String, String)>, StoreError> {
+        let hour = hour_of(now_ms());
+        let own = [
+            self.keys.event_record(o.shard, &o.event_id),
+            self.keys.stats(o.shard, &o.tenant),
+            self.keys.dead_letters(o.shard, &o.tenant),
+            self.keys.series(o.shard, &o.tenant, hour),
+        ];
+        let mut wrong = Vec::new();
+        for key in own {
+            let kind: String = self.redis.r#type(&key).await?;
+            if kind != "hash" && kind != "none" {
+                wrong.push((key, kind));
+            }
+        }
+        Ok(wrong)
     }
 
     /// Claims up to `limit` due deliveries of `shard`, leased until `lease_until_ms`, and loads
@@ -923,7 +974,7 @@ impl Deliveries {
         member: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let _: i64 = self.redis.zrem(self.keys.retries(shard), member).await?;
+        // In the quarantine first: a failure between the two steps leaves it on the schedule.
         crate::store::quarantine::put(
             &self.redis,
             &self.keys,
@@ -934,6 +985,23 @@ impl Deliveries {
             Vec::new(),
         )
         .await?;
+        let _: i64 = self.redis.zrem(self.keys.retries(shard), member).await?;
+        if let Some(event) = member
+            .split_once(':')
+            .and_then(|(e, _)| EventId::parse(e).ok())
+        {
+            self.release_unfinished(shard, &event).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops counting `event` as unfinished, once what held it open was set aside: stream
+    /// retention and shipping never wait for it again.
+    pub async fn release_unfinished(&self, shard: u16, event: &EventId) -> Result<(), StoreError> {
+        let _: i64 = self
+            .redis
+            .zrem(self.keys.unfinished(shard), event.as_str())
+            .await?;
         Ok(())
     }
 

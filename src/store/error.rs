@@ -31,13 +31,21 @@ pub enum StoreError {
     /// A script answered something this version does not understand.
     #[error("{0}")]
     Reply(String),
+    /// Redis refused to write a record for what its keys hold (a key of another type): the
+    /// same write can never succeed.
+    #[error("redis refused the record: {0}")]
+    Refused(String),
 }
 
 impl StoreError {
     /// Whether Redis refused the command for what the records it touched hold (see
     /// [`crate::redis::is_data_fault`]): the same command can never succeed.
     pub fn is_data_fault(&self) -> bool {
-        matches!(self, StoreError::Redis(e) if crate::redis::is_data_fault(e))
+        match self {
+            StoreError::Redis(e) => crate::redis::is_data_fault(e),
+            StoreError::Refused(_) => true,
+            _ => false,
+        }
     }
 }
 

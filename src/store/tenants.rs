@@ -192,32 +192,37 @@ impl Store {
         })
     }
 
-    /// The tenant whose external id is `ext`, if any.
+    /// The tenant whose external id is `ext`, if any: the one whose id is exactly `ext`, else
+    /// the one whose id is `ext` once normalised. Entries of earlier versions (over the text as
+    /// sent) are looked at first, and every entry found is checked against the tenant it names,
+    /// so a stale one (its tenant deleted, or given another id) is never taken for it.
     pub async fn tenant_by_external_id(
         &self,
         ext: &ExternalId,
     ) -> Result<Option<TenantRecord>, StoreError> {
-        let mut idx = self.blind_ext(Some(ext));
-        let mut id: Option<String> = self
-            .redis
-            .get(self.keys.tenant_by_external_id(&idx))
-            .await?;
-        if id.is_none() {
-            // Indexed by an earlier version, and not moved yet (or in conflict with another).
-            idx = self.crypto.blind_index(EXT_DOMAIN_RAW, ext.as_str());
-            id = self
-                .redis
-                .get(self.keys.tenant_by_external_id(&idx))
-                .await?;
-        }
-        match id.map(|id| TenantId::parse(&id)) {
-            Some(Ok(id)) => self.tenant(&id).await,
-            Some(Err(e)) => Err(StoreError::Corrupt {
-                key: self.keys.tenant_by_external_id(&idx),
+        let mut alike = None;
+        for idx in [
+            self.crypto.blind_index(EXT_DOMAIN_RAW, ext.as_str()),
+            self.blind_ext(Some(ext)),
+        ] {
+            let key = self.keys.tenant_by_external_id(&idx);
+            let Some(id) = self.redis.get::<Option<String>, _>(&key).await? else {
+                continue;
+            };
+            let id = TenantId::parse(&id).map_err(|e| StoreError::Corrupt {
+                key: key.clone(),
                 reason: format!("tenant id {e}"),
-            }),
-            None => Ok(None),
+            })?;
+            let Some(tenant) = self.tenant(&id).await? else {
+                continue;
+            };
+            match &tenant.external_id {
+                Some(t) if t == ext => return Ok(Some(tenant)),
+                Some(t) if t.key() == ext.key() && alike.is_none() => alike = Some(tenant),
+                _ => {}
+            }
         }
+        Ok(alike)
     }
 
     /// Moves the external-id index entries of tenants written by earlier versions (over the
@@ -239,17 +244,32 @@ impl Store {
                 if t.ext_idx == self.blind_ext(Some(ext)) {
                     continue;
                 }
-                let patch = TenantPatch {
-                    external_id: Some(Some(ext.clone())),
-                    ..TenantPatch::default()
-                };
-                match self.update_tenant(&t.id, &patch).await {
-                    Ok(_) => moved += 1,
-                    Err(StoreError::Conflict(_)) => {
-                        clashes += 1;
-                        tracing::warn!(tenant = %t.id, "this tenant's external id equals another tenant's once normalised (case, width, composition); it keeps its old index entry: give one of them a new external id");
-                    }
-                    Err(e) => return Err(e),
+                // The normalised entry is added, the old one kept: instances of the version
+                // before still find the tenant by it during a rolling upgrade, and lookups
+                // check every entry against its tenant.
+                let idx = self.blind_ext(Some(ext));
+                let key = self.keys.tenant_by_external_id(&idx);
+                let claimed: bool = self
+                    .redis
+                    .set(
+                        &key,
+                        t.id.as_str(),
+                        None,
+                        Some(fred::types::SetOptions::NX),
+                        false,
+                    )
+                    .await
+                    .map(|r: Option<String>| r.is_some())?;
+                let owner: Option<String> = self.redis.get(&key).await?;
+                if claimed || owner.as_deref() == Some(t.id.as_str()) {
+                    let _: i64 = self
+                        .redis
+                        .hset(self.keys.tenant(&t.id), ("ext_idx", idx.as_str()))
+                        .await?;
+                    moved += 1;
+                } else {
+                    clashes += 1;
+                    tracing::warn!(tenant = %t.id, other = owner.as_deref().unwrap_or("?"), "this tenant's external id equals another tenant's once normalised (case, width, composition); it keeps its old index entry, and a lookup of its exact id still finds it: give one of them a new external id");
                 }
             }
             after = page.last().map(|t| t.id.clone());

@@ -54,7 +54,7 @@ impl FromRequestParts<WebState> for Transport {
         let peer = parts
             .extensions
             .get::<crate::edge::service::Peer>()
-            .map(|p| p.0.ip());
+            .map(|p| p.0.ip().to_canonical());
         let trusted = |ip: &std::net::IpAddr| {
             state
                 .settings
@@ -73,25 +73,51 @@ impl FromRequestParts<WebState> for Transport {
             .get("x-forwarded-proto")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
         // The client is the last address in the chain that is not one of our proxies: what
-        // comes before it, the client itself could have written.
-        let forwarded_for = parts
+        // comes before it, the client itself could have written. An entry that is not an
+        // address ends the walk at the proxy that wrote it.
+        let entries: Vec<&str> = parts
             .headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-            .collect::<Vec<_>>();
-        let client = forwarded_for
-            .into_iter()
-            .rev()
-            .find(|ip| !trusted(ip))
-            .unwrap_or(peer);
+            .collect();
+        let client = client_behind(peer, &entries, trusted);
         Ok(Transport {
             tls: on_tls || forwarded_tls,
             client: Some(client),
         })
     }
+}
+
+/// The client behind a trusted `peer`: walking `X-Forwarded-For` from the right, past our
+/// own proxies, the first address that is not one; an entry that is not an address ends the
+/// walk at the proxy that wrote it.
+fn client_behind(
+    peer: std::net::IpAddr,
+    entries: &[&str],
+    trusted: impl Fn(&std::net::IpAddr) -> bool,
+) -> std::net::IpAddr {
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        match forwarded_address(entry) {
+            Some(ip) if trusted(&ip) => client = ip,
+            Some(ip) => return ip,
+            None => break,
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry's address: `203.0.113.7`, `203.0.113.7:4711`, `2001:db8::1` or
+/// `[2001:db8::1]:4711`; IPv4-mapped IPv6 addresses count as IPv4.
+fn forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
+    let entry = entry.trim();
+    let ip = entry
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))?;
+    Some(ip.to_canonical())
 }
 
 impl WebState {
@@ -276,5 +302,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Signed {
             .get::<Signed>()
             .cloned()
             .ok_or_else(|| WebError::Internal("page outside a session".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_the_last_address_our_proxies_did_not_write() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap_or([0, 0, 0, 0].into());
+        let proxies = |a: &std::net::IpAddr| a.to_string().starts_with("10.");
+        let peer = ip("10.0.0.1");
+        let walk = |entries: &[&str]| client_behind(peer, entries, proxies);
+        assert_eq!(walk(&["203.0.113.7"]), ip("203.0.113.7"));
+        // What the client wrote before it is ignored.
+        assert_eq!(
+            walk(&["6.6.6.6", "203.0.113.7", "10.0.0.2"]),
+            ip("203.0.113.7")
+        );
+        assert_eq!(walk(&["203.0.113.7:4711"]), ip("203.0.113.7"));
+        assert_eq!(walk(&["[2001:db8::1]:4711"]), ip("2001:db8::1"));
+        assert_eq!(walk(&["::ffff:203.0.113.7"]), ip("203.0.113.7"));
+        // Garbage ends the walk at the proxy that passed it on, not at what precedes it.
+        assert_eq!(walk(&["6.6.6.6", "unknown", "10.0.0.2"]), ip("10.0.0.2"));
+        assert_eq!(walk(&[]), peer);
     }
 }

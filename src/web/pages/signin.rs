@@ -18,6 +18,7 @@ use crate::web::guard::{SIGNIN_COOKIE, Signed, Transport};
 use crate::web::layout::{Shell, page, see_other};
 use crate::web::session::{Principal, cookie};
 use crate::web::state::WebState;
+use crate::web::throttle::Attempt;
 
 /// How long a sign-in form stays valid.
 const SIGNIN_FORM_S: u64 = 15 * 60;
@@ -98,12 +99,12 @@ pub async fn submit(
     }
     let token = form.get("token");
     let face = face_name(ui);
-    throttled(&state, face, transport, token).await?;
+    let attempt = counted(&state, face, transport, token).await?;
     let principal = match ui {
         Ui::Console => {
             let admin = state.api.admin_token();
             if token.is_empty() || !secrets_equal(token.as_bytes(), admin.expose().as_bytes()) {
-                refused(&state, face, transport, token).await?;
+                refused(face, transport);
                 return render_form(&state, ui, transport, Some("That is not the admin token."));
             }
             Principal::Operator {
@@ -123,7 +124,7 @@ pub async fn submit(
                 });
             }
             Err(_) => {
-                refused(&state, face, transport, token).await?;
+                refused(face, transport);
                 return render_form(
                     &state,
                     ui,
@@ -133,6 +134,7 @@ pub async fn submit(
             }
         },
     };
+    state.throttle.succeeded(attempt).await?;
     start(&state, &headers, transport, ui, principal).await
 }
 
@@ -144,40 +146,30 @@ fn face_name(ui: Ui) -> &'static str {
     }
 }
 
-/// Refuses a sign-in (`429`) while the client's address or the credential has used up its
-/// failures of the minute.
-async fn throttled(
+/// Counts a sign-in attempt before its credential is checked; refuses it (`429`) while the
+/// client's address or the credential has used up its tries of the minute.
+async fn counted(
     state: &WebState,
     face: &'static str,
     transport: Transport,
     credential: &str,
-) -> Result<(), WebError> {
+) -> Result<Attempt, WebError> {
     match state
         .throttle
-        .refuses(face, transport.client, credential)
+        .attempt(face, transport.client, credential)
         .await?
     {
-        None => Ok(()),
-        Some(retry_after_s) => {
+        Ok(attempt) => Ok(attempt),
+        Err(retry_after_s) => {
             tracing::warn!(face, client = ?transport.client, retry_after_s, "sign-in throttled after repeated failures");
             Err(WebError::Throttled { retry_after_s })
         }
     }
 }
 
-/// Counts and logs a failed sign-in (the address, never the credential).
-async fn refused(
-    state: &WebState,
-    face: &'static str,
-    transport: Transport,
-    credential: &str,
-) -> Result<(), WebError> {
+/// Logs a failed sign-in (the address, never the credential); its attempt stays counted.
+fn refused(face: &'static str, transport: Transport) {
     tracing::warn!(face, client = ?transport.client, "sign-in refused: wrong credential");
-    state
-        .throttle
-        .failed(face, transport.client, credential)
-        .await?;
-    Ok(())
 }
 
 /// Opens a session for `principal` (ending the one the browser had, if any) and goes to the
@@ -215,10 +207,10 @@ pub async fn enter_link(
     transport: Transport,
     Path(link): Path<String>,
 ) -> Result<Response, WebError> {
-    throttled(&state, "portal_link", transport, &link).await?;
+    let attempt = counted(&state, "portal_link", transport, &link).await?;
     let opened = state.store.open_portal_link(&link).await?;
     let Some(link) = opened else {
-        refused(&state, "portal_link", transport, &link).await?;
+        refused("portal_link", transport);
         return Err(WebError::Api {
             status: http::StatusCode::FORBIDDEN,
             code: "invalid_portal_link".into(),
@@ -239,6 +231,7 @@ pub async fn enter_link(
             message: "This tenant is disabled or gone.".into(),
         });
     }
+    state.throttle.succeeded(attempt).await?;
     let principal = Principal::Tenant {
         tenant: link.tenant,
         link: Some(link.id.to_string()),
