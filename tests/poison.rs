@@ -3,12 +3,13 @@
 //! the others: the log shipper (a row PostgreSQL refuses, and every byte 0x00–0xFF in every
 //! column a sender or a receiver controls), the stream reader (an entry that cannot be
 //! decoded), the outcome recorder and the monitor checker (a record of the wrong type under
-//! their scripts), and the retry poller (a malformed member, a record of the wrong type).
+//! their scripts), and the retry poller (a malformed member, a record of the wrong type); and
+//! a key no record owns going bad sets nothing aside. The same through the binary, with a
+//! receiver answering NUL and readiness while PostgreSQL refuses: `tests/probes/truthful.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -23,7 +24,7 @@ use fred::prelude::*;
 use serde_json::{Value as Json, json};
 use support::postgres::{PgServer, connect};
 use support::sink::{Reply, Sink};
-use support::{Gateway, RedisServer, certs, eventually, unique_prefix};
+use support::{Gateway, RedisServer, eventually, unique_prefix};
 
 /// Every byte, as the text a sender or receiver can put in a string: U+0000 to U+00FF.
 fn every_char() -> String {
@@ -235,193 +236,6 @@ async fn a_row_postgres_refuses_is_quarantined_and_the_rest_of_its_batch_is_stor
     assert_eq!(count(&db, "SELECT count(*) FROM quarantine").await, 3);
 }
 
-/// A gateway with a log store on `db` and fast retries.
-async fn logged_gateway(name: &str, db: &str) -> Gateway {
-    let extra = format!(
-        r#"
-[dispatch]
-request_timeout_ms = 1000
-retry_poll_ms = 20
-retry = {{ initial_delay_ms = 50, multiplier = 2.0, max_delay_ms = 200, max_attempts = 2 }}
-
-[log_store]
-url = "{db}"
-"#
-    );
-    Gateway::start_edited(
-        &RedisServer::shared().url(),
-        &unique_prefix(name),
-        &extra,
-        Arc::new(certs()),
-        |t| {
-            t.replace(
-                "[queue]\nshards = 4",
-                "[queue]\nshards = 4\nhot_window_s = 2",
-            )
-        },
-    )
-    .await
-}
-
-/// The value of `estafeta_quarantined_total{consumer}` in a scrape.
-fn counted(metrics: &str, consumer: &str) -> u64 {
-    let name = format!("estafeta_quarantined_total{{consumer=\"{consumer}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&name))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
-async fn readyz(gw: &Gateway) -> Json {
-    support::http::Request::get("/readyz")
-        .send_plain(gw.addrs.admin)
-        .await
-        .unwrap()
-        .json()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_answering_nul_and_a_refused_row_do_not_stop_the_log_store() {
-    let db = PgServer::shared().database("nul_receiver").await;
-    let gw = logged_gateway("nul-receiver", &db).await;
-    // After the gateway's migrations made the table.
-    connect(&db)
-        .await
-        .batch_execute(
-            "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (event_type <> 'poison.pill')",
-        )
-        .await
-        .unwrap();
-    let sink = Sink::start().await;
-    let mut answer = b"ok\0".to_vec();
-    answer.extend(every_byte());
-    sink.plan(
-        "/nul",
-        vec![],
-        Reply::Body(200, Bytes::from(answer.clone())),
-    );
-    // Forty tenants spread over the four shards; the attacker's shard is shared with others.
-    let mut ids = Vec::new();
-    let mut tokens = Vec::new();
-    for i in 0..40 {
-        let (tenant, token) = gw.tenant(&format!("t{i}")).await;
-        gw.create_target(&tenant, json!({"url": sink.url("/nul"), "events": ["*"]}))
-            .await;
-        tokens.push(token);
-    }
-    for token in &tokens {
-        ids.push(gw.post_ok(token, "order.paid", &every_byte()).await);
-    }
-    let poison = gw.post_ok(&tokens[0], "poison.pill", b"{}").await;
-    let list: Vec<String> = ids.iter().map(|i| format!("'{i}'")).collect();
-    let shipped = format!(
-        "SELECT count(*) FROM events WHERE id IN ({})",
-        list.join(",")
-    );
-    eventually(
-        Duration::from_secs(30),
-        "every tenant's events shipped",
-        || async { count(&db, &shipped).await == ids.len() as i64 },
-    )
-    .await;
-    eventually(
-        Duration::from_secs(30),
-        "the refused event quarantined",
-        || async {
-            count(
-                &db,
-                &format!("SELECT count(*) FROM quarantine WHERE record_id = '{poison}'"),
-            )
-            .await
-                == 1
-        },
-    )
-    .await;
-    // The receiver's answer is stored as text, its NUL and invalid UTF-8 replaced visibly.
-    let response = text_of(
-        &db,
-        &format!(
-            "SELECT response FROM attempts WHERE event_id = '{}'",
-            ids[0]
-        ),
-    )
-    .await;
-    assert!(response.starts_with("ok\u{FFFD}"), "{response:?}");
-    assert!(!response.contains('\0'));
-    assert_eq!(
-        response,
-        estafeta::model::text::visible_text(&answer),
-        "what PostgreSQL holds is what the API shows"
-    );
-    let ready = readyz(&gw).await;
-    assert_eq!(ready["log_store"], "ok", "{ready}");
-    // The recorder is the process's: other tests of this binary count too.
-    let metrics = gw
-        .metrics_showing(r#"estafeta_quarantined_total{consumer="log_store_events"}"#)
-        .await;
-    assert!(counted(&metrics, "log_store_events") >= 1, "{metrics}");
-    gw.stop().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_says_postgres_refuses_a_batch_and_why_not_that_it_is_unreachable() {
-    let db = PgServer::shared().database("refusing").await;
-    let gw = logged_gateway("refusing", &db).await;
-    let (tenant, token) = gw.tenant("acme").await;
-    let sink = Sink::start().await;
-    gw.create_target(&tenant, json!({"url": sink.url("/ok"), "events": ["*"]}))
-        .await;
-    // A table gone behind the gateway's back: no row's fault, retrying cannot help either.
-    connect(&db)
-        .await
-        .batch_execute("ALTER TABLE attempts RENAME TO attempts_away")
-        .await
-        .unwrap();
-    let id = gw.post_ok(&token, "a", b"{}").await;
-    eventually(
-        Duration::from_secs(20),
-        "readiness says refusing",
-        || async { readyz(&gw).await["log_store"] == "refusing" },
-    )
-    .await;
-    let seen = readyz(&gw).await;
-    let error = seen["log_store_error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(error.contains("PostgreSQL refuses the batch"), "{error}");
-    assert!(error.contains("attempts"), "{error}");
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM quarantine").await,
-        0,
-        "nothing is quarantined for a missing table"
-    );
-    connect(&db)
-        .await
-        .batch_execute("ALTER TABLE attempts_away RENAME TO attempts")
-        .await
-        .unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "shipped once the table is back",
-        || async {
-            count(
-                &db,
-                &format!("SELECT count(*) FROM events WHERE id = '{id}'"),
-            )
-            .await
-                == 1
-        },
-    )
-    .await;
-    eventually(Duration::from_secs(10), "readiness ok again", || async {
-        readyz(&gw).await["log_store"] == "ok"
-    })
-    .await;
-    gw.stop().await.unwrap();
-}
-
 /// A gateway without a log store, with a fast checker and fast retries.
 async fn gateway(name: &str) -> Gateway {
     Gateway::start_with(
@@ -438,6 +252,28 @@ retry = { initial_delay_ms = 50, multiplier = 2.0, max_delay_ms = 200, max_attem
 "#,
     )
     .await
+}
+
+/// The value of `estafeta_quarantined_total{consumer}` in a scrape.
+fn counted(metrics: &str, consumer: &str) -> u64 {
+    let name = format!("estafeta_quarantined_total{{consumer=\"{consumer}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Waits until the dispatch group of `stream` has no entry pending: the pipeline moved on.
+async fn nothing_pending(redis: &Client, stream: &str) {
+    eventually(Duration::from_secs(10), "no entry left pending", || async {
+        let pending: Value = redis
+            .xpending(stream, "dispatch", ())
+            .await
+            .unwrap_or(Value::Null);
+        matches!(pending, Value::Array(ref a) if a.first().and_then(Value::as_i64) == Some(0))
+    })
+    .await;
 }
 
 async fn quarantined(redis: &Client, prefix: &str, consumer: &str) -> Vec<quarantine::Quarantined> {
@@ -536,14 +372,7 @@ async fn the_stream_reader_sets_an_entry_it_cannot_decode_aside_and_delivers_the
         "the good event is not in the quarantine"
     );
     // Nothing is left pending: the pipeline moved on.
-    eventually(Duration::from_secs(10), "no entry left pending", || async {
-        let pending: Value = redis
-            .xpending(&stream, "dispatch", ())
-            .await
-            .unwrap_or(Value::Null);
-        matches!(pending, Value::Array(ref a) if a.first().and_then(Value::as_i64) == Some(0))
-    })
-    .await;
+    nothing_pending(&redis, &stream).await;
     let metrics = gw
         .metrics_showing(r#"estafeta_quarantined_total{consumer="stream_reader"}"#)
         .await;
@@ -607,14 +436,7 @@ async fn the_recorder_sets_an_outcome_aside_that_its_script_refuses_and_records_
     assert!(aside[0].reason.contains("WRONGTYPE"), "{aside:?}");
     // Every entry is acknowledged: the victim's outcome counts as recorded in the quarantine.
     let stream = keys.stream(shard);
-    eventually(Duration::from_secs(10), "no entry left pending", || async {
-        let pending: Value = redis
-            .xpending(&stream, "dispatch", ())
-            .await
-            .unwrap_or(Value::Null);
-        matches!(pending, Value::Array(ref a) if a.first().and_then(Value::as_i64) == Some(0))
-    })
-    .await;
+    nothing_pending(&redis, &stream).await;
     gw.stop().await.unwrap();
 }
 
