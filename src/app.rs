@@ -140,6 +140,38 @@ impl Listeners {
     }
 }
 
+/// How portal links are issued: under `web.public_url`, else under the edge listener this
+/// process bound (TLS preferred), else the configured one (a dispatcher-only process).
+fn portal_link_settings(config: &Config, listeners: &Listeners) -> api::PortalLinkSettings {
+    let bound = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let edge = bound(&listeners.edge_tls)
+        .or(config.edge.listen)
+        .map(|a| ("https", a))
+        .or_else(|| {
+            bound(&listeners.edge_plain)
+                .or(config.edge.plain_listen)
+                .map(|a| ("http", a))
+        });
+    let settings = api::PortalLinkSettings {
+        public_url: config
+            .web
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned()),
+        edge,
+        max_ttl_s: config.web.portal_link_max_ttl_s,
+        single_use: config.web.portal_link_single_use,
+    };
+    if settings.public_url.is_none() {
+        tracing::warn!(
+            base = %settings.base(None),
+            "web.public_url is not set: portal links are built from the edge listener; set it \
+             when clients reach the edge through a proxy or a load balancer"
+        );
+    }
+    settings
+}
+
 fn cache_settings(c: &CacheConfig) -> CacheSettings {
     CacheSettings {
         capacity: c.capacity,
@@ -418,14 +450,7 @@ pub async fn run(
         allow_private_targets: config.security.allow_private_targets,
         rotation_overlap_ms: config.dispatch.secret_rotation_overlap_ms,
         shards: config.queue.shards,
-        portal_links: api::PortalLinkSettings {
-            public_url: config
-                .web
-                .public_url
-                .as_ref()
-                .map(|u| u.trim_end_matches('/').to_owned()),
-            max_ttl_s: config.web.portal_link_max_ttl_s,
-        },
+        portal_links: portal_link_settings(&config, &listeners),
         system: Arc::new(api::scope::SystemFacts {
             config_toml: config.to_redacted_toml()?,
             wait_aof: config.redis.wait_aof,

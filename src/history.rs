@@ -19,7 +19,8 @@ use crate::queue::consume::{
 };
 use crate::queue::decode;
 use crate::store::deliveries::{
-    DeadLetter, EventFilter, EventRecord, EventStatus, EventSummary, Replayed,
+    DeadLetter, DeadLetterFilter, DeadLetterScan, EventFilter, EventRecord, EventStatus,
+    EventSummary, Order, Replayed,
 };
 use crate::store::{Deliveries, StoreError};
 
@@ -55,10 +56,13 @@ pub struct EventPage {
 }
 
 /// Which error queue entries to replay.
-#[derive(Debug, Clone, Default)]
-pub struct ReplaySelection {
-    pub ids: Option<Vec<DeadLetterId>>,
-    pub target_id: Option<TargetId>,
+#[derive(Debug, Clone)]
+pub enum ReplaySelection {
+    /// These entries, every one of them the tenant's.
+    Ids(Vec<DeadLetterId>),
+    /// Every entry the filter selects that failed before the replay began (one that fails
+    /// again while it runs is not replayed twice).
+    Matching(DeadLetterFilter),
 }
 
 /// The listing row of an event without a record: its entry not read yet or not finished (in
@@ -77,6 +81,45 @@ fn recordless(e: crate::queue::StoredEvent, unread: bool) -> EventSummary {
             EventStatus::NoTargets
         },
         deliveries: Vec::new(),
+    }
+}
+
+/// One event as both tiers hold it: each delivery's newer state, every attempt once, oldest
+/// first. Redis's record is the live one; the log store's has what happened before it.
+fn merge(hot: EventRecord, logged: EventRecord) -> EventRecord {
+    let mut deliveries = logged.deliveries;
+    for (target, state) in hot.deliveries {
+        match deliveries.iter_mut().find(|(t, _)| *t == target) {
+            Some((_, held)) => {
+                let newer = match (&state, &*held) {
+                    (Some(h), Some(l)) => h.updated_at_ms >= l.updated_at_ms,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if newer {
+                    *held = state;
+                }
+            }
+            None => deliveries.push((target, state)),
+        }
+    }
+    let mut attempts = logged.attempts;
+    for a in hot.attempts {
+        let known = attempts
+            .iter()
+            .any(|b| b.target_id == a.target_id && b.at_ms == a.at_ms && b.attempt == a.attempt);
+        if !known {
+            attempts.push(a);
+        }
+    }
+    attempts.sort_by_key(|a| a.at_ms);
+    EventRecord {
+        id: hot.id,
+        event_type: hot.event_type.or(logged.event_type),
+        content_type: hot.content_type.or(logged.content_type),
+        received_at_ms: hot.received_at_ms,
+        deliveries,
+        attempts,
     }
 }
 
@@ -102,13 +145,25 @@ impl History {
         tenant: &TenantId,
         id: &EventId,
     ) -> Result<Option<EventRecord>, HistoryError> {
-        if let Some(r) = self.deliveries.event(shard, tenant, id).await? {
-            return Ok(Some(r));
-        }
+        let hot = self.deliveries.event(shard, tenant, id).await?;
         if let Some(log) = &self.log {
-            if let Some(r) = log.event(tenant, id).await? {
-                return Ok(Some(r));
+            // Both tiers can hold parts of one event: a record brought back for a replay holds
+            // its states but none of its earlier attempts, which only the log store has.
+            let logged = match (&hot, log.event(tenant, id).await) {
+                (_, Ok(logged)) => logged,
+                (Some(_), Err(e)) => {
+                    tracing::warn!(event = %id, error = %e, "log store unreadable: the event shows Redis's part only");
+                    None
+                }
+                (None, Err(e)) => return Err(e.into()),
+            };
+            match (hot, logged) {
+                (Some(h), Some(l)) => return Ok(Some(merge(h, l))),
+                (Some(h), None) | (None, Some(h)) => return Ok(Some(h)),
+                (None, None) => {}
             }
+        } else if let Some(h) = hot {
+            return Ok(Some(h));
         }
         let Some(e) = self.stream_event(shard, id).await? else {
             return Ok(None);
@@ -354,27 +409,49 @@ impl History {
         tenant: &TenantId,
         sel: &ReplaySelection,
     ) -> Result<u64, HistoryError> {
-        let entries = self
-            .deliveries
-            .dead_letters(shard, tenant, sel.target_id.as_ref(), usize::MAX)
-            .await?;
-        // Named ids must all be this tenant's entries, as on every other route: another
-        // tenant's id is indistinguishable from one that does not exist, and nothing is replayed.
-        if let Some(ids) = &sel.ids {
-            if ids.iter().any(|id| !entries.iter().any(|d| &d.id == id)) {
-                return Err(StoreError::NotFound("dead letter").into());
-            }
-        }
         let mut moved = 0;
-        for d in entries {
-            if sel.ids.as_ref().is_some_and(|ids| !ids.contains(&d.id)) {
-                continue;
+        match sel {
+            ReplaySelection::Ids(ids) => {
+                let found = self
+                    .deliveries
+                    .dead_letters_by_id(shard, tenant, ids)
+                    .await?;
+                // Named ids must all be this tenant's entries, as on every other route:
+                // another tenant's id is indistinguishable from one that does not exist, and
+                // nothing is replayed.
+                if found.len() < ids.len() {
+                    return Err(StoreError::NotFound("dead letter").into());
+                }
+                for d in found {
+                    if self
+                        .resend(shard, tenant, &d.event_id, &d.target_id, Some(&d))
+                        .await?
+                    {
+                        moved += 1;
+                    }
+                }
             }
-            if self
-                .resend(shard, tenant, &d.event_id, &d.target_id, Some(&d))
-                .await?
-            {
-                moved += 1;
+            ReplaySelection::Matching(filter) => {
+                let began = now_ms();
+                let filter = DeadLetterFilter {
+                    until_ms: Some(filter.until_ms.map_or(began, |u| u.min(began))),
+                    ..filter.clone()
+                };
+                let mut scan = DeadLetterScan::new(filter, Order::OldestFirst, None);
+                while let Some(chunk) = self
+                    .deliveries
+                    .next_dead_letters(shard, tenant, &mut scan)
+                    .await?
+                {
+                    for d in chunk {
+                        if self
+                            .resend(shard, tenant, &d.event_id, &d.target_id, Some(&d))
+                            .await?
+                        {
+                            moved += 1;
+                        }
+                    }
+                }
             }
         }
         Ok(moved)
@@ -422,9 +499,14 @@ impl History {
         events.dedup();
         events.truncate(MAX_RECOVER);
         // Their error queue entries go with them.
+        let queued_filter = DeadLetterFilter {
+            target_id: Some(target.clone()),
+            since_ms: Some(since_ms),
+            ..DeadLetterFilter::default()
+        };
         let queued: HashMap<EventId, DeadLetter> = self
             .deliveries
-            .dead_letters(shard, tenant, Some(target), usize::MAX)
+            .dead_letters(shard, tenant, &queued_filter, usize::MAX)
             .await?
             .into_iter()
             .map(|d| (d.event_id.clone(), d))
@@ -496,5 +578,99 @@ impl History {
             self.deliveries.delete_dead_letter(shard, tenant, d).await?;
         }
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::deliveries::{AttemptRecord, DeliveryState, State};
+
+    fn state(state: State, attempts: u32, updated_at_ms: u64) -> Option<DeliveryState> {
+        Some(DeliveryState {
+            state,
+            attempts,
+            last_status: Some(500),
+            last_error: None,
+            next_retry_at_ms: None,
+            updated_at_ms,
+            deferrals: 0,
+        })
+    }
+
+    fn attempt(target: &TargetId, attempt: u32, at_ms: u64) -> AttemptRecord {
+        AttemptRecord {
+            target_id: target.clone(),
+            attempt,
+            at_ms,
+            status: Some(500),
+            latency_ms: 3,
+            error: None,
+            response: None,
+        }
+    }
+
+    #[test]
+    fn a_restored_record_and_the_log_store_make_one_history() {
+        let (a, b) = (TargetId::generate(), TargetId::generate());
+        let id = EventId::generate();
+        // The log store: both targets dead-lettered after three attempts each.
+        let logged = EventRecord {
+            id: id.clone(),
+            event_type: Some("order.paid".into()),
+            content_type: None,
+            received_at_ms: 1_000,
+            deliveries: vec![
+                (a.clone(), state(State::DeadLettered, 3, 1_300)),
+                (b.clone(), state(State::DeadLettered, 3, 1_300)),
+            ],
+            attempts: (1..=3)
+                .flat_map(|n| {
+                    [
+                        attempt(&a, n, 1_000 + n as u64 * 100),
+                        attempt(&b, n, 1_000 + n as u64 * 100),
+                    ]
+                })
+                .collect(),
+        };
+        // Redis: the record restored for a replay of `a`, which failed once more; `b` as
+        // restored, with the state the log store gave it and no attempts.
+        let hot = EventRecord {
+            id: id.clone(),
+            event_type: Some("order.paid".into()),
+            content_type: None,
+            received_at_ms: 1_000,
+            deliveries: vec![
+                (a.clone(), state(State::Retrying, 1, 9_000)),
+                (b.clone(), state(State::DeadLettered, 3, 1_300)),
+            ],
+            attempts: vec![attempt(&a, 1, 9_000), attempt(&a, 3, 1_300)],
+        };
+        let m = merge(hot, logged);
+        assert_eq!(m.deliveries.len(), 2);
+        let of = |t: &TargetId| {
+            m.deliveries
+                .iter()
+                .find(|(x, _)| x == t)
+                .and_then(|(_, s)| s.clone())
+        };
+        assert_eq!(
+            of(&a).map(|s| s.state),
+            Some(State::Retrying),
+            "the newer state wins"
+        );
+        assert_eq!(of(&b).map(|s| s.attempts), Some(3));
+        let a_attempts: Vec<(u32, u64)> = m
+            .attempts
+            .iter()
+            .filter(|x| x.target_id == a)
+            .map(|x| (x.attempt, x.at_ms))
+            .collect();
+        assert_eq!(
+            a_attempts,
+            [(1, 1_100), (2, 1_200), (3, 1_300), (1, 9_000)],
+            "every attempt once, in time order"
+        );
+        assert_eq!(m.attempts.iter().filter(|x| x.target_id == b).count(), 3);
     }
 }

@@ -19,6 +19,7 @@
 //! | `P:{q<n>}:att:<event id>` | list | the event's last delivery attempts (JSON), bounded |
 //! | `P:{q<n>}:retry` | sorted set | deliveries waiting for their next attempt: `<event>:<target>` scored by due time (ms) |
 //! | `P:{q<n>}:dlq:<tenant>` | hash | the tenant's error queue: entry id → JSON |
+//! | `P:{q<n>}:dlq_at:<tenant>` | sorted set | the same entries' ids scored by when they failed (ms): the error queue's order, for paging |
 //! | `P:{q<n>}:stats:<tenant>` | hash | the tenant's delivery counters |
 //! | `P:{q<n>}:series:<tenant>:<hour>` | hash, 49 h TTL | the tenant's per-minute counters of one hour (`hour` = ms / 3 600 000): `<minute of the hour>:<metric>`, metrics `r` received, `s` succeeded, `f` failed attempts, `a` attempts, `l` attempt latency (ms, summed); see [`crate::store::series`] |
 //! | `P:{q<n>}:series_all:<hour>` | hash, 49 h TTL | the same counters summed over the shard's tenants |
@@ -27,6 +28,9 @@
 //! | `P:{q<n>}:history` | stream | with a log store: status records and incident changes of the shard's watched subjects, until shipped |
 //! | `P:{q<n>}:ship_lease` | string, TTL | the process shipping the shard right now |
 //! | `P:{q<n>}:quarantine` | stream, capped | records the shard's consumers could not process, set aside: `consumer`, `id`, `reason`, then the record's fields ([`crate::store::quarantine`]) |
+//! | `P:{m}:portal_link:<id>` | string (JSON), TTL to expiry | a portal link's record: tenant, expiry, issue time, single use |
+//! | `P:{m}:portal_link_used:<id>` | string, TTL to expiry | when a single-use portal link was exchanged for a session (`SET NX`) |
+//! | `P:{m}:tenant_portal_links:<tenant>` | sorted set, TTL to the last expiry | a tenant's portal links scored by expiry (ms), for listing |
 //! | `P:{m}:signin:<face>:<addr\|cred>:<hash>` | string (counter), 60 s TTL | failed sign-ins of the console or portal in the current minute, per client address and per credential (keyed hashes of both) |
 //! | `P:ready` | string, 10 s TTL | written by `/readyz`: readiness needs Redis to take writes |
 //! | `P:alive:<consumer>` | string, TTL | a dispatcher consumer's liveness lease, renewed while its process runs |
@@ -244,6 +248,11 @@ impl Keyspace {
         format!("{}:{{q{shard}}}:dlq:{tenant}", self.prefix)
     }
 
+    /// The ids of a tenant's error queue entries, scored by when they failed (ms).
+    pub fn dead_letter_order(&self, shard: u16, tenant: &TenantId) -> String {
+        format!("{}:{{q{shard}}}:dlq_at:{tenant}", self.prefix)
+    }
+
     /// Entries in all error queues of one shard (a gauge for metrics).
     pub fn dead_letter_total(&self, shard: u16) -> String {
         format!("{}:{{q{shard}}}:dlq_total", self.prefix)
@@ -357,6 +366,7 @@ mod tests {
             k.ship_lease(3),
             k.history(3),
             k.dead_letters(3, &ten),
+            k.dead_letter_order(3, &ten),
             k.stats(3, &ten),
             k.series(3, &ten, 493_000),
             k.series_all(3, 493_000),

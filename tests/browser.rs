@@ -523,8 +523,15 @@ async fn a_portal_link_shows_one_tenant_and_refuses_the_others() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let link = r.json();
+    // Absolute, under the edge's TLS listener (no web.public_url here).
+    let origin = format!("https://{}", gw.addrs.tls);
     let url = link["url"].as_str().unwrap().to_owned();
-    assert!(url.starts_with("/portal/link/pl_"), "{url}");
+    assert!(
+        url.starts_with(&format!("{origin}/portal/link/pl_")),
+        "{url}"
+    );
+    let url = url[origin.len()..].to_owned();
+    assert_eq!(link["single_use"], true);
 
     let br = Browser::start().await;
     br.goto(&portal(&gw, &url["/portal".len()..])).await;
@@ -582,6 +589,31 @@ async fn a_portal_link_shows_one_tenant_and_refuses_the_others() {
         assert_eq!(r.header("location").as_deref(), Some("/console/login"));
     }
 
+    // The link signed in once: a second use is refused, and says why.
+    let again = Request::get(&url).send_plain(gw.addrs.plain).await.unwrap();
+    assert_eq!(
+        again.status, 403,
+        "a single-use link opened a second session"
+    );
+    assert!(again.text().contains("used already"), "{}", again.text());
+    // Listed with its expiry and its first use, never its URL.
+    let listed = gw
+        .admin("GET", &format!("/admin/tenants/{a}/portal-links"), None)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let listed = listed.json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["data"][0]["id"], link["id"]);
+    assert_eq!(listed["data"][0]["expires_at"], link["expires_at"]);
+    assert!(listed["data"][0]["used_at"].is_string(), "{listed}");
+    assert!(!listed.to_string().contains(&url["/portal/link/".len()..]));
+    // The other tenant has none.
+    let none = gw
+        .admin("GET", &format!("/admin/tenants/{b_id}/portal-links"), None)
+        .await
+        .json();
+    assert_eq!(none["data"], json!([]));
+
     // Revoking the link ends its session and refuses the link.
     let r = gw
         .admin(
@@ -594,6 +626,11 @@ async fn a_portal_link_shows_one_tenant_and_refuses_the_others() {
         )
         .await;
     assert_eq!(r.status, 204);
+    let listed = gw
+        .admin("GET", &format!("/admin/tenants/{a}/portal-links"), None)
+        .await
+        .json();
+    assert_eq!(listed["data"], json!([]), "a revoked link is not listed");
     br.goto(&portal(&gw, "/events")).await;
     assert_eq!(
         br.path().await,
@@ -611,7 +648,7 @@ async fn a_portal_link_shows_one_tenant_and_refuses_the_others() {
             Some(json!({"ttl_s": 1})),
         )
         .await;
-    let short = r.json()["url"].as_str().unwrap().to_owned();
+    let short = r.json()["url"].as_str().unwrap()[origin.len()..].to_owned();
     let mut forged = short.clone();
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'B' } else { 'A' });
@@ -660,6 +697,24 @@ async fn a_portal_link_shows_one_tenant_and_refuses_the_others() {
         "/portal/login",
         "a revoked token's session lives on"
     );
+
+    // A link issued as reusable signs in as often as it is opened, until it expires.
+    let r = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{a}/portal-links"),
+            Some(json!({"ttl_s": 60, "single_use": false})),
+        )
+        .await;
+    assert_eq!(r.json()["single_use"], false);
+    let reusable = r.json()["url"].as_str().unwrap()[origin.len()..].to_owned();
+    for _ in 0..2 {
+        let r = Request::get(&reusable)
+            .send_plain(gw.addrs.plain)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 303, "{}", r.text());
+    }
 
     // Bad requests for links get the contract's errors.
     let r = gw
@@ -831,6 +886,52 @@ async fn forms_need_their_csrf_token_and_pages_send_a_strict_policy() {
         "{csp}"
     );
     assert!(login.header("x-frame-options").is_none());
+    // Over cleartext the portal still signs in: its cookies stay first-party, never the
+    // `SameSite=None; Secure` a browser would drop there.
+    let signin = login.header("set-cookie").unwrap();
+    assert!(
+        signin.contains("SameSite=Strict") && !signin.contains("Secure"),
+        "{signin}"
+    );
+    let signin = signin.split(';').next().unwrap().to_owned();
+    let csrf = signin.split_once('=').unwrap().1.to_owned();
+    let (_, token) = gw.tenant("framed").await;
+    let r = Request::new("POST", "/portal/login")
+        .header("cookie", &signin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_csrf={csrf}&token={token}"))
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        303,
+        "cleartext portal sign-in with frame_ancestors: {}",
+        r.text()
+    );
+    let session = r.header("set-cookie").unwrap();
+    assert!(
+        session.contains("SameSite=Strict") && !session.contains("Secure"),
+        "{session}"
+    );
+    let home = Request::get("/portal")
+        .header("cookie", session.split(';').next().unwrap())
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(home.status, 200);
+    assert!(home.text().contains("framed"));
+    // Over TLS the portal's cookie is the embeddable kind.
+    let cert = gw.certs.path().join("dev.crt");
+    let login = Request::get("/portal/login")
+        .send_tls(gw.addrs.tls, &cert, Alpn::H1)
+        .await
+        .unwrap();
+    let cookie = login.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("SameSite=None; Secure; Partitioned"),
+        "{cookie}"
+    );
     let console = Request::get("/console/login")
         .send_plain(gw.addrs.admin)
         .await

@@ -408,6 +408,116 @@ async fn error_queue_replay_and_recovery_bring_events_back_from_the_log() {
     gw.stop().await.unwrap();
 }
 
+/// The attempts of one target in an event view: (attempt, status), in the order shown.
+fn attempts_of(view: &Json, target: &str) -> Vec<(u64, u64)> {
+    view["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["target_id"] == target)
+        .map(|a| {
+            (
+                a["attempt"].as_u64().unwrap(),
+                a["status"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_an_event_past_the_hot_window_keeps_every_attempt_in_view() {
+    let (gw, db) = gateway("merged").await;
+    let sink = Sink::start().await;
+    let (tenant, token) = gw.tenant("acme").await;
+    sink.plan("/a", vec![], Reply::Status(500));
+    sink.plan("/b", vec![], Reply::Status(502));
+    let a = target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/a"), "events": ["*"]}),
+    )
+    .await;
+    let b = target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/b"), "events": ["*"]}),
+    )
+    .await;
+    let id = post(&gw, &token, "order.paid", b"{\"n\":1}").await;
+    eventually(Duration::from_secs(15), "both dead-lettered", || async {
+        get(&gw, &token, "/v1/dead-letters").await.json()["total"] == 2
+    })
+    .await;
+    wait_cold(&gw, &db, std::slice::from_ref(&id)).await;
+    let cold = get(&gw, &token, &format!("/v1/events/{id}")).await.json();
+    assert_eq!(attempts_of(&cold, &a), [(1, 500), (2, 500)], "{cold}");
+    assert_eq!(attempts_of(&cold, &b), [(1, 502), (2, 502)], "{cold}");
+
+    // A's entry replayed while A still fails: the event comes back into Redis for it.
+    let r = support::http::Request::new("POST", "/v1/dead-letters/replay")
+        .bearer(&token)
+        .json(&json!({"event_id": id, "target_id": a}))
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(r.json()["replayed"], 1, "{}", r.text());
+    // Read while the record brought back is still in Redis (it lives the hot window).
+    let redis = RedisServer::shared().client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let view = loop {
+        let v = get(&gw, &token, &format!("/v1/events/{id}")).await.json();
+        let again = v["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["target_id"] == a.as_str() && d["state"] == "dead_lettered")
+            && v["attempts"].as_array().unwrap().iter().any(|x| {
+                x["target_id"] == a.as_str()
+                    && x["at"].as_str() > cold["attempts"][3]["at"].as_str()
+            });
+        if again && attempts_of(&v, &a).len() >= 4 {
+            assert!(
+                in_redis(&redis, &gw.prefix, &id).await,
+                "read from the restored record"
+            );
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A dead-lettered again: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        attempts_of(&view, &a),
+        [(1, 500), (2, 500), (1, 500), (2, 500)],
+        "the old attempts from the log store, the new ones from Redis: {view}"
+    );
+    assert_eq!(
+        attempts_of(&view, &b),
+        [(1, 502), (2, 502)],
+        "the other target's history stays: {view}"
+    );
+    let deliveries = view["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 2);
+    for d in deliveries {
+        assert_eq!(d["state"], "dead_lettered", "{view}");
+        assert_eq!(d["attempts"], 2, "{view}");
+    }
+    // Shipped again and gone from Redis once more: the log store alone says the same.
+    wait_cold(&gw, &db, std::slice::from_ref(&id)).await;
+    eventually(
+        Duration::from_secs(20),
+        "the log store holds all six attempts",
+        || async {
+            let v = get(&gw, &token, &format!("/v1/events/{id}")).await.json();
+            attempts_of(&v, &a).len() == 4 && attempts_of(&v, &b).len() == 2
+        },
+    )
+    .await;
+    gw.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_under_load_loses_nothing_and_shipping_resumes() {
     let pg = PgServer::start();

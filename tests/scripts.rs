@@ -762,6 +762,7 @@ async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
     let (unfinished, ship) = (k.k("unfinished"), k.k("ship"));
     let (event, stats, dead) = (k.k("event:evt_1"), k.k("stats:ten_a"), k.k("dead:ten_a"));
     let (series, series_all) = (k.k("series:ten_a"), k.k("series_all"));
+    let order = k.k("dead_order:ten_a");
     let mut keys = vec![
         retries.as_str(),
         dead_total.as_str(),
@@ -782,6 +783,7 @@ async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
             stats.as_str(),
             dead.as_str(),
             series.as_str(),
+            order.as_str(),
         ]);
         args.extend([
             "evt_1",
@@ -995,6 +997,7 @@ async fn expand_and_record_count_each_minute_in_the_series_of_its_hour() {
             k.k(&format!("stats:{tenant}")),
             k.k(&format!("dead:{tenant}")),
             k.k(&format!("series:{tenant}")),
+            k.k(&format!("dead_order:{tenant}")),
         ]);
         let attempt = if ms.is_empty() { "" } else { "attempt" };
         let member = format!("evt_1:{target}");
@@ -1050,6 +1053,7 @@ async fn expand_and_record_count_each_minute_in_the_series_of_its_hour() {
         k.k("stats:q"),
         k.k("dead:q"),
         quiet.clone(),
+        k.k("dead_order:q"),
     ];
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let args = [
@@ -1138,6 +1142,7 @@ async fn with_a_log_store_an_event_is_queued_for_shipping_once_its_last_delivery
         k.k("unfinished"),
         k.k("ship"),
     );
+    let order = k.k("dead_order:ten_a");
     let _: () = r.expire(&rec_key, 5, None).await.unwrap();
     let keys = [
         &dead,
@@ -1148,6 +1153,7 @@ async fn with_a_log_store_an_event_is_queued_for_shipping_once_its_last_delivery
         &attempts,
         &unfinished,
         &ship,
+        &order,
     ]
     .map(String::as_str);
     let answer = run(
@@ -1360,8 +1366,20 @@ async fn replay_and_delete_take_an_error_queue_entry_once() {
         k.k("unfinished"),
         k.k("ship"),
     );
+    let order = k.k("dead_order:ten_a");
     let _: () = r
         .hset(&dead, [("dl_1", "{}"), ("dl_2", "{}"), ("dl_3", "{}")])
+        .await
+        .unwrap();
+    let _: () = r
+        .zadd(
+            &order,
+            None,
+            None,
+            false,
+            false,
+            vec![(0.0, "dl_1"), (0.0, "dl_2"), (0.0, "dl_3")],
+        )
         .await
         .unwrap();
     let _: () = r.set(&total, 3, None, None, false).await.unwrap();
@@ -1378,6 +1396,7 @@ async fn replay_and_delete_take_an_error_queue_entry_once() {
         &attempts,
         &unfinished,
         &ship,
+        &order,
     ]
     .map(String::as_str);
     let args = |dl: &'static str| {
@@ -1394,6 +1413,15 @@ async fn replay_and_delete_take_an_error_queue_entry_once() {
     let replay = async |dl: &'static str| run(&r, &scripts::REPLAY, &keys, &args(dl)).await;
     assert_eq!(replay("dl_1").await["replayed"], 1);
     assert_eq!(replay("dl_1").await["replayed"], 0, "replayed twice");
+    let indexed: Vec<String> = r
+        .zrange(&order, 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        indexed,
+        ["dl_2", "dl_3"],
+        "a replayed entry leaves the index"
+    );
     let due: Option<f64> = r.zscore(&retries, "evt_1:tgt_1").await.unwrap();
     assert_eq!(due, Some(7000.0));
     assert_eq!(hash(&r, &event).await["d:tgt_1"], "r|0|500|7000|7000|0|");
@@ -1411,7 +1439,7 @@ async fn replay_and_delete_take_an_error_queue_entry_once() {
     let scheduled: u32 = r.zcard(&retries).await.unwrap();
     assert_eq!(scheduled, 0);
 
-    let dkeys = [dead.as_str(), total.as_str()];
+    let dkeys = [dead.as_str(), total.as_str(), order.as_str()];
     for dl in ["dl_2", "dl_3"] {
         let deleted = run(&r, &scripts::DELETE_DEAD_LETTER, &dkeys, &[dl]).await;
         assert_eq!(deleted["deleted"], 1);
@@ -1419,8 +1447,39 @@ async fn replay_and_delete_take_an_error_queue_entry_once() {
     let again = run(&r, &scripts::DELETE_DEAD_LETTER, &dkeys, &["dl_3"]).await;
     assert_eq!(again["deleted"], 0);
     assert!(hash(&r, &dead).await.is_empty());
+    let indexed: u32 = r.zcard(&order).await.unwrap();
+    assert_eq!(indexed, 0, "deleted entries leave the index");
     let total: i64 = r.get(&total).await.unwrap();
     assert_eq!(total, 0, "each entry counted out once");
+}
+
+#[tokio::test]
+async fn reindex_puts_every_entry_in_the_error_queue_index_and_nothing_else() {
+    let r = redis().await;
+    let k = Keys::new("reindex");
+    let (dead, order) = (k.k("dead:ten_a"), k.k("dead_order:ten_a"));
+    // 1,234 entries written before the index existed, and one id indexed without an entry.
+    let entries: Vec<(String, String)> = (0..1234)
+        .map(|i| (format!("dl_{i:05}"), "{}".to_owned()))
+        .collect();
+    let _: () = r.hset(&dead, entries).await.unwrap();
+    let _: () = r
+        .zadd(&order, None, None, false, false, (0.0, "dl_gone"))
+        .await
+        .unwrap();
+    let answer = run(&r, &scripts::REINDEX_DEAD_LETTERS, &[&dead, &order], &[]).await;
+    assert_eq!(answer["entries"], 1234);
+    let indexed: Vec<String> = r
+        .zrange(&order, 0, -1, None, false, None, false)
+        .await
+        .unwrap();
+    assert_eq!(indexed.len(), 1234);
+    assert_eq!(indexed.first().map(String::as_str), Some("dl_00000"));
+    assert_eq!(indexed.last().map(String::as_str), Some("dl_01233"));
+    assert!(
+        !indexed.contains(&"dl_gone".to_owned()),
+        "an id without an entry is dropped"
+    );
 }
 
 // ---- watched subjects: describe, signal, forget ----
@@ -1651,6 +1710,7 @@ async fn record_fails_an_outcome_whose_record_is_of_another_type_alone() {
             k.k("stats:ten_a"),
             k.k("dead:ten_a"),
             k.k("series:ten_a"),
+            k.k("dead_order:ten_a"),
         ]
     };
     let mut keys: Vec<String> = shared.to_vec();

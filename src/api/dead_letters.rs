@@ -8,14 +8,14 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::listing::Listing;
+use super::events::time_field;
 use super::scope::{ApiState, TenantScope};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::history::ReplaySelection;
 use crate::model::time::rfc3339;
-use crate::model::{DeadLetterId, EventId, EventType, TargetId};
-use crate::store::deliveries::DeadLetter;
+use crate::model::{DeadLetterId, EventId, EventPattern, EventType, TargetId};
+use crate::store::deliveries::{DeadLetter, DeadLetterFilter, Order};
 
 /// Largest page of the error queue.
 const MAX_PAGE: usize = 1000;
@@ -56,16 +56,108 @@ impl From<&DeadLetter> for DeadLetterView {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
-    /// Only this target's entries.
+    #[serde(flatten)]
+    #[param(inline)]
+    select: Selection,
+    /// `newest` (the default) or `oldest` first.
     #[serde(default)]
-    target_id: Option<TargetId>,
-    /// Most entries (default 100, at most 1000), oldest first.
+    order: Option<Direction>,
+    /// Only entries past this one: the `next` of the previous page.
+    #[serde(default)]
+    after: Option<DeadLetterId>,
+    /// Most entries (default 100, at most 1000).
     #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
-/// Which entries to replay; an empty body replays them all.
+/// Which way the error queue is listed.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Newest,
+    Oldest,
+}
+
+/// Which entries a listing or a replay selects (every field narrows).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Selection {
+    /// Only this target's entries.
+    #[serde(default)]
+    pub target_id: Option<TargetId>,
+    /// Only entries of this event type, or of a `prefix.*`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "order.*")]
+    #[param(value_type = Option<String>, example = "order.*")]
+    pub event_type: Option<String>,
+    /// Only this event's entries.
+    #[serde(default)]
+    pub event_id: Option<EventId>,
+    /// Failed at or after this time (RFC 3339).
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    #[param(format = DateTime)]
+    pub since: Option<String>,
+    /// Failed at or before this time (RFC 3339).
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    #[param(format = DateTime)]
+    pub until: Option<String>,
+}
+
+impl Selection {
+    /// The store's filter; a bad type pattern or time is the caller's 400 under `code`.
+    pub fn filter(&self, code: &'static str) -> Result<DeadLetterFilter, ApiError> {
+        let event_type = self
+            .event_type
+            .as_deref()
+            .map(|p| {
+                EventPattern::parse(p)
+                    .map_err(|e| ApiError::bad_request(code, format!("event_type: {e}")))
+            })
+            .transpose()?;
+        let since_ms = time_field(code, "since", self.since.as_deref())?;
+        let until_ms = time_field(code, "until", self.until.as_deref())?;
+        if let (Some(s), Some(u)) = (since_ms, until_ms) {
+            if s > u {
+                return Err(ApiError::bad_request(
+                    code,
+                    "since must not be later than until",
+                ));
+            }
+        }
+        Ok(DeadLetterFilter {
+            target_id: self.target_id.clone(),
+            event_type,
+            event_id: self.event_id.clone(),
+            since_ms,
+            until_ms,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.target_id.is_none()
+            && self.event_type.is_none()
+            && self.event_id.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
+}
+
+/// A page of the error queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterList {
+    pub data: Vec<DeadLetterView>,
+    /// Pass as `after` for the next page; `null` on the last one.
+    pub next: Option<DeadLetterId>,
+    /// How many entries the query selects, over all its pages.
+    pub total: u64,
+}
+
+/// Which entries to replay: `ids`, or every entry the other fields select (an empty body
+/// replays them all).
 #[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Replay {
@@ -73,9 +165,8 @@ pub struct Replay {
     #[serde(default)]
     #[schema(max_items = 10000)]
     pub ids: Option<Vec<DeadLetterId>>,
-    /// This target's entries only.
-    #[serde(default)]
-    pub target_id: Option<TargetId>,
+    #[serde(flatten)]
+    pub select: Selection,
 }
 
 impl JsonBody for Replay {
@@ -99,14 +190,15 @@ impl PathParams for DeadLetterPath {
     const WHAT: &'static str = "dead letter";
 }
 
-/// Lists the error queue, oldest first.
+/// Lists the error queue, newest first unless `order=oldest`, a page at a time, with the
+/// number of entries the query selects.
 #[utoipa::path(
     get,
     path = "/dead-letters",
     tag = "dead_letters",
     operation_id = "list_dead_letters",
     params(DeadLetterQuery),
-    responses((status = 200, description = "The entries.", body = Listing<DeadLetterView>), ReadErrors),
+    responses((status = 200, description = "A page of entries.", body = DeadLetterList), ReadErrors),
 )]
 pub async fn list(
     State(s): State<ApiState>,
@@ -123,13 +215,27 @@ pub async fn list(
             ));
         }
     };
-    let entries = s
+    let filter = q.select.filter("invalid_query")?;
+    let order = match q.order {
+        None | Some(Direction::Newest) => Order::NewestFirst,
+        Some(Direction::Oldest) => Order::OldestFirst,
+    };
+    let page = s
         .deliveries
-        .dead_letters(scope.shard, &scope.tenant, q.target_id.as_ref(), limit)
+        .dead_letter_page(
+            scope.shard,
+            &scope.tenant,
+            &filter,
+            order,
+            q.after.as_ref(),
+            limit,
+        )
         .await?;
-    Ok(Listing {
-        data: entries.iter().map(DeadLetterView::from).collect::<Vec<_>>(),
-    }
+    Ok(Json(DeadLetterList {
+        data: page.entries.iter().map(DeadLetterView::from).collect(),
+        next: page.next,
+        total: page.total,
+    })
     .into_response())
 }
 
@@ -139,7 +245,7 @@ pub async fn list(
     path = "/dead-letters/replay",
     tag = "dead_letters",
     operation_id = "replay_dead_letters",
-    request_body(content = Option<Replay>, description = "Empty: every entry."),
+    request_body(content = Option<Replay>, description = "Empty: every entry; else the entries named by `ids` or selected by the other fields, replayed server-side however many they are."),
     responses((status = 200, description = "How many entries were replayed.", body = Replayed), WriteErrors),
 )]
 pub async fn replay(
@@ -157,8 +263,15 @@ pub async fn replay(
             format!("ids must list at most {MAX_REPLAY_IDS} entries"),
         ));
     }
+    if req.ids.is_some() && !req.select.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_ids",
+            "give ids, or the fields that select entries, not both",
+        ));
+    }
+    let filter = req.select.filter("invalid_selection")?;
     // A target that is not the tenant's is a mistake to point out, not an empty selection.
-    if let Some(target) = &req.target_id {
+    if let Some(target) = &req.select.target_id {
         if s.store.target(&scope.tenant, target).await?.is_none() {
             return Err(ApiError::bad_request(
                 "invalid_ids",
@@ -166,9 +279,9 @@ pub async fn replay(
             ));
         }
     }
-    let selection = ReplaySelection {
-        ids: req.ids,
-        target_id: req.target_id,
+    let selection = match req.ids {
+        Some(ids) => ReplaySelection::Ids(ids),
+        None => ReplaySelection::Matching(filter),
     };
     let replayed = s
         .history

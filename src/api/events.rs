@@ -291,11 +291,20 @@ pub struct EventQuery {
 }
 
 fn time_param(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
+    time_field("invalid_query", name, value)
+}
+
+/// An RFC 3339 time of a query or body field; a 400 under `code` when it is not one.
+pub(super) fn time_field(
+    code: &'static str,
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<u64>, ApiError> {
     value
         .map(|v| {
             parse_rfc3339(v).ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_query",
+                    code,
                     format!("{name} must be an RFC 3339 time, such as 2026-12-01T10:00:00Z"),
                 )
             })

@@ -7,7 +7,8 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::scope::ApiState;
+use super::listing::Listing;
+use super::scope::{ApiState, RequestHost};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, JsonBody, PathParams};
 use crate::model::time::rfc3339;
@@ -20,11 +21,15 @@ const DEFAULT_TTL_S: u64 = 3600;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortalLinkSpec {
-    /// Seconds the link stays valid (default 3600, at most `web.portal_link_max_ttl_s`, which
-    /// is itself at most a year and a day).
+    /// Seconds the link stays valid (default 3600, at most `web.portal_link_max_ttl_s`; the
+    /// served description states this deployment's ceiling).
     #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[schema(minimum = 1, maximum = 31622400)]
     pub ttl_s: Option<u64>,
+    /// Whether the link signs in once only (default `web.portal_link_single_use`, true):
+    /// its first use becomes a session, and a second use is refused.
+    #[serde(default)]
+    pub single_use: Option<bool>,
 }
 
 impl JsonBody for PortalLinkSpec {
@@ -35,10 +40,25 @@ impl JsonBody for PortalLinkSpec {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PortalLinkIssued {
     pub id: PortalLinkId,
-    /// The portal's sign-in URL (absolute when `web.public_url` is set).
+    /// The portal's sign-in URL: under `web.public_url`, else under the edge listener.
     pub url: String,
     #[schema(format = DateTime)]
     pub expires_at: String,
+    pub single_use: bool,
+}
+
+/// A live link (never its URL, which is shown once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PortalLinkView {
+    pub id: PortalLinkId,
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    pub single_use: bool,
+    /// When a single-use link was exchanged for a session; `null` while unused.
+    #[schema(format = DateTime)]
+    pub used_at: Option<String>,
 }
 
 /// The path of a tenant's links.
@@ -77,6 +97,7 @@ impl PathParams for LinkPath {
 )]
 pub async fn create(
     State(s): State<ApiState>,
+    host: RequestHost,
     ApiPath(p): ApiPath<LinksPath>,
     ApiJson(spec): ApiJson<PortalLinkSpec>,
 ) -> Result<Response, ApiError> {
@@ -91,15 +112,49 @@ pub async fn create(
     if s.store.tenant(&p.id).await?.is_none() {
         return Err(ApiError::not_found("tenant"));
     }
-    let (link, text) = s.store.create_portal_link(&p.id, ttl_s).await?;
-    let base = s.portal_links.public_url.as_deref().unwrap_or_default();
-    tracing::info!(tenant = %p.id, link = %link.id, ttl_s, "portal link issued");
+    let single_use = spec.single_use.unwrap_or(s.portal_links.single_use);
+    let (link, text) = s.store.create_portal_link(&p.id, ttl_s, single_use).await?;
+    let base = s.portal_links.base(host.as_deref());
+    tracing::info!(tenant = %p.id, link = %link.id, ttl_s, single_use, "portal link issued");
     let body = PortalLinkIssued {
         id: link.id,
         url: format!("{base}/portal/link/{text}"),
         expires_at: rfc3339(link.expires_ms),
+        single_use,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Lists the tenant's live links, soonest to expire first.
+#[utoipa::path(
+    get,
+    path = "/admin/tenants/{id}/portal-links",
+    tag = "tenants",
+    operation_id = "list_portal_links",
+    params(LinksPath),
+    responses((status = 200, description = "The live links.", body = Listing<PortalLinkView>), ReadErrors),
+)]
+pub async fn list(
+    State(s): State<ApiState>,
+    ApiPath(p): ApiPath<LinksPath>,
+) -> Result<Response, ApiError> {
+    if s.store.tenant(&p.id).await?.is_none() {
+        return Err(ApiError::not_found("tenant"));
+    }
+    let links = s.store.portal_links(&p.id).await?;
+    Ok(Listing {
+        data: links
+            .into_iter()
+            .map(|l| PortalLinkView {
+                id: l.link.id,
+                created_at: (l.link.created_ms > 0).then(|| rfc3339(l.link.created_ms)),
+                expires_at: rfc3339(l.link.expires_ms),
+                single_use: l.link.single_use,
+                used_at: l.used_ms.map(rfc3339),
+            })
+            .collect::<Vec<_>>(),
+    }
+    .into_response())
 }
 
 /// Revokes a portal link, and the portal sessions opened with it.

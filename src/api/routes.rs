@@ -97,7 +97,7 @@ fn admin_routes() -> AdminRoutes {
             .routes(routes!(tenants::read, tenants::update, tenants::remove))
             .routes(routes!(tenants::list_tokens, tenants::issue_token))
             .routes(routes!(tenants::revoke_token))
-            .routes(routes!(portal_links::create))
+            .routes(routes!(portal_links::create, portal_links::list))
             .routes(routes!(portal_links::revoke))
             .routes(routes!(system::status))
             .routes(routes!(events::series_all))

@@ -43,10 +43,78 @@ pub struct ApiState {
 /// How portal links are issued.
 #[derive(Debug, Clone)]
 pub struct PortalLinkSettings {
-    /// Links are absolute under this base URL when it is set, paths otherwise.
+    /// Links are absolute under this base URL when it is set (`web.public_url`).
     pub public_url: Option<String>,
+    /// Else under the edge listener: its scheme and address (TLS preferred).
+    pub edge: Option<(&'static str, std::net::SocketAddr)>,
     /// The longest lifetime a link may be given.
     pub max_ttl_s: u64,
+    /// Whether a link signs in once only, when the request does not say.
+    pub single_use: bool,
+}
+
+impl PortalLinkSettings {
+    /// The base URL of the portal: the public URL, else the edge listener's address (an
+    /// unspecified address, `0.0.0.0`, takes the host the admin request was sent to, which
+    /// names this machine as its operator reaches it).
+    pub fn base(&self, request_host: Option<&str>) -> String {
+        if let Some(u) = &self.public_url {
+            return u.clone();
+        }
+        let Some((scheme, addr)) = self.edge else {
+            return String::new();
+        };
+        let host = if addr.ip().is_unspecified() {
+            request_host.map_or_else(|| "localhost".to_owned(), str::to_owned)
+        } else {
+            match addr.ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                ip => ip.to_string(),
+            }
+        };
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        if addr.port() == default_port {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{}", addr.port())
+        }
+    }
+}
+
+/// The host (no port) a request was sent to, when its `Host` header names one well.
+#[derive(Debug, Clone)]
+pub struct RequestHost(Option<String>);
+
+impl RequestHost {
+    pub fn as_deref(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestHost {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<RequestHost, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.host());
+        Ok(RequestHost(header.and_then(host_of)))
+    }
+}
+
+/// The host of a `Host` value (`name[:port]`, `[v6][:port]`), parsed as a URL host.
+fn host_of(value: &str) -> Option<String> {
+    let host = match value.strip_prefix('[') {
+        Some(rest) => &value[..rest.find(']')? + 2],
+        None => value.split(':').next()?,
+    };
+    let parsed = url::Host::parse(host).ok()?;
+    Some(match parsed {
+        url::Host::Ipv6(v6) => format!("[{v6}]"),
+        other => other.to_string(),
+    })
 }
 
 impl BodyLimited for ApiState {
@@ -99,4 +167,47 @@ pub struct SystemFacts {
     pub config_toml: String,
     /// `redis.wait_aof`: whether each 202 waits for the AOF fsync.
     pub wait_aof: bool,
+}
+
+#[cfg(test)]
+mod portal_base_tests {
+    use super::*;
+
+    fn settings(public: Option<&str>, edge: Option<(&'static str, &str)>) -> PortalLinkSettings {
+        PortalLinkSettings {
+            public_url: public.map(str::to_owned),
+            edge: edge.map(|(s, a)| (s, a.parse().expect("an address"))),
+            max_ttl_s: 3600,
+            single_use: true,
+        }
+    }
+
+    #[test]
+    fn links_are_absolute_under_the_public_url_or_the_edge_listener() {
+        let s = settings(
+            Some("https://hooks.example.com"),
+            Some(("https", "127.0.0.1:8443")),
+        );
+        assert_eq!(s.base(Some("admin.internal")), "https://hooks.example.com");
+        let s = settings(None, Some(("https", "127.0.0.1:8443")));
+        assert_eq!(s.base(Some("admin.internal")), "https://127.0.0.1:8443");
+        let s = settings(None, Some(("https", "0.0.0.0:443")));
+        assert_eq!(s.base(Some("gw.example.net")), "https://gw.example.net");
+        assert_eq!(s.base(None), "https://localhost");
+        let s = settings(None, Some(("http", "[::1]:8080")));
+        assert_eq!(s.base(None), "http://[::1]:8080");
+        assert_eq!(settings(None, None).base(None), "");
+    }
+
+    #[test]
+    fn only_a_well_formed_host_is_taken_from_the_request() {
+        assert_eq!(
+            host_of("gw.example.net:9090").as_deref(),
+            Some("gw.example.net")
+        );
+        assert_eq!(host_of("[::1]:9090").as_deref(), Some("[::1]"));
+        assert_eq!(host_of("a b"), None);
+        assert_eq!(host_of("evil.com/x?"), None);
+        assert_eq!(host_of(""), None);
+    }
 }

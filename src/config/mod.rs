@@ -212,6 +212,9 @@ pub struct WebConfig {
     pub session_max_s: u64,
     /// The longest lifetime a portal link may be given.
     pub portal_link_max_ttl_s: u64,
+    /// Whether a portal link signs in once only (its first use becomes a session), unless the
+    /// request issuing it says otherwise.
+    pub portal_link_single_use: bool,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` and `X-Forwarded-Proto`
     /// are believed; from any other peer those headers are ignored.
     pub trusted_proxies: Vec<String>,
@@ -293,6 +296,7 @@ impl Default for WebConfig {
             session_idle_s: 30 * 60,
             session_max_s: 12 * 3600,
             portal_link_max_ttl_s: 7 * 24 * 3600,
+            portal_link_single_use: true,
             trusted_proxies: Vec::new(),
             signin_failures_per_minute: 10,
         }
@@ -763,6 +767,11 @@ impl Config {
             out.push(
                 "tls.generate_dev_cert = true: a self-signed development certificate may be served"
                     .into(),
+            );
+        }
+        if !self.web.frame_ancestors.is_empty() && self.edge.plain_listen.is_some() {
+            out.push(
+                "web.frame_ancestors is set: the portal is embeddable over HTTPS only; over the cleartext listener (edge.plain_listen) its cookie stays first-party (SameSite=Strict) and other sites' frames cannot keep a session".into(),
             );
         }
         for addr in [self.edge.plain_listen, Some(self.admin.listen)]

@@ -88,7 +88,7 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
                     },
                     attempt: None,
                     next: Next::DeadLetter(DeadLetter {
-                        id: DeadLetterId::generate(),
+                        id: DeadLetterId::failed_at(now),
                         event_id: item.event_id.clone(),
                         target_id: item.target_id.clone(),
                         event_type: item.event_type.clone(),

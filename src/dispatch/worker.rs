@@ -275,7 +275,7 @@ fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verd
         _ => {
             state.state = State::DeadLettered;
             Next::DeadLetter(DeadLetter {
-                id: DeadLetterId::generate(),
+                id: DeadLetterId::failed_at(now),
                 event_id: d.event.id.clone(),
                 target_id: d.target.id.clone(),
                 event_type: d.event.event_type.clone(),

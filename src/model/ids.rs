@@ -48,6 +48,14 @@ pub fn generate(kind: &str) -> String {
     format!("{kind}_{}", next.unwrap_or_else(ulid::Ulid::new))
 }
 
+/// A new unique id whose ULID carries the time `ms` (since the Unix epoch) exactly. Not
+/// from the monotonic generator, which would carry a later time past one it made already;
+/// ids of one millisecond sort at random among themselves.
+pub fn generate_at(kind: &str, ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    format!("{kind}_{}", ulid::Ulid::from_datetime(at))
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $what:literal) => {
         $(#[$doc])*
@@ -188,11 +196,38 @@ id_type!(
     EventId, "evt", "event"
 );
 
+/// The time (ms) in a generated id's ULID.
+fn time_of(id: &str, kind: &str) -> Option<u64> {
+    let ulid = id.strip_prefix(kind)?.strip_prefix('_')?;
+    ulid::Ulid::from_string(ulid).ok().map(|u| u.timestamp_ms())
+}
+
 impl EventId {
     /// The receive time (ms) encoded in a generated id's ULID.
     pub fn received_at_ms(&self) -> Option<u64> {
-        let ulid = self.0.strip_prefix("evt_")?;
-        ulid::Ulid::from_string(ulid).ok().map(|u| u.timestamp_ms())
+        time_of(&self.0, Self::KIND)
+    }
+}
+
+impl DeadLetterId {
+    /// A new entry's id, minted at the instant it failed: the error queue is ordered by id.
+    pub fn failed_at(ms: u64) -> DeadLetterId {
+        DeadLetterId(generate_at(Self::KIND, ms).into())
+    }
+
+    /// When the entry failed, from its id.
+    pub fn failed_at_ms(&self) -> Option<u64> {
+        time_of(&self.0, Self::KIND)
+    }
+
+    /// The lowest id an entry failed at `ms` can have.
+    pub fn first_of(ms: u64) -> String {
+        format!("{}_{}", Self::KIND, ulid::Ulid::from_parts(ms, 0))
+    }
+
+    /// The highest id an entry failed at `ms` can have.
+    pub fn last_of(ms: u64) -> String {
+        format!("{}_{}", Self::KIND, ulid::Ulid::from_parts(ms, u128::MAX))
     }
 }
 
@@ -221,6 +256,18 @@ mod tests {
         assert_eq!(ok.ok().map(|t| t.to_string()), Some("tgt_1".to_owned()));
         assert!(serde_json::from_str::<TargetId>("\"../x\"").is_err());
         assert!(serde_json::from_str::<TargetId>("5").is_err());
+    }
+
+    #[test]
+    fn dead_letter_ids_sort_by_failure_time_within_their_bounds() {
+        let early = DeadLetterId::failed_at(1_700_000_000_000);
+        let late = DeadLetterId::failed_at(1_700_000_000_001);
+        assert!(early < late);
+        assert_eq!(early.failed_at_ms(), Some(1_700_000_000_000));
+        assert!(DeadLetterId::first_of(1_700_000_000_000) <= early.to_string());
+        assert!(early.to_string() <= DeadLetterId::last_of(1_700_000_000_000));
+        assert!(DeadLetterId::last_of(1_700_000_000_000) < late.to_string());
+        assert!(is_valid(&DeadLetterId::last_of(u64::MAX >> 16)));
     }
 
     #[test]

@@ -202,6 +202,10 @@ script!(
     DELETE_DEAD_LETTER, "delete_dead_letter"
 );
 script!(
+    /// Brings an error queue's index in line with its entries.
+    REINDEX_DEAD_LETTERS, "reindex_dead_letters"
+);
+script!(
     /// Records signals of watched subjects and appends their alerts.
     SIGNAL, "signal", with_entry
 );
@@ -219,7 +223,7 @@ script!(
 );
 
 /// Every script of the registry.
-pub static ALL: [&Script; 23] = [
+pub static ALL: [&Script; 24] = [
     &CREATE_TENANT,
     &UPDATE_TENANT,
     &DELETE_TENANT,
@@ -239,6 +243,7 @@ pub static ALL: [&Script; 23] = [
     &SHIPPED,
     &LEASE,
     &DELETE_DEAD_LETTER,
+    &REINDEX_DEAD_LETTERS,
     &SIGNAL,
     &DESCRIBE,
     &FORGET,

@@ -12,7 +12,7 @@
 --
 -- KEYS  retries (the shard's schedule), dead_letter_total, unfinished, ship, the shard-wide
 --       series of the hour, then per outcome: event_record, stats, dead_letters, the
---       tenant's series of the hour
+--       tenant's series of the hour, dead_letter_order
 -- ARGV  n, attempts_kept, ttl_s, now_ms, logged ('1' with a log store), series_ttl_s, then
 --       per outcome: event_id, target_id, state (compact text), attempt (compact text or ''),
 --       kind ('done' | 'retry' | 'held' | 'dead' | 'drop': given up, the target is gone),
@@ -76,8 +76,9 @@ local function keep_body(record, body, ct)
 end
 
 local function one(i)
-  local k = 5 + (i - 1) * 4
+  local k = 5 + (i - 1) * 5
   local record, stats, dead_letters = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local dead_order = KEYS[k + 5]
   local series = KEYS[k + 4]
   local a = 6 + (i - 1) * 13
   local id, target, state, attempt = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
@@ -133,6 +134,7 @@ local function one(i)
           redis.call('EXPIRE', record, ttl)
         end
         redis.call('HSET', dead_letters, dl_id, dl_json)
+        redis.call('ZADD', dead_order, 0, dl_id)
         redis.call('INCR', dead_total)
         count(stats, 'failed', 1)
       end

@@ -5,18 +5,20 @@
 -- untouched, so the caller can bring it back from the log store and try again.
 --
 -- KEYS  dead_letters, retries, stats, event_record, dead_letter_total, attempts, unfinished,
---       ship
+--       ship, dead_letter_order
 -- ARGV  dead_letter_id ('' for none), member, target_id, state (compact text), now_ms, ttl_s,
 --       event_id
 -- Answer {"replayed": 0 | 1, "missing": true | false}
-local dead_letters, retries, stats, record, dead_total, attempts, unfinished, ship = unpack(KEYS)
+local dead_letters, retries, stats, record, dead_total, attempts, unfinished, ship, dead_order =
+  unpack(KEYS)
 local dl_id, member, target, state, now, ttl, id = unpack(ARGV)
 
 if redis.call('EXISTS', record) == 0 then
   return cjson.encode({replayed = 0, missing = true})
 end
-if dl_id ~= '' and redis.call('HDEL', dead_letters, dl_id) == 1 then
-  redis.call('DECR', dead_total)
+if dl_id ~= '' then
+  if redis.call('HDEL', dead_letters, dl_id) == 1 then redis.call('DECR', dead_total) end
+  redis.call('ZREM', dead_order, dl_id)
 end
 local before = state_kind(redis.call('HGET', record, 'd:' .. target))
 if before ~= 'd' then return cjson.encode({replayed = 0, missing = false}) end

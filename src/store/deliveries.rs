@@ -2,6 +2,9 @@
 //! queue and the per-tenant counters. All of a tenant's records live in its shard's slot
 //! (`{q<n>}`), next to its stream, so each change is one atomic script on one node.
 
+mod dead_letters;
+pub use dead_letters::{DeadLetterFilter, DeadLetterPage, DeadLetterScan, Order};
+
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
@@ -13,9 +16,7 @@ use super::series::{self, hour_of};
 use crate::keyspace::Keyspace;
 use crate::model::time::now_ms;
 use crate::model::{DeadLetterId, EventId, EventType, TargetId, TenantId};
-use crate::scripts::{
-    CLAIM_DUE, DELETE_DEAD_LETTER, EXPAND, LEASE, RECORD, REPLAY, RESTORE, SHIPPED,
-};
+use crate::scripts::{CLAIM_DUE, EXPAND, LEASE, RECORD, REPLAY, RESTORE, SHIPPED};
 
 /// Where one delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -757,7 +758,7 @@ impl Deliveries {
         // One `now` names the series' hour here and their minute in the script.
         let now = now_ms();
         let hour = hour_of(now);
-        let mut keys = Vec::with_capacity(5 + outcomes.len() * 4);
+        let mut keys = Vec::with_capacity(5 + outcomes.len() * 5);
         keys.push(self.keys.retries(shard));
         keys.push(self.keys.dead_letter_total(shard));
         keys.push(self.keys.unfinished(shard));
@@ -775,6 +776,7 @@ impl Deliveries {
             keys.push(self.keys.stats(shard, &o.tenant));
             keys.push(self.keys.dead_letters(shard, &o.tenant));
             keys.push(self.keys.series(shard, &o.tenant, hour));
+            keys.push(self.keys.dead_letter_order(shard, &o.tenant));
             let (kind, due, dl_id, dl_json) = match &o.next {
                 Next::Done => ("done", String::new(), String::new(), String::new()),
                 Next::RetryAt(due) => ("retry", due.to_string(), String::new(), String::new()),
@@ -841,7 +843,7 @@ impl Deliveries {
     }
 
     /// The types of the keys of `o`'s own (its record, its tenant's counters, error queue and
-    /// series of the hour) that are not hashes: what a refused outcome is at fault for, as
+    /// its order, series of the hour) that are not what they should be: what a refused outcome is at fault for, as
     /// opposed to a key the whole shard shares.
     pub async fn foreign_keys_of(&self, o: &Outcome) -> Result<Vec<(String, String)>, StoreError> {
         let hour = hour_of(now_ms());
@@ -852,9 +854,14 @@ impl Deliveries {
             self.keys.series(o.shard, &o.tenant, hour),
         ];
         let mut wrong = Vec::new();
-        for key in own {
+        let order = self.keys.dead_letter_order(o.shard, &o.tenant);
+        for (key, expected) in own
+            .into_iter()
+            .map(|k| (k, "hash"))
+            .chain([(order, "zset")])
+        {
             let kind: String = self.redis.r#type(&key).await?;
-            if kind != "hash" && kind != "none" {
+            if kind != expected && kind != "none" {
                 wrong.push((key, kind));
             }
         }
@@ -1038,62 +1045,9 @@ impl Deliveries {
         self.record(&outcome).await
     }
 
-    /// Entries in `shard`'s error queues.
-    pub async fn dead_letter_total(&self, shard: u16) -> Result<u64, StoreError> {
-        let n: Option<i64> = self.redis.get(self.keys.dead_letter_total(shard)).await?;
-        Ok(n.unwrap_or(0).max(0) as u64)
-    }
-
     /// Deliveries waiting in `shard`'s schedule.
     pub async fn scheduled(&self, shard: u16) -> Result<u64, StoreError> {
         Ok(self.redis.zcard(self.keys.retries(shard)).await?)
-    }
-
-    /// The tenant's error queue, oldest first, optionally for one target.
-    pub async fn dead_letters(
-        &self,
-        shard: u16,
-        tenant: &TenantId,
-        target_id: Option<&TargetId>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
-        let all: HashMap<String, String> = self
-            .redis
-            .hgetall(self.keys.dead_letters(shard, tenant))
-            .await?;
-        let mut out: Vec<DeadLetter> = all
-            .values()
-            .filter_map(|v| serde_json::from_str::<DeadLetter>(v).ok())
-            .filter(|d| target_id.is_none_or(|t| d.target_id == *t))
-            .collect();
-        out.sort_by(|a, b| {
-            a.failed_at_ms
-                .cmp(&b.failed_at_ms)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        out.truncate(limit);
-        Ok(out)
-    }
-
-    /// Removes one error queue entry; `false` when it is not there.
-    pub async fn delete_dead_letter(
-        &self,
-        shard: u16,
-        tenant: &TenantId,
-        id: &DeadLetterId,
-    ) -> Result<bool, StoreError> {
-        #[derive(Deserialize)]
-        struct Deleted {
-            deleted: u64,
-        }
-        let keys = vec![
-            self.keys.dead_letters(shard, tenant),
-            self.keys.dead_letter_total(shard),
-        ];
-        let d: Deleted = DELETE_DEAD_LETTER
-            .run(&self.redis, keys, vec![id.to_string()])
-            .await?;
-        Ok(d.deleted == 1)
     }
 
     /// Sends one dead-lettered delivery again (due now, fresh attempts), removing its error
@@ -1132,6 +1086,7 @@ impl Deliveries {
             self.keys.attempts(shard, event_id),
             self.keys.unfinished(shard),
             self.keys.ship(shard),
+            self.keys.dead_letter_order(shard, tenant),
         ];
         let args = vec![
             dl_id.map(|d| d.to_string()).unwrap_or_default(),

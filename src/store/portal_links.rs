@@ -4,7 +4,10 @@
 //! derived from the master key) over the tenant, the id and the expiry. Redis keeps the link's
 //! record (tenant and expiry) until it expires; revoking deletes it. A link is honoured only
 //! when its signature is right for the record's tenant, its expiry is the record's and is
-//! still ahead, and the record is there.
+//! still ahead, and the record is there. A single-use link is exchanged for a session once:
+//! its first use claims a marker (`SET NX`, living as long as the link), and a second use
+//! finds it taken. The record stays, so revoking still ends the session it opened. Each
+//! tenant's live links are indexed by expiry, for listing.
 
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -21,11 +24,43 @@ pub struct PortalLink {
     pub id: PortalLinkId,
     pub tenant: TenantId,
     pub expires_ms: u64,
+    /// Issued at (ms); absent on links issued before it was recorded.
+    #[serde(default)]
+    pub created_ms: u64,
+    /// Whether its first use is its only one (links issued before the setting were reusable).
+    #[serde(default)]
+    pub single_use: bool,
+}
+
+/// What opening a link found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Genuine, live, and not used up: a session may start.
+    Valid(PortalLink),
+    /// Genuine and live, but single-use and already exchanged for a session.
+    Used,
+    /// Unknown, altered, expired or revoked.
+    Invalid,
+}
+
+/// A live link as listed: its record and when it was first used.
+#[derive(Debug, Clone)]
+pub struct ListedLink {
+    pub link: PortalLink,
+    pub used_ms: Option<u64>,
 }
 
 impl Store {
     fn portal_link_key(&self, id: &PortalLinkId) -> String {
         format!("{}:{{m}}:portal_link:{id}", self.keys.prefix())
+    }
+
+    fn portal_link_used_key(&self, id: &PortalLinkId) -> String {
+        format!("{}:{{m}}:portal_link_used:{id}", self.keys.prefix())
+    }
+
+    fn tenant_portal_links_key(&self, tenant: &TenantId) -> String {
+        format!("{}:{{m}}:tenant_portal_links:{tenant}", self.keys.prefix())
     }
 
     fn link_message(tenant: &TenantId, id: &PortalLinkId, expires_ms: u64) -> String {
@@ -37,15 +72,20 @@ impl Store {
         &self,
         tenant: &TenantId,
         ttl_s: u64,
+        single_use: bool,
     ) -> Result<(PortalLink, String), StoreError> {
+        let now = now_ms();
         let link = PortalLink {
             id: PortalLinkId::generate(),
             tenant: tenant.clone(),
-            expires_ms: now_ms().saturating_add(ttl_s.saturating_mul(1000)),
+            expires_ms: now.saturating_add(ttl_s.saturating_mul(1000)),
+            created_ms: now,
+            single_use,
         };
         let value = serde_json::to_string(&link)?;
-        let _: () = self
-            .redis
+        let index = self.tenant_portal_links_key(tenant);
+        let pipe = self.redis.pipeline();
+        let _: () = pipe
             .set(
                 self.portal_link_key(&link.id),
                 value,
@@ -54,6 +94,30 @@ impl Store {
                 false,
             )
             .await?;
+        // The index lives as long as its longest-lived link; expired members go when listed.
+        let _: () = pipe
+            .zadd(
+                &index,
+                None,
+                None,
+                false,
+                false,
+                (link.expires_ms as f64, link.id.as_str()),
+            )
+            .await?;
+        let _: () = pipe
+            .zremrangebyscore(&index, f64::NEG_INFINITY, now as f64)
+            .await?;
+        // NX gives a new index its lifetime; GT lengthens it (GT alone skips a key with none).
+        for option in [
+            fred::types::ExpireOptions::NX,
+            fred::types::ExpireOptions::GT,
+        ] {
+            let _: () = pipe
+                .pexpire_at(&index, link.expires_ms as i64, Some(option))
+                .await?;
+        }
+        let _: Vec<Value> = pipe.all().await?;
         let signature =
             self.crypto
                 .sign_link(&Self::link_message(tenant, &link.id, link.expires_ms));
@@ -61,27 +125,77 @@ impl Store {
         Ok((link, text))
     }
 
-    /// The link `text` stands for, when it is genuine, unexpired and not revoked.
-    pub async fn open_portal_link(&self, text: &str) -> Result<Option<PortalLink>, StoreError> {
+    /// What the link `text` stands for: valid when it is genuine, unexpired, not revoked and
+    /// (single-use) not used yet, in which case this use is its one.
+    pub async fn open_portal_link(&self, text: &str) -> Result<Opened, StoreError> {
         let mut parts = text.splitn(3, '.');
         let (Some(id), Some(expires), Some(signature)) = (parts.next(), parts.next(), parts.next())
         else {
-            return Ok(None);
+            return Ok(Opened::Invalid);
         };
         let (Ok(id), Ok(expires_ms)) = (PortalLinkId::parse(id), expires.parse::<u64>()) else {
-            return Ok(None);
+            return Ok(Opened::Invalid);
         };
         let Some(link) = self.portal_link(&id).await? else {
-            return Ok(None);
+            return Ok(Opened::Invalid);
         };
         let expected = self
             .crypto
             .sign_link(&Self::link_message(&link.tenant, &id, expires_ms));
         let genuine = secrets_equal(signature.as_bytes(), expected.as_bytes());
-        if !genuine || expires_ms != link.expires_ms || expires_ms <= now_ms() {
-            return Ok(None);
+        let now = now_ms();
+        if !genuine || expires_ms != link.expires_ms || expires_ms <= now {
+            return Ok(Opened::Invalid);
         }
-        Ok(Some(link))
+        if link.single_use {
+            let claimed: Option<String> = self
+                .redis
+                .set(
+                    self.portal_link_used_key(&id),
+                    now,
+                    Some(Expiration::PXAT(link.expires_ms as i64)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await?;
+            if claimed.is_none() {
+                return Ok(Opened::Used);
+            }
+        }
+        Ok(Opened::Valid(link))
+    }
+
+    /// `tenant`'s live links, soonest to expire first, with when each was first used.
+    pub async fn portal_links(&self, tenant: &TenantId) -> Result<Vec<ListedLink>, StoreError> {
+        let now = now_ms();
+        let ids: Vec<String> = self
+            .redis
+            .zrangebyscore(
+                self.tenant_portal_links_key(tenant),
+                now as f64,
+                f64::INFINITY,
+                false,
+                None,
+            )
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Ok(id) = PortalLinkId::parse(&id) else {
+                continue;
+            };
+            let Some(link) = self.portal_link(&id).await? else {
+                continue;
+            };
+            if link.tenant != *tenant {
+                continue;
+            }
+            let used: Option<u64> = self.redis.get(self.portal_link_used_key(&id)).await?;
+            out.push(ListedLink {
+                link,
+                used_ms: used,
+            });
+        }
+        Ok(out)
     }
 
     /// The record of link `id`, while it lives.
@@ -103,7 +217,17 @@ impl Store {
     ) -> Result<bool, StoreError> {
         match self.portal_link(id).await? {
             Some(link) if link.tenant == *tenant => {
-                let _: i64 = self.redis.del(self.portal_link_key(id)).await?;
+                let _: i64 = self
+                    .redis
+                    .del(vec![
+                        self.portal_link_key(id),
+                        self.portal_link_used_key(id),
+                    ])
+                    .await?;
+                let _: i64 = self
+                    .redis
+                    .zrem(self.tenant_portal_links_key(tenant), id.as_str())
+                    .await?;
                 Ok(true)
             }
             _ => Ok(false),

@@ -135,7 +135,10 @@ impl WebState {
                 name: PORTAL_COOKIE,
                 path: "/portal",
                 secure,
-                embeddable: !self.settings.frame_ancestors.is_empty(),
+                // Browsers keep a cross-site (`SameSite=None`) cookie only when it is `Secure`,
+                // and drop a `Secure` one set over cleartext: a portal reached over plain HTTP
+                // keeps a first-party cookie that works, and is not embeddable there.
+                embeddable: secure && !self.settings.frame_ancestors.is_empty(),
             },
         }
     }

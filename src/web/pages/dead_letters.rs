@@ -1,4 +1,7 @@
-//! A tenant's error queue: filter by target, select and replay, replay all, delete.
+//! A tenant's error queue: newest first, paged, filtered by target, type and time; select and
+//! replay, replay all matching (one server-side action), delete.
+
+use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -6,6 +9,7 @@ use maud::html;
 use serde_json::{Map, Value, json};
 
 use super::ctx::Ctx;
+use super::events::rfc3339_of;
 use crate::web::client::{query, seg};
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
@@ -13,34 +17,84 @@ use crate::web::layout::{csrf_field, items, notice, page, s, see_other, text, wh
 use crate::web::state::WebState;
 
 /// Entries a page shows.
-const PAGE: &str = "500";
+const PAGE: &str = "100";
 
-/// `GET …/dead-letters[?target_id=]`.
+/// The filters a page and its "replay all matching" share, as the API's names and values.
+const FILTERS: [&str; 4] = ["target_id", "event_type", "since", "until"];
+
+fn filters(f: &Form) -> Vec<(&'static str, String)> {
+    FILTERS
+        .iter()
+        .map(|k| {
+            let v = f.get(k);
+            let v = if matches!(*k, "since" | "until") {
+                rfc3339_of(v)
+            } else {
+                v.to_owned()
+            };
+            (*k, v)
+        })
+        .collect()
+}
+
+/// `GET …/dead-letters[?target_id=&event_type=&since=&until=&after=]`: newest first, a page
+/// at a time, with the number of entries the filters select.
 pub async fn list(
     State(state): State<WebState>,
     ctx: Ctx,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let target = p.get("target_id");
+    let chosen = filters(&p);
+    let mut q: Vec<(&str, &str)> = chosen.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    q.extend([("after", p.get("after")), ("limit", PAGE)]);
     let entries = state
         .api
-        .get(&ctx.api(&format!(
-            "/dead-letters{}",
-            query(&[("target_id", target), ("limit", PAGE)])
-        )))
+        .get(&ctx.api(&format!("/dead-letters{}", query(&q))))
         .await?;
+    let targets = state.api.get(&ctx.api("/targets")).await?;
+    let urls: HashMap<&str, &str> = items(&targets)
+        .iter()
+        .map(|t| (s(t, "id"), s(t, "url")))
+        .collect();
     let rows = items(&entries);
+    let total = entries.get("total").and_then(Value::as_u64).unwrap_or(0);
+    let next = entries.get("next").and_then(Value::as_str);
+    let target = p.get("target_id");
+    let filtered = FILTERS.iter().any(|k| !p.get(k).is_empty());
+    let mut next_q: Vec<(&str, &str)> = FILTERS.iter().map(|k| (*k, p.get(k))).collect();
+    next_q.push(("after", next.unwrap_or_default()));
+    let replayed = p.opt("replayed").and_then(|n| n.parse::<u64>().ok());
     let csrf = &ctx.csrf;
     let body = html! {
         (notice(p.opt("notice")))
+        @if let Some(n) = replayed {
+            p.notice role="status" id="replayed" { "Replayed " (n) " " (if n == 1 { "entry" } else { "entries" }) ": the deliveries go out again." }
+        }
         h1 { "Error queue" }
-        form.filters method="get" action=(ctx.page("/dead-letters")) {
-            label { "Target id" input type="text" name="target_id" value=(target); }
+        form.filters method="get" action=(ctx.page("/dead-letters")) id="dead-letter-filters" {
+            label { "Target"
+                select name="target_id" {
+                    option value="" { "any" }
+                    @for t in items(&targets) {
+                        option value=(s(t, "id")) selected[s(t, "id") == target] { (s(t, "url")) }
+                    }
+                }
+            }
+            label { "Event type" input type="text" name="event_type" placeholder="order.*" value=(p.get("event_type")); }
+            label { "Failed from (UTC)" input type="datetime-local" name="since" value=(p.get("since")); }
+            label { "To (UTC)" input type="datetime-local" name="until" value=(p.get("until")); }
             button.secondary type="submit" { "Filter" }
+        }
+        p id="dead-letter-total" {
+            (total) " " (if total == 1 { "entry" } else { "entries" })
+            @if filtered { " match" @if total == 1 { "es" } " the filters" }
+            ", newest first."
         }
         form method="post" action=(ctx.page("/dead-letters/replay")) id="dead-letters" {
             (csrf_field(csrf))
-            input type="hidden" name="target_id" value=(target);
+            @for (k, v) in FILTERS.iter().map(|k| (*k, p.get(k))) {
+                input type="hidden" name=(k) value=(v);
+            }
             div.table-wrap { table {
                 thead { tr {
                     th { input type="checkbox" data-select-all="ids" aria-label="Select all"; }
@@ -52,20 +106,25 @@ pub async fn list(
                             td { input type="checkbox" name="ids" value=(s(e, "id")) aria-label="Select"; }
                             td { a href=(ctx.page(&format!("/events/{}", seg(s(e, "event_id"))))) { code { (s(e, "event_id")) } } }
                             td { (s(e, "event_type")) }
-                            td { code { (s(e, "target_id")) } }
+                            td { (urls.get(s(e, "target_id")).copied().unwrap_or(s(e, "target_id"))) }
                             td { (text(e, "attempts")) }
                             td { (text(e, "last_status")) }
                             td { (text(e, "last_error")) }
                             td { (when(e, "failed_at")) }
                         }
                     }
-                    @if rows.is_empty() { tr { td colspan="8" { "The error queue is empty." } } }
+                    @if rows.is_empty() { tr { td colspan="8" { @if filtered { "No entry matches the filters." } @else { "The error queue is empty." } } } }
                 }
             } }
+            @if let Some(_) = next {
+                p { a href=(ctx.page(&format!("/dead-letters{}", query(&next_q)))) id="older-dead-letters" { "Older entries" } }
+            }
             @if !rows.is_empty() {
                 div.actions {
                     button type="submit" name="which" value="selected" id="replay-selected" { "Replay selected" }
-                    button.secondary type="submit" name="which" value="all" id="replay-all" { "Replay all" @if !target.is_empty() { " of this target" } }
+                    button.secondary type="submit" name="which" value="all" id="replay-all" {
+                        "Replay all " (total) @if filtered { " matching" }
+                    }
                     button.danger type="submit" formaction=(ctx.page("/dead-letters/delete")) id="delete-selected" { "Delete selected" }
                 }
             }
@@ -74,7 +133,8 @@ pub async fn list(
     Ok(page(&ctx.shell("Error queue", "/dead-letters"), body).into_response())
 }
 
-/// `POST …/dead-letters/replay`: the ticked entries, or all (of the filtered target).
+/// `POST …/dead-letters/replay`: the ticked entries, or every entry the filters select,
+/// replayed by the server however many there are.
 pub async fn replay(
     State(state): State<WebState>,
     ctx: Ctx,
@@ -82,8 +142,10 @@ pub async fn replay(
 ) -> Result<Response, WebError> {
     let mut body = Map::new();
     if form.get("which") == "all" {
-        if let Some(t) = form.opt("target_id") {
-            body.insert("target_id".into(), json!(t));
+        for (k, v) in filters(&form) {
+            if !v.is_empty() {
+                body.insert(k.into(), json!(v));
+            }
         }
     } else {
         let ids = form.all("ids");
@@ -94,14 +156,18 @@ pub async fn replay(
         }
         body.insert("ids".into(), json!(ids));
     }
-    state
+    let r = state
         .api
         .post(&ctx.api("/dead-letters/replay"), Value::Object(body))
         .await?;
-    Ok(see_other(&ctx.page(&format!(
-        "/dead-letters{}",
-        query(&[("target_id", form.get("target_id")), ("notice", "replayed")])
-    ))))
+    let n = r
+        .get("replayed")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .to_string();
+    let mut q: Vec<(&str, &str)> = FILTERS.iter().map(|k| (*k, form.get(k))).collect();
+    q.push(("replayed", &n));
+    Ok(see_other(&ctx.page(&format!("/dead-letters{}", query(&q)))))
 }
 
 /// `POST …/dead-letters/delete`: deletes the ticked entries.
@@ -124,8 +190,7 @@ pub async fn remove(
             .delete(&ctx.api(&format!("/dead-letters/{}", seg(id.as_str()))))
             .await?;
     }
-    Ok(see_other(&ctx.page(&format!(
-        "/dead-letters{}",
-        query(&[("target_id", form.get("target_id")), ("notice", "deleted")])
-    ))))
+    let mut q: Vec<(&str, &str)> = FILTERS.iter().map(|k| (*k, form.get(k))).collect();
+    q.push(("notice", "deleted"));
+    Ok(see_other(&ctx.page(&format!("/dead-letters{}", query(&q)))))
 }

@@ -23,7 +23,7 @@ const REFRESH_S: u32 = 5;
 const STATUSES: &[&str] = &["in_progress", "succeeded", "failed", "no_targets"];
 
 /// A `datetime-local` value (`2026-12-01T10:00`, UTC) as RFC 3339; RFC 3339 passes as is.
-fn rfc3339_of(local: &str) -> String {
+pub(super) fn rfc3339_of(local: &str) -> String {
     match local.len() {
         0 => String::new(),
         16 => format!("{local}:00Z"),
@@ -267,29 +267,16 @@ pub async fn resend(
     let event = crate::model::EventId::parse(&id).map_err(|_| WebError::NotFound("event"))?;
     let target = crate::model::TargetId::parse(form.get("target_id"))
         .map_err(|_| WebError::BadRequest("which target? (target_id)".into()))?;
-    let entries = state
+    // Only its error queue entries are resent, found however long the queue is: a
+    // time-range recovery could take other events of the same instant along.
+    let r = state
         .api
-        .get(&ctx.api(&format!(
-            "/dead-letters{}",
-            query(&[("target_id", target.as_str()), ("limit", "500")])
-        )))
+        .post(
+            &ctx.api("/dead-letters/replay"),
+            json!({ "event_id": event.as_str(), "target_id": target.as_str() }),
+        )
         .await?;
-    let ids: Vec<&str> = items(&entries)
-        .iter()
-        .filter(|e| s(e, "event_id") == event.as_str())
-        .map(|e| s(e, "id"))
-        .collect();
-    // Only its error queue entry is resent: a time-range recovery could take other events
-    // of the same instant along.
-    let sent = if ids.is_empty() {
-        0
-    } else {
-        let r = state
-            .api
-            .post(&ctx.api("/dead-letters/replay"), json!({ "ids": ids }))
-            .await?;
-        r.get("replayed").and_then(Value::as_u64).unwrap_or(0)
-    };
+    let sent = r.get("replayed").and_then(Value::as_u64).unwrap_or(0);
     let done = if sent > 0 { "resent" } else { "nothing" };
     Ok(see_other(&ctx.page(&format!(
         "/events/{}?notice={done}",

@@ -5,6 +5,7 @@
 //! form's hidden token must equal the `estafeta_signin` cookie set with the form (a page of
 //! another site can set neither).
 
+use crate::store::portal_links::Opened;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, header};
@@ -208,16 +209,28 @@ pub async fn enter_link(
     Path(link): Path<String>,
 ) -> Result<Response, WebError> {
     let attempt = counted(&state, "portal_link", transport, &link).await?;
-    let opened = state.store.open_portal_link(&link).await?;
-    let Some(link) = opened else {
-        refused("portal_link", transport);
-        return Err(WebError::Api {
-            status: http::StatusCode::FORBIDDEN,
-            code: "invalid_portal_link".into(),
-            message: "This portal link is not valid: it has expired, was revoked, or was \
-                      altered. Ask for a new one."
-                .into(),
-        });
+    let link = match state.store.open_portal_link(&link).await? {
+        Opened::Valid(link) => link,
+        Opened::Used => {
+            refused("portal_link", transport);
+            return Err(WebError::Api {
+                status: http::StatusCode::FORBIDDEN,
+                code: "portal_link_used".into(),
+                message: "This portal link was used already: it signs in once. Ask for a new \
+                          one, or sign in with a tenant token."
+                    .into(),
+            });
+        }
+        Opened::Invalid => {
+            refused("portal_link", transport);
+            return Err(WebError::Api {
+                status: http::StatusCode::FORBIDDEN,
+                code: "invalid_portal_link".into(),
+                message: "This portal link is not valid: it has expired, was revoked, or was \
+                          altered. Ask for a new one."
+                    .into(),
+            });
+        }
     };
     let tenant_active = state
         .store

@@ -200,6 +200,7 @@ pub async fn operator_section(
     tenant: &Value,
 ) -> Result<Markup, WebError> {
     let tokens = state.api.get(&ctx.api("/tokens")).await?;
+    let links = state.api.get(&ctx.api("/portal-links")).await?;
     let csrf = &ctx.csrf;
     let active = tenant.get("active") == Some(&Value::Bool(true));
     Ok(html! {
@@ -246,11 +247,37 @@ pub async fn operator_section(
             }
         }
         section.card {
-            h2 { "Portal link" }
-            p.muted { "A signed link into this tenant's portal, for its developers: it expires, and it can be revoked." }
+            h2 { "Portal links" }
+            p.muted { "A signed link into this tenant's portal, for its developers: it expires, and it can be revoked. A single-use link signs in once; revoking a link ends the session it opened." }
+            div.table-wrap { table id="portal-links" {
+                thead { tr { th { "Link id" } th { "Issued (UTC)" } th { "Expires (UTC)" } th { "Use" } th {} } }
+                tbody {
+                    @for l in items(&links) {
+                        tr {
+                            td { code { (s(l, "id")) } }
+                            td { (when(l, "created_at")) }
+                            td { (when(l, "expires_at")) }
+                            td {
+                                @if l.get("single_use") != Some(&Value::Bool(true)) { "reusable" }
+                                @else if l.get("used_at").is_some_and(Value::is_string) { "used " (when(l, "used_at")) }
+                                @else { "single use, unused" }
+                            }
+                            td {
+                                form.inline method="post" action=(ctx.page(&format!("/portal-links/{}/revoke", seg(s(l, "id"))))) data-confirm="Revoke this link? The session it opened ends at once." {
+                                    (csrf_field(csrf))
+                                    button.danger type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                    @if items(&links).is_empty() { tr { td colspan="5" { "No live link." } } }
+                }
+            } }
             form.row method="post" action=(ctx.page("/portal-links")) id="new-portal-link" {
                 (csrf_field(csrf))
                 label { "Valid for (seconds)" input type="number" name="ttl_s" min="1" value="3600"; }
+                label { input type="checkbox" name="single_use" checked; " Single use" }
+                input type="hidden" name="single_use_shown" value="1";
                 button type="submit" { "Create portal link" }
             }
         }
@@ -337,6 +364,10 @@ async fn create_link(
     if let Some(ttl) = form.number("ttl_s", "Valid for")? {
         spec.insert("ttl_s".into(), json!(ttl));
     }
+    // An unticked box sends nothing: the hidden field tells it from a form without the box.
+    if form.opt("single_use_shown").is_some() {
+        spec.insert("single_use".into(), json!(form.checked("single_use")));
+    }
     let link = state
         .api
         .post(&ctx.api("/portal-links"), Value::Object(spec))
@@ -344,7 +375,9 @@ async fn create_link(
     let body = html! {
         h1 { "Portal link" }
         section.card.secret {
-            p { "Anyone with this link can open " strong { (ctx.tenant_name) } "'s portal until " (when(&link, "expires_at")) " UTC." }
+            p { "Anyone with this link can open " strong { (ctx.tenant_name) } "'s portal until " (when(&link, "expires_at")) " UTC"
+                @if link.get("single_use") == Some(&Value::Bool(true)) { ", once: its first use becomes a session." } @else { ", as often as it is opened." } }
+            p { strong { "It is shown this once." } " Only its id is listed on the tenant's page." }
             p { (copyable("portal-link", s(&link, "url"))) }
         }
         form.inline method="post" action=(ctx.page(&format!("/portal-links/{}/revoke", seg(s(&link, "id"))))) {
