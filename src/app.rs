@@ -531,6 +531,7 @@ pub async fn run(
             sources: source_cache,
             redis: redis.clone(),
             watches: watches.clone(),
+            trusted_proxies: config.web.proxies().unwrap_or_default().into(),
         },
         heartbeats: heartbeats.clone(),
         readiness: readiness.clone(),

@@ -38,6 +38,8 @@
 //! | `P:{m}:source:<id>` | hash | an inbound source: `doc` (JSON, secret sealed), `tenant` |
 //! | `P:{m}:source_token:<hash>` | string | source id by keyed hash of its URL token |
 //! | `P:{m}:tenant_sources:<tenant>` | sorted set (score 0) | a tenant's source ids |
+//! | `P:{m}:source_last:<id>` | string, 30 d TTL | when the source last accepted a webhook (ms) |
+//! | `P:{m}:source_refusals:<id>` | list, 30 d TTL | the source's last 20 refused deliveries (JSON: `at_ms`, `reason`, `sender_ip`) |
 //! | `P:{q<n>}:seen:<source>:<sha256>` | string, TTL 2 × tolerance | a signed request already accepted (replay refusal) |
 //! | `P:{m}:monitor:<id>` | hash | a passive monitor: `doc` (JSON, secret sealed), `tenant` |
 //! | `P:{m}:monitor_token:<hash>` | string | monitor id by keyed hash of its URL token |

@@ -571,6 +571,19 @@ async fn a_silent_source_raises_an_incident_and_recovers_with_its_next_event() {
     let silent = &alerts(&sink, "/alerts", "source.silent")[0];
     assert_eq!(silent["source"]["id"], id.as_str());
     assert_eq!(silent["reason"], "silent");
+    // The source says it is silent, and its last receipt stays the webhook's time, not the
+    // silence check's.
+    let seen = read(&gw, &tenant, &format!("/sources/{id}")).await;
+    assert_eq!(seen["silent"], true, "{seen}");
+    let received = seen["last_received_at"].as_str().unwrap().to_owned();
+    let listed = read(&gw, &tenant, "/sources").await;
+    assert_eq!(listed["data"][0]["silent"], true);
+    assert_eq!(listed["data"][0]["last_received_at"], received.as_str());
+    let checks = read(&gw, &tenant, &format!("/sources/{id}/checks")).await;
+    assert!(
+        checks["data"][0]["at"].as_str().unwrap() > received.as_str(),
+        "the newest check is the silence, after the receipt: {checks}"
+    );
     hook().await;
     eventually(
         Duration::from_secs(5),
@@ -584,6 +597,15 @@ async fn a_silent_source_raises_an_incident_and_recovers_with_its_next_event() {
     assert_eq!(incidents[0]["reason"], "silent");
     assert_eq!(incidents[0]["resolved_reason"], "event_received");
     assert_eq!(alerts(&sink, "/alerts", "source.silent").len(), 1);
+    eventually(
+        Duration::from_secs(5),
+        "a receipt after the silence",
+        || async {
+            let seen = read(&gw, &tenant, &format!("/sources/{id}")).await;
+            seen["silent"] == false && seen["last_received_at"].as_str() > Some(received.as_str())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -133,6 +133,36 @@ async fn github_signatures_and_header_event_types() {
     }
     let no_type = hook(&gw, &url, &[("x-hub-signature-256", &sig)], body).await;
     assert_eq!(no_type.status, 400, "{}", no_type.text());
+    // The three refusals are on the source's record, newest first, with the sender's
+    // address; the accepted webhook is its last receipt.
+    let sid = s["id"].as_str().unwrap();
+    let read = async |path: String| {
+        let r = gw
+            .admin("GET", &format!("/admin/tenants/{tenant}{path}"), None)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "refusals noted",
+        || async {
+            read(format!("/sources/{sid}/refusals")).await["data"]
+                .as_array()
+                .map(Vec::len)
+                == Some(3)
+        },
+    )
+    .await;
+    let refusals = read(format!("/sources/{sid}/refusals")).await;
+    for r in refusals["data"].as_array().unwrap() {
+        assert_eq!(r["sender_ip"], "127.0.0.1", "{r}");
+        assert!(r["reason"].as_str().is_some_and(|t| !t.is_empty()), "{r}");
+        assert!(!r.to_string().contains("gh-secret"));
+    }
+    let src = read(format!("/sources/{sid}")).await;
+    assert!(src["last_received_at"].is_string(), "{src}");
+    assert_eq!(src["silent"], Json::Null, "no watch, no silence");
     assert_eq!(
         hook(&gw, "/v1/hooks/hk_unknown", &[], b"{}").await.status,
         404

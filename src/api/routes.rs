@@ -45,6 +45,7 @@ fn tenant_scoped() -> OpenApiRouter<ApiState> {
         .routes(routes!(sources::rotate_token))
         .routes(routes!(sources::incidents))
         .routes(routes!(sources::checks))
+        .routes(routes!(sources::refusals))
         .routes(routes!(monitors::list, monitors::create))
         .routes(routes!(monitors::read, monitors::update, monitors::remove))
         .routes(routes!(monitors::rotate_token))

@@ -50,6 +50,11 @@ pub struct SourceView {
     pub created_at: String,
     #[schema(format = DateTime)]
     pub updated_at: String,
+    /// When the source last accepted a webhook (`null`: not in the last 30 days, or never).
+    #[schema(format = DateTime)]
+    pub last_received_at: Option<String>,
+    /// With a silence watch: whether it is silent past its deadline now (`null`: no watch).
+    pub silent: Option<bool>,
 }
 
 impl From<&Source> for SourceView {
@@ -68,8 +73,37 @@ impl From<&Source> for SourceView {
             grace_s: s.watch.map(|w| w.grace_s),
             created_at: rfc3339(s.created_at_ms),
             updated_at: rfc3339(s.updated_at_ms),
+            last_received_at: None,
+            silent: None,
         }
     }
+}
+
+/// A source's view with what it last received and whether it is silent.
+async fn view(s: &ApiState, scope: &TenantScope, src: &Source) -> Result<SourceView, ApiError> {
+    let mut v = SourceView::from(src);
+    v.last_received_at = s
+        .store
+        .source_activity(&src.id)
+        .await?
+        .last_received_ms
+        .map(rfc3339);
+    if src.watch.is_some() {
+        let live = s.watches.live(scope.shard, src.id.as_str()).await?;
+        v.silent = Some(live.status == crate::monitors::state::LiveStatus::Down);
+    }
+    Ok(v)
+}
+
+/// A refused delivery of a source.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefusalView {
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// Why it was refused (never what the signature should have been).
+    pub reason: String,
+    /// The sender's address, as the edge saw it (through `web.trusted_proxies`).
+    pub sender_ip: Option<String>,
 }
 
 /// A source with its URL token: shown at creation and rotation only.
@@ -141,10 +175,11 @@ pub async fn create(
 )]
 pub async fn list(State(s): State<ApiState>, scope: TenantScope) -> Result<Response, ApiError> {
     let sources = s.store.sources_of(&scope.tenant).await?;
-    Ok(Listing {
-        data: sources.iter().map(SourceView::from).collect::<Vec<_>>(),
+    let mut data = Vec::with_capacity(sources.len());
+    for src in &sources {
+        data.push(view(&s, &scope, src).await?);
     }
-    .into_response())
+    Ok(Listing { data }.into_response())
 }
 
 /// Reads a source.
@@ -161,10 +196,46 @@ pub async fn read(
     scope: TenantScope,
     ApiPath(p): ApiPath<SourcePath>,
 ) -> Result<Response, ApiError> {
-    let source = s.store.source(&scope.tenant, &p.source_id).await?;
-    source
-        .map(|src| Json(SourceView::from(&src)).into_response())
-        .ok_or_else(|| ApiError::not_found("source"))
+    let source = s
+        .store
+        .source(&scope.tenant, &p.source_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("source"))?;
+    Ok(Json(view(&s, &scope, &source).await?).into_response())
+}
+
+/// The source's last refused deliveries (at most 20, 30 days), newest first.
+#[utoipa::path(
+    get,
+    path = "/sources/{source_id}/refusals",
+    tag = "sources",
+    operation_id = "source_refusals",
+    params(SourcePath),
+    responses((status = 200, description = "Refused deliveries, newest first.", body = Listing<RefusalView>), ReadErrors),
+)]
+pub async fn refusals(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<SourcePath>,
+) -> Result<Response, ApiError> {
+    let source = s
+        .store
+        .source(&scope.tenant, &p.source_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("source"))?;
+    let activity = s.store.source_activity(&source.id).await?;
+    Ok(Listing {
+        data: activity
+            .refusals
+            .into_iter()
+            .map(|r| RefusalView {
+                at: rfc3339(r.at_ms),
+                reason: r.reason,
+                sender_ip: r.sender_ip,
+            })
+            .collect::<Vec<_>>(),
+    }
+    .into_response())
 }
 
 /// Deletes a source and its silence watch.

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use fred::prelude::*;
@@ -28,6 +27,7 @@ use crate::invalidation::{Invalidate, Invalidation};
 use crate::model::time::now_ms;
 use crate::model::{EventType, EventTypeRule, Scheme};
 use crate::monitors::state::{Signal, Subject, Watches};
+use crate::store::source_activity::Refusal;
 use crate::store::{Source, Store, StoreError};
 use crate::telemetry::CacheName;
 use crate::{body, telemetry};
@@ -109,6 +109,8 @@ pub struct HookState {
     pub redis: Client,
     /// Silence watches of sources that declare `expect_every_s`.
     pub watches: Watches,
+    /// Proxies whose `X-Forwarded-For` names the sender of a refused delivery.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 fn refused() -> ApiError {
@@ -158,9 +160,10 @@ impl crate::extract::PathParams for HookPath {
 pub async fn post_hook(
     State(s): State<HookState>,
     ApiPath(path): ApiPath<HookPath>,
-    headers: HeaderMap,
-    request_body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    let (parts, request_body) = request.into_parts();
+    let headers = &parts.headers;
     let token = path.source_token;
     if crate::model::text::check_token(&token).is_err() {
         return Err(ApiError::not_found("source"));
@@ -178,16 +181,35 @@ pub async fn post_hook(
         telemetry::rate_limited();
         return Err(ApiError::rate_limited(wait));
     }
-    let raw = body::read(request_body, &headers, &s.ingest.body_limits).await?;
-    let verified = hook
+    let raw = body::read(request_body, headers, &s.ingest.body_limits).await?;
+    let sender = || {
+        crate::web::guard::transport_of(&parts, &s.trusted_proxies)
+            .client
+            .map(|ip| ip.to_string())
+    };
+    let verified = match hook
         .verifier
-        .verify(&headers, &raw, (now_ms() / 1000) as i64)
-        .map_err(|e| {
+        .verify(headers, &raw, (now_ms() / 1000) as i64)
+    {
+        Ok(v) => v,
+        Err(e) => {
             tracing::info!(source = %source.id, reason = %e, "inbound webhook refused");
-            refused()
-        })?;
-    refuse_replay(&s, &hook, tenant.shard, &headers).await?;
-    let event_type = event_type(&source.event_type, &headers, &raw)?;
+            note_refusal(&s, source, e.to_string(), sender());
+            return Err(refused());
+        }
+    };
+    if let Err(e) = refuse_replay(&s, &hook, tenant.shard, headers).await {
+        if e.status == http::StatusCode::UNAUTHORIZED {
+            note_refusal(
+                &s,
+                source,
+                "a delivery already accepted, sent again".into(),
+                sender(),
+            );
+        }
+        return Err(e);
+    }
+    let event_type = event_type(&source.event_type, headers, &raw)?;
     let key_digest = verified.delivery_id.map(|id| {
         sha256_hex(&[
             b"source:",
@@ -197,7 +219,8 @@ pub async fn post_hook(
         ])
     });
     let answer =
-        enqueue_and_answer(&s.ingest, &tenant, event_type, &headers, raw, key_digest).await?;
+        enqueue_and_answer(&s.ingest, &tenant, event_type, headers, raw, key_digest).await?;
+    note_received(&s, source);
     if let Some(subject) = Subject::source(source, tenant.shard) {
         // The event is already durable: a failed watch update must not turn it into an error
         // (the sender would retry a delivery we hold). At worst it raises a silence alert
@@ -218,6 +241,31 @@ pub async fn post_hook(
 
 /// Remembers each accepted signature of a timestamped scheme for twice the tolerance; the
 /// same signed request again is a replay.
+/// Notes that `source` accepted a webhook, after its sender has the answer.
+fn note_received(s: &HookState, source: &Source) {
+    let (store, id) = (s.store.clone(), source.id.clone());
+    tokio::spawn(async move {
+        if let Err(e) = store.source_received(&id, now_ms()).await {
+            tracing::warn!(source = %id, error = %e, "could not note a received webhook");
+        }
+    });
+}
+
+/// Notes a refused delivery of `source` for its page, after its sender has the answer.
+fn note_refusal(s: &HookState, source: &Source, reason: String, sender_ip: Option<String>) {
+    let (store, id) = (s.store.clone(), source.id.clone());
+    let refusal = Refusal {
+        at_ms: now_ms(),
+        reason,
+        sender_ip,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = store.source_refused(&id, &refusal).await {
+            tracing::warn!(source = %id, error = %e, "could not note a refused webhook");
+        }
+    });
+}
+
 async fn refuse_replay(
     s: &HookState,
     hook: &HookSource,

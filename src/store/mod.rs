@@ -16,7 +16,8 @@
 //! - [`handle`], [`error`]: the handle the record modules extend, and its failures;
 //! - [`tenants`], [`tokens`]: tenants, their bearer tokens, config-declared tenants;
 //! - [`targets`]: delivery targets (versioned documents, optimistic updates);
-//! - [`sources`], [`monitors`]: documents reached by a URL token;
+//! - [`sources`], [`monitors`]: documents reached by a URL token; [`source_activity`]: what
+//!   each source last received and refused;
 //! - [`deliveries`]: expansion records, delivery states, attempts, the retry schedule, the
 //!   error queue and the per-tenant counters, in the tenant's shard slot;
 //! - [`series`]: per-minute counters for charts, written by the delivery scripts, read here;
@@ -29,6 +30,7 @@ pub mod monitors;
 pub mod portal_links;
 pub mod quarantine;
 pub mod series;
+pub mod source_activity;
 pub mod sources;
 pub mod targets;
 pub mod tenants;

@@ -47,6 +47,14 @@ impl FromRequestParts<WebState> for Transport {
         parts: &mut http::request::Parts,
         state: &WebState,
     ) -> Result<Transport, std::convert::Infallible> {
+        Ok(transport_of(parts, &state.settings.trusted_proxies))
+    }
+}
+
+/// How a request came: over TLS or not, from which client address; forwarded headers are
+/// believed only from `trusted_proxies`.
+pub fn transport_of(parts: &http::request::Parts, trusted_proxies: &[ipnet::IpNet]) -> Transport {
+    {
         let on_tls = parts
             .extensions
             .get::<crate::edge::service::OverTls>()
@@ -55,18 +63,12 @@ impl FromRequestParts<WebState> for Transport {
             .extensions
             .get::<crate::edge::service::Peer>()
             .map(|p| p.0.ip().to_canonical());
-        let trusted = |ip: &std::net::IpAddr| {
-            state
-                .settings
-                .trusted_proxies
-                .iter()
-                .any(|n| n.contains(ip))
-        };
+        let trusted = |ip: &std::net::IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
         let Some(peer) = peer.filter(|p| trusted(p)) else {
-            return Ok(Transport {
+            return Transport {
                 tls: on_tls,
                 client: peer,
-            });
+            };
         };
         let forwarded_tls = parts
             .headers
@@ -83,10 +85,10 @@ impl FromRequestParts<WebState> for Transport {
             .flat_map(|v| v.split(','))
             .collect();
         let client = client_behind(peer, &entries, trusted);
-        Ok(Transport {
+        Transport {
             tls: on_tls || forwarded_tls,
             client: Some(client),
-        })
+        }
     }
 }
 

@@ -26,17 +26,22 @@ pub async fn list(
         (notice(p.opt("notice")))
         h1 { "Sources" }
         div.table-wrap { table id="sources" {
-            thead { tr { th { "Name" } th { "Verification" } th { "Event type from" } th { "Silence watch" } } }
+            thead { tr { th { "Name" } th { "Verification" } th { "Event type from" } th { "Silence watch" } th { "Last received (UTC)" } } }
             tbody {
                 @for src in items(&sources) {
                     tr {
                         td { a href=(ctx.page(&format!("/sources/{}", seg(s(src, "id"))))) { (s(src, "name")) } }
                         td { (src.get("verify").map(|v| text(v, "scheme")).unwrap_or_default()) }
                         td { (src.get("event_type").map(Value::to_string).unwrap_or_default()) }
-                        td { @if src.get("expect_every_s").is_some_and(|v| !v.is_null()) { "every " (text(src, "expect_every_s")) " s" } @else { "none" } }
+                        td.watch {
+                            @if src.get("silent") == Some(&Value::Bool(true)) { (badge("down")) " silent, expected every " (text(src, "expect_every_s")) " s" }
+                            @else if src.get("expect_every_s").is_some_and(|v| !v.is_null()) { (badge("up")) " every " (text(src, "expect_every_s")) " s" }
+                            @else { "none" }
+                        }
+                        td { (when(src, "last_received_at")) }
                     }
                 }
-                @if items(&sources).is_empty() { tr { td colspan="4" { "No sources yet." } } }
+                @if items(&sources).is_empty() { tr { td colspan="5" { "No sources yet." } } }
             }
         } }
         section.card {
@@ -133,10 +138,12 @@ pub async fn show(
         .api
         .get(&ctx.api(&format!("/sources/{id}/checks")))
         .await?;
+    let refusals = state
+        .api
+        .get(&ctx.api(&format!("/sources/{id}/refusals")))
+        .await?;
     let watched = src.get("expect_every_s").is_some_and(|v| !v.is_null());
-    let open = items(&incidents)
-        .iter()
-        .any(|i| i.get("resolved_at").is_none_or(Value::is_null));
+    let open = src.get("silent") == Some(&Value::Bool(true));
     let csrf = &ctx.csrf;
     let body = html! {
         (notice(p.opt("notice")))
@@ -148,7 +155,7 @@ pub async fn show(
                     @else if open { (badge("down")) " silent past its deadline" }
                     @else { (badge("up")) " every " (text(&src, "expect_every_s")) " s, grace " (text(&src, "grace_s")) " s" }
                 }
-                dt { "Last received" } dd { @match items(&checks).first() { Some(c) => (when(c, "at")), None => "—" } }
+                dt { "Last received (UTC)" } dd id="last-received" { (when(&src, "last_received_at")) }
             }
             (fields(&src, &["name", "expect_every_s", "grace_s"]))
             div.actions {
@@ -169,6 +176,17 @@ pub async fn show(
                 tbody {
                     @for i in items(&incidents) { tr { td { (when(i, "opened_at")) } td { (s(i, "reason")) } td { (when(i, "resolved_at")) } } }
                     @if items(&incidents).is_empty() { tr { td colspan="3" { "No incidents." } } }
+                }
+            } }
+        }
+        section.card {
+            h2 { "Refused deliveries" }
+            p.muted { "The last 20 webhooks refused in 30 days: a bad or stale signature, or a delivery sent twice." }
+            div.table-wrap { table id="refusals" {
+                thead { tr { th { "At (UTC)" } th { "Reason" } th { "Sender" } } }
+                tbody {
+                    @for r in items(&refusals) { tr { td { (when(r, "at")) } td { (s(r, "reason")) } td { (text(r, "sender_ip")) } } }
+                    @if items(&refusals).is_empty() { tr { td colspan="3" { "None refused." } } }
                 }
             } }
         }
