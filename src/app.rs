@@ -563,7 +563,9 @@ pub async fn run(
             config.admin.token.clone(),
             readiness.clone(),
             metrics,
-            Arc::new(api::doc::document_json()),
+            Arc::new(api::doc::document_json(api::doc::Deployed {
+                portal_link_max_ttl_s: config.web.portal_link_max_ttl_s,
+            })),
         );
         servers.spawn(listener::serve(
             l,

@@ -56,9 +56,24 @@ impl From<&DeadLetter> for DeadLetterView {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
-    #[serde(flatten)]
-    #[param(inline)]
-    select: Selection,
+    /// Only this target's entries.
+    #[serde(default)]
+    target_id: Option<TargetId>,
+    /// Only entries of this event type, or of a `prefix.*`.
+    #[serde(default)]
+    #[param(value_type = Option<String>, example = "order.*", pattern = r"^(\*|[A-Za-z0-9_.-]{1,128}|[A-Za-z0-9_.-]{1,128}\.\*)$")]
+    event_type: Option<String>,
+    /// Only this event's entries.
+    #[serde(default)]
+    event_id: Option<EventId>,
+    /// Failed at or after this time (RFC 3339).
+    #[serde(default)]
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Failed at or before this time (RFC 3339).
+    #[serde(default)]
+    #[param(format = DateTime)]
+    until: Option<String>,
     /// `newest` (the default) or `oldest` first.
     #[serde(default)]
     order: Option<Direction>,
@@ -79,18 +94,16 @@ pub enum Direction {
     Oldest,
 }
 
-/// Which entries a listing or a replay selects (every field narrows).
-#[derive(Debug, Clone, Default, Deserialize, IntoParams, ToSchema)]
+/// Which entries a replay selects (every field narrows).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct Selection {
     /// Only this target's entries.
     #[serde(default)]
     pub target_id: Option<TargetId>,
     /// Only entries of this event type, or of a `prefix.*`.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "order.*")]
-    #[param(value_type = Option<String>, example = "order.*")]
+    #[schema(value_type = Option<String>, example = "order.*", pattern = r"^(\*|[A-Za-z0-9_.-]{1,128}|[A-Za-z0-9_.-]{1,128}\.\*)$")]
     pub event_type: Option<String>,
     /// Only this event's entries.
     #[serde(default)]
@@ -98,12 +111,10 @@ pub struct Selection {
     /// Failed at or after this time (RFC 3339).
     #[serde(default)]
     #[schema(format = DateTime)]
-    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Failed at or before this time (RFC 3339).
     #[serde(default)]
     #[schema(format = DateTime)]
-    #[param(format = DateTime)]
     pub until: Option<String>,
 }
 
@@ -120,14 +131,6 @@ impl Selection {
             .transpose()?;
         let since_ms = time_field(code, "since", self.since.as_deref())?;
         let until_ms = time_field(code, "until", self.until.as_deref())?;
-        if let (Some(s), Some(u)) = (since_ms, until_ms) {
-            if s > u {
-                return Err(ApiError::bad_request(
-                    code,
-                    "since must not be later than until",
-                ));
-            }
-        }
         Ok(DeadLetterFilter {
             target_id: self.target_id.clone(),
             event_type,
@@ -215,7 +218,14 @@ pub async fn list(
             ));
         }
     };
-    let filter = q.select.filter("invalid_query")?;
+    let filter = Selection {
+        target_id: q.target_id,
+        event_type: q.event_type,
+        event_id: q.event_id,
+        since: q.since,
+        until: q.until,
+    }
+    .filter("invalid_query")?;
     let order = match q.order {
         None | Some(Direction::Newest) => Order::NewestFirst,
         Some(Direction::Oldest) => Order::OldestFirst,

@@ -116,9 +116,16 @@ fn link_creations(doc: &mut Document) {
                 // not know (6 fixes that, but breaks inline schemas with a description): the
                 // field goes in through the flattened extensions, under its real name.
                 let operation = Extensions::from_iter([("operationId", id.clone())]);
+                // A route that takes the resource's URL token (a monitor's push routes) is
+                // filled from the `token` the creation answers, not from its `id`.
+                let field = if param.ends_with("_token") {
+                    "token"
+                } else {
+                    "id"
+                };
                 let mut link = LinkBuilder::new()
                     .extensions(Some(operation))
-                    .parameter(param, "$response.body#/id");
+                    .parameter(param, format!("$response.body#/{field}"));
                 for carried in path_params(path) {
                     link = link.parameter(carried, format!("$request.path.{carried}"));
                 }
@@ -168,12 +175,87 @@ fn optional_raw_body(op: &mut Operation) {
     }
 }
 
-/// The description as JSON.
-pub fn document_json() -> String {
-    document().to_json().unwrap_or_else(|_| {
-        r#"{"openapi":"3.1.0","info":{"title":"Estafeta","version":"unknown"},"paths":{}}"#
-            .to_owned()
-    })
+/// What a deployment's description states of its own settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Deployed {
+    /// `web.portal_link_max_ttl_s`: the longest lifetime a portal link may be given here.
+    pub portal_link_max_ttl_s: u64,
+}
+
+/// The description as JSON, stating this deployment's bounds where they are settings.
+pub fn document_json(deployed: Deployed) -> String {
+    let mut doc = match serde_json::to_value(document()) {
+        Ok(v) => v,
+        Err(_) => {
+            return r#"{"openapi":"3.1.0","info":{"title":"Estafeta","version":"unknown"},"paths":{}}"#
+                .to_owned();
+        }
+    };
+    if let Some(ttl) = doc.pointer_mut("/components/schemas/PortalLinkSpec/properties/ttl_s") {
+        set_maximum(ttl, deployed.portal_link_max_ttl_s);
+        if let Some(obj) = ttl.as_object_mut() {
+            obj.insert(
+                "description".into(),
+                format!(
+                    "Seconds the link stays valid (default 3600, at most {} here: \
+                     `web.portal_link_max_ttl_s`).",
+                    deployed.portal_link_max_ttl_s
+                )
+                .into(),
+            );
+        }
+    }
+    cross_field_rules(&mut doc);
+    doc.to_string()
+}
+
+/// The rules between two fields of a body that JSON Schema 2020-12 can state, so clients
+/// generated from the description, and conformance runs, know them: a source's `grace_s`
+/// belongs to its silence watch (`expect_every_s`, not null), an ordered target needs a mode that waits.
+fn cross_field_rules(doc: &mut serde_json::Value) {
+    let rules = [
+        (
+            "SourceSpec",
+            serde_json::json!({"dependentSchemas": {"grace_s": {
+                "required": ["expect_every_s"],
+                "properties": {"expect_every_s": {"not": {"type": "null"}}}
+            }}}),
+        ),
+        (
+            "TargetSpec",
+            serde_json::json!({
+                "if": {"properties": {"ordered": {"const": true}}, "required": ["ordered"]},
+                "then": {"properties": {"mode": {"not": {"const": "fire_and_forget"}}}}
+            }),
+        ),
+    ];
+    for (name, rule) in rules {
+        let Some(schema) = doc
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        if let serde_json::Value::Object(rule) = rule {
+            schema.extend(rule);
+        }
+    }
+}
+
+/// Sets every `maximum` of a schema (and of the alternatives it is made of) to `max`.
+fn set_maximum(schema: &mut serde_json::Value, max: u64) {
+    match schema {
+        serde_json::Value::Object(obj) => {
+            if obj.contains_key("maximum") {
+                obj.insert("maximum".into(), max.into());
+            }
+            for v in obj.values_mut() {
+                set_maximum(v, max);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| set_maximum(v, max)),
+        _ => {}
+    }
 }
 
 fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
@@ -246,6 +328,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_served_description_states_the_deployments_ceiling_and_cross_field_rules()
+    -> anyhow::Result<()> {
+        let doc: serde_json::Value = serde_json::from_str(&document_json(Deployed {
+            portal_link_max_ttl_s: 600,
+        }))?;
+        let ttl = &doc["components"]["schemas"]["PortalLinkSpec"]["properties"]["ttl_s"];
+        assert!(ttl.to_string().contains("\"maximum\":600"), "{ttl}");
+        assert!(!ttl.to_string().contains("31622400"), "{ttl}");
+        let source = &doc["components"]["schemas"]["SourceSpec"];
+        let watch = &source["dependentSchemas"]["grace_s"];
+        assert_eq!(watch["required"][0], "expect_every_s", "{source}");
+        let target = &doc["components"]["schemas"]["TargetSpec"];
+        assert_eq!(target["if"]["required"][0], "ordered", "{target}");
+        assert_eq!(
+            target["then"]["properties"]["mode"]["not"]["const"],
+            "fire_and_forget"
+        );
+        // Both are what the create operations take.
+        let body = |path: &str| {
+            doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+                .to_string()
+        };
+        assert!(
+            body("/v1/sources").contains("SourceSpec"),
+            "{}",
+            body("/v1/sources")
+        );
+        assert!(
+            body("/v1/targets").contains("TargetSpec"),
+            "{}",
+            body("/v1/targets")
+        );
+        Ok(())
+    }
+
+    #[test]
     fn operation_ids_are_unique_and_admin_copies_name_their_tenant() {
         let doc = document();
         let mut ids = std::collections::HashSet::new();
@@ -282,6 +400,14 @@ mod tests {
             tenant["tenant_read_monitor"]["parameters"]["monitor_id"],
             "$response.body#/id"
         );
+        // The push routes take the monitor's token, the hook route the source's.
+        let beat = tenant
+            .as_object()
+            .into_iter()
+            .flatten()
+            .find(|(_, l)| l["parameters"].get("monitor_token").is_some())
+            .map(|(_, l)| l["parameters"]["monitor_token"].clone());
+        assert_eq!(beat, Some("$response.body#/token".into()), "{tenant}");
         Ok(())
     }
 }

@@ -196,11 +196,7 @@ pub async fn read(
     scope: TenantScope,
     ApiPath(p): ApiPath<SourcePath>,
 ) -> Result<Response, ApiError> {
-    let source = s
-        .store
-        .source(&scope.tenant, &p.source_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("source"))?;
+    let source = source_of(&s, &scope, &p.source_id).await?;
     Ok(Json(view(&s, &scope, &source).await?).into_response())
 }
 
@@ -218,11 +214,7 @@ pub async fn refusals(
     scope: TenantScope,
     ApiPath(p): ApiPath<SourcePath>,
 ) -> Result<Response, ApiError> {
-    let source = s
-        .store
-        .source(&scope.tenant, &p.source_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("source"))?;
+    let source = source_of(&s, &scope, &p.source_id).await?;
     let activity = s.store.source_activity(&source.id).await?;
     Ok(Listing {
         data: activity
@@ -333,9 +325,14 @@ async fn history(
     which: History,
 ) -> Result<Response, ApiError> {
     q.limit()?;
+    source_of(s, scope, id).await?;
+    which.read(s, scope, id.as_str(), q).await
+}
+
+/// The tenant's source `id`, or the contract's 404.
+async fn source_of(s: &ApiState, scope: &TenantScope, id: &SourceId) -> Result<Source, ApiError> {
     s.store
         .source(&scope.tenant, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("source"))?;
-    which.read(s, scope, id.as_str(), q).await
+        .ok_or_else(|| ApiError::not_found("source"))
 }
