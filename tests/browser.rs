@@ -257,6 +257,10 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     b.click("#new-tenant button[type=submit]").await;
     let token = b.text("#new-token").await;
     assert!(token.starts_with("est_"), "{token}");
+    assert!(
+        b.body().await.contains("keyed hash is kept"),
+        "a token is hashed"
+    );
     b.click("#to-tenant").await;
     b.css("#stats").await;
     let tenant_path = b.path().await;
@@ -290,6 +294,12 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     b.click("#target-form button[type=submit]").await;
     let secret = b.text("#target-secret").await;
     assert!(secret.starts_with("whsec_"), "{secret}");
+    // A signing secret is sealed, not hashed: the page says what is true.
+    let page = b.body().await;
+    assert!(
+        page.contains("kept sealed") && !page.contains("keyed hash"),
+        "{page}"
+    );
 
     // An event, sent with plain HTTP; its delivery fails and lands in the error queue.
     let r = Request::new("POST", "/v1/events/order.paid")
@@ -378,8 +388,11 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     }
     b.screenshot("tenant").await;
 
-    // Disable and enable: the tenant's ingest follows.
+    // Disable (asked first, in the browser) and enable: the tenant's ingest follows.
     b.click("#toggle-tenant").await;
+    let question = b.client.get_alert_text().await.unwrap();
+    assert!(question.contains("Disable this tenant?"), "{question}");
+    b.client.accept_alert().await.unwrap();
     b.expect_text("Disabled.").await;
     eventually(WAIT, "ingest refused for a disabled tenant", || async {
         gw.post_event(&token, "order.paid", b"{}").await.status == 403
@@ -817,6 +830,106 @@ async fn forms_need_their_csrf_token_and_pages_send_a_strict_policy() {
         .await
         .unwrap();
     assert_eq!(r.status, 403);
+
+    // Without scripts, a destructive form answers a confirmation page that posts the same
+    // fields again; only the confirmed post acts.
+    let (victim, victim_token) = gw.tenant("victim").await;
+    let toggle = |body: String| {
+        Request::new("POST", &format!("/console/tenants/{victim}/toggle"))
+            .header("cookie", &session)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+    let ask = toggle(format!("_csrf={csrf}&active=false"))
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(ask.status, 200, "{}", ask.text());
+    let text = ask.text();
+    assert!(
+        text.contains("Please confirm") && text.contains("Disable this tenant?"),
+        "{text}"
+    );
+    assert!(text.contains(r#"name="active" value="false""#), "{text}");
+    assert!(text.contains(r#"name="confirmed" value="1""#), "{text}");
+    assert_eq!(
+        gw.post_event(&victim_token, "a.b", b"{}").await.status,
+        202,
+        "not disabled yet"
+    );
+    let done = toggle(format!("_csrf={csrf}&active=false&confirmed=1"))
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(done.status, 303, "{}", done.text());
+    eventually(WAIT, "disabled once confirmed", || async {
+        gw.post_event(&victim_token, "a.b", b"{}").await.status == 403
+    })
+    .await;
+    // Enabling is not destructive: no question.
+    let back = toggle(format!("_csrf={csrf}&active=true"))
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(back.status, 303);
+
+    // A failed page is styled, with a way home, under its face's headers.
+    let missing = Request::get("/console/tenants/ten_nobody")
+        .header("cookie", &session)
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
+    let text = missing.text();
+    assert!(
+        text.contains("/console/assets/app.css") && text.contains("id=\"home\""),
+        "{text}"
+    );
+    assert!(missing.header("content-security-policy").is_some());
+
+    // Assets are compressed for a client that asks (pages are not: BREACH), with a favicon.
+    for (encoding, asset) in [("br", "htmx.min.js"), ("gzip", "uPlot.iife.min.js")] {
+        let plain = Request::get(&format!("/console/assets/{asset}"))
+            .send_plain(gw.addrs.admin)
+            .await
+            .unwrap();
+        let packed = Request::get(&format!("/console/assets/{asset}"))
+            .header("accept-encoding", encoding)
+            .send_plain(gw.addrs.admin)
+            .await
+            .unwrap();
+        assert_eq!(
+            packed.header("content-encoding").as_deref(),
+            Some(encoding),
+            "{asset}"
+        );
+        assert!(
+            packed.body.len() * 2 < plain.body.len(),
+            "{asset}: {} of {}",
+            packed.body.len(),
+            plain.body.len()
+        );
+    }
+    let page = Request::get("/console/tenants")
+        .header("cookie", &session)
+        .header("accept-encoding", "br, gzip")
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert!(
+        page.header("content-encoding").is_none(),
+        "a page with a CSRF token is compressed"
+    );
+    assert!(page.text().contains("/console/assets/favicon.svg"));
+    let icon = Request::get("/portal/assets/favicon.svg")
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(icon.status, 200);
+    assert_eq!(
+        icon.header("content-type").as_deref(),
+        Some("image/svg+xml")
+    );
 
     // Security headers: console and portal alike, the portal not embeddable by default.
     let page = Request::get("/console/tenants")

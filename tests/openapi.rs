@@ -131,5 +131,35 @@ async fn an_unknown_path_is_the_contracts_404_on_both_listeners() {
             assert!(r.is_error("not_found"), "{}", r.text());
         }
     }
+    // Under the console and the portal, a person followed a link: their own 404 page, styled,
+    // with a way home, and the faces' strict headers; `/consoles` is not under the console.
+    for (addr, root) in [(gw.addrs.admin, "/console"), (gw.addrs.plain, "/portal")] {
+        for path in [
+            format!("{root}/nope"),
+            format!("{root}/tenants/ten_x/nope/deeper"),
+        ] {
+            let r = send(addr, "GET", &path, "").await;
+            assert_eq!(r.status, 404, "{path}");
+            let ct = r.header("content-type").unwrap_or_default();
+            assert!(ct.starts_with("text/html"), "{path}: {ct}");
+            let text = r.text();
+            assert!(text.contains("There is no such page."), "{path}: {text}");
+            assert!(
+                text.contains(&format!("href=\"{root}\"")),
+                "{path}: a way home"
+            );
+            assert!(
+                text.contains(&format!("{root}/assets/app.css")),
+                "{path}: styled"
+            );
+            assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
+            assert!(
+                r.header("content-security-policy")
+                    .is_some_and(|c| c.contains("default-src 'none'"))
+            );
+        }
+    }
+    let r = send(gw.addrs.admin, "GET", "/consoles", ADMIN_TOKEN).await;
+    assert!(r.is_error("not_found"), "{}", r.text());
     gw.stop().await.unwrap();
 }

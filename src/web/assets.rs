@@ -1,6 +1,6 @@
 //! The scripts and styles of the pages, compiled into the binary (no CDN, no build step):
 //! htmx 2 (0BSD) and uPlot 1.6 (MIT), with their licences beside them in `assets/`, and our
-//! own `app.js` and `app.css`.
+//! own `app.js`, `app.css` and `favicon.svg`.
 
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("assets/app.css"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_bytes!("assets/favicon.svg"),
     ),
 ];
 

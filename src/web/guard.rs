@@ -264,6 +264,18 @@ pub async fn security_headers(
 ) -> Response {
     let is_asset = req.uri().path().contains("/assets/");
     let mut res = next.run(req).await;
+    // A failed page, rendered where its face was not known: styled, with a way home.
+    if let Some(crate::web::layout::PageError(message)) = res.extensions_mut().remove() {
+        let status = res.status();
+        let headers = std::mem::take(res.headers_mut());
+        let page = crate::web::layout::error_page(Some(ui), status, &message);
+        res = (status, page).into_response();
+        for (name, value) in headers.iter() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                res.headers_mut().append(name, value.clone());
+            }
+        }
+    }
     let ancestors = match ui {
         Ui::Portal if !state.settings.frame_ancestors.is_empty() => {
             state.settings.frame_ancestors.join(" ")

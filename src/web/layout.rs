@@ -47,6 +47,7 @@ pub fn page(shell: &Shell<'_>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
                 title { (shell.title) " · " (product) }
+                link rel="icon" type="image/svg+xml" href={ (root) "/assets/favicon.svg" };
                 link rel="stylesheet" href={ (root) "/assets/app.css" };
                 link rel="stylesheet" href={ (root) "/assets/uPlot.min.css" };
                 script src={ (root) "/assets/htmx.min.js" } defer {}
@@ -83,25 +84,76 @@ pub fn page(shell: &Shell<'_>, body: Markup) -> Markup {
     }
 }
 
-/// The page of a failure.
-pub fn error_page(status: StatusCode, message: &str) -> Markup {
+/// The page of a failure: plain when the face is not known, else styled, with a way home.
+pub fn error_page(ui: Option<Ui>, status: StatusCode, message: &str) -> Markup {
+    let product = match ui {
+        Some(Ui::Console) => "Estafeta console",
+        Some(Ui::Portal) => "Webhooks portal",
+        None => "Estafeta",
+    };
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (status.as_u16()) " · Estafeta" }
+                title { (status.as_u16()) " · " (product) }
+                @if let Some(ui) = ui {
+                    link rel="icon" type="image/svg+xml" href={ (ui.root()) "/assets/favicon.svg" };
+                    link rel="stylesheet" href={ (ui.root()) "/assets/app.css" };
+                }
             }
             body {
-                main {
+                @if let Some(ui) = ui {
+                    header.top { a.brand href=(ui.root()) { (product) } }
+                }
+                main id="main" {
                     h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("Error")) }
                     p.error role="alert" { (message) }
-                    p { "Go back, correct what the message names, and try again." }
+                    @match (ui, status) {
+                        (Some(ui), StatusCode::NOT_FOUND) => p { a href=(ui.root()) id="home" { "Go to the start page" } },
+                        (Some(ui), _) => p { "Go back, correct what the message names, and try again, or " a href=(ui.root()) id="home" { "go to the start page" } "." },
+                        (None, _) => p { "Go back, correct what the message names, and try again." },
+                    }
                 }
             }
         }
     }
+}
+
+/// What a failed page said, kept on its answer so the face's layer, which knows the face,
+/// can render it styled.
+#[derive(Debug, Clone)]
+pub struct PageError(pub String);
+
+/// The console's or the portal's 404 page for a path under it that names no page, with the
+/// strictest of the faces' security headers (it is answered outside their layers).
+pub fn page_not_found(ui: Ui) -> Response {
+    let mut res = (
+        StatusCode::NOT_FOUND,
+        error_page(Some(ui), StatusCode::NOT_FOUND, "There is no such page."),
+    )
+        .into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        http::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    res
 }
 
 /// A `303 See Other` to `to` (after a form: the browser then loads `to` with GET).
@@ -230,7 +282,9 @@ impl IntoResponse for WebError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "page failed");
         }
-        let mut response = (status, error_page(status, &self.to_string())).into_response();
+        let message = self.to_string();
+        let mut response = (status, error_page(None, status, &message)).into_response();
+        response.extensions_mut().insert(PageError(message));
         if let WebError::Throttled { retry_after_s } = self {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,

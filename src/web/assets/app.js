@@ -32,10 +32,22 @@
     if (button) copy(button);
   });
 
+  // A destructive form asks first (the button's question, else the form's); confirmed, it
+  // says so, and the server answers at once instead of with its confirmation page.
   document.addEventListener("submit", function (e) {
     var form = e.target;
-    var question = form.getAttribute("data-confirm");
-    if (question && !window.confirm(question)) e.preventDefault();
+    var button = e.submitter;
+    var question = (button && button.getAttribute("data-confirm")) || form.getAttribute("data-confirm");
+    if (!question) return;
+    if (!window.confirm(question)) { e.preventDefault(); return; }
+    var seen = form.querySelector("input[name='confirmed']");
+    if (!seen) {
+      seen = document.createElement("input");
+      seen.type = "hidden";
+      seen.name = "confirmed";
+      form.appendChild(seen);
+    }
+    seen.value = "1";
   });
 
   document.addEventListener("change", function (e) {

@@ -9,6 +9,7 @@ use crate::model::TenantId;
 use crate::web::client::seg;
 use crate::web::error::WebError;
 use crate::web::face::Ui;
+use crate::web::form::Form;
 use crate::web::guard::Signed;
 use axum::response::IntoResponse;
 use maud::html;
@@ -150,19 +151,64 @@ impl Ctx {
 }
 
 impl Ctx {
+    /// A destructive form's answer until it is confirmed: the page asking `question`, whose
+    /// form posts the same fields again with `confirmed`. The script confirms in the browser
+    /// and sends `confirmed` at once; without scripts this page is the confirmation.
+    pub fn confirm_first(&self, form: &Form, question: &str, action: &str) -> Option<Response> {
+        if form.checked("confirmed") {
+            return None;
+        }
+        let body = html! {
+            h1 { "Please confirm" }
+            section.card {
+                p id="confirm-question" { (question) }
+                form.row method="post" action=(action) id="confirm" {
+                    (crate::web::layout::csrf_field(&self.csrf))
+                    @for (k, v) in form.0.iter().filter(|(k, _)| k != "_csrf" && k != "confirmed") {
+                        input type="hidden" name=(k) value=(v);
+                    }
+                    input type="hidden" name="confirmed" value="1";
+                    button.danger type="submit" id="confirm-yes" { "Yes, go on" }
+                    a href=(self.base) id="confirm-no" { "Cancel" }
+                }
+            }
+        };
+        Some(page(&self.shell("Please confirm", ""), body).into_response())
+    }
+}
+
+/// How a secret shown once is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// As a keyed hash: tokens, and URLs that hold one.
+    Hashed,
+    /// Encrypted, because the gateway uses it: a target's signing secret.
+    Sealed,
+}
+
+impl Ctx {
     /// A page of secrets shown this once (a token, a signing secret, URLs holding a token):
-    /// each `(label, element id, value)` with its copy button, and a link `back`.
+    /// each `(label, element id, value)` with its copy button, and a link `back`; `kept` says
+    /// truly how the gateway keeps them.
     pub fn shown_once(
         &self,
         title: &str,
         tab: &str,
+        kept: Kept,
         secrets: &[(&str, &str, &str)],
         back: &str,
     ) -> Response {
+        let how = match kept {
+            Kept::Hashed => "Store it now: only a keyed hash is kept, so it cannot be read again.",
+            Kept::Sealed => {
+                "Store it now: it is kept sealed (AES-256-GCM under the master key) so the \
+                 gateway can sign with it, and no page or API shows it again; rotate it for a new one."
+            }
+        };
         let body = html! {
             h1 { (title) }
             section.card.secret {
-                p { strong { "Shown this once." } " Store it now: only a keyed hash is kept, so it cannot be read again." }
+                p { strong { "Shown this once." } " " (how) }
                 dl.fields {
                     @for (label, id, value) in secrets {
                         dt { (label) } dd { (copyable(id, value)) }

@@ -16,6 +16,13 @@ use crate::web::form::{Form, Params};
 use crate::web::layout::{csrf_field, items, notice, page, s, see_other, text, when};
 use crate::web::state::WebState;
 
+/// The question deleting asks first (in the browser, or as a page); replaying all names how many.
+const ASK_DELETE: &str = "Delete the ticked entries? Their deliveries are not sent again.";
+
+fn ask_replay_all(n: u64) -> String {
+    format!("Replay all {n} matching entries? Each delivery is sent again.")
+}
+
 /// Entries a page shows.
 const PAGE: &str = "100";
 
@@ -122,10 +129,10 @@ pub async fn list(
             @if !rows.is_empty() {
                 div.actions {
                     button type="submit" name="which" value="selected" id="replay-selected" { "Replay selected" }
-                    button.secondary type="submit" name="which" value="all" id="replay-all" {
+                    button.secondary type="submit" name="which" value="all" id="replay-all" data-confirm=(ask_replay_all(total)) {
                         "Replay all " (total) @if filtered { " matching" }
                     }
-                    button.danger type="submit" formaction=(ctx.page("/dead-letters/delete")) id="delete-selected" { "Delete selected" }
+                    button.danger type="submit" formaction=(ctx.page("/dead-letters/delete")) id="delete-selected" data-confirm=(ASK_DELETE) { "Delete selected" }
                 }
             }
         }
@@ -142,6 +149,21 @@ pub async fn replay(
 ) -> Result<Response, WebError> {
     let mut body = Map::new();
     if form.get("which") == "all" {
+        if !form.checked("confirmed") {
+            // The page asks with the count it shows; without scripts, count again to ask.
+            let mut q: Vec<(&str, String)> = filters(&form);
+            q.push(("limit", "1".into()));
+            let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let listed = state
+                .api
+                .get(&ctx.api(&format!("/dead-letters{}", query(&pairs))))
+                .await?;
+            let n = listed.get("total").and_then(Value::as_u64).unwrap_or(0);
+            let action = ctx.page("/dead-letters/replay");
+            if let Some(ask) = ctx.confirm_first(&form, &ask_replay_all(n), &action) {
+                return Ok(ask);
+            }
+        }
         for (k, v) in filters(&form) {
             if !v.is_empty() {
                 body.insert(k.into(), json!(v));
@@ -181,6 +203,9 @@ pub async fn remove(
         return Err(WebError::BadRequest(
             "tick the entries to delete first".into(),
         ));
+    }
+    if let Some(ask) = ctx.confirm_first(&form, ASK_DELETE, &ctx.page("/dead-letters/delete")) {
+        return Ok(ask);
     }
     for id in ids {
         let id =

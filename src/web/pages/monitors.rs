@@ -6,13 +6,17 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::ctx::{Ctx, Item};
+use super::ctx::{Ctx, Item, Kept};
 use crate::model::time::{now_ms, parse_rfc3339};
 use crate::web::client::seg;
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
 use crate::web::layout::{badge, csrf_field, items, notice, page, s, see_other, text, when};
 use crate::web::state::WebState;
+
+/// The questions its destructive actions ask first (in the browser, or as a page).
+const ASK_ROTATE: &str = "Rotate the token? The old URLs stop working at once.";
+const ASK_DELETE: &str = "Delete this monitor and its history?";
 
 /// Seconds between the board's refreshes.
 const REFRESH_S: u32 = 5;
@@ -115,6 +119,7 @@ fn with_token(ctx: &Ctx, title: &str, m: &Value) -> Response {
     ctx.shown_once(
         &format!("{title}: {}", s(m, "name")),
         "/monitors",
+        Kept::Hashed,
         &[
             ("Heartbeat URL", "heartbeat-url", s(m, "heartbeat_url")),
             ("Status URL", "status-url", s(m, "status_url")),
@@ -303,11 +308,11 @@ pub async fn show(
                 div { button type="submit" { "Save" } }
             }
             div.actions {
-                form.inline method="post" action=(ctx.page(&format!("/monitors/{id}/rotate"))) data-confirm="Rotate the token? The old URLs stop working at once." {
+                form.inline method="post" action=(ctx.page(&format!("/monitors/{id}/rotate"))) data-confirm=(ASK_ROTATE) {
                     (csrf_field(csrf))
                     button.secondary type="submit" id="rotate-token" { "Rotate token" }
                 }
-                form.inline method="post" action=(ctx.page(&format!("/monitors/{id}/delete"))) data-confirm="Delete this monitor and its history?" {
+                form.inline method="post" action=(ctx.page(&format!("/monitors/{id}/delete"))) data-confirm=(ASK_DELETE) {
                     (csrf_field(csrf))
                     button.danger type="submit" { "Delete" }
                 }
@@ -338,7 +343,12 @@ pub async fn rotate(
     State(state): State<WebState>,
     ctx: Ctx,
     Item(id): Item,
+    form: Form,
 ) -> Result<Response, WebError> {
+    let action = ctx.page(&format!("/monitors/{id}/rotate"));
+    if let Some(ask) = ctx.confirm_first(&form, ASK_ROTATE, &action) {
+        return Ok(ask);
+    }
     let rotated = state
         .api
         .post(&ctx.api(&format!("/monitors/{id}/rotate-token")), json!({}))
@@ -351,7 +361,12 @@ pub async fn remove(
     State(state): State<WebState>,
     ctx: Ctx,
     Item(id): Item,
+    form: Form,
 ) -> Result<Response, WebError> {
+    let action = ctx.page(&format!("/monitors/{id}/delete"));
+    if let Some(ask) = ctx.confirm_first(&form, ASK_DELETE, &action) {
+        return Ok(ask);
+    }
     ctx.delete_then(&state, &format!("/monitors/{id}"), "/monitors")
         .await
 }

@@ -49,7 +49,13 @@ fn tenant_pages() -> Router<WebState> {
 /// The pages that need no session: sign-in and the assets.
 fn open_routes(ui: Ui) -> Router<WebState> {
     let root = ui.root();
-    let r = Router::new().route(&format!("{root}/assets/{{file}}"), get(assets::serve));
+    // Only the assets are compressed: a page holds its session's CSRF token beside what the
+    // request reflects (filters, notices), and compressing both together is what BREACH
+    // measures. The assets are most of a page's weight anyway.
+    let r = Router::new().route(
+        &format!("{root}/assets/{{file}}"),
+        get(assets::serve).layer(tower_http::compression::CompressionLayer::new()),
+    );
     match ui {
         Ui::Portal => r
             .route(

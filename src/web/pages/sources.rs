@@ -6,12 +6,16 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde_json::{Map, Value, json};
 
-use super::ctx::{Ctx, Item};
+use super::ctx::{Ctx, Item, Kept};
 use crate::web::client::seg;
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
 use crate::web::layout::{badge, csrf_field, fields, items, notice, page, s, text, when};
 use crate::web::state::WebState;
+
+/// The questions its destructive actions ask first (in the browser, or as a page).
+const ASK_ROTATE: &str = "Rotate the URL token? The old URL stops working at once.";
+const ASK_DELETE: &str = "Delete this source?";
 
 const SCHEMES: &[&str] = &["standard_webhooks", "github", "stripe", "hmac_sha256_hex"];
 
@@ -100,6 +104,7 @@ fn with_url(ctx: &Ctx, title: &str, src: &Value) -> Response {
     ctx.shown_once(
         &format!("{title}: {}", s(src, "name")),
         "/sources",
+        Kept::Hashed,
         &[(
             "Webhook URL (a path on the edge listener)",
             "source-url",
@@ -159,11 +164,11 @@ pub async fn show(
             }
             (fields(&src, &["name", "expect_every_s", "grace_s"]))
             div.actions {
-                form.inline method="post" action=(ctx.page(&format!("/sources/{id}/rotate"))) data-confirm="Rotate the URL token? The old URL stops working at once." {
+                form.inline method="post" action=(ctx.page(&format!("/sources/{id}/rotate"))) data-confirm=(ASK_ROTATE) {
                     (csrf_field(csrf))
                     button.secondary type="submit" { "Rotate URL token" }
                 }
-                form.inline method="post" action=(ctx.page(&format!("/sources/{id}/delete"))) data-confirm="Delete this source?" {
+                form.inline method="post" action=(ctx.page(&format!("/sources/{id}/delete"))) data-confirm=(ASK_DELETE) {
                     (csrf_field(csrf))
                     button.danger type="submit" { "Delete" }
                 }
@@ -208,7 +213,12 @@ pub async fn rotate(
     State(state): State<WebState>,
     ctx: Ctx,
     Item(id): Item,
+    form: Form,
 ) -> Result<Response, WebError> {
+    let action = ctx.page(&format!("/sources/{id}/rotate"));
+    if let Some(ask) = ctx.confirm_first(&form, ASK_ROTATE, &action) {
+        return Ok(ask);
+    }
     let rotated = state
         .api
         .post(&ctx.api(&format!("/sources/{id}/rotate-token")), json!({}))
@@ -221,7 +231,12 @@ pub async fn remove(
     State(state): State<WebState>,
     ctx: Ctx,
     Item(id): Item,
+    form: Form,
 ) -> Result<Response, WebError> {
+    let action = ctx.page(&format!("/sources/{id}/delete"));
+    if let Some(ask) = ctx.confirm_first(&form, ASK_DELETE, &action) {
+        return Ok(ask);
+    }
     ctx.delete_then(&state, &format!("/sources/{id}"), "/sources")
         .await
 }

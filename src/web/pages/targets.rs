@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::ctx::{Ctx, Item};
+use super::ctx::{Ctx, Item, Kept};
 use crate::web::client::{query, seg};
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
@@ -13,6 +13,12 @@ use crate::web::layout::{
     badge, csrf_field, fields, items, notice, page, s, see_other, text, when,
 };
 use crate::web::state::WebState;
+
+/// The questions its destructive actions ask first (in the browser, or as a page).
+const ASK_DISABLE: &str =
+    "Disable this target? Its deliveries are parked in the error queue until it is enabled again.";
+const ASK_ROTATE: &str = "Rotate the signing secret? The old one keeps signing during the overlap.";
+const ASK_DELETE: &str = "Delete this target? Its pending deliveries are dropped.";
 
 /// Recent deliveries a target's health is worked out from.
 const HEALTH_WINDOW: usize = 100;
@@ -194,6 +200,7 @@ pub async fn create(
     Ok(ctx.shown_once(
         "Target created",
         "/targets",
+        Kept::Sealed,
         &[("Its signing secret", "target-secret", s(&created, "secret"))],
         &back,
     ))
@@ -303,16 +310,16 @@ pub async fn show(
             h2 { "Details" }
             (fields(&t, &["url", "events", "headers", "mode", "active", "ordered"]))
             div.actions {
-                form.inline method="post" action=(ctx.page(&format!("/targets/{id}/toggle"))) {
+                form.inline method="post" action=(ctx.page(&format!("/targets/{id}/toggle"))) data-confirm=[active.then_some(ASK_DISABLE)] {
                     (csrf_field(csrf))
                     input type="hidden" name="active" value=(if active { "false" } else { "true" });
                     button.secondary type="submit" id="toggle-target" { @if active { "Disable" } @else { "Enable" } }
                 }
-                form.inline method="post" action=(ctx.page(&format!("/targets/{id}/rotate"))) data-confirm="Rotate the signing secret? The old one keeps signing during the overlap." {
+                form.inline method="post" action=(ctx.page(&format!("/targets/{id}/rotate"))) data-confirm=(ASK_ROTATE) {
                     (csrf_field(csrf))
                     button.secondary type="submit" id="rotate-secret" { "Rotate secret" }
                 }
-                form.inline method="post" action=(ctx.page(&format!("/targets/{id}/delete"))) data-confirm="Delete this target?" {
+                form.inline method="post" action=(ctx.page(&format!("/targets/{id}/delete"))) data-confirm=(ASK_DELETE) {
                     (csrf_field(csrf))
                     button.danger type="submit" id="delete-target" { "Delete" }
                 }
@@ -344,6 +351,12 @@ pub async fn toggle(
     form: Form,
 ) -> Result<Response, WebError> {
     let active = form.get("active") == "true";
+    if !active {
+        let action = ctx.page(&format!("/targets/{id}/toggle"));
+        if let Some(ask) = ctx.confirm_first(&form, ASK_DISABLE, &action) {
+            return Ok(ask);
+        }
+    }
     state
         .api
         .patch(
@@ -362,7 +375,12 @@ pub async fn rotate(
     State(state): State<WebState>,
     ctx: Ctx,
     Item(id): Item,
+    form: Form,
 ) -> Result<Response, WebError> {
+    let action = ctx.page(&format!("/targets/{id}/rotate"));
+    if let Some(ask) = ctx.confirm_first(&form, ASK_ROTATE, &action) {
+        return Ok(ask);
+    }
     let rotated = state
         .api
         .post(&ctx.api(&format!("/targets/{id}/rotate-secret")), json!({}))
@@ -371,6 +389,7 @@ pub async fn rotate(
     Ok(ctx.shown_once(
         "Secret rotated",
         "/targets",
+        Kept::Sealed,
         &[(
             "The new signing secret",
             "target-secret",
@@ -385,7 +404,12 @@ pub async fn remove(
     State(state): State<WebState>,
     ctx: Ctx,
     Item(id): Item,
+    form: Form,
 ) -> Result<Response, WebError> {
+    let action = ctx.page(&format!("/targets/{id}/delete"));
+    if let Some(ask) = ctx.confirm_first(&form, ASK_DELETE, &action) {
+        return Ok(ask);
+    }
     ctx.delete_then(&state, &format!("/targets/{id}"), "/targets")
         .await
 }

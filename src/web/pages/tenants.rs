@@ -8,7 +8,7 @@ use axum::routing::post;
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, Kept};
 use crate::web::client::{query, seg};
 use crate::web::error::WebError;
 use crate::web::face::Ui;
@@ -18,6 +18,12 @@ use crate::web::layout::{
     Shell, badge, copyable, csrf_field, items, notice, page, s, see_other, text, when,
 };
 use crate::web::state::WebState;
+
+/// The questions its destructive actions ask first (in the browser, or as a page).
+const ASK_DISABLE: &str =
+    "Disable this tenant? Its events are refused (403) until it is enabled again.";
+const ASK_REVOKE_TOKEN: &str = "Revoke this token? Requests with it fail at once.";
+const ASK_REVOKE_LINK: &str = "Revoke this link? The session it opened ends at once.";
 
 /// Most tenants the list reads (pages of 500), searched or not.
 const MAX_LISTED: usize = 5000;
@@ -215,7 +221,7 @@ pub async fn operator_section(
                 div { button type="submit" { "Save" } }
             }
             div.actions {
-                form.inline method="post" action=(ctx.page("/toggle")) {
+                form.inline method="post" action=(ctx.page("/toggle")) data-confirm=[active.then_some(ASK_DISABLE)] {
                     (csrf_field(csrf))
                     input type="hidden" name="active" value=(if active { "false" } else { "true" });
                     button.secondary type="submit" id="toggle-tenant" { @if active { "Disable tenant" } @else { "Enable tenant" } }
@@ -232,7 +238,7 @@ pub async fn operator_section(
                             td { code { (s(t, "id")) } }
                             td { (when(t, "created_at")) }
                             td {
-                                form.inline method="post" action=(ctx.page(&format!("/tokens/{}/revoke", seg(s(t, "id"))))) data-confirm="Revoke this token? Requests with it fail at once." {
+                                form.inline method="post" action=(ctx.page(&format!("/tokens/{}/revoke", seg(s(t, "id"))))) data-confirm=(ASK_REVOKE_TOKEN) {
                                     (csrf_field(csrf))
                                     button.danger type="submit" { "Revoke" }
                                 }
@@ -263,7 +269,7 @@ pub async fn operator_section(
                                 @else { "single use, unused" }
                             }
                             td {
-                                form.inline method="post" action=(ctx.page(&format!("/portal-links/{}/revoke", seg(s(l, "id"))))) data-confirm="Revoke this link? The session it opened ends at once." {
+                                form.inline method="post" action=(ctx.page(&format!("/portal-links/{}/revoke", seg(s(l, "id"))))) data-confirm=(ASK_REVOKE_LINK) {
                                     (csrf_field(csrf))
                                     button.danger type="submit" { "Revoke" }
                                 }
@@ -311,6 +317,11 @@ async fn update(State(state): State<WebState>, ctx: Ctx, form: Form) -> Result<R
 /// `POST …/toggle`: enables or disables the tenant.
 async fn toggle(State(state): State<WebState>, ctx: Ctx, form: Form) -> Result<Response, WebError> {
     let active = form.get("active") == "true";
+    if !active {
+        if let Some(ask) = ctx.confirm_first(&form, ASK_DISABLE, &ctx.page("/toggle")) {
+            return Ok(ask);
+        }
+    }
     state
         .api
         .patch(&ctx.api(""), json!({ "active": active }))
@@ -336,6 +347,7 @@ async fn issue_token(State(state): State<WebState>, ctx: Ctx) -> Result<Response
     Ok(ctx.shown_once(
         "Token issued",
         "",
+        Kept::Hashed,
         &[("The new token", "new-token", s(&issued, "token"))],
         &ctx.base,
     ))
@@ -346,7 +358,12 @@ async fn revoke_token(
     State(state): State<WebState>,
     ctx: Ctx,
     Path((_, token_id)): Path<(String, String)>,
+    form: Form,
 ) -> Result<Response, WebError> {
+    let action = ctx.page(&format!("/tokens/{}/revoke", seg(&token_id)));
+    if let Some(ask) = ctx.confirm_first(&form, ASK_REVOKE_TOKEN, &action) {
+        return Ok(ask);
+    }
     state
         .api
         .delete(&ctx.api(&format!("/tokens/{}", seg(&token_id))))
@@ -394,7 +411,12 @@ async fn revoke_link(
     State(state): State<WebState>,
     ctx: Ctx,
     Path((_, link_id)): Path<(String, String)>,
+    form: Form,
 ) -> Result<Response, WebError> {
+    let action = ctx.page(&format!("/portal-links/{}/revoke", seg(&link_id)));
+    if let Some(ask) = ctx.confirm_first(&form, ASK_REVOKE_LINK, &action) {
+        return Ok(ask);
+    }
     state
         .api
         .delete(&ctx.api(&format!("/portal-links/{}", seg(&link_id))))
