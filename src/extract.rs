@@ -3,6 +3,7 @@
 //! listener's bounds ([`ApiJson`]). axum's own extractors answer `text/plain`; these answer
 //! `{"error": …}`, name the field at fault, and never turn a bad id into a Redis key.
 
+pub mod client;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use http::request::Parts;

@@ -18,9 +18,9 @@ use crate::queue::consume::{
     entries_from, entry_position, last_read, newest_entries, pending_between,
 };
 use crate::queue::decode;
+use crate::store::deliveries::dead_letters::{DeadLetterFilter, DeadLetterScan, Order};
 use crate::store::deliveries::{
-    DeadLetter, DeadLetterFilter, DeadLetterScan, EventFilter, EventRecord, EventStatus,
-    EventSummary, Order, Replayed,
+    DeadLetter, EventFilter, EventRecord, EventStatus, EventSummary, Replayed,
 };
 use crate::store::{Deliveries, StoreError};
 
@@ -467,6 +467,44 @@ impl History {
         since_ms: u64,
         until_ms: u64,
     ) -> Result<u64, HistoryError> {
+        let events = self
+            .recoverable(shard, tenant, target, since_ms, until_ms)
+            .await?;
+        // Their error queue entries go with them.
+        let queued_filter = DeadLetterFilter {
+            target_id: Some(target.clone()),
+            since_ms: Some(since_ms),
+            ..DeadLetterFilter::default()
+        };
+        let queued: HashMap<EventId, DeadLetter> = self
+            .deliveries
+            .dead_letters(shard, tenant, &queued_filter, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|d| (d.event_id.clone(), d))
+            .collect();
+        let mut resent = 0;
+        for id in events {
+            if self
+                .resend(shard, tenant, &id, target, queued.get(&id))
+                .await?
+            {
+                resent += 1;
+            }
+        }
+        Ok(resent)
+    }
+
+    /// The events of `[since, until]` whose delivery to `target` ended in the error queue,
+    /// from either tier (at most [`MAX_RECOVER`]): what a recovery would send again.
+    pub async fn recoverable(
+        &self,
+        shard: u16,
+        tenant: &TenantId,
+        target: &TargetId,
+        since_ms: u64,
+        until_ms: u64,
+    ) -> Result<Vec<EventId>, HistoryError> {
         let mut events: Vec<EventId> = Vec::new();
         // The hot tier: events of the range expanded to the target and dead-lettered there.
         let filter = EventFilter {
@@ -498,29 +536,7 @@ impl History {
         events.sort();
         events.dedup();
         events.truncate(MAX_RECOVER);
-        // Their error queue entries go with them.
-        let queued_filter = DeadLetterFilter {
-            target_id: Some(target.clone()),
-            since_ms: Some(since_ms),
-            ..DeadLetterFilter::default()
-        };
-        let queued: HashMap<EventId, DeadLetter> = self
-            .deliveries
-            .dead_letters(shard, tenant, &queued_filter, usize::MAX)
-            .await?
-            .into_iter()
-            .map(|d| (d.event_id.clone(), d))
-            .collect();
-        let mut resent = 0;
-        for id in events {
-            if self
-                .resend(shard, tenant, &id, target, queued.get(&id))
-                .await?
-            {
-                resent += 1;
-            }
-        }
-        Ok(resent)
+        Ok(events)
     }
 
     async fn list_hot_only(

@@ -1167,3 +1167,104 @@ async fn sessions_end_when_idle_and_at_their_absolute_limit() {
     assert_eq!(open(session).await, 303, "a session outlived session_max_s");
     gw.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_range_is_recovered_from_the_target_page_after_a_dry_run_count() {
+    let gw = gateway("browser_recover", EXTRA).await;
+    let sink = Sink::start().await;
+    sink.plan("/down", vec![], Reply::Status(503));
+    let (tenant, token) = gw.tenant("recovering").await;
+    let target = gw
+        .create_target(
+            &tenant,
+            json!({"url": sink.url("/down"), "events": ["*"], "mode": "once"}),
+        )
+        .await;
+    let target = target["id"].as_str().unwrap().to_owned();
+    for n in 0..3 {
+        gw.post_ok(&token, "order.paid", format!("{{\"n\":{n}}}").as_bytes())
+            .await;
+    }
+    let queued = || async {
+        gw.admin(
+            "GET",
+            &format!("/admin/tenants/{tenant}/dead-letters"),
+            None,
+        )
+        .await
+        .json()["total"]
+            .as_u64()
+    };
+    eventually(WAIT, "three in the error queue", || async {
+        queued().await == Some(3)
+    })
+    .await;
+    sink.plan("/down", vec![], Reply::Status(200));
+    let before = sink.count("/down");
+
+    // The API's dry run counts and sends nothing.
+    let since =
+        estafeta::model::time::rfc3339(estafeta::model::time::now_ms().saturating_sub(3_600_000));
+    let r = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{tenant}/targets/{target}/recover"),
+            Some(json!({"since": since, "dry_run": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"recovering": 3, "dry_run": true}));
+
+    // The page: the range's count first, as a question; only the confirmed post sends.
+    let (session, csrf) = http_session(&gw).await;
+    let local = &since[..16];
+    let post = |body: String| {
+        Request::new(
+            "POST",
+            &format!("/console/tenants/{tenant}/targets/{target}/recover"),
+        )
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+    };
+    let ask = post(format!("_csrf={csrf}&since={local}"))
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(ask.status, 200, "{}", ask.text());
+    assert!(
+        ask.text()
+            .contains("3 events of this range did not reach this target"),
+        "{}",
+        ask.text()
+    );
+    // Nothing left the error queue: a count schedules nothing.
+    assert_eq!(queued().await, Some(3), "a count sent something");
+    assert_eq!(sink.count("/down"), before);
+    let sent = post(format!("_csrf={csrf}&since={local}&confirmed=1"))
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(sent.status, 303, "{}", sent.text());
+    let location = sent.header("location").unwrap();
+    assert!(location.ends_with("recovered=3"), "{location}");
+    eventually(WAIT, "the three sent again", || async {
+        sink.count("/down") == before + 3
+    })
+    .await;
+    let page = Request::get(&location)
+        .header("cookie", &session)
+        .send_plain(gw.addrs.admin)
+        .await
+        .unwrap();
+    assert!(
+        page.text().contains("Recovered 3 events"),
+        "{}",
+        page.text()
+    );
+    eventually(WAIT, "the error queue emptied", || async {
+        queued().await == Some(0)
+    })
+    .await;
+    gw.stop().await.unwrap();
+}

@@ -15,7 +15,8 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::history::ReplaySelection;
 use crate::model::time::rfc3339;
 use crate::model::{DeadLetterId, EventId, EventPattern, EventType, TargetId};
-use crate::store::deliveries::{DeadLetter, DeadLetterFilter, Order};
+use crate::store::deliveries::DeadLetter;
+use crate::store::deliveries::dead_letters::{DeadLetterFilter, Order};
 
 /// Largest page of the error queue.
 const MAX_PAGE: usize = 1000;

@@ -367,16 +367,21 @@ pub struct Recover {
     #[serde(default)]
     #[schema(format = DateTime)]
     pub until: Option<String>,
+    /// Only count what would be sent again (answers 200), sending nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl JsonBody for Recover {
     const INVALID: &'static str = "invalid_range";
 }
 
-/// How many deliveries were sent again.
+/// How many deliveries were sent again (or, in a dry run, would be).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Recovering {
     pub recovering: u64,
+    /// Whether nothing was sent: the count of a dry run.
+    pub dry_run: bool,
 }
 
 /// The path of one target.
@@ -399,7 +404,11 @@ impl PathParams for RecoverPath {
     operation_id = "recover_target",
     params(RecoverPath),
     request_body = Recover,
-    responses((status = 202, description = "How many deliveries go out again.", body = Recovering), WriteErrors),
+    responses(
+        (status = 202, description = "How many deliveries go out again.", body = Recovering),
+        (status = 200, description = "A dry run: how many would.", body = Recovering),
+        WriteErrors,
+    ),
 )]
 pub async fn recover(
     State(s): State<ApiState>,
@@ -422,11 +431,27 @@ pub async fn recover(
     if s.store.target(&scope.tenant, &p.target_id).await?.is_none() {
         return Err(ApiError::not_found("target"));
     }
+    if req.dry_run {
+        let recovering = s
+            .history
+            .recoverable(scope.shard, &scope.tenant, &p.target_id, since, until)
+            .await?
+            .len() as u64;
+        let answer = Recovering {
+            recovering,
+            dry_run: true,
+        };
+        return Ok(Json(answer).into_response());
+    }
     let recovering = s
         .history
         .recover(scope.shard, &scope.tenant, &p.target_id, since, until)
         .await?;
-    Ok((http::StatusCode::ACCEPTED, Json(Recovering { recovering })).into_response())
+    let answer = Recovering {
+        recovering,
+        dry_run: false,
+    };
+    Ok((http::StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 /// A tenant's delivery counters.

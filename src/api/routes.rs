@@ -220,19 +220,7 @@ async fn require_admin(State(token): State<Arc<Secret>>, mut req: Request, next:
 }
 
 /// JSON 404 for unknown paths.
-pub async fn not_found(uri: http::Uri) -> Response {
-    // Under the console or the portal, a person followed a link: the face's own page.
-    let under = |root: &str| {
-        uri.path()
-            .strip_prefix(root)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
-    if under("/console") {
-        return crate::web::layout::page_not_found(crate::web::Ui::Console);
-    }
-    if under("/portal") {
-        return crate::web::layout::page_not_found(crate::web::Ui::Portal);
-    }
+pub async fn not_found() -> Response {
     ApiError::new(http::StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
 }
 

@@ -55,20 +55,12 @@ struct Inner {
     over_tls: bool,
 }
 
-/// Set on the routed requests of the TLS listener: what reached the gateway over TLS (the
-/// portal's cookies are `Secure` then).
-#[derive(Debug, Clone, Copy)]
-pub struct OverTls;
-
 /// Set on the requests of the admin listener: what only operators may read there (the log
 /// store's error in `/readyz`) is shown.
 #[derive(Debug, Clone, Copy)]
 pub struct OnAdmin;
 
-/// Set on every routed request: the address of the connection's peer (a proxy's, behind one;
-/// see [`crate::web::guard::Transport`] for who is believed about the client behind it).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub std::net::SocketAddr);
+pub use crate::extract::client::{OverTls, Peer};
 
 /// A hot route, recognised without the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

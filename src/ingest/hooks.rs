@@ -183,7 +183,7 @@ pub async fn post_hook(
     }
     let raw = body::read(request_body, headers, &s.ingest.body_limits).await?;
     let sender = || {
-        crate::web::guard::transport_of(&parts, &s.trusted_proxies)
+        crate::extract::client::transport_of(&parts, &s.trusted_proxies)
             .client
             .map(|ip| ip.to_string())
     };

@@ -2,8 +2,7 @@
 //! queue and the per-tenant counters. All of a tenant's records live in its shard's slot
 //! (`{q<n>}`), next to its stream, so each change is one atomic script on one node.
 
-mod dead_letters;
-pub use dead_letters::{DeadLetterFilter, DeadLetterPage, DeadLetterScan, Order};
+pub mod dead_letters;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -126,34 +126,14 @@ pub fn error_page(ui: Option<Ui>, status: StatusCode, message: &str) -> Markup {
 #[derive(Debug, Clone)]
 pub struct PageError(pub String);
 
-/// The console's or the portal's 404 page for a path under it that names no page, with the
-/// strictest of the faces' security headers (it is answered outside their layers).
-pub fn page_not_found(ui: Ui) -> Response {
-    let mut res = (
-        StatusCode::NOT_FOUND,
-        error_page(Some(ui), StatusCode::NOT_FOUND, "There is no such page."),
-    )
-        .into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        http::HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-        ),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        http::HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::X_FRAME_OPTIONS,
-        http::HeaderValue::from_static("DENY"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    res
+/// The console's or the portal's 404 page, for a path under it that names no page: the
+/// face's layer styles it and sets its headers.
+pub async fn page_not_found() -> WebError {
+    WebError::Api {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found".into(),
+        message: "There is no such page.".into(),
+    }
 }
 
 /// A `303 See Other` to `to` (after a form: the browser then loads `to` with GET).

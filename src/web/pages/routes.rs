@@ -3,13 +3,14 @@
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
 use super::ctx::tenant_ctx;
 use super::{dead_letters, events, monitors, overview, signin, sources, system, targets, tenants};
 use crate::web::assets;
 use crate::web::face::Ui;
 use crate::web::guard::{require_session, security_headers};
+use crate::web::layout::page_not_found;
 use crate::web::state::WebState;
 
 /// The tenant pages, relative to their base.
@@ -25,6 +26,7 @@ fn tenant_pages() -> Router<WebState> {
         .route("/targets/{target_id}/rotate", post(targets::rotate))
         .route("/targets/{target_id}/toggle", post(targets::toggle))
         .route("/targets/{target_id}/delete", post(targets::remove))
+        .route("/targets/{target_id}/recover", post(targets::recover))
         .route("/events", get(events::list))
         .route("/events/rows", get(events::rows))
         .route("/events/{event}", get(events::show))
@@ -75,7 +77,8 @@ pub fn console_routes(state: WebState) -> Router {
     let ui = Ui::Console;
     let tenant = tenant_pages()
         .merge(tenants::operator_routes())
-        .route_layer(from_fn_with_state((state.clone(), ui), tenant_ctx));
+        .route_layer(from_fn_with_state((state.clone(), ui), tenant_ctx))
+        .fallback(page_not_found);
     let signed = Router::new()
         .route(
             "/console",
@@ -88,6 +91,8 @@ pub fn console_routes(state: WebState) -> Router {
         .route_layer(from_fn_with_state((state.clone(), ui), require_session));
     signed
         .merge(open_routes(ui))
+        // Any other path under the console is the console's 404 page, not the API's JSON.
+        .route("/console/{*rest}", any(page_not_found))
         .layer(from_fn_with_state((state.clone(), ui), security_headers))
         .with_state(state)
 }
@@ -99,7 +104,9 @@ pub fn portal_routes(state: WebState) -> Router {
         .route("/portal/logout", post(signin::portal_logout))
         .nest(
             "/portal",
-            tenant_pages().route_layer(from_fn_with_state((state.clone(), ui), tenant_ctx)),
+            tenant_pages()
+                .route_layer(from_fn_with_state((state.clone(), ui), tenant_ctx))
+                .fallback(page_not_found),
         )
         .route_layer(from_fn_with_state((state.clone(), ui), require_session));
     signed

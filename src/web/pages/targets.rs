@@ -6,6 +6,7 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::ctx::{Ctx, Item, Kept};
+use super::events::rfc3339_of;
 use crate::web::client::{query, seg};
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
@@ -298,6 +299,19 @@ pub async fn show(
             p { a href=(ctx.page(&format!("/events{}", query(&[("target_id", &raw_id)])))) { "Its events" } " · "
                 a href=(ctx.page(&format!("/dead-letters{}", query(&[("target_id", &raw_id)])))) { "Its error queue" } }
         }
+        @if let Some(n) = p.opt("recovered").and_then(|n| n.parse::<u64>().ok()) {
+            p.notice role="status" id="recovered" { "Recovered " (n) " " (if n == 1 { "event" } else { "events" }) ": sent to this target again." }
+        }
+        section.card id="recover" {
+            h2 { "Recover a time range" }
+            p.muted { "Sends again every event of the range whose delivery to this target ended in the error queue, from Redis and the log store alike. Count first; nothing is sent until you confirm." }
+            form.row method="post" action=(ctx.page(&format!("/targets/{id}/recover"))) id="recover-form" {
+                (csrf_field(csrf))
+                label { "From (UTC)" input type="datetime-local" name="since" required; }
+                label { "To (UTC, empty: now)" input type="datetime-local" name="until"; }
+                button.secondary type="submit" id="recover-count" { "Count" }
+            }
+        }
         section.card {
             h2 { "Settings" }
             form.stack method="post" action=(ctx.page(&format!("/targets/{id}"))) id="target-form" {
@@ -367,6 +381,50 @@ pub async fn toggle(
     let done = if active { "enabled" } else { "disabled" };
     Ok(see_other(
         &ctx.page(&format!("/targets/{id}?notice={done}")),
+    ))
+}
+
+/// `POST …/targets/{target_id}/recover`: without `confirmed`, counts what the range would send
+/// again (a dry run) and asks; confirmed, sends it and says how many went.
+pub async fn recover(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    Item(id): Item,
+    form: Form,
+) -> Result<Response, WebError> {
+    let since = rfc3339_of(form.get("since"));
+    let until = rfc3339_of(form.get("until"));
+    let mut spec = Map::new();
+    spec.insert("since".into(), json!(since));
+    if !until.is_empty() {
+        spec.insert("until".into(), json!(until));
+    }
+    let path = ctx.api(&format!("/targets/{id}/recover"));
+    if !form.checked("confirmed") {
+        let mut dry = spec.clone();
+        dry.insert("dry_run".into(), json!(true));
+        let counted = state.api.post(&path, Value::Object(dry)).await?;
+        let n = counted
+            .get("recovering")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let action = ctx.page(&format!("/targets/{id}/recover"));
+        let question = format!(
+            "{n} {} of this range did not reach this target. Send {} again?",
+            if n == 1 { "event" } else { "events" },
+            if n == 1 { "it" } else { "them" },
+        );
+        if n == 0 {
+            return Ok(see_other(&ctx.page(&format!("/targets/{id}?recovered=0"))));
+        }
+        if let Some(ask) = ctx.confirm_first(&form, &question, &action) {
+            return Ok(ask);
+        }
+    }
+    let sent = state.api.post(&path, Value::Object(spec)).await?;
+    let n = sent.get("recovering").and_then(Value::as_u64).unwrap_or(0);
+    Ok(see_other(
+        &ctx.page(&format!("/targets/{id}?recovered={n}")),
     ))
 }
 
