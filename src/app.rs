@@ -283,6 +283,19 @@ pub async fn run(
             });
         }
     }
+    match watches.index_unwell(&store, config.queue.shards).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            subjects = n,
+            "monitors and sources that are down or degraded indexed for the console"
+        ),
+        Err(e) => {
+            return Err(StartError::Prepare {
+                what: "indexing unwell monitors",
+                cause: Box::new(e),
+            });
+        }
+    }
     apply_declared(&config, &store, &watches).await?;
     ensure_groups(&redis, &keys, config.queue.shards)
         .await
@@ -454,13 +467,24 @@ pub async fn run(
         system: Arc::new(api::scope::SystemFacts {
             config_toml: config.to_redacted_toml()?,
             wait_aof: config.redis.wait_aof,
+            readiness: readiness.clone(),
         }),
+        client: crate::dispatch::client::DeliveryClient::new(
+            Duration::from_millis(config.dispatch.request_timeout_ms),
+            config.security.allow_private_targets,
+            1,
+        )
+        .map_err(|cause| StartError::Prepare {
+            what: "building the test-delivery client",
+            cause: Box::new(cause),
+        })?,
     };
     let web_state = web::WebState {
         api: web::ApiClient::new(
             api::routes::internal(api_state.clone(), config.admin.token.clone()),
             config.admin.token.clone(),
         ),
+        core: api_state.clone(),
         sessions: web::Sessions::new(
             redis.clone(),
             keys.clone(),

@@ -21,6 +21,7 @@
 //! | `P:{q<n>}:dlq:<tenant>` | hash | the tenant's error queue: entry id → JSON |
 //! | `P:{q<n>}:dlq_at:<tenant>` | sorted set | the same entries' ids scored by when they failed (ms): the error queue's order, for paging |
 //! | `P:{q<n>}:stats:<tenant>` | hash | the tenant's delivery counters |
+//! | `P:{q<n>}:thealth:<tenant>` | hash | how each of the tenant's targets fares: `<target>:b<k>` attempts and failures of a ten-minute bucket (`<start ms>:<attempts>:<failed>`, a ring of 12), `<target>:last` its newest attempt, `<target>:ok_at`, `<target>:fail_since`; see [`crate::store::deliveries::health`] |
 //! | `P:{q<n>}:series:<tenant>:<hour>` | hash, 49 h TTL | the tenant's per-minute counters of one hour (`hour` = ms / 3 600 000): `<minute of the hour>:<metric>`, metrics `r` received, `s` succeeded, `f` failed attempts, `a` attempts, `l` attempt latency (ms, summed); see [`crate::store::series`] |
 //! | `P:{q<n>}:series_all:<hour>` | hash, 49 h TTL | the same counters summed over the shard's tenants |
 //! | `P:{q<n>}:unfinished` | sorted set | with a log store: events with unfinished deliveries, scored by stream position (ms); retention never trims past the first |
@@ -49,6 +50,7 @@
 //! | `P:{q<n>}:checks:<subject>` | list | recent status records (JSON, newest first), bounded |
 //! | `P:{q<n>}:incidents:<subject>` | list | incident history (JSON, newest first), bounded |
 //! | `P:{q<n>}:watch_counts` | hash | subjects per `<kind>:<status>` in the shard, for metrics |
+//! | `P:{q<n>}:unwell` | sorted set | the shard's watched subjects that are down or degraded, scored by since when (ms): what the console's home page lists |
 //! | `P:{m}:invalidations` | string (counter) | sequence number of the last cache invalidation |
 //! | channel `P:invalidate` | pub/sub | `<seq> <message>`, a [`crate::invalidation::Invalidation`]: drop what it names from every instance's caches |
 //!
@@ -189,6 +191,11 @@ impl Keyspace {
         format!("{}:{{q{shard}}}:watch_counts", self.prefix)
     }
 
+    /// The shard's watched subjects that are down or degraded, by since when.
+    pub fn unwell(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:unwell", self.prefix)
+    }
+
     /// An event's delivery record, in its shard's slot.
     pub fn event_record(&self, shard: u16, event: &EventId) -> String {
         format!("{}:{{q{shard}}}:ev:{event}", self.prefix)
@@ -263,6 +270,11 @@ impl Keyspace {
     /// A tenant's delivery counters.
     pub fn stats(&self, shard: u16, tenant: &TenantId) -> String {
         format!("{}:{{q{shard}}}:stats:{tenant}", self.prefix)
+    }
+
+    /// How each of a tenant's targets fares (written by `record.lua`).
+    pub fn target_health(&self, shard: u16, tenant: &TenantId) -> String {
+        format!("{}:{{q{shard}}}:thealth:{tenant}", self.prefix)
     }
 
     /// A tenant's per-minute counters of one hour (`hour` = ms / 3 600 000), in its shard's
@@ -370,6 +382,8 @@ mod tests {
             k.dead_letters(3, &ten),
             k.dead_letter_order(3, &ten),
             k.stats(3, &ten),
+            k.target_health(3, &ten),
+            k.unwell(3),
             k.series(3, &ten, 493_000),
             k.series_all(3, 493_000),
             k.dead_letter_total(3),

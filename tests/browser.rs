@@ -212,7 +212,8 @@ impl Browser {
             .await;
         self.fill("#token", ADMIN_TOKEN).await;
         self.click("#sign-in").await;
-        self.css("#tenants").await;
+        // Signed in, the console opens on its home page.
+        self.css("#summary").await;
     }
 }
 
@@ -249,6 +250,7 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     b.click("#sign-in").await;
     b.expect_text("not the admin token").await;
     b.sign_in(&gw).await;
+    b.goto(&console(&gw, "/tenants")).await;
 
     // A tenant, and its token shown once.
     b.fill("#new-tenant input[name=name]", "acme").await;
@@ -319,6 +321,37 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     b.wait_text(&event_id).await;
     b.screenshot("error-queue").await;
 
+    // The home page says what needs looking at: the failing target, with its tenant, linked;
+    // the targets list marks it red.
+    b.goto(&format!("http://{}/console", gw.addrs.admin)).await;
+    let troubled = b.text("#troubled-targets").await;
+    assert!(
+        troubled.contains(&sink.url("/hook")) && troubled.contains("failing"),
+        "{troubled}"
+    );
+    let queues = b.text("#error-queues").await;
+    assert!(queues.contains("1"), "{queues}");
+    b.screenshot("home").await;
+    b.goto(&format!("http://{}{tenant_path}/targets", gw.addrs.admin))
+        .await;
+    let health = b.text("#targets td.health").await;
+    assert!(
+        health.contains("failing") && health.contains("500"),
+        "{health}"
+    );
+    b.css("#targets td.health .badge.bad").await;
+    // Find by id: the event's id goes to the event's page; an unknown one says so.
+    b.goto(&format!("http://{}/console", gw.addrs.admin)).await;
+    b.fill("form.search input[name=q]", &event_id).await;
+    b.click("form.search button[type=submit]").await;
+    b.expect_path(&format!("{tenant_path}/events/{event_id}"))
+        .await;
+    b.goto(&format!("http://{}/console", gw.addrs.admin)).await;
+    b.fill("form.search input[name=q]", "evt_nothing_here")
+        .await;
+    b.click("form.search button[type=submit]").await;
+    assert!(b.text("#find-missing").await.contains("evt_nothing_here"));
+
     // The event's page: pretty JSON body, the failed attempt with its status.
     b.goto(&format!(
         "http://{}{tenant_path}/events/{event_id}",
@@ -377,7 +410,34 @@ async fn an_operator_runs_a_tenant_from_the_console() {
         .await;
     b.click("#targets a").await;
     let health = b.text("#target-health").await;
-    assert!(health.contains("Last status"), "{health}");
+    assert!(
+        health.contains("Last status") && health.contains("attempts"),
+        "{health}"
+    );
+    let target_page = b.path().await;
+    // A test event, answered now; the settings readable, the retry policy and format edited.
+    let before = sink.count("/hook");
+    b.click("#send-test").await;
+    let result = b.text("#test-result").await;
+    assert!(
+        result.contains("delivered") && result.contains("200"),
+        "{result}"
+    );
+    assert_eq!(sink.count("/hook"), before + 1);
+    b.goto(&format!("http://{}{target_page}", gw.addrs.admin))
+        .await;
+    b.fill("#target-form input[name=retry_max_attempts]", "4")
+        .await;
+    b.fill("#target-form input[name=retry_initial_delay_ms]", "250")
+        .await;
+    b.click("#target-form button[type=submit]").await;
+    b.expect_text("Saved.").await;
+    let details = b.text("#target-details").await;
+    assert!(
+        details.contains("4 attempts in all") && details.contains("250 ms"),
+        "{details}"
+    );
+    assert!(!details.contains('{'), "no JSON in the details: {details}");
     b.goto(&format!("http://{}{tenant_path}", gw.addrs.admin))
         .await;
     let stats = b.text("#stats").await;
@@ -466,7 +526,7 @@ async fn a_monitor_that_misses_its_deadline_turns_red_on_the_board() {
         .send_keys(&format!("{ADMIN_TOKEN}\u{E007}"))
         .await
         .unwrap();
-    b.css("#tenants").await;
+    b.css("#summary").await;
 
     // Created from the board's form: its URLs are shown once, with copy buttons.
     b.goto(&console(&gw, &format!("/tenants/{tenant}/monitors")))
@@ -505,6 +565,16 @@ async fn a_monitor_that_misses_its_deadline_turns_red_on_the_board() {
     assert!(incidents.contains("open"), "{incidents}");
     assert!(b.css("#uptime span").await.is_displayed().await.unwrap());
     b.screenshot("monitor").await;
+
+    // The home page lists it as down, linked to its page.
+    b.goto(&console(&gw, "")).await;
+    let unwell = b.text("#unwell").await;
+    assert!(
+        unwell.contains("nightly backup") && unwell.contains("down"),
+        "{unwell}"
+    );
+    b.click("#unwell a[href*='/monitors/']").await;
+    b.css("#incidents").await;
     gw.stop().await.unwrap();
 }
 

@@ -763,6 +763,7 @@ async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
     let (event, stats, dead) = (k.k("event:evt_1"), k.k("stats:ten_a"), k.k("dead:ten_a"));
     let (series, series_all) = (k.k("series:ten_a"), k.k("series_all"));
     let order = k.k("dead_order:ten_a");
+    let health = k.k("health:ten_a");
     let mut keys = vec![
         retries.as_str(),
         dead_total.as_str(),
@@ -784,6 +785,7 @@ async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
             dead.as_str(),
             series.as_str(),
             order.as_str(),
+            health.as_str(),
         ]);
         args.extend([
             "evt_1",
@@ -998,6 +1000,7 @@ async fn expand_and_record_count_each_minute_in_the_series_of_its_hour() {
             k.k(&format!("dead:{tenant}")),
             k.k(&format!("series:{tenant}")),
             k.k(&format!("dead_order:{tenant}")),
+            k.k(&format!("health:{tenant}")),
         ]);
         let attempt = if ms.is_empty() { "" } else { "attempt" };
         let member = format!("evt_1:{target}");
@@ -1054,6 +1057,7 @@ async fn expand_and_record_count_each_minute_in_the_series_of_its_hour() {
         k.k("dead:q"),
         quiet.clone(),
         k.k("dead_order:q"),
+        k.k("health:q"),
     ];
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let args = [
@@ -1080,6 +1084,7 @@ async fn expand_and_record_count_each_minute_in_the_series_of_its_hour() {
     run(&r, &scripts::RECORD, &keys, &args).await;
     assert!(!exists(&r, &quiet).await);
     assert!(!exists(&r, &k.k("series_all_quiet")).await);
+    assert!(!exists(&r, &k.k("health:q")).await, "no attempt, no health");
 }
 
 #[tokio::test]
@@ -1513,6 +1518,7 @@ impl Watch {
             self.k.k("stream"),
             self.k.k("counts"),
             self.k.k("history"),
+            self.k.k("unwell"),
             self.k.k("watch:mon_1"),
             self.k.k("checks:mon_1"),
             self.k.k("incidents:mon_1"),
@@ -1582,8 +1588,15 @@ async fn describe_then_signals_open_and_resolve_one_incident_with_alerts() {
     let failed = w.signal(&r, "fail", "down", "monitor").await;
     assert_eq!(failed["status"], "down");
     assert_eq!(failed["alert"], "monitor.down");
+    let since: Option<f64> = r.zscore(w.k.k("unwell"), "mon_1").await.unwrap();
+    assert!(
+        since.is_some(),
+        "a subject that is down is listed as unwell"
+    );
     let back = w.signal(&r, "heartbeat", "up", "monitor").await;
     assert_eq!(back["alert"], "monitor.up");
+    let since: Option<f64> = r.zscore(w.k.k("unwell"), "mon_1").await.unwrap();
+    assert_eq!(since, None, "and no more once it is up");
 
     let incidents: Vec<String> = r.lrange(w.k.k("incidents:mon_1"), 0, -1).await.unwrap();
     assert_eq!(incidents.len(), 1);
@@ -1667,20 +1680,26 @@ async fn forget_removes_the_state_its_deadline_and_its_count() {
     let w = Watch::new("forget");
     w.describe(&r, "billing", "50").await;
     w.signal(&r, "heartbeat", "up", "monitor").await;
+    w.signal(&r, "fail", "down", "monitor").await;
     let keys = [
         w.k.k("watch:mon_1"),
         w.k.k("due"),
         w.k.k("checks:mon_1"),
         w.k.k("incidents:mon_1"),
         w.k.k("counts"),
+        w.k.k("unwell"),
     ];
     let keys = keys.each_ref().map(String::as_str);
     let answer = run(&r, &scripts::FORGET, &keys, &["mon_1"]).await;
-    assert_eq!(answer["deleted"], 2, "the state and its check log");
+    assert_eq!(
+        answer["deleted"], 3,
+        "the state, its check log and its incidents"
+    );
     assert!(!exists(&r, &w.k.k("watch:mon_1")).await);
     let due: Option<f64> = r.zscore(w.k.k("due"), "mon_1").await.unwrap();
     assert_eq!(due, None);
-    assert_eq!(w.counts(&r).await["monitor:up"], "0");
+    assert_eq!(w.counts(&r).await["monitor:down"], "0");
+    assert!(!exists(&r, &w.k.k("unwell")).await, "nor is it unwell");
     // Signals after the deletion do not bring it back.
     assert_eq!(
         w.signal(&r, "heartbeat", "up", "monitor").await,
@@ -1711,6 +1730,7 @@ async fn record_fails_an_outcome_whose_record_is_of_another_type_alone() {
             k.k("dead:ten_a"),
             k.k("series:ten_a"),
             k.k("dead_order:ten_a"),
+            k.k("health:ten_a"),
         ]
     };
     let mut keys: Vec<String> = shared.to_vec();
@@ -1827,4 +1847,142 @@ fn every_script_of_the_registry_is_exercised_here() {
             script.name()
         );
     }
+}
+
+/// One `record` call of outcomes `(target, kind, attempt text)` of tenant a at `now`, each with
+/// an attempt of 10 ms; the tenant's health hash after it.
+async fn record_health(
+    r: &Client,
+    k: &Keys,
+    now: u64,
+    outcomes: &[(&str, &str, &str)],
+) -> HashMap<String, String> {
+    let mut keys = vec![
+        k.k("retries"),
+        k.k("dead_total"),
+        k.k("unfinished"),
+        k.k("ship"),
+        k.k("series_all"),
+    ];
+    let now = now.to_string();
+    let mut args: Vec<String> = [
+        outcomes.len().to_string().as_str(),
+        "3",
+        "600",
+        now.as_str(),
+        "",
+        "7200",
+    ]
+    .map(String::from)
+    .to_vec();
+    for (target, kind, attempt) in outcomes {
+        keys.extend([
+            k.k("event:evt_1"),
+            k.k("stats:ten_a"),
+            k.k("dead:ten_a"),
+            k.k("series:ten_a"),
+            k.k("dead_order:ten_a"),
+            k.k("health:ten_a"),
+        ]);
+        let member = format!("evt_1:{target}");
+        args.extend(
+            [
+                "evt_1",
+                target,
+                "r|1|500|9|9|0|",
+                attempt,
+                kind,
+                "9000",
+                &member,
+                "body",
+                "",
+                "dl_1",
+                "{}",
+                "10",
+                "10",
+            ]
+            .map(String::from),
+        );
+    }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let answer = run(r, &scripts::RECORD, &keys, &args).await;
+    assert_eq!(answer["recorded"], outcomes.len(), "{answer}");
+    // cjson writes an empty list as `{}`.
+    assert!(
+        [json!({}), json!([])].contains(&answer["counters_failed"]),
+        "{answer}"
+    );
+    hash(r, &k.k("health:ten_a")).await
+}
+
+#[tokio::test]
+async fn record_keeps_each_targets_buckets_newest_attempt_and_failing_since() {
+    let r = redis().await;
+    let k = Keys::new("record-health");
+    let _: () = r.hset(k.k("event:evt_1"), ("entry", "1-0")).await.unwrap();
+    let bucket = 600_000u64;
+    let t0 = 1_000 * bucket + 5;
+
+    // Two failures in one call, one success of another target.
+    let h = record_health(
+        &r,
+        &k,
+        t0,
+        &[
+            ("tgt_1", "retry", "tgt_1|1|1|500|10|4|boom"),
+            ("tgt_2", "done", "tgt_2|1|1|200|10||"),
+            ("tgt_1", "dead", "tgt_1|2|2|503|10|4|down"),
+        ],
+    )
+    .await;
+    let slot = |n: u64| format!("tgt_1:b{}", n % 12);
+    assert_eq!(h[&slot(1_000)], format!("{}:2:2", 1_000 * bucket));
+    assert_eq!(
+        h["tgt_1:last"], "tgt_1|2|2|503|10|4|down",
+        "the newest attempt"
+    );
+    assert_eq!(h["tgt_1:fail_since"], t0.to_string());
+    assert!(!h.contains_key("tgt_1:ok_at"));
+    assert_eq!(h["tgt_2:ok_at"], t0.to_string());
+    assert!(!h.contains_key("tgt_2:fail_since"));
+
+    // Later failures keep the first failure's time and add to the same bucket.
+    let t1 = t0 + 1_000;
+    let h = record_health(&r, &k, t1, &[("tgt_1", "retry", "tgt_1|3|3|500|10|1|x")]).await;
+    assert_eq!(h["tgt_1:fail_since"], t0.to_string());
+    assert_eq!(h[&slot(1_000)], format!("{}:3:3", 1_000 * bucket));
+
+    // A success then a failure in one call: failing since this call, delivered at it too.
+    let t2 = t0 + bucket;
+    let h = record_health(
+        &r,
+        &k,
+        t2,
+        &[
+            ("tgt_1", "done", "tgt_1|4|4|200|10||"),
+            ("tgt_1", "retry", "tgt_1|5|5|500|10|1|y"),
+        ],
+    )
+    .await;
+    assert_eq!(h["tgt_1:fail_since"], t2.to_string());
+    assert_eq!(h["tgt_1:ok_at"], t2.to_string());
+    assert_eq!(h[&slot(1_001)], format!("{}:2:1", 1_001 * bucket));
+
+    // A success clears the failure.
+    let h = record_health(&r, &k, t2 + 1, &[("tgt_1", "done", "tgt_1|6|6|200|10||")]).await;
+    assert!(!h.contains_key("tgt_1:fail_since"));
+    assert_eq!(h[&slot(1_001)], format!("{}:3:1", 1_001 * bucket));
+
+    // Two hours on, the ring slot of the first bucket starts again rather than adding to it.
+    let t3 = t0 + 12 * bucket;
+    let h = record_health(&r, &k, t3, &[("tgt_1", "done", "tgt_1|7|7|200|10||")]).await;
+    assert_eq!(h[&slot(1_012)], format!("{}:1:0", 1_012 * bucket));
+
+    // Read as the API reads it: only the last hour counts.
+    let health = estafeta::store::deliveries::health::parse(h, t3 + 1);
+    let one = &health[&estafeta::model::TargetId::parse("tgt_1").unwrap()];
+    assert_eq!((one.attempts, one.failed), (1, 0), "{one:?}");
+    assert_eq!(one.last_success_ms, Some(t3));
+    assert_eq!(one.last.as_ref().map(|a| a.status), Some(Some(200)));
 }

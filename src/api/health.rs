@@ -39,6 +39,17 @@ pub struct LogStoreHealth {
     pub behind_after: Duration,
 }
 
+/// The log store as `/readyz` and the console's home page report it.
+#[derive(Debug, Clone)]
+pub struct LogStoreState {
+    /// `ok`, `behind`, `unreachable` or `refusing` (see [`Health::log_store`]).
+    pub state: &'static str,
+    /// Why it is `unreachable` or `refusing`, in PostgreSQL's words where it said something.
+    pub error: Option<String>,
+    /// Age of the oldest finished event not yet in it, in seconds.
+    pub lag_s: Option<f64>,
+}
+
 /// Readiness shared by every listener of a process.
 #[derive(Debug)]
 pub struct Readiness {
@@ -71,6 +82,27 @@ impl Readiness {
     /// Shutdown has begun: not ready, for good.
     pub fn drain(&self) {
         self.phase.store(DRAINING, Ordering::SeqCst);
+    }
+
+    /// The log store's state as readiness reports it; `None` without a log store.
+    pub async fn log_store(&self) -> Option<LogStoreState> {
+        let h = self.log.as_ref()?;
+        let lag = h.shipper.as_ref().map(|s| s.lag());
+        let problem = h.shipper.as_ref().and_then(|s| s.problem());
+        let (state, error) = match problem {
+            Some(p) => (p.state(), Some(p.message().to_owned())),
+            None if !h.store.ping(PROBE_TIMEOUT).await => (
+                "unreachable",
+                Some("PostgreSQL does not answer a query".to_owned()),
+            ),
+            None if lag.is_some_and(|l| l > h.behind_after) => ("behind", None),
+            None => ("ok", None),
+        };
+        Some(LogStoreState {
+            state,
+            error,
+            lag_s: lag.map(|l| l.as_secs_f64()),
+        })
     }
 
     pub fn is_ready(&self) -> bool {
@@ -155,23 +187,13 @@ pub async fn readyz(
         }
         _ => return ApiError::unavailable("Redis does not answer").into_response(),
     }
-    let (log_store, log_store_error, log_store_lag_s) = match &readiness.log {
+    let (log_store, log_store_error, log_store_lag_s) = match readiness.log_store().await {
         None => (None, None, None),
-        Some(h) => {
-            let lag = h.shipper.as_ref().map(|s| s.lag());
-            let problem = h.shipper.as_ref().and_then(|s| s.problem());
-            let (state, error) = match problem {
-                Some(p) => (p.state(), Some(p.message().to_owned())),
-                None if !h.store.ping(PROBE_TIMEOUT).await => (
-                    "unreachable",
-                    Some("PostgreSQL does not answer a query".to_owned()),
-                ),
-                None if lag.is_some_and(|l| l > h.behind_after) => ("behind", None),
-                None => ("ok", None),
-            };
-            let error = error.filter(|_| admin.is_some());
-            (Some(state.to_owned()), error, lag.map(|l| l.as_secs_f64()))
-        }
+        Some(l) => (
+            Some(l.state.to_owned()),
+            l.error.filter(|_| admin.is_some()),
+            l.lag_s,
+        ),
     };
     Json(Health {
         status: "ready".into(),

@@ -17,6 +17,8 @@
 //! | [`events`] | `…/events/{event}` (delivery view), `…/stats`, `…/stats/series`, `/admin/stats/series` (admin only) |
 //! | [`sources`] | `…/sources…`, and their incident and check history |
 //! | [`monitors`] | `…/monitors…`, and their incident and check history |
+//! | [`find`] | `/admin/find?q=`: what an id names, in any tenant (admin only) |
+//! | [`overview`] | `/admin/overview` (admin only) and `…/overview`: what needs looking at |
 //! | [`health`] | `/healthz`, `/readyz` (every listener) |
 //! | [`system`] | `/metrics`, `/openapi.json` (admin listener) |
 //!
@@ -26,9 +28,11 @@
 pub mod dead_letters;
 pub mod doc;
 pub mod events;
+pub mod find;
 pub mod health;
 pub mod listing;
 pub mod monitors;
+pub mod overview;
 pub mod portal_links;
 pub mod routes;
 pub mod scope;

@@ -15,7 +15,9 @@ use utoipa_axum::routes;
 
 use super::health::{self, Readiness};
 use super::scope::{AdminScope, ApiState};
-use super::{dead_letters, events, monitors, portal_links, sources, system, targets, tenants};
+use super::{
+    dead_letters, events, find, monitors, overview, portal_links, sources, system, targets, tenants,
+};
 use crate::auth::bearer_token;
 use crate::config::Secret;
 use crate::crypto::secrets_equal;
@@ -31,6 +33,7 @@ fn tenant_scoped() -> OpenApiRouter<ApiState> {
         .routes(routes!(targets::list, targets::create))
         .routes(routes!(targets::read, targets::update, targets::remove))
         .routes(routes!(targets::rotate_secret))
+        .routes(routes!(targets::test))
         .routes(routes!(events::recover))
         .routes(routes!(dead_letters::list))
         .routes(routes!(dead_letters::replay))
@@ -51,6 +54,7 @@ fn tenant_scoped() -> OpenApiRouter<ApiState> {
         .routes(routes!(monitors::rotate_token))
         .routes(routes!(monitors::incidents))
         .routes(routes!(monitors::checks))
+        .routes(routes!(overview::tenant))
 }
 
 /// The health routes of every listener.
@@ -101,6 +105,8 @@ fn admin_routes() -> AdminRoutes {
             .routes(routes!(portal_links::create, portal_links::list))
             .routes(routes!(portal_links::revoke))
             .routes(routes!(system::status))
+            .routes(routes!(overview::all))
+            .routes(routes!(find::find))
             .routes(routes!(events::series_all))
             .nest("/admin/tenants/{id}", tenant_scoped()),
         metrics: OpenApiRouter::new().routes(routes!(system::metrics)),

@@ -38,6 +38,9 @@ pub struct ApiState {
     pub portal_links: PortalLinkSettings,
     /// What the system status tells of this deployment.
     pub system: Arc<SystemFacts>,
+    /// Sends test deliveries (`…/targets/{id}/test`), through the same SSRF guard and
+    /// timeout as the dispatcher's.
+    pub client: crate::dispatch::client::DeliveryClient,
 }
 
 /// How portal links are issued.
@@ -167,6 +170,8 @@ pub struct SystemFacts {
     pub config_toml: String,
     /// `redis.wait_aof`: whether each 202 waits for the AOF fsync.
     pub wait_aof: bool,
+    /// This process's readiness, whose log-store verdict the home page repeats.
+    pub readiness: Arc<super::health::Readiness>,
 }
 
 #[cfg(test)]

@@ -14,11 +14,13 @@ use super::scope::{ApiState, TenantScope};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, JsonBody, PathParams};
 use crate::model::target::{TargetAuthView, UrlProblem};
+use crate::model::time::now_ms;
 use crate::model::time::rfc3339;
 use crate::model::{
     EventPattern, Format, Mode, Origin, RetryPolicy, SigningSecret, TargetId, TargetPatch,
     TargetSpec, TargetUrl, TenantId,
 };
+use crate::store::deliveries::health::{HealthState, TargetHealth};
 use crate::store::{StoreError, Target};
 
 /// Longest overlap of a secret rotation: 30 days.
@@ -57,11 +59,107 @@ pub struct TargetView {
     pub created_at: String,
     #[schema(format = DateTime)]
     pub updated_at: String,
+    /// How it fares: its attempts over the last hour, its newest attempt, since when it fails.
+    pub health: TargetHealthView,
+}
+
+/// How a target fares (kept by the dispatcher, per target, shared by every instance).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TargetHealthView {
+    /// `failing`: its newest attempt failed; `degraded`: delivering, but under 90 % of the
+    /// window's attempts did; `idle`: no attempt in the window; `disabled`.
+    pub state: HealthState,
+    /// The share of the window's attempts that delivered (0 to 1); `null` without attempts.
+    pub success_ratio: Option<f64>,
+    /// Attempts in the window.
+    pub attempts: u64,
+    /// Attempts in the window that did not deliver.
+    pub failed: u64,
+    /// Where the window starts: the last hour, in whole ten-minute buckets (60 to 70 minutes).
+    #[schema(format = DateTime)]
+    pub window_start: String,
+    /// Its newest attempt, however old.
+    pub last_attempt: Option<LastAttemptView>,
+    /// When an attempt last delivered.
+    #[schema(format = DateTime)]
+    pub last_success_at: Option<String>,
+    /// Its first failed attempt since its last success, while its newest attempt failed.
+    #[schema(format = DateTime)]
+    pub failing_since: Option<String>,
+}
+
+/// A target's newest attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastAttemptView {
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The response's status; `null` when none came (connection refused, timeout).
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub latency_ms: u64,
+}
+
+impl TargetHealthView {
+    pub fn new(h: &TargetHealth, active: bool) -> TargetHealthView {
+        TargetHealthView {
+            state: h.state(active),
+            // Four decimals: a ratio, not a float's noise.
+            success_ratio: h.success_ratio().map(|r| (r * 10_000.0).round() / 10_000.0),
+            attempts: h.attempts,
+            failed: h.failed,
+            window_start: rfc3339(h.window_start_ms),
+            last_attempt: h.last.as_ref().map(|a| LastAttemptView {
+                at: rfc3339(a.at_ms),
+                status: a.status,
+                error: a.error.clone(),
+                latency_ms: a.latency_ms,
+            }),
+            last_success_at: h.last_success_ms.map(rfc3339),
+            failing_since: h.failing_since_ms.map(rfc3339),
+        }
+    }
+}
+
+impl TargetView {
+    /// A target with how it fares.
+    pub fn with_health(t: &Target, h: &TargetHealth) -> TargetView {
+        let mut v = TargetView::from(t);
+        v.health = TargetHealthView::new(h, t.active);
+        v
+    }
+}
+
+/// How the tenant's targets fare, read at once.
+pub async fn health_of(
+    s: &ApiState,
+    scope: &TenantScope,
+) -> Result<(std::collections::HashMap<TargetId, TargetHealth>, u64), ApiError> {
+    let now = now_ms();
+    Ok((
+        s.deliveries
+            .target_health(scope.shard, &scope.tenant, now)
+            .await?,
+        now,
+    ))
+}
+
+/// One target's view with its health.
+async fn view(s: &ApiState, scope: &TenantScope, t: &Target) -> Result<TargetView, ApiError> {
+    let (health, now) = health_of(s, scope).await?;
+    let h = health
+        .get(&t.id)
+        .cloned()
+        .unwrap_or_else(|| TargetHealth::none(now));
+    Ok(TargetView::with_health(t, &h))
 }
 
 impl From<&Target> for TargetView {
+    /// The view of a target as written; its health is that of a target without attempts
+    /// (see [`TargetView::with_health`]).
     fn from(t: &Target) -> TargetView {
         TargetView {
+            health: TargetHealthView::new(&TargetHealth::none(now_ms()), t.active),
             id: t.id.clone(),
             tenant_id: t.tenant.clone(),
             url: t.url.as_str().to_owned(),
@@ -186,8 +284,13 @@ pub async fn create(
 )]
 pub async fn list(State(s): State<ApiState>, scope: TenantScope) -> Result<Response, ApiError> {
     let targets = s.store.targets_of(&scope.tenant).await?;
+    let (health, now) = health_of(&s, &scope).await?;
+    let none = TargetHealth::none(now);
     Ok(Listing {
-        data: targets.iter().map(TargetView::from).collect::<Vec<_>>(),
+        data: targets
+            .iter()
+            .map(|t| TargetView::with_health(t, health.get(&t.id).unwrap_or(&none)))
+            .collect::<Vec<_>>(),
     }
     .into_response())
 }
@@ -207,9 +310,10 @@ pub async fn read(
     ApiPath(p): ApiPath<TargetPath>,
 ) -> Result<Response, ApiError> {
     let target = s.store.target(&scope.tenant, &p.target_id).await?;
-    target
-        .map(|t| Json(TargetView::from(&t)).into_response())
-        .ok_or_else(|| ApiError::not_found("target"))
+    match target {
+        Some(t) => Ok(Json(view(&s, &scope, &t).await?).into_response()),
+        None => Err(ApiError::not_found("target")),
+    }
 }
 
 /// Changes a target: absent fields stay; `null` removes `retry` or `auth`. Enabling a
@@ -237,9 +341,10 @@ pub async fn update(
         .update_target(&scope.tenant, &p.target_id, &patch, s.allow_private_targets)
         .await
         .map_err(refused)?;
-    updated
-        .map(|t| Json(TargetView::from(&t)).into_response())
-        .ok_or_else(|| ApiError::not_found("target"))
+    match updated {
+        Some(t) => Ok(Json(view(&s, &scope, &t).await?).into_response()),
+        None => Err(ApiError::not_found("target")),
+    }
 }
 
 /// Deletes a target; its scheduled retries are dropped when they come due.
@@ -257,6 +362,14 @@ pub async fn remove(
     ApiPath(p): ApiPath<TargetPath>,
 ) -> Result<Response, ApiError> {
     if s.store.delete_target(&scope.tenant, &p.target_id).await? {
+        // Left behind, it would only take room: nothing reads a deleted target's health.
+        if let Err(e) = s
+            .deliveries
+            .forget_target_health(scope.shard, &scope.tenant, &p.target_id)
+            .await
+        {
+            tracing::warn!(target_id = %p.target_id, error = %e, "could not forget a deleted target's health");
+        }
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found("target"))
@@ -293,7 +406,98 @@ pub async fn rotate_secret(
         .store
         .rotate_target_secret(&scope.tenant, &p.target_id, req.secret, overlap)
         .await?;
-    rotated
-        .map(|t| Json(TargetWithSecret::from(&t)).into_response())
-        .ok_or_else(|| ApiError::not_found("target"))
+    match rotated {
+        Some(t) => Ok(Json(TargetWithSecret {
+            target: view(&s, &scope, &t).await?,
+            secret: t.secret.expose().to_owned(),
+        })
+        .into_response()),
+        None => Err(ApiError::not_found("target")),
+    }
+}
+
+/// What a test delivery did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestDelivery {
+    /// The `webhook-id` it carried: a fresh event id, stored nowhere.
+    pub webhook_id: String,
+    /// Whether the receiver answered 2xx.
+    pub delivered: bool,
+    /// The response's status; `null` when none came.
+    pub status: Option<u16>,
+    /// From connecting to the response's first bytes, in milliseconds to the microsecond
+    /// (`0.412`).
+    pub latency_ms: f64,
+    /// Why there was no usable response (or what the status means).
+    pub error: Option<String>,
+    /// The first 512 bytes of the response body, as text (NUL and invalid UTF-8 replaced).
+    pub response: Option<String>,
+}
+
+/// Sends the target a signed `estafeta.ping` now and says what happened. Nothing is
+/// recorded: not an event, not an attempt, not its health. A disabled target is tested too
+/// (to check it before enabling it).
+#[utoipa::path(
+    post,
+    path = "/targets/{target_id}/test",
+    tag = "targets",
+    operation_id = "test_target",
+    params(TargetPath),
+    responses((status = 200, description = "What the receiver answered, or why it did not.", body = TestDelivery), ReadErrors),
+)]
+pub async fn test(
+    State(s): State<ApiState>,
+    scope: TenantScope,
+    ApiPath(p): ApiPath<TargetPath>,
+) -> Result<Response, ApiError> {
+    Ok(Json(send_test(&s, &scope.tenant, &p.target_id).await?).into_response())
+}
+
+/// The test delivery of `POST …/targets/{id}/test`, for the pages too.
+pub async fn send_test(
+    s: &ApiState,
+    tenant: &TenantId,
+    target_id: &TargetId,
+) -> Result<TestDelivery, ApiError> {
+    use crate::dispatch::client::Message;
+    use crate::dispatch::signing::SigningKey;
+    let target = s
+        .store
+        .target(tenant, target_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("target"))?;
+    let now = now_ms();
+    let id = crate::model::EventId::generate();
+    let body = bytes::Bytes::from(
+        serde_json::json!({
+            "type": "estafeta.ping",
+            "target_id": target.id,
+            "sent_at": rfc3339(now),
+        })
+        .to_string(),
+    );
+    let keys = SigningKey::all(&target.secrets_at(now));
+    let msg = Message {
+        event_id: id.as_str(),
+        event_type: "estafeta.ping",
+        content_type: Some(b"application/json"),
+        body: &body,
+    };
+    let r = s
+        .client
+        .send(&target, &keys, msg, (now / 1000) as i64)
+        .await;
+    let delivered = r.status.is_some_and(|c| (200..300).contains(&c));
+    Ok(TestDelivery {
+        webhook_id: id.to_string(),
+        delivered,
+        status: r.status,
+        latency_ms: (r.latency.as_micros() as f64) / 1000.0,
+        error: r.error.or_else(|| {
+            r.status
+                .filter(|_| !delivered)
+                .map(|c| format!("the target answered {c}"))
+        }),
+        response: r.response,
+    })
 }

@@ -44,6 +44,9 @@ pub(super) async fn purge(s: &ApiState, tenant: &TenantId) {
     if let Err(e) = s.store.delete_targets_of(tenant).await {
         failed("targets", &e);
     }
+    if let Err(e) = s.deliveries.forget_tenant_health(shard, tenant).await {
+        failed("targets' health", &e);
+    }
     match s.store.sources_of(tenant).await {
         Ok(sources) => {
             for src in sources {

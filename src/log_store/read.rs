@@ -60,6 +60,24 @@ impl LogStore {
         }))
     }
 
+    /// The tenant whose event `id` is: the operator's search by id. The id's time names the
+    /// day partition, so this reads one partition.
+    pub async fn event_tenant(&self, id: &EventId) -> Result<Option<TenantId>, LogStoreError> {
+        let client = self.pool.get().await?;
+        let (from, to) = day_bounds(id);
+        let row = client
+            .query_opt(
+                "SELECT tenant_id FROM events WHERE id = $1 AND received_at BETWEEN $2 AND $3 \
+                 LIMIT 1",
+                &[&id.as_str(), &from, &to],
+            )
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => Ok(Some(parse_id(r.get::<_, &str>(0), TenantId::parse)?)),
+        }
+    }
+
     /// One event of `tenant` with its body and delivery states (and its attempts when
     /// `with_attempts`): what a replay needs to bring it back into Redis.
     pub async fn logged(

@@ -4,7 +4,8 @@
 //!
 //! - [`state`]: the live state of a watched subject, one script per signal (status, deadline,
 //!   check record, incident, alert event in the tenant's stream);
-//! - [`checker`]: the overdue checker, safe with several instances.
+//! - [`checker`]: the overdue checker, safe with several instances;
+//! - [`unwell`]: the subjects that are down or degraded, across shards.
 //!
 //! Signals arrive through [`crate::ingest::heartbeats`] (monitors) and
 //! [`crate::ingest::hooks`] (watched sources). Alerts are ordinary events (`monitor.up`,
@@ -14,3 +15,4 @@
 
 pub mod checker;
 pub mod state;
+pub mod unwell;

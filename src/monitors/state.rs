@@ -641,6 +641,7 @@ impl Watches {
             self.inner.keys.checks(shard, subject),
             self.inner.keys.incidents(shard, subject),
             self.inner.keys.watch_counts(shard),
+            self.inner.keys.unwell(shard),
         ];
         let _: Forgotten = FORGET
             .run(&self.inner.redis, keys, vec![subject.to_owned()])
@@ -712,6 +713,11 @@ impl Watches {
             .await
     }
 
+    /// The command client and key layout, for the other readers of live state.
+    pub(super) fn redis_and_keys(&self) -> (&Client, &Keyspace) {
+        (&self.inner.redis, &self.inner.keys)
+    }
+
     /// Subjects per `(kind, status)` over `shards`.
     pub async fn counts(&self, shards: u16) -> Result<HashMap<String, i64>, WatchError> {
         let mut total: HashMap<String, i64> = HashMap::new();
@@ -743,12 +749,13 @@ impl WatchesInner {
     /// One `signal` call for `calls` (all of `shard`).
     async fn run(&self, shard: u16, calls: &[&Call]) -> Result<Vec<Answer>, WatchError> {
         let n = calls.len();
-        let mut keys = Vec::with_capacity(4 + n * 3);
+        let mut keys = Vec::with_capacity(5 + n * 3);
         keys.extend([
             self.keys.due(shard),
             self.keys.stream(shard),
             self.keys.watch_counts(shard),
             self.keys.history(shard),
+            self.keys.unwell(shard),
         ]);
         let mut args = Vec::with_capacity(4 + n * ARGS_PER_SIGNAL);
         args.extend([

@@ -9,10 +9,13 @@
 -- hashes the caller named by now_ms): succeeded (`s`), attempts (`a`), failed attempts (`f`,
 -- every attempt that did not deliver) and their latency (`l`), at most four HINCRBY and one
 -- EXPIRE per series hash of the call (the tenants' and the shard-wide one).
+-- How each target fares (`store::deliveries::health`) moves once per target and call too: its
+-- ten-minute bucket of attempts and failures, its newest attempt, when it last delivered and
+-- since when it fails (the first failure after its last success).
 --
 -- KEYS  retries (the shard's schedule), dead_letter_total, unfinished, ship, the shard-wide
 --       series of the hour, then per outcome: event_record, stats, dead_letters, the
---       tenant's series of the hour, dead_letter_order
+--       tenant's series of the hour, dead_letter_order, the tenant's target health
 -- ARGV  n, attempts_kept, ttl_s, now_ms, logged ('1' with a log store), series_ttl_s, then
 --       per outcome: event_id, target_id, state (compact text), attempt (compact text or ''),
 --       kind ('done' | 'retry' | 'held' | 'dead' | 'drop': given up, the target is gone),
@@ -29,6 +32,11 @@ local series_all = KEYS[5]
 local n, kept, ttl, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local logged, series_ttl = ARGV[5] == '1', ARGV[6]
 local minute = string.format('%d:', math.floor(tonumber(now) / 60000) % 60)
+-- The ten-minute bucket of `now` in each target's ring of 12 (two hours).
+local bucket_ms = 600000
+local bucket_n = math.floor(tonumber(now) / bucket_ms)
+local bucket_start = string.format('%d', bucket_n * bucket_ms)
+local bucket_field = string.format(':b%d', bucket_n % 12)
 
 -- Counter moves of the call, per key (counters and series), written once at the end. An
 -- outcome's moves are kept apart until it is recorded whole (`pending`).
@@ -37,7 +45,32 @@ local pending = {}
 local function count(stats, field, by)
   pending[#pending + 1] = {stats, field, by}
 end
+-- Target health of the call, per health key and target, in the order first seen; an
+-- outcome's attempt joins it only once the outcome is recorded whole.
+local health, health_order, pending_health = {}, {}, nil
+local function commit_health()
+  local p = pending_health
+  if not p then return end
+  pending_health = nil
+  local id = p.key .. '\0' .. p.target
+  local h = health[id]
+  if not h then
+    h = {key = p.key, target = p.target, a = 0, f = 0, last = '', ok = false, failing = false}
+    health[id] = h
+    health_order[#health_order + 1] = id
+  end
+  h.a = h.a + 1
+  if p.ok then
+    h.ok = true
+    h.failing = false
+  else
+    h.f = h.f + 1
+    h.failing = true
+  end
+  if p.attempt ~= '' then h.last = p.attempt end
+end
 local function commit()
+  commit_health()
   for _, p in ipairs(pending) do
     local stats, field, by = p[1], p[2], p[3]
     local c = counts[stats]
@@ -76,9 +109,9 @@ local function keep_body(record, body, ct)
 end
 
 local function one(i)
-  local k = 5 + (i - 1) * 5
+  local k = 5 + (i - 1) * 6
   local record, stats, dead_letters = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local dead_order = KEYS[k + 5]
+  local dead_order, target_health = KEYS[k + 5], KEYS[k + 6]
   local series = KEYS[k + 4]
   local a = 6 + (i - 1) * 13
   local id, target, state, attempt = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
@@ -110,6 +143,7 @@ local function one(i)
     tally(series, 'a', 1)
     tally(series, 'l', tonumber(attempt_ms))
     if kind ~= 'done' then tally(series, 'f', 1) end
+    pending_health = {key = target_health, target = target, ok = kind == 'done', attempt = attempt}
   end
   -- A held delivery (an ordered target's head) is retried by its process, not the schedule.
   if kind ~= 'held' then
@@ -150,6 +184,7 @@ for i = 1, n do
     recorded = recorded + 1
   else
     pending = {}
+    pending_health = nil
     failed[#failed + 1] = {i, message(e)}
   end
 end
@@ -166,5 +201,43 @@ end
 local counters_failed = {}
 for _, key in ipairs(order) do
   if not pcall(write_counters, key) then counters_failed[#counters_failed + 1] = key end
+end
+-- One target's health: its bucket (a ring slot holding an older bucket starts again), its
+-- newest attempt, and its success or failure time.
+local function write_health(h)
+  local b = h.target .. bucket_field
+  local a, f = h.a, h.f
+  local cur = redis.call('HGET', h.key, b)
+  if cur then
+    local start, ca, cf = string.match(cur, '^(%d+):(%d+):(%d+)$')
+    if start == bucket_start then
+      a = a + tonumber(ca)
+      f = f + tonumber(cf)
+    end
+  end
+  local fields = {b, bucket_start .. ':' .. a .. ':' .. f}
+  if h.last ~= '' then
+    fields[#fields + 1] = h.target .. ':last'
+    fields[#fields + 1] = h.last
+  end
+  if h.ok then
+    fields[#fields + 1] = h.target .. ':ok_at'
+    fields[#fields + 1] = now
+  end
+  local since = h.target .. ':fail_since'
+  if h.failing and h.ok then
+    fields[#fields + 1] = since
+    fields[#fields + 1] = now
+  end
+  redis.call('HSET', h.key, unpack(fields))
+  if not h.failing then
+    redis.call('HDEL', h.key, since)
+  elseif not h.ok then
+    redis.call('HSETNX', h.key, since, now)
+  end
+end
+for _, id in ipairs(health_order) do
+  local h = health[id]
+  if not pcall(write_health, h) then counters_failed[#counters_failed + 1] = h.key end
 end
 return cjson.encode({recorded = recorded, failed = failed, counters_failed = counters_failed})

@@ -10,8 +10,9 @@
 -- With a log store, every status record and every incident change is also appended to the
 -- shard's history stream, which the shipper moves to the log store.
 --
--- KEYS  due (the shard's deadlines), stream (the shard's events), counts, history, then per
---       subject: watch, checks, incidents
+-- KEYS  due (the shard's deadlines), stream (the shard's events), counts, history, unwell
+--       (the shard's subjects that are down or degraded), then per subject: watch, checks,
+--       incidents
 -- ARGV  layout (from queue::entry), checks_kept, incidents_kept, logged ('1' with a log
 --       store), then per subject:
 --       subject, signal ('heartbeat' | 'start' | 'fail' | 'exit' | 'status' | 'event' |
@@ -24,7 +25,7 @@
 --        no longer overdue, or {"gone": true} when a signal names a subject with no state, or
 --        {"failed": "<why>"} when Redis refused what the subject's keys hold (each subject
 --        runs protected, so one refused subject does not fail the others of the call).
-local due, stream, counts, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local due, stream, counts, history, unwell = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local layout = entry_layout(ARGV[1])
 local keep_checks, keep_incidents = tonumber(ARGV[2]), tonumber(ARGV[3])
 local logged = ARGV[4] == '1'
@@ -127,6 +128,11 @@ local function one(watch, checks, incidents, a)
   redis.call('HSET', watch, 'status', want, 'since', now, 'by', by)
   redis.call('HINCRBY', counts, kind .. ':' .. prev, -1)
   redis.call('HINCRBY', counts, kind .. ':' .. want, 1)
+  if want == 'down' or want == 'degraded' then
+    redis.call('ZADD', unwell, now, subject)
+  else
+    redis.call('ZREM', unwell, subject)
+  end
   local incident = st[3] or ''
   if want == 'up' then
     if incident ~= '' then
@@ -187,8 +193,8 @@ local function message(e)
 end
 
 local out = {}
-for i = 0, (#KEYS - 4) / 3 - 1 do
-  local ok, r = pcall(one, KEYS[5 + i * 3], KEYS[6 + i * 3], KEYS[7 + i * 3], 5 + i * 6)
+for i = 0, (#KEYS - 5) / 3 - 1 do
+  local ok, r = pcall(one, KEYS[6 + i * 3], KEYS[7 + i * 3], KEYS[8 + i * 3], 5 + i * 6)
   if ok then out[i + 1] = r else out[i + 1] = {failed = message(r)} end
 end
 return cjson.encode({subjects = out})

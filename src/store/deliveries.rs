@@ -3,6 +3,7 @@
 //! (`{q<n>}`), next to its stream, so each change is one atomic script on one node.
 
 pub mod dead_letters;
+pub mod health;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -757,7 +758,7 @@ impl Deliveries {
         // One `now` names the series' hour here and their minute in the script.
         let now = now_ms();
         let hour = hour_of(now);
-        let mut keys = Vec::with_capacity(5 + outcomes.len() * 5);
+        let mut keys = Vec::with_capacity(5 + outcomes.len() * 6);
         keys.push(self.keys.retries(shard));
         keys.push(self.keys.dead_letter_total(shard));
         keys.push(self.keys.unfinished(shard));
@@ -776,6 +777,7 @@ impl Deliveries {
             keys.push(self.keys.dead_letters(shard, &o.tenant));
             keys.push(self.keys.series(shard, &o.tenant, hour));
             keys.push(self.keys.dead_letter_order(shard, &o.tenant));
+            keys.push(self.keys.target_health(shard, &o.tenant));
             let (kind, due, dl_id, dl_json) = match &o.next {
                 Next::Done => ("done", String::new(), String::new(), String::new()),
                 Next::RetryAt(due) => ("retry", due.to_string(), String::new(), String::new()),
@@ -842,7 +844,7 @@ impl Deliveries {
     }
 
     /// The types of the keys of `o`'s own (its record, its tenant's counters, error queue and
-    /// its order, series of the hour) that are not what they should be: what a refused outcome is at fault for, as
+    /// its order, series of the hour, target health) that are not what they should be: what a refused outcome is at fault for, as
     /// opposed to a key the whole shard shares.
     pub async fn foreign_keys_of(&self, o: &Outcome) -> Result<Vec<(String, String)>, StoreError> {
         let hour = hour_of(now_ms());
@@ -851,6 +853,7 @@ impl Deliveries {
             self.keys.stats(o.shard, &o.tenant),
             self.keys.dead_letters(o.shard, &o.tenant),
             self.keys.series(o.shard, &o.tenant, hour),
+            self.keys.target_health(o.shard, &o.tenant),
         ];
         let mut wrong = Vec::new();
         let order = self.keys.dead_letter_order(o.shard, &o.tenant);
@@ -1135,6 +1138,26 @@ impl Deliveries {
     }
 
     /// The delivery record of one event of `tenant`; `None` when unknown (or another tenant's).
+    /// The tenant whose event `event_id` is, while Redis holds its record: the operator's
+    /// search by id, which does not know the shard (one pipelined read per shard).
+    pub async fn event_tenant(
+        &self,
+        shards: u16,
+        event_id: &EventId,
+    ) -> Result<Option<TenantId>, StoreError> {
+        let pipeline = self.redis.pipeline();
+        for shard in 0..shards {
+            let _: () = pipeline
+                .hget(self.keys.event_record(shard, event_id), "tenant")
+                .await?;
+        }
+        let owners: Vec<Option<String>> = pipeline.all().await?;
+        Ok(owners
+            .into_iter()
+            .flatten()
+            .find_map(|t| TenantId::parse(&t).ok()))
+    }
+
     pub async fn event(
         &self,
         shard: u16,

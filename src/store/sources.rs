@@ -173,6 +173,14 @@ impl Store {
         }
     }
 
+    /// A source whoever owns it: for the operator's search by id only.
+    pub async fn source_by_id(&self, id: &SourceId) -> Result<Option<Source>, StoreError> {
+        match self.source_doc(id).await? {
+            Some(d) => Ok(Some(self.open_source(id, &d)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The source whose URL token hashes to `hash`.
     pub async fn source_by_token(&self, hash: &TokenHash) -> Result<Option<Source>, StoreError> {
         let id: Option<String> = self.redis.get(self.keys.source_token(hash)).await?;

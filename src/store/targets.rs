@@ -309,13 +309,17 @@ impl Store {
         tenant: &TenantId,
         id: &TargetId,
     ) -> Result<Option<Target>, StoreError> {
+        // Ids are global; the owner check is what keeps tenants apart.
+        Ok(self.target_by_id(id).await?.filter(|t| t.tenant == *tenant))
+    }
+
+    /// A target whoever owns it: for the operator's search by id only.
+    pub async fn target_by_id(&self, id: &TargetId) -> Result<Option<Target>, StoreError> {
         let key = self.keys.target(id);
         let (doc, ver): (Option<String>, Option<u64>) =
             self.redis.hmget(&key, vec!["doc", "ver"]).await?;
         let Some(doc) = doc else { return Ok(None) };
-        let t = self.open_doc(id, &key, &doc, ver.unwrap_or(0))?;
-        // Ids are global; the owner check is what keeps tenants apart.
-        Ok((t.tenant == *tenant).then_some(t))
+        Ok(Some(self.open_doc(id, &key, &doc, ver.unwrap_or(0))?))
     }
 
     async fn target_ids(&self, tenant: &TenantId) -> Result<Vec<TargetId>, StoreError> {

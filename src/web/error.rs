@@ -67,3 +67,14 @@ impl From<crate::crypto::CryptoError> for WebError {
         WebError::internal(e)
     }
 }
+
+/// A typed API operation's refusal, shown like the in-process API's.
+impl From<crate::error::ApiError> for WebError {
+    fn from(e: crate::error::ApiError) -> WebError {
+        WebError::Api {
+            status: e.status,
+            code: e.code.to_owned(),
+            message: e.message,
+        }
+    }
+}

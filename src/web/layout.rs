@@ -60,6 +60,7 @@ pub fn page(shell: &Shell<'_>, body: Markup) -> Markup {
                     @if let Some(csrf) = shell.csrf {
                         nav.main {
                             @if shell.ui == Ui::Console {
+                                a href="/console" aria-current=[(shell.tab == "home").then_some("page")] { "Health" }
                                 a href="/console/tenants" aria-current=[(shell.tab == "tenants").then_some("page")] { "Tenants" }
                                 a href="/console/system" aria-current=[(shell.tab == "system").then_some("page")] { "System" }
                             }
@@ -178,8 +179,8 @@ pub fn copyable(id: &str, value: &str) -> Markup {
 /// A status badge: the class comes from a fixed set, the text is escaped.
 pub fn badge(status: &str) -> Markup {
     let class = match status {
-        "up" | "delivered" | "succeeded" | "active" | "ok" => "good",
-        "down" | "failed" | "dead_lettered" | "disabled" | "error" => "bad",
+        "up" | "delivered" | "succeeded" | "active" | "ok" | "healthy" => "good",
+        "down" | "failed" | "dead_lettered" | "disabled" | "error" | "failing" => "bad",
         "degraded" | "retrying" | "in_progress" | "pending" | "late" | "running" => "warn",
         _ => "neutral",
     };
@@ -203,9 +204,17 @@ pub fn text(v: &Value, key: &str) -> String {
 /// A time as the API gives it, shorter: `2026-12-01 10:00:00`.
 pub fn when(v: &Value, key: &str) -> String {
     match v.get(key).and_then(Value::as_str) {
-        Some(t) => t.replacen('T', " ", 1).trim_end_matches('Z').to_owned(),
+        Some(t) => stamp(t),
         None => "—".to_owned(),
     }
+}
+
+/// An RFC 3339 time (UTC) as the tables show it: `2026-12-01 10:00:00`.
+pub fn stamp(rfc3339: &str) -> String {
+    rfc3339
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_owned()
 }
 
 /// Every field of a JSON object as a definition list (nested values as compact JSON).

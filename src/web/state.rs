@@ -12,6 +12,9 @@ use super::session::Sessions;
 #[derive(Debug, Clone)]
 pub struct WebState {
     pub api: ApiClient,
+    /// What the API's typed operations act on: pages that call them (rather than `api`)
+    /// render typed views.
+    pub core: crate::api::scope::ApiState,
     pub sessions: Sessions,
     pub store: Store,
     /// Tenant tokens, for the portal's sign-in.

@@ -236,7 +236,7 @@ pub async fn show(
                                 td { (text(a, "attempt")) }
                                 td { (when(a, "at")) }
                                 td { (text(a, "status")) }
-                                td { (text(a, "latency_ms")) " ms" }
+                                td { (stored_latency(a)) }
                                 td { (text(a, "error")) }
                                 td { code { (text(a, "response")) } }
                             }
@@ -282,6 +282,16 @@ pub async fn resend(
         "/events/{}?notice={done}",
         seg(event.as_str())
     ))))
+}
+
+/// A stored attempt's latency: kept in whole milliseconds, so one that took less says so
+/// rather than "0 ms".
+pub fn stored_latency(a: &Value) -> String {
+    match a.get("latency_ms").and_then(Value::as_u64) {
+        Some(0) => "< 1 ms".to_owned(),
+        Some(ms) => format!("{ms} ms"),
+        None => "—".to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{any, get, post};
 
 use super::ctx::tenant_ctx;
-use super::{dead_letters, events, monitors, overview, signin, sources, system, targets, tenants};
+use super::{
+    dead_letters, events, home, monitors, overview, signin, sources, system, targets, tenants,
+};
 use crate::web::assets;
 use crate::web::face::Ui;
 use crate::web::guard::{require_session, security_headers};
@@ -27,6 +29,7 @@ fn tenant_pages() -> Router<WebState> {
         .route("/targets/{target_id}/toggle", post(targets::toggle))
         .route("/targets/{target_id}/delete", post(targets::remove))
         .route("/targets/{target_id}/recover", post(targets::recover))
+        .route("/targets/{target_id}/test", post(targets::test))
         .route("/events", get(events::list))
         .route("/events/rows", get(events::rows))
         .route("/events/{event}", get(events::show))
@@ -80,10 +83,8 @@ pub fn console_routes(state: WebState) -> Router {
         .route_layer(from_fn_with_state((state.clone(), ui), tenant_ctx))
         .fallback(page_not_found);
     let signed = Router::new()
-        .route(
-            "/console",
-            get(|| async { crate::web::layout::see_other("/console/tenants") }),
-        )
+        .route("/console", get(home::show))
+        .route("/console/find", get(home::find))
         .route("/console/tenants", get(tenants::list).post(tenants::create))
         .route("/console/system", get(system::show))
         .route("/console/logout", post(signin::console_logout))

@@ -10,9 +10,7 @@ use super::events::rfc3339_of;
 use crate::web::client::{query, seg};
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
-use crate::web::layout::{
-    badge, csrf_field, fields, items, notice, page, s, see_other, text, when,
-};
+use crate::web::layout::{badge, csrf_field, items, notice, page, s, see_other, text, when};
 use crate::web::state::WebState;
 
 /// The questions its destructive actions ask first (in the browser, or as a page).
@@ -20,9 +18,6 @@ const ASK_DISABLE: &str =
     "Disable this target? Its deliveries are parked in the error queue until it is enabled again.";
 const ASK_ROTATE: &str = "Rotate the signing secret? The old one keeps signing during the overlap.";
 const ASK_DELETE: &str = "Delete this target? Its pending deliveries are dropped.";
-
-/// Recent deliveries a target's health is worked out from.
-const HEALTH_WINDOW: usize = 100;
 
 /// `GET …/targets`.
 pub async fn list(
@@ -36,24 +31,52 @@ pub async fn list(
         h1 { "Targets" }
         p { a href=(ctx.page("/targets/new")) id="new-target" { "New target" } }
         div.table-wrap { table id="targets" {
-            thead { tr { th { "URL" } th { "Events" } th { "Mode" } th { "State" } } }
+            thead { tr { th { "URL" } th { "Events" } th { "Mode" } th { "Health (last hour)" } th { "State" } } }
             tbody {
                 @for t in items(&targets) {
                     tr {
                         td { a href=(ctx.page(&format!("/targets/{}", seg(s(t, "id"))))) { (s(t, "url")) } }
                         td { (patterns(t)) }
                         td { (s(t, "mode").replace('_', " ")) }
+                        td.health { (health_cell(t.get("health").unwrap_or(&Value::Null))) }
                         td {
                             @if t.get("active") == Some(&Value::Bool(true)) { (badge("active")) }
                             @else { (badge("disabled")) @if let Some(r) = t.get("disabled_reason").and_then(Value::as_str) { " " span.muted { (r) } } }
                         }
                     }
                 }
-                @if items(&targets).is_empty() { tr { td colspan="4" { "No targets yet." } } }
+                @if items(&targets).is_empty() { tr { td colspan="5" { "No targets yet." } } }
             }
         } }
     };
     Ok(page(&ctx.shell("Targets", "/targets"), body).into_response())
+}
+
+/// A target's health in a table cell: its state (red when failing, never green beside a low
+/// ratio), the last hour's success ratio, and its newest attempt's status.
+fn health_cell(h: &Value) -> Markup {
+    let state = s(h, "state");
+    let class = match state {
+        "failing" | "disabled" => "bad",
+        "degraded" => "warn",
+        "healthy" => "good",
+        _ => "neutral",
+    };
+    let ratio = h
+        .get("success_ratio")
+        .and_then(Value::as_f64)
+        .map(|r| format!("{:.1} %", r * 100.0));
+    let last = h.get("last_attempt").filter(|a| !a.is_null()).map(|a| {
+        match a.get("status").and_then(Value::as_u64) {
+            Some(code) => code.to_string(),
+            None => "no answer".to_owned(),
+        }
+    });
+    html! {
+        span class={ "badge " (class) } { (state) }
+        @if let Some(r) = ratio { " " (r) }
+        @if let Some(l) = last { " " span.muted { "last: " (l) } }
+    }
 }
 
 fn patterns(t: &Value) -> String {
@@ -119,6 +142,23 @@ fn target_fields(current: Option<&Value>) -> Markup {
             label { "Bearer token, password, or header value" input type="password" name="auth_secret" autocomplete="off"; }
             label { "User name (basic) or header name" input type="text" name="auth_name" autocomplete="off"; }
         }
+        label { "Format"
+            select name="format" {
+                @let format = current.map(|t| s(t, "format")).unwrap_or("raw");
+                @for (f, label) in [("raw", "raw: the event's body as sent"), ("slack", "Slack message"), ("discord", "Discord message")] {
+                    option value=(f) selected[f == format] { (label) }
+                }
+            }
+        }
+        fieldset id="retry-fields" {
+            @let retry = current.and_then(|t| t.get("retry")).filter(|r| !r.is_null());
+            @let r = |k: &str| retry.and_then(|r| r.get(k)).map(|v| v.to_string()).unwrap_or_default();
+            legend { "Retries (empty: the deployment's policy)" }
+            label { "Attempts in all" input type="number" name="retry_max_attempts" min="1" max="100" value=(r("max_attempts")); }
+            label { "First delay (ms)" input type="number" name="retry_initial_delay_ms" min="1" max="86400000" value=(r("initial_delay_ms")); }
+            label { "Growth per attempt" input type="number" name="retry_multiplier" min="1" max="10" step="0.1" value=(r("multiplier")); }
+            label { "Longest delay (ms)" input type="number" name="retry_max_delay_ms" min="1" max="86400000" value=(r("max_delay_ms")); }
+        }
         label { input type="checkbox" name="ordered" checked[flag("ordered", false)]; " Ordered (one delivery at a time, in order)" }
         label { input type="checkbox" name="active" checked[flag("active", true)]; " Active" }
     }
@@ -169,7 +209,71 @@ fn target_body(form: &Form) -> Result<Value, WebError> {
     }
     t.insert("ordered".into(), json!(form.checked("ordered")));
     t.insert("active".into(), json!(form.checked("active")));
+    if !form.get("format").is_empty() {
+        t.insert("format".into(), json!(form.get("format")));
+    }
+    t.insert("retry".into(), retry_body(form)?);
     Ok(Value::Object(t))
+}
+
+/// The retry policy a form gives: `null` (the deployment's) when every field is empty, else
+/// the fields given (the API fills in and checks the rest, naming the field it refuses).
+fn retry_body(form: &Form) -> Result<Value, WebError> {
+    let mut r = Map::new();
+    for (field, key) in [
+        ("retry_max_attempts", "max_attempts"),
+        ("retry_initial_delay_ms", "initial_delay_ms"),
+        ("retry_multiplier", "multiplier"),
+        ("retry_max_delay_ms", "max_delay_ms"),
+    ] {
+        let text = form.get(field).trim();
+        if text.is_empty() {
+            continue;
+        }
+        let n: serde_json::Number = serde_json::from_str(text)
+            .map_err(|_| WebError::BadRequest(format!("retry.{key} must be a number")))?;
+        r.insert(key.into(), Value::Number(n));
+    }
+    Ok(if r.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(r)
+    })
+}
+
+/// A target's settings as sentences, not JSON.
+fn details(t: &Value) -> Markup {
+    let retry = t.get("retry").filter(|r| !r.is_null());
+    let auth = t.get("auth").filter(|a| !a.is_null());
+    html! {
+        dl.fields id="target-details" {
+            dt { "URL" } dd { code { (s(t, "url")) } }
+            dt { "Event types" } dd { (patterns(t)) }
+            dt { "Mode" } dd { (s(t, "mode").replace('_', " ")) }
+            dt { "Format" } dd { (s(t, "format")) }
+            dt { "Ordered" } dd { @if t.get("ordered") == Some(&Value::Bool(true)) { "yes: one delivery at a time, in order" } @else { "no" } }
+            dt { "Retries" } dd { @match retry {
+                None => "the deployment's policy",
+                Some(r) => {
+                    (text(r, "max_attempts")) " attempts in all; the first retry after up to " (text(r, "initial_delay_ms"))
+                    " ms, growing ×" (text(r, "multiplier")) " per attempt, at most " (text(r, "max_delay_ms")) " ms"
+                }
+            } }
+            dt { "Headers" } dd { @let h = headers_text(t); @if h.is_empty() { "none" } @else { pre.inline { (h) } } }
+            dt { "Authentication" } dd { @match auth {
+                None => "none",
+                Some(a) => @match a.as_object().and_then(|o| o.keys().next()) {
+                    Some(kind) => { (kind) " (masked)" },
+                    None => "none",
+                },
+            } }
+            dt { "Signing secret" } dd { "sealed; shown at creation and rotation only"
+                @if let Some(until) = t.get("secret_rotating_until").and_then(Value::as_str) { " · the previous one signs too until " (crate::web::layout::stamp(until)) } }
+            dt { "Declared by" } dd { (s(t, "origin")) }
+            dt { "Created" } dd { (when(t, "created_at")) }
+            dt { "Changed" } dd { (when(t, "updated_at")) }
+        }
+    }
 }
 
 /// `GET …/targets/new`.
@@ -207,61 +311,6 @@ pub async fn create(
     ))
 }
 
-/// How a target has fared over its recent deliveries.
-struct Health {
-    finished: usize,
-    succeeded: usize,
-    retrying: usize,
-    /// The newest attempt: (status, error, time).
-    last: Option<Value>,
-}
-
-async fn health(state: &WebState, ctx: &Ctx, id: &str) -> Result<Health, WebError> {
-    let path = ctx.api(&format!(
-        "/events{}",
-        query(&[("target_id", id), ("limit", &HEALTH_WINDOW.to_string())])
-    ));
-    let events = state.api.get(&path).await?;
-    let mut h = Health {
-        finished: 0,
-        succeeded: 0,
-        retrying: 0,
-        last: None,
-    };
-    for e in items(&events) {
-        let Some(deliveries) = e.get("deliveries").and_then(Value::as_array) else {
-            continue;
-        };
-        for d in deliveries.iter().filter(|d| s(d, "target_id") == id) {
-            match s(d, "state") {
-                "succeeded" | "sent" => {
-                    h.finished += 1;
-                    h.succeeded += 1;
-                }
-                "dead_lettered" => h.finished += 1,
-                "retrying" => h.retrying += 1,
-                _ => {}
-            }
-        }
-    }
-    // The newest event that has an attempt of this target tells its last status and error.
-    for e in items(&events).iter().take(5) {
-        let view = state
-            .api
-            .get(&ctx.api(&format!("/events/{}", seg(s(e, "id")))))
-            .await?;
-        let last = view
-            .get("attempts")
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().rev().find(|a| s(a, "target_id") == id).cloned());
-        if last.is_some() {
-            h.last = last;
-            break;
-        }
-    }
-    Ok(h)
-}
-
 /// `GET …/targets/{target_id}`: settings, health and actions.
 pub async fn show(
     State(state): State<WebState>,
@@ -271,33 +320,42 @@ pub async fn show(
 ) -> Result<Response, WebError> {
     let t = state.api.get(&ctx.api(&format!("/targets/{id}"))).await?;
     let raw_id = s(&t, "id").to_owned();
-    let h = health(&state, &ctx, &raw_id).await?;
+    let h = t.get("health").cloned().unwrap_or_default();
     let active = t.get("active") == Some(&Value::Bool(true));
-    let rate = if h.finished == 0 {
-        "—".to_owned()
-    } else {
-        format!(
-            "{:.1} % of {}",
-            100.0 * h.succeeded as f64 / h.finished as f64,
-            h.finished
-        )
+    let rate = match (
+        h.get("success_ratio").and_then(Value::as_f64),
+        h.get("attempts").and_then(Value::as_u64),
+    ) {
+        (Some(r), Some(n)) => format!("{:.1} % of {n} attempts", r * 100.0),
+        _ => "no attempts".to_owned(),
     };
+    let last = h.get("last_attempt").filter(|a| !a.is_null());
     let csrf = &ctx.csrf;
     let body = html! {
         (notice(p.opt("notice")))
         h1 { "Target " (s(&t, "url")) }
         section.card id="target-health" {
-            h2 { "Health (its last " (HEALTH_WINDOW) " events)" }
+            h2 { "Health" }
             dl.fields {
                 dt { "State" } dd { (badge(if active { "active" } else { "disabled" }))
                     @if let Some(r) = t.get("disabled_reason").and_then(Value::as_str) { " " (r) } }
-                dt { "Success rate" } dd { (rate) }
-                dt { "In retry" } dd { (h.retrying) }
-                dt { "Last status" } dd { @match &h.last { Some(a) => { (text(a, "status")) " at " (when(a, "at")) }, None => "—" } }
-                dt { "Last error" } dd { @match &h.last { Some(a) => (text(a, "error")), None => "—" } }
+                dt { "Health" } dd id="health-state" { (health_cell(&h)) }
+                dt { "Delivered since " (when(&h, "window_start")) } dd { (rate) }
+                dt { "Failing since" } dd { (when(&h, "failing_since")) }
+                dt { "Last success" } dd { (when(&h, "last_success_at")) }
+                dt { "Last status" } dd { @match last { Some(a) => { (text(a, "status")) " at " (when(a, "at")) " (" (super::events::stored_latency(a)) ")" }, None => "—" } }
+                dt { "Last error" } dd { @match last { Some(a) => (text(a, "error")), None => "—" } }
             }
             p { a href=(ctx.page(&format!("/events{}", query(&[("target_id", &raw_id)])))) { "Its events" } " · "
                 a href=(ctx.page(&format!("/dead-letters{}", query(&[("target_id", &raw_id)])))) { "Its error queue" } }
+        }
+        section.card id="test-target" {
+            h2 { "Send a test event" }
+            p.muted { "Sends a signed " code { "estafeta.ping" } " now and shows what the receiver answered. Nothing is recorded: not an event, not an attempt." }
+            form.inline method="post" action=(ctx.page(&format!("/targets/{id}/test"))) {
+                (csrf_field(csrf))
+                button.secondary type="submit" id="send-test" { "Send test event" }
+            }
         }
         @if let Some(n) = p.opt("recovered").and_then(|n| n.parse::<u64>().ok()) {
             p.notice role="status" id="recovered" { "Recovered " (n) " " (if n == 1 { "event" } else { "events" }) ": sent to this target again." }
@@ -322,7 +380,7 @@ pub async fn show(
         }
         section.card {
             h2 { "Details" }
-            (fields(&t, &["url", "events", "headers", "mode", "active", "ordered"]))
+            (details(&t))
             div.actions {
                 form.inline method="post" action=(ctx.page(&format!("/targets/{id}/toggle"))) data-confirm=[active.then_some(ASK_DISABLE)] {
                     (csrf_field(csrf))
@@ -355,6 +413,42 @@ pub async fn update(
         .patch(&ctx.api(&format!("/targets/{id}")), target_body(&form)?)
         .await?;
     Ok(see_other(&ctx.page(&format!("/targets/{id}?notice=saved"))))
+}
+
+/// `POST …/targets/{target_id}/test`: sends a signed `estafeta.ping` and shows the answer.
+pub async fn test(
+    State(state): State<WebState>,
+    ctx: Ctx,
+    Item(id): Item,
+) -> Result<Response, WebError> {
+    let target = crate::model::TargetId::parse(&id).map_err(|_| WebError::NotFound("target"))?;
+    let r = crate::api::targets::send_test(&state.core, &ctx.tenant, &target).await?;
+    let body = html! {
+        h1 { "Test delivery" }
+        section.card id="test-result" {
+            dl.fields {
+                dt { "Result" } dd { (badge(if r.delivered { "delivered" } else { "failed" })) }
+                dt { "Status" } dd { @match r.status { Some(c) => (c), None => "no answer" } }
+                dt { "Latency" } dd { (latency_text(r.latency_ms)) }
+                dt { "Error" } dd { @match &r.error { Some(e) => (e), None => "—" } }
+                dt { "webhook-id" } dd { code { (r.webhook_id) } }
+            }
+            @if let Some(resp) = &r.response { h3 { "Response (first 512 bytes)" } pre.body { (resp) } }
+        }
+        p { a href=(ctx.page(&format!("/targets/{id}"))) { "Back to the target" } }
+    };
+    Ok(page(&ctx.shell("Test delivery", "/targets"), body).into_response())
+}
+
+/// A latency in ms as people read it: sub-millisecond ones in µs, not as 0 ms.
+pub fn latency_text(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
 }
 
 /// `POST …/targets/{target_id}/toggle`.
