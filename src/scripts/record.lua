@@ -203,13 +203,15 @@ for _, key in ipairs(order) do
   if not pcall(write_counters, key) then counters_failed[#counters_failed + 1] = key end
 end
 -- One target's health: its bucket (a ring slot holding an older bucket starts again), its
--- newest attempt, and its success or failure time.
+-- newest attempt, and its success or failure time: two commands (read, write) unless it
+-- recovers, when its failing time goes too.
 local function write_health(h)
   local b = h.target .. bucket_field
+  local since = h.target .. ':fail_since'
+  local cur = redis.call('HMGET', h.key, b, since)
   local a, f = h.a, h.f
-  local cur = redis.call('HGET', h.key, b)
-  if cur then
-    local start, ca, cf = string.match(cur, '^(%d+):(%d+):(%d+)$')
+  if cur[1] then
+    local start, ca, cf = string.match(cur[1], '^(%d+):(%d+):(%d+)$')
     if start == bucket_start then
       a = a + tonumber(ca)
       f = f + tonumber(cf)
@@ -224,17 +226,14 @@ local function write_health(h)
     fields[#fields + 1] = h.target .. ':ok_at'
     fields[#fields + 1] = now
   end
-  local since = h.target .. ':fail_since'
-  if h.failing and h.ok then
+  -- Failing since the first failure after the last success: this call's, when it delivered
+  -- before failing or nothing failed before it.
+  if h.failing and (h.ok or not cur[2]) then
     fields[#fields + 1] = since
     fields[#fields + 1] = now
   end
   redis.call('HSET', h.key, unpack(fields))
-  if not h.failing then
-    redis.call('HDEL', h.key, since)
-  elseif not h.ok then
-    redis.call('HSETNX', h.key, since, now)
-  end
+  if not h.failing and cur[2] then redis.call('HDEL', h.key, since) end
 end
 for _, id in ipairs(health_order) do
   local h = health[id]

@@ -79,7 +79,9 @@
       new uPlot({
         width: width, height: 200, series: series,
         scales: { x: { time: spec.time !== false } },
-        axes: [{}, { label: spec.unit || "" }],
+        // UTC, like every time in the tables.
+        tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
+        axes: [{ label: "UTC" }, { label: spec.unit || "" }],
       }, spec.data, el);
     });
   }

@@ -14,8 +14,25 @@ use crate::web::form::Params;
 use crate::web::layout::{badge, chart, fields, items, notice, page, text};
 use crate::web::state::WebState;
 
-/// Minutes the charts cover.
-pub const CHART_MINUTES: u64 = 180;
+/// The windows a chart may cover: (`window` parameter, minutes, label). The per-minute
+/// counters live 49 hours, so no window is longer than 48.
+pub const WINDOWS: &[(&str, u64, &str)] = &[
+    ("1h", 60, "1 hour"),
+    ("3h", 180, "3 hours"),
+    ("6h", 360, "6 hours"),
+    ("24h", 1440, "24 hours"),
+    ("48h", 2880, "48 hours"),
+];
+
+/// The window a page's `?window=` asks for (3 hours unless it names one of [`WINDOWS`]).
+pub fn window(p: &crate::web::form::Form) -> (&'static str, u64, &'static str) {
+    let asked = p.opt("window").unwrap_or("3h");
+    WINDOWS
+        .iter()
+        .copied()
+        .find(|(key, _, _)| *key == asked)
+        .unwrap_or(WINDOWS[1])
+}
 
 /// `GET …/` (a tenant's overview).
 pub async fn show(
@@ -25,9 +42,10 @@ pub async fn show(
 ) -> Result<Response, WebError> {
     let tenant = state.api.get(&ctx.api("")).await?;
     let stats = state.api.get(&ctx.api("/stats")).await?;
+    let w = window(&p);
     let series = state
         .api
-        .get(&ctx.api(&format!("/stats/series?minutes={CHART_MINUTES}")))
+        .get(&ctx.api(&format!("/stats/series?minutes={}", w.1)))
         .await?;
     let operator = match ctx.ui {
         Ui::Console => Some(tenants::operator_section(&state, &ctx, &tenant).await?),
@@ -48,7 +66,7 @@ pub async fn show(
                 dt { "Average response" } dd { (text(&stats, "avg_response_ms")) " ms" }
             }
         }
-        (charts("tenant", &series))
+        (charts("tenant", &series, w, &ctx.page("")))
         section.card {
             h2 { "Tenant" }
             @match ctx.ui {
@@ -62,40 +80,70 @@ pub async fn show(
     Ok(page(&ctx.shell(&ctx.tenant_name, ""), body).into_response())
 }
 
-/// The per-minute charts of a `…/stats/series` answer: events received, deliveries by
-/// outcome, and the mean attempt latency.
-pub fn charts(prefix: &str, series: &Value) -> Markup {
-    let rows = items(series);
-    let col = |f: &dyn Fn(&Value) -> Value| -> Vec<Value> { rows.iter().map(f).collect() };
+/// Per-minute rows summed in buckets of `step` minutes, each at its first minute (seconds):
+/// `[time, received, succeeded, failed, attempts, latency_ms_sum]`.
+fn bucketed(rows: &[Value], step: usize) -> Vec<[u64; 6]> {
     let num = |r: &Value, k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let x = col(&|r| json!(num(r, "minute_ms") / 1000));
+    rows.chunks(step.max(1))
+        .map(|c| {
+            let sum = |k: &str| c.iter().map(|r| num(r, k)).sum::<u64>();
+            [
+                c.first().map_or(0, |r| num(r, "minute_ms") / 1000),
+                sum("received"),
+                sum("succeeded"),
+                sum("failed"),
+                sum("attempts"),
+                sum("latency_ms_sum"),
+            ]
+        })
+        .collect()
+}
+
+/// The charts of a `…/stats/series` answer over window `w` (of [`WINDOWS`]): events received,
+/// deliveries by outcome, and the mean attempt latency, in buckets of one minute or more (at
+/// most 180 points a chart); `here` is the page the window links go to. Times are UTC, like
+/// the tables.
+pub fn charts(prefix: &str, series: &Value, w: (&str, u64, &str), here: &str) -> Markup {
+    let step = (w.1 / 180).max(1) as usize;
+    let buckets = bucketed(items(series), step);
+    let col = |i: usize| -> Vec<Value> { buckets.iter().map(|b| json!(b[i])).collect() };
+    let per = if step == 1 {
+        "per minute".to_owned()
+    } else {
+        format!("per {step} minutes")
+    };
     let received = json!({
         "series": ["events received"],
-        "data": [x, col(&|r| json!(num(r, "received")))],
-        "unit": "per minute",
+        "data": [col(0), col(1)],
+        "unit": format!("events {per}"),
     });
     let outcomes = json!({
         "series": ["succeeded", "failed attempts"],
         "colors": ["#16a34a", "#dc2626"],
-        "data": [x, col(&|r| json!(num(r, "succeeded"))), col(&|r| json!(num(r, "failed")))],
-        "unit": "per minute",
+        "data": [col(0), col(2), col(3)],
+        "unit": format!("deliveries {per}"),
     });
     let latency = json!({
         "series": ["mean attempt latency"],
-        "data": [x, col(&|r| {
-            let a = num(r, "attempts");
-            if a == 0 { Value::Null } else { json!(num(r, "latency_ms_sum") as f64 / a as f64) }
-        })],
+        "data": [col(0), buckets.iter().map(|b| {
+            if b[4] == 0 { Value::Null } else { json!(b[5] as f64 / b[4] as f64) }
+        }).collect::<Vec<_>>()],
         "unit": "ms",
     });
-    let total = |k: &str| rows.iter().map(|r| num(r, k)).sum::<u64>();
+    let total = |i: usize| buckets.iter().map(|b| b[i]).sum::<u64>();
     html! {
         section.card {
-            h2 { "The last " (CHART_MINUTES / 60) " hours, per minute" }
+            h2 { "The last " (w.2) ", " (per) " (UTC)" }
+            nav.windows aria-label="Chart window" {
+                @for (key, _, label) in WINDOWS {
+                    a href=(format!("{here}?window={key}")) aria-current=[(*key == w.0).then_some("page")] { (label) }
+                    " "
+                }
+            }
             p.muted {
-                (total("received")) " events received, "
-                (total("succeeded")) " deliveries succeeded, "
-                (total("failed")) " failed attempts."
+                (total(1)) " events received, "
+                (total(2)) " deliveries succeeded, "
+                (total(3)) " failed attempts."
             }
             div.charts {
                 (chart(&format!("{prefix}-received"), "Events received", &received))
@@ -103,5 +151,22 @@ pub fn charts(prefix: &str, series: &Value) -> Markup {
                 (chart(&format!("{prefix}-latency"), "Delivery latency", &latency))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_window_is_summed_in_buckets_of_several_minutes() {
+        let rows: Vec<Value> = (0..1440u64)
+            .map(|m| json!({"minute_ms": m * 60_000, "received": 1, "attempts": 2, "latency_ms_sum": 10}))
+            .collect();
+        let b = bucketed(&rows, 1440 / 180);
+        assert_eq!(b.len(), 180);
+        assert_eq!(b[1], [8 * 60, 8, 0, 0, 16, 80]);
+        assert_eq!(bucketed(&rows[..60], 1).len(), 60);
+        assert_eq!(window(&crate::web::form::Form::default()).1, 180);
     }
 }

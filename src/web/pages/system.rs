@@ -6,19 +6,25 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde_json::Value;
 
-use super::overview::{CHART_MINUTES, charts};
+use super::overview::{charts, window};
 use crate::web::error::WebError;
 use crate::web::face::Ui;
+use crate::web::form::Params;
 use crate::web::guard::Signed;
 use crate::web::layout::{Shell, badge, page, s, text};
 use crate::web::state::WebState;
 
 /// `GET /console/system`.
-pub async fn show(State(state): State<WebState>, signed: Signed) -> Result<Response, WebError> {
+pub async fn show(
+    State(state): State<WebState>,
+    signed: Signed,
+    Params(p): Params,
+) -> Result<Response, WebError> {
     let sys = state.api.get("/admin/system").await?;
+    let w = window(&p);
     let series = state
         .api
-        .get(&format!("/admin/stats/series?minutes={CHART_MINUTES}"))
+        .get(&format!("/admin/stats/series?minutes={}", w.1))
         .await?;
     let shards = sys
         .get("shards")
@@ -33,7 +39,7 @@ pub async fn show(State(state): State<WebState>, signed: Signed) -> Result<Respo
     };
     let body = html! {
         h1 { "System" }
-        (charts("all", &series))
+        (charts("all", &series, w, "/console/system"))
         section.card id="durability" {
             h2 { "Redis durability " (badge(durable)) }
             p { (s(&redis, "verdict")) }
