@@ -442,6 +442,13 @@ async fn an_operator_runs_a_tenant_from_the_console() {
         .await;
     let stats = b.text("#stats").await;
     assert!(stats.contains("Deliveries succeeded"), "{stats}");
+    // The tenant's own overview lists its target in trouble: delivering again, but only half
+    // of the last hour's attempts did.
+    let troubled = b.text("#troubled-targets").await;
+    assert!(
+        troubled.contains(&sink.url("/hook")) && troubled.contains("degraded"),
+        "{troubled}"
+    );
     // The charts are drawn (uPlot, served from the binary, runs under the CSP).
     for chart in ["received", "outcomes", "latency"] {
         b.css(&format!("#tenant-{chart} canvas")).await;

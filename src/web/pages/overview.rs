@@ -47,6 +47,13 @@ pub async fn show(
         .api
         .get(&ctx.api(&format!("/stats/series?minutes={}", w.1)))
         .await?;
+    // What needs looking at in this tenant, from the same typed overview as the home page.
+    let scope = crate::api::scope::TenantScope {
+        shard: crate::keyspace::shard_of(&ctx.tenant, state.core.shards),
+        tenant: ctx.tenant.clone(),
+    };
+    let attention = crate::api::overview::build(&state.core, Some(&scope)).await?;
+    let console = ctx.ui == Ui::Console;
     let operator = match ctx.ui {
         Ui::Console => Some(tenants::operator_section(&state, &ctx, &tenant).await?),
         Ui::Portal => None,
@@ -66,6 +73,8 @@ pub async fn show(
                 dt { "Average response" } dd { (text(&stats, "avg_response_ms")) " ms" }
             }
         }
+        (super::home::troubled(&attention.troubled_targets, attention.troubled_targets_total, console))
+        (super::home::unwell(&attention, console))
         (charts("tenant", &series, w, &ctx.page("")))
         section.card {
             h2 { "Tenant" }
