@@ -368,7 +368,7 @@ impl History {
                         || filter
                             .event_type
                             .as_ref()
-                            .is_some_and(|t| *t != e.event_type)
+                            .is_some_and(|p| !p.matches(e.event_type.as_str()))
                     {
                         continue;
                     }

@@ -404,6 +404,17 @@ async fn an_operator_runs_a_tenant_from_the_console() {
     b.wait_live(&format!("#event-rows a[href$='{second}']"))
         .await;
     b.screenshot("events").await;
+    // Filtered by a type pattern and a target chosen by its URL.
+    b.css("#event-filters select[name=target_id]")
+        .await
+        .select_by_label(&sink.url("/hook"))
+        .await
+        .unwrap();
+    b.fill("#event-filters input[name=event_type]", "order.*")
+        .await;
+    b.click("#event-filters button[type=submit]").await;
+    b.css(&format!("#event-rows a[href$='{event_id}']")).await;
+    b.css(&format!("#event-rows a[href$='{second}']")).await;
 
     // The target's health, and its failure and success counted on the overview.
     b.goto(&format!("http://{}{tenant_path}/targets", gw.addrs.admin))

@@ -274,6 +274,23 @@ async fn listings_and_filters_span_both_tiers() {
     let mut want = cold[..3].to_vec();
     want.reverse();
     assert_eq!(ids(r.json()), want);
+    // A prefix pattern in both tiers: the cold events from PostgreSQL, the hot from Redis.
+    let r = get(&gw, &token, "/v1/events?event_type=order.*").await;
+    let mut want = cold.clone();
+    want.reverse();
+    assert_eq!(ids(r.json()), want, "order.* from the log store");
+    let r = get(&gw, &token, "/v1/events?event_type=user.*").await;
+    let mut want = hot.clone();
+    want.reverse();
+    assert_eq!(ids(r.json()), want, "user.* from Redis");
+    let r = get(&gw, &token, "/v1/events?event_type=*").await;
+    assert_eq!(ids(r.json()), all);
+    let r = get(&gw, &token, "/v1/events?event_type=orde.*").await;
+    assert_eq!(
+        ids(r.json()),
+        Vec::<String>::new(),
+        "a prefix ends at a dot"
+    );
     let r = get(&gw, &token, "/v1/events?status=failed").await;
     assert_eq!(ids(r.json()), vec![cold[3].clone()]);
     let r = get(&gw, &token, &format!("/v1/events?target_id={bad}")).await;
@@ -303,6 +320,7 @@ async fn listings_and_filters_span_both_tiers() {
         "limit=0",
         "limit=501",
         "colour=red",
+        "event_type=order.**",
     ] {
         let r = get(&gw, &token, &format!("/v1/events?{bad_query}")).await;
         assert_eq!(r.status, 400, "{bad_query}: {}", r.text());

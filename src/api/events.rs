@@ -11,7 +11,7 @@ use super::scope::{ApiState, TenantScope};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::model::time::{now_ms, parse_rfc3339, rfc3339};
-use crate::model::{EventId, EventType, TargetId};
+use crate::model::{EventId, TargetId};
 use crate::store::deliveries::{
     AttemptRecord, EventFilter, EventRecord, EventStatus, EventSummary, State as DeliveryStateKind,
 };
@@ -264,9 +264,10 @@ pub struct EventList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
-    /// Only events of this type.
+    /// Only events of this type, or of these (`prefix.*`, `*`).
     #[serde(default)]
-    event_type: Option<EventType>,
+    #[param(value_type = Option<String>, pattern = r"^(\*|[A-Za-z0-9_.-]{1,128}|[A-Za-z0-9_.-]{1,128}\.\*)$")]
+    event_type: Option<crate::model::EventPattern>,
     /// Only events with this status; with `target_id`, the status of that delivery.
     #[serde(default)]
     status: Option<EventStatus>,

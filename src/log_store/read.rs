@@ -10,7 +10,7 @@ use super::connect::LogStoreError;
 use super::handle::LogStore;
 use super::write::{HistoryKind, millis, time};
 use crate::model::time::now_ms;
-use crate::model::{EventId, TargetId, TenantId};
+use crate::model::{EventId, EventPattern, TargetId, TenantId};
 use crate::store::deliveries::LoggedEvent;
 use crate::store::deliveries::{
     AttemptRecord, DeliveryState, EventFilter, EventRecord, EventStatus, EventSummary, State,
@@ -181,7 +181,13 @@ impl LogStore {
         }
         let until = time(until_ms);
         let before = filter.before.as_ref().map(|b| b.as_str());
-        let event_type = filter.event_type.as_ref().map(|t| t.as_str());
+        // A pattern is an exact type, a prefix (`starts_with`, no LIKE wildcards to escape),
+        // or every type.
+        let (event_type, type_prefix) = match &filter.event_type {
+            Some(EventPattern::Exact(t)) => (Some(t.as_str()), None),
+            Some(EventPattern::Prefix(p)) => (None, Some(p.as_str())),
+            Some(EventPattern::All) | None => (None, None),
+        };
         let target = filter.target_id.as_ref().map(|t| t.as_str());
         // With a target, the status is that delivery's; without, the event's.
         let (event_status, delivery_states): (Option<&str>, Option<Vec<&str>>) =
@@ -199,6 +205,7 @@ impl LogStore {
                 "SELECT e.id, e.received_at, e.event_type, e.content_type, e.status FROM events e \
                  WHERE e.tenant_id = $1 AND e.received_at >= $2 AND e.received_at <= $3 \
                    AND ($4::text IS NULL OR e.event_type = $4) \
+                   AND ($10::text IS NULL OR starts_with(e.event_type, $10)) \
                    AND ($5::text IS NULL OR e.id COLLATE \"C\" < $5) \
                    AND ($6::text IS NULL OR e.status = $6) \
                    AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM deliveries d \
@@ -216,6 +223,7 @@ impl LogStore {
                     &target,
                     &delivery_states,
                     &limit,
+                    &type_prefix,
                 ],
             )
             .await?;

@@ -156,7 +156,8 @@ impl EventStatus {
 /// Which events a listing shows.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    pub event_type: Option<EventType>,
+    /// An event type, `prefix.*` or `*`.
+    pub event_type: Option<crate::model::EventPattern>,
     /// The event's status or, with `target_id`, that delivery's.
     pub status: Option<EventStatus>,
     /// Only events expanded to this target.
@@ -175,7 +176,7 @@ impl EventFilter {
         if self
             .event_type
             .as_ref()
-            .is_some_and(|t| t.as_str() != e.event_type)
+            .is_some_and(|p| !p.matches(&e.event_type))
         {
             return false;
         }

@@ -101,17 +101,27 @@ pub async fn list(
         .and_then(Value::as_str)
         .map(str::to_owned);
     let status = p.get("status");
+    // Targets are chosen by their URL, never by a pasted id.
+    let targets = state.api.get(&ctx.api("/targets")).await?;
+    let target = p.get("target_id");
     let body = html! {
         h1 { "Events" }
         form.filters method="get" action=(ctx.page("/events")) id="event-filters" {
-            label { "Event type" input type="text" name="event_type" value=(p.get("event_type")); }
+            label { "Event type" input type="text" name="event_type" placeholder="order.* or order.paid" value=(p.get("event_type")); }
             label { "Status"
                 select name="status" {
                     option value="" { "any" }
                     @for st in STATUSES { option value=(st) selected[*st == status] { (st.replace('_', " ")) } }
                 }
             }
-            label { "Target id" input type="text" name="target_id" value=(p.get("target_id")); }
+            label { "Target"
+                select name="target_id" {
+                    option value="" { "any" }
+                    @for t in items(&targets) {
+                        option value=(s(t, "id")) selected[s(t, "id") == target] { (s(t, "url")) }
+                    }
+                }
+            }
             label { "From (UTC)" input type="datetime-local" name="since" value=(p.get("since")); }
             label { "To (UTC)" input type="datetime-local" name="until" value=(p.get("until")); }
             button.secondary type="submit" { "Filter" }
