@@ -322,25 +322,16 @@ async fn unwell(
 }
 
 async fn backlog(s: &ApiState) -> Result<Vec<ShardBacklog>, ApiError> {
-    let redis = s.store.redis();
-    let keys = s.store.keyspace();
-    let reader =
-        crate::queue::consume::StreamReader::new(redis.clone(), keys.clone(), String::new());
-    let mut out = Vec::with_capacity(usize::from(s.shards));
-    for shard in 0..s.shards {
-        let length: u64 = redis
-            .xlen(keys.stream(shard))
-            .await
-            .map_err(StoreError::Redis)?;
-        let consumers = reader.consumers(shard).await.unwrap_or_default();
-        out.push(ShardBacklog {
-            shard,
-            length,
-            lag: reader.lag(shard).await,
-            pending: consumers.iter().map(|c| c.pending).sum(),
-        });
-    }
-    Ok(out)
+    Ok(super::system::shards(s)
+        .await?
+        .into_iter()
+        .map(|sh| ShardBacklog {
+            shard: sh.shard,
+            length: sh.length,
+            lag: sh.lag,
+            pending: sh.pending,
+        })
+        .collect())
 }
 
 async fn storage(s: &ApiState) -> Storage {

@@ -101,33 +101,8 @@ pub struct ConsumerStatus {
 pub async fn status(
     State(s): State<super::scope::ApiState>,
 ) -> Result<Response, crate::error::ApiError> {
-    use fred::prelude::*;
     let redis = s.store.redis();
-    let keys = s.store.keyspace();
-    let reader =
-        crate::queue::consume::StreamReader::new(redis.clone(), keys.clone(), String::new());
-    let mut shards = Vec::with_capacity(usize::from(s.shards));
-    for shard in 0..s.shards {
-        let length: u64 = redis.xlen(keys.stream(shard)).await.map_err(store)?;
-        let consumers = reader.consumers(shard).await.unwrap_or_default();
-        let mut listed = Vec::with_capacity(consumers.len());
-        for c in consumers {
-            let alive = reader.lease_held(&c.name).await.map_err(store)?;
-            listed.push(ConsumerStatus {
-                name: c.name,
-                pending: c.pending,
-                idle_ms: c.idle_ms,
-                alive,
-            });
-        }
-        shards.push(ShardStatus {
-            shard,
-            length,
-            lag: reader.lag(shard).await,
-            pending: listed.iter().map(|c| c.pending).sum(),
-            consumers: listed,
-        });
-    }
+    let shards = shards(&s).await?;
     let redis_status = match crate::redis::read_durability(redis).await {
         Ok(d) => {
             let risk = d.risk(s.system.wait_aof);
@@ -157,6 +132,41 @@ pub async fn status(
         config: s.system.config_toml.clone(),
     })
     .into_response())
+}
+
+/// Every shard stream with its dispatch group's consumers: the system page's table, and the
+/// home page's backlog.
+pub async fn shards(
+    s: &super::scope::ApiState,
+) -> Result<Vec<ShardStatus>, crate::error::ApiError> {
+    use fred::prelude::*;
+    let redis = s.store.redis();
+    let keys = s.store.keyspace();
+    let reader =
+        crate::queue::consume::StreamReader::new(redis.clone(), keys.clone(), String::new());
+    let mut shards = Vec::with_capacity(usize::from(s.shards));
+    for shard in 0..s.shards {
+        let length: u64 = redis.xlen(keys.stream(shard)).await.map_err(store)?;
+        let consumers = reader.consumers(shard).await.unwrap_or_default();
+        let mut listed = Vec::with_capacity(consumers.len());
+        for c in consumers {
+            let alive = reader.lease_held(&c.name).await.map_err(store)?;
+            listed.push(ConsumerStatus {
+                name: c.name,
+                pending: c.pending,
+                idle_ms: c.idle_ms,
+                alive,
+            });
+        }
+        shards.push(ShardStatus {
+            shard,
+            length,
+            lag: reader.lag(shard).await,
+            pending: listed.iter().map(|c| c.pending).sum(),
+            consumers: listed,
+        });
+    }
+    Ok(shards)
 }
 
 fn store(e: fred::error::Error) -> crate::error::ApiError {

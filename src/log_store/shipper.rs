@@ -36,7 +36,7 @@ use crate::queue::consume::oldest_entries;
 use crate::queue::decode;
 use crate::store::Deliveries;
 use crate::store::deliveries::LoggedEvent;
-use crate::store::deliveries::ShipCandidate;
+use crate::store::deliveries::ship::ShipCandidate;
 
 /// Events read and shipped per batch: large batches make the per-event cost of shipping
 /// (Redis reads, one multi-row insert per table) small.

@@ -15,7 +15,8 @@
 //! - [`event_type`]: event types and the pattern grammar targets subscribe with;
 //! - [`text`]: display names, external ids, header names and values;
 //! - [`tenant`]: rate limits, tenant specs and patches;
-//! - [`target`]: targets (URL rules, delivery modes, auth, formats, retry policies, secrets);
+//! - [`target`]: targets (URL rules, delivery modes, formats, retry policies, secrets);
+//! - [`auth`]: how the gateway authenticates to a target, and its masked view;
 //! - [`source`]: inbound sources (verification schemes, event-type rules, silence watches);
 //! - [`monitor`]: passive monitors, watch windows and statuses;
 //! - [`number`]: whole numbers as JSON Schema counts them (`5.0` is `5`);
@@ -23,6 +24,7 @@
 //! - [`schema`]: pieces of the hand-written OpenAPI schemas;
 //! - [`time`]: the clock and RFC 3339 formatting.
 
+pub mod auth;
 pub mod bounded;
 pub mod event_type;
 pub mod ids;
