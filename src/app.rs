@@ -480,10 +480,7 @@ pub async fn run(
         })?,
     };
     let web_state = web::WebState {
-        api: web::ApiClient::new(
-            api::routes::internal(api_state.clone(), config.admin.token.clone()),
-            config.admin.token.clone(),
-        ),
+        admin_token: config.admin.token.clone(),
         core: api_state.clone(),
         sessions: web::Sessions::new(
             redis.clone(),

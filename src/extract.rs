@@ -4,8 +4,8 @@
 //! `{"error": …}`, name the field at fault, and never turn a bad id into a Redis key.
 
 pub mod client;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -46,12 +46,20 @@ pub struct ApiQuery<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(q)| ApiQuery(q))
-            .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        decode_query(parts.uri.query().unwrap_or_default()).map(ApiQuery)
     }
+}
+
+/// A query string decoded and refused as [`ApiQuery`] does: the pages' filters decode
+/// through here too, so a page and a request obey one set of rules and messages.
+pub fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(query).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("Failed to deserialize query string: {e}"),
+        )
+    })
 }
 
 /// A state that knows the body bounds of its routes.
@@ -74,10 +82,16 @@ impl<S: BodyLimited + Send + Sync, T: JsonBody> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let bytes = crate::body::read(body, &parts.headers, state.body_limits()).await?;
-        match decode_json(&bytes) {
-            Ok(value) => Ok(ApiJson(value)),
-            Err(JsonError::Invalid(m)) => Err(ApiError::bad_request(T::INVALID, m)),
-            Err(other) => Err(other.into()),
-        }
+        decode_body(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON body already read, decoded and refused as [`ApiJson`] does: the pages' forms
+/// decode through here too, so a form and a request obey one set of rules and messages.
+pub fn decode_body<T: JsonBody>(bytes: &[u8]) -> Result<T, ApiError> {
+    match decode_json(bytes) {
+        Ok(value) => Ok(value),
+        Err(JsonError::Invalid(m)) => Err(ApiError::bad_request(T::INVALID, m)),
+        Err(other) => Err(other.into()),
     }
 }

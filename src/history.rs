@@ -623,6 +623,7 @@ mod tests {
             latency_ms: 3,
             error: None,
             response: None,
+            headers: None,
         }
     }
 

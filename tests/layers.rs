@@ -431,3 +431,55 @@ fn every_source_file_is_a_declared_module() {
         );
     }
 }
+
+#[test]
+fn pages_call_the_apis_typed_operations_never_its_router_or_json() {
+    // The console and the portal render typed views: a page that went through the router
+    // in process, or read an answer's fields by name, would show a wrong field or a cut
+    // listing as a silently wrong page.
+    let graph = edges();
+    let web: Vec<(&String, &BTreeSet<String>)> =
+        graph.iter().filter(|(m, _)| top(m) == "web").collect();
+    let through_router: Vec<String> = web
+        .iter()
+        .flat_map(|(from, tos)| {
+            tos.iter()
+                .filter(|t| t.as_str() == "api::routes")
+                .map(move |t| format!("{from} imports {t}"))
+        })
+        .collect();
+    assert!(through_router.is_empty(), "{through_router:#?}");
+    let typed = [
+        "api::targets",
+        "api::events",
+        "api::dead_letters",
+        "api::monitors",
+    ];
+    for op in typed {
+        assert!(
+            web.iter().any(|(_, tos)| tos.contains(op)),
+            "no page calls {op}"
+        );
+    }
+    let src = source_dir().join("web");
+    let mut reads = Vec::new();
+    for (module, file) in modules(&source_dir()) {
+        if !file.starts_with(&src) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            let by_name = [
+                "Value::as_",
+                ".pointer(",
+                ".oneshot(",
+                ".as_object()",
+                ".as_array()",
+            ];
+            if by_name.iter().any(|p| line.contains(p)) {
+                reads.push(format!("{module}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(reads.is_empty(), "JSON read by name in pages: {reads:#?}");
+}

@@ -131,13 +131,44 @@ async fn finished_events_are_shipped_and_readable_after_they_leave_redis() {
         json!({"url": sink.url("/ok"), "events": ["order.*"]}),
     )
     .await;
+    // A refused delivery keeps its headers, and they are shipped with the attempt.
+    sink.plan(
+        "/no",
+        vec![],
+        Reply::Headers(503, vec![("x-receiver-id", b"r-42".to_vec())]),
+    );
+    target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/no"), "events": ["refund.*"], "mode": "once"}),
+    )
+    .await;
     let delivered = post(&gw, &token, "order.paid", br#"{"n":1}"#).await;
     let unmatched = post(&gw, &token, "user.created", b"plain text").await;
+    let refused = post(&gw, &token, "refund.created", b"{}").await;
     eventually(Duration::from_secs(10), "delivered", || async {
-        sink.count("/ok") == 1
+        sink.count("/ok") == 1 && sink.count("/no") == 1
     })
     .await;
-    wait_cold(&gw, &db, &[delivered.clone(), unmatched.clone()]).await;
+    wait_cold(
+        &gw,
+        &db,
+        &[delivered.clone(), unmatched.clone(), refused.clone()],
+    )
+    .await;
+    let r = get(&gw, &token, &format!("/v1/events/{refused}")).await;
+    let attempt = &r.json()["attempts"][0];
+    assert_eq!(attempt["status"], 503, "{}", r.text());
+    let received = attempt["response_headers"].as_array().unwrap();
+    assert!(
+        received.contains(&json!({"name": "x-receiver-id", "value": "r-42"})),
+        "{received:?}"
+    );
+    let sent = attempt["request_headers"].as_array().unwrap();
+    assert!(
+        sent.contains(&json!({"name": "webhook-id", "value": refused})),
+        "{sent:?}"
+    );
 
     for (listener, path, bearer) in [
         ("edge", format!("/v1/events/{delivered}"), token.clone()),
@@ -674,6 +705,7 @@ fn logged(tenant: &TenantId, at_ms: u64, body: &'static [u8]) -> LoggedEvent {
             latency_ms: 2,
             error: None,
             response: Some("ok".into()),
+            headers: None,
         }],
     }
 }

@@ -71,6 +71,7 @@ fn logged(tenant: &TenantId, event_type: &str) -> LoggedEvent {
             latency_ms: 2,
             error: None,
             response: Some("ok".into()),
+            headers: None,
         }],
     }
 }

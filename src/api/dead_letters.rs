@@ -53,13 +53,13 @@ impl From<&DeadLetter> for DeadLetterView {
 }
 
 /// The query of the error queue.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
     /// Only this target's entries.
     #[serde(default)]
-    target_id: Option<TargetId>,
+    pub target_id: Option<TargetId>,
     /// Only entries of this event type, or of a `prefix.*`.
     #[serde(default)]
     #[param(value_type = Option<String>, example = "order.*", pattern = r"^(\*|[A-Za-z0-9_.-]{1,128}|[A-Za-z0-9_.-]{1,128}\.\*)$")]
@@ -209,6 +209,15 @@ pub async fn list(
     scope: TenantScope,
     ApiQuery(q): ApiQuery<DeadLetterQuery>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(list_dead_letters(&s, &scope, q).await?).into_response())
+}
+
+/// `list_dead_letters`.
+pub async fn list_dead_letters(
+    s: &ApiState,
+    scope: &TenantScope,
+    q: DeadLetterQuery,
+) -> Result<DeadLetterList, ApiError> {
     let limit = match q.limit {
         None => 100,
         Some(n) if (1..=MAX_PAGE as u64).contains(&n) => n as usize,
@@ -242,12 +251,11 @@ pub async fn list(
             limit,
         )
         .await?;
-    Ok(Json(DeadLetterList {
+    Ok(DeadLetterList {
         data: page.entries.iter().map(DeadLetterView::from).collect(),
         next: page.next,
         total: page.total,
     })
-    .into_response())
 }
 
 /// Puts entries back on the retry schedule, due now, with fresh attempts.
@@ -264,6 +272,15 @@ pub async fn replay(
     scope: TenantScope,
     ApiJson(req): ApiJson<Replay>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(replay_dead_letters(&s, &scope, req).await?).into_response())
+}
+
+/// `replay_dead_letters`.
+pub async fn replay_dead_letters(
+    s: &ApiState,
+    scope: &TenantScope,
+    req: Replay,
+) -> Result<Replayed, ApiError> {
     if req
         .ids
         .as_ref()
@@ -298,7 +315,7 @@ pub async fn replay(
         .history
         .replay(scope.shard, &scope.tenant, &selection)
         .await?;
-    Ok(Json(Replayed { replayed }).into_response())
+    Ok(Replayed { replayed })
 }
 
 /// Deletes an entry.
@@ -315,11 +332,21 @@ pub async fn remove(
     scope: TenantScope,
     ApiPath(p): ApiPath<DeadLetterPath>,
 ) -> Result<Response, ApiError> {
+    delete_dead_letter(&s, &scope, &p.dl_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `delete_dead_letter`.
+pub async fn delete_dead_letter(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &DeadLetterId,
+) -> Result<(), ApiError> {
     if s.deliveries
-        .delete_dead_letter(scope.shard, &scope.tenant, &p.dl_id)
+        .delete_dead_letter(scope.shard, &scope.tenant, id)
         .await?
     {
-        Ok(StatusCode::NO_CONTENT.into_response())
+        Ok(())
     } else {
         Err(ApiError::not_found("dead letter"))
     }

@@ -44,6 +44,29 @@ pub struct AttemptView {
     pub error: Option<String>,
     /// The first bytes of the response body.
     pub response: Option<String>,
+    /// The request's headers as sent, credentials (`authorization`, `cookie`, the target's
+    /// own authentication header) as `[redacted]`; `null` when they were not kept
+    /// (`dispatch.attempt_headers`: by default, attempts that delivered keep none).
+    pub request_headers: Option<Vec<HeaderView>>,
+    /// The response's headers (`set-cookie` redacted), empty without a response; `null`
+    /// when they were not kept.
+    pub response_headers: Option<Vec<HeaderView>>,
+}
+
+/// One header of an attempt, in the order it was sent or received.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeaderView {
+    pub name: String,
+    pub value: String,
+}
+
+fn header_views(list: &[(String, String)]) -> Vec<HeaderView> {
+    list.iter()
+        .map(|(name, value)| HeaderView {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
 }
 
 impl From<&AttemptRecord> for AttemptView {
@@ -56,6 +79,8 @@ impl From<&AttemptRecord> for AttemptView {
             latency_ms: a.latency_ms,
             error: a.error.clone(),
             response: a.response.clone(),
+            request_headers: a.headers.as_ref().map(|h| header_views(&h.request)),
+            response_headers: a.headers.as_ref().map(|h| header_views(&h.response)),
         }
     }
 }
@@ -141,12 +166,18 @@ pub async fn read(
     scope: TenantScope,
     ApiPath(p): ApiPath<EventPath>,
 ) -> Result<Response, ApiError> {
-    let record = s
-        .history
-        .event(scope.shard, &scope.tenant, &p.event)
-        .await?;
+    Ok(Json(read_event(&s, &scope, &p.event).await?).into_response())
+}
+
+/// `read_event`.
+pub async fn read_event(
+    s: &ApiState,
+    scope: &TenantScope,
+    event: &EventId,
+) -> Result<EventView, ApiError> {
+    let record = s.history.event(scope.shard, &scope.tenant, event).await?;
     record
-        .map(|r| Json(EventView::from(&r)).into_response())
+        .map(|r| EventView::from(&r))
         .ok_or_else(|| ApiError::not_found("event"))
 }
 
@@ -185,8 +216,17 @@ pub async fn body(
     scope: TenantScope,
     ApiPath(p): ApiPath<EventPath>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(read_event_body(&s, &scope, &p.event).await?).into_response())
+}
+
+/// `read_event_body`.
+pub async fn read_event_body(
+    s: &ApiState,
+    scope: &TenantScope,
+    event: &EventId,
+) -> Result<EventBody, ApiError> {
     use base64::Engine;
-    let Some((content_type, bytes)) = s.history.body(scope.shard, &scope.tenant, &p.event).await?
+    let Some((content_type, bytes)) = s.history.body(scope.shard, &scope.tenant, event).await?
     else {
         return Err(ApiError::not_found("event"));
     };
@@ -197,14 +237,13 @@ pub async fn body(
             base64::engine::general_purpose::STANDARD.encode(&bytes),
         ),
     };
-    Ok(Json(EventBody {
-        id: p.event,
+    Ok(EventBody {
+        id: event.clone(),
         content_type,
         size: bytes.len() as u64,
         encoding,
         body,
     })
-    .into_response())
 }
 
 /// Largest page of an event listing.
@@ -260,35 +299,35 @@ pub struct EventList {
 }
 
 /// The filters of an event listing.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
     /// Only events of this type, or of these (`prefix.*`, `*`).
     #[serde(default)]
     #[param(value_type = Option<String>, pattern = r"^(\*|[A-Za-z0-9_.-]{1,128}|[A-Za-z0-9_.-]{1,128}\.\*)$")]
-    event_type: Option<crate::model::EventPattern>,
+    pub event_type: Option<crate::model::EventPattern>,
     /// Only events with this status; with `target_id`, the status of that delivery.
     #[serde(default)]
-    status: Option<EventStatus>,
+    pub status: Option<EventStatus>,
     /// Only events delivered (or to be delivered) to this target.
     #[serde(default)]
-    target_id: Option<TargetId>,
+    pub target_id: Option<TargetId>,
     /// Received at or after this time (RFC 3339).
     #[serde(default)]
     #[param(format = DateTime)]
-    since: Option<String>,
+    pub since: Option<String>,
     /// Received at or before this time (RFC 3339).
     #[serde(default)]
     #[param(format = DateTime)]
-    until: Option<String>,
+    pub until: Option<String>,
     /// Only events older than this one: the `next` of the previous page.
     #[serde(default)]
-    before: Option<EventId>,
+    pub before: Option<EventId>,
     /// Most events (default 50, at most 500).
     #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<u64>,
+    pub limit: Option<u64>,
 }
 
 fn time_param(name: &str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
@@ -328,6 +367,15 @@ pub async fn list(
     scope: TenantScope,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(list_events(&s, &scope, q).await?).into_response())
+}
+
+/// `list_events`.
+pub async fn list_events(
+    s: &ApiState,
+    scope: &TenantScope,
+    q: EventQuery,
+) -> Result<EventList, ApiError> {
     let limit = match q.limit {
         None => 50,
         Some(n) if (1..=MAX_PAGE).contains(&n) => n as usize,
@@ -350,11 +398,10 @@ pub async fn list(
         .history
         .list(scope.shard, &scope.tenant, &filter, limit)
         .await?;
-    Ok(Json(EventList {
+    Ok(EventList {
         data: page.events.into_iter().map(EventListItem::from).collect(),
         next: page.next,
     })
-    .into_response())
 }
 
 /// A time range of a target's deliveries to send again.
@@ -417,6 +464,22 @@ pub async fn recover(
     ApiPath(p): ApiPath<RecoverPath>,
     ApiJson(req): ApiJson<Recover>,
 ) -> Result<Response, ApiError> {
+    let answer = recover_target(&s, &scope, &p.target_id, &req).await?;
+    let status = if answer.dry_run {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::ACCEPTED
+    };
+    Ok((status, Json(answer)).into_response())
+}
+
+/// `recover_target`.
+pub async fn recover_target(
+    s: &ApiState,
+    scope: &TenantScope,
+    target: &TargetId,
+    req: &Recover,
+) -> Result<Recovering, ApiError> {
     let invalid = |m: &str| ApiError::bad_request("invalid_range", m.to_owned());
     let since = parse_rfc3339(&req.since)
         .ok_or_else(|| invalid("since must be an RFC 3339 time, such as 2026-12-01T10:00:00Z"))?;
@@ -429,30 +492,23 @@ pub async fn recover(
     if until < since {
         return Err(invalid("until must not be before since"));
     }
-    if s.store.target(&scope.tenant, &p.target_id).await?.is_none() {
+    if s.store.target(&scope.tenant, target).await?.is_none() {
         return Err(ApiError::not_found("target"));
     }
-    if req.dry_run {
-        let recovering = s
-            .history
-            .recoverable(scope.shard, &scope.tenant, &p.target_id, since, until)
+    let recovering = if req.dry_run {
+        s.history
+            .recoverable(scope.shard, &scope.tenant, target, since, until)
             .await?
-            .len() as u64;
-        let answer = Recovering {
-            recovering,
-            dry_run: true,
-        };
-        return Ok(Json(answer).into_response());
-    }
-    let recovering = s
-        .history
-        .recover(scope.shard, &scope.tenant, &p.target_id, since, until)
-        .await?;
-    let answer = Recovering {
-        recovering,
-        dry_run: false,
+            .len() as u64
+    } else {
+        s.history
+            .recover(scope.shard, &scope.tenant, target, since, until)
+            .await?
     };
-    Ok((http::StatusCode::ACCEPTED, Json(answer)).into_response())
+    Ok(Recovering {
+        recovering,
+        dry_run: req.dry_run,
+    })
 }
 
 /// A tenant's delivery counters.
@@ -476,13 +532,18 @@ pub struct Stats {
     responses((status = 200, description = "The tenant's counters.", body = Stats), ReadErrors),
 )]
 pub async fn stats(State(s): State<ApiState>, scope: TenantScope) -> Result<Response, ApiError> {
+    Ok(Json(read_stats(&s, &scope).await?).into_response())
+}
+
+/// `read_stats`.
+pub async fn read_stats(s: &ApiState, scope: &TenantScope) -> Result<Stats, ApiError> {
     let c = s.deliveries.counters(scope.shard, &scope.tenant).await?;
     let avg = if c.responses > 0 {
         c.response_ms_total as f64 / c.responses as f64
     } else {
         0.0
     };
-    Ok(Json(Stats {
+    Ok(Stats {
         events_received: c.events_received,
         deliveries_succeeded: c.succeeded,
         deliveries_failed: c.failed,
@@ -490,7 +551,6 @@ pub async fn stats(State(s): State<ApiState>, scope: TenantScope) -> Result<Resp
         dead_letters: c.dead_letters,
         avg_response_ms: (avg * 10.0).round() / 10.0,
     })
-    .into_response())
 }
 
 /// The longest series a request may ask for, in minutes (48 h).
@@ -499,14 +559,14 @@ const MAX_SERIES_MINUTES: u64 = 2880;
 const DEFAULT_SERIES_MINUTES: u64 = 180;
 
 /// How much of the series to read.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
     /// The last this many minutes, up to the current one (default 180, at most 2880).
     #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[param(minimum = 1, maximum = 2880)]
-    minutes: Option<u64>,
+    pub minutes: Option<u64>,
 }
 
 impl SeriesQuery {
@@ -549,13 +609,25 @@ pub async fn series(
     scope: TenantScope,
     ApiQuery(q): ApiQuery<SeriesQuery>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(read_stats_series(&s, Some(&scope), &q).await?).into_response())
+}
+
+/// `read_stats_series` for a tenant; `read_all_stats_series` without one.
+pub async fn read_stats_series(
+    s: &ApiState,
+    scope: Option<&TenantScope>,
+    q: &SeriesQuery,
+) -> Result<Series, ApiError> {
     let (from, to) = q.range()?;
-    let scope = SeriesScope::Tenant {
-        tenant: &scope.tenant,
-        shard: scope.shard,
+    let scope = match scope {
+        Some(scope) => SeriesScope::Tenant {
+            tenant: &scope.tenant,
+            shard: scope.shard,
+        },
+        None => SeriesScope::All { shards: s.shards },
     };
     let data = s.store.series(scope, from, to).await?;
-    Ok(Json(Series { data }).into_response())
+    Ok(Series { data })
 }
 
 /// Every tenant's counters per minute, summed, over the last `minutes` minutes (admin only).
@@ -571,8 +643,5 @@ pub async fn series_all(
     State(s): State<ApiState>,
     ApiQuery(q): ApiQuery<SeriesQuery>,
 ) -> Result<Response, ApiError> {
-    let (from, to) = q.range()?;
-    let scope = SeriesScope::All { shards: s.shards };
-    let data = s.store.series(scope, from, to).await?;
-    Ok(Json(Series { data }).into_response())
+    Ok(Json(read_stats_series(&s, None, &q).await?).into_response())
 }

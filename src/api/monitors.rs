@@ -136,20 +136,18 @@ impl PathParams for MonitorPath {
     const WHAT: &'static str = "monitor";
 }
 
-impl MonitorPath {
-    /// The id of the tenant's monitor this path names.
-    async fn resolve(&self, s: &ApiState, scope: &TenantScope) -> Result<MonitorId, ApiError> {
-        // The token first, as the status route does: an id may be any text of the id
-        // alphabet (declared monitors choose theirs), so `mt_…` may parse as one.
-        if check_token(&self.monitor_id).is_ok() {
-            let hash = s.store.crypto().hash_token(&self.monitor_id);
-            let found = s.store.monitor_by_token(&hash).await?;
-            if let Some(m) = found.filter(|m| m.tenant == scope.tenant) {
-                return Ok(m.id);
-            }
+/// The id of the tenant's monitor that `named` names: its id or its URL token.
+async fn resolve(s: &ApiState, scope: &TenantScope, named: &str) -> Result<MonitorId, ApiError> {
+    // The token first, as the status route does: an id may be any text of the id
+    // alphabet (declared monitors choose theirs), so `mt_…` may parse as one.
+    if check_token(named).is_ok() {
+        let hash = s.store.crypto().hash_token(named);
+        let found = s.store.monitor_by_token(&hash).await?;
+        if let Some(m) = found.filter(|m| m.tenant == scope.tenant) {
+            return Ok(m.id);
         }
-        MonitorId::parse(&self.monitor_id).map_err(|_| ApiError::not_found("monitor"))
     }
+    MonitorId::parse(named).map_err(|_| ApiError::not_found("monitor"))
 }
 
 /// Creates a monitor; its URL token is shown this once.
@@ -166,17 +164,26 @@ pub async fn create(
     scope: TenantScope,
     ApiJson(spec): ApiJson<MonitorSpec>,
 ) -> Result<Response, ApiError> {
+    let created = create_monitor(&s, &scope, &spec).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `create_monitor`.
+pub async fn create_monitor(
+    s: &ApiState,
+    scope: &TenantScope,
+    spec: &MonitorSpec,
+) -> Result<MonitorWithToken, ApiError> {
     spec.validate()
         .map_err(|e| ApiError::invalid("invalid_monitor", &e))?;
     let (monitor, token) = s
         .store
-        .create_monitor(&scope.tenant, &spec, None, None, Origin::Api)
+        .create_monitor(&scope.tenant, spec, None, None, Origin::Api)
         .await?;
     s.watches
         .describe(Subject::monitor(&monitor, scope.shard))
         .await?;
-    let body = with_token(&s, &scope, &monitor, token).await?;
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    with_token(s, scope, &monitor, token).await
 }
 
 /// Lists the tenant's monitors with their live state.
@@ -188,12 +195,20 @@ pub async fn create(
     responses((status = 200, description = "The tenant's monitors.", body = Listing<MonitorView>), ReadErrors),
 )]
 pub async fn list(State(s): State<ApiState>, scope: TenantScope) -> Result<Response, ApiError> {
+    Ok(list_monitors(&s, &scope).await?.into_response())
+}
+
+/// `list_monitors`.
+pub async fn list_monitors(
+    s: &ApiState,
+    scope: &TenantScope,
+) -> Result<Listing<MonitorView>, ApiError> {
     let monitors = s.store.monitors_of(&scope.tenant).await?;
     let mut data = Vec::with_capacity(monitors.len());
     for m in &monitors {
-        data.push(view(&s, &scope, m).await?);
+        data.push(view(s, scope, m).await?);
     }
-    Ok(Listing { data }.into_response())
+    Ok(Listing { data })
 }
 
 /// Reads a monitor and its live state.
@@ -210,11 +225,20 @@ pub async fn read(
     scope: TenantScope,
     ApiPath(p): ApiPath<MonitorPath>,
 ) -> Result<Response, ApiError> {
-    let id = p.resolve(&s, &scope).await?;
+    Ok(Json(read_monitor(&s, &scope, &p.monitor_id).await?).into_response())
+}
+
+/// `read_monitor`: by its id or its URL token.
+pub async fn read_monitor(
+    s: &ApiState,
+    scope: &TenantScope,
+    monitor: &str,
+) -> Result<MonitorView, ApiError> {
+    let id = resolve(s, scope, monitor).await?;
     let Some(m) = s.store.monitor(&scope.tenant, &id).await? else {
         return Err(ApiError::not_found("monitor"));
     };
-    Ok(Json(view(&s, &scope, &m).await?).into_response())
+    view(s, scope, &m).await
 }
 
 /// Changes a monitor: absent fields stay; `"secret": null` removes the secret.
@@ -233,17 +257,27 @@ pub async fn update(
     ApiPath(p): ApiPath<MonitorPath>,
     ApiJson(patch): ApiJson<MonitorPatch>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(update_monitor(&s, &scope, &p.monitor_id, &patch).await?).into_response())
+}
+
+/// `update_monitor`.
+pub async fn update_monitor(
+    s: &ApiState,
+    scope: &TenantScope,
+    monitor: &str,
+    patch: &MonitorPatch,
+) -> Result<MonitorView, ApiError> {
     patch
         .validate()
         .map_err(|e| ApiError::invalid("invalid_monitor", &e))?;
-    let id = p.resolve(&s, &scope).await?;
-    let Some(m) = s.store.update_monitor(&scope.tenant, &id, &patch).await? else {
+    let id = resolve(s, scope, monitor).await?;
+    let Some(m) = s.store.update_monitor(&scope.tenant, &id, patch).await? else {
         return Err(ApiError::not_found("monitor"));
     };
     s.watches
         .describe(Subject::monitor(&m, scope.shard))
         .await?;
-    Ok(Json(view(&s, &scope, &m).await?).into_response())
+    view(s, scope, &m).await
 }
 
 /// Deletes a monitor and its live state; no alert outlives it.
@@ -260,9 +294,19 @@ pub async fn remove(
     scope: TenantScope,
     ApiPath(p): ApiPath<MonitorPath>,
 ) -> Result<Response, ApiError> {
-    let id = p.resolve(&s, &scope).await?;
-    if delete_watched(&s, &scope.tenant, scope.shard, Watched::Monitor(&id)).await? {
-        Ok(StatusCode::NO_CONTENT.into_response())
+    delete_monitor(&s, &scope, &p.monitor_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `delete_monitor`.
+pub async fn delete_monitor(
+    s: &ApiState,
+    scope: &TenantScope,
+    monitor: &str,
+) -> Result<(), ApiError> {
+    let id = resolve(s, scope, monitor).await?;
+    if delete_watched(s, &scope.tenant, scope.shard, Watched::Monitor(&id)).await? {
+        Ok(())
     } else {
         Err(ApiError::not_found("monitor"))
     }
@@ -282,7 +326,16 @@ pub async fn rotate_token(
     scope: TenantScope,
     ApiPath(p): ApiPath<MonitorPath>,
 ) -> Result<Response, ApiError> {
-    let id = p.resolve(&s, &scope).await?;
+    Ok(Json(rotate_monitor_token(&s, &scope, &p.monitor_id).await?).into_response())
+}
+
+/// `rotate_monitor_token`.
+pub async fn rotate_monitor_token(
+    s: &ApiState,
+    scope: &TenantScope,
+    monitor: &str,
+) -> Result<MonitorWithToken, ApiError> {
+    let id = resolve(s, scope, monitor).await?;
     let Some((m, token)) = s
         .store
         .rotate_monitor_token(&scope.tenant, &id, None)
@@ -290,23 +343,23 @@ pub async fn rotate_token(
     else {
         return Err(ApiError::not_found("monitor"));
     };
-    Ok(Json(with_token(&s, &scope, &m, token).await?).into_response())
+    with_token(s, scope, &m, token).await
 }
 
 /// `?limit=` and `?before=` of history reads.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Most records (default 50).
     #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[param(minimum = 1, maximum = 100)]
-    limit: Option<u64>,
+    pub limit: Option<u64>,
     /// Only records older than this time (RFC 3339): the time of the last record of the
     /// previous page. Older records come from the log store, when there is one.
     #[serde(default)]
     #[param(format = DateTime)]
-    before: Option<String>,
+    pub before: Option<String>,
 }
 
 impl HistoryQuery {
@@ -336,13 +389,6 @@ impl HistoryQuery {
     }
 }
 
-/// Which history a route reads.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum History {
-    Incidents,
-    Checks,
-}
-
 /// Where a history page starts and how long it is.
 #[derive(Debug, Clone, Copy)]
 struct PageOf<'a> {
@@ -350,6 +396,27 @@ struct PageOf<'a> {
     kind: HistoryKind,
     before: Option<u64>,
     limit: usize,
+}
+
+impl HistoryQuery {
+    /// The page this query asks of `subject`'s history of `kind`, and how much of what
+    /// Redis keeps to read for it (with a cursor the page may start anywhere: all of it).
+    fn page_of<'a>(
+        &self,
+        subject: &'a str,
+        kind: HistoryKind,
+    ) -> Result<(PageOf<'a>, i64), ApiError> {
+        let limit = self.limit()?;
+        let before = self.before_ms()?;
+        let hot_limit = if before.is_some() { -1 } else { limit };
+        let page = PageOf {
+            subject,
+            kind,
+            before,
+            limit: limit as usize,
+        };
+        Ok((page, hot_limit))
+    }
 }
 
 /// Newest first: what Redis keeps, then (with a log store) older records from it.
@@ -395,59 +462,72 @@ async fn two_tier<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
-impl History {
-    /// The subject's history, as the route's answer.
-    pub(super) async fn read(
-        self,
-        s: &ApiState,
-        scope: &TenantScope,
-        subject: &str,
-        q: &HistoryQuery,
-    ) -> Result<Response, ApiError> {
-        let limit = q.limit()?;
-        let before = q.before_ms()?;
-        // With a cursor the page may start anywhere in what Redis keeps: read all of it.
-        let hot_limit = if before.is_some() { -1 } else { limit };
-        let page = |kind| PageOf {
-            subject,
-            kind,
-            before,
-            limit: limit as usize,
-        };
-        Ok(match self {
-            History::Incidents => {
-                let hot = s.watches.incidents(scope.shard, subject, hot_limit).await?;
-                let time = |i: &Incident| parse_rfc3339(&i.opened_at);
-                Listing {
-                    data: two_tier(s, scope, page(HistoryKind::Incident), hot, time).await?,
-                }
-                .into_response()
-            }
-            History::Checks => {
-                let hot = s.watches.checks(scope.shard, subject, hot_limit).await?;
-                let time = |c: &Check| parse_rfc3339(&c.at);
-                Listing {
-                    data: two_tier(s, scope, page(HistoryKind::Check), hot, time).await?,
-                }
-                .into_response()
-            }
-        })
-    }
-}
-
-async fn history(
+/// A monitor's or watched source's incidents, newest first, from both tiers.
+pub(super) async fn incidents_of(
     s: &ApiState,
     scope: &TenantScope,
-    id: &MonitorId,
+    subject: &str,
     q: &HistoryQuery,
-    which: History,
-) -> Result<Response, ApiError> {
+) -> Result<Listing<Incident>, ApiError> {
+    let (page, hot_limit) = q.page_of(subject, HistoryKind::Incident)?;
+    let hot = s.watches.incidents(scope.shard, subject, hot_limit).await?;
+    let time = |i: &Incident| parse_rfc3339(&i.opened_at);
+    Ok(Listing {
+        data: two_tier(s, scope, page, hot, time).await?,
+    })
+}
+
+/// A monitor's or watched source's status records, newest first, from both tiers.
+pub(super) async fn checks_of(
+    s: &ApiState,
+    scope: &TenantScope,
+    subject: &str,
+    q: &HistoryQuery,
+) -> Result<Listing<Check>, ApiError> {
+    let (page, hot_limit) = q.page_of(subject, HistoryKind::Check)?;
+    let hot = s.watches.checks(scope.shard, subject, hot_limit).await?;
+    let time = |c: &Check| parse_rfc3339(&c.at);
+    Ok(Listing {
+        data: two_tier(s, scope, page, hot, time).await?,
+    })
+}
+
+/// The tenant's monitor `monitor` names, checked before its history is read.
+async fn monitor_subject(
+    s: &ApiState,
+    scope: &TenantScope,
+    monitor: &str,
+    q: &HistoryQuery,
+) -> Result<MonitorId, ApiError> {
     q.limit()?;
+    let id = resolve(s, scope, monitor).await?;
     s.store
-        .monitor(&scope.tenant, id)
+        .monitor(&scope.tenant, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("monitor"))?;
-    which.read(s, scope, id.as_str(), q).await
+    Ok(id)
+}
+
+/// `monitor_incidents`.
+pub async fn monitor_incidents(
+    s: &ApiState,
+    scope: &TenantScope,
+    monitor: &str,
+    q: &HistoryQuery,
+) -> Result<Listing<Incident>, ApiError> {
+    let id = monitor_subject(s, scope, monitor, q).await?;
+    incidents_of(s, scope, id.as_str(), q).await
+}
+
+/// `monitor_checks`.
+pub async fn monitor_checks(
+    s: &ApiState,
+    scope: &TenantScope,
+    monitor: &str,
+    q: &HistoryQuery,
+) -> Result<Listing<Check>, ApiError> {
+    let id = monitor_subject(s, scope, monitor, q).await?;
+    checks_of(s, scope, id.as_str(), q).await
 }
 
 /// The monitor's incidents (opened and resolved), newest first.
@@ -465,8 +545,9 @@ pub async fn incidents(
     ApiPath(p): ApiPath<MonitorPath>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let id = p.resolve(&s, &scope).await?;
-    history(&s, &scope, &id, &q, History::Incidents).await
+    Ok(monitor_incidents(&s, &scope, &p.monitor_id, &q)
+        .await?
+        .into_response())
 }
 
 /// The monitor's recent status records, newest first.
@@ -484,6 +565,7 @@ pub async fn checks(
     ApiPath(p): ApiPath<MonitorPath>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    let id = p.resolve(&s, &scope).await?;
-    history(&s, &scope, &id, &q, History::Checks).await
+    Ok(monitor_checks(&s, &scope, &p.monitor_id, &q)
+        .await?
+        .into_response())
 }

@@ -101,6 +101,18 @@ pub async fn create(
     ApiPath(p): ApiPath<LinksPath>,
     ApiJson(spec): ApiJson<PortalLinkSpec>,
 ) -> Result<Response, ApiError> {
+    let issued = create_portal_link(&s, &p.id, &spec, host.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+/// `create_portal_link`; `host` is the one the request was sent to (see
+/// [`super::scope::PortalLinkSettings::base`]).
+pub async fn create_portal_link(
+    s: &ApiState,
+    tenant: &TenantId,
+    spec: &PortalLinkSpec,
+    host: Option<&str>,
+) -> Result<PortalLinkIssued, ApiError> {
     let ttl_s = spec.ttl_s.unwrap_or(DEFAULT_TTL_S);
     let max = s.portal_links.max_ttl_s;
     if ttl_s == 0 || ttl_s > max {
@@ -109,20 +121,22 @@ pub async fn create(
             format!("ttl_s must be between 1 and {max} (web.portal_link_max_ttl_s)"),
         ));
     }
-    if s.store.tenant(&p.id).await?.is_none() {
+    if s.store.tenant(tenant).await?.is_none() {
         return Err(ApiError::not_found("tenant"));
     }
     let single_use = spec.single_use.unwrap_or(s.portal_links.single_use);
-    let (link, text) = s.store.create_portal_link(&p.id, ttl_s, single_use).await?;
-    let base = s.portal_links.base(host.as_deref());
-    tracing::info!(tenant = %p.id, link = %link.id, ttl_s, single_use, "portal link issued");
-    let body = PortalLinkIssued {
+    let (link, text) = s
+        .store
+        .create_portal_link(tenant, ttl_s, single_use)
+        .await?;
+    let base = s.portal_links.base(host);
+    tracing::info!(tenant = %tenant, link = %link.id, ttl_s, single_use, "portal link issued");
+    Ok(PortalLinkIssued {
         id: link.id,
         url: format!("{base}/portal/link/{text}"),
         expires_at: rfc3339(link.expires_ms),
         single_use,
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    })
 }
 
 /// Lists the tenant's live links, soonest to expire first.
@@ -138,10 +152,18 @@ pub async fn list(
     State(s): State<ApiState>,
     ApiPath(p): ApiPath<LinksPath>,
 ) -> Result<Response, ApiError> {
-    if s.store.tenant(&p.id).await?.is_none() {
+    Ok(list_portal_links(&s, &p.id).await?.into_response())
+}
+
+/// `list_portal_links`.
+pub async fn list_portal_links(
+    s: &ApiState,
+    tenant: &TenantId,
+) -> Result<Listing<PortalLinkView>, ApiError> {
+    if s.store.tenant(tenant).await?.is_none() {
         return Err(ApiError::not_found("tenant"));
     }
-    let links = s.store.portal_links(&p.id).await?;
+    let links = s.store.portal_links(tenant).await?;
     Ok(Listing {
         data: links
             .into_iter()
@@ -153,8 +175,7 @@ pub async fn list(
                 used_at: l.used_ms.map(rfc3339),
             })
             .collect::<Vec<_>>(),
-    }
-    .into_response())
+    })
 }
 
 /// Revokes a portal link, and the portal sessions opened with it.
@@ -170,9 +191,19 @@ pub async fn revoke(
     State(s): State<ApiState>,
     ApiPath(p): ApiPath<LinkPath>,
 ) -> Result<Response, ApiError> {
-    if !s.store.revoke_portal_link(&p.id, &p.link_id).await? {
+    revoke_portal_link(&s, &p.id, &p.link_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `revoke_portal_link`.
+pub async fn revoke_portal_link(
+    s: &ApiState,
+    tenant: &TenantId,
+    link: &PortalLinkId,
+) -> Result<(), ApiError> {
+    if !s.store.revoke_portal_link(tenant, link).await? {
         return Err(ApiError::not_found("portal link"));
     }
-    tracing::info!(tenant = %p.id, link = %p.link_id, "portal link revoked");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    tracing::info!(tenant = %tenant, link = %link, "portal link revoked");
+    Ok(())
 }

@@ -100,8 +100,8 @@ fn admin_routes() -> AdminRoutes {
         guarded: OpenApiRouter::new()
             .routes(routes!(tenants::list, tenants::create))
             .routes(routes!(tenants::read, tenants::update, tenants::remove))
-            .routes(routes!(tenants::list_tokens, tenants::issue_token))
-            .routes(routes!(tenants::revoke_token))
+            .routes(routes!(tenants::tokens, tenants::issue))
+            .routes(routes!(tenants::revoke))
             .routes(routes!(portal_links::create, portal_links::list))
             .routes(routes!(portal_links::revoke))
             .routes(routes!(system::status))
@@ -180,19 +180,6 @@ pub fn admin(
         .merge(r.health.with_state(readiness))
         .into();
     finish(router.merge(console))
-}
-
-/// The admin API behind the admin token, without the listener's finishing: what the console
-/// and the portal call in process.
-pub fn internal(api: ApiState, admin_token: Secret) -> Router {
-    admin_routes()
-        .guarded
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(admin_token),
-            require_admin,
-        ))
-        .with_state(api)
-        .into()
 }
 
 /// Route templates in metrics, and the contract's JSON for unknown paths and methods.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::listing::Listing;
-use super::monitors::{History, HistoryQuery};
+use super::monitors::{HistoryQuery, checks_of, incidents_of};
 use super::scope::{ApiState, TenantScope};
 use super::watched::{Watched, delete_watched};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
@@ -152,17 +152,23 @@ pub async fn create(
     scope: TenantScope,
     ApiJson(spec): ApiJson<SourceSpec>,
 ) -> Result<Response, ApiError> {
+    let created = create_source(&s, &scope, &spec).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `create_source`.
+pub async fn create_source(
+    s: &ApiState,
+    scope: &TenantScope,
+    spec: &SourceSpec,
+) -> Result<SourceWithToken, ApiError> {
     spec.validate()
         .map_err(|e| ApiError::invalid("invalid_source", &e))?;
-    let (source, token) = s.store.create_source(&scope.tenant, &spec).await?;
+    let (source, token) = s.store.create_source(&scope.tenant, spec).await?;
     if let Some(subject) = Subject::source(&source, scope.shard) {
         s.watches.describe(subject).await?;
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(SourceWithToken::new(&source, token)),
-    )
-        .into_response())
+    Ok(SourceWithToken::new(&source, token))
 }
 
 /// Lists the tenant's sources.
@@ -174,12 +180,20 @@ pub async fn create(
     responses((status = 200, description = "The tenant's sources.", body = Listing<SourceView>), ReadErrors),
 )]
 pub async fn list(State(s): State<ApiState>, scope: TenantScope) -> Result<Response, ApiError> {
+    Ok(list_sources(&s, &scope).await?.into_response())
+}
+
+/// `list_sources`.
+pub async fn list_sources(
+    s: &ApiState,
+    scope: &TenantScope,
+) -> Result<Listing<SourceView>, ApiError> {
     let sources = s.store.sources_of(&scope.tenant).await?;
     let mut data = Vec::with_capacity(sources.len());
     for src in &sources {
-        data.push(view(&s, &scope, src).await?);
+        data.push(view(s, scope, src).await?);
     }
-    Ok(Listing { data }.into_response())
+    Ok(Listing { data })
 }
 
 /// Reads a source.
@@ -196,8 +210,17 @@ pub async fn read(
     scope: TenantScope,
     ApiPath(p): ApiPath<SourcePath>,
 ) -> Result<Response, ApiError> {
-    let source = source_of(&s, &scope, &p.source_id).await?;
-    Ok(Json(view(&s, &scope, &source).await?).into_response())
+    Ok(Json(read_source(&s, &scope, &p.source_id).await?).into_response())
+}
+
+/// `read_source`.
+pub async fn read_source(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &SourceId,
+) -> Result<SourceView, ApiError> {
+    let source = source_of(s, scope, id).await?;
+    view(s, scope, &source).await
 }
 
 /// The source's last refused deliveries (at most 20, 30 days), newest first.
@@ -214,7 +237,18 @@ pub async fn refusals(
     scope: TenantScope,
     ApiPath(p): ApiPath<SourcePath>,
 ) -> Result<Response, ApiError> {
-    let source = source_of(&s, &scope, &p.source_id).await?;
+    Ok(source_refusals(&s, &scope, &p.source_id)
+        .await?
+        .into_response())
+}
+
+/// `source_refusals`.
+pub async fn source_refusals(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &SourceId,
+) -> Result<Listing<RefusalView>, ApiError> {
+    let source = source_of(s, scope, id).await?;
     let activity = s.store.source_activity(&source.id).await?;
     Ok(Listing {
         data: activity
@@ -226,8 +260,7 @@ pub async fn refusals(
                 sender_ip: r.sender_ip,
             })
             .collect::<Vec<_>>(),
-    }
-    .into_response())
+    })
 }
 
 /// Deletes a source and its silence watch.
@@ -244,15 +277,18 @@ pub async fn remove(
     scope: TenantScope,
     ApiPath(p): ApiPath<SourcePath>,
 ) -> Result<Response, ApiError> {
-    if delete_watched(
-        &s,
-        &scope.tenant,
-        scope.shard,
-        Watched::Source(&p.source_id),
-    )
-    .await?
-    {
-        Ok(StatusCode::NO_CONTENT.into_response())
+    delete_source(&s, &scope, &p.source_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `delete_source`.
+pub async fn delete_source(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &SourceId,
+) -> Result<(), ApiError> {
+    if delete_watched(s, &scope.tenant, scope.shard, Watched::Source(id)).await? {
+        Ok(())
     } else {
         Err(ApiError::not_found("source"))
     }
@@ -272,12 +308,18 @@ pub async fn rotate_token(
     scope: TenantScope,
     ApiPath(p): ApiPath<SourcePath>,
 ) -> Result<Response, ApiError> {
-    let rotated = s
-        .store
-        .rotate_source_token(&scope.tenant, &p.source_id)
-        .await?;
+    Ok(Json(rotate_source_token(&s, &scope, &p.source_id).await?).into_response())
+}
+
+/// `rotate_source_token`.
+pub async fn rotate_source_token(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &SourceId,
+) -> Result<SourceWithToken, ApiError> {
+    let rotated = s.store.rotate_source_token(&scope.tenant, id).await?;
     rotated
-        .map(|(src, token)| Json(SourceWithToken::new(&src, token)).into_response())
+        .map(|(src, token)| SourceWithToken::new(&src, token))
         .ok_or_else(|| ApiError::not_found("source"))
 }
 
@@ -296,7 +338,21 @@ pub async fn incidents(
     ApiPath(p): ApiPath<SourcePath>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    history(&s, &scope, &p.source_id, &q, History::Incidents).await
+    Ok(source_incidents(&s, &scope, &p.source_id, &q)
+        .await?
+        .into_response())
+}
+
+/// `source_incidents`.
+pub async fn source_incidents(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &SourceId,
+    q: &HistoryQuery,
+) -> Result<Listing<Incident>, ApiError> {
+    q.limit()?;
+    source_of(s, scope, id).await?;
+    incidents_of(s, scope, id.as_str(), q).await
 }
 
 /// The source's recent status records, newest first.
@@ -314,19 +370,21 @@ pub async fn checks(
     ApiPath(p): ApiPath<SourcePath>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
-    history(&s, &scope, &p.source_id, &q, History::Checks).await
+    Ok(source_checks(&s, &scope, &p.source_id, &q)
+        .await?
+        .into_response())
 }
 
-async fn history(
+/// `source_checks`.
+pub async fn source_checks(
     s: &ApiState,
     scope: &TenantScope,
     id: &SourceId,
     q: &HistoryQuery,
-    which: History,
-) -> Result<Response, ApiError> {
+) -> Result<Listing<Check>, ApiError> {
     q.limit()?;
     source_of(s, scope, id).await?;
-    which.read(s, scope, id.as_str(), q).await
+    checks_of(s, scope, id.as_str(), q).await
 }
 
 /// The tenant's source `id`, or the contract's 404.

@@ -101,8 +101,15 @@ pub struct ConsumerStatus {
 pub async fn status(
     State(s): State<super::scope::ApiState>,
 ) -> Result<Response, crate::error::ApiError> {
+    Ok(axum::Json(system_status(&s).await?).into_response())
+}
+
+/// `system_status`.
+pub async fn system_status(
+    s: &super::scope::ApiState,
+) -> Result<SystemStatus, crate::error::ApiError> {
     let redis = s.store.redis();
-    let shards = shards(&s).await?;
+    let shards = shards(s).await?;
     let redis_status = match crate::redis::read_durability(redis).await {
         Ok(d) => {
             let risk = d.risk(s.system.wait_aof);
@@ -125,13 +132,12 @@ pub async fn status(
             verdict: format!("cannot read Redis persistence settings: {e}"),
         },
     };
-    Ok(axum::Json(SystemStatus {
+    Ok(SystemStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         redis: redis_status,
         shards,
         config: s.system.config_toml.clone(),
     })
-    .into_response())
 }
 
 /// Every shard stream with its dispatch group's consumers: the system page's table, and the

@@ -264,14 +264,24 @@ pub async fn create(
     scope: TenantScope,
     ApiJson(spec): ApiJson<TargetSpec>,
 ) -> Result<Response, ApiError> {
+    let created = create_target(&s, &scope, &spec).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `create_target`.
+pub async fn create_target(
+    s: &ApiState,
+    scope: &TenantScope,
+    spec: &TargetSpec,
+) -> Result<TargetWithSecret, ApiError> {
     spec.validate(s.allow_private_targets)
         .map_err(|e| ApiError::invalid("invalid_target", &e))?;
-    check_resolution(&s, &spec.url).await?;
+    check_resolution(s, &spec.url).await?;
     let created = s
         .store
-        .create_target(&scope.tenant, &spec, None, Origin::Api)
+        .create_target(&scope.tenant, spec, None, Origin::Api)
         .await?;
-    Ok((StatusCode::CREATED, Json(TargetWithSecret::from(&created))).into_response())
+    Ok(TargetWithSecret::from(&created))
 }
 
 /// Lists the tenant's targets, in creation order.
@@ -283,16 +293,23 @@ pub async fn create(
     responses((status = 200, description = "The tenant's targets.", body = Listing<TargetView>), ReadErrors),
 )]
 pub async fn list(State(s): State<ApiState>, scope: TenantScope) -> Result<Response, ApiError> {
+    Ok(list_targets(&s, &scope).await?.into_response())
+}
+
+/// `list_targets`.
+pub async fn list_targets(
+    s: &ApiState,
+    scope: &TenantScope,
+) -> Result<Listing<TargetView>, ApiError> {
     let targets = s.store.targets_of(&scope.tenant).await?;
-    let (health, now) = health_of(&s, &scope).await?;
+    let (health, now) = health_of(s, scope).await?;
     let none = TargetHealth::none(now);
     Ok(Listing {
         data: targets
             .iter()
             .map(|t| TargetView::with_health(t, health.get(&t.id).unwrap_or(&none)))
             .collect::<Vec<_>>(),
-    }
-    .into_response())
+    })
 }
 
 /// Reads a target.
@@ -309,9 +326,17 @@ pub async fn read(
     scope: TenantScope,
     ApiPath(p): ApiPath<TargetPath>,
 ) -> Result<Response, ApiError> {
-    let target = s.store.target(&scope.tenant, &p.target_id).await?;
-    match target {
-        Some(t) => Ok(Json(view(&s, &scope, &t).await?).into_response()),
+    Ok(Json(read_target(&s, &scope, &p.target_id).await?).into_response())
+}
+
+/// `read_target`.
+pub async fn read_target(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &TargetId,
+) -> Result<TargetView, ApiError> {
+    match s.store.target(&scope.tenant, id).await? {
+        Some(t) => view(s, scope, &t).await,
         None => Err(ApiError::not_found("target")),
     }
 }
@@ -333,16 +358,26 @@ pub async fn update(
     ApiPath(p): ApiPath<TargetPath>,
     ApiJson(patch): ApiJson<TargetPatch>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(update_target(&s, &scope, &p.target_id, &patch).await?).into_response())
+}
+
+/// `update_target`.
+pub async fn update_target(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &TargetId,
+    patch: &TargetPatch,
+) -> Result<TargetView, ApiError> {
     if let Some(url) = &patch.url {
-        check_resolution(&s, url).await?;
+        check_resolution(s, url).await?;
     }
     let updated = s
         .store
-        .update_target(&scope.tenant, &p.target_id, &patch, s.allow_private_targets)
+        .update_target(&scope.tenant, id, patch, s.allow_private_targets)
         .await
         .map_err(refused)?;
     match updated {
-        Some(t) => Ok(Json(view(&s, &scope, &t).await?).into_response()),
+        Some(t) => view(s, scope, &t).await,
         None => Err(ApiError::not_found("target")),
     }
 }
@@ -361,19 +396,28 @@ pub async fn remove(
     scope: TenantScope,
     ApiPath(p): ApiPath<TargetPath>,
 ) -> Result<Response, ApiError> {
-    if s.store.delete_target(&scope.tenant, &p.target_id).await? {
-        // Left behind, it would only take room: nothing reads a deleted target's health.
-        if let Err(e) = s
-            .deliveries
-            .forget_target_health(scope.shard, &scope.tenant, &p.target_id)
-            .await
-        {
-            tracing::warn!(target_id = %p.target_id, error = %e, "could not forget a deleted target's health");
-        }
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(ApiError::not_found("target"))
+    delete_target(&s, &scope, &p.target_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `delete_target`.
+pub async fn delete_target(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &TargetId,
+) -> Result<(), ApiError> {
+    if !s.store.delete_target(&scope.tenant, id).await? {
+        return Err(ApiError::not_found("target"));
     }
+    // Left behind, it would only take room: nothing reads a deleted target's health.
+    if let Err(e) = s
+        .deliveries
+        .forget_target_health(scope.shard, &scope.tenant, id)
+        .await
+    {
+        tracing::warn!(target_id = %id, error = %e, "could not forget a deleted target's health");
+    }
+    Ok(())
 }
 
 /// Replaces the signing secret; during the overlap both secrets sign every delivery.
@@ -392,6 +436,16 @@ pub async fn rotate_secret(
     ApiPath(p): ApiPath<TargetPath>,
     ApiJson(req): ApiJson<Rotate>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(rotate_target_secret(&s, &scope, &p.target_id, req).await?).into_response())
+}
+
+/// `rotate_target_secret`.
+pub async fn rotate_target_secret(
+    s: &ApiState,
+    scope: &TenantScope,
+    id: &TargetId,
+    req: Rotate,
+) -> Result<TargetWithSecret, ApiError> {
     let overlap = match req.overlap_ms {
         Some(o) if o > MAX_OVERLAP_MS => {
             return Err(ApiError::bad_request(
@@ -404,14 +458,13 @@ pub async fn rotate_secret(
     };
     let rotated = s
         .store
-        .rotate_target_secret(&scope.tenant, &p.target_id, req.secret, overlap)
+        .rotate_target_secret(&scope.tenant, id, req.secret, overlap)
         .await?;
     match rotated {
-        Some(t) => Ok(Json(TargetWithSecret {
-            target: view(&s, &scope, &t).await?,
+        Some(t) => Ok(TargetWithSecret {
+            target: view(s, scope, &t).await?,
             secret: t.secret.expose().to_owned(),
-        })
-        .into_response()),
+        }),
         None => Err(ApiError::not_found("target")),
     }
 }
@@ -450,20 +503,20 @@ pub async fn test(
     scope: TenantScope,
     ApiPath(p): ApiPath<TargetPath>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(send_test(&s, &scope.tenant, &p.target_id).await?).into_response())
+    Ok(Json(test_target(&s, &scope, &p.target_id).await?).into_response())
 }
 
-/// The test delivery of `POST …/targets/{id}/test`, for the pages too.
-pub async fn send_test(
+/// `test_target`.
+pub async fn test_target(
     s: &ApiState,
-    tenant: &TenantId,
+    scope: &TenantScope,
     target_id: &TargetId,
 ) -> Result<TestDelivery, ApiError> {
     use crate::dispatch::client::Message;
     use crate::dispatch::signing::SigningKey;
     let target = s
         .store
-        .target(tenant, target_id)
+        .target(&scope.tenant, target_id)
         .await?
         .ok_or_else(|| ApiError::not_found("target"))?;
     let now = now_ms();

@@ -100,20 +100,20 @@ impl From<&TokenInfo> for TokenView {
 }
 
 /// The query of the tenant listing.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TenantQuery {
     /// The tenant with this external id (no paging).
     #[serde(default)]
-    external_id: Option<ExternalId>,
+    pub external_id: Option<ExternalId>,
     /// The `next` of the previous page.
     #[serde(default)]
-    after: Option<TenantId>,
+    pub after: Option<TenantId>,
     /// Tenants per page (default 100).
     #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<u64>,
+    pub limit: Option<u64>,
 }
 
 /// The path of one tenant.
@@ -152,19 +152,23 @@ pub async fn create(
     State(s): State<ApiState>,
     ApiJson(spec): ApiJson<TenantSpec>,
 ) -> Result<Response, ApiError> {
+    Ok((StatusCode::CREATED, Json(create_tenant(&s, &spec).await?)).into_response())
+}
+
+/// `create_tenant`: the tenant and its first token.
+pub async fn create_tenant(s: &ApiState, spec: &TenantSpec) -> Result<TenantCreated, ApiError> {
     let (token_id, token) = generate_token()?;
     let hash = s.store.crypto().hash_token(&token);
     let record = s
         .store
-        .create_tenant(None, &spec, Origin::Api, Some((&token_id, &hash)))
+        .create_tenant(None, spec, Origin::Api, Some((&token_id, &hash)))
         .await?;
     tracing::info!(request_id = %current_request_id(), tenant = %record.id, "tenant created");
-    let body = TenantCreated {
+    Ok(TenantCreated {
         tenant: TenantView::from(&record),
         token,
         token_id,
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    })
 }
 
 /// Lists tenants in id order (ids sort by creation), a page at a time.
@@ -180,10 +184,15 @@ pub async fn list(
     State(s): State<ApiState>,
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(list_tenants(&s, &q).await?).into_response())
+}
+
+/// `list_tenants`: a page of tenants, or the one with an external id.
+pub async fn list_tenants(s: &ApiState, q: &TenantQuery) -> Result<Page<TenantView>, ApiError> {
     if let Some(ext) = &q.external_id {
         let found = s.store.tenant_by_external_id(ext).await?;
         let data = found.iter().map(TenantView::from).collect();
-        return Ok(Json(Page { data, next: None }).into_response());
+        return Ok(Page { data, next: None });
     }
     let limit = q.limit.unwrap_or(DEFAULT_PAGE as u64) as usize;
     if limit == 0 || limit > MAX_PAGE {
@@ -199,7 +208,7 @@ pub async fn list(
         None
     };
     let data = records.iter().map(TenantView::from).collect();
-    Ok(Json(Page { data, next }).into_response())
+    Ok(Page { data, next })
 }
 
 /// Reads a tenant.
@@ -215,8 +224,13 @@ pub async fn read(
     State(s): State<ApiState>,
     ApiPath(p): ApiPath<TenantPath>,
 ) -> Result<Response, ApiError> {
-    match s.store.tenant(&p.id).await? {
-        Some(r) => Ok(Json(TenantView::from(&r)).into_response()),
+    Ok(Json(read_tenant(&s, &p.id).await?).into_response())
+}
+
+/// `read_tenant`.
+pub async fn read_tenant(s: &ApiState, id: &TenantId) -> Result<TenantView, ApiError> {
+    match s.store.tenant(id).await? {
+        Some(r) => Ok(TenantView::from(&r)),
         None => Err(ApiError::not_found("tenant")),
     }
 }
@@ -237,15 +251,24 @@ pub async fn update(
     ApiPath(p): ApiPath<TenantPath>,
     ApiJson(patch): ApiJson<TenantPatch>,
 ) -> Result<Response, ApiError> {
+    Ok(Json(update_tenant(&s, &p.id, &patch).await?).into_response())
+}
+
+/// `update_tenant`.
+pub async fn update_tenant(
+    s: &ApiState,
+    id: &TenantId,
+    patch: &TenantPatch,
+) -> Result<TenantView, ApiError> {
     let record = s
         .store
-        .update_tenant(&p.id, &patch)
+        .update_tenant(id, patch)
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
     // This instance drops its entry now; the others when the published invalidation arrives.
-    s.auth.forget(&Invalidation::Tenant(p.id.clone())).await;
-    tracing::info!(request_id = %current_request_id(), tenant = %p.id, active = record.active, "tenant updated");
-    Ok(Json(TenantView::from(&record)).into_response())
+    s.auth.forget(&Invalidation::Tenant(id.clone())).await;
+    tracing::info!(request_id = %current_request_id(), tenant = %id, active = record.active, "tenant updated");
+    Ok(TenantView::from(&record))
 }
 
 /// Deletes a tenant, its tokens, targets, sources and monitors.
@@ -261,15 +284,21 @@ pub async fn remove(
     State(s): State<ApiState>,
     ApiPath(p): ApiPath<TenantPath>,
 ) -> Result<Response, ApiError> {
-    if !s.store.delete_tenant(&p.id).await? {
+    delete_tenant(&s, &p.id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `delete_tenant`.
+pub async fn delete_tenant(s: &ApiState, id: &TenantId) -> Result<(), ApiError> {
+    if !s.store.delete_tenant(id).await? {
         return Err(ApiError::not_found("tenant"));
     }
-    s.auth.forget(&Invalidation::Tenant(p.id.clone())).await;
+    s.auth.forget(&Invalidation::Tenant(id.clone())).await;
     // Its targets, sources and monitors go too (the tenant is already gone, so nothing new
     // can reach them), with the monitors' live state so no alert outlives them.
-    purge(&s, &p.id).await;
-    tracing::info!(request_id = %current_request_id(), tenant = %p.id, "tenant deleted");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    purge(s, id).await;
+    tracing::info!(request_id = %current_request_id(), tenant = %id, "tenant deleted");
+    Ok(())
 }
 
 /// Issues a new token for the tenant (rotation: issue, switch, revoke the old one).
@@ -281,21 +310,25 @@ pub async fn remove(
     params(TenantPath),
     responses((status = 201, description = "Issued; the token is shown this once.", body = TokenIssued), WriteErrors),
 )]
-pub async fn issue_token(
+pub async fn issue(
     State(s): State<ApiState>,
     ApiPath(p): ApiPath<TenantPath>,
 ) -> Result<Response, ApiError> {
+    Ok((StatusCode::CREATED, Json(issue_token(&s, &p.id).await?)).into_response())
+}
+
+/// `issue_token`.
+pub async fn issue_token(s: &ApiState, tenant: &TenantId) -> Result<TokenIssued, ApiError> {
     let issued = s
         .store
-        .issue_token(&p.id)
+        .issue_token(tenant)
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
-    tracing::info!(request_id = %current_request_id(), tenant = %p.id, token_id = %issued.id, "token issued");
-    let body = TokenIssued {
+    tracing::info!(request_id = %current_request_id(), tenant = %tenant, token_id = %issued.id, "token issued");
+    Ok(TokenIssued {
         id: issued.id,
         token: issued.token,
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    })
 }
 
 /// Lists the tenant's tokens (ids and creation times, never their text).
@@ -307,19 +340,23 @@ pub async fn issue_token(
     params(TenantPath),
     responses((status = 200, description = "The tenant's tokens.", body = Page<TokenView>), ReadErrors),
 )]
-pub async fn list_tokens(
+pub async fn tokens(
     State(s): State<ApiState>,
     ApiPath(p): ApiPath<TenantPath>,
 ) -> Result<Response, ApiError> {
-    if s.store.tenant(&p.id).await?.is_none() {
+    Ok(Json(list_tokens(&s, &p.id).await?).into_response())
+}
+
+/// `list_tokens`.
+pub async fn list_tokens(s: &ApiState, tenant: &TenantId) -> Result<Page<TokenView>, ApiError> {
+    if s.store.tenant(tenant).await?.is_none() {
         return Err(ApiError::not_found("tenant"));
     }
-    let tokens = s.store.list_tokens(&p.id).await?;
-    Ok(Json(Page {
+    let tokens = s.store.list_tokens(tenant).await?;
+    Ok(Page {
         data: tokens.iter().map(TokenView::from).collect(),
         next: None,
     })
-    .into_response())
 }
 
 /// Revokes a token, on every instance within a second.
@@ -331,15 +368,25 @@ pub async fn list_tokens(
     params(TokenPath),
     responses((status = 204, description = "Revoked."), ReadErrors),
 )]
-pub async fn revoke_token(
+pub async fn revoke(
     State(s): State<ApiState>,
     ApiPath(p): ApiPath<TokenPath>,
 ) -> Result<Response, ApiError> {
-    let Some(hash) = s.store.revoke_token(&p.id, &p.token_id).await? else {
+    revoke_token(&s, &p.id, &p.token_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `revoke_token`.
+pub async fn revoke_token(
+    s: &ApiState,
+    tenant: &TenantId,
+    token_id: &TokenId,
+) -> Result<(), ApiError> {
+    let Some(hash) = s.store.revoke_token(tenant, token_id).await? else {
         return Err(ApiError::not_found("token"));
     };
     // This instance refuses the token at once; the others hear of it by invalidation.
     s.auth.forget(&Invalidation::Token(hash)).await;
-    tracing::info!(request_id = %current_request_id(), tenant = %p.id, token_id = %p.token_id, "token revoked");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    tracing::info!(request_id = %current_request_id(), tenant = %tenant, token_id = %token_id, "token revoked");
+    Ok(())
 }

@@ -443,6 +443,31 @@ impl Default for AuthConfig {
     }
 }
 
+/// Which attempts keep their headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepHeaders {
+    /// Attempts that did not deliver: what an operator reads to find out why, at no cost to
+    /// the deliveries that succeed (their record stays as small as without headers).
+    #[default]
+    Failed,
+    /// Every attempt.
+    All,
+    /// None.
+    None,
+}
+
+impl KeepHeaders {
+    /// Whether an attempt that `delivered` (or not) keeps its headers.
+    pub fn keeps(self, delivered: bool) -> bool {
+        match self {
+            KeepHeaders::All => true,
+            KeepHeaders::Failed => !delivered,
+            KeepHeaders::None => false,
+        }
+    }
+}
+
 /// Outbound deliveries.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -468,6 +493,9 @@ pub struct DispatchConfig {
     pub secret_rotation_overlap_ms: u64,
     /// Attempts kept in each event's attempt log.
     pub attempts_kept: u32,
+    /// Which attempts keep their request and response headers (credentials redacted):
+    /// `failed` (default), `all` or `none`.
+    pub attempt_headers: KeepHeaders,
 }
 
 impl Default for DispatchConfig {
@@ -483,6 +511,7 @@ impl Default for DispatchConfig {
             retry_poll_ms: 250,
             secret_rotation_overlap_ms: 24 * 3600 * 1000,
             attempts_kept: 50,
+            attempt_headers: KeepHeaders::Failed,
         }
     }
 }
@@ -674,6 +703,26 @@ master_key = "{KEY}"
         assert_eq!(c.queue.shards, 16);
         assert_eq!(c.dispatch.retry.max_attempts(), 10);
         assert_eq!(c.master_key()?, [0u8; 32]);
+        Ok(())
+    }
+
+    #[test]
+    fn which_attempts_keep_their_headers_is_one_of_three() -> anyhow::Result<()> {
+        use KeepHeaders;
+        assert_eq!(
+            Config::from_toml(&base(""))?.dispatch.attempt_headers,
+            KeepHeaders::Failed
+        );
+        let all = Config::from_toml(&base("[dispatch]\nattempt_headers = \"all\""))?;
+        assert_eq!(all.dispatch.attempt_headers, KeepHeaders::All);
+        let err = Config::from_toml(&base("[dispatch]\nattempt_headers = \"some\""))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("attempt_headers") && err.contains("some"),
+            "{err}"
+        );
         Ok(())
     }
 

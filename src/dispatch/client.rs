@@ -38,6 +38,10 @@ pub struct AttemptResult {
     /// The first bytes of the response body.
     pub response: Option<String>,
     pub latency: Duration,
+    /// The request's headers as sent (`None`: no request could be built).
+    pub sent: Option<http::HeaderMap>,
+    /// The response's headers, when there was a response.
+    pub received: Option<http::HeaderMap>,
 }
 
 /// What is sent: one event to one target.
@@ -103,22 +107,30 @@ impl DeliveryClient {
         now_secs: i64,
     ) -> AttemptResult {
         let started = Instant::now();
-        let fail = |error: String, refused: bool| AttemptResult {
+        let fail = |error: String, refused: bool, sent: Option<http::HeaderMap>| AttemptResult {
             status: None,
             retry_after: None,
             error: Some(error),
             refused,
             response: None,
             latency: started.elapsed(),
+            sent,
+            received: None,
         };
         let request = match build_request(target, keys, msg, now_secs) {
             Ok(r) => r,
-            Err(e) => return fail(e, true),
+            Err(e) => return fail(e, true, None),
         };
+        // Cheap: the values are shared, not copied.
+        let sent = Some(request.headers().clone());
         if !self.allow_private {
             if let Some(ip) = request.uri().host().and_then(literal_ip) {
                 if !is_public(ip) {
-                    return fail("the target address is private and refused".into(), true);
+                    return fail(
+                        "the target address is private and refused".into(),
+                        true,
+                        sent,
+                    );
                 }
             }
         }
@@ -128,6 +140,7 @@ impl DeliveryClient {
                 (describe(&e), refused)
             })?;
             let status = response.status().as_u16();
+            let received = response.headers().clone();
             let retry_after = response
                 .headers()
                 .get(RETRY_AFTER)
@@ -146,10 +159,10 @@ impl DeliveryClient {
                     Some(Err(_)) | None => break,
                 }
             }
-            Ok::<_, (String, bool)>((status, retry_after, snippet))
+            Ok::<_, (String, bool)>((status, retry_after, snippet, received))
         };
         match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok((status, retry_after, snippet))) => AttemptResult {
+            Ok(Ok((status, retry_after, snippet, received))) => AttemptResult {
                 status: Some(status),
                 retry_after,
                 error: None,
@@ -157,11 +170,14 @@ impl DeliveryClient {
                 // What the receiver sent, shown as text: invalid UTF-8 and NUL replaced.
                 response: (!snippet.is_empty()).then(|| crate::model::text::visible_text(&snippet)),
                 latency: started.elapsed(),
+                sent,
+                received: Some(received),
             },
-            Ok(Err((e, refused))) => fail(e, refused),
+            Ok(Err((e, refused))) => fail(e, refused, sent),
             Err(_) => fail(
                 format!("timed out after {} ms", self.timeout.as_millis()),
                 false,
+                sent,
             ),
         }
     }

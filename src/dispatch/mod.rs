@@ -12,7 +12,7 @@
 //!   delivery per target, not two.
 //! - **Matching** ([`matcher`], [`targets`]): each tenant's targets compiled into hash lookups,
 //!   cached and reloaded when the store announces a change.
-//! - **Delivering** (`worker`, [`client`], [`signing`], [`ssrf`], [`format`]): a per-target gate (`per_target_concurrency` in flight, at most
+//! - **Delivering** (`worker`, [`client`], [`signing`], [`ssrf`], [`format`], [`headers`]): a per-target gate (`per_target_concurrency` in flight, at most
 //!   `max_waiting_per_target` waiting) then the global cap (`concurrency`). A delivery that
 //!   finds its target's queue full is deferred to the retry schedule in Redis instead of
 //!   waiting in memory, so a slow target costs memory for its cap, not its backlog, and its
@@ -33,6 +33,7 @@ mod consumer;
 mod delivery;
 mod dispatcher;
 pub mod format;
+pub mod headers;
 mod hold;
 pub mod matcher;
 mod recorder;

@@ -28,6 +28,8 @@ pub struct Settings {
     /// time: with the host name it makes a consumer name that survives a restart (`None` for
     /// port 0).
     pub admin_port: Option<u16>,
+    /// Which attempts keep their headers.
+    pub attempt_headers: super::headers::KeepHeaders,
 }
 
 impl Settings {
@@ -49,6 +51,7 @@ impl Settings {
             defer: Duration::from_millis(d.retry_poll_ms.max(250) * 4),
             record_deadline: c.redis_command_timeout(),
             admin_port: Some(c.admin.listen.port()).filter(|p| *p != 0),
+            attempt_headers: d.attempt_headers,
         }
     }
 }

@@ -248,6 +248,16 @@ fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verd
         latency_ms: result.latency.as_millis() as u64,
         error: error.clone(),
         response: result.response.clone(),
+        headers: result
+            .sent
+            .as_ref()
+            .filter(|_| {
+                inner
+                    .settings
+                    .attempt_headers
+                    .keeps(verdict == Verdict::Delivered)
+            })
+            .map(|sent| super::headers::kept(sent, result.received.as_ref(), &d.target)),
     };
     let mut state = DeliveryState {
         state: State::Succeeded,

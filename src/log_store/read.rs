@@ -13,7 +13,8 @@ use crate::model::time::now_ms;
 use crate::model::{EventId, EventPattern, TargetId, TenantId};
 use crate::store::deliveries::LoggedEvent;
 use crate::store::deliveries::{
-    AttemptRecord, DeliveryState, EventFilter, EventRecord, EventStatus, EventSummary, State,
+    AttemptHeaders, AttemptRecord, DeliveryState, EventFilter, EventRecord, EventStatus,
+    EventSummary, State,
 };
 
 /// Where a lookup of one event may look: the day of its id's timestamp, when it has one.
@@ -139,7 +140,7 @@ impl LogStore {
         if with_attempts {
             let rows = client
                 .query(
-                    "SELECT target_id, attempt, at, status, latency_ms, error, response \
+                    "SELECT target_id, attempt, at, status, latency_ms, error, response, headers \
                      FROM attempts WHERE tenant_id = $1 AND event_id = $2 AND received_at = $3 \
                      ORDER BY at, attempt",
                     &[&tenant.as_str(), &id.as_str(), &received],
@@ -159,6 +160,9 @@ impl LogStore {
                     latency_ms: latency.max(0) as u64,
                     error: r.try_get(5)?,
                     response: r.try_get(6)?,
+                    headers: r
+                        .try_get::<_, Option<String>>(7)?
+                        .map(|h| AttemptHeaders::decode(&h)),
                 });
             }
         }

@@ -48,8 +48,8 @@ const UPSERT_DELIVERIES: &str = "INSERT INTO deliveries \
     WHERE deliveries.updated_at <= EXCLUDED.updated_at";
 
 const INSERT_ATTEMPTS: &str = "INSERT INTO attempts \
-    (tenant_id, event_id, received_at, target_id, attempt, at, status, latency_ms, error, response) \
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int[], $6::timestamptz[], $7::int[], $8::bigint[], $9::text[], $10::text[]) \
+    (tenant_id, event_id, received_at, target_id, attempt, at, status, latency_ms, error, response, headers) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int[], $6::timestamptz[], $7::int[], $8::bigint[], $9::text[], $10::text[], $11::text[]) \
     ON CONFLICT DO NOTHING";
 
 /// Columns of the events of a batch.
@@ -90,6 +90,7 @@ struct AttemptRows {
     latency: Vec<i64>,
     error: Vec<Option<PgText>>,
     response: Vec<Option<PgText>>,
+    headers: Vec<Option<PgText>>,
 }
 
 fn clamp_i32(n: u32) -> i32 {
@@ -196,6 +197,7 @@ impl Isolate<LoggedEvent> for EventsTable<'_> {
                 latency_ms: 1,
                 error: None,
                 response: None,
+                headers: None,
             }],
         };
         self.0
@@ -379,6 +381,8 @@ impl LogStore {
                     .push(i64::try_from(a.latency_ms).unwrap_or(i64::MAX));
                 at.error.push(opt(a.error.as_deref()));
                 at.response.push(opt(a.response.as_deref()));
+                at.headers
+                    .push(a.headers.as_ref().map(|h| PgText::new(&h.encode())));
             }
         }
         let tx = client.transaction().await?;
@@ -428,6 +432,7 @@ impl LogStore {
                     &at.latency,
                     &at.error,
                     &at.response,
+                    &at.headers,
                 ],
             )
             .await?;

@@ -36,6 +36,19 @@ pub enum Scheme {
     None,
 }
 
+impl Scheme {
+    /// As the API writes it (`standard_webhooks`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::StandardWebhooks => "standard_webhooks",
+            Scheme::Github => "github",
+            Scheme::Stripe => "stripe",
+            Scheme::HmacSha256Hex => "hmac_sha256_hex",
+            Scheme::None => "none",
+        }
+    }
+}
+
 /// Where a source's event type comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -49,6 +62,15 @@ pub enum EventTypeRule {
 }
 
 impl EventTypeRule {
+    /// Where the type comes from, in words (`the header X-GitHub-Event`).
+    pub fn describe(&self) -> String {
+        match self {
+            EventTypeRule::Header(h) => format!("the header {h}"),
+            EventTypeRule::JsonPointer(p) => format!("the body at {p}"),
+            EventTypeRule::Fixed(t) => format!("always {t}"),
+        }
+    }
+
     fn validate(&self) -> Result<(), Invalid> {
         match self {
             EventTypeRule::Header(h) => check_header_name(h).map_err(|e| e.within("header")),

@@ -51,6 +51,17 @@ pub enum Mode {
     FireAndForget,
 }
 
+impl Mode {
+    /// As the API writes it (`fire_and_forget`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Persistent => "persistent",
+            Mode::Once => "once",
+            Mode::FireAndForget => "fire_and_forget",
+        }
+    }
+}
+
 /// How a target receives events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -62,6 +73,17 @@ pub enum Format {
     Slack,
     /// A Discord webhook message.
     Discord,
+}
+
+impl Format {
+    /// As the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Slack => "slack",
+            Format::Discord => "discord",
+        }
+    }
 }
 
 /// Exponential backoff with jitter that only adds (see `dispatch::backoff`). Only [`RetryPolicy::try_new`] makes one, so every

@@ -11,8 +11,8 @@ pub mod records;
 pub mod ship;
 
 pub use records::{
-    AttemptRecord, DeliveryState, EventFilter, EventStatus, EventSummary, LoggedEvent, Replayed,
-    State,
+    AttemptHeaders, AttemptRecord, DeliveryState, EventFilter, EventStatus, EventSummary,
+    LoggedEvent, Replayed, State,
 };
 
 use records::attempts_of;

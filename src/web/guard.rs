@@ -95,10 +95,7 @@ impl WebState {
         let fits = match (&session.principal, ui) {
             // Signed in with the admin token the gateway has now (a changed token ends them).
             (Principal::Operator { admin }, Ui::Console) => {
-                let now = self
-                    .store
-                    .crypto()
-                    .hash_token(self.api.admin_token().expose());
+                let now = self.store.crypto().hash_token(self.admin_token.expose());
                 secrets_equal(admin.as_bytes(), now.to_hex().as_bytes())
             }
             (

@@ -187,26 +187,14 @@ pub fn badge(status: &str) -> Markup {
     html! { span class={ "badge " (class) } { (status.replace('_', " ")) } }
 }
 
-/// A JSON string field, or `""`.
-pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or_default()
+/// An optional time of a view, shorter (`—` when absent).
+pub fn at(rfc3339: Option<&str>) -> String {
+    rfc3339.map_or_else(|| "—".to_owned(), stamp)
 }
 
-/// A JSON field as display text (`—` when absent or null).
-pub fn text(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        None | Some(Value::Null) => "—".to_owned(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
-/// A time as the API gives it, shorter: `2026-12-01 10:00:00`.
-pub fn when(v: &Value, key: &str) -> String {
-    match v.get(key).and_then(Value::as_str) {
-        Some(t) => stamp(t),
-        None => "—".to_owned(),
-    }
+/// An optional value as display text (`—` when absent).
+pub fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "—".to_owned(), |v| v.to_string())
 }
 
 /// An RFC 3339 time (UTC) as the tables show it: `2026-12-01 10:00:00`.
@@ -215,30 +203,6 @@ pub fn stamp(rfc3339: &str) -> String {
         .replacen('T', " ", 1)
         .trim_end_matches('Z')
         .to_owned()
-}
-
-/// Every field of a JSON object as a definition list (nested values as compact JSON).
-pub fn fields(v: &Value, skip: &[&str]) -> Markup {
-    html! {
-        dl.fields {
-            @if let Some(map) = v.as_object() {
-                @for (k, val) in map {
-                    @if !skip.contains(&k.as_str()) {
-                        dt { (k.replace('_', " ")) }
-                        dd { (match val { Value::String(s) => s.clone(), Value::Null => "—".to_owned(), other => other.to_string() }) }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The items of a listing answer (`{"data": [...]}`).
-pub fn items(v: &Value) -> &[Value] {
-    v.get("data")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
 }
 
 /// A chart: its data rides in a JSON block (not script: the CSP would not run it anyway)

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use crate::config::WebConfig;
 use crate::store::Store;
 
-use super::client::ApiClient;
 use super::session::Sessions;
 
 /// What the pages share.
 #[derive(Debug, Clone)]
 pub struct WebState {
-    pub api: ApiClient,
-    /// What the API's typed operations act on: pages that call them (rather than `api`)
-    /// render typed views.
+    /// The admin token: the console's sign-in compares with it.
+    pub admin_token: crate::config::Secret,
+    /// What the API's typed operations act on: the pages call them and render the typed
+    /// views they return.
     pub core: crate::api::scope::ApiState,
     pub sessions: Sessions,
     pub store: Store,

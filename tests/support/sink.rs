@@ -28,6 +28,8 @@ pub enum Reply {
     Slow(Duration, u16),
     /// Status with this body (the others answer `ok`).
     Body(u16, Bytes),
+    /// Status with these headers (values as raw bytes).
+    Headers(u16, Vec<(&'static str, Vec<u8>)>),
 }
 
 /// One request as received.
@@ -102,6 +104,7 @@ impl Sink {
                                     .unwrap_or(Reply::Status(200))
                             };
                             let mut answer = Bytes::from_static(b"ok");
+                            let mut extra = Vec::new();
                             let (status, retry_after) = match reply {
                                 Reply::Status(s) => (s, None),
                                 Reply::RetryAfter(s, secs) => (s, Some(secs)),
@@ -117,8 +120,16 @@ impl Sink {
                                     answer = body;
                                     (s, None)
                                 }
+                                Reply::Headers(s, headers) => {
+                                    extra = headers;
+                                    (s, None)
+                                }
                             };
                             let mut resp = hyper::Response::builder().status(status);
+                            for (name, value) in extra {
+                                let value = hyper::header::HeaderValue::from_bytes(&value).unwrap();
+                                resp = resp.header(name, value);
+                            }
                             if let Some(secs) = retry_after {
                                 resp = resp.header("retry-after", secs.to_string());
                             }

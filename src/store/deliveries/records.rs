@@ -331,27 +331,88 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// The first bytes of the response body (lossy UTF-8).
     pub response: Option<String>,
+    /// The request's and the response's headers, when they were kept
+    /// (`dispatch.attempt_headers`).
+    #[serde(default)]
+    pub headers: Option<AttemptHeaders>,
+}
+
+/// The headers of one attempt: what was sent (secrets redacted) and what came back, each
+/// `(name, value)` in order, names in lower case, values as visible text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptHeaders {
+    pub request: Vec<(String, String)>,
+    pub response: Vec<(String, String)>,
+}
+
+impl AttemptHeaders {
+    /// One line per header, `>name: value` sent and `<name: value` received: a header name
+    /// or value holds no line break (the client refuses to send one, and what is received is
+    /// made visible text with line breaks replaced).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        for (mark, list) in [('>', &self.request), ('<', &self.response)] {
+            for (name, value) in list {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push(mark);
+                out.push_str(name);
+                out.push_str(": ");
+                out.push_str(value);
+            }
+        }
+        out
+    }
+
+    /// Reads [`AttemptHeaders::encode`]'s text; a line it cannot read is left out.
+    pub fn decode(text: &str) -> AttemptHeaders {
+        let mut h = AttemptHeaders::default();
+        for line in text.split('\n') {
+            let (list, rest) = match line.split_at_checked(1) {
+                Some((">", rest)) => (&mut h.request, rest),
+                Some(("<", rest)) => (&mut h.response, rest),
+                _ => continue,
+            };
+            if let Some((name, value)) = rest.split_once(": ") {
+                list.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        h
+    }
 }
 
 impl AttemptRecord {
     /// The compact text kept in the event's record: `<target>|<attempt>|<at ms>|<status>|
-    /// <latency ms>|<error length>|<error><response>` (a successful attempt stays under the
-    /// 64 bytes that keep the record a listpack).
+    /// <latency ms>|<error length>[,<headers length>]|<error><headers><response>` (a
+    /// successful attempt without headers stays under the 64 bytes that keep the record a
+    /// listpack). Without headers it is the format of earlier versions.
     pub fn encode(&self) -> String {
         let error = self.error.as_deref().unwrap_or_default();
+        let headers = self
+            .headers
+            .as_ref()
+            .map(AttemptHeaders::encode)
+            .unwrap_or_default();
+        let error_len = if self.error.is_some() {
+            error.len().to_string()
+        } else {
+            String::new()
+        };
+        let lengths = match &self.headers {
+            Some(_) => format!("{error_len},{}", headers.len()),
+            None => error_len,
+        };
         format!(
-            "{}|{}|{}|{}|{}|{}|{}{}",
+            "{}|{}|{}|{}|{}|{}|{}{}{}",
             self.target_id,
             self.attempt,
             self.at_ms,
             self.status.map(|s| s.to_string()).unwrap_or_default(),
             self.latency_ms,
-            if self.error.is_some() {
-                error.len().to_string()
-            } else {
-                String::new()
-            },
+            lengths,
             error,
+            headers,
             self.response.as_deref().unwrap_or_default()
         )
     }
@@ -370,15 +431,23 @@ impl AttemptRecord {
             s => Some(s.parse().ok()?),
         };
         let latency_ms = p.next()?.parse().ok()?;
-        let error_len = p.next()?;
+        let lengths = p.next()?;
         let rest = p.next()?;
-        let (error, response) = match error_len {
+        let (error_len, headers_len) = match lengths.split_once(',') {
+            Some((e, h)) => (e, Some(h.parse::<usize>().ok()?)),
+            None => (lengths, None),
+        };
+        let (error, rest) = match error_len {
             "" => (None, rest),
             n => {
                 let n: usize = n.parse().ok()?;
                 let (e, r) = (rest.get(..n)?, rest.get(n..)?);
                 (Some(e.to_owned()), r)
             }
+        };
+        let (headers, response) = match headers_len {
+            None => (None, rest),
+            Some(n) => (Some(AttemptHeaders::decode(rest.get(..n)?)), rest.get(n..)?),
         };
         Some(AttemptRecord {
             target_id,
@@ -388,6 +457,7 @@ impl AttemptRecord {
             latency_ms,
             error,
             response: (!response.is_empty()).then(|| response.to_owned()),
+            headers,
         })
     }
 }
@@ -457,6 +527,7 @@ mod tests {
             latency_ms: 17,
             error: Some("HTTP 500|x".into()),
             response: Some("oops|body".into()),
+            headers: None,
         };
         let back = AttemptRecord::decode(&a.encode()).unwrap();
         assert_eq!(back.error.as_deref(), Some("HTTP 500|x"));
@@ -473,9 +544,45 @@ mod tests {
         };
         assert!(quiet.encode().len() < 64, "{}", quiet.encode());
         let back = AttemptRecord::decode(&quiet.encode()).unwrap();
-        assert_eq!((back.error, back.response), (None, None));
+        assert_eq!((&back.error, &back.response), (&None, &None));
         assert!(AttemptRecord::decode("tgt_1|x").is_none());
         assert!(AttemptRecord::decode("tgt_1|1|2||3|99|short").is_none());
+
+        // Headers ride between the error and the response; `|`, `:` and `,` in them or
+        // around them read back as they were.
+        let headers = AttemptHeaders {
+            request: vec![
+                ("webhook-id".into(), "evt_1".into()),
+                ("authorization".into(), "[redacted]".into()),
+            ],
+            response: vec![
+                ("x-note".into(), "a|b: c,d".into()),
+                ("x-empty".into(), String::new()),
+            ],
+        };
+        let full = AttemptRecord {
+            headers: Some(headers.clone()),
+            ..back.clone()
+        };
+        let read = AttemptRecord::decode(&full.encode()).unwrap();
+        assert_eq!(read.headers.as_ref(), Some(&headers));
+        assert_eq!((read.error, read.response), (None, None));
+        let failed = AttemptRecord {
+            error: Some("HTTP 500|x".into()),
+            response: Some("oops|body".into()),
+            ..full
+        };
+        let read = AttemptRecord::decode(&failed.encode()).unwrap();
+        assert_eq!(read.headers, Some(headers));
+        assert_eq!(read.error.as_deref(), Some("HTTP 500|x"));
+        assert_eq!(read.response.as_deref(), Some("oops|body"));
+        // A record written before headers existed still reads, without them.
+        let old = "tgt_01JABCDEFGHJKMNPQRSTVWXYZ0|1|5|503|3|4|busyoops";
+        let read = AttemptRecord::decode(old).unwrap();
+        assert_eq!(read.headers, None);
+        assert_eq!(read.error.as_deref(), Some("busy"));
+        assert!(AttemptRecord::decode("tgt_1|1|2||3|,x|short").is_none());
+        assert!(AttemptRecord::decode("tgt_1|1|2||3|,99|short").is_none());
     }
 
     #[test]

@@ -5,16 +5,17 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::request::Parts;
 
+use crate::api::scope::TenantScope;
 use crate::model::TenantId;
-use crate::web::client::seg;
 use crate::web::error::WebError;
 use crate::web::face::Ui;
 use crate::web::form::Form;
 use crate::web::guard::Signed;
+use crate::web::href::seg;
 use axum::response::IntoResponse;
 use maud::html;
 
-use crate::web::layout::{Shell, copyable, page, s};
+use crate::web::layout::{Shell, copyable, page};
 use crate::web::session::Principal;
 use crate::web::state::WebState;
 
@@ -23,11 +24,11 @@ use crate::web::state::WebState;
 pub struct Ctx {
     pub ui: Ui,
     pub tenant: TenantId,
+    /// The tenant and its shard, as the API's typed operations take them.
+    pub scope: TenantScope,
     pub tenant_name: String,
     /// Where this tenant's pages are: `/console/tenants/<id>` or `/portal`.
     pub base: String,
-    /// Where this tenant's API is: `/admin/tenants/<id>`.
-    pub api: String,
     pub csrf: String,
 }
 
@@ -41,11 +42,6 @@ impl Ctx {
             tenant: Some((&self.tenant_name, &self.base)),
             tab,
         }
-    }
-
-    /// This tenant's API path `rest` (which starts with `/`).
-    pub fn api(&self, rest: &str) -> String {
-        format!("{}{rest}", self.api)
     }
 
     /// This tenant's page `rest`.
@@ -95,18 +91,21 @@ pub async fn tenant_ctx(
         }
         _ => return Err(WebError::SignedOut(ui)),
     };
-    let api = format!("/admin/tenants/{}", seg(tenant.as_str()));
-    let record = state.api.get(&api).await?;
+    let record = crate::api::tenants::read_tenant(&state.core, &tenant).await?;
+    let scope = TenantScope {
+        shard: crate::keyspace::shard_of(&tenant, state.core.shards),
+        tenant: tenant.clone(),
+    };
     let base = match ui {
         Ui::Console => format!("/console/tenants/{}", seg(tenant.as_str())),
         Ui::Portal => "/portal".to_owned(),
     };
     req.extensions_mut().insert(Ctx {
         ui,
-        tenant_name: s(&record, "name").to_owned(),
+        tenant_name: record.name.as_str().to_owned(),
         tenant,
+        scope,
         base,
-        api,
         csrf: signed.session.csrf.clone(),
     });
     Ok(next.run(req).await)
@@ -131,22 +130,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Item {
             .filter(|v| crate::model::ids::is_valid(v))
             .map(|v| Item(v.to_owned()))
             .ok_or(WebError::NotFound("page"))
-    }
-}
-
-impl Ctx {
-    /// Deletes this tenant's API resource `rest`, then goes back to page `back` with the
-    /// notice of a deletion.
-    pub async fn delete_then(
-        &self,
-        state: &WebState,
-        rest: &str,
-        back: &str,
-    ) -> Result<Response, WebError> {
-        state.api.delete(&self.api(rest)).await?;
-        Ok(crate::web::layout::see_other(
-            &self.page(&format!("{back}?notice=deleted")),
-        ))
     }
 }
 

@@ -10,10 +10,16 @@ use serde_json::{Map, Value, json};
 
 use super::ctx::Ctx;
 use super::events::rfc3339_of;
-use crate::web::client::{query, seg};
+use crate::api::dead_letters::{
+    DeadLetterQuery, Replay, delete_dead_letter, list_dead_letters, replay_dead_letters,
+};
+use crate::api::targets::list_targets;
+use crate::extract::decode_query;
+use crate::model::DeadLetterId;
 use crate::web::error::WebError;
-use crate::web::form::{Form, Params};
-use crate::web::layout::{csrf_field, items, notice, page, s, see_other, text, when};
+use crate::web::form::{Form, Params, decode};
+use crate::web::href::{query, seg};
+use crate::web::layout::{csrf_field, notice, or_dash, page, see_other, stamp};
 use crate::web::state::WebState;
 
 /// The question deleting asks first (in the browser, or as a page); replaying all names how many.
@@ -44,6 +50,16 @@ fn filters(f: &Form) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// The error queue's query of a page's filters, `after` and `limit`, decoded by the API's
+/// rules (a bad time or id is refused as the API refuses it).
+fn listing_query(f: &Form, after: &str, limit: &str) -> Result<DeadLetterQuery, WebError> {
+    let chosen = filters(f);
+    let mut q: Vec<(&str, &str)> = chosen.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    q.extend([("after", after), ("limit", limit)]);
+    let text = query(&q);
+    Ok(decode_query(text.trim_start_matches('?'))?)
+}
+
 /// `GET …/dead-letters[?target_id=&event_type=&since=&until=&after=]`: newest first, a page
 /// at a time, with the number of entries the filters select.
 pub async fn list(
@@ -51,21 +67,16 @@ pub async fn list(
     ctx: Ctx,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let chosen = filters(&p);
-    let mut q: Vec<(&str, &str)> = chosen.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    q.extend([("after", p.get("after")), ("limit", PAGE)]);
-    let entries = state
-        .api
-        .get(&ctx.api(&format!("/dead-letters{}", query(&q))))
-        .await?;
-    let targets = state.api.get(&ctx.api("/targets")).await?;
-    let urls: HashMap<&str, &str> = items(&targets)
+    let q = listing_query(&p, p.get("after"), PAGE)?;
+    let entries = list_dead_letters(&state.core, &ctx.scope, q).await?;
+    let targets = list_targets(&state.core, &ctx.scope).await?.data;
+    let urls: HashMap<&str, &str> = targets
         .iter()
-        .map(|t| (s(t, "id"), s(t, "url")))
+        .map(|t| (t.id.as_str(), t.url.as_str()))
         .collect();
-    let rows = items(&entries);
-    let total = entries.get("total").and_then(Value::as_u64).unwrap_or(0);
-    let next = entries.get("next").and_then(Value::as_str);
+    let rows = &entries.data;
+    let total = entries.total;
+    let next = entries.next.as_ref().map(DeadLetterId::as_str);
     let target = p.get("target_id");
     let filtered = FILTERS.iter().any(|k| !p.get(k).is_empty());
     let mut next_q: Vec<(&str, &str)> = FILTERS.iter().map(|k| (*k, p.get(k))).collect();
@@ -82,8 +93,8 @@ pub async fn list(
             label { "Target"
                 select name="target_id" {
                     option value="" { "any" }
-                    @for t in items(&targets) {
-                        option value=(s(t, "id")) selected[s(t, "id") == target] { (s(t, "url")) }
+                    @for t in &targets {
+                        option value=(t.id.as_str()) selected[t.id.as_str() == target] { (t.url) }
                     }
                 }
             }
@@ -110,14 +121,14 @@ pub async fn list(
                 tbody {
                     @for e in rows {
                         tr {
-                            td { input type="checkbox" name="ids" value=(s(e, "id")) aria-label="Select"; }
-                            td { a href=(ctx.page(&format!("/events/{}", seg(s(e, "event_id"))))) { code { (s(e, "event_id")) } } }
-                            td { (s(e, "event_type")) }
-                            td { (urls.get(s(e, "target_id")).copied().unwrap_or(s(e, "target_id"))) }
-                            td { (text(e, "attempts")) }
-                            td { (text(e, "last_status")) }
-                            td { (text(e, "last_error")) }
-                            td { (when(e, "failed_at")) }
+                            td { input type="checkbox" name="ids" value=(e.id.as_str()) aria-label="Select"; }
+                            td { a href=(ctx.page(&format!("/events/{}", seg(e.event_id.as_str())))) { code { (e.event_id.as_str()) } } }
+                            td { (e.event_type.as_str()) }
+                            td { (urls.get(e.target_id.as_str()).copied().unwrap_or(e.target_id.as_str())) }
+                            td { (e.attempts) }
+                            td { (or_dash(e.last_status)) }
+                            td { (e.last_error.as_deref().unwrap_or("—")) }
+                            td { (stamp(&e.failed_at)) }
                         }
                     }
                     @if rows.is_empty() { tr { td colspan="8" { @if filtered { "No entry matches the filters." } @else { "The error queue is empty." } } } }
@@ -151,14 +162,8 @@ pub async fn replay(
     if form.get("which") == "all" {
         if !form.checked("confirmed") {
             // The page asks with the count it shows; without scripts, count again to ask.
-            let mut q: Vec<(&str, String)> = filters(&form);
-            q.push(("limit", "1".into()));
-            let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let listed = state
-                .api
-                .get(&ctx.api(&format!("/dead-letters{}", query(&pairs))))
-                .await?;
-            let n = listed.get("total").and_then(Value::as_u64).unwrap_or(0);
+            let q = listing_query(&form, "", "1")?;
+            let n = list_dead_letters(&state.core, &ctx.scope, q).await?.total;
             let action = ctx.page("/dead-letters/replay");
             if let Some(ask) = ctx.confirm_first(&form, &ask_replay_all(n), &action) {
                 return Ok(ask);
@@ -178,14 +183,10 @@ pub async fn replay(
         }
         body.insert("ids".into(), json!(ids));
     }
-    let r = state
-        .api
-        .post(&ctx.api("/dead-letters/replay"), Value::Object(body))
-        .await?;
-    let n = r
-        .get("replayed")
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
+    let replay: Replay = decode(Value::Object(body))?;
+    let n = replay_dead_letters(&state.core, &ctx.scope, replay)
+        .await?
+        .replayed
         .to_string();
     let mut q: Vec<(&str, &str)> = FILTERS.iter().map(|k| (*k, form.get(k))).collect();
     q.push(("replayed", &n));
@@ -208,12 +209,8 @@ pub async fn remove(
         return Ok(ask);
     }
     for id in ids {
-        let id =
-            crate::model::DeadLetterId::parse(id).map_err(|_| WebError::NotFound("dead letter"))?;
-        state
-            .api
-            .delete(&ctx.api(&format!("/dead-letters/{}", seg(id.as_str()))))
-            .await?;
+        let id = DeadLetterId::parse(id).map_err(|_| WebError::NotFound("dead letter"))?;
+        delete_dead_letter(&state.core, &ctx.scope, &id).await?;
     }
     let mut q: Vec<(&str, &str)> = FILTERS.iter().map(|k| (*k, form.get(k))).collect();
     q.push(("notice", "deleted"));

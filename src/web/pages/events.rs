@@ -4,13 +4,21 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use serde_json::{Value, json};
 
 use super::ctx::{Ctx, Item};
-use crate::web::client::{query, seg};
+use crate::api::dead_letters::{Replay, Selection, replay_dead_letters};
+use crate::api::events::{
+    BodyEncoding, EventBody, EventList, EventQuery, HeaderView, list_events, read_event,
+    read_event_body,
+};
+use crate::api::targets::list_targets;
+use crate::extract::decode_query;
+use crate::model::{EventId, TargetId};
+use crate::store::deliveries::State as DeliveryState;
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params};
-use crate::web::layout::{badge, csrf_field, items, notice, page, s, see_other, text, when};
+use crate::web::href::{query, seg};
+use crate::web::layout::{at, badge, csrf_field, notice, or_dash, page, see_other, stamp};
 use crate::web::state::WebState;
 
 /// Events per page of the list.
@@ -32,11 +40,11 @@ pub(super) fn rfc3339_of(local: &str) -> String {
     }
 }
 
-/// The list's filters, as the API's query.
-fn api_query(p: &Form) -> String {
+/// The list's filters, as the API's query, decoded by the API's rules.
+fn api_query(p: &Form) -> Result<EventQuery, WebError> {
     let since = rfc3339_of(p.get("since"));
     let until = rfc3339_of(p.get("until"));
-    query(&[
+    let text = query(&[
         ("event_type", p.get("event_type")),
         ("status", p.get("status")),
         ("target_id", p.get("target_id")),
@@ -44,7 +52,8 @@ fn api_query(p: &Form) -> String {
         ("until", &until),
         ("before", p.get("before")),
         ("limit", PAGE),
-    ])
+    ]);
+    Ok(decode_query(text.trim_start_matches('?'))?)
 }
 
 /// The filters as the page's own query (for the refresh and the next page).
@@ -60,7 +69,7 @@ fn page_query(p: &Form, before: &str) -> String {
 }
 
 /// The rows of the list; the first page asks to be refreshed every few seconds.
-fn rows_markup(ctx: &Ctx, p: &Form, listing: &Value) -> Markup {
+fn rows_markup(ctx: &Ctx, p: &Form, listing: &EventList) -> Markup {
     let first_page = p.get("before").is_empty();
     let refresh = ctx.page(&format!("/events/rows{}", page_query(p, "")));
     html! {
@@ -68,20 +77,16 @@ fn rows_markup(ctx: &Ctx, p: &Form, listing: &Value) -> Markup {
             hx-get=[first_page.then_some(&refresh)]
             hx-trigger=[first_page.then_some(format!("every {REFRESH_S}s"))]
             hx-swap=[first_page.then_some("outerHTML")] {
-            @for e in items(listing) {
+            @for e in &listing.data {
                 tr {
-                    td { a href=(ctx.page(&format!("/events/{}", seg(s(e, "id"))))) { code { (s(e, "id")) } } }
-                    td { (s(e, "event_type")) }
-                    td { (badge(s(e, "status"))) }
-                    td { (when(e, "received_at")) }
-                    td {
-                        @if let Some(ds) = e.get("deliveries").and_then(Value::as_array) {
-                            (ds.len()) " target" @if ds.len() != 1 { "s" }
-                        }
-                    }
+                    td { a href=(ctx.page(&format!("/events/{}", seg(e.id.as_str())))) { code { (e.id.as_str()) } } }
+                    td { (e.event_type) }
+                    td { (badge(e.status.as_str())) }
+                    td { (stamp(&e.received_at)) }
+                    td { (e.deliveries.len()) " target" @if e.deliveries.len() != 1 { "s" } }
                 }
             }
-            @if items(listing).is_empty() { tr { td colspan="5" { "No events match." } } }
+            @if listing.data.is_empty() { tr { td colspan="5" { "No events match." } } }
         }
     }
 }
@@ -92,17 +97,11 @@ pub async fn list(
     ctx: Ctx,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let listing = state
-        .api
-        .get(&ctx.api(&format!("/events{}", api_query(&p))))
-        .await?;
-    let next = listing
-        .get("next")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let listing = list_events(&state.core, &ctx.scope, api_query(&p)?).await?;
+    let next = listing.next.as_ref().map(|n| n.as_str().to_owned());
     let status = p.get("status");
     // Targets are chosen by their URL, never by a pasted id.
-    let targets = state.api.get(&ctx.api("/targets")).await?;
+    let targets = list_targets(&state.core, &ctx.scope).await?.data;
     let target = p.get("target_id");
     let body = html! {
         h1 { "Events" }
@@ -117,8 +116,8 @@ pub async fn list(
             label { "Target"
                 select name="target_id" {
                     option value="" { "any" }
-                    @for t in items(&targets) {
-                        option value=(s(t, "id")) selected[s(t, "id") == target] { (s(t, "url")) }
+                    @for t in &targets {
+                        option value=(t.id.as_str()) selected[t.id.as_str() == target] { (t.url) }
                     }
                 }
             }
@@ -143,20 +142,16 @@ pub async fn rows(
     ctx: Ctx,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let listing = state
-        .api
-        .get(&ctx.api(&format!("/events{}", api_query(&p))))
-        .await?;
+    let listing = list_events(&state.core, &ctx.scope, api_query(&p)?).await?;
     Ok(rows_markup(&ctx, &p, &listing).into_response())
 }
 
 /// A body for people: pretty JSON when it parses as JSON, else the text; clipped.
-fn shown_body(body: &Value) -> (String, bool) {
-    let raw = s(body, "body");
-    let text = if s(body, "encoding") == "base64" {
-        format!("(binary body, base64)\n{raw}")
-    } else {
-        pretty_json(raw).unwrap_or_else(|| raw.to_owned())
+fn shown_body(body: &EventBody) -> (String, bool) {
+    let raw = &body.body;
+    let text = match body.encoding {
+        BodyEncoding::Base64 => format!("(binary body, base64)\n{raw}"),
+        BodyEncoding::Utf8 => pretty_json(raw).unwrap_or_else(|| raw.to_owned()),
     };
     if text.len() > SHOWN_BODY {
         let mut cut = SHOWN_BODY;
@@ -189,30 +184,23 @@ pub async fn show(
     Item(id): Item,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let event = state.api.get(&ctx.api(&format!("/events/{id}"))).await?;
-    let body = match state.api.get(&ctx.api(&format!("/events/{id}/body"))).await {
+    let event_id = EventId::parse(&id).map_err(|_| WebError::NotFound("event"))?;
+    let event = read_event(&state.core, &ctx.scope, &event_id).await?;
+    let body = match read_event_body(&state.core, &ctx.scope, &event_id).await {
         Ok(b) => Some(b),
-        Err(WebError::Api { status, .. }) if status == http::StatusCode::NOT_FOUND => None,
-        Err(e) => return Err(e),
+        Err(e) if e.status == http::StatusCode::NOT_FOUND => None,
+        Err(e) => return Err(e.into()),
     };
-    let attempts: Vec<Value> = event
-        .get("attempts")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let deliveries: Vec<Value> = event
-        .get("deliveries")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let attempts = &event.attempts;
+    let deliveries = &event.deliveries;
     let html_body = html! {
         (notice(p.opt("notice")))
-        h1 { "Event " code { (s(&event, "id")) } }
+        h1 { "Event " code { (event.id.as_str()) } }
         section.card {
             dl.fields {
-                dt { "Type" } dd id="event-type" { (text(&event, "event_type")) }
-                dt { "Content type" } dd { (text(&event, "content_type")) }
-                dt { "Received (UTC)" } dd { (when(&event, "received_at")) }
+                dt { "Type" } dd id="event-type" { (event.event_type.as_deref().unwrap_or("—")) }
+                dt { "Content type" } dd { (event.content_type.as_deref().unwrap_or("—")) }
+                dt { "Received (UTC)" } dd { (stamp(&event.received_at)) }
             }
         }
         section.card {
@@ -220,7 +208,7 @@ pub async fn show(
             @match &body {
                 Some(b) => {
                     @let (shown, clipped) = shown_body(b);
-                    p.muted { (text(b, "size")) " bytes" @if clipped { ", the first " (SHOWN_BODY / 1024) " kB shown" } }
+                    p.muted { (b.size) " bytes" @if clipped { ", the first " (SHOWN_BODY / 1024) " kB shown" } }
                     pre.body id="event-body" { (shown) }
                 }
                 None => p.muted { "The body is no longer kept (past retention)." }
@@ -228,32 +216,45 @@ pub async fn show(
         }
         h2 { "Deliveries" }
         @if deliveries.is_empty() { p { "No target took this event (yet)." } }
-        @for d in &deliveries {
-            @let target = s(d, "target_id");
+        @for d in deliveries {
+            @let target = d.target_id.as_str();
             section.card.delivery data-target=(target) {
-                h3 { "Target " a href=(ctx.page(&format!("/targets/{}", seg(target)))) { code { (target) } } " " (badge(s(d, "state"))) }
+                h3 { "Target " a href=(ctx.page(&format!("/targets/{}", seg(target)))) { code { (target) } } " " (badge(d.state.as_str())) }
                 dl.fields {
-                    dt { "Attempts" } dd { (text(d, "attempts")) }
-                    dt { "Last status" } dd { (text(d, "last_status")) }
-                    dt { "Last error" } dd { (text(d, "last_error")) }
-                    dt { "Next retry" } dd { (when(d, "next_retry_at")) }
+                    dt { "Attempts" } dd { (d.attempts) }
+                    dt { "Last status" } dd { (or_dash(d.last_status)) }
+                    dt { "Last error" } dd { (d.last_error.as_deref().unwrap_or("—")) }
+                    dt { "Next retry" } dd { (at(d.next_retry_at.as_deref())) }
                 }
                 div.table-wrap { table.attempts {
                     thead { tr { th { "#" } th { "At (UTC)" } th { "Status" } th { "Latency" } th { "Error" } th { "Response" } } }
                     tbody {
-                        @for a in attempts.iter().filter(|a| s(a, "target_id") == target) {
+                        @for a in attempts.iter().filter(|a| a.target_id == d.target_id) {
                             tr {
-                                td { (text(a, "attempt")) }
-                                td { (when(a, "at")) }
-                                td { (text(a, "status")) }
-                                td { (stored_latency(a)) }
-                                td { (text(a, "error")) }
-                                td { code { (text(a, "response")) } }
+                                td { (a.attempt) }
+                                td { (stamp(&a.at)) }
+                                td { (or_dash(a.status)) }
+                                td { (stored_latency(a.latency_ms)) }
+                                td { (a.error.as_deref().unwrap_or("—")) }
+                                td { code { (a.response.as_deref().unwrap_or("—")) } }
+                            }
+                            @if let (Some(sent), Some(received)) = (&a.request_headers, &a.response_headers) {
+                                tr.headers {
+                                    td colspan="6" {
+                                        details {
+                                            summary { "Headers of attempt " (a.attempt) }
+                                            div.header-lists {
+                                                (header_list("Sent", sent))
+                                                (header_list("Received", received))
+                                            }
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
                 } }
-                @if s(d, "state") == "dead_lettered" {
+                @if d.state == DeliveryState::DeadLettered {
                     form.inline method="post" action=(ctx.page(&format!("/events/{id}/resend"))) {
                         (csrf_field(&ctx.csrf))
                         input type="hidden" name="target_id" value=(target);
@@ -274,19 +275,22 @@ pub async fn resend(
     Item(id): Item,
     form: Form,
 ) -> Result<Response, WebError> {
-    let event = crate::model::EventId::parse(&id).map_err(|_| WebError::NotFound("event"))?;
-    let target = crate::model::TargetId::parse(form.get("target_id"))
+    let event = EventId::parse(&id).map_err(|_| WebError::NotFound("event"))?;
+    let target = TargetId::parse(form.get("target_id"))
         .map_err(|_| WebError::BadRequest("which target? (target_id)".into()))?;
     // Only its error queue entries are resent, found however long the queue is: a
     // time-range recovery could take other events of the same instant along.
-    let r = state
-        .api
-        .post(
-            &ctx.api("/dead-letters/replay"),
-            json!({ "event_id": event.as_str(), "target_id": target.as_str() }),
-        )
-        .await?;
-    let sent = r.get("replayed").and_then(Value::as_u64).unwrap_or(0);
+    let only_these = Replay {
+        ids: None,
+        select: Selection {
+            event_id: Some(event.clone()),
+            target_id: Some(target),
+            ..Selection::default()
+        },
+    };
+    let sent = replay_dead_letters(&state.core, &ctx.scope, only_these)
+        .await?
+        .replayed;
     let done = if sent > 0 { "resent" } else { "nothing" };
     Ok(see_other(&ctx.page(&format!(
         "/events/{}?notice={done}",
@@ -294,13 +298,25 @@ pub async fn resend(
     ))))
 }
 
+/// One side of an attempt's headers, as `name: value` lines.
+fn header_list(title: &str, headers: &[HeaderView]) -> Markup {
+    html! {
+        div {
+            h4 { (title) }
+            @if headers.is_empty() { p.muted { "none (no response)" } }
+            @else {
+                pre.inline { @for h in headers { (h.name) ": " (h.value) "\n" } }
+            }
+        }
+    }
+}
+
 /// A stored attempt's latency: kept in whole milliseconds, so one that took less says so
 /// rather than "0 ms".
-pub fn stored_latency(a: &Value) -> String {
-    match a.get("latency_ms").and_then(Value::as_u64) {
-        Some(0) => "< 1 ms".to_owned(),
-        Some(ms) => format!("{ms} ms"),
-        None => "—".to_owned(),
+pub fn stored_latency(ms: u64) -> String {
+    match ms {
+        0 => "< 1 ms".to_owned(),
+        ms => format!("{ms} ms"),
     }
 }
 

@@ -10,11 +10,11 @@ use maud::{Markup, html};
 use crate::api::find::{FoundKind, locate};
 use crate::api::overview::{Overview, TroubledTarget, build};
 use crate::model::WatchKind;
-use crate::web::client::{query, seg};
 use crate::web::error::WebError;
 use crate::web::face::Ui;
 use crate::web::form::Params;
 use crate::web::guard::Signed;
+use crate::web::href::{query, seg};
 use crate::web::layout::{Shell, badge, page, see_other, stamp};
 use crate::web::state::WebState;
 

@@ -7,11 +7,17 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::ctx::{Ctx, Item, Kept};
+use crate::api::monitors::{
+    HistoryQuery, MonitorView, MonitorWithToken, create_monitor, delete_monitor, list_monitors,
+    monitor_checks, monitor_incidents, read_monitor, rotate_monitor_token, update_monitor,
+};
 use crate::model::time::{now_ms, parse_rfc3339};
-use crate::web::client::seg;
+use crate::model::{MonitorPatch, MonitorSpec};
+use crate::monitors::state::{Incident, LiveStatus};
 use crate::web::error::WebError;
-use crate::web::form::{Form, Params};
-use crate::web::layout::{badge, csrf_field, items, notice, page, s, see_other, text, when};
+use crate::web::form::{Form, Params, decode};
+use crate::web::href::seg;
+use crate::web::layout::{at, badge, csrf_field, notice, page, see_other, stamp};
 use crate::web::state::WebState;
 
 /// The questions its destructive actions ask first (in the browser, or as a page).
@@ -29,30 +35,30 @@ const UPTIME_DAYS: u64 = 30;
 const DAY_MS: u64 = 86_400_000;
 
 /// The tile class of a status: from a fixed set.
-fn tile_class(status: &str) -> &'static str {
+fn tile_class(status: LiveStatus) -> &'static str {
     match status {
-        "up" => "tile up",
-        "down" => "tile down",
-        "degraded" => "tile degraded",
-        _ => "tile",
+        LiveStatus::Up => "tile up",
+        LiveStatus::Down => "tile down",
+        LiveStatus::Degraded => "tile degraded",
+        LiveStatus::New => "tile",
     }
 }
 
 /// The board's tiles; they ask to be refreshed every few seconds.
-fn tiles_markup(ctx: &Ctx, monitors: &Value) -> Markup {
+fn tiles_markup(ctx: &Ctx, monitors: &[MonitorView]) -> Markup {
     html! {
         div.board id="board" hx-get=(ctx.page("/monitors/tiles")) hx-trigger={ "every " (REFRESH_S) "s" } hx-swap="outerHTML" {
-            @for m in items(monitors) {
-                a class=(tile_class(s(m, "status"))) href=(ctx.page(&format!("/monitors/{}", seg(s(m, "id"))))) data-status=(s(m, "status")) {
-                    h3 { (s(m, "name")) }
-                    (badge(s(m, "status")))
+            @for m in monitors {
+                a class=(tile_class(m.status)) href=(ctx.page(&format!("/monitors/{}", seg(m.id.as_str())))) data-status=(m.status.as_str()) {
+                    h3 { (m.name.as_str()) }
+                    (badge(m.status.as_str()))
                     p.muted {
-                        "Last heartbeat: " (when(m, "last_heartbeat")) br;
-                        "Next deadline: " (when(m, "next_deadline"))
+                        "Last heartbeat: " (at(m.last_heartbeat.as_deref())) br;
+                        "Next deadline: " (at(m.next_deadline.as_deref()))
                     }
                 }
             }
-            @if items(monitors).is_empty() { p { "No monitors yet." } }
+            @if monitors.is_empty() { p { "No monitors yet." } }
         }
     }
 }
@@ -63,7 +69,7 @@ pub async fn board(
     ctx: Ctx,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let monitors = state.api.get(&ctx.api("/monitors")).await?;
+    let monitors = list_monitors(&state.core, &ctx.scope).await?.data;
     let body = html! {
         (notice(p.opt("notice")))
         h1 { "Monitors" }
@@ -82,16 +88,17 @@ pub async fn board(
 
 /// `GET …/monitors/tiles`: the board alone, for its refresh.
 pub async fn tiles(State(state): State<WebState>, ctx: Ctx) -> Result<Response, WebError> {
-    let monitors = state.api.get(&ctx.api("/monitors")).await?;
+    let monitors = list_monitors(&state.core, &ctx.scope).await?.data;
     Ok(tiles_markup(&ctx, &monitors).into_response())
 }
 
-fn monitor_fields(current: Option<&Value>) -> Markup {
-    let v = |k: &str, d: &str| current.map(|m| text(m, k)).unwrap_or_else(|| d.to_owned());
+fn monitor_fields(current: Option<&MonitorView>) -> Markup {
+    let interval = current.map_or(300, |m| m.heartbeat_interval_s.get());
+    let grace = current.map_or(60, |m| m.grace_s.get());
     html! {
-        label { "Name" input type="text" name="name" value=(current.map(|m| s(m, "name")).unwrap_or_default()) required; }
-        label { "Heartbeat interval (seconds)" input type="number" name="heartbeat_interval_s" min="1" value=(v("heartbeat_interval_s", "300")); }
-        label { "Grace (seconds)" input type="number" name="grace_s" min="0" value=(v("grace_s", "60")); }
+        label { "Name" input type="text" name="name" value=[current.map(|m| m.name.as_str())] required; }
+        label { "Heartbeat interval (seconds)" input type="number" name="heartbeat_interval_s" min="1" value=(interval); }
+        label { "Grace (seconds)" input type="number" name="grace_s" min="0" value=(grace); }
         label { "Secret for signed status pushes (optional" @if current.is_some() { "; empty keeps it" } ")"
             input type="password" name="secret" autocomplete="off";
         }
@@ -114,16 +121,16 @@ fn monitor_body(form: &Form) -> Result<Value, WebError> {
 }
 
 /// A monitor's URLs and token, shown at creation and rotation.
-fn with_token(ctx: &Ctx, title: &str, m: &Value) -> Response {
-    let back = ctx.page(&format!("/monitors/{}", seg(s(m, "id"))));
+fn with_token(ctx: &Ctx, title: &str, m: &MonitorWithToken) -> Response {
+    let back = ctx.page(&format!("/monitors/{}", seg(m.monitor.id.as_str())));
     ctx.shown_once(
-        &format!("{title}: {}", s(m, "name")),
+        &format!("{title}: {}", m.monitor.name.as_str()),
         "/monitors",
         Kept::Hashed,
         &[
-            ("Heartbeat URL", "heartbeat-url", s(m, "heartbeat_url")),
-            ("Status URL", "status-url", s(m, "status_url")),
-            ("Token", "monitor-token", s(m, "token")),
+            ("Heartbeat URL", "heartbeat-url", &m.heartbeat_url),
+            ("Status URL", "status-url", &m.status_url),
+            ("Token", "monitor-token", &m.token),
         ],
         &back,
     )
@@ -135,10 +142,8 @@ pub async fn create(
     ctx: Ctx,
     form: Form,
 ) -> Result<Response, WebError> {
-    let created = state
-        .api
-        .post(&ctx.api("/monitors"), monitor_body(&form)?)
-        .await?;
+    let spec: MonitorSpec = decode(monitor_body(&form)?)?;
+    let created = create_monitor(&state.core, &ctx.scope, &spec).await?;
     Ok(with_token(&ctx, "Monitor created", &created))
 }
 
@@ -149,50 +154,53 @@ async fn incident_history(
     state: &WebState,
     ctx: &Ctx,
     id: &str,
-) -> Result<(Vec<Value>, u64), WebError> {
+) -> Result<(Vec<Incident>, u64), WebError> {
     let horizon = now_ms().saturating_sub(UPTIME_DAYS * DAY_MS);
-    let mut all: Vec<Value> = Vec::new();
-    let mut before = String::new();
+    let mut all: Vec<Incident> = Vec::new();
+    let mut before: Option<String> = None;
     for _ in 0..INCIDENT_PAGES {
-        let page = state
-            .api
-            .get(&ctx.api(&format!(
-                "/monitors/{id}/incidents{}",
-                crate::web::client::query(&[("limit", "100"), ("before", &before)])
-            )))
-            .await?;
-        let rows = items(&page).to_vec();
+        let q = HistoryQuery {
+            limit: Some(100),
+            before: before.take(),
+        };
+        let rows = monitor_incidents(&state.core, &ctx.scope, id, &q)
+            .await?
+            .data;
         let full = rows.len() == 100;
-        let oldest = rows.last().map(|i| s(i, "opened_at").to_owned());
+        let oldest = rows.last().map(|i| i.opened_at.clone());
         all.extend(rows);
         match oldest {
-            Some(o) if full && parse_rfc3339(&o).is_some_and(|t| t > horizon) => before = o,
+            Some(o) if full && parse_rfc3339(&o).is_some_and(|t| t > horizon) => before = Some(o),
             // Fewer than a page, or past the horizon: complete.
             _ => return Ok((all, 0)),
         }
     }
     let known_from = all
         .last()
-        .and_then(|i| parse_rfc3339(s(i, "opened_at")))
+        .and_then(|i| parse_rfc3339(&i.opened_at))
         .unwrap_or(0);
     Ok((all, known_from))
 }
 
-/// Uptime per day over the last [`UPTIME_DAYS`] days, from the incident history: the share
-/// of each day (UTC) outside an incident. Days before the monitor existed are `None`.
-fn uptime(incidents: &[Value], created_ms: u64, now: u64) -> Vec<(u64, Option<f64>)> {
-    let spans: Vec<(u64, u64)> = incidents
+/// The spans (ms) the incidents cover; an open one lasts until `now`.
+fn spans(incidents: &[Incident], now: u64) -> Vec<(u64, u64)> {
+    incidents
         .iter()
         .filter_map(|i| {
-            let from = parse_rfc3339(s(i, "opened_at"))?;
+            let from = parse_rfc3339(&i.opened_at)?;
             let to = i
-                .get("resolved_at")
-                .and_then(Value::as_str)
+                .resolved_at
+                .as_deref()
                 .and_then(parse_rfc3339)
                 .unwrap_or(now);
             Some((from, to))
         })
-        .collect();
+        .collect()
+}
+
+/// Uptime per day over the last [`UPTIME_DAYS`] days, from the incidents' spans: the share
+/// of each day (UTC) outside an incident. Days before the monitor existed are `None`.
+fn uptime(spans: &[(u64, u64)], created_ms: u64, now: u64) -> Vec<(u64, Option<f64>)> {
     let today = now / DAY_MS * DAY_MS;
     (0..UPTIME_DAYS)
         .rev()
@@ -237,27 +245,28 @@ pub async fn show(
     Item(id): Item,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let m = state.api.get(&ctx.api(&format!("/monitors/{id}"))).await?;
+    let m = read_monitor(&state.core, &ctx.scope, &id).await?;
     let (incidents, known_from) = incident_history(&state, &ctx, &id).await?;
-    let checks = state
-        .api
-        .get(&ctx.api(&format!("/monitors/{id}/checks")))
-        .await?;
-    let created = parse_rfc3339(s(&m, "created_at")).unwrap_or(0);
-    let days = uptime(&incidents, created.max(known_from), now_ms());
+    let recent = HistoryQuery::default();
+    let checks = monitor_checks(&state.core, &ctx.scope, &id, &recent)
+        .await?
+        .data;
+    let created = parse_rfc3339(&m.created_at).unwrap_or(0);
+    let now = now_ms();
+    let days = uptime(&spans(&incidents, now), created.max(known_from), now);
     let csrf = &ctx.csrf;
     let body = html! {
         (notice(p.opt("notice")))
-        h1 { (s(&m, "name")) " " (badge(s(&m, "status"))) }
+        h1 { (m.name.as_str()) " " (badge(m.status.as_str())) }
         section.card {
             dl.fields id="monitor-state" {
-                dt { "Status since" } dd { (when(&m, "status_since")) }
-                dt { "Last heartbeat" } dd { (when(&m, "last_heartbeat")) }
-                dt { "Last signal" } dd { (when(&m, "last_signal")) }
-                dt { "Next deadline" } dd { (when(&m, "next_deadline")) }
-                dt { "Running since" } dd { (when(&m, "running_since")) }
-                dt { "Interval / grace" } dd { (text(&m, "heartbeat_interval_s")) " s / " (text(&m, "grace_s")) " s" }
-                dt { "Signed pushes" } dd { @if m.get("has_secret") == Some(&Value::Bool(true)) { "required" } @else { "no" } }
+                dt { "Status since" } dd { (at(m.status_since.as_deref())) }
+                dt { "Last heartbeat" } dd { (at(m.last_heartbeat.as_deref())) }
+                dt { "Last signal" } dd { (at(m.last_signal.as_deref())) }
+                dt { "Next deadline" } dd { (at(m.next_deadline.as_deref())) }
+                dt { "Running since" } dd { (at(m.running_since.as_deref())) }
+                dt { "Interval / grace" } dd { (m.heartbeat_interval_s.get()) " s / " (m.grace_s.get()) " s" }
+                dt { "Signed pushes" } dd { @if m.has_secret { "required" } @else { "no" } }
             }
             p.muted { "Its URLs hold its token, which is shown only at creation and rotation; rotate it to see new ones." }
         }
@@ -272,11 +281,11 @@ pub async fn show(
                 tbody {
                     @for i in incidents.iter().take(INCIDENTS_SHOWN) {
                         tr {
-                            td { (when(i, "opened_at")) }
-                            td { (badge(s(i, "status"))) }
-                            td { (s(i, "reason")) }
-                            td { (when(i, "resolved_at")) }
-                            td { @if let Some(d) = i.get("duration_ms").and_then(Value::as_u64) { (d / 1000) " s" } @else { "open" } }
+                            td { (stamp(&i.opened_at)) }
+                            td { (badge(i.status.as_str())) }
+                            td { (i.reason) }
+                            td { (at(i.resolved_at.as_deref())) }
+                            td { @if let Some(d) = i.duration_ms { (d / 1000) " s" } @else { "open" } }
                         }
                     }
                     @if incidents.is_empty() { tr { td colspan="5" { "No incidents." } } }
@@ -288,13 +297,13 @@ pub async fn show(
             div.table-wrap { table id="checks" {
                 thead { tr { th { "At (UTC)" } th { "Signal" } th { "Status" } th { "Reason" } th { "Message" } } }
                 tbody {
-                    @for c in items(&checks) {
+                    @for c in &checks {
                         tr {
-                            td { (when(c, "at")) }
-                            td { (s(c, "signal")) }
-                            td { (badge(s(c, "status"))) }
-                            td { (s(c, "reason")) }
-                            td { (text(c, "message")) }
+                            td { (stamp(&c.at)) }
+                            td { (c.signal) }
+                            td { (badge(c.status.as_str())) }
+                            td { (c.reason) }
+                            td { (c.message.as_deref().unwrap_or("—")) }
                         }
                     }
                 }
@@ -329,10 +338,8 @@ pub async fn update(
     Item(id): Item,
     form: Form,
 ) -> Result<Response, WebError> {
-    state
-        .api
-        .patch(&ctx.api(&format!("/monitors/{id}")), monitor_body(&form)?)
-        .await?;
+    let patch: MonitorPatch = decode(monitor_body(&form)?)?;
+    update_monitor(&state.core, &ctx.scope, &id, &patch).await?;
     Ok(see_other(
         &ctx.page(&format!("/monitors/{id}?notice=saved")),
     ))
@@ -349,10 +356,7 @@ pub async fn rotate(
     if let Some(ask) = ctx.confirm_first(&form, ASK_ROTATE, &action) {
         return Ok(ask);
     }
-    let rotated = state
-        .api
-        .post(&ctx.api(&format!("/monitors/{id}/rotate-token")), json!({}))
-        .await?;
+    let rotated = rotate_monitor_token(&state.core, &ctx.scope, &id).await?;
     Ok(with_token(&ctx, "Token rotated", &rotated))
 }
 
@@ -367,8 +371,8 @@ pub async fn remove(
     if let Some(ask) = ctx.confirm_first(&form, ASK_DELETE, &action) {
         return Ok(ask);
     }
-    ctx.delete_then(&state, &format!("/monitors/{id}"), "/monitors")
-        .await
+    delete_monitor(&state.core, &ctx.scope, &id).await?;
+    Ok(see_other(&ctx.page("/monitors?notice=deleted")))
 }
 
 #[cfg(test)]
@@ -380,9 +384,9 @@ mod tests {
         let now = 10 * DAY_MS + DAY_MS / 2;
         let created = 8 * DAY_MS;
         // Down a quarter of day 9 (resolved), and from the middle of day 10 (today) on.
-        let incidents = vec![
-            json!({"opened_at": crate::model::time::rfc3339(9 * DAY_MS), "resolved_at": crate::model::time::rfc3339(9 * DAY_MS + DAY_MS / 4)}),
-            json!({"opened_at": crate::model::time::rfc3339(10 * DAY_MS + DAY_MS / 4), "resolved_at": null}),
+        let incidents = [
+            (9 * DAY_MS, 9 * DAY_MS + DAY_MS / 4),
+            (10 * DAY_MS + DAY_MS / 4, now),
         ];
         let days = uptime(&incidents, created, now);
         assert_eq!(days.len() as u64, UPTIME_DAYS);

@@ -8,10 +8,12 @@ use serde_json::{Value, json};
 
 use super::ctx::Ctx;
 use super::tenants;
+use crate::api::events::{SeriesQuery, read_stats, read_stats_series};
+use crate::store::series::MinuteCounts;
 use crate::web::error::WebError;
 use crate::web::face::Ui;
 use crate::web::form::Params;
-use crate::web::layout::{badge, chart, fields, items, notice, page, text};
+use crate::web::layout::{badge, chart, notice, page, stamp};
 use crate::web::state::WebState;
 
 /// The windows a chart may cover: (`window` parameter, minutes, label). The per-minute
@@ -40,48 +42,48 @@ pub async fn show(
     ctx: Ctx,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let tenant = state.api.get(&ctx.api("")).await?;
-    let stats = state.api.get(&ctx.api("/stats")).await?;
+    let tenant = crate::api::tenants::read_tenant(&state.core, &ctx.tenant).await?;
+    let stats = read_stats(&state.core, &ctx.scope).await?;
     let w = window(&p);
-    let series = state
-        .api
-        .get(&ctx.api(&format!("/stats/series?minutes={}", w.1)))
-        .await?;
+    let q = SeriesQuery { minutes: Some(w.1) };
+    let series = read_stats_series(&state.core, Some(&ctx.scope), &q).await?;
     // What needs looking at in this tenant, from the same typed overview as the home page.
-    let scope = crate::api::scope::TenantScope {
-        shard: crate::keyspace::shard_of(&ctx.tenant, state.core.shards),
-        tenant: ctx.tenant.clone(),
-    };
-    let attention = crate::api::overview::build(&state.core, Some(&scope)).await?;
+    let attention = crate::api::overview::build(&state.core, Some(&ctx.scope)).await?;
     let console = ctx.ui == Ui::Console;
     let operator = match ctx.ui {
         Ui::Console => Some(tenants::operator_section(&state, &ctx, &tenant).await?),
         Ui::Portal => None,
     };
-    let active = tenant.get("active") == Some(&Value::Bool(true));
+    let active = tenant.active;
     let body = html! {
         (notice(p.opt("notice")))
         h1 { (ctx.tenant_name) " " (badge(if active { "active" } else { "disabled" })) }
         section.card {
             h2 { "Counters" }
             dl.fields id="stats" {
-                dt { "Events received" } dd { (text(&stats, "events_received")) }
-                dt { "Deliveries succeeded" } dd { (text(&stats, "deliveries_succeeded")) }
-                dt { "Deliveries failed" } dd { (text(&stats, "deliveries_failed")) }
-                dt { "In retry" } dd { (text(&stats, "in_retry")) }
-                dt { "In the error queue" } dd { (text(&stats, "dead_letters")) }
-                dt { "Average response" } dd { (text(&stats, "avg_response_ms")) " ms" }
+                dt { "Events received" } dd { (stats.events_received) }
+                dt { "Deliveries succeeded" } dd { (stats.deliveries_succeeded) }
+                dt { "Deliveries failed" } dd { (stats.deliveries_failed) }
+                dt { "In retry" } dd { (stats.in_retry) }
+                dt { "In the error queue" } dd { (stats.dead_letters) }
+                dt { "Average response" } dd { (stats.avg_response_ms) " ms" }
             }
         }
         (super::home::troubled(&attention.troubled_targets, attention.troubled_targets_total, console))
         (super::home::unwell(&attention, console))
-        (charts("tenant", &series, w, &ctx.page("")))
+        (charts("tenant", &series.data, w, &ctx.page("")))
         section.card {
             h2 { "Tenant" }
-            @match ctx.ui {
-                Ui::Console => (fields(&tenant, &["name", "active"])),
+            dl.fields id="tenant-details" {
+                dt { "Id" } dd { code { (tenant.id.as_str()) } }
                 // A tenant sees its name and id, not the operator's settings of it.
-                Ui::Portal => (fields(&tenant, &["name", "active", "external_id", "rate_limit", "origin"])),
+                @if console {
+                    dt { "External id" } dd { (tenant.external_id.as_ref().map_or("—", |e| e.as_str())) }
+                    dt { "Rate limit" } dd { (tenants::rate(tenant.rate_limit.as_ref())) }
+                    dt { "Declared by" } dd { (tenant.origin.as_str()) }
+                }
+                dt { "Created" } dd { (stamp(&tenant.created_at)) }
+                dt { "Changed" } dd { (stamp(&tenant.updated_at)) }
             }
         }
         @if let Some(op) = operator { (op) }
@@ -91,18 +93,17 @@ pub async fn show(
 
 /// Per-minute rows summed in buckets of `step` minutes, each at its first minute (seconds):
 /// `[time, received, succeeded, failed, attempts, latency_ms_sum]`.
-fn bucketed(rows: &[Value], step: usize) -> Vec<[u64; 6]> {
-    let num = |r: &Value, k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+fn bucketed(rows: &[MinuteCounts], step: usize) -> Vec<[u64; 6]> {
     rows.chunks(step.max(1))
         .map(|c| {
-            let sum = |k: &str| c.iter().map(|r| num(r, k)).sum::<u64>();
+            let sum = |f: fn(&MinuteCounts) -> u64| c.iter().map(f).sum::<u64>();
             [
-                c.first().map_or(0, |r| num(r, "minute_ms") / 1000),
-                sum("received"),
-                sum("succeeded"),
-                sum("failed"),
-                sum("attempts"),
-                sum("latency_ms_sum"),
+                c.first().map_or(0, |r| r.minute_ms / 1000),
+                sum(|r| r.received),
+                sum(|r| r.succeeded),
+                sum(|r| r.failed),
+                sum(|r| r.attempts),
+                sum(|r| r.latency_ms_sum),
             ]
         })
         .collect()
@@ -112,9 +113,9 @@ fn bucketed(rows: &[Value], step: usize) -> Vec<[u64; 6]> {
 /// deliveries by outcome, and the mean attempt latency, in buckets of one minute or more (at
 /// most 180 points a chart); `here` is the page the window links go to. Times are UTC, like
 /// the tables.
-pub fn charts(prefix: &str, series: &Value, w: (&str, u64, &str), here: &str) -> Markup {
+pub fn charts(prefix: &str, series: &[MinuteCounts], w: (&str, u64, &str), here: &str) -> Markup {
     let step = (w.1 / 180).max(1) as usize;
-    let buckets = bucketed(items(series), step);
+    let buckets = bucketed(series, step);
     let col = |i: usize| -> Vec<Value> { buckets.iter().map(|b| json!(b[i])).collect() };
     let per = if step == 1 {
         "per minute".to_owned()
@@ -169,8 +170,14 @@ mod tests {
 
     #[test]
     fn a_long_window_is_summed_in_buckets_of_several_minutes() {
-        let rows: Vec<Value> = (0..1440u64)
-            .map(|m| json!({"minute_ms": m * 60_000, "received": 1, "attempts": 2, "latency_ms_sum": 10}))
+        let rows: Vec<MinuteCounts> = (0..1440u64)
+            .map(|m| MinuteCounts {
+                minute_ms: m * 60_000,
+                received: 1,
+                attempts: 2,
+                latency_ms_sum: 10,
+                ..MinuteCounts::default()
+            })
             .collect();
         let b = bucketed(&rows, 1440 / 180);
         assert_eq!(b.len(), 180);

@@ -103,7 +103,7 @@ pub async fn submit(
     let attempt = counted(&state, face, transport, token).await?;
     let principal = match ui {
         Ui::Console => {
-            let admin = state.api.admin_token();
+            let admin = &state.admin_token;
             if token.is_empty() || !secrets_equal(token.as_bytes(), admin.expose().as_bytes()) {
                 refused(face, transport);
                 return render_form(&state, ui, transport, Some("That is not the admin token."));

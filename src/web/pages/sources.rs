@@ -3,14 +3,20 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use maud::html;
+use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::ctx::{Ctx, Item, Kept};
-use crate::web::client::seg;
+use crate::api::monitors::HistoryQuery;
+use crate::api::sources::{
+    SourceView, SourceWithToken, create_source, delete_source, list_sources, read_source,
+    rotate_source_token, source_checks, source_incidents, source_refusals,
+};
+use crate::model::{SourceId, SourceSpec};
 use crate::web::error::WebError;
-use crate::web::form::{Form, Params};
-use crate::web::layout::{badge, csrf_field, fields, items, notice, page, s, text, when};
+use crate::web::form::{Form, Params, decode};
+use crate::web::href::seg;
+use crate::web::layout::{at, badge, csrf_field, notice, or_dash, page, see_other, stamp};
 use crate::web::state::WebState;
 
 /// The questions its destructive actions ask first (in the browser, or as a page).
@@ -25,27 +31,23 @@ pub async fn list(
     ctx: Ctx,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let sources = state.api.get(&ctx.api("/sources")).await?;
+    let sources = list_sources(&state.core, &ctx.scope).await?.data;
     let body = html! {
         (notice(p.opt("notice")))
         h1 { "Sources" }
         div.table-wrap { table id="sources" {
             thead { tr { th { "Name" } th { "Verification" } th { "Event type from" } th { "Silence watch" } th { "Last received (UTC)" } } }
             tbody {
-                @for src in items(&sources) {
+                @for src in &sources {
                     tr {
-                        td { a href=(ctx.page(&format!("/sources/{}", seg(s(src, "id"))))) { (s(src, "name")) } }
-                        td { (src.get("verify").map(|v| text(v, "scheme")).unwrap_or_default()) }
-                        td { (src.get("event_type").map(Value::to_string).unwrap_or_default()) }
-                        td.watch {
-                            @if src.get("silent") == Some(&Value::Bool(true)) { (badge("down")) " silent, expected every " (text(src, "expect_every_s")) " s" }
-                            @else if src.get("expect_every_s").is_some_and(|v| !v.is_null()) { (badge("up")) " every " (text(src, "expect_every_s")) " s" }
-                            @else { "none" }
-                        }
-                        td { (when(src, "last_received_at")) }
+                        td { a href=(ctx.page(&format!("/sources/{}", seg(src.id.as_str())))) { (src.name.as_str()) } }
+                        td { (src.verify.scheme.as_str()) }
+                        td { (src.event_type.describe()) }
+                        td.watch { (watch_text(src)) }
+                        td { (at(src.last_received_at.as_deref())) }
                     }
                 }
-                @if items(&sources).is_empty() { tr { td colspan="5" { "No sources yet." } } }
+                @if sources.is_empty() { tr { td colspan="5" { "No sources yet." } } }
             }
         } }
         section.card {
@@ -67,6 +69,20 @@ pub async fn list(
         }
     };
     Ok(page(&ctx.shell("Sources", "/sources"), body).into_response())
+}
+
+/// A source's silence watch in words, with its state.
+fn watch_text(src: &SourceView) -> Markup {
+    html! {
+        @match (src.expect_every_s, src.silent) {
+            (None, _) => "none",
+            (Some(every), Some(true)) => { (badge("down")) " silent, expected every " (every.get()) " s" },
+            (Some(every), _) => {
+                (badge("up")) " every " (every.get()) " s"
+                @if let Some(g) = src.grace_s { ", grace " (g.get()) " s" }
+            },
+        }
+    }
 }
 
 fn source_body(form: &Form) -> Result<Value, WebError> {
@@ -99,19 +115,24 @@ fn source_body(form: &Form) -> Result<Value, WebError> {
 }
 
 /// A source's URL (it holds the token), shown at creation and rotation.
-fn with_url(ctx: &Ctx, title: &str, src: &Value) -> Response {
-    let back = ctx.page(&format!("/sources/{}", seg(s(src, "id"))));
+fn with_url(ctx: &Ctx, title: &str, src: &SourceWithToken) -> Response {
+    let back = ctx.page(&format!("/sources/{}", seg(src.source.id.as_str())));
     ctx.shown_once(
-        &format!("{title}: {}", s(src, "name")),
+        &format!("{title}: {}", src.source.name.as_str()),
         "/sources",
         Kept::Hashed,
         &[(
             "Webhook URL (a path on the edge listener)",
             "source-url",
-            s(src, "url"),
+            &src.url,
         )],
         &back,
     )
+}
+
+/// The source a page's path names (an id out of the id grammar names none).
+fn source_id(id: &str) -> Result<SourceId, WebError> {
+    SourceId::parse(id).map_err(|_| WebError::NotFound("source"))
 }
 
 /// `POST …/sources`.
@@ -120,10 +141,8 @@ pub async fn create(
     ctx: Ctx,
     form: Form,
 ) -> Result<Response, WebError> {
-    let created = state
-        .api
-        .post(&ctx.api("/sources"), source_body(&form)?)
-        .await?;
+    let spec: SourceSpec = decode(source_body(&form)?)?;
+    let created = create_source(&state.core, &ctx.scope, &spec).await?;
     Ok(with_url(&ctx, "Source created", &created))
 }
 
@@ -134,35 +153,34 @@ pub async fn show(
     Item(id): Item,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let src = state.api.get(&ctx.api(&format!("/sources/{id}"))).await?;
-    let incidents = state
-        .api
-        .get(&ctx.api(&format!("/sources/{id}/incidents")))
-        .await?;
-    let checks = state
-        .api
-        .get(&ctx.api(&format!("/sources/{id}/checks")))
-        .await?;
-    let refusals = state
-        .api
-        .get(&ctx.api(&format!("/sources/{id}/refusals")))
-        .await?;
-    let watched = src.get("expect_every_s").is_some_and(|v| !v.is_null());
-    let open = src.get("silent") == Some(&Value::Bool(true));
+    let source = source_id(&id)?;
+    let (core, scope) = (&state.core, &ctx.scope);
+    let src = read_source(core, scope, &source).await?;
+    let recent = HistoryQuery::default();
+    let incidents = source_incidents(core, scope, &source, &recent).await?.data;
+    let checks = source_checks(core, scope, &source, &recent).await?.data;
+    let refusals = source_refusals(core, scope, &source).await?.data;
     let csrf = &ctx.csrf;
     let body = html! {
         (notice(p.opt("notice")))
-        h1 { "Source " (s(&src, "name")) }
+        h1 { "Source " (src.name.as_str()) }
         section.card {
             dl.fields id="source-state" {
                 dt { "Silence watch" } dd {
-                    @if !watched { "none" }
-                    @else if open { (badge("down")) " silent past its deadline" }
-                    @else { (badge("up")) " every " (text(&src, "expect_every_s")) " s, grace " (text(&src, "grace_s")) " s" }
+                    @if src.silent == Some(true) { (badge("down")) " silent past its deadline" }
+                    @else { (watch_text(&src)) }
                 }
-                dt { "Last received (UTC)" } dd id="last-received" { (when(&src, "last_received_at")) }
+                dt { "Last received (UTC)" } dd id="last-received" { (at(src.last_received_at.as_deref())) }
             }
-            (fields(&src, &["name", "expect_every_s", "grace_s"]))
+            dl.fields id="source-details" {
+                dt { "Id" } dd { code { (src.id.as_str()) } }
+                dt { "Verification" } dd { (src.verify.scheme.as_str().replace('_', " "))
+                    @if let Some(h) = &src.verify.header { ", header " code { (h) } }
+                    @if let Some(t) = src.verify.tolerance_s { ", timestamps within " (t.get()) " s" } }
+                dt { "Event type from" } dd { (src.event_type.describe()) }
+                dt { "Created" } dd { (stamp(&src.created_at)) }
+                dt { "Changed" } dd { (stamp(&src.updated_at)) }
+            }
             div.actions {
                 form.inline method="post" action=(ctx.page(&format!("/sources/{id}/rotate"))) data-confirm=(ASK_ROTATE) {
                     (csrf_field(csrf))
@@ -179,8 +197,8 @@ pub async fn show(
             div.table-wrap { table {
                 thead { tr { th { "Opened (UTC)" } th { "Reason" } th { "Resolved (UTC)" } } }
                 tbody {
-                    @for i in items(&incidents) { tr { td { (when(i, "opened_at")) } td { (s(i, "reason")) } td { (when(i, "resolved_at")) } } }
-                    @if items(&incidents).is_empty() { tr { td colspan="3" { "No incidents." } } }
+                    @for i in &incidents { tr { td { (stamp(&i.opened_at)) } td { (i.reason) } td { (at(i.resolved_at.as_deref())) } } }
+                    @if incidents.is_empty() { tr { td colspan="3" { "No incidents." } } }
                 }
             } }
         }
@@ -190,8 +208,8 @@ pub async fn show(
             div.table-wrap { table id="refusals" {
                 thead { tr { th { "At (UTC)" } th { "Reason" } th { "Sender" } } }
                 tbody {
-                    @for r in items(&refusals) { tr { td { (when(r, "at")) } td { (s(r, "reason")) } td { (text(r, "sender_ip")) } } }
-                    @if items(&refusals).is_empty() { tr { td colspan="3" { "None refused." } } }
+                    @for r in &refusals { tr { td { (stamp(&r.at)) } td { (r.reason) } td { (or_dash(r.sender_ip.as_ref())) } } }
+                    @if refusals.is_empty() { tr { td colspan="3" { "None refused." } } }
                 }
             } }
         }
@@ -200,7 +218,7 @@ pub async fn show(
             div.table-wrap { table {
                 thead { tr { th { "At (UTC)" } th { "Signal" } th { "Status" } th { "Reason" } } }
                 tbody {
-                    @for c in items(&checks) { tr { td { (when(c, "at")) } td { (s(c, "signal")) } td { (badge(s(c, "status"))) } td { (s(c, "reason")) } } }
+                    @for c in &checks { tr { td { (stamp(&c.at)) } td { (c.signal) } td { (badge(c.status.as_str())) } td { (c.reason) } } }
                 }
             } }
         }
@@ -219,10 +237,7 @@ pub async fn rotate(
     if let Some(ask) = ctx.confirm_first(&form, ASK_ROTATE, &action) {
         return Ok(ask);
     }
-    let rotated = state
-        .api
-        .post(&ctx.api(&format!("/sources/{id}/rotate-token")), json!({}))
-        .await?;
+    let rotated = rotate_source_token(&state.core, &ctx.scope, &source_id(&id)?).await?;
     Ok(with_url(&ctx, "URL token rotated", &rotated))
 }
 
@@ -237,6 +252,6 @@ pub async fn remove(
     if let Some(ask) = ctx.confirm_first(&form, ASK_DELETE, &action) {
         return Ok(ask);
     }
-    ctx.delete_then(&state, &format!("/sources/{id}"), "/sources")
-        .await
+    delete_source(&state.core, &ctx.scope, &source_id(&id)?).await?;
+    Ok(see_other(&ctx.page("/sources?notice=deleted")))
 }

@@ -4,14 +4,15 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::html;
-use serde_json::Value;
 
 use super::overview::{charts, window};
+use crate::api::events::{SeriesQuery, read_stats_series};
+use crate::api::system::system_status;
 use crate::web::error::WebError;
 use crate::web::face::Ui;
 use crate::web::form::Params;
 use crate::web::guard::Signed;
-use crate::web::layout::{Shell, badge, page, s, text};
+use crate::web::layout::{Shell, badge, or_dash, page};
 use crate::web::state::WebState;
 
 /// `GET /console/system`.
@@ -20,34 +21,27 @@ pub async fn show(
     signed: Signed,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let sys = state.api.get("/admin/system").await?;
+    let sys = system_status(&state.core).await?;
     let w = window(&p);
-    let series = state
-        .api
-        .get(&format!("/admin/stats/series?minutes={}", w.1))
-        .await?;
-    let shards = sys
-        .get("shards")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let redis = sys.get("redis").cloned().unwrap_or_default();
-    let durable = match redis.get("durable") {
-        Some(Value::Bool(true)) => "ok",
-        Some(Value::Bool(false)) => "error",
-        _ => "unknown",
+    let q = SeriesQuery { minutes: Some(w.1) };
+    let series = read_stats_series(&state.core, None, &q).await?;
+    let redis = &sys.redis;
+    let durable = match redis.durable {
+        Some(true) => "ok",
+        Some(false) => "error",
+        None => "unknown",
     };
     let body = html! {
         h1 { "System" }
-        (charts("all", &series, w, "/console/system"))
+        (charts("all", &series.data, w, "/console/system"))
         section.card id="durability" {
             h2 { "Redis durability " (badge(durable)) }
-            p { (s(&redis, "verdict")) }
+            p { (redis.verdict) }
             dl.fields {
-                dt { "Version" } dd { (text(&redis, "version")) }
-                dt { "appendonly" } dd { (text(&redis, "appendonly")) }
-                dt { "appendfsync" } dd { (text(&redis, "appendfsync")) }
-                dt { "maxmemory-policy" } dd { (text(&redis, "maxmemory_policy")) }
+                dt { "Version" } dd { (or_dash(redis.version.as_ref())) }
+                dt { "appendonly" } dd { (or_dash(redis.appendonly)) }
+                dt { "appendfsync" } dd { (or_dash(redis.appendfsync.as_ref())) }
+                dt { "maxmemory-policy" } dd { (or_dash(redis.maxmemory_policy.as_ref())) }
             }
         }
         section.card id="shards" {
@@ -55,18 +49,18 @@ pub async fn show(
             div.table-wrap { table {
                 thead { tr { th { "Shard" } th { "Entries" } th { "Lag (unread)" } th { "Pending" } th { "Consumers" } } }
                 tbody {
-                    @for sh in &shards {
+                    @for sh in &sys.shards {
                         tr {
-                            td { (text(sh, "shard")) }
-                            td { (text(sh, "length")) }
-                            td { (text(sh, "lag")) }
-                            td { (text(sh, "pending")) }
+                            td { (sh.shard) }
+                            td { (sh.length) }
+                            td { (or_dash(sh.lag)) }
+                            td { (sh.pending) }
                             td {
-                                @for c in sh.get("consumers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+                                @for c in &sh.consumers {
                                     div {
-                                        code { (s(c, "name")) } " "
-                                        (badge(if c.get("alive") == Some(&Value::Bool(true)) { "active" } else { "disabled" }))
-                                        " " span.muted { (text(c, "pending")) " pending, idle " (c.get("idle_ms").and_then(Value::as_u64).unwrap_or(0) / 1000) " s" }
+                                        code { (c.name) } " "
+                                        (badge(if c.alive { "active" } else { "disabled" }))
+                                        " " span.muted { (c.pending) " pending, idle " (c.idle_ms / 1000) " s" }
                                     }
                                 }
                             }
@@ -76,9 +70,9 @@ pub async fn show(
             } }
         }
         section.card {
-            h2 { "Version " (s(&sys, "version")) }
+            h2 { "Version " (sys.version) }
             h3 { "Effective configuration (secrets redacted)" }
-            pre.body id="config" { (s(&sys, "config")) }
+            pre.body id="config" { (sys.config) }
         }
     };
     let shell = Shell {

@@ -7,10 +7,18 @@ use serde_json::{Map, Value, json};
 
 use super::ctx::{Ctx, Item, Kept};
 use super::events::rfc3339_of;
-use crate::web::client::{query, seg};
+use super::home::{health_badge, ratio_text};
+use crate::api::events::{Recover, recover_target};
+use crate::api::targets::{
+    Rotate, TargetHealthView, TargetView, create_target, delete_target, list_targets, read_target,
+    rotate_target_secret, test_target, update_target,
+};
+use crate::model::target::TargetAuthView;
+use crate::model::{TargetId, TargetPatch, TargetSpec};
 use crate::web::error::WebError;
-use crate::web::form::{Form, Params};
-use crate::web::layout::{badge, csrf_field, items, notice, page, s, see_other, text, when};
+use crate::web::form::{Form, Params, decode};
+use crate::web::href::{query, seg};
+use crate::web::layout::{at, badge, csrf_field, notice, page, see_other, stamp};
 use crate::web::state::WebState;
 
 /// The questions its destructive actions ask first (in the browser, or as a page).
@@ -25,7 +33,7 @@ pub async fn list(
     ctx: Ctx,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let targets = state.api.get(&ctx.api("/targets")).await?;
+    let targets = list_targets(&state.core, &ctx.scope).await?.data;
     let body = html! {
         (notice(p.opt("notice")))
         h1 { "Targets" }
@@ -33,19 +41,19 @@ pub async fn list(
         div.table-wrap { table id="targets" {
             thead { tr { th { "URL" } th { "Events" } th { "Mode" } th { "Health (last hour)" } th { "State" } } }
             tbody {
-                @for t in items(&targets) {
+                @for t in &targets {
                     tr {
-                        td { a href=(ctx.page(&format!("/targets/{}", seg(s(t, "id"))))) { (s(t, "url")) } }
+                        td { a href=(ctx.page(&format!("/targets/{}", seg(t.id.as_str())))) { (t.url) } }
                         td { (patterns(t)) }
-                        td { (s(t, "mode").replace('_', " ")) }
-                        td.health { (health_cell(t.get("health").unwrap_or(&Value::Null))) }
+                        td { (t.mode.as_str().replace('_', " ")) }
+                        td.health { (health_cell(&t.health)) }
                         td {
-                            @if t.get("active") == Some(&Value::Bool(true)) { (badge("active")) }
-                            @else { (badge("disabled")) @if let Some(r) = t.get("disabled_reason").and_then(Value::as_str) { " " span.muted { (r) } } }
+                            @if t.active { (badge("active")) }
+                            @else { (badge("disabled")) @if let Some(r) = &t.disabled_reason { " " span.muted { (r) } } }
                         }
                     }
                 }
-                @if items(&targets).is_empty() { tr { td colspan="5" { "No targets yet." } } }
+                @if targets.is_empty() { tr { td colspan="5" { "No targets yet." } } }
             }
         } }
     };
@@ -54,67 +62,40 @@ pub async fn list(
 
 /// A target's health in a table cell: its state (red when failing, never green beside a low
 /// ratio), the last hour's success ratio, and its newest attempt's status.
-fn health_cell(h: &Value) -> Markup {
-    let state = s(h, "state");
-    let class = match state {
-        "failing" | "disabled" => "bad",
-        "degraded" => "warn",
-        "healthy" => "good",
-        _ => "neutral",
-    };
-    let ratio = h
-        .get("success_ratio")
-        .and_then(Value::as_f64)
-        .map(|r| format!("{:.1} %", r * 100.0));
-    let last = h.get("last_attempt").filter(|a| !a.is_null()).map(|a| {
-        match a.get("status").and_then(Value::as_u64) {
-            Some(code) => code.to_string(),
-            None => "no answer".to_owned(),
-        }
+fn health_cell(h: &TargetHealthView) -> Markup {
+    let ratio = h.success_ratio.map(|r| format!("{:.1} %", r * 100.0));
+    let last = h.last_attempt.as_ref().map(|a| match a.status {
+        Some(code) => code.to_string(),
+        None => "no answer".to_owned(),
     });
     html! {
-        span class={ "badge " (class) } { (state) }
+        (health_badge(h))
         @if let Some(r) = ratio { " " (r) }
         @if let Some(l) = last { " " span.muted { "last: " (l) } }
     }
 }
 
-fn patterns(t: &Value) -> String {
-    t.get("events")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
+fn patterns(t: &TargetView) -> String {
+    t.events
+        .iter()
+        .map(|p| p.text())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn headers_text(t: &Value) -> String {
-    t.get("headers")
-        .and_then(Value::as_object)
-        .map(|h| {
-            h.iter()
-                .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
+fn headers_text(t: &TargetView) -> String {
+    t.headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The fields of a target's form; `current` when editing.
-fn target_fields(current: Option<&Value>) -> Markup {
-    let v = |k: &str| current.map(|t| s(t, k).to_owned()).unwrap_or_default();
-    let mode = current.map(|t| s(t, "mode")).unwrap_or("persistent");
-    let flag = |k: &str, default: bool| {
-        current
-            .and_then(|t| t.get(k))
-            .and_then(Value::as_bool)
-            .unwrap_or(default)
-    };
+fn target_fields(current: Option<&TargetView>) -> Markup {
+    let mode = current.map_or("persistent", |t| t.mode.as_str());
     html! {
-        label { "URL" input type="url" name="url" value=(v("url")) required placeholder="https://example.com/webhooks"; }
+        label { "URL" input type="url" name="url" value=[current.map(|t| &t.url)] required placeholder="https://example.com/webhooks"; }
         label { "Event types (comma separated: exact names, prefix.* or *)"
             input type="text" name="events" value=(current.map(patterns).unwrap_or_else(|| "*".into())) required;
         }
@@ -144,23 +125,22 @@ fn target_fields(current: Option<&Value>) -> Markup {
         }
         label { "Format"
             select name="format" {
-                @let format = current.map(|t| s(t, "format")).unwrap_or("raw");
+                @let format = current.map_or("raw", |t| t.format.as_str());
                 @for (f, label) in [("raw", "raw: the event's body as sent"), ("slack", "Slack message"), ("discord", "Discord message")] {
                     option value=(f) selected[f == format] { (label) }
                 }
             }
         }
         fieldset id="retry-fields" {
-            @let retry = current.and_then(|t| t.get("retry")).filter(|r| !r.is_null());
-            @let r = |k: &str| retry.and_then(|r| r.get(k)).map(|v| v.to_string()).unwrap_or_default();
+            @let retry = current.and_then(|t| t.retry);
             legend { "Retries (empty: the deployment's policy)" }
-            label { "Attempts in all" input type="number" name="retry_max_attempts" min="1" max="100" value=(r("max_attempts")); }
-            label { "First delay (ms)" input type="number" name="retry_initial_delay_ms" min="1" max="86400000" value=(r("initial_delay_ms")); }
-            label { "Growth per attempt" input type="number" name="retry_multiplier" min="1" max="10" step="0.1" value=(r("multiplier")); }
-            label { "Longest delay (ms)" input type="number" name="retry_max_delay_ms" min="1" max="86400000" value=(r("max_delay_ms")); }
+            label { "Attempts in all" input type="number" name="retry_max_attempts" min="1" max="100" value=[retry.map(|r| r.max_attempts())]; }
+            label { "First delay (ms)" input type="number" name="retry_initial_delay_ms" min="1" max="86400000" value=[retry.map(|r| r.initial_delay_ms())]; }
+            label { "Growth per attempt" input type="number" name="retry_multiplier" min="1" max="10" step="0.1" value=[retry.map(|r| r.multiplier())]; }
+            label { "Longest delay (ms)" input type="number" name="retry_max_delay_ms" min="1" max="86400000" value=[retry.map(|r| r.max_delay_ms())]; }
         }
-        label { input type="checkbox" name="ordered" checked[flag("ordered", false)]; " Ordered (one delivery at a time, in order)" }
-        label { input type="checkbox" name="active" checked[flag("active", true)]; " Active" }
+        label { input type="checkbox" name="ordered" checked[current.is_some_and(|t| t.ordered)]; " Ordered (one delivery at a time, in order)" }
+        label { input type="checkbox" name="active" checked[current.is_none_or(|t| t.active)]; " Active" }
     }
 }
 
@@ -242,36 +222,33 @@ fn retry_body(form: &Form) -> Result<Value, WebError> {
 }
 
 /// A target's settings as sentences, not JSON.
-fn details(t: &Value) -> Markup {
-    let retry = t.get("retry").filter(|r| !r.is_null());
-    let auth = t.get("auth").filter(|a| !a.is_null());
+fn details(t: &TargetView) -> Markup {
     html! {
         dl.fields id="target-details" {
-            dt { "URL" } dd { code { (s(t, "url")) } }
+            dt { "URL" } dd { code { (t.url) } }
             dt { "Event types" } dd { (patterns(t)) }
-            dt { "Mode" } dd { (s(t, "mode").replace('_', " ")) }
-            dt { "Format" } dd { (s(t, "format")) }
-            dt { "Ordered" } dd { @if t.get("ordered") == Some(&Value::Bool(true)) { "yes: one delivery at a time, in order" } @else { "no" } }
-            dt { "Retries" } dd { @match retry {
+            dt { "Mode" } dd { (t.mode.as_str().replace('_', " ")) }
+            dt { "Format" } dd { (t.format.as_str()) }
+            dt { "Ordered" } dd { @if t.ordered { "yes: one delivery at a time, in order" } @else { "no" } }
+            dt { "Retries" } dd { @match t.retry {
                 None => "the deployment's policy",
                 Some(r) => {
-                    (text(r, "max_attempts")) " attempts in all; the first retry after up to " (text(r, "initial_delay_ms"))
-                    " ms, growing ×" (text(r, "multiplier")) " per attempt, at most " (text(r, "max_delay_ms")) " ms"
+                    (r.max_attempts()) " attempts in all; the first retry after up to " (r.initial_delay_ms())
+                    " ms, growing ×" (r.multiplier()) " per attempt, at most " (r.max_delay_ms()) " ms"
                 }
             } }
             dt { "Headers" } dd { @let h = headers_text(t); @if h.is_empty() { "none" } @else { pre.inline { (h) } } }
-            dt { "Authentication" } dd { @match auth {
+            dt { "Authentication" } dd { @match &t.auth {
                 None => "none",
-                Some(a) => @match a.as_object().and_then(|o| o.keys().next()) {
-                    Some(kind) => { (kind) " (masked)" },
-                    None => "none",
-                },
+                Some(TargetAuthView::Bearer(_)) => "bearer (masked)",
+                Some(TargetAuthView::Basic { .. }) => "basic (masked)",
+                Some(TargetAuthView::Header { .. }) => "header (masked)",
             } }
             dt { "Signing secret" } dd { "sealed; shown at creation and rotation only"
-                @if let Some(until) = t.get("secret_rotating_until").and_then(Value::as_str) { " · the previous one signs too until " (crate::web::layout::stamp(until)) } }
-            dt { "Declared by" } dd { (s(t, "origin")) }
-            dt { "Created" } dd { (when(t, "created_at")) }
-            dt { "Changed" } dd { (when(t, "updated_at")) }
+                @if let Some(until) = &t.secret_rotating_until { " · the previous one signs too until " (stamp(until)) } }
+            dt { "Declared by" } dd { (t.origin.as_str()) }
+            dt { "Created" } dd { (stamp(&t.created_at)) }
+            dt { "Changed" } dd { (stamp(&t.updated_at)) }
         }
     }
 }
@@ -297,16 +274,14 @@ pub async fn create(
     ctx: Ctx,
     form: Form,
 ) -> Result<Response, WebError> {
-    let created = state
-        .api
-        .post(&ctx.api("/targets"), target_body(&form)?)
-        .await?;
-    let back = ctx.page(&format!("/targets/{}", seg(s(&created, "id"))));
+    let spec: TargetSpec = decode(target_body(&form)?)?;
+    let created = create_target(&state.core, &ctx.scope, &spec).await?;
+    let back = ctx.page(&format!("/targets/{}", seg(created.target.id.as_str())));
     Ok(ctx.shown_once(
         "Target created",
         "/targets",
         Kept::Sealed,
-        &[("Its signing secret", "target-secret", s(&created, "secret"))],
+        &[("Its signing secret", "target-secret", &created.secret)],
         &back,
     ))
 }
@@ -318,36 +293,29 @@ pub async fn show(
     Item(id): Item,
     Params(p): Params,
 ) -> Result<Response, WebError> {
-    let t = state.api.get(&ctx.api(&format!("/targets/{id}"))).await?;
-    let raw_id = s(&t, "id").to_owned();
-    let h = t.get("health").cloned().unwrap_or_default();
-    let active = t.get("active") == Some(&Value::Bool(true));
-    let rate = match (
-        h.get("success_ratio").and_then(Value::as_f64),
-        h.get("attempts").and_then(Value::as_u64),
-    ) {
-        (Some(r), Some(n)) => format!("{:.1} % of {n} attempts", r * 100.0),
-        _ => "no attempts".to_owned(),
-    };
-    let last = h.get("last_attempt").filter(|a| !a.is_null());
+    let t = read_target(&state.core, &ctx.scope, &target_id(&id)?).await?;
+    let raw_id = t.id.as_str();
+    let h = &t.health;
+    let active = t.active;
+    let last = h.last_attempt.as_ref();
     let csrf = &ctx.csrf;
     let body = html! {
         (notice(p.opt("notice")))
-        h1 { "Target " (s(&t, "url")) }
+        h1 { "Target " (t.url) }
         section.card id="target-health" {
             h2 { "Health" }
             dl.fields {
                 dt { "State" } dd { (badge(if active { "active" } else { "disabled" }))
-                    @if let Some(r) = t.get("disabled_reason").and_then(Value::as_str) { " " (r) } }
-                dt { "Health" } dd id="health-state" { (health_cell(&h)) }
-                dt { "Delivered since " (when(&h, "window_start")) } dd { (rate) }
-                dt { "Failing since" } dd { (when(&h, "failing_since")) }
-                dt { "Last success" } dd { (when(&h, "last_success_at")) }
-                dt { "Last status" } dd { @match last { Some(a) => { (text(a, "status")) " at " (when(a, "at")) " (" (super::events::stored_latency(a)) ")" }, None => "—" } }
-                dt { "Last error" } dd { @match last { Some(a) => (text(a, "error")), None => "—" } }
+                    @if let Some(r) = &t.disabled_reason { " " (r) } }
+                dt { "Health" } dd id="health-state" { (health_cell(h)) }
+                dt { "Delivered since " (stamp(&h.window_start)) } dd { (ratio_text(h)) }
+                dt { "Failing since" } dd { (at(h.failing_since.as_deref())) }
+                dt { "Last success" } dd { (at(h.last_success_at.as_deref())) }
+                dt { "Last status" } dd { @match last { Some(a) => { (a.status.map_or_else(|| "—".to_owned(), |c| c.to_string())) " at " (stamp(&a.at)) " (" (super::events::stored_latency(a.latency_ms)) ")" }, None => "—" } }
+                dt { "Last error" } dd { @match last { Some(a) => (a.error.as_deref().unwrap_or("—")), None => "—" } }
             }
-            p { a href=(ctx.page(&format!("/events{}", query(&[("target_id", &raw_id)])))) { "Its events" } " · "
-                a href=(ctx.page(&format!("/dead-letters{}", query(&[("target_id", &raw_id)])))) { "Its error queue" } }
+            p { a href=(ctx.page(&format!("/events{}", query(&[("target_id", raw_id)])))) { "Its events" } " · "
+                a href=(ctx.page(&format!("/dead-letters{}", query(&[("target_id", raw_id)])))) { "Its error queue" } }
         }
         section.card id="test-target" {
             h2 { "Send a test event" }
@@ -408,10 +376,8 @@ pub async fn update(
     Item(id): Item,
     form: Form,
 ) -> Result<Response, WebError> {
-    state
-        .api
-        .patch(&ctx.api(&format!("/targets/{id}")), target_body(&form)?)
-        .await?;
+    let patch: TargetPatch = decode(target_body(&form)?)?;
+    update_target(&state.core, &ctx.scope, &target_id(&id)?, &patch).await?;
     Ok(see_other(&ctx.page(&format!("/targets/{id}?notice=saved"))))
 }
 
@@ -421,8 +387,7 @@ pub async fn test(
     ctx: Ctx,
     Item(id): Item,
 ) -> Result<Response, WebError> {
-    let target = crate::model::TargetId::parse(&id).map_err(|_| WebError::NotFound("target"))?;
-    let r = crate::api::targets::send_test(&state.core, &ctx.tenant, &target).await?;
+    let r = test_target(&state.core, &ctx.scope, &target_id(&id)?).await?;
     let body = html! {
         h1 { "Test delivery" }
         section.card id="test-result" {
@@ -465,13 +430,11 @@ pub async fn toggle(
             return Ok(ask);
         }
     }
-    state
-        .api
-        .patch(
-            &ctx.api(&format!("/targets/{id}")),
-            json!({"active": active}),
-        )
-        .await?;
+    let patch = TargetPatch {
+        active: Some(active),
+        ..TargetPatch::default()
+    };
+    update_target(&state.core, &ctx.scope, &target_id(&id)?, &patch).await?;
     let done = if active { "enabled" } else { "disabled" };
     Ok(see_other(
         &ctx.page(&format!("/targets/{id}?notice={done}")),
@@ -486,22 +449,17 @@ pub async fn recover(
     Item(id): Item,
     form: Form,
 ) -> Result<Response, WebError> {
-    let since = rfc3339_of(form.get("since"));
     let until = rfc3339_of(form.get("until"));
-    let mut spec = Map::new();
-    spec.insert("since".into(), json!(since));
-    if !until.is_empty() {
-        spec.insert("until".into(), json!(until));
-    }
-    let path = ctx.api(&format!("/targets/{id}/recover"));
-    if !form.checked("confirmed") {
-        let mut dry = spec.clone();
-        dry.insert("dry_run".into(), json!(true));
-        let counted = state.api.post(&path, Value::Object(dry)).await?;
-        let n = counted
-            .get("recovering")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+    let mut range = Recover {
+        since: rfc3339_of(form.get("since")),
+        until: (!until.is_empty()).then_some(until),
+        dry_run: !form.checked("confirmed"),
+    };
+    let target = target_id(&id)?;
+    if range.dry_run {
+        let n = recover_target(&state.core, &ctx.scope, &target, &range)
+            .await?
+            .recovering;
         let action = ctx.page(&format!("/targets/{id}/recover"));
         let question = format!(
             "{n} {} of this range did not reach this target. Send {} again?",
@@ -515,8 +473,10 @@ pub async fn recover(
             return Ok(ask);
         }
     }
-    let sent = state.api.post(&path, Value::Object(spec)).await?;
-    let n = sent.get("recovering").and_then(Value::as_u64).unwrap_or(0);
+    range.dry_run = false;
+    let n = recover_target(&state.core, &ctx.scope, &target, &range)
+        .await?
+        .recovering;
     Ok(see_other(
         &ctx.page(&format!("/targets/{id}?recovered={n}")),
     ))
@@ -533,20 +493,14 @@ pub async fn rotate(
     if let Some(ask) = ctx.confirm_first(&form, ASK_ROTATE, &action) {
         return Ok(ask);
     }
-    let rotated = state
-        .api
-        .post(&ctx.api(&format!("/targets/{id}/rotate-secret")), json!({}))
-        .await?;
+    let rotated =
+        rotate_target_secret(&state.core, &ctx.scope, &target_id(&id)?, Rotate::default()).await?;
     let back = ctx.page(&format!("/targets/{id}"));
     Ok(ctx.shown_once(
         "Secret rotated",
         "/targets",
         Kept::Sealed,
-        &[(
-            "The new signing secret",
-            "target-secret",
-            s(&rotated, "secret"),
-        )],
+        &[("The new signing secret", "target-secret", &rotated.secret)],
         &back,
     ))
 }
@@ -562,6 +516,11 @@ pub async fn remove(
     if let Some(ask) = ctx.confirm_first(&form, ASK_DELETE, &action) {
         return Ok(ask);
     }
-    ctx.delete_then(&state, &format!("/targets/{id}"), "/targets")
-        .await
+    delete_target(&state.core, &ctx.scope, &target_id(&id)?).await?;
+    Ok(see_other(&ctx.page("/targets?notice=deleted")))
+}
+
+/// The target a page's path names (an id out of the id grammar names none).
+fn target_id(id: &str) -> Result<TargetId, WebError> {
+    TargetId::parse(id).map_err(|_| WebError::NotFound("target"))
 }

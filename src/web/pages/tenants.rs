@@ -9,14 +9,16 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use super::ctx::{Ctx, Kept};
-use crate::web::client::{query, seg};
+use crate::api::portal_links::{self, PortalLinkSpec};
+use crate::api::scope::RequestHost;
+use crate::api::tenants::{self, TenantQuery, TenantView};
+use crate::model::{PortalLinkId, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId};
 use crate::web::error::WebError;
 use crate::web::face::Ui;
-use crate::web::form::{Form, Params};
+use crate::web::form::{Form, Params, decode};
 use crate::web::guard::Signed;
-use crate::web::layout::{
-    Shell, badge, copyable, csrf_field, items, notice, page, s, see_other, text, when,
-};
+use crate::web::href::seg;
+use crate::web::layout::{Shell, at, badge, copyable, csrf_field, notice, page, see_other, stamp};
 use crate::web::state::WebState;
 
 /// The questions its destructive actions ask first (in the browser, or as a page).
@@ -51,11 +53,15 @@ fn console_shell<'a>(title: &'a str, csrf: &'a str) -> Shell<'a> {
 }
 
 /// Whether tenant `t` answers search `q` (name, external id or id, any case).
-fn matches(t: &Value, q: &str) -> bool {
+fn matches(t: &TenantView, q: &str) -> bool {
     let q = q.to_lowercase();
-    ["name", "external_id", "id"]
-        .iter()
-        .any(|k| s(t, k).to_lowercase().contains(&q))
+    [
+        t.name.as_str(),
+        t.external_id.as_ref().map_or("", |e| e.as_str()),
+        t.id.as_str(),
+    ]
+    .iter()
+    .any(|k| k.to_lowercase().contains(&q))
 }
 
 /// `GET /console/tenants[?q=]`: the tenants, searchable, and the form of a new one.
@@ -66,21 +72,25 @@ pub async fn list(
 ) -> Result<Response, WebError> {
     let q = p.get("q");
     let mut tenants = Vec::new();
-    let mut after = String::new();
+    let mut after: Option<TenantId> = None;
     for _ in 0..MAX_LISTED / 500 {
-        let path = format!(
-            "/admin/tenants{}",
-            query(&[("limit", "500"), ("after", &after)])
-        );
-        let page = state.api.get(&path).await?;
+        let listed = tenants::list_tenants(
+            &state.core,
+            &TenantQuery {
+                after: after.take(),
+                limit: Some(500),
+                ..TenantQuery::default()
+            },
+        )
+        .await?;
         tenants.extend(
-            items(&page)
-                .iter()
-                .filter(|t| q.is_empty() || matches(t, q))
-                .cloned(),
+            listed
+                .data
+                .into_iter()
+                .filter(|t| q.is_empty() || matches(t, q)),
         );
-        match page.get("next").and_then(Value::as_str) {
-            Some(next) => after = next.to_owned(),
+        match listed.next.map(|n| TenantId::parse(&n)) {
+            Some(Ok(next)) => after = Some(next),
             _ => break,
         }
     }
@@ -100,11 +110,11 @@ pub async fn list(
                 tbody {
                     @for t in &tenants {
                         tr {
-                            td { a href={ "/console/tenants/" (seg(s(t, "id"))) } { (s(t, "name")) } }
-                            td { (text(t, "external_id")) }
-                            td { (badge(if t.get("active") == Some(&Value::Bool(true)) { "active" } else { "disabled" })) }
-                            td { (rate(t)) }
-                            td { (when(t, "created_at")) }
+                            td { a href={ "/console/tenants/" (seg(t.id.as_str())) } { (t.name.as_str()) } }
+                            td { (t.external_id.as_ref().map_or("—", |e| e.as_str())) }
+                            td { (badge(if t.active { "active" } else { "disabled" })) }
+                            td { (rate(t.rate_limit.as_ref())) }
+                            td { (stamp(&t.created_at)) }
                         }
                     }
                     @if tenants.is_empty() { tr { td colspan="5" { "No tenants" @if !q.is_empty() { " match this search" } "." } } }
@@ -126,29 +136,21 @@ pub async fn list(
 }
 
 /// A tenant's rate limit as text.
-fn rate(t: &Value) -> String {
-    match t.get("rate_limit") {
-        Some(r) if r.is_object() => {
-            format!("{}/s, burst {}", text(r, "per_second"), text(r, "burst"))
-        }
-        _ => "none".to_owned(),
+pub fn rate(r: Option<&RateLimit>) -> String {
+    match r {
+        Some(r) => format!("{}/s, burst {}", r.per_second(), r.effective_burst()),
+        None => "none".to_owned(),
     }
 }
 
 /// The rate-limit fields of a form.
-fn rate_fields(current: Option<&Value>) -> Markup {
-    let r = current
-        .and_then(|t| t.get("rate_limit"))
-        .filter(|r| r.is_object());
-    let num = |k: &str| {
-        r.and_then(|r| r.get(k))
-            .map(Value::to_string)
-            .unwrap_or_default()
-    };
+fn rate_fields(current: Option<&RateLimit>) -> Markup {
+    let per_second = current.map(|r| r.per_second().to_string());
+    let burst = current.and_then(RateLimit::burst).map(|b| b.to_string());
     html! {
         div.filters {
-            label { "Rate limit per second" input type="number" name="per_second" min="1" value=(num("per_second")); }
-            label { "Burst" input type="number" name="burst" min="1" value=(num("burst")); }
+            label { "Rate limit per second" input type="number" name="per_second" min="1" value=[per_second]; }
+            label { "Burst" input type="number" name="burst" min="1" value=[burst]; }
         }
     }
 }
@@ -182,17 +184,15 @@ pub async fn create(
     if let Some(r) = rate_limit(&form)? {
         spec.insert("rate_limit".into(), r);
     }
-    let created = state
-        .api
-        .post("/admin/tenants", Value::Object(spec))
-        .await?;
+    let spec: TenantSpec = decode(Value::Object(spec))?;
+    let created = tenants::create_tenant(&state.core, &spec).await?;
     let csrf = &signed.session.csrf;
-    let link = format!("/console/tenants/{}", seg(s(&created, "id")));
+    let link = format!("/console/tenants/{}", seg(created.tenant.id.as_str()));
     let body = html! {
-        h1 { "Tenant created: " (s(&created, "name")) }
+        h1 { "Tenant created: " (created.tenant.name.as_str()) }
         section.card.secret {
             p { strong { "Its token is shown this once." } " Store it now: only its keyed hash is kept." }
-            p { (copyable("new-token", s(&created, "token"))) }
+            p { (copyable("new-token", &created.token)) }
         }
         p { a href=(link) id="to-tenant" { "Go to the tenant" } }
     };
@@ -203,20 +203,22 @@ pub async fn create(
 pub async fn operator_section(
     state: &WebState,
     ctx: &Ctx,
-    tenant: &Value,
+    tenant: &TenantView,
 ) -> Result<Markup, WebError> {
-    let tokens = state.api.get(&ctx.api("/tokens")).await?;
-    let links = state.api.get(&ctx.api("/portal-links")).await?;
+    let tokens = tenants::list_tokens(&state.core, &ctx.tenant).await?.data;
+    let links = portal_links::list_portal_links(&state.core, &ctx.tenant)
+        .await?
+        .data;
     let csrf = &ctx.csrf;
-    let active = tenant.get("active") == Some(&Value::Bool(true));
+    let active = tenant.active;
     Ok(html! {
         section.card {
             h2 { "Settings" }
             form.stack method="post" action=(ctx.page("/update")) id="tenant-settings" {
                 (csrf_field(csrf))
-                label { "Name" input type="text" name="name" value=(s(tenant, "name")) required; }
-                label { "External id" input type="text" name="external_id" value=(s(tenant, "external_id")); }
-                (rate_fields(Some(tenant)))
+                label { "Name" input type="text" name="name" value=(tenant.name.as_str()) required; }
+                label { "External id" input type="text" name="external_id" value=[tenant.external_id.as_ref().map(|e| e.as_str())]; }
+                (rate_fields(tenant.rate_limit.as_ref()))
                 p.muted { "Leave both rate fields empty to remove the tenant's own limit." }
                 div { button type="submit" { "Save" } }
             }
@@ -233,12 +235,12 @@ pub async fn operator_section(
             div.table-wrap { table id="tokens" {
                 thead { tr { th { "Token id" } th { "Issued" } th {} } }
                 tbody {
-                    @for t in items(&tokens) {
+                    @for t in &tokens {
                         tr {
-                            td { code { (s(t, "id")) } }
-                            td { (when(t, "created_at")) }
+                            td { code { (t.id.as_str()) } }
+                            td { (at(t.created_at.as_deref())) }
                             td {
-                                form.inline method="post" action=(ctx.page(&format!("/tokens/{}/revoke", seg(s(t, "id"))))) data-confirm=(ASK_REVOKE_TOKEN) {
+                                form.inline method="post" action=(ctx.page(&format!("/tokens/{}/revoke", seg(t.id.as_str())))) data-confirm=(ASK_REVOKE_TOKEN) {
                                     (csrf_field(csrf))
                                     button.danger type="submit" { "Revoke" }
                                 }
@@ -258,25 +260,25 @@ pub async fn operator_section(
             div.table-wrap { table id="portal-links" {
                 thead { tr { th { "Link id" } th { "Issued (UTC)" } th { "Expires (UTC)" } th { "Use" } th {} } }
                 tbody {
-                    @for l in items(&links) {
+                    @for l in &links {
                         tr {
-                            td { code { (s(l, "id")) } }
-                            td { (when(l, "created_at")) }
-                            td { (when(l, "expires_at")) }
+                            td { code { (l.id.as_str()) } }
+                            td { (at(l.created_at.as_deref())) }
+                            td { (stamp(&l.expires_at)) }
                             td {
-                                @if l.get("single_use") != Some(&Value::Bool(true)) { "reusable" }
-                                @else if l.get("used_at").is_some_and(Value::is_string) { "used " (when(l, "used_at")) }
+                                @if !l.single_use { "reusable" }
+                                @else if let Some(used) = &l.used_at { "used " (stamp(used)) }
                                 @else { "single use, unused" }
                             }
                             td {
-                                form.inline method="post" action=(ctx.page(&format!("/portal-links/{}/revoke", seg(s(l, "id"))))) data-confirm=(ASK_REVOKE_LINK) {
+                                form.inline method="post" action=(ctx.page(&format!("/portal-links/{}/revoke", seg(l.id.as_str())))) data-confirm=(ASK_REVOKE_LINK) {
                                     (csrf_field(csrf))
                                     button.danger type="submit" { "Revoke" }
                                 }
                             }
                         }
                     }
-                    @if items(&links).is_empty() { tr { td colspan="5" { "No live link." } } }
+                    @if links.is_empty() { tr { td colspan="5" { "No live link." } } }
                 }
             } }
             form.row method="post" action=(ctx.page("/portal-links")) id="new-portal-link" {
@@ -310,7 +312,8 @@ async fn update(State(state): State<WebState>, ctx: Ctx, form: Form) -> Result<R
         "rate_limit".into(),
         rate_limit(&form)?.unwrap_or(Value::Null),
     );
-    state.api.patch(&ctx.api(""), Value::Object(patch)).await?;
+    let patch: TenantPatch = decode(Value::Object(patch))?;
+    tenants::update_tenant(&state.core, &ctx.tenant, &patch).await?;
     Ok(see_other(&format!("{}?notice=saved", ctx.base)))
 }
 
@@ -322,10 +325,11 @@ async fn toggle(State(state): State<WebState>, ctx: Ctx, form: Form) -> Result<R
             return Ok(ask);
         }
     }
-    state
-        .api
-        .patch(&ctx.api(""), json!({ "active": active }))
-        .await?;
+    let patch = TenantPatch {
+        active: Some(active),
+        ..TenantPatch::default()
+    };
+    tenants::update_tenant(&state.core, &ctx.tenant, &patch).await?;
     let done = if active { "enabled" } else { "disabled" };
     Ok(see_other(&format!("{}?notice={done}", ctx.base)))
 }
@@ -337,18 +341,18 @@ async fn remove(State(state): State<WebState>, ctx: Ctx, form: Form) -> Result<R
             "type the tenant's name exactly to delete it".into(),
         ));
     }
-    state.api.delete(&ctx.api("")).await?;
+    tenants::delete_tenant(&state.core, &ctx.tenant).await?;
     Ok(see_other("/console/tenants?notice=deleted"))
 }
 
 /// `POST …/tokens`: issues a token and shows it this once.
 async fn issue_token(State(state): State<WebState>, ctx: Ctx) -> Result<Response, WebError> {
-    let issued = state.api.post(&ctx.api("/tokens"), json!({})).await?;
+    let issued = tenants::issue_token(&state.core, &ctx.tenant).await?;
     Ok(ctx.shown_once(
         "Token issued",
         "",
         Kept::Hashed,
-        &[("The new token", "new-token", s(&issued, "token"))],
+        &[("The new token", "new-token", &issued.token)],
         &ctx.base,
     ))
 }
@@ -364,10 +368,8 @@ async fn revoke_token(
     if let Some(ask) = ctx.confirm_first(&form, ASK_REVOKE_TOKEN, &action) {
         return Ok(ask);
     }
-    state
-        .api
-        .delete(&ctx.api(&format!("/tokens/{}", seg(&token_id))))
-        .await?;
+    let token = TokenId::parse(&token_id).map_err(|_| WebError::NotFound("token"))?;
+    tenants::revoke_token(&state.core, &ctx.tenant, &token).await?;
     Ok(see_other(&format!("{}?notice=revoked", ctx.base)))
 }
 
@@ -375,6 +377,7 @@ async fn revoke_token(
 async fn create_link(
     State(state): State<WebState>,
     ctx: Ctx,
+    host: RequestHost,
     form: Form,
 ) -> Result<Response, WebError> {
     let mut spec = Map::new();
@@ -385,19 +388,18 @@ async fn create_link(
     if form.opt("single_use_shown").is_some() {
         spec.insert("single_use".into(), json!(form.checked("single_use")));
     }
-    let link = state
-        .api
-        .post(&ctx.api("/portal-links"), Value::Object(spec))
-        .await?;
+    let spec: PortalLinkSpec = decode(Value::Object(spec))?;
+    let link =
+        portal_links::create_portal_link(&state.core, &ctx.tenant, &spec, host.as_deref()).await?;
     let body = html! {
         h1 { "Portal link" }
         section.card.secret {
-            p { "Anyone with this link can open " strong { (ctx.tenant_name) } "'s portal until " (when(&link, "expires_at")) " UTC"
-                @if link.get("single_use") == Some(&Value::Bool(true)) { ", once: its first use becomes a session." } @else { ", as often as it is opened." } }
+            p { "Anyone with this link can open " strong { (ctx.tenant_name) } "'s portal until " (stamp(&link.expires_at)) " UTC"
+                @if link.single_use { ", once: its first use becomes a session." } @else { ", as often as it is opened." } }
             p { strong { "It is shown this once." } " Only its id is listed on the tenant's page." }
-            p { (copyable("portal-link", s(&link, "url"))) }
+            p { (copyable("portal-link", &link.url)) }
         }
-        form.inline method="post" action=(ctx.page(&format!("/portal-links/{}/revoke", seg(s(&link, "id"))))) {
+        form.inline method="post" action=(ctx.page(&format!("/portal-links/{}/revoke", seg(link.id.as_str())))) {
             (csrf_field(&ctx.csrf))
             button.danger type="submit" id="revoke-link" { "Revoke this link" }
         }
@@ -417,9 +419,7 @@ async fn revoke_link(
     if let Some(ask) = ctx.confirm_first(&form, ASK_REVOKE_LINK, &action) {
         return Ok(ask);
     }
-    state
-        .api
-        .delete(&ctx.api(&format!("/portal-links/{}", seg(&link_id))))
-        .await?;
+    let link = PortalLinkId::parse(&link_id).map_err(|_| WebError::NotFound("portal link"))?;
+    portal_links::revoke_portal_link(&state.core, &ctx.tenant, &link).await?;
     Ok(see_other(&format!("{}?notice=revoked", ctx.base)))
 }
