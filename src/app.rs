@@ -413,6 +413,11 @@ pub async fn run(
                 stop_background.clone(),
             ));
         }
+        background.spawn(crate::store::rollup::run(
+            store.clone(),
+            config.queue.shards,
+            stop_background.clone(),
+        ));
         background.spawn(crate::monitors::checker::run(
             watches.clone(),
             config.queue.shards,

@@ -288,6 +288,21 @@ impl Keyspace {
         format!("{}:{{q{shard}}}:series_all:{hour}", self.prefix)
     }
 
+    /// A tenant's hourly rollups of one day (`day` = ms / 86 400 000), in its shard's slot.
+    pub fn series_day(&self, shard: u16, tenant: &TenantId, day: u64) -> String {
+        format!("{}:{{q{shard}}}:series_day:{tenant}:{day}", self.prefix)
+    }
+
+    /// The hourly rollups of one day summed over the shard's tenants.
+    pub fn series_all_day(&self, shard: u16, day: u64) -> String {
+        format!("{}:{{q{shard}}}:series_all_day:{day}", self.prefix)
+    }
+
+    /// Whether an hour's rollups are written (`done`) or being written (`running`).
+    pub fn rollup_marker(&self, hour: u64) -> String {
+        format!("{}:{{m}}:rollup:{hour}", self.prefix)
+    }
+
     /// Shard `n`'s event stream.
     pub fn stream(&self, shard: u16) -> String {
         format!("{}:{{q{shard}}}:events", self.prefix)

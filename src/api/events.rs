@@ -15,7 +15,7 @@ use crate::model::{EventId, TargetId};
 use crate::store::deliveries::{
     AttemptRecord, EventFilter, EventRecord, EventStatus, EventSummary, State as DeliveryStateKind,
 };
-use crate::store::series::{MINUTE_MS, MinuteCounts, SeriesScope};
+use crate::store::series::{HOUR_MS, MINUTE_MS, MinuteCounts, SeriesScope};
 
 /// Where one delivery of an event stands.
 #[derive(Debug, Serialize, ToSchema)]
@@ -567,11 +567,39 @@ pub struct SeriesQuery {
     #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
     #[param(minimum = 1, maximum = 2880)]
     pub minutes: Option<u64>,
+    /// Instead of `minutes`: the last this many hours, up to the current one, a row per hour
+    /// (at most 168, a week: hours older than two days come from the hourly rollups).
+    #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
+    #[param(minimum = 1, maximum = 168)]
+    pub hours: Option<u64>,
 }
 
+/// The longest hourly series, in hours (a week).
+const MAX_SERIES_HOURS: u64 = 168;
+
 impl SeriesQuery {
-    /// The range the query names, ending now (ms, both included).
-    fn range(&self) -> Result<(u64, u64), ApiError> {
+    /// The range the query names, ending now (ms, both included), and whether by the hour.
+    fn range(&self) -> Result<(u64, u64, bool), ApiError> {
+        let now = now_ms();
+        match (self.minutes, self.hours) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "give minutes or hours, not both",
+                ));
+            }
+            (None, Some(h)) if (1..=MAX_SERIES_HOURS).contains(&h) => {
+                let first = (now / HOUR_MS).saturating_sub(h - 1) * HOUR_MS;
+                return Ok((first, now, true));
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("hours must be between 1 and {MAX_SERIES_HOURS}"),
+                ));
+            }
+            _ => {}
+        }
         let minutes = match self.minutes {
             None => DEFAULT_SERIES_MINUTES,
             Some(n) if (1..=MAX_SERIES_MINUTES).contains(&n) => n,
@@ -582,17 +610,19 @@ impl SeriesQuery {
                 ));
             }
         };
-        let now = now_ms();
         let first = (now / MINUTE_MS).saturating_sub(minutes - 1) * MINUTE_MS;
-        Ok((first, now))
+        Ok((first, now, false))
     }
 }
 
-/// Per-minute counters, oldest first.
+/// Counters per minute (or per hour), oldest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Series {
-    /// One per minute of the range, zero where nothing happened.
+    /// One per minute (per hour with `hours`) of the range, zero where nothing happened;
+    /// `minute_ms` is the row's first minute.
     pub data: Vec<MinuteCounts>,
+    /// Minutes a row covers: 1, or 60 with `hours`.
+    pub step_minutes: u64,
 }
 
 /// The tenant's counters per minute over the last `minutes` minutes, for charts.
@@ -618,7 +648,7 @@ pub async fn read_stats_series(
     scope: Option<&TenantScope>,
     q: &SeriesQuery,
 ) -> Result<Series, ApiError> {
-    let (from, to) = q.range()?;
+    let (from, to, hourly) = q.range()?;
     let scope = match scope {
         Some(scope) => SeriesScope::Tenant {
             tenant: &scope.tenant,
@@ -626,8 +656,18 @@ pub async fn read_stats_series(
         },
         None => SeriesScope::All { shards: s.shards },
     };
+    if hourly {
+        let data = s.store.series_hours(scope, from, to, to).await?;
+        return Ok(Series {
+            data,
+            step_minutes: 60,
+        });
+    }
     let data = s.store.series(scope, from, to).await?;
-    Ok(Series { data })
+    Ok(Series {
+        data,
+        step_minutes: 1,
+    })
 }
 
 /// Every tenant's counters per minute, summed, over the last `minutes` minutes (admin only).

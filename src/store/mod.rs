@@ -29,6 +29,7 @@ pub mod handle;
 pub mod monitors;
 pub mod portal_links;
 pub mod quarantine;
+pub mod rollup;
 pub mod series;
 pub mod source_activity;
 pub mod sources;

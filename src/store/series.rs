@@ -76,6 +76,11 @@ pub struct MinuteCounts {
 }
 
 impl MinuteCounts {
+    /// Adds the value of one hash field's metric (a rollup's too).
+    pub(super) fn add_metric(&mut self, metric: &str, by: u64) {
+        self.add(metric, by)
+    }
+
     /// Adds the value of one hash field's metric.
     fn add(&mut self, metric: &str, by: u64) {
         let slot = match metric {

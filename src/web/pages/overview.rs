@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::ctx::Ctx;
 use super::tenants;
-use crate::api::events::{SeriesQuery, read_stats, read_stats_series};
+use crate::api::events::{Series, SeriesQuery, read_stats, read_stats_series};
 use crate::store::series::MinuteCounts;
 use crate::web::error::WebError;
 use crate::web::face::Ui;
@@ -16,15 +16,32 @@ use crate::web::form::Params;
 use crate::web::layout::{badge, chart, notice, page, stamp};
 use crate::web::state::WebState;
 
-/// The windows a chart may cover: (`window` parameter, minutes, label). The per-minute
-/// counters live 49 hours, so no window is longer than 48.
+/// The windows a chart may cover: (`window` parameter, minutes, label). Up to 48 hours the
+/// chart reads the per-minute counters; a week reads them by the hour (the older days from
+/// the hourly rollups).
 pub const WINDOWS: &[(&str, u64, &str)] = &[
     ("1h", 60, "1 hour"),
     ("3h", 180, "3 hours"),
     ("6h", 360, "6 hours"),
     ("24h", 1440, "24 hours"),
     ("48h", 2880, "48 hours"),
+    ("7d", 10080, "7 days"),
 ];
+
+/// The series query of window `w`: per minute up to 48 hours, by the hour beyond.
+pub fn series_query(w: (&str, u64, &str)) -> SeriesQuery {
+    if w.1 > 2880 {
+        SeriesQuery {
+            minutes: None,
+            hours: Some(w.1 / 60),
+        }
+    } else {
+        SeriesQuery {
+            minutes: Some(w.1),
+            hours: None,
+        }
+    }
+}
 
 /// The window a page's `?window=` asks for (3 hours unless it names one of [`WINDOWS`]).
 pub fn window(p: &crate::web::form::Form) -> (&'static str, u64, &'static str) {
@@ -45,8 +62,7 @@ pub async fn show(
     let tenant = crate::api::tenants::read_tenant(&state.core, &ctx.tenant).await?;
     let stats = read_stats(&state.core, &ctx.scope).await?;
     let w = window(&p);
-    let q = SeriesQuery { minutes: Some(w.1) };
-    let series = read_stats_series(&state.core, Some(&ctx.scope), &q).await?;
+    let series = read_stats_series(&state.core, Some(&ctx.scope), &series_query(w)).await?;
     // What needs looking at in this tenant, from the same typed overview as the home page.
     let attention = crate::api::overview::build(&state.core, Some(&ctx.scope)).await?;
     let console = ctx.ui == Ui::Console;
@@ -71,7 +87,7 @@ pub async fn show(
         }
         (super::home::troubled(&attention.troubled_targets, attention.troubled_targets_total, console))
         (super::home::unwell(&attention, console))
-        (charts("tenant", &series.data, w, &ctx.page("")))
+        (charts("tenant", &series, w, &ctx.page("")))
         section.card {
             h2 { "Tenant" }
             dl.fields id="tenant-details" {
@@ -91,7 +107,7 @@ pub async fn show(
     Ok(page(&ctx.shell(&ctx.tenant_name, ""), body).into_response())
 }
 
-/// Per-minute rows summed in buckets of `step` minutes, each at its first minute (seconds):
+/// Rows summed in buckets of `step` rows, each at its first minute (seconds):
 /// `[time, received, succeeded, failed, attempts, latency_ms_sum]`.
 fn bucketed(rows: &[MinuteCounts], step: usize) -> Vec<[u64; 6]> {
     rows.chunks(step.max(1))
@@ -113,14 +129,16 @@ fn bucketed(rows: &[MinuteCounts], step: usize) -> Vec<[u64; 6]> {
 /// deliveries by outcome, and the mean attempt latency, in buckets of one minute or more (at
 /// most 180 points a chart); `here` is the page the window links go to. Times are UTC, like
 /// the tables.
-pub fn charts(prefix: &str, series: &[MinuteCounts], w: (&str, u64, &str), here: &str) -> Markup {
-    let step = (w.1 / 180).max(1) as usize;
-    let buckets = bucketed(series, step);
+pub fn charts(prefix: &str, series: &Series, w: (&str, u64, &str), here: &str) -> Markup {
+    let row = series.step_minutes.max(1);
+    let rows_per_bucket = (w.1 / 180 / row).max(1);
+    let buckets = bucketed(&series.data, rows_per_bucket as usize);
+    let step = rows_per_bucket * row;
     let col = |i: usize| -> Vec<Value> { buckets.iter().map(|b| json!(b[i])).collect() };
-    let per = if step == 1 {
-        "per minute".to_owned()
-    } else {
-        format!("per {step} minutes")
+    let per = match step {
+        1 => "per minute".to_owned(),
+        60 => "per hour".to_owned(),
+        _ => format!("per {step} minutes"),
     };
     let received = json!({
         "series": ["events received"],

@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use super::overview::{charts, window};
-use crate::api::events::{SeriesQuery, read_stats_series};
+use super::overview::{charts, series_query, window};
+use crate::api::events::read_stats_series;
 use crate::api::system::system_status;
 use crate::web::error::WebError;
 use crate::web::face::Ui;
@@ -23,8 +23,7 @@ pub async fn show(
 ) -> Result<Response, WebError> {
     let sys = system_status(&state.core).await?;
     let w = window(&p);
-    let q = SeriesQuery { minutes: Some(w.1) };
-    let series = read_stats_series(&state.core, None, &q).await?;
+    let series = read_stats_series(&state.core, None, &series_query(w)).await?;
     let redis = &sys.redis;
     let durable = match redis.durable {
         Some(true) => "ok",
@@ -33,7 +32,7 @@ pub async fn show(
     };
     let body = html! {
         h1 { "System" }
-        (charts("all", &series.data, w, "/console/system"))
+        (charts("all", &series, w, "/console/system"))
         section.card id="durability" {
             h2 { "Redis durability " (badge(durable)) }
             p { (redis.verdict) }
