@@ -12,8 +12,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use estafeta::auth::Auth;
 use estafeta::config::{AuthConfig, RedisConfig};
 use estafeta::crypto::Keys;
-use estafeta::keyspace::Keyspace;
 use estafeta::model::{Name, Origin, TenantId, TenantSpec};
+use estafeta::redis::keyspace::Keyspace;
 use estafeta::store::Store;
 use fred::prelude::*;
 
@@ -30,7 +30,7 @@ fn routing_and_decoding(c: &mut Criterion) {
         return;
     };
     c.bench_function("shard_of", |b| {
-        b.iter(|| estafeta::keyspace::shard_of(std::hint::black_box(&tenant), 16))
+        b.iter(|| estafeta::redis::keyspace::shard_of(std::hint::black_box(&tenant), 16))
     });
     let pair = |k: &str, v: &[u8]| {
         (
@@ -66,7 +66,7 @@ fn auth_cache_hit(c: &mut Criterion) {
             url,
             ..RedisConfig::default()
         };
-        let redis = estafeta::redis::connect(&cfg).await.ok()?;
+        let redis = estafeta::redis::connection::connect(&cfg).await.ok()?;
         let store = Store::new(
             redis.clone(),
             Keyspace::new(&prefix),

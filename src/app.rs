@@ -23,8 +23,6 @@ use tokio_util::task::TaskTracker;
 use crate::api::health::{LogStoreHealth, Readiness};
 use crate::api::{self, ApiState, EdgeParts};
 use crate::auth::Auth;
-use crate::body::BodyLimits;
-use crate::cache::CacheSettings;
 use crate::config::{CacheConfig, Config};
 use crate::crypto::Keys;
 use crate::dispatch::targets::TargetCache;
@@ -33,16 +31,19 @@ use crate::edge::listener::{self, HttpLimits, ListenerSpec};
 use crate::edge::service::HttpService;
 use crate::edge::tls;
 use crate::history::History;
+use crate::http::body::BodyLimits;
 use crate::ingest::IngestState;
 use crate::ingest::heartbeats::{HeartbeatState, MonitorCache};
-use crate::ingest::hooks::{HookState, SourceCache};
-use crate::invalidation::Listener;
-use crate::keyspace::{Keyspace, shard_of};
 use crate::log_store::LogStore;
 use crate::log_store::shipper::Shipper;
 use crate::monitors::state::{Subject, WatchSettings, Watches};
 use crate::queue::{Enqueuer, EnqueuerConfig, Retention, ensure_groups};
-use crate::redis::RedisSetupError;
+use crate::redis::cache::CacheSettings;
+use crate::redis::connection::RedisSetupError;
+use crate::redis::invalidation::Listener;
+use crate::redis::keyspace::{Keyspace, shard_of};
+use crate::sources::cache::SourceCache;
+use crate::sources::hooks::HookState;
 use crate::store::{Deliveries, Store, StoreError};
 use crate::telemetry;
 use crate::web;
@@ -243,9 +244,9 @@ pub async fn run(
         None => None,
     };
 
-    let redis = crate::redis::connect(&config.redis).await?;
-    crate::redis::check_durability(&redis, &config.redis).await?;
-    crate::scripts::preload(&redis)
+    let redis = crate::redis::connection::connect(&config.redis).await?;
+    crate::redis::connection::check_durability(&redis, &config.redis).await?;
+    crate::redis::scripts::preload(&redis)
         .await
         .map_err(StartError::prepare("loading scripts"))?;
     let keys = Keyspace::new(&config.redis.prefix);
@@ -353,7 +354,7 @@ pub async fn run(
     let source_cache = SourceCache::new(store.clone(), cache_settings(&config.caches.sources));
     let monitor_cache = MonitorCache::new(store.clone(), cache_settings(&config.caches.monitors));
     // Subscribe before serving: a change made after the first request must reach the caches.
-    let subscriber = crate::redis::connect_subscriber(&config.redis).await?;
+    let subscriber = crate::redis::connection::connect_subscriber(&config.redis).await?;
     let mut invalidations = Listener::new(
         subscriber,
         store.publisher().clone(),

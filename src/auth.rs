@@ -4,7 +4,7 @@
 //! id, and tenant id → what ingest needs (active, shard, rate limiter). Only a miss goes to
 //! Redis; concurrent misses for one key share one lookup, and unknown tokens are remembered
 //! for `auth.negative_ttl_ms`, so a flood of bad tokens costs Redis one lookup per token and
-//! period. The caches stay coherent with other instances through [`crate::invalidation`]:
+//! period. The caches stay coherent with other instances through [`crate::redis::invalidation`]:
 //! [`Auth`] drops what [`Invalidation::Tenant`] and [`Invalidation::Token`] name.
 
 use std::num::NonZeroU32;
@@ -15,12 +15,12 @@ use futures_util::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
-use crate::cache::{Cache, CacheSettings};
 use crate::config::AuthConfig;
 use crate::crypto::TokenHash;
-use crate::invalidation::{Invalidate, Invalidation};
-use crate::keyspace::shard_of;
 use crate::model::{RateLimit, TenantId};
+use crate::redis::cache::{Cache, CacheSettings};
+use crate::redis::invalidation::{Invalidate, Invalidation};
+use crate::redis::keyspace::shard_of;
 use crate::store::{Store, StoreError};
 use crate::telemetry::CacheName;
 

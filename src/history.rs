@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use fred::prelude::*;
 
-use crate::keyspace::Keyspace;
 use crate::log_store::{LogStore, LogStoreError};
 use crate::model::time::now_ms;
 use crate::model::{DeadLetterId, EventId, TargetId, TenantId};
@@ -18,6 +17,7 @@ use crate::queue::consume::{
     entries_from, entry_position, last_read, newest_entries, pending_between,
 };
 use crate::queue::decode;
+use crate::redis::keyspace::Keyspace;
 use crate::store::deliveries::dead_letters::{DeadLetterFilter, DeadLetterScan, Order};
 use crate::store::deliveries::{
     DeadLetter, EventFilter, EventRecord, EventStatus, EventSummary, Replayed,

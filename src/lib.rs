@@ -9,17 +9,19 @@
 //! - [`app`]: builds every component from the [`config`], registers the caches for
 //!   invalidation, owns the tasks, and starts and stops them in order.
 //! - [`web`]: the operator console and the tenant portal: server-rendered pages that call the
-//!   admin API's router in process, sessions and their CSRF tokens.
-//! - [`api`]: the admin and tenant management APIs (typed request and response structs), the
-//!   routers of both listeners, health, metrics, and the OpenAPI description derived from the
-//!   handlers.
+//!   API's typed operations and render their typed views, sessions and their CSRF tokens.
+//! - [`api`]: the admin and tenant management APIs: each operation a typed function over the
+//!   state and the tenant's scope, with its thin JSON handler; the routers of both listeners,
+//!   health, metrics, and the OpenAPI description derived from the handlers.
 //! - [`edge`]: listeners (TCP → TLS → hyper-util), connection and header bounds, the hot routes
 //!   dispatched by hand, request ids and per-route metrics.
+//! - [`sources`]: external platforms' own webhooks: the hook route, signature schemes, the
+//!   sources' cache.
 //! - [`ingest`]: what senders call: events, inbound webhooks of sources (verified by the
 //!   sender's signature scheme), monitor heartbeats and status pushes.
-//! - [`extract`]: request extractors (typed path, query and JSON body) that refuse with the
-//!   contract's errors.
-//! - [`error`]: the one mapping of failures to the contract's JSON errors and statuses.
+//! - [`http`]: what both HTTP APIs share: request bodies read within bounds, extractors (typed
+//!   path, query and JSON body) that refuse with the contract's errors, and the one mapping of
+//!   failures to those errors and statuses.
 //! - [`history`]: event reads, listings, replays and time-range recovery across both tiers
 //!   (Redis for the hot window, the log store for the rest).
 //! - [`monitors`]: the live state of monitors and watched sources (one script per signal:
@@ -33,15 +35,14 @@
 //! - [`auth`]: bearer tokens through the token and tenant caches, rate limiters.
 //! - [`store`]: persistence in Redis only: tenants, tokens, targets, sources, monitors,
 //!   delivery records and the ship queue.
-//! - [`invalidation`]: the typed cross-instance cache invalidation (publisher and listener).
-//! - [`cache`]: the one in-process cache type (moka).
-//! - [`scripts`]: the Lua scripts, one file each, and their registry.
+//! - [`redis`]: Redis as the gateway uses it: the connection and its durability check, every
+//!   key and channel and which shard holds a tenant, the Lua scripts (one file each) and their
+//!   registry, the typed cross-instance cache invalidation and the one in-process cache type
+//!   (moka).
 //! - [`batch`]: the one batcher (enqueue, outcome recording, monitor signals).
-//! - [`body`]: request bodies read within bounds.
-//! - [`keyspace`]: every Redis key and channel, and which shard holds a tenant.
-//! - [`redis`]: the Redis connection and its durability check.
 //! - [`telemetry`]: logs, metrics, request ids in log lines.
-//! - [`crypto`]: the keys derived from the master key: token hashes, sealed secrets.
+//! - [`crypto`]: the keys derived from the master key: token hashes, sealed secrets; the
+//!   signature schemes inbound webhooks and signed status pushes are verified by.
 //! - [`config`]: the configuration file and its validation.
 //! - [`model`]: ids, the specs and patches of every resource, and their rules.
 
@@ -51,24 +52,19 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod batch;
-pub mod body;
-pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
 pub mod edge;
-pub mod error;
-pub mod extract;
 pub mod history;
+pub mod http;
 pub mod ingest;
-pub mod invalidation;
-pub mod keyspace;
 pub mod log_store;
 pub mod model;
 pub mod monitors;
 pub mod queue;
 pub mod redis;
-pub mod scripts;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -880,10 +880,11 @@ async fn a_backlog_to_a_slow_target_does_not_hold_back_another_tenant() {
     );
     let (a, _) = gw.tenant("big").await;
     // Another shard than a's, so b's events are not queued behind a's in one stream.
-    let shard_a = estafeta::keyspace::shard_of(&estafeta::model::TenantId::parse(&a).unwrap(), 4);
+    let shard_a =
+        estafeta::redis::keyspace::shard_of(&estafeta::model::TenantId::parse(&a).unwrap(), 4);
     let (b, b_token) = loop {
         let (b, t) = gw.tenant("small").await;
-        if estafeta::keyspace::shard_of(&estafeta::model::TenantId::parse(&b).unwrap(), 4)
+        if estafeta::redis::keyspace::shard_of(&estafeta::model::TenantId::parse(&b).unwrap(), 4)
             != shard_a
         {
             break (b, t);
@@ -1188,7 +1189,7 @@ async fn events_without_targets_leave_no_record_and_still_read_back() {
     // A consumer reads the entry and dies before expanding it: still in progress (the
     // dispatcher below takes the entry over once that consumer has been idle for 5 s).
     let r = redis.client().await;
-    let keys = estafeta::keyspace::Keyspace::new(&prefix);
+    let keys = estafeta::redis::keyspace::Keyspace::new(&prefix);
     let mut read = 0;
     for shard in 0..16 {
         let stream = keys.stream(shard);

@@ -254,7 +254,7 @@ async fn target_views_say_how_each_target_fares_and_the_overview_lists_what_need
 }
 
 fn shard_of(tenant: &str) -> u16 {
-    estafeta::keyspace::shard_of(&estafeta::model::TenantId::parse(tenant).unwrap(), SHARDS)
+    estafeta::redis::keyspace::shard_of(&estafeta::model::TenantId::parse(tenant).unwrap(), SHARDS)
 }
 
 #[tokio::test]

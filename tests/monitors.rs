@@ -762,7 +762,7 @@ async fn a_signal_never_brings_a_deleted_subject_back() {
     let redis = RedisServer::shared();
     let client = redis.client().await;
     let prefix = unique_prefix("mon-gone-state");
-    let keys = estafeta::keyspace::Keyspace::new(&prefix);
+    let keys = estafeta::redis::keyspace::Keyspace::new(&prefix);
     let tasks = tokio_util::task::TaskTracker::new();
     let watches = estafeta::monitors::state::Watches::new(
         client.clone(),

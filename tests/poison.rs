@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use estafeta::keyspace::{Keyspace, shard_of};
 use estafeta::log_store::LogStore;
 use estafeta::model::time::now_ms;
 use estafeta::model::{EventId, TargetId, TenantId};
+use estafeta::redis::keyspace::{Keyspace, shard_of};
 use estafeta::store::deliveries::{AttemptRecord, DeliveryState, LoggedEvent, State};
 use estafeta::store::quarantine;
 use fred::prelude::*;

@@ -440,7 +440,7 @@ async fn an_entry_in_a_live_consumers_pending_list_that_it_does_not_hold_is_sett
     .await;
 
     let client = redis.client().await;
-    let keys = estafeta::keyspace::Keyspace::new(&prefix);
+    let keys = estafeta::redis::keyspace::Keyspace::new(&prefix);
     let mut found = None;
     for shard in 0..4 {
         let entries: Vec<(String, Vec<(String, String)>)> = client

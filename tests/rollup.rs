@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use estafeta::crypto::Keys;
-use estafeta::keyspace::{Keyspace, shard_of};
 use estafeta::model::TenantId;
 use estafeta::model::time::now_ms;
+use estafeta::redis::keyspace::{Keyspace, shard_of};
 use estafeta::store::Store;
 use estafeta::store::series::HOUR_MS;
 use fred::prelude::*;

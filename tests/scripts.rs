@@ -1,4 +1,4 @@
-//! Each Lua script of `src/scripts/` run on its own against the real Redis of the harness, by
+//! Each Lua script of `src/redis/scripts/` run on its own against the real Redis of the harness, by
 //! the `KEYS` and `ARGV` its header documents: the answers, the keys it leaves behind, and the
 //! edge cases its callers rely on (a re-sent append, an idempotency key used twice in one batch,
 //! a claim raced by two callers, an overdue subject claimed by two checkers, a replay of an
@@ -15,7 +15,7 @@ use serde_json::{Value as Json, json};
 use support::{RedisServer, stream_events, unique_prefix};
 
 use estafeta::queue::entry::LAYOUT;
-use estafeta::scripts::{self, Script};
+use estafeta::redis::scripts::{self, Script};
 
 /// Runs `script` with string keys and arguments and returns its decoded answer.
 async fn run(redis: &Client, script: &Script, keys: &[&str], args: &[&str]) -> Json {

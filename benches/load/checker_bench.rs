@@ -9,12 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use estafeta::keyspace::Keyspace;
-use estafeta::keyspace::shard_of;
 use estafeta::model::time::now_ms;
 use estafeta::model::{TenantId, WatchKind};
 use estafeta::monitors::checker::check_once;
 use estafeta::monitors::state::{Signal, Subject, WatchSettings, Watches};
+use estafeta::redis::keyspace::Keyspace;
+use estafeta::redis::keyspace::shard_of;
 use fred::prelude::*;
 use futures_util::StreamExt;
 
@@ -57,7 +57,7 @@ async fn main() {
         .build()
         .unwrap();
     redis.init().await.unwrap();
-    estafeta::scripts::preload(&redis).await.unwrap();
+    estafeta::redis::scripts::preload(&redis).await.unwrap();
     let tasks = tokio_util::task::TaskTracker::new();
     let settings = WatchSettings {
         checks_kept: 50,

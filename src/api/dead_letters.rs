@@ -10,9 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::events::time_field;
 use super::scope::{ApiState, TenantScope};
-use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::history::ReplaySelection;
+use crate::http::error::{ApiError, ReadErrors, WriteErrors};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::model::time::rfc3339;
 use crate::model::{DeadLetterId, EventId, EventPattern, EventType, TargetId};
 use crate::store::deliveries::DeadLetter;

@@ -18,7 +18,7 @@ use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn,
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Required};
 
-use crate::error::{ErrorBody, ErrorDetail};
+use crate::http::error::{ErrorBody, ErrorDetail};
 
 /// The prefix of the tenant resources in the admin API.
 const ADMIN_TENANT_PREFIX: &str = "/admin/tenants/{id}/";

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::scope::{ApiState, TenantScope};
-use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
+use crate::http::error::{ApiError, ReadErrors, WriteErrors};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::model::time::{now_ms, parse_rfc3339, rfc3339};
 use crate::model::{EventId, TargetId};
 use crate::store::deliveries::{

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::scope::ApiState;
-use crate::error::{ApiError, ReadErrors};
-use crate::extract::ApiQuery;
+use crate::http::error::{ApiError, ReadErrors};
+use crate::http::extract::ApiQuery;
 use crate::model::{EventId, ExternalId, MonitorId, SourceId, TargetId, TenantId};
 
 /// What an id names.

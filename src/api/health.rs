@@ -18,7 +18,7 @@ use fred::prelude::*;
 use http::StatusCode;
 use serde::Serialize;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::http::error::{ApiError, ErrorBody};
 use crate::log_store::LogStore;
 use crate::log_store::shipper::ShipperStatus;
 

@@ -20,11 +20,11 @@ use utoipa::ToSchema;
 
 use super::scope::{ApiState, TenantScope};
 use super::targets::TargetHealthView;
-use crate::error::{ApiError, ReadErrors};
-use crate::keyspace::shard_of;
+use crate::http::error::{ApiError, ReadErrors};
 use crate::model::time::{now_ms, rfc3339};
 use crate::model::{TargetId, TenantId, WatchKind};
 use crate::monitors::state::LiveStatus;
+use crate::redis::keyspace::shard_of;
 use crate::store::StoreError;
 use crate::store::deliveries::health::{HealthState, TargetHealth};
 

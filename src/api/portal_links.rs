@@ -9,8 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::listing::Listing;
 use super::scope::{ApiState, RequestHost};
-use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::extract::{ApiJson, ApiPath, JsonBody, PathParams};
+use crate::http::error::{ApiError, ReadErrors, WriteErrors};
+use crate::http::extract::{ApiJson, ApiPath, JsonBody, PathParams};
 use crate::model::time::rfc3339;
 use crate::model::{PortalLinkId, TenantId};
 

@@ -22,10 +22,10 @@ use crate::auth::bearer_token;
 use crate::config::Secret;
 use crate::crypto::secrets_equal;
 use crate::edge::observe;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::ingest::IngestState;
 use crate::ingest::heartbeats::{self, HeartbeatState};
-use crate::ingest::hooks::{self, HookState};
+use crate::sources::hooks::{self, HookState};
 
 /// The routes of a tenant's own resources, mounted under `/v1` and `/admin/tenants/{id}`.
 fn tenant_scoped() -> OpenApiRouter<ApiState> {

@@ -7,13 +7,13 @@ use http::header::AUTHORIZATION;
 use http::request::Parts;
 
 use crate::auth::Auth;
-use crate::body::BodyLimits;
-use crate::error::ApiError;
-use crate::extract::BodyLimited;
 use crate::history::History;
-use crate::keyspace::shard_of;
+use crate::http::body::BodyLimits;
+use crate::http::error::ApiError;
+use crate::http::extract::BodyLimited;
 use crate::model::TenantId;
 use crate::monitors::state::Watches;
+use crate::redis::keyspace::shard_of;
 use crate::store::{Deliveries, Store};
 
 /// What the management handlers share.

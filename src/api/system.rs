@@ -96,21 +96,21 @@ pub struct ConsumerStatus {
     path = "/admin/system",
     tag = "system",
     operation_id = "system_status",
-    responses((status = 200, description = "The deployment's state.", body = SystemStatus), crate::error::ReadErrors),
+    responses((status = 200, description = "The deployment's state.", body = SystemStatus), crate::http::error::ReadErrors),
 )]
 pub async fn status(
     State(s): State<super::scope::ApiState>,
-) -> Result<Response, crate::error::ApiError> {
+) -> Result<Response, crate::http::error::ApiError> {
     Ok(axum::Json(system_status(&s).await?).into_response())
 }
 
 /// `system_status`.
 pub async fn system_status(
     s: &super::scope::ApiState,
-) -> Result<SystemStatus, crate::error::ApiError> {
+) -> Result<SystemStatus, crate::http::error::ApiError> {
     let redis = s.store.redis();
     let shards = shards(s).await?;
-    let redis_status = match crate::redis::read_durability(redis).await {
+    let redis_status = match crate::redis::connection::read_durability(redis).await {
         Ok(d) => {
             let risk = d.risk(s.system.wait_aof);
             RedisStatus {
@@ -144,7 +144,7 @@ pub async fn system_status(
 /// home page's backlog.
 pub async fn shards(
     s: &super::scope::ApiState,
-) -> Result<Vec<ShardStatus>, crate::error::ApiError> {
+) -> Result<Vec<ShardStatus>, crate::http::error::ApiError> {
     use fred::prelude::*;
     let redis = s.store.redis();
     let keys = s.store.keyspace();
@@ -175,6 +175,6 @@ pub async fn shards(
     Ok(shards)
 }
 
-fn store(e: fred::error::Error) -> crate::error::ApiError {
+fn store(e: fred::error::Error) -> crate::http::error::ApiError {
     crate::store::StoreError::Redis(e).into()
 }

@@ -11,8 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::listing::Listing;
 use super::scope::{ApiState, TenantScope};
-use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::extract::{ApiJson, ApiPath, JsonBody, PathParams};
+use crate::http::error::{ApiError, ReadErrors, WriteErrors};
+use crate::http::extract::{ApiJson, ApiPath, JsonBody, PathParams};
 use crate::model::target::{TargetAuthView, UrlProblem};
 use crate::model::time::now_ms;
 use crate::model::time::rfc3339;

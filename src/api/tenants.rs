@@ -10,13 +10,13 @@ use utoipa::{IntoParams, ToSchema};
 use super::listing::Page;
 use super::scope::ApiState;
 use super::watched::purge;
-use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
-use crate::invalidation::Invalidation;
+use crate::http::error::{ApiError, ReadErrors, WriteErrors};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::model::time::rfc3339;
 use crate::model::{
     ExternalId, Name, Origin, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId,
 };
+use crate::redis::invalidation::Invalidation;
 use crate::store::tokens::generate_token;
 use crate::store::{TenantRecord, TokenInfo};
 use crate::telemetry::current_request_id;

@@ -2,9 +2,9 @@
 //! everything a deleted tenant owned.
 
 use super::scope::ApiState;
-use crate::error::ApiError;
-use crate::keyspace::shard_of;
+use crate::http::error::ApiError;
 use crate::model::{MonitorId, SourceId, TenantId};
+use crate::redis::keyspace::shard_of;
 
 /// A watched subject to delete: a monitor, or a source (with its silence watch).
 #[derive(Debug, Clone, Copy)]

@@ -27,7 +27,7 @@ pub enum DispatchError {
     #[error("delivery client: {0}")]
     Client(#[from] rustls::Error),
     #[error(transparent)]
-    Redis(#[from] crate::redis::RedisSetupError),
+    Redis(#[from] crate::redis::connection::RedisSetupError),
     #[error("redis: {0}")]
     Command(#[from] fred::error::Error),
 }
@@ -107,7 +107,7 @@ impl Dispatcher {
         let lease_task = tokio::spawn(takeover::lease_loop(inner.reader.clone(), lease.clone()));
         for shard in 0..inner.settings.shards {
             // Blocking reads get a connection of their own per shard.
-            let conn = crate::redis::connect(redis_cfg).await?;
+            let conn = crate::redis::connection::connect(redis_cfg).await?;
             inner
                 .tasks
                 .spawn(consumer::read_loop(inner.clone(), shard, conn));

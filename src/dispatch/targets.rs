@@ -8,9 +8,9 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 
 use super::matcher::Matcher;
-use crate::cache::{Cache, CacheSettings};
-use crate::invalidation::{Invalidate, Invalidation};
 use crate::model::{TargetId, TenantId};
+use crate::redis::cache::{Cache, CacheSettings};
+use crate::redis::invalidation::{Invalidate, Invalidation};
 use crate::store::{Store, StoreError, Target};
 use crate::telemetry::CacheName;
 

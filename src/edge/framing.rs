@@ -18,7 +18,7 @@
 //!   written between its bytes;
 //! - the running total of a chunked body's declared sizes is published in the connection's
 //!   [`BodyWatch`]; each request body is wrapped in a [`WatchedBody`], whose size hint carries
-//!   that total, so [`crate::body::read`] refuses the body (`413`) the moment a chunk-size line
+//!   that total, so [`crate::http::body::read`] refuses the body (`413`) the moment a chunk-size line
 //!   declares more than its cap.
 //!
 //! Anything it does not follow with certainty (an HTTP/2 preface, an upgrade or `CONNECT`, a

@@ -4,7 +4,7 @@
 //! Bounds: a semaphore caps open connections (at the cap, new clients wait in the kernel's
 //! backlog); the TLS handshake, the request head (and the idle time between keep-alive
 //! requests) have deadlines; heads and HTTP/2 stream counts are capped. Request bodies are
-//! bounded where they are read ([`crate::body`]).
+//! bounded where they are read ([`crate::http::body`]).
 //!
 //! Shutdown: when `shutdown` fires the listener stops accepting and every connection is asked to
 //! finish gracefully (in-flight requests complete, idle connections close). After `grace`, what

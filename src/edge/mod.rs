@@ -8,7 +8,7 @@
 //! - [`observe`]: request ids and per-route request metrics.
 //!
 //! What the routes do is [`crate::ingest`]'s and [`crate::api`]'s; request bodies are read
-//! within bounds by [`crate::body`].
+//! within bounds by [`crate::http::body`].
 
 /// `AsyncWrite` for a wrapper of a connection's byte stream (field `io`) that only reads
 /// differently: every write goes to `io` as it is.

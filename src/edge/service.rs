@@ -27,7 +27,7 @@ use futures_util::FutureExt;
 
 use super::framing::{BodyWatch, WatchedBody};
 use super::observe;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::ingest::IngestState;
 use crate::ingest::heartbeats::{self, HeartbeatState};
 use crate::telemetry;
@@ -60,7 +60,7 @@ struct Inner {
 #[derive(Debug, Clone, Copy)]
 pub struct OnAdmin;
 
-pub use crate::extract::client::{OverTls, Peer};
+pub use crate::http::extract::client::{OverTls, Peer};
 
 /// A hot route, recognised without the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,12 +17,13 @@ use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
 use crate::auth::{Auth, TenantAuth};
-use crate::body::BodyLimits;
 use crate::crypto::sha256_hex;
-use crate::error::{ApiError, IngestErrors};
+use crate::http::body;
+use crate::http::body::BodyLimits;
+use crate::http::error::{ApiError, IngestErrors};
 use crate::model::{EventId, EventType};
 use crate::queue::{Enqueued, Enqueuer, Idempotency, NewEvent};
-use crate::{body, telemetry};
+use crate::telemetry;
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;

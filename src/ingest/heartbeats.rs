@@ -17,20 +17,21 @@ use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
 
-use super::verify::Verifier;
 use crate::auth::{Auth, TenantAuth};
-use crate::body::{BodyLimits, decode_json};
-use crate::cache::{Cache, CacheSettings};
 use crate::crypto::TokenHash;
-use crate::error::{ApiError, PushErrors, SignalErrors};
-use crate::extract::{ApiPath, PathParams};
-use crate::invalidation::{Invalidate, Invalidation};
+use crate::crypto::verify::Verifier;
+use crate::http::body;
+use crate::http::body::{BodyLimits, decode_json};
+use crate::http::error::{ApiError, PushErrors, SignalErrors};
+use crate::http::extract::{ApiPath, PathParams};
 use crate::model::time::{now_ms, rfc3339};
 use crate::model::{MonitorId, Scheme, Status};
 use crate::monitors::state::{LiveStatus, Recorded, Signal, Subject, Watches};
+use crate::redis::cache::{Cache, CacheSettings};
+use crate::redis::invalidation::{Invalidate, Invalidation};
 use crate::store::{Monitor, Store, StoreError};
+use crate::telemetry;
 use crate::telemetry::CacheName;
-use crate::{body, telemetry};
 
 /// Longest status message.
 const MAX_MESSAGE: usize = 2048;

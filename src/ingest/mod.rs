@@ -2,8 +2,8 @@
 //! recorded signal:
 //!
 //! - [`events`]: `POST /v1/events/{event_type}`, a tenant's own events (bearer token);
-//! - [`hooks`]: `POST /v1/hooks/{source_token}`, an external platform's webhooks, verified by
-//!   the sender's signature scheme ([`verify`]) before anything is written;
+//! - `POST /v1/hooks/{source_token}`, an external platform's webhooks, lives with the rest of
+//!   sources in [`crate::sources`] and enqueues through [`events`];
 //! - [`heartbeats`]: `POST /v1/monitors/{monitor_id}` status pushes and
 //!   `GET|POST /v1/monitors/{monitor_token}/heartbeat[/…]` heartbeats of passive monitors.
 //!
@@ -14,7 +14,5 @@
 
 pub mod events;
 pub mod heartbeats;
-pub mod hooks;
-pub mod verify;
 
 pub use events::IngestState;

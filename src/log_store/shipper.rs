@@ -1,7 +1,7 @@
 //! The log shipper: moves finished events from Redis to the log store.
 //!
 //! When the last delivery of an event finishes, the recording script puts the event in its
-//! shard's ship queue ([`crate::keyspace::Keyspace::ship`]). A shipper (one per `all` or
+//! shard's ship queue ([`crate::redis::keyspace::Keyspace::ship`]). A shipper (one per `all` or
 //! `dispatcher` process) takes a shard's lease, reads a batch of the queue with the records,
 //! attempts and bodies (from the record, or from the stream entry that still holds it),
 //! stores the batch in PostgreSQL in one transaction, and only then marks the events shipped:

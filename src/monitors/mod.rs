@@ -8,7 +8,7 @@
 //! - [`unwell`]: the subjects that are down or degraded, across shards.
 //!
 //! Signals arrive through [`crate::ingest::heartbeats`] (monitors) and
-//! [`crate::ingest::hooks`] (watched sources). Alerts are ordinary events (`monitor.up`,
+//! [`crate::sources::hooks`] (watched sources). Alerts are ordinary events (`monitor.up`,
 //! `monitor.down`, `monitor.degraded`, `source.silent`, `source.resumed`) appended to the
 //! tenant's stream, so targets subscribed to them get the normal signing, retries and error
 //! queue; [`crate::dispatch::format`] renders them for chat targets.

@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch::{BatchError, Batcher, Flush, Limits};
-use crate::keyspace::Keyspace;
 use crate::model::time::{now_ms, rfc3339};
 use crate::model::{EventId, IncidentId, Status, TenantId, WatchKind};
 use crate::queue::entry::LAYOUT;
-use crate::scripts::{DESCRIBE, FORGET, SIGNAL, ScriptError};
+use crate::redis::keyspace::Keyspace;
+use crate::redis::scripts::{DESCRIBE, FORGET, SIGNAL, ScriptError};
 use crate::store::{Monitor, Source};
 
 /// Why live state could not be read or changed.
@@ -226,7 +226,7 @@ impl Answer {
 /// `signal`'s answer.
 #[derive(Debug, Deserialize)]
 struct Answers {
-    #[serde(deserialize_with = "crate::scripts::list")]
+    #[serde(deserialize_with = "crate::redis::scripts::list")]
     subjects: Vec<Answer>,
 }
 

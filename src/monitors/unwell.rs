@@ -135,7 +135,7 @@ impl Watches {
         loop {
             let (page, more) = store.list_tenants(after.as_ref(), 200).await?;
             for t in &page {
-                let shard = crate::keyspace::shard_of(&t.id, shards);
+                let shard = crate::redis::keyspace::shard_of(&t.id, shards);
                 let mut ids: Vec<String> = store
                     .monitors_of(&t.id)
                     .await?

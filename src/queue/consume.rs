@@ -13,11 +13,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::prelude::*;
 
-use crate::keyspace::{DISPATCH_GROUP, Keyspace};
-use crate::redis::info_field;
+use crate::redis::connection::info_field;
+use crate::redis::keyspace::{DISPATCH_GROUP, Keyspace};
 
-pub use crate::redis::RawEntry;
-use crate::redis::stream_entries;
+pub use crate::redis::connection::RawEntry;
+use crate::redis::connection::stream_entries;
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]

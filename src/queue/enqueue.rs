@@ -22,9 +22,9 @@ use bytes::Bytes;
 use super::entry::{self, LAYOUT};
 use crate::batch::{BatchError, Batcher, Flush, Limits};
 pub use crate::config::MAX_BATCH_EVENTS;
-use crate::keyspace::Keyspace;
 use crate::model::{EventId, EventType, TenantId};
-use crate::scripts::{APPEND_BATCH, ScriptError};
+use crate::redis::keyspace::Keyspace;
+use crate::redis::scripts::{APPEND_BATCH, ScriptError};
 use crate::telemetry;
 
 /// Why an event was not enqueued, and whether it may be in the stream all the same.
@@ -381,7 +381,7 @@ impl Writer {
 /// `append_batch`'s answer.
 #[derive(Debug, serde::Deserialize)]
 struct Appended {
-    #[serde(deserialize_with = "crate::scripts::list")]
+    #[serde(deserialize_with = "crate::redis::scripts::list")]
     stored: Vec<String>,
 }
 

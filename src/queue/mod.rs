@@ -1,8 +1,8 @@
 //! The durable event queue: Redis Streams, sharded.
 //!
-//! Layout (see [`crate::keyspace`]): `queue.shards` streams `P:{q<n>}:events`, each with the
+//! Layout (see [`crate::redis::keyspace`]): `queue.shards` streams `P:{q<n>}:events`, each with the
 //! dispatcher's consumer group. A tenant's events all go to shard
-//! [`shard_of`](crate::keyspace::shard_of)`(tenant)`, so one tenant's events keep their order;
+//! [`shard_of`](crate::redis::keyspace::shard_of)`(tenant)`, so one tenant's events keep their order;
 //! shards spread tenants over Redis Cluster slots.
 //!
 //! **Entries hold batches** ([`entry`]): the enqueuer writes the events that arrive together

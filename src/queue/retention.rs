@@ -13,9 +13,9 @@ use fred::prelude::*;
 use fred::types::streams::XCap;
 use tokio_util::sync::CancellationToken;
 
-use crate::keyspace::{DISPATCH_GROUP, Keyspace};
 use crate::model::time::now_ms;
-use crate::redis::info_field;
+use crate::redis::connection::info_field;
+use crate::redis::keyspace::{DISPATCH_GROUP, Keyspace};
 
 /// Creates the dispatcher group on every shard stream (and the stream if missing).
 pub async fn ensure_groups(

@@ -8,7 +8,7 @@ use fred::prelude::*;
 
 use super::consume::newest_entries;
 use super::entry::decode;
-use crate::keyspace::Keyspace;
+use crate::redis::keyspace::Keyspace;
 
 /// Redis bytes per retained event without a log store, one target, small JSON bodies
 /// (measured by `benches/memory.sh`; see the README's sizing table). Larger bodies add

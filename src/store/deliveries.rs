@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
 use super::series::{self, hour_of};
-use crate::keyspace::Keyspace;
 use crate::model::time::now_ms;
 use crate::model::{DeadLetterId, EventId, EventType, TargetId, TenantId};
-use crate::scripts::{CLAIM_DUE, EXPAND, RECORD, REPLAY, RESTORE};
+use crate::redis::keyspace::Keyspace;
+use crate::redis::scripts::{CLAIM_DUE, EXPAND, RECORD, REPLAY, RESTORE};
 
 /// An error queue entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,9 +72,9 @@ pub struct Recorded {
 /// `record.lua`'s answer.
 #[derive(Debug, Deserialize)]
 struct RecordAnswer {
-    #[serde(default, deserialize_with = "crate::scripts::list")]
+    #[serde(default, deserialize_with = "crate::redis::scripts::list")]
     failed: Vec<(usize, String)>,
-    #[serde(default, deserialize_with = "crate::scripts::list")]
+    #[serde(default, deserialize_with = "crate::redis::scripts::list")]
     counters_failed: Vec<String>,
 }
 
@@ -217,9 +217,9 @@ impl Deliveries {
     ) -> Result<Vec<Option<Vec<String>>>, StoreError> {
         #[derive(Deserialize)]
         struct Expanded {
-            #[serde(deserialize_with = "crate::scripts::list")]
+            #[serde(deserialize_with = "crate::redis::scripts::list")]
             owned: Vec<bool>,
-            #[serde(deserialize_with = "crate::scripts::list")]
+            #[serde(deserialize_with = "crate::redis::scripts::list")]
             settled: Vec<String>,
         }
         let (recorded, counted): (Vec<&Expansion<'_>>, Vec<&Expansion<'_>>) =
@@ -481,7 +481,7 @@ impl Deliveries {
     ) -> Result<Vec<DueDelivery>, StoreError> {
         #[derive(Deserialize)]
         struct Claimed {
-            #[serde(deserialize_with = "crate::scripts::list")]
+            #[serde(deserialize_with = "crate::redis::scripts::list")]
             members: Vec<String>,
         }
         let retries = self.keys.retries(shard);
@@ -531,7 +531,7 @@ impl Deliveries {
         for ((member, event_id, target_id), row) in parsed.into_iter().zip(rows) {
             let row = match row {
                 Ok(row) => row,
-                Err(e) if crate::redis::is_data_fault(&e) => {
+                Err(e) if crate::redis::connection::is_data_fault(&e) => {
                     self.set_aside_due(shard, &member, &e.to_string()).await?;
                     continue;
                 }

@@ -1,13 +1,13 @@
-//! Failures of the store, each mapped to one HTTP status by [`crate::error`]: a missing record
+//! Failures of the store, each mapped to one HTTP status by [`crate::http::error`]: a missing record
 //! or a conflict is the caller's, a change that breaks a rule is the caller's input, Redis out
 //! of reach is a 503, and anything else (a record this version cannot read, a script answer it
 //! does not understand) is a fault of the gateway.
 
 use crate::crypto::CryptoError;
 use crate::model::Invalid;
-use crate::scripts::ScriptError;
+use crate::redis::scripts::ScriptError;
 
-/// Failures of the store, each mapped to one HTTP status by [`crate::error`].
+/// Failures of the store, each mapped to one HTTP status by [`crate::http::error`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
@@ -39,10 +39,10 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether Redis refused the command for what the records it touched hold (see
-    /// [`crate::redis::is_data_fault`]): the same command can never succeed.
+    /// [`crate::redis::connection::is_data_fault`]): the same command can never succeed.
     pub fn is_data_fault(&self) -> bool {
         match self {
-            StoreError::Redis(e) => crate::redis::is_data_fault(e),
+            StoreError::Redis(e) => crate::redis::connection::is_data_fault(e),
             StoreError::Refused(_) => true,
             _ => false,
         }

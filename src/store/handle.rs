@@ -7,9 +7,9 @@ use fred::prelude::*;
 
 use super::error::{StoreError, unexpected};
 use crate::crypto::Keys;
-use crate::invalidation::{Invalidation, Publisher};
-use crate::keyspace::Keyspace;
-use crate::scripts;
+use crate::redis::invalidation::{Invalidation, Publisher};
+use crate::redis::keyspace::Keyspace;
+use crate::redis::scripts;
 
 /// Attempts of an optimistic update before giving up with a conflict.
 pub(super) const OPTIMISTIC_ATTEMPTS: usize = 8;

@@ -1,5 +1,5 @@
 //! Persistence of the control plane and of delivery records, in Redis under the
-//! [`Keyspace`](crate::keyspace). Nothing here decides what is valid (that is
+//! [`Keyspace`](crate::redis::keyspace). Nothing here decides what is valid (that is
 //! [`crate::model`]'s); the store keeps records, their indexes and their secrets.
 //!
 //! Invariants:
@@ -8,9 +8,9 @@
 //! - recoverable secrets (signing secrets, target credentials, sender and monitor secrets, a
 //!   tenant's external id) are sealed with AES-256-GCM, bound to their record;
 //! - every change that another instance's cache may hold is published as an
-//!   [`Invalidation`](crate::invalidation::Invalidation) after it is written.
+//!   [`Invalidation`](crate::redis::invalidation::Invalidation) after it is written.
 //!
-//! Multi-key changes run as scripts ([`crate::scripts`]) over keys of one slot, so they are
+//! Multi-key changes run as scripts ([`crate::redis::scripts`]) over keys of one slot, so they are
 //! atomic on a single Redis and on a cluster alike.
 //!
 //! - [`handle`], [`error`]: the handle the record modules extend, and its failures;

@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 use super::error::StoreError;
 use super::handle::{Store, TokenedWrite, decode_doc};
 use crate::crypto::{TokenHash, random_token, secrets_equal};
-use crate::invalidation::Invalidation;
 use crate::model::monitor::{Every, Grace};
 use crate::model::time::now_ms;
 use crate::model::{
     MonitorId, MonitorPatch, MonitorSpec, Name, Origin, SecretText, TenantId, WatchWindow,
 };
+use crate::redis::invalidation::Invalidation;
 
 /// Prefix of monitor URL tokens.
 const TOKEN_PREFIX: &str = "mt_";

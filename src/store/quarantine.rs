@@ -12,7 +12,7 @@ use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::streams::{XCap, XCapKind, XCapTrim};
 
-use crate::keyspace::Keyspace;
+use crate::redis::keyspace::Keyspace;
 
 /// Records kept per shard (approximately: Redis trims whole nodes).
 pub const KEPT: i64 = 10_000;
@@ -78,7 +78,8 @@ pub async fn newest(
     shard: u16,
     count: u64,
 ) -> Result<Vec<Quarantined>, fred::error::Error> {
-    let entries = crate::redis::newest_of(redis, &keys.quarantine(shard), count).await?;
+    let entries =
+        crate::redis::connection::newest_of(redis, &keys.quarantine(shard), count).await?;
     Ok(entries
         .into_iter()
         .map(|(seq, fields)| {

@@ -10,8 +10,8 @@
 //! instances) writes the same values. Reads ([`Store::series_hours`]) take the last 48 hours
 //! from the per-minute hashes, exact, and older hours from the rollups.
 //!
-//! [`Keyspace::series_day`]: crate::keyspace::Keyspace::series_day
-//! [`Keyspace::series_all_day`]: crate::keyspace::Keyspace::series_all_day
+//! [`Keyspace::series_day`]: crate::redis::keyspace::Keyspace::series_day
+//! [`Keyspace::series_all_day`]: crate::redis::keyspace::Keyspace::series_all_day
 
 use std::collections::HashMap;
 
@@ -21,8 +21,8 @@ use fred::types::{Expiration, SetOptions};
 use super::error::{RangeError, StoreError};
 use super::handle::Store;
 use super::series::{HOUR_MS, MAX_RANGE_MS, MINUTE_MS, MinuteCounts, SeriesScope};
-use crate::keyspace::shard_of;
 use crate::model::TenantId;
+use crate::redis::keyspace::shard_of;
 
 /// One day, in ms: the span of one rollup hash.
 pub const DAY_MS: u64 = 24 * HOUR_MS;

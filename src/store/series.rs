@@ -15,8 +15,8 @@
 //! - every write renews the hash's lifetime to [`TTL_S`], longer than [`MAX_RANGE_MS`], so a
 //!   read of the longest range finds every hour it covers.
 //!
-//! [`Keyspace::series`]: crate::keyspace::Keyspace::series
-//! [`Keyspace::series_all`]: crate::keyspace::Keyspace::series_all
+//! [`Keyspace::series`]: crate::redis::keyspace::Keyspace::series
+//! [`Keyspace::series_all`]: crate::redis::keyspace::Keyspace::series_all
 
 use std::collections::HashMap;
 

@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use super::error::StoreError;
 use super::handle::{Store, TokenedWrite, decode_doc};
 use crate::crypto::{TokenHash, random_token};
-use crate::invalidation::Invalidation;
 use crate::model::source::Tolerance;
 use crate::model::time::now_ms;
 use crate::model::{
     EventTypeRule, Name, Scheme, SecretText, SilenceWatch, SourceId, SourceSpec, TenantId,
 };
+use crate::redis::invalidation::Invalidation;
 
 /// Prefix of source URL tokens.
 const TOKEN_PREFIX: &str = "hk_";

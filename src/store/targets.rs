@@ -13,14 +13,14 @@ use serde::{Deserialize, Serialize};
 use super::error::{StoreError, unexpected};
 use super::handle::{OPTIMISTIC_ATTEMPTS, Store, decode_doc};
 use crate::crypto::random_bytes;
-use crate::invalidation::Invalidation;
 use crate::model::target::check_ordering;
 use crate::model::time::now_ms;
 use crate::model::{
     Format, Headers, Mode, Origin, Patterns, RetryPolicy, SigningSecret, TargetAuth, TargetId,
     TargetPatch, TargetSpec, TargetUrl, TenantId,
 };
-use crate::scripts::{self, DELETE_TARGET, SAVE_TARGET};
+use crate::redis::invalidation::Invalidation;
+use crate::redis::scripts::{self, DELETE_TARGET, SAVE_TARGET};
 
 /// A target, secrets opened.
 #[derive(Debug, Clone)]

@@ -8,12 +8,12 @@ use fred::prelude::*;
 use super::error::{StoreError, unexpected};
 use super::handle::{OPTIMISTIC_ATTEMPTS, Store};
 use crate::crypto::TokenHash;
-use crate::invalidation::Invalidation;
 use crate::model::time::now_ms;
 use crate::model::{
     ExternalId, Name, Origin, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId,
 };
-use crate::scripts::{self, CREATE_TENANT, DELETE_TENANT, UPDATE_TENANT};
+use crate::redis::invalidation::Invalidation;
+use crate::redis::scripts::{self, CREATE_TENANT, DELETE_TENANT, UPDATE_TENANT};
 
 /// Blind-index domain of external ids.
 /// Blind-index domain of external ids in their normalised form ([`ExternalId::key`]): `ACME`,

@@ -7,10 +7,10 @@ use fred::prelude::*;
 use super::error::{StoreError, unexpected};
 use super::handle::Store;
 use crate::crypto::{TokenHash, random_token};
-use crate::invalidation::Invalidation;
 use crate::model::time::now_ms;
 use crate::model::{TenantId, TokenId};
-use crate::scripts::{self, ISSUE_TOKEN, REVOKE_TOKEN};
+use crate::redis::invalidation::Invalidation;
+use crate::redis::scripts::{self, ISSUE_TOKEN, REVOKE_TOKEN};
 
 /// Prefix of generated tenant tokens, so a leaked one is recognisable by secret scanners.
 pub const TOKEN_PREFIX: &str = "est_";

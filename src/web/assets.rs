@@ -53,6 +53,6 @@ pub async fn serve(Path(file): Path<String>) -> Response {
         )
             .into_response(),
         // The contract's error shape, like every other unknown resource.
-        None => crate::error::ApiError::not_found("asset").into_response(),
+        None => crate::http::error::ApiError::not_found("asset").into_response(),
     }
 }

@@ -69,8 +69,8 @@ impl From<crate::crypto::CryptoError> for WebError {
 }
 
 /// A typed API operation's refusal, shown like the in-process API's.
-impl From<crate::error::ApiError> for WebError {
-    fn from(e: crate::error::ApiError) -> WebError {
+impl From<crate::http::error::ApiError> for WebError {
+    fn from(e: crate::http::error::ApiError) -> WebError {
         WebError::Api {
             status: e.status,
             code: e.code.to_owned(),

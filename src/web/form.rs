@@ -86,7 +86,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
 
 /// The spec or patch a form describes (built as the API's JSON), decoded by the API's own
 /// rules: a form and a request obey one rule set, with one message per field.
-pub fn decode<T: crate::extract::JsonBody>(v: serde_json::Value) -> Result<T, WebError> {
+pub fn decode<T: crate::http::extract::JsonBody>(v: serde_json::Value) -> Result<T, WebError> {
     let bytes = serde_json::to_vec(&v).map_err(WebError::internal)?;
-    Ok(crate::extract::decode_body(&bytes)?)
+    Ok(crate::http::extract::decode_body(&bytes)?)
 }

@@ -12,7 +12,7 @@ use super::form::{Form, MAX_FORM};
 use super::session::{CookieSpec, Principal, Session};
 use super::state::WebState;
 use crate::crypto::{TokenHash, secrets_equal};
-pub use crate::extract::client::{Transport, transport_of};
+pub use crate::http::extract::client::{Transport, transport_of};
 
 /// The console's session cookie: only ever sent to `/console` on the admin listener.
 pub const CONSOLE_COOKIE: &str = "estafeta_console";

@@ -10,9 +10,9 @@ use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Keys, random_token, secrets_equal};
-use crate::keyspace::Keyspace;
 use crate::model::TenantId;
 use crate::model::time::now_ms;
+use crate::redis::keyspace::Keyspace;
 
 use super::error::WebError;
 

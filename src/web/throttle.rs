@@ -18,8 +18,8 @@ use fred::prelude::*;
 use serde::Deserialize;
 
 use crate::crypto::Keys;
-use crate::keyspace::Keyspace;
-use crate::scripts::SIGNIN_ATTEMPT;
+use crate::redis::keyspace::Keyspace;
+use crate::redis::scripts::SIGNIN_ATTEMPT;
 
 /// The window failures are counted in.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -130,9 +130,9 @@ impl SignInThrottle {
 }
 
 /// A script failure as the Redis error the pages answer `503` for.
-fn script_error(e: crate::scripts::ScriptError) -> fred::error::Error {
+fn script_error(e: crate::redis::scripts::ScriptError) -> fred::error::Error {
     match e {
-        crate::scripts::ScriptError::Redis(e) => e,
+        crate::redis::scripts::ScriptError::Redis(e) => e,
         other => fred::error::Error::new(fred::error::ErrorKind::Unknown, other.to_string()),
     }
 }

@@ -25,8 +25,8 @@ use support::http::Request;
 use support::sink::{Reply, Sink};
 use support::{Gateway, RedisServer, eventually, unique_prefix};
 
-use estafeta::keyspace::Keyspace;
 use estafeta::model::{TargetId, TenantId};
+use estafeta::redis::keyspace::Keyspace;
 
 const FAST_RETRIES: &str = r#"
 [dispatch]

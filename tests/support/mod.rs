@@ -433,7 +433,7 @@ impl Gateway {
 
     /// The stream key of a shard.
     pub fn stream(&self, shard: u16) -> String {
-        estafeta::keyspace::Keyspace::new(&self.prefix).stream(shard)
+        estafeta::redis::keyspace::Keyspace::new(&self.prefix).stream(shard)
     }
 }
 
@@ -473,7 +473,7 @@ pub async fn stream_events(redis: &Client, key: &str) -> Vec<estafeta::queue::St
 
 /// Every event in every shard stream of `prefix` (4 shards in test configs), by shard.
 pub async fn all_events(redis: &Client, prefix: &str) -> Vec<(u16, estafeta::queue::StoredEvent)> {
-    let keys = estafeta::keyspace::Keyspace::new(prefix);
+    let keys = estafeta::redis::keyspace::Keyspace::new(prefix);
     let mut out = Vec::new();
     for shard in 0..4 {
         for e in stream_events(redis, &keys.stream(shard)).await {

@@ -8,7 +8,7 @@ use fred::prelude::*;
 
 use super::{DeadLetter, Deliveries};
 use crate::model::{DeadLetterId, EventId, EventPattern, TargetId, TenantId};
-use crate::scripts::{DELETE_DEAD_LETTER, REINDEX_DEAD_LETTERS};
+use crate::redis::scripts::{DELETE_DEAD_LETTER, REINDEX_DEAD_LETTERS};
 use crate::store::error::StoreError;
 
 /// Ids read per round trip while scanning.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::records::attempts_of;
 use super::{Deliveries, DeliveryState, LoggedEvent, Parsed, hash_fields};
 use crate::model::{EventId, TenantId};
-use crate::scripts::{LEASE, SHIPPED};
+use crate::redis::scripts::{LEASE, SHIPPED};
 use crate::store::error::StoreError;
 
 /// An event of a shard's ship queue, as read for shipping.

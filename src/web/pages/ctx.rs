@@ -93,7 +93,7 @@ pub async fn tenant_ctx(
     };
     let record = crate::api::tenants::read_tenant(&state.core, &tenant).await?;
     let scope = TenantScope {
-        shard: crate::keyspace::shard_of(&tenant, state.core.shards),
+        shard: crate::redis::keyspace::shard_of(&tenant, state.core.shards),
         tenant: tenant.clone(),
     };
     let base = match ui {

@@ -14,7 +14,7 @@ use crate::api::dead_letters::{
     DeadLetterQuery, Replay, delete_dead_letter, list_dead_letters, replay_dead_letters,
 };
 use crate::api::targets::list_targets;
-use crate::extract::decode_query;
+use crate::http::extract::decode_query;
 use crate::model::DeadLetterId;
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params, decode};

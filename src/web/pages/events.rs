@@ -12,7 +12,7 @@ use crate::api::events::{
     read_event_body,
 };
 use crate::api::targets::list_targets;
-use crate::extract::decode_query;
+use crate::http::extract::decode_query;
 use crate::model::{EventId, TargetId};
 use crate::store::deliveries::State as DeliveryState;
 use crate::web::error::WebError;

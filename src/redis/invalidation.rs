@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use crate::crypto::TokenHash;
-use crate::keyspace::Keyspace;
 use crate::model::{MonitorId, TenantId};
-use crate::scripts::{self, ScriptError};
+use crate::redis::keyspace::Keyspace;
+use crate::redis::scripts::{self, ScriptError};
 
 /// What changed, as far as a cache is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! Concurrent misses for one key share one load. Each entry remembers when the Redis read
 //! behind it started, so an invalidation can drop again an entry whose read raced the change
 //! it announces ([`Cache::invalidate_if_read_before`]). Coherence across instances is the job
-//! of [`crate::invalidation`]; each resource's cache says there which messages concern it.
+//! of [`crate::redis::invalidation`]; each resource's cache says there which messages concern it.
 
 use std::hash::Hash;
 use std::sync::Arc;

@@ -9,96 +9,24 @@
 //! answered with the first event (`duplicate: true`), not enqueued again.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::Response;
 use fred::prelude::*;
-use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
 
-use super::events::{IngestState, enqueue_and_answer};
-use super::verify::Verifier;
-use crate::cache::{Cache, CacheSettings};
-use crate::crypto::{TokenHash, sha256_hex};
-use crate::error::{ApiError, HookErrors};
-use crate::extract::ApiPath;
-use crate::invalidation::{Invalidate, Invalidation};
+use super::cache::{HookSource, SourceCache};
+use crate::crypto::sha256_hex;
+use crate::http::body;
+use crate::http::error::{ApiError, HookErrors};
+use crate::http::extract::ApiPath;
+use crate::ingest::events::{IngestState, enqueue_and_answer};
 use crate::model::time::now_ms;
 use crate::model::{EventType, EventTypeRule, Scheme};
 use crate::monitors::state::{Signal, Subject, Watches};
 use crate::store::source_activity::Refusal;
 use crate::store::{Source, Store, StoreError};
-use crate::telemetry::CacheName;
-use crate::{body, telemetry};
-
-/// A source with its verifier, as requests use it.
-#[derive(Debug)]
-pub struct HookSource {
-    pub source: Source,
-    pub verifier: Verifier,
-}
-
-/// Sources by URL-token hash, cached briefly; changes are announced as
-/// [`Invalidation::Source`]. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct SourceCache {
-    store: Store,
-    cache: Cache<TokenHash, Arc<HookSource>>,
-}
-
-impl SourceCache {
-    pub fn new(store: Store, settings: CacheSettings) -> SourceCache {
-        SourceCache {
-            store,
-            cache: Cache::new(CacheName::Sources, settings),
-        }
-    }
-
-    async fn get(&self, hash: TokenHash) -> Result<Option<Arc<HookSource>>, Arc<StoreError>> {
-        let store = self.store.clone();
-        self.cache
-            .get_or_load(hash, async move {
-                let Some(source) = store.source_by_token(&hash).await? else {
-                    return Ok(None);
-                };
-                let verifier = Verifier::new(
-                    source.scheme,
-                    source.secret.expose(),
-                    source.header.as_deref(),
-                    source.tolerance_s.map(|t| Duration::from_secs(t.get())),
-                )
-                .map_err(|e| StoreError::Corrupt {
-                    key: format!("source {}", source.id),
-                    reason: e.to_string(),
-                })?;
-                Ok::<_, StoreError>(Some(Arc::new(HookSource { source, verifier })))
-            })
-            .await
-    }
-}
-
-impl Invalidate for SourceCache {
-    fn invalidate<'a>(&'a self, message: &'a Invalidation) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if let Invalidation::Source(hash) = message {
-                self.cache.invalidate(hash).await;
-            }
-        })
-    }
-
-    fn recheck<'a>(&'a self, message: &'a Invalidation, changed_at: Instant) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if let Invalidation::Source(hash) = message {
-                self.cache.invalidate_if_read_before(hash, changed_at).await;
-            }
-        })
-    }
-
-    fn invalidate_all(&self) {
-        self.cache.invalidate_all();
-    }
-}
+use crate::telemetry;
 
 /// What the hook handler needs.
 #[derive(Debug, Clone)]
@@ -130,7 +58,7 @@ pub struct HookPath {
     source_token: String,
 }
 
-impl crate::extract::PathParams for HookPath {
+impl crate::http::extract::PathParams for HookPath {
     const WHAT: &'static str = "source";
 }
 
@@ -153,7 +81,7 @@ impl crate::extract::PathParams for HookPath {
         ),
     ),
     responses(
-        (status = 202, description = "The event is durably in the queue.", body = super::events::EventAccepted),
+        (status = 202, description = "The event is durably in the queue.", body = crate::ingest::events::EventAccepted),
         HookErrors,
     ),
 )]
@@ -183,7 +111,7 @@ pub async fn post_hook(
     }
     let raw = body::read(request_body, headers, &s.ingest.body_limits).await?;
     let sender = || {
-        crate::extract::client::transport_of(&parts, &s.trusted_proxies)
+        crate::http::extract::client::transport_of(&parts, &s.trusted_proxies)
             .client
             .map(|ip| ip.to_string())
     };
@@ -333,7 +261,7 @@ fn event_type(
             .map(|v| v.trim().to_owned()),
         EventTypeRule::JsonPointer(p) => {
             // The receiver reads the same body: a key it could read differently is refused.
-            if let Some(key) = crate::body::duplicate_key(body) {
+            if let Some(key) = crate::http::body::duplicate_key(body) {
                 return Err(ApiError::bad_request(
                     "duplicate_key",
                     format!(

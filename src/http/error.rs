@@ -19,8 +19,8 @@ use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use crate::auth::AuthError;
-use crate::body::{BodyError, JsonError};
 use crate::history::HistoryError;
+use crate::http::body::{BodyError, JsonError};
 use crate::log_store::LogStoreError;
 use crate::model::Invalid;
 use crate::monitors::state::{SignalError, WatchError};

@@ -9,8 +9,8 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::body::{BodyLimits, JsonError, decode_json};
-use crate::error::ApiError;
+use crate::http::body::{BodyLimits, JsonError, decode_json};
+use crate::http::error::ApiError;
 
 /// Path parameters of a route, and what they name when they name nothing (`404 <what> not
 /// found`: an id that breaks the id grammar cannot exist).
@@ -81,7 +81,7 @@ impl<S: BodyLimited + Send + Sync, T: JsonBody> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = crate::body::read(body, &parts.headers, state.body_limits()).await?;
+        let bytes = crate::http::body::read(body, &parts.headers, state.body_limits()).await?;
         decode_body(&bytes).map(ApiJson)
     }
 }

@@ -6,6 +6,10 @@
 //! - blind indexes: values we must look up but not store in clear (a tenant's external id);
 //! - sealing: recoverable secrets are AES-256-GCM encrypted with a fresh random 96-bit nonce and
 //!   bound to their record by associated data, stored as `v1.<base64url(nonce || ciphertext)>`.
+//! - inbound signatures ([`verify`]): the schemes of sources and signed status pushes, checked
+//!   in constant time.
+
+pub mod verify;
 
 use std::fmt;
 

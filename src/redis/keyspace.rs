@@ -52,7 +52,7 @@
 //! | `P:{q<n>}:watch_counts` | hash | subjects per `<kind>:<status>` in the shard, for metrics |
 //! | `P:{q<n>}:unwell` | sorted set | the shard's watched subjects that are down or degraded, scored by since when (ms): what the console's home page lists |
 //! | `P:{m}:invalidations` | string (counter) | sequence number of the last cache invalidation |
-//! | channel `P:invalidate` | pub/sub | `<seq> <message>`, a [`crate::invalidation::Invalidation`]: drop what it names from every instance's caches |
+//! | channel `P:invalidate` | pub/sub | `<seq> <message>`, a [`crate::redis::invalidation::Invalidation`]: drop what it names from every instance's caches |
 //!
 //! Control-plane keys share the `{m}` tag: they are small and change rarely, and one slot lets
 //! tenant creation and deletion run as single atomic scripts. Each shard stream has its own tag
