@@ -6,8 +6,9 @@
 //! [`model`] imports nothing of the crate. Data flows down the same list: a request enters at
 //! the edge, becomes an event in the queue, and leaves through the dispatcher.
 //!
-//! - [`app`]: builds every component from the [`config`], registers the caches for
-//!   invalidation, owns the tasks, and starts and stops them in order.
+//! - [`app`]: the process as stages: the core opened from the [`config`] (Redis, the store,
+//!   the log store, caches), then background tasks, the dispatcher, the batched writers and
+//!   the servers, each owning its tasks, started in order and stopped in reverse.
 //! - [`web`]: the operator console and the tenant portal: server-rendered pages that call the
 //!   API's typed operations and render their typed views, sessions and their CSRF tokens.
 //! - [`api`]: the admin and tenant management APIs: each operation a typed function over the
