@@ -388,6 +388,18 @@ async fn an_operator_runs_a_tenant_from_the_console() {
         attempts.contains("200") && attempts.contains("500"),
         "{attempts}"
     );
+    // The failed attempt keeps what was sent and what came back; the delivered one keeps none.
+    assert_eq!(
+        attempts.matches("Headers of attempt").count(),
+        1,
+        "{attempts}"
+    );
+    b.click("tr.headers summary").await;
+    let headers = b.text("tr.headers").await;
+    assert!(
+        headers.contains(&format!("webhook-id: {event_id}")) && headers.contains("Received"),
+        "{headers}"
+    );
     b.screenshot("event").await;
     let received = sink.received("/hook");
     let last = received.last().unwrap();
@@ -465,6 +477,11 @@ async fn an_operator_runs_a_tenant_from_the_console() {
         b.css(&format!("#tenant-{chart} canvas")).await;
     }
     b.screenshot("tenant").await;
+    // A week's window reads the hourly rollups: a point per hour.
+    b.goto(&format!("http://{}{tenant_path}?window=7d", gw.addrs.admin))
+        .await;
+    b.expect_text("The last 7 days, per hour (UTC)").await;
+    b.css("#tenant-received canvas").await;
 
     // Disable (asked first, in the browser) and enable: the tenant's ingest follows.
     b.click("#toggle-tenant").await;

@@ -778,8 +778,8 @@ async fn partitions_are_made_ahead_and_dropped_whole_by_retention() {
     LogStore::open(&db, retention).await.unwrap();
     assert_eq!(
         rows(&db, "SELECT count(*) FROM refinery_schema_history").await,
-        3,
-        "each of the three migrations once"
+        4,
+        "each of the four migrations once"
     );
 }
 

@@ -4,8 +4,8 @@
 
 pub use crate::config::KeepHeaders;
 use crate::model::TargetAuth;
+use crate::model::delivery::AttemptHeaders;
 use crate::store::Target;
-use crate::store::deliveries::AttemptHeaders;
 use http::HeaderMap;
 
 /// Headers kept per side of an attempt.

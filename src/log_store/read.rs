@@ -9,13 +9,13 @@ use bytes::Bytes;
 use super::connect::LogStoreError;
 use super::handle::LogStore;
 use super::write::{HistoryKind, millis, time};
-use crate::model::time::now_ms;
-use crate::model::{EventId, EventPattern, TargetId, TenantId};
-use crate::store::deliveries::LoggedEvent;
-use crate::store::deliveries::{
+use crate::model::delivery::LoggedEvent;
+use crate::model::delivery::{
     AttemptHeaders, AttemptRecord, DeliveryState, EventFilter, EventRecord, EventStatus,
     EventSummary, State,
 };
+use crate::model::time::now_ms;
+use crate::model::{EventId, EventPattern, TargetId, TenantId};
 
 /// Where a lookup of one event may look: the day of its id's timestamp, when it has one.
 fn day_bounds(id: &EventId) -> (SystemTime, SystemTime) {

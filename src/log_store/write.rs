@@ -21,7 +21,7 @@ use super::handle::LogStore;
 use super::partitions::day_of;
 use super::text::{PgText, opt};
 use crate::batch::{Isolate, Isolated, isolate};
-use crate::store::deliveries::{AttemptRecord, DeliveryState, LoggedEvent};
+use crate::model::delivery::{AttemptRecord, DeliveryState, LoggedEvent};
 
 pub(super) fn time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.min(crate::model::time::MAX_RFC3339_MS))

@@ -17,6 +17,8 @@
 //! - [`tenant`]: rate limits, tenant specs and patches;
 //! - [`target`]: targets (URL rules, delivery modes, formats, retry policies, secrets);
 //! - [`auth`]: how the gateway authenticates to a target, and its masked view;
+//! - [`delivery`]: delivery states, attempts and their headers, event records and listings'
+//!   filters, and their compact text;
 //! - [`source`]: inbound sources (verification schemes, event-type rules, silence watches);
 //! - [`monitor`]: passive monitors, watch windows and statuses;
 //! - [`number`]: whole numbers as JSON Schema counts them (`5.0` is `5`);
@@ -26,6 +28,7 @@
 
 pub mod auth;
 pub mod bounded;
+pub mod delivery;
 pub mod event_type;
 pub mod ids;
 pub mod invalid;

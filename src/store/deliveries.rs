@@ -5,17 +5,17 @@
 //! [`records`] holds what a record says (states, attempts, their compact text), [`ship`] the
 //! log store's side, [`dead_letters`] the error queue's reads, [`health`] each target's health.
 
+mod attempts;
 pub mod dead_letters;
 pub mod health;
-pub mod records;
 pub mod ship;
 
-pub use records::{
-    AttemptHeaders, AttemptRecord, DeliveryState, EventFilter, EventStatus, EventSummary,
-    LoggedEvent, Replayed, State,
-};
+use attempts::attempts_of;
 
-use records::attempts_of;
+pub use crate::model::delivery::{
+    AttemptHeaders, AttemptRecord, DeliveryState, EventFilter, EventRecord, EventStatus,
+    EventSummary, LoggedEvent, Replayed, State,
+};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -121,19 +121,6 @@ pub struct DueDelivery {
     pub body: Bytes,
     pub attempts_so_far: u32,
     pub deferrals_so_far: u32,
-}
-
-/// An event's delivery record: what it was, and where each of its deliveries stands.
-#[derive(Debug, Clone)]
-pub struct EventRecord {
-    pub id: EventId,
-    pub event_type: Option<String>,
-    pub content_type: Option<String>,
-    pub received_at_ms: u64,
-    /// Each target it was expanded to, with its state (`None`: no outcome yet).
-    pub deliveries: Vec<(TargetId, Option<DeliveryState>)>,
-    /// The recent attempts, oldest first.
-    pub attempts: Vec<AttemptRecord>,
 }
 
 /// A tenant's delivery counters.

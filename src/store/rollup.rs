@@ -64,16 +64,6 @@ fn rollup_fields(hour: u64, sums: &Sums) -> Vec<(String, String)> {
         .collect()
 }
 
-fn fields_of(reply: Value, key: &str) -> Result<HashMap<String, String>, StoreError> {
-    match reply {
-        Value::Null => Ok(HashMap::new()),
-        v => v.convert().map_err(|e| StoreError::Corrupt {
-            key: key.to_owned(),
-            reason: e.to_string(),
-        }),
-    }
-}
-
 impl Store {
     /// Rolls up every finished hour of the last [`LOOK_BACK_HOURS`] that no instance has
     /// rolled yet; how many this call rolled.
@@ -158,15 +148,13 @@ impl Store {
         if pairs.is_empty() {
             return Ok(());
         }
-        let read = self.redis.pipeline();
-        for (from, _) in pairs {
-            let _: () = read.hgetall(from.as_str()).await?;
-        }
-        let replies = read.try_all::<Value>().await;
+        let hours = self
+            .read_hashes(pairs.iter().map(|(from, _)| from.as_str()))
+            .await?;
         let write = self.redis.pipeline();
         let mut writes = 0;
-        for ((from, to), reply) in pairs.iter().zip(replies) {
-            let sums = sum_hour(fields_of(reply?, from)?);
+        for ((_, to), fields) in pairs.iter().zip(hours) {
+            let sums = sum_hour(fields);
             if sums.is_empty() {
                 continue;
             }
@@ -234,13 +222,11 @@ impl Store {
                     .map(|(d, s)| (d, self.keys.series_all_day(s, d)))
                     .collect(),
             };
-            let read = self.redis.pipeline();
-            for (_, key) in &keys {
-                let _: () = read.hgetall(key.as_str()).await?;
-            }
-            let replies = read.try_all::<Value>().await;
-            for ((day, key), reply) in keys.iter().zip(replies) {
-                for (name, value) in fields_of(reply?, key)? {
+            let hashes = self
+                .read_hashes(keys.iter().map(|(_, k)| k.as_str()))
+                .await?;
+            for ((day, _), fields) in keys.iter().zip(hashes) {
+                for (name, value) in fields {
                     let Some((hour_of_day, metric)) = name.split_once(':') else {
                         continue;
                     };

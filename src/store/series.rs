@@ -118,6 +118,29 @@ fn minutes(from_ms: u64, to_ms: u64) -> Result<(u64, u64), RangeError> {
 }
 
 impl Store {
+    /// Every field of each hash named, in order, with one pipelined `HGETALL` each (a missing
+    /// hash reads as empty).
+    pub(super) async fn read_hashes<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<Vec<HashMap<String, String>>, StoreError> {
+        let pipeline = self.redis.pipeline();
+        for key in keys.clone() {
+            let _: () = pipeline.hgetall(key).await?;
+        }
+        // One result per command, even for a single one (`all` would unwrap it).
+        let replies = pipeline.try_all::<Value>().await;
+        keys.zip(replies)
+            .map(|(key, reply)| match reply? {
+                Value::Null => Ok(HashMap::new()),
+                v => v.convert().map_err(|e| StoreError::Corrupt {
+                    key: key.to_owned(),
+                    reason: e.to_string(),
+                }),
+            })
+            .collect()
+    }
+
     /// The counters of every minute from `from_ms` to `to_ms` (both floored to their minute,
     /// both included), oldest first, zero where nothing happened; refuses a reversed range
     /// or one over 48 h ([`RangeError`]). One pipelined `HGETALL` per hour and shard.
@@ -138,26 +161,16 @@ impl Store {
                 .map(|(h, s)| (h, self.keys.series_all(s, h)))
                 .collect(),
         };
-        let pipeline = self.redis.pipeline();
-        for (_, key) in &keys {
-            let _: () = pipeline.hgetall(key.as_str()).await?;
-        }
-        // One result per command, even for a single one (`all` would unwrap it).
-        let replies = pipeline.try_all::<Value>().await;
+        let hashes = self
+            .read_hashes(keys.iter().map(|(_, k)| k.as_str()))
+            .await?;
         let mut rows: Vec<MinuteCounts> = (first..=last)
             .map(|m| MinuteCounts {
                 minute_ms: m * MINUTE_MS,
                 ..MinuteCounts::default()
             })
             .collect();
-        for ((hour, key), reply) in keys.iter().zip(replies) {
-            let fields: HashMap<String, String> = match reply? {
-                Value::Null => HashMap::new(),
-                v => v.convert().map_err(|e| StoreError::Corrupt {
-                    key: key.clone(),
-                    reason: e.to_string(),
-                })?,
-            };
+        for ((hour, _), fields) in keys.iter().zip(hashes) {
             for (name, value) in fields {
                 let Some((minute, metric)) = name.split_once(':') else {
                     continue;

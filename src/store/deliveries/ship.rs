@@ -5,7 +5,7 @@ use bytes::Bytes;
 use fred::prelude::*;
 use serde::Deserialize;
 
-use super::records::attempts_of;
+use super::attempts::attempts_of;
 use super::{Deliveries, DeliveryState, LoggedEvent, Parsed, hash_fields};
 use crate::model::{EventId, TenantId};
 use crate::redis::scripts::{LEASE, SHIPPED};

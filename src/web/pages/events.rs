@@ -193,6 +193,9 @@ pub async fn show(
     };
     let attempts = &event.attempts;
     let deliveries = &event.deliveries;
+    // Targets are shown by their URL; a target deleted since keeps its id.
+    let targets = list_targets(&state.core, &ctx.scope).await?.data;
+    let url_of = |id: &TargetId| targets.iter().find(|t| t.id == *id).map(|t| t.url.clone());
     let html_body = html! {
         (notice(p.opt("notice")))
         h1 { "Event " code { (event.id.as_str()) } }
@@ -219,7 +222,14 @@ pub async fn show(
         @for d in deliveries {
             @let target = d.target_id.as_str();
             section.card.delivery data-target=(target) {
-                h3 { "Target " a href=(ctx.page(&format!("/targets/{}", seg(target)))) { code { (target) } } " " (badge(d.state.as_str())) }
+                h3 {
+                    "Target "
+                    @match url_of(&d.target_id) {
+                        Some(url) => { a href=(ctx.page(&format!("/targets/{}", seg(target)))) title=(target) { (url) } },
+                        None => { code { (target) } " " span.muted { "(deleted)" } },
+                    }
+                    " " (badge(d.state.as_str()))
+                }
                 dl.fields {
                     dt { "Attempts" } dd { (d.attempts) }
                     dt { "Last status" } dd { (or_dash(d.last_status)) }

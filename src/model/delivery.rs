@@ -1,14 +1,25 @@
-//! What a delivery record holds, and its compact text: each delivery's state, each attempt,
-//! an event's status summed over its deliveries, and the filter of event listings. Nothing
-//! here touches Redis; [`super::Deliveries`] reads and writes these.
-
-use std::collections::HashMap;
+//! What a delivery record holds, and its compact text: each delivery's state, each attempt
+//! and its headers, an event's record and its status summed over its deliveries, and the
+//! filter of event listings. Nothing here touches a store: the Redis store
+//! (`store::deliveries`) and the log store both read and write these.
 
 use bytes::Bytes;
-use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{EventId, TargetId, TenantId};
+use super::{EventId, TargetId, TenantId};
+
+/// An event's delivery record: what it was, and where each of its deliveries stands.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub id: EventId,
+    pub event_type: Option<String>,
+    pub content_type: Option<String>,
+    pub received_at_ms: u64,
+    /// Each target it was expanded to, with its state (`None`: no outcome yet).
+    pub deliveries: Vec<(TargetId, Option<DeliveryState>)>,
+    /// The recent attempts, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
 
 /// Where one delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -460,23 +471,6 @@ impl AttemptRecord {
             headers,
         })
     }
-}
-
-/// The attempts of a record (`a:<slot>` fields) and of an earlier version's attempt list,
-/// oldest first.
-pub(super) fn attempts_of(record: &HashMap<String, Value>, list: &[String]) -> Vec<AttemptRecord> {
-    let mut out: Vec<AttemptRecord> = list
-        .iter()
-        .filter_map(|a| AttemptRecord::decode(a))
-        .collect();
-    out.extend(
-        record
-            .iter()
-            .filter(|(k, _)| k.starts_with("a:"))
-            .filter_map(|(_, v)| AttemptRecord::decode(&v.as_string()?)),
-    );
-    out.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then(a.attempt.cmp(&b.attempt)));
-    out
 }
 
 #[cfg(test)]
