@@ -269,7 +269,10 @@ async fn main() {
         ("sources".into(), format!("{base}/sources")),
         ("monitors".into(), format!("{base}/monitors")),
         ("system".into(), "/console/system".into()),
-        ("tenant overview, 7 days".into(), format!("{base}?window=7d")),
+        (
+            "tenant overview, 7 days".into(),
+            format!("{base}?window=7d"),
+        ),
         ("system, 7 days".into(), "/console/system?window=7d".into()),
     ];
     if let Some(p) = second_page {
