@@ -1404,10 +1404,17 @@ async fn per_minute_series_count_each_tenant_and_all_of_them() {
         .admin("GET", "/admin/stats/series?minutes=2880", None)
         .await;
     assert_eq!(longest.json()["data"].as_array().map(Vec::len), Some(2880));
+    assert_eq!(longest.json()["step_minutes"], 1);
+    // Past 48 hours, a row per hour over the whole hours that cover the range.
+    let week = gw
+        .admin("GET", "/admin/stats/series?minutes=2881", None)
+        .await;
+    assert_eq!(week.json()["step_minutes"], 60, "{}", week.text());
+    assert_eq!(week.json()["data"].as_array().map(Vec::len), Some(49));
 
     for query in [
         "minutes=0",
-        "minutes=2881",
+        "minutes=10081",
         "minutes=ten",
         "minutes=-1",
         "since=1",

@@ -553,8 +553,10 @@ pub async fn read_stats(s: &ApiState, scope: &TenantScope) -> Result<Stats, ApiE
     })
 }
 
-/// The longest series a request may ask for, in minutes (48 h).
-const MAX_SERIES_MINUTES: u64 = 2880;
+/// The longest series read per minute, in minutes (48 h): the per-minute counters live 49 h.
+const MAX_MINUTE_SERIES: u64 = 2880;
+/// The longest series a request may ask for, in minutes (a week, per hour).
+const MAX_SERIES_MINUTES: u64 = 7 * 1440;
 /// The series length when the request does not say, in minutes (3 h).
 const DEFAULT_SERIES_MINUTES: u64 = 180;
 
@@ -563,43 +565,17 @@ const DEFAULT_SERIES_MINUTES: u64 = 180;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
-    /// The last this many minutes, up to the current one (default 180, at most 2880).
+    /// The last this many minutes, up to the current one (default 180, at most 10080: a
+    /// week). Up to 2880 (48 h) a row per minute; beyond, a row per hour, over the whole
+    /// hours that cover them (hours older than two days come from the hourly rollups).
     #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
-    #[param(minimum = 1, maximum = 2880)]
+    #[param(minimum = 1, maximum = 10080)]
     pub minutes: Option<u64>,
-    /// Instead of `minutes`: the last this many hours, up to the current one, a row per hour
-    /// (at most 168, a week: hours older than two days come from the hourly rollups).
-    #[serde(default, deserialize_with = "crate::model::number::whole_opt")]
-    #[param(minimum = 1, maximum = 168)]
-    pub hours: Option<u64>,
 }
-
-/// The longest hourly series, in hours (a week).
-const MAX_SERIES_HOURS: u64 = 168;
 
 impl SeriesQuery {
     /// The range the query names, ending now (ms, both included), and whether by the hour.
     fn range(&self) -> Result<(u64, u64, bool), ApiError> {
-        let now = now_ms();
-        match (self.minutes, self.hours) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "give minutes or hours, not both",
-                ));
-            }
-            (None, Some(h)) if (1..=MAX_SERIES_HOURS).contains(&h) => {
-                let first = (now / HOUR_MS).saturating_sub(h - 1) * HOUR_MS;
-                return Ok((first, now, true));
-            }
-            (None, Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("hours must be between 1 and {MAX_SERIES_HOURS}"),
-                ));
-            }
-            _ => {}
-        }
         let minutes = match self.minutes {
             None => DEFAULT_SERIES_MINUTES,
             Some(n) if (1..=MAX_SERIES_MINUTES).contains(&n) => n,
@@ -610,6 +586,12 @@ impl SeriesQuery {
                 ));
             }
         };
+        let now = now_ms();
+        if minutes > MAX_MINUTE_SERIES {
+            let hours = minutes.div_ceil(60);
+            let first = (now / HOUR_MS).saturating_sub(hours - 1) * HOUR_MS;
+            return Ok((first, now, true));
+        }
         let first = (now / MINUTE_MS).saturating_sub(minutes - 1) * MINUTE_MS;
         Ok((first, now, false))
     }
@@ -618,10 +600,10 @@ impl SeriesQuery {
 /// Counters per minute (or per hour), oldest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Series {
-    /// One per minute (per hour with `hours`) of the range, zero where nothing happened;
+    /// One per minute (per hour past 48 h) of the range, zero where nothing happened;
     /// `minute_ms` is the row's first minute.
     pub data: Vec<MinuteCounts>,
-    /// Minutes a row covers: 1, or 60 with `hours`.
+    /// Minutes a row covers: 1, or 60 for a range over 48 hours.
     pub step_minutes: u64,
 }
 

@@ -28,19 +28,9 @@ pub const WINDOWS: &[(&str, u64, &str)] = &[
     ("7d", 10080, "7 days"),
 ];
 
-/// The series query of window `w`: per minute up to 48 hours, by the hour beyond.
+/// The series query of window `w` (per minute up to 48 hours, by the hour beyond).
 pub fn series_query(w: (&str, u64, &str)) -> SeriesQuery {
-    if w.1 > 2880 {
-        SeriesQuery {
-            minutes: None,
-            hours: Some(w.1 / 60),
-        }
-    } else {
-        SeriesQuery {
-            minutes: Some(w.1),
-            hours: None,
-        }
-    }
+    SeriesQuery { minutes: Some(w.1) }
 }
 
 /// The window a page's `?window=` asks for (3 hours unless it names one of [`WINDOWS`]).
