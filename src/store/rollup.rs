@@ -203,11 +203,7 @@ impl Store {
             for m in minutes {
                 let i = (m.minute_ms / HOUR_MS - first) as usize;
                 if let Some(row) = rows.get_mut(i) {
-                    row.received += m.received;
-                    row.succeeded += m.succeeded;
-                    row.failed += m.failed;
-                    row.attempts += m.attempts;
-                    row.latency_ms_sum += m.latency_ms_sum;
+                    row.absorb(&m);
                 }
             }
         }
@@ -238,7 +234,7 @@ impl Store {
                         continue;
                     }
                     if let Some(row) = rows.get_mut((hour - first) as usize) {
-                        row.add_metric(metric, value.parse::<u64>().unwrap_or(0));
+                        row.add(metric, value.parse::<u64>().unwrap_or(0));
                     }
                 }
             }

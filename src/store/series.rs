@@ -76,13 +76,17 @@ pub struct MinuteCounts {
 }
 
 impl MinuteCounts {
-    /// Adds the value of one hash field's metric (a rollup's too).
-    pub(super) fn add_metric(&mut self, metric: &str, by: u64) {
-        self.add(metric, by)
+    /// Adds another row's counts (a minute's into its hour).
+    pub(super) fn absorb(&mut self, other: &MinuteCounts) {
+        self.received = self.received.saturating_add(other.received);
+        self.succeeded = self.succeeded.saturating_add(other.succeeded);
+        self.failed = self.failed.saturating_add(other.failed);
+        self.attempts = self.attempts.saturating_add(other.attempts);
+        self.latency_ms_sum = self.latency_ms_sum.saturating_add(other.latency_ms_sum);
     }
 
-    /// Adds the value of one hash field's metric.
-    fn add(&mut self, metric: &str, by: u64) {
+    /// Adds the value of one hash field's metric (a minute's or a rollup's).
+    pub(super) fn add(&mut self, metric: &str, by: u64) {
         let slot = match metric {
             RECEIVED => &mut self.received,
             SUCCEEDED => &mut self.succeeded,
