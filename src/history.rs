@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use fred::prelude::*;
 
 use crate::log_store::{LogStore, LogStoreError};
-use crate::model::time::now_ms;
 use crate::model::{DeadLetterId, EventId, TargetId, TenantId};
 use crate::queue::consume::{
     entries_from, entry_position, last_read, newest_entries, pending_between,
@@ -432,7 +431,7 @@ impl History {
                 }
             }
             ReplaySelection::Matching(filter) => {
-                let began = now_ms();
+                let began = self.deliveries.clock().now_ms();
                 let filter = DeadLetterFilter {
                     until_ms: Some(filter.until_ms.map_or(began, |u| u.min(began))),
                     ..filter.clone()
@@ -577,7 +576,9 @@ impl History {
         }
         if let Some(log) = &self.log {
             if let Some(logged) = log.logged(tenant, event, false).await? {
-                if logged.received_at_ms + log.retention().as_millis() as u64 > now_ms() {
+                if logged.received_at_ms + log.retention().as_millis() as u64
+                    > self.deliveries.clock().now_ms()
+                {
                     self.deliveries.restore(shard, &logged).await?;
                     let again = self
                         .deliveries

@@ -133,7 +133,7 @@ async fn fans_out_by_pattern_signed_with_body_and_headers_intact() {
             && sink.count("/all") == 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.settled().await;
     assert_eq!(sink.count("/orders"), 1, "no duplicate");
     assert_eq!(sink.count("/off"), 0, "inactive targets get nothing");
 
@@ -247,7 +247,7 @@ async fn retries_with_backoff_until_success() {
         .map(|a| a["status"].clone())
         .collect();
     assert_eq!(statuses, vec![json!(500), json!(503), json!(200)]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.settled().await;
     assert_eq!(sink.count("/flaky"), 3, "nothing after success");
     let stats = stats(&gw, &tenant).await;
     assert_eq!(stats["in_retry"], 0);
@@ -462,7 +462,7 @@ async fn modes_once_and_fire_and_forget() {
         sink.count("/ff") == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.settled().await;
     assert_eq!(sink.count("/once"), 1, "once means one attempt");
     assert_eq!(sink.count("/ff"), 1, "fire-and-forget is never retried");
     let dl = dead_letters(&gw, &tenant).await;
@@ -810,7 +810,7 @@ async fn an_event_written_twice_is_delivered_once() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    gw.settled().await;
     assert_eq!(sink.count("/d"), 1, "the repeat is not expanded again");
 }
 

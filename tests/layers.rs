@@ -483,3 +483,24 @@ fn pages_call_the_apis_typed_operations_never_its_router_or_json() {
     }
     assert!(reads.is_empty(), "JSON read by name in pages: {reads:#?}");
 }
+
+#[test]
+fn what_is_decided_by_the_time_reads_the_clock_it_was_given() {
+    // A module that read the system's time itself would ignore the clock a test moves
+    // ahead, and the test would have to sleep instead. The one exception: a receiver's
+    // `Retry-After` HTTP-date is a wall-clock date, turned into a wait at once.
+    let allowed = ["model::time", "dispatch::client"];
+    let mut readers = Vec::new();
+    for (module, file) in modules(&source_dir()) {
+        if allowed.contains(&module.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("SystemTime::now") {
+                readers.push(format!("{module}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(readers.is_empty(), "read the system's time: {readers:#?}");
+}

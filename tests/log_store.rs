@@ -14,14 +14,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use estafeta::log_store::LogStore;
 use estafeta::log_store::partitions::{day_of, partition_name};
-use estafeta::model::time::{now_ms, rfc3339};
+use estafeta::model::time::rfc3339;
+
 use estafeta::model::{EventId, TargetId, TenantId};
+use estafeta::queue::retention::Retention;
+use estafeta::redis::keyspace::Keyspace;
 use estafeta::store::deliveries::{AttemptRecord, DeliveryState, LoggedEvent, State};
 use fred::prelude::*;
 use serde_json::{Value as Json, json};
 use support::postgres::{PgServer, connect};
 use support::sink::{Reply, Sink};
-use support::{Gateway, RedisServer, certs, eventually, unique_prefix};
+use support::{Gateway, RedisServer, certs, eventually, now_ms, unique_prefix};
 
 const HOT_WINDOW_S: u64 = 2;
 
@@ -84,6 +87,20 @@ async fn rows(db: &str, sql: &str) -> i64 {
 }
 
 /// Whether any Redis record of `event` is left (any shard).
+/// The TTL (ms) of `event`'s record in Redis; -2 when there is none.
+async fn record_ttl_ms(redis: &Client, prefix: &str, event: &str) -> i64 {
+    for shard in 0..4 {
+        let ttl: i64 = redis
+            .pttl(format!("{prefix}:{{q{shard}}}:ev:{event}"))
+            .await
+            .unwrap();
+        if ttl != -2 {
+            return ttl;
+        }
+    }
+    -2
+}
+
 async fn in_redis(redis: &Client, prefix: &str, event: &str) -> bool {
     for shard in 0..4 {
         let n: i64 = redis
@@ -604,13 +621,30 @@ async fn postgres_down_under_load_loses_nothing_and_shipping_resumes() {
         },
     )
     .await;
-    // Longer than a record's life after shipping: the unshipped events must still be in Redis.
-    tokio::time::sleep(Duration::from_secs(14)).await;
+    // Past a shipped record's life (12 s here) and the stream's hot window by the gateway's
+    // clock, a trim must keep every unshipped event, whose record keeps the retention's TTL.
+    gw.advance(Duration::from_secs(60));
     let redis = RedisServer::shared().client().await;
-    assert!(
-        in_redis(&redis, &gw.prefix, &ids[119]).await,
-        "kept while unshipped"
-    );
+    let trim = Retention::new(
+        redis.clone(),
+        Keyspace::new(&gw.prefix),
+        4,
+        Duration::from_secs(HOT_WINDOW_S),
+        Duration::from_secs(1),
+        true,
+    )
+    .with_clock(gw.clock.clone());
+    trim.trim_once().await.unwrap();
+    let streamed: HashSet<String> = support::all_events(&redis, &gw.prefix)
+        .await
+        .into_iter()
+        .map(|(_, e)| e.id.to_string())
+        .collect();
+    for id in &ids[20..] {
+        assert!(streamed.contains(id), "{id} trimmed while unshipped");
+        let ttl = record_ttl_ms(&redis, &gw.prefix, id).await;
+        assert!(ttl > 60_000, "{id}'s record lives {ttl} ms, as if shipped");
+    }
     let r = get(&gw, &token, &format!("/v1/events/{}", ids[119])).await;
     assert_eq!(r.status, 200, "hot events stay readable: {}", r.text());
 

@@ -30,6 +30,16 @@ async fn gateway(name: &str) -> Gateway {
     Gateway::start_with(&RedisServer::shared().url(), &unique_prefix(name), FAST).await
 }
 
+/// How many events of `kind` the streams of `prefix` hold.
+async fn streamed(prefix: &str, kind: &str) -> usize {
+    let client = RedisServer::shared().client().await;
+    support::all_events(&client, prefix)
+        .await
+        .iter()
+        .filter(|(_, e)| e.event_type.as_str() == kind)
+        .count()
+}
+
 async fn created(gw: &Gateway, path: &str, body: Json) -> Json {
     let r = gw.admin("POST", path, Some(body)).await;
     assert_eq!(r.status, 201, "{}", r.text());
@@ -125,7 +135,8 @@ async fn silence_turns_a_monitor_down_once_and_the_next_heartbeat_recovers_it() 
         assert_eq!(r.json()["monitor"]["status"], "up");
         assert_eq!(r.json()["monitor"]["id"], id.as_str());
         assert!(r.json()["monitor"]["last_heartbeat"].is_string());
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        gw.advance(Duration::from_millis(700));
+        gw.check_monitors_now().await;
     }
     let post = send(
         &gw,
@@ -160,7 +171,11 @@ async fn silence_turns_a_monitor_down_once_and_the_next_heartbeat_recovers_it() 
     );
 
     // Several more check periods: still exactly one alert.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..3 {
+        gw.advance(Duration::from_secs(2));
+        gw.check_monitors_now().await;
+    }
+    assert_eq!(streamed(&gw.prefix, "monitor.down").await, 1);
     assert_eq!(alerts(&sink, "/alerts", "monitor.down").len(), 1);
 
     let r = beat(&gw, &token, "").await;
@@ -245,7 +260,12 @@ async fn status_pushes_record_checks_and_alert_only_on_change() {
         sink.count("/alerts") >= 3
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each push's alert is in the stream when the push is answered: no more are coming.
+    let mut appended = 0;
+    for k in ["monitor.degraded", "monitor.down", "monitor.up"] {
+        appended += streamed(&gw.prefix, k).await;
+    }
+    assert_eq!(appended, 3, "one alert per change");
     let kinds: Vec<String> = sink
         .received("/alerts")
         .iter()
@@ -329,7 +349,7 @@ async fn job_signals_measure_runs_and_exit_codes() {
         "new",
         "a start changes no status"
     );
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    gw.advance(Duration::from_millis(250));
     let r = beat(&gw, &token, "/0").await;
     assert_eq!(r.json()["monitor"]["status"], "up");
     let took = r.json()["monitor"]["last_duration_ms"].as_u64().unwrap();
@@ -523,8 +543,11 @@ async fn two_checkers_raise_one_alert_per_transition() {
         count("monitor.down").await >= N
     })
     .await;
-    // Several more passes of both checkers.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // More passes of both checkers, later still.
+    for gw in [&gw1, &gw2, &gw1, &gw2] {
+        gw.advance(Duration::from_secs(2));
+        gw.check_monitors_now().await;
+    }
     assert_eq!(count("monitor.down").await, N, "one alert per monitor");
     for t in &tokens {
         assert_eq!(beat(&gw2, t, "").await.json()["monitor"]["status"], "up");
@@ -746,7 +769,9 @@ async fn deleting_a_tenant_silences_its_monitors() {
         .await;
     assert_eq!(r.status, 204);
     assert_eq!(beat(&gw, &token, "").await.status, 404);
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    // Well past its deadline, by a pass that has surely run.
+    gw.advance(Duration::from_secs(5));
+    gw.check_monitors_now().await;
     let client = redis.client().await;
     let alerts = support::all_events(&client, &gw.prefix).await;
     assert!(
@@ -772,6 +797,7 @@ async fn a_signal_never_brings_a_deleted_subject_back() {
             incidents_kept: 10,
             deadline: Duration::from_secs(2),
             logged: false,
+            clock: estafeta::model::time::Clock::system(),
         },
         &tasks,
         tokio_util::sync::CancellationToken::new(),

@@ -15,13 +15,13 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use estafeta::log_store::LogStore;
-use estafeta::model::time::now_ms;
 use estafeta::model::{EventId, TargetId, TenantId};
 use estafeta::redis::keyspace::{Keyspace, shard_of};
 use estafeta::store::deliveries::{AttemptRecord, DeliveryState, LoggedEvent, State};
 use estafeta::store::quarantine;
 use fred::prelude::*;
 use serde_json::{Value as Json, json};
+use support::now_ms;
 use support::postgres::{PgServer, connect};
 use support::sink::{Reply, Sink};
 use support::{Gateway, RedisServer, eventually, unique_prefix};
@@ -558,6 +558,7 @@ async fn the_retry_poller_sets_malformed_and_corrupt_members_aside_and_runs_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_the_whole_shard_shares_going_bad_sets_nothing_aside() {
+    support::logs::capture();
     let gw = gateway("poison-shared").await;
     let redis = RedisServer::shared().client().await;
     let (tenant, token) = gw.tenant("acme").await;
@@ -597,7 +598,20 @@ async fn a_key_the_whole_shard_shares_going_bad_sets_nothing_aside() {
         let _: () = redis.del(&key).await.unwrap();
         let _: () = redis.set(&key, "corrupt", None, None, false).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The recorder has met the corrupt schedule with every outcome, twice (it logs each
+    // failure and retries), and a checker pass past the monitor's deadline has met the
+    // corrupt counts.
+    eventually(
+        Duration::from_secs(15),
+        "every outcome's recording failed twice",
+        || async {
+            ids.iter()
+                .all(|id| support::logs::lines_with(&[id, "cannot record"]) >= 2)
+        },
+    )
+    .await;
+    gw.advance(Duration::from_secs(2));
+    gw.check_monitors_now().await;
     for consumer in ["recorder", "checker"] {
         let aside = quarantined(&redis, &gw.prefix, consumer).await;
         assert!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::http::Request;
 use support::process::{Served, addrs, write_config};
-use support::{ADMIN_TOKEN, MASTER_KEY, RedisServer, binary, free_port};
+use support::{ADMIN_TOKEN, MASTER_KEY, RedisServer, binary, eventually, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -348,7 +348,10 @@ async fn sigterm_drains_and_exits_zero() {
         .arg("-TERM")
         .arg(served.pid().to_string())
         .status();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(Duration::from_secs(5), "shutdown under way", || async {
+        served.logs().contains("shutting down")
+    })
+    .await;
     s.write_all(b"}").await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))

@@ -66,7 +66,12 @@ async fn redis_outage_gets_503_then_recovers_and_loses_nothing_acknowledged() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Under load before the outage: acknowledgements flowing.
+    eventually(Duration::from_secs(10), "load acknowledged", || {
+        let acked = acked.clone();
+        async move { acked.lock().unwrap().len() >= 40 }
+    })
+    .await;
     redis.stop();
     let down_at = Instant::now();
     // While Redis is down: 503, and quickly (the test config's command timeout is 1 s).
@@ -80,7 +85,24 @@ async fn redis_outage_gets_503_then_recovers_and_loses_nothing_acknowledged() {
         .await
         .unwrap();
     assert_eq!(readyz.status, 503);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // An outage long enough that every client met it again and again.
+    eventually(
+        Duration::from_secs(10),
+        "many 503s during the outage",
+        || {
+            let statuses = statuses.clone();
+            async move {
+                statuses
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(s, _)| *s == 503)
+                    .count()
+                    >= 40
+            }
+        },
+    )
+    .await;
     redis.restart();
     let up_at = Instant::now();
     let before = acked.lock().unwrap().len();
@@ -326,7 +348,11 @@ async fn shutdown_finishes_in_flight_requests() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let plain = gw.addrs.plain;
     let stopping = tokio::spawn(gw.stop());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Shutdown under way: the listener takes no new connection.
+    eventually(Duration::from_secs(5), "the listener closed", || async {
+        TcpStream::connect(plain).await.is_err()
+    })
+    .await;
     s.write_all(b"1}").await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
@@ -552,6 +578,8 @@ async fn during_a_redis_stall_each_request_is_answered_within_the_command_timeou
         ),
         ("heartbeat", beat.clone(), None),
     ] {
+        // Connected before the stall: a connection made during it waits for its end.
+        let probe = redis.client().await;
         let sleeper = redis.client().await;
         let stall = tokio::spawn(async move {
             let _: Result<fred::types::Value, _> = sleeper
@@ -561,7 +589,7 @@ async fn during_a_redis_stall_each_request_is_answered_within_the_command_timeou
                 )
                 .await;
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        support::until_asleep(&probe).await;
         let timed = || {
             let (addr, path, auth) = (gw.addrs.plain, path.clone(), auth.clone());
             async move {

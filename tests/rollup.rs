@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use estafeta::crypto::Keys;
 use estafeta::model::TenantId;
-use estafeta::model::time::now_ms;
 use estafeta::redis::keyspace::{Keyspace, shard_of};
 use estafeta::store::Store;
 use estafeta::store::series::HOUR_MS;
 use fred::prelude::*;
 use serde_json::Value as Json;
+use support::now_ms;
 use support::{Gateway, RedisServer, eventually, unique_prefix};
 
 /// The harness's `queue.shards`.

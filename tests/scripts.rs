@@ -1296,7 +1296,13 @@ async fn a_lease_has_one_holder_until_it_lapses() {
     assert_eq!(take("a", "200").await, Some(true));
     assert_eq!(take("b", "200").await, Some(false));
     assert_eq!(take("a", "200").await, Some(true), "renewed by its holder");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let ttl: i64 = r.pttl(&lease).await.unwrap();
+    assert!(
+        (1..=200).contains(&ttl),
+        "the lease lapses by itself: {ttl} ms"
+    );
+    // Lapsed, as it would be 200 ms later (Redis's own expiry, not the script's).
+    let _: i64 = r.del(&lease).await.unwrap();
     assert_eq!(take("b", "200").await, Some(true), "taken over once lapsed");
     assert_eq!(take("a", "200").await, Some(false));
 }
@@ -1505,7 +1511,7 @@ impl Watch {
             r,
             &scripts::DESCRIBE,
             &keys,
-            &["mon_1", "ten_a", "monitor", name, window_ms],
+            &["mon_1", "ten_a", "monitor", name, window_ms, "0"],
         )
         .await;
         answer["created"].as_bool().unwrap()
@@ -1513,6 +1519,18 @@ impl Watch {
 
     /// One signal of `mon_1`; `more` as the header documents it.
     async fn signal(&self, r: &Client, signal: &str, want: &str, kind: &str) -> Json {
+        self.signal_at(r, signal, want, kind, "0").await
+    }
+
+    /// [`Watch::signal`] from a caller whose clock is `ahead_ms` ahead of Redis's.
+    async fn signal_at(
+        &self,
+        r: &Client,
+        signal: &str,
+        want: &str,
+        kind: &str,
+        ahead_ms: &str,
+    ) -> Json {
         let keys = [
             self.k.k("due"),
             self.k.k("stream"),
@@ -1530,6 +1548,7 @@ impl Watch {
             "10",
             "10",
             "1",
+            ahead_ms,
             "mon_1",
             signal,
             want,
@@ -1655,10 +1674,10 @@ async fn an_overdue_subject_is_timed_out_by_one_of_two_racing_checkers() {
         json!({"skip": true})
     );
 
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    // Checkers whose clocks are past the deadline: the script's time is Redis's plus theirs.
     let (a, b) = tokio::join!(
-        w.signal(&r, "timeout", "down", ""),
-        w.signal(&other, "timeout", "down", "")
+        w.signal_at(&r, "timeout", "down", "", "120"),
+        w.signal_at(&other, "timeout", "down", "", "120")
     );
     let handled: Vec<&Json> = [&a, &b]
         .into_iter()

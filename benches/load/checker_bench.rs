@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use estafeta::model::time::now_ms;
+use estafeta::model::time::Clock;
 use estafeta::model::{TenantId, WatchKind};
 use estafeta::monitors::checker::check_once;
 use estafeta::monitors::state::{Signal, Subject, WatchSettings, Watches};
@@ -64,6 +64,7 @@ async fn main() {
         incidents_kept: 100,
         deadline: Duration::from_secs(5),
         logged: false,
+        clock: Clock::system(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let watches = Watches::new(
@@ -76,7 +77,7 @@ async fn main() {
 
     let overdue_every = (100.0 / overdue_pct).round().max(1.0) as usize;
     let started = Instant::now();
-    let before_fill = now_ms();
+    let before_fill = Clock::system().now_ms();
     futures_util::stream::iter(0..monitors)
         .map(|i| {
             let watches = watches.clone();
@@ -119,8 +120,20 @@ async fn main() {
         "pass between deadlines (nothing overdue)",
     )
     .await;
-    timed_pass(&redis, &watches, now_ms(), "pass with the overdue monitors").await;
-    timed_pass(&redis, &watches, now_ms(), "next pass (all handled)").await;
+    timed_pass(
+        &redis,
+        &watches,
+        Clock::system().now_ms(),
+        "pass with the overdue monitors",
+    )
+    .await;
+    timed_pass(
+        &redis,
+        &watches,
+        Clock::system().now_ms(),
+        "next pass (all handled)",
+    )
+    .await;
     let memory: String = redis
         .info(Some(fred::types::InfoKind::Memory))
         .await

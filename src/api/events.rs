@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::scope::{ApiState, TenantScope};
 use crate::http::error::{ApiError, ReadErrors, WriteErrors};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
-use crate::model::time::{now_ms, parse_rfc3339, rfc3339};
+use crate::model::time::{parse_rfc3339, rfc3339};
 use crate::model::{EventId, TargetId};
 use crate::store::deliveries::{
     AttemptRecord, EventFilter, EventRecord, EventStatus, EventSummary, State as DeliveryStateKind,
@@ -487,7 +487,7 @@ pub async fn recover_target(
         Some(u) => parse_rfc3339(u).ok_or_else(|| {
             invalid("until must be an RFC 3339 time, such as 2026-12-01T11:00:00Z")
         })?,
-        None => now_ms(),
+        None => s.store.clock().now_ms(),
     };
     if until < since {
         return Err(invalid("until must not be before since"));
@@ -574,8 +574,8 @@ pub struct SeriesQuery {
 }
 
 impl SeriesQuery {
-    /// The range the query names, ending now (ms, both included), and whether by the hour.
-    fn range(&self) -> Result<(u64, u64, bool), ApiError> {
+    /// The range the query names, ending at `now` (ms, both included), and whether by the hour.
+    fn range(&self, now: u64) -> Result<(u64, u64, bool), ApiError> {
         let minutes = match self.minutes {
             None => DEFAULT_SERIES_MINUTES,
             Some(n) if (1..=MAX_SERIES_MINUTES).contains(&n) => n,
@@ -586,7 +586,6 @@ impl SeriesQuery {
                 ));
             }
         };
-        let now = now_ms();
         if minutes > MAX_MINUTE_SERIES {
             let hours = minutes.div_ceil(60);
             let first = (now / HOUR_MS).saturating_sub(hours - 1) * HOUR_MS;
@@ -630,7 +629,7 @@ pub async fn read_stats_series(
     scope: Option<&TenantScope>,
     q: &SeriesQuery,
 ) -> Result<Series, ApiError> {
-    let (from, to, hourly) = q.range()?;
+    let (from, to, hourly) = q.range(s.store.clock().now_ms())?;
     let scope = match scope {
         Some(scope) => SeriesScope::Tenant {
             tenant: &scope.tenant,

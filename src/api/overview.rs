@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use super::scope::{ApiState, TenantScope};
 use super::targets::TargetHealthView;
 use crate::http::error::{ApiError, ReadErrors};
-use crate::model::time::{now_ms, rfc3339};
+use crate::model::time::rfc3339;
 use crate::model::{TargetId, TenantId, WatchKind};
 use crate::monitors::state::LiveStatus;
 use crate::redis::keyspace::shard_of;
@@ -131,7 +131,7 @@ struct Looked {
 
 /// Across every tenant (operator) or one.
 pub async fn build(s: &ApiState, only: Option<&TenantScope>) -> Result<Overview, ApiError> {
-    let now = now_ms();
+    let now = s.store.clock().now_ms();
     let tenants = match only {
         Some(scope) => {
             let record = s

@@ -14,7 +14,6 @@ use super::scope::{ApiState, TenantScope};
 use crate::http::error::{ApiError, ReadErrors, WriteErrors};
 use crate::http::extract::{ApiJson, ApiPath, JsonBody, PathParams};
 use crate::model::target::{TargetAuthView, UrlProblem};
-use crate::model::time::now_ms;
 use crate::model::time::rfc3339;
 use crate::model::{
     EventPattern, Format, Mode, Origin, RetryPolicy, SigningSecret, TargetId, TargetPatch,
@@ -135,7 +134,7 @@ pub async fn health_of(
     s: &ApiState,
     scope: &TenantScope,
 ) -> Result<(std::collections::HashMap<TargetId, TargetHealth>, u64), ApiError> {
-    let now = now_ms();
+    let now = s.store.clock().now_ms();
     Ok((
         s.deliveries
             .target_health(scope.shard, &scope.tenant, now)
@@ -159,7 +158,7 @@ impl From<&Target> for TargetView {
     /// (see [`TargetView::with_health`]).
     fn from(t: &Target) -> TargetView {
         TargetView {
-            health: TargetHealthView::new(&TargetHealth::none(now_ms()), t.active),
+            health: TargetHealthView::new(&TargetHealth::none(t.updated_at_ms), t.active),
             id: t.id.clone(),
             tenant_id: t.tenant.clone(),
             url: t.url.as_str().to_owned(),
@@ -519,7 +518,7 @@ pub async fn test_target(
         .target(&scope.tenant, target_id)
         .await?
         .ok_or_else(|| ApiError::not_found("target"))?;
-    let now = now_ms();
+    let now = s.store.clock().now_ms();
     let id = crate::model::EventId::generate();
     let body = bytes::Bytes::from(
         serde_json::json!({

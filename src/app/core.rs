@@ -14,6 +14,7 @@ use crate::dispatch::targets::TargetCache;
 use crate::ingest::heartbeats::MonitorCache;
 use crate::log_store::LogStore;
 use crate::log_store::shipper::ShipperStatus;
+use crate::model::time::Clock;
 use crate::monitors::state::{Subject, WatchSettings, Watches};
 use crate::queue::ensure_groups;
 use crate::redis::cache::CacheSettings;
@@ -43,6 +44,8 @@ pub struct Core {
     pub target_cache: TargetCache,
     pub source_cache: SourceCache,
     pub monitor_cache: MonitorCache,
+    /// The time every stage decides by.
+    pub clock: Clock,
 }
 
 impl Core {
@@ -52,6 +55,7 @@ impl Core {
     pub async fn open(
         config: Config,
         role: Role,
+        clock: Clock,
         writers: &tokio_util::task::TaskTracker,
         stop_writers: tokio_util::sync::CancellationToken,
     ) -> Result<Core, StartError> {
@@ -63,7 +67,8 @@ impl Core {
             .await
             .map_err(StartError::prepare("loading scripts"))?;
         let keys = Keyspace::new(&config.redis.prefix);
-        let store = Store::new(redis.clone(), keys.clone(), crypto.clone());
+        let store =
+            Store::new(redis.clone(), keys.clone(), crypto.clone()).with_clock(clock.clone());
         let watches = Watches::new(
             redis.clone(),
             keys.clone(),
@@ -72,6 +77,7 @@ impl Core {
                 incidents_kept: config.monitors.incidents_kept,
                 deadline: config.redis_command_timeout(),
                 logged: config.log_store.is_some(),
+                clock: clock.clone(),
             },
             writers,
             stop_writers,
@@ -81,7 +87,9 @@ impl Core {
         ensure_groups(&redis, &keys, config.queue.shards)
             .await
             .map_err(StartError::prepare("creating consumer groups"))?;
-        let log = open_log_store(&config, &redis, &keys).await?;
+        let log = open_log_store(&config, &redis, &keys)
+            .await?
+            .map(|log| log.with_clock(clock.clone()));
         let shipper_status =
             (log.is_some() && role.runs_background()).then(|| Arc::new(ShipperStatus::default()));
         let readiness = Readiness::new(
@@ -106,7 +114,8 @@ impl Core {
             config.queue.retention_hours * 3600,
             config.dispatch.attempts_kept,
             log.is_some(),
-        );
+        )
+        .with_clock(clock.clone());
         Ok(Core {
             target_cache: TargetCache::new(store.clone(), cache_settings(&config.caches.targets)),
             source_cache: SourceCache::new(store.clone(), cache_settings(&config.caches.sources)),
@@ -126,6 +135,7 @@ impl Core {
             shipper_status,
             readiness,
             auth,
+            clock,
         })
     }
 

@@ -29,6 +29,7 @@ use self::servers::Servers;
 use self::stages::{Dispatch, Stage, Tasks};
 use crate::config::Config;
 use crate::edge::tls;
+use crate::model::time::Clock;
 use crate::telemetry;
 
 /// Runs the gateway until `shutdown` is cancelled, then stops its stages in reverse.
@@ -37,6 +38,19 @@ pub async fn run(
     role: Role,
     listeners: Listeners,
     shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    run_on(config, role, listeners, shutdown, Clock::system()).await
+}
+
+/// [`run`] on `clock`: everything the gateway decides by time (a retry's due time, a
+/// session's or a portal link's age, a monitor's deadline, retention) asks it, so a test
+/// that moves the clock ahead sees what a wait that long would show.
+pub async fn run_on(
+    config: Config,
+    role: Role,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    clock: Clock,
 ) -> Result<(), StartError> {
     let metrics = telemetry::prometheus();
     for warning in config.warnings() {
@@ -48,7 +62,7 @@ pub async fn run(
     };
     // The batchers' tasks exist before the core: the monitors' signal batcher is the core's.
     let writers = Tasks::new("batched writes");
-    let core = Core::open(config, role, &writers.tracker, writers.stop.clone()).await?;
+    let core = Core::open(config, role, clock, &writers.tracker, writers.stop.clone()).await?;
 
     // In start order; stopped in reverse.
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();

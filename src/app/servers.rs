@@ -114,6 +114,7 @@ fn web_state(core: &Core, api: &ApiState) -> web::WebState {
             core.crypto.clone(),
             config.web.session_idle_s,
             config.web.session_max_s,
+            core.clock.clone(),
         ),
         store: core.store.clone(),
         auth: core.auth.clone(),

@@ -98,7 +98,8 @@ pub async fn background(
         stream_age,
         Duration::from_secs(60).min(hot_window),
         core.log.is_some(),
-    );
+    )
+    .with_clock(core.clock.clone());
     spawn.spawn(retention.run(stop.clone()));
     if let (Some(store), Some(status)) = (&core.log, &core.shipper_status) {
         // A record must outlive the reclaim of an entry whose consumer died between

@@ -12,7 +12,6 @@ use super::hold::EntryHold;
 use super::state::Inner;
 use super::worker;
 use crate::model::Mode;
-use crate::model::time::now_ms;
 use crate::queue::consume::ReadError;
 use crate::queue::entry::decode_each;
 use crate::queue::{RawEntry, StoredEvent};
@@ -321,7 +320,7 @@ async fn expand_all(
     shard: u16,
     decoded: &[Matched],
 ) -> Option<Vec<Option<Vec<String>>>> {
-    let now = now_ms();
+    let now = inner.deliveries.clock().now_ms();
     let expansions: Vec<Expansion<'_>> = decoded
         .iter()
         .flat_map(|(entry_id, matched)| {

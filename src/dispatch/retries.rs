@@ -7,7 +7,6 @@ use super::delivery::{Delivery, EventData};
 use super::state::Inner;
 use super::worker::start;
 use crate::model::DeadLetterId;
-use crate::model::time::now_ms;
 use crate::store::deliveries::{DeadLetter, DeliveryState, Next, Outcome, State};
 
 /// Most deliveries claimed per poll.
@@ -25,7 +24,7 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
             pause = inner.settings.retry_poll;
             continue;
         }
-        let now = now_ms();
+        let now = inner.deliveries.clock().now_ms();
         // The lease outlasts an attempt with margin; a crash only delays the delivery to its end.
         let lease_end = now.saturating_add(inner.settings.reclaim_idle.as_millis() as u64);
         let due = match inner
@@ -71,7 +70,7 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
             };
             if !target.active {
                 // Parked, not dropped: replayable once the target is enabled again.
-                let now = now_ms();
+                let now = inner.deliveries.clock().now_ms();
                 let outcome = Outcome {
                     shard,
                     tenant: item.tenant.clone(),

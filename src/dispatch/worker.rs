@@ -10,7 +10,6 @@ use super::client::{AttemptResult, Message};
 use super::delivery::{Delivery, Memory, Queued};
 use super::signing::SigningKey;
 use super::state::{Gate, Inner};
-use crate::model::time::now_ms;
 use crate::model::{DeadLetterId, Mode};
 use crate::store::Target;
 use crate::store::deliveries::{AttemptRecord, DeadLetter, DeliveryState, Next, Outcome, State};
@@ -86,7 +85,8 @@ async fn run_ordered(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<Queu
             };
             if let Next::HeldUntil(due) = next {
                 drop(_global);
-                let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+                let wait =
+                    Duration::from_millis(due.saturating_sub(inner.deliveries.clock().now_ms()));
                 if !inner.pause(wait).await {
                     // Still pending in the stream (or leased in the schedule): not lost.
                     abandon(&inner, &d).await;
@@ -156,7 +156,11 @@ async fn attempt_and_record(inner: &Inner, d: &Delivery) -> Option<(Next, Verdic
 /// `defer`), so a big backlog is not churned through Redis at full speed.
 async fn defer(inner: &Inner, d: &Delivery) {
     let wait = inner.settings.defer * 2u32.pow(d.deferrals.min(6));
-    let due = now_ms().saturating_add(wait.as_millis() as u64);
+    let due = inner
+        .deliveries
+        .clock()
+        .now_ms()
+        .saturating_add(wait.as_millis() as u64);
     let outcome = outcome_of(
         d,
         DeliveryState {
@@ -165,7 +169,7 @@ async fn defer(inner: &Inner, d: &Delivery) {
             last_status: None,
             last_error: None,
             next_retry_at_ms: Some(due),
-            updated_at_ms: now_ms(),
+            updated_at_ms: inner.deliveries.clock().now_ms(),
             deferrals: d.deferrals + 1,
         },
         None,
@@ -181,7 +185,7 @@ async fn defer(inner: &Inner, d: &Delivery) {
 
 /// Sends one attempt and decides what it means.
 async fn attempt(inner: &Inner, d: &Delivery) -> (Outcome, Verdict, Duration) {
-    let now = now_ms();
+    let now = inner.deliveries.clock().now_ms();
     let keys = SigningKey::all(&d.target.secrets_at(now));
     let msg = Message {
         event_id: d.event.id.as_str(),
@@ -226,7 +230,7 @@ async fn after(inner: &Inner, d: &Delivery, verdict: Verdict) {
 
 /// What `result` means for this delivery.
 fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verdict) {
-    let now = now_ms();
+    let now = inner.deliveries.clock().now_ms();
     let verdict = match (result.status, result.refused) {
         (_, true) => Verdict::Final,
         (Some(s), _) => verdict_for_status(s),
@@ -344,7 +348,7 @@ async fn fire_and_forget(inner: &Arc<Inner>, d: &Delivery) {
     let target = d.target.clone();
     inner.tasks.spawn(async move {
         let _permit = permit;
-        let now = now_ms();
+        let now = inner2.deliveries.clock().now_ms();
         let keys = SigningKey::all(&target.secrets_at(now));
         let msg = Message {
             event_id: event.id.as_str(),

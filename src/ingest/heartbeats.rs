@@ -24,7 +24,7 @@ use crate::http::body;
 use crate::http::body::{BodyLimits, decode_json};
 use crate::http::error::{ApiError, PushErrors, SignalErrors};
 use crate::http::extract::{ApiPath, PathParams};
-use crate::model::time::{now_ms, rfc3339};
+use crate::model::time::rfc3339;
 use crate::model::{MonitorId, Scheme, Status};
 use crate::monitors::state::{LiveStatus, Recorded, Signal, Subject, Watches};
 use crate::redis::cache::{Cache, CacheSettings};
@@ -370,7 +370,7 @@ pub async fn push_status(
     let raw = body::read(request_body, &headers, &s.body_limits).await?;
     if let Some(verifier) = &pm.verifier {
         verifier
-            .verify(&headers, &raw, (now_ms() / 1000) as i64)
+            .verify(&headers, &raw, (s.store.clock().now_ms() / 1000) as i64)
             .map_err(|e| {
                 tracing::info!(monitor = %pm.monitor.id, reason = %e, "status push refused");
                 ApiError::unauthorized(

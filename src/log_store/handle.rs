@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::connect::{self, LogStoreError, redact_url};
 use super::partitions::Partitions;
+use crate::model::time::Clock;
 
 /// Handle to the log store. Cheap to clone.
 #[derive(Clone)]
@@ -15,6 +16,8 @@ pub struct LogStore {
     pub(super) retention: Duration,
     /// The URL without its password, for messages.
     shown_url: Arc<str>,
+    /// The time retention is judged by.
+    pub(super) clock: Clock,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -36,11 +39,21 @@ impl LogStore {
             partitions: Arc::new(Partitions::default()),
             retention,
             shown_url,
+            clock: Clock::system(),
         };
         let mut client = store.pool.get().await?;
         connect::migrate(&mut client).await?;
-        store.partitions.maintain(&client, retention).await?;
+        store
+            .partitions
+            .maintain(&client, retention, store.clock.now_ms())
+            .await?;
         Ok(store)
+    }
+
+    /// The same log store on `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> LogStore {
+        self.clock = clock;
+        self
     }
 
     /// The URL without its password.
@@ -57,8 +70,12 @@ impl LogStore {
     /// quarantine is small and unpartitioned: its rows past retention are deleted.
     pub async fn maintain(&self) -> Result<(usize, usize), LogStoreError> {
         let client = self.pool.get().await?;
-        let done = self.partitions.maintain(&client, self.retention).await?;
-        let cutoff = std::time::SystemTime::now()
+        let now = self.clock.now_ms();
+        let done = self
+            .partitions
+            .maintain(&client, self.retention, now)
+            .await?;
+        let cutoff = (std::time::UNIX_EPOCH + Duration::from_millis(now))
             .checked_sub(self.retention)
             .unwrap_or(std::time::UNIX_EPOCH);
         client

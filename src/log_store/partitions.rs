@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::connect::LogStoreError;
-use crate::model::time::now_ms;
 
 /// The partitioned tables, in the order partitions are created.
 pub const TABLES: [&str; 5] = ["events", "deliveries", "attempts", "checks", "incidents"];
@@ -121,18 +120,19 @@ impl Partitions {
         Ok(missing.len())
     }
 
-    /// Creates yesterday's to a few days ahead, and drops the days entirely past retention;
+    /// Creates yesterday's (as of `now_ms`) to a few days ahead, and drops the days entirely past retention;
     /// how many days were created and dropped.
     pub async fn maintain(
         &self,
         client: &tokio_postgres::Client,
         retention: Duration,
+        now_ms: u64,
     ) -> Result<(usize, usize), LogStoreError> {
-        let today = day_of(now_ms());
+        let today = day_of(now_ms);
         let days: Vec<i64> = (today - 1..=today + DAYS_AHEAD).collect();
         let created = self.ensure(client, &days).await?;
         // A day goes once its last millisecond is older than the retention.
-        let oldest_kept = day_of(now_ms().saturating_sub(retention.as_millis() as u64));
+        let oldest_kept = day_of(now_ms.saturating_sub(retention.as_millis() as u64));
         let rows = client
             .query(
                 "SELECT c.relname::text FROM pg_inherits i \

@@ -14,7 +14,6 @@ use crate::model::delivery::{
     AttemptHeaders, AttemptRecord, DeliveryState, EventFilter, EventRecord, EventStatus,
     EventSummary, State,
 };
-use crate::model::time::now_ms;
 use crate::model::{EventId, EventPattern, TargetId, TenantId};
 
 /// Where a lookup of one event may look: the day of its id's timestamp, when it has one.
@@ -177,7 +176,10 @@ impl LogStore {
         limit: usize,
     ) -> Result<Vec<EventSummary>, LogStoreError> {
         let client = self.pool.get().await?;
-        let oldest = now_ms().saturating_sub(self.retention.as_millis() as u64);
+        let oldest = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.retention.as_millis() as u64);
         let since = time(filter.since_ms.unwrap_or(0).max(oldest));
         let mut until_ms = filter.until_ms.unwrap_or(u64::MAX);
         if let Some(ms) = filter.before.as_ref().and_then(|b| b.received_at_ms()) {
@@ -330,7 +332,10 @@ impl LogStore {
         limit: usize,
     ) -> Result<Vec<String>, LogStoreError> {
         let client = self.pool.get().await?;
-        let oldest = now_ms().saturating_sub(self.retention.as_millis() as u64);
+        let oldest = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.retention.as_millis() as u64);
         let sql = match kind {
             HistoryKind::Check => {
                 "SELECT record FROM checks WHERE tenant_id = $1 AND subject = $2 \

@@ -31,7 +31,6 @@ use super::handle::LogStore;
 use super::write::{HistoryKind, HistoryRecord};
 use crate::model::EventId;
 use crate::model::text::visible_text;
-use crate::model::time::now_ms;
 use crate::queue::consume::oldest_entries;
 use crate::queue::decode;
 use crate::store::Deliveries;
@@ -178,14 +177,14 @@ impl Shipper {
         if candidates.is_empty() {
             return Ok(history);
         }
-        let now = now_ms();
+        let now = self.deliveries.clock().now_ms();
         for c in &candidates {
             *lag_ms = (*lag_ms).max(now.saturating_sub(c.finished_at_ms));
         }
         let mut batch = Vec::with_capacity(candidates.len());
         let mut marks = Vec::with_capacity(candidates.len());
         let mut from_stream: HashMap<String, Vec<usize>> = HashMap::new();
-        let oldest_kept = now_ms().saturating_sub(self.log.retention().as_millis() as u64);
+        let oldest_kept = now.saturating_sub(self.log.retention().as_millis() as u64);
         for c in candidates {
             let ShipCandidate {
                 event, fin, entry, ..

@@ -179,7 +179,7 @@ impl Isolate<LoggedEvent> for EventsTable<'_> {
     }
 
     async fn probe(&self) -> Result<(), LogStoreError> {
-        let now = crate::model::time::now_ms();
+        let now = self.0.clock.now_ms();
         let target = crate::model::TargetId::generate();
         let event = LoggedEvent {
             tenant: crate::model::TenantId::generate(),
@@ -246,7 +246,7 @@ impl Isolate<HistoryRecord> for HistoryTables<'_> {
     }
 
     async fn probe(&self) -> Result<(), LogStoreError> {
-        let now = crate::model::time::now_ms();
+        let now = self.0.clock.now_ms();
         let record = |kind, incident: Option<&str>| HistoryRecord {
             seq: "00000000000000-0".into(),
             kind,

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{EventId, TargetId, TenantId};
+use super::{DeadLetterId, EventId, EventType, TargetId, TenantId};
 
 /// An event's delivery record: what it was, and where each of its deliveries stands.
 #[derive(Debug, Clone)]
@@ -471,6 +471,102 @@ impl AttemptRecord {
             headers,
         })
     }
+}
+
+/// An error queue entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: DeadLetterId,
+    pub event_id: EventId,
+    pub target_id: TargetId,
+    pub event_type: EventType,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub failed_at_ms: u64,
+}
+
+/// What a recorded outcome does to the schedule.
+#[derive(Debug, Clone)]
+pub enum Next {
+    /// Delivered: done.
+    Done,
+    /// Try again at this time (ms), from the shared schedule.
+    RetryAt(u64),
+    /// Try again at this time (ms), held by this process: an ordered target's head, which
+    /// must block the deliveries behind it rather than go to the schedule.
+    HeldUntil(u64),
+    /// Park in the error queue.
+    DeadLetter(DeadLetter),
+    /// Give up without a trace in the error queue: the target is gone.
+    Dropped,
+}
+
+/// What recording a batch of outcomes did.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Outcomes Redis refused (their position in the batch, and why): nothing of them is
+    /// recorded, nor counted.
+    pub failed: Vec<(usize, String)>,
+    /// Counter and series keys Redis refused: those counts of the call are lost.
+    pub counters_failed: Vec<String>,
+}
+
+/// The outcome of one delivery, to record.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub shard: u16,
+    pub tenant: TenantId,
+    pub event_id: EventId,
+    pub target_id: TargetId,
+    pub state: DeliveryState,
+    pub attempt: Option<AttemptRecord>,
+    pub next: Next,
+    /// Needed when the event must outlive its stream entry (retry, error queue).
+    pub body: Bytes,
+    pub content_type: Option<Bytes>,
+}
+
+/// An event as one expansion writes it.
+#[derive(Debug, Clone)]
+pub struct Expansion<'a> {
+    /// The stream entry holding the event.
+    pub entry_id: &'a str,
+    pub event_id: &'a EventId,
+    pub tenant: &'a TenantId,
+    pub event_type: &'a EventType,
+    pub content_type: &'a [u8],
+    pub received_at_ms: u64,
+    /// Targets whose outcome is recorded.
+    pub targets: Vec<&'a TargetId>,
+    /// Fire-and-forget targets: sent, never recorded.
+    pub unrecorded: Vec<&'a TargetId>,
+}
+
+/// A delivery due for another attempt, loaded from its record.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub member: String,
+    pub event_id: EventId,
+    pub target_id: TargetId,
+    pub tenant: TenantId,
+    pub event_type: EventType,
+    pub content_type: Option<Bytes>,
+    pub body: Bytes,
+    pub attempts_so_far: u32,
+    pub deferrals_so_far: u32,
+}
+
+/// A tenant's delivery counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub events_received: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub in_retry: u64,
+    pub dead_letters: u64,
+    pub responses: u64,
+    pub response_ms_total: u64,
 }
 
 #[cfg(test)]

@@ -1,17 +1,84 @@
 //! The clock and the one time format of the APIs: RFC 3339, UTC, milliseconds.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The last millisecond RFC 3339 can show (9999-12-31T23:59:59.999Z); later times are shown
 /// as this one instead of overflowing.
 pub const MAX_RFC3339_MS: u64 = 253_402_300_799_999;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, by the system's clock. Only [`Clock`] reads it: what
+/// the gateway decides by time (a retry's due time, a session's age, a link's expiry, a
+/// monitor's deadline, retention) asks the clock it was given, so a test can move that clock
+/// forward instead of sleeping.
+fn system_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64
+}
+
+/// The time the gateway decides by: the system's clock, plus however far a test has moved
+/// it ahead. Cheap to clone; every clone reads the same time. It only ever moves forward,
+/// and the real time keeps running under it, because Redis, sockets and timers do.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    /// Milliseconds added to the system's time; `None` for the plain system clock.
+    ahead: Option<Arc<AtomicU64>>,
+}
+
+impl Clock {
+    /// The system's clock, as every deployment runs.
+    pub fn system() -> Clock {
+        Clock::default()
+    }
+
+    /// A clock that starts at the system's time and that the returned hand moves forward.
+    pub fn adjustable() -> (Clock, ClockHand) {
+        let ahead = Arc::new(AtomicU64::new(0));
+        (
+            Clock {
+                ahead: Some(ahead.clone()),
+            },
+            ClockHand { ahead },
+        )
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.shift(system_now_ms())
+    }
+
+    /// How far a test has moved this clock ahead of the system's (0 in a deployment), for
+    /// scripts that read Redis's `TIME`.
+    pub fn ahead_ms(&self) -> u64 {
+        self.ahead
+            .as_ref()
+            .map_or(0, |ahead| ahead.load(Ordering::Relaxed))
+    }
+
+    /// `ms`, a time read from another clock (Redis's `TIME`), moved as far as this clock is.
+    pub fn shift(&self, ms: u64) -> u64 {
+        match &self.ahead {
+            Some(ahead) => ms.saturating_add(ahead.load(Ordering::Relaxed)),
+            None => ms,
+        }
+    }
+}
+
+/// Moves an adjustable [`Clock`] forward (tests).
+#[derive(Clone, Debug)]
+pub struct ClockHand {
+    ahead: Arc<AtomicU64>,
+}
+
+impl ClockHand {
+    /// Moves the clock `by` forward.
+    pub fn advance(&self, by: Duration) {
+        self.ahead
+            .fetch_add(by.as_millis() as u64, Ordering::Relaxed);
+    }
 }
 
 /// RFC 3339 (UTC, milliseconds) of a Unix time in milliseconds. Never panics: a time past

@@ -10,7 +10,6 @@ use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use super::state::Watches;
-use crate::model::time::now_ms;
 
 /// Overdue subjects read, and timed out in one script call, per step: small enough that one
 /// call holds Redis for a few milliseconds at most.
@@ -81,7 +80,10 @@ pub async fn run(watches: Watches, shards: u16, every: Duration, stop: Cancellat
         }
         let started = Instant::now();
         // Deadlines are in Redis's clock; this instance's may differ.
-        let now = watches.clock().await.unwrap_or_else(|_| now_ms());
+        let now = match watches.clock().await {
+            Ok(now) => now,
+            Err(_) => watches.local_clock().now_ms(),
+        };
         let pass = check_once(&watches, shards, now).await;
         crate::telemetry::monitor_check(started.elapsed(), pass.timed_out);
         if gauges_at.is_none_or(|at| at.elapsed() >= GAUGE_EVERY) {

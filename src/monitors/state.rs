@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch::{BatchError, Batcher, Flush, Limits};
-use crate::model::time::{now_ms, rfc3339};
+use crate::model::time::{Clock, rfc3339};
 use crate::model::{EventId, IncidentId, Status, TenantId, WatchKind};
 use crate::queue::entry::LAYOUT;
 use crate::redis::keyspace::Keyspace;
@@ -314,10 +314,11 @@ struct WatchesInner {
     /// Whether a log store takes the history (the script then appends it to the shard's
     /// history stream).
     logged: bool,
+    clock: Clock,
 }
 
 /// The settings of [`Watches`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WatchSettings {
     /// Status records kept per subject.
     pub checks_kept: u32,
@@ -327,6 +328,8 @@ pub struct WatchSettings {
     pub deadline: Duration,
     /// Whether a log store takes the history.
     pub logged: bool,
+    /// The time deadlines are judged by (Redis's `TIME`, moved as far as this clock is).
+    pub clock: Clock,
 }
 
 impl Flush for Arc<WatchesInner> {
@@ -451,6 +454,7 @@ impl Watches {
             checks_kept: settings.checks_kept.max(1),
             incidents_kept: settings.incidents_kept.max(1),
             logged: settings.logged,
+            clock: settings.clock,
         });
         let limits = Limits {
             max_items: MAX_BATCH,
@@ -523,7 +527,7 @@ impl Watches {
             subject.tenant.as_str(),
             subject.name,
             signal.parts(),
-            now_ms(),
+            self.inner.clock.now_ms(),
         );
         self.batcher.submit(call).await?
     }
@@ -547,7 +551,8 @@ impl Watches {
         Ok(self.signal(subject, signal).await?)
     }
 
-    /// Redis's clock (ms), which the signal script uses for deadlines.
+    /// Redis's clock (ms), which the signal script uses for deadlines, moved as far as this
+    /// process's clock is.
     pub async fn clock(&self) -> Result<u64, WatchError> {
         let t: Vec<String> = self
             .inner
@@ -556,9 +561,14 @@ impl Watches {
             .await?;
         let part = |i: usize| t.get(i).and_then(|v| v.parse::<u64>().ok());
         match (part(0), part(1)) {
-            (Some(s), Some(us)) => Ok(s * 1000 + us / 1000),
+            (Some(s), Some(us)) => Ok(self.inner.clock.shift(s * 1000 + us / 1000)),
             _ => Err(WatchError::Reply("TIME answered something else".into())),
         }
+    }
+
+    /// This process's clock, for when Redis's cannot be read.
+    pub fn local_clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// Subjects of `shard` whose deadline is before `now`, at most `limit`.
@@ -623,6 +633,7 @@ impl Watches {
             subject.kind.as_str().to_owned(),
             subject.name.to_owned(),
             (subject.window.as_millis() as u64).to_string(),
+            self.inner.clock.ahead_ms().to_string(),
         ];
         let _: Described = DESCRIBE.run(&self.inner.redis, keys, args).await?;
         Ok(())
@@ -757,12 +768,13 @@ impl WatchesInner {
             self.keys.history(shard),
             self.keys.unwell(shard),
         ]);
-        let mut args = Vec::with_capacity(4 + n * ARGS_PER_SIGNAL);
+        let mut args = Vec::with_capacity(5 + n * ARGS_PER_SIGNAL);
         args.extend([
             LAYOUT.clone(),
             self.checks_kept.to_string(),
             self.incidents_kept.to_string(),
             if self.logged { "1" } else { "" }.to_owned(),
+            self.clock.ahead_ms().to_string(),
         ]);
         for call in calls {
             keys.extend(call.subject_keys.iter().cloned());

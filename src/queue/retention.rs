@@ -13,7 +13,7 @@ use fred::prelude::*;
 use fred::types::streams::XCap;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::time::now_ms;
+use crate::model::time::Clock;
 use crate::redis::connection::info_field;
 use crate::redis::keyspace::{DISPATCH_GROUP, Keyspace};
 
@@ -59,6 +59,8 @@ pub struct Retention {
     /// With a log store: never trim past an event that is unfinished or not yet shipped (the
     /// stream may hold its only copy of the body).
     logged: bool,
+    /// The time ages are judged by.
+    clock: Clock,
 }
 
 impl Retention {
@@ -77,12 +79,22 @@ impl Retention {
             max_age,
             every,
             logged,
+            clock: Clock::system(),
         }
+    }
+
+    /// The same retention on `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Retention {
+        self.clock = clock;
+        self
     }
 
     /// Trims every shard once; returns the number of entries removed.
     pub async fn trim_once(&self) -> Result<u64, fred::error::Error> {
-        let age_cut = now_ms().saturating_sub(self.max_age.as_millis() as u64);
+        let age_cut = self
+            .clock
+            .now_ms()
+            .saturating_sub(self.max_age.as_millis() as u64);
         let mut removed = 0;
         for shard in 0..self.shards {
             let key = self.keys.stream(shard);

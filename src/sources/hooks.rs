@@ -21,7 +21,6 @@ use crate::http::body;
 use crate::http::error::{ApiError, HookErrors};
 use crate::http::extract::ApiPath;
 use crate::ingest::events::{IngestState, enqueue_and_answer};
-use crate::model::time::now_ms;
 use crate::model::{EventType, EventTypeRule, Scheme};
 use crate::monitors::state::{Signal, Subject, Watches};
 use crate::store::source_activity::Refusal;
@@ -115,17 +114,18 @@ pub async fn post_hook(
             .client
             .map(|ip| ip.to_string())
     };
-    let verified = match hook
-        .verifier
-        .verify(headers, &raw, (now_ms() / 1000) as i64)
-    {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::info!(source = %source.id, reason = %e, "inbound webhook refused");
-            note_refusal(&s, source, e.to_string(), sender());
-            return Err(refused());
-        }
-    };
+    let verified =
+        match hook
+            .verifier
+            .verify(headers, &raw, (s.store.clock().now_ms() / 1000) as i64)
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::info!(source = %source.id, reason = %e, "inbound webhook refused");
+                note_refusal(&s, source, e.to_string(), sender());
+                return Err(refused());
+            }
+        };
     if let Err(e) = refuse_replay(&s, &hook, tenant.shard, headers).await {
         if e.status == http::StatusCode::UNAUTHORIZED {
             note_refusal(
@@ -173,7 +173,7 @@ pub async fn post_hook(
 fn note_received(s: &HookState, source: &Source) {
     let (store, id) = (s.store.clone(), source.id.clone());
     tokio::spawn(async move {
-        if let Err(e) = store.source_received(&id, now_ms()).await {
+        if let Err(e) = store.source_received(&id, store.clock().now_ms()).await {
             tracing::warn!(source = %id, error = %e, "could not note a received webhook");
         }
     });
@@ -183,7 +183,7 @@ fn note_received(s: &HookState, source: &Source) {
 fn note_refusal(s: &HookState, source: &Source, reason: String, sender_ip: Option<String>) {
     let (store, id) = (s.store.clone(), source.id.clone());
     let refusal = Refusal {
-        at_ms: now_ms(),
+        at_ms: s.store.clock().now_ms(),
         reason,
         sender_ip,
     };

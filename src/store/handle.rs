@@ -7,6 +7,7 @@ use fred::prelude::*;
 
 use super::error::{StoreError, unexpected};
 use crate::crypto::Keys;
+use crate::model::time::Clock;
 use crate::redis::invalidation::{Invalidation, Publisher};
 use crate::redis::keyspace::Keyspace;
 use crate::redis::scripts;
@@ -25,6 +26,8 @@ pub struct Store {
     pub(super) crypto: Arc<Keys>,
     /// Announces changes to every instance's caches.
     publisher: Publisher,
+    /// The time its records are stamped and judged by.
+    pub(super) clock: Clock,
 }
 
 impl Store {
@@ -35,7 +38,19 @@ impl Store {
             keys,
             crypto,
             publisher,
+            clock: Clock::system(),
         }
+    }
+
+    /// The same store on `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Store {
+        self.clock = clock;
+        self
+    }
+
+    /// The time it decides by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The key layout.

@@ -10,7 +10,6 @@ use super::error::StoreError;
 use super::handle::{Store, TokenedWrite, decode_doc};
 use crate::crypto::{TokenHash, random_token, secrets_equal};
 use crate::model::monitor::{Every, Grace};
-use crate::model::time::now_ms;
 use crate::model::{
     MonitorId, MonitorPatch, MonitorSpec, Name, Origin, SecretText, TenantId, WatchWindow,
 };
@@ -181,7 +180,7 @@ impl Store {
             Some(t) => t.to_owned(),
             None => random_token(TOKEN_PREFIX)?,
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let doc = MonitorDoc {
             tenant: tenant.clone(),
             name: spec.name.clone(),
@@ -264,7 +263,7 @@ impl Store {
         if let Some(secret) = &patch.secret {
             doc.secret = self.seal_monitor_secret(id, secret.as_ref())?;
         }
-        doc.updated_at_ms = now_ms();
+        doc.updated_at_ms = self.clock.now_ms();
         let saved = self
             .save_monitor(id, &doc, None, Some(&current.stored))
             .await?;
@@ -289,7 +288,7 @@ impl Store {
         };
         let mut doc = current.doc();
         doc.token_hash = self.crypto.hash_token(&token).to_hex();
-        doc.updated_at_ms = now_ms();
+        doc.updated_at_ms = self.clock.now_ms();
         let saved = self
             .save_monitor(id, &doc, Some(&current.token_hash), Some(&current.stored))
             .await?;

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use super::error::StoreError;
 use super::handle::Store;
 use crate::crypto::secrets_equal;
-use crate::model::time::now_ms;
 use crate::model::{PortalLinkId, TenantId};
 
 /// A portal link's record.
@@ -74,7 +73,7 @@ impl Store {
         ttl_s: u64,
         single_use: bool,
     ) -> Result<(PortalLink, String), StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let link = PortalLink {
             id: PortalLinkId::generate(),
             tenant: tenant.clone(),
@@ -143,7 +142,7 @@ impl Store {
             .crypto
             .sign_link(&Self::link_message(&link.tenant, &id, expires_ms));
         let genuine = secrets_equal(signature.as_bytes(), expected.as_bytes());
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if !genuine || expires_ms != link.expires_ms || expires_ms <= now {
             return Ok(Opened::Invalid);
         }
@@ -167,7 +166,7 @@ impl Store {
 
     /// `tenant`'s live links, soonest to expire first, with when each was first used.
     pub async fn portal_links(&self, tenant: &TenantId) -> Result<Vec<ListedLink>, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let ids: Vec<String> = self
             .redis
             .zrangebyscore(
@@ -206,7 +205,7 @@ impl Store {
             key: self.portal_link_key(id),
             reason: e.to_string(),
         })?;
-        Ok((link.expires_ms > now_ms()).then_some(link))
+        Ok((link.expires_ms > self.clock.now_ms()).then_some(link))
     }
 
     /// Revokes `tenant`'s link `id`; `false` when it has no such live link.

@@ -256,10 +256,7 @@ pub async fn run(store: Store, shards: u16, stop: tokio_util::sync::Cancellation
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match store
-            .roll_up_due(shards, crate::model::time::now_ms())
-            .await
-        {
+        match store.roll_up_due(shards, store.clock().now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(hours = n, "counters rolled up by the hour"),
             Err(e) => tracing::warn!(error = %e, "could not roll the counters up by the hour"),

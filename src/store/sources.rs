@@ -8,7 +8,6 @@ use super::error::StoreError;
 use super::handle::{Store, TokenedWrite, decode_doc};
 use crate::crypto::{TokenHash, random_token};
 use crate::model::source::Tolerance;
-use crate::model::time::now_ms;
 use crate::model::{
     EventTypeRule, Name, Scheme, SecretText, SilenceWatch, SourceId, SourceSpec, TenantId,
 };
@@ -132,7 +131,7 @@ impl Store {
     ) -> Result<(Source, String), StoreError> {
         let id = SourceId::generate();
         let token = random_token(TOKEN_PREFIX)?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let secret = match spec.verify.secret.as_ref().filter(|s| !s.is_empty()) {
             Some(s) => Some(
                 self.crypto
@@ -224,7 +223,7 @@ impl Store {
         }
         let token = random_token(TOKEN_PREFIX)?;
         let old = std::mem::replace(&mut d.token_hash, self.crypto.hash_token(&token).to_hex());
-        d.updated_at_ms = now_ms();
+        d.updated_at_ms = self.clock.now_ms();
         let json = self.save_source(id, &d, Some(&old), Some(&stored)).await?;
         if let Some(h) = TokenHash::from_hex(&old) {
             self.publish(Invalidation::Source(h)).await;

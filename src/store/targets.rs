@@ -14,7 +14,6 @@ use super::error::{StoreError, unexpected};
 use super::handle::{OPTIMISTIC_ATTEMPTS, Store, decode_doc};
 use crate::crypto::random_bytes;
 use crate::model::target::check_ordering;
-use crate::model::time::now_ms;
 use crate::model::{
     Format, Headers, Mode, Origin, Patterns, RetryPolicy, SigningSecret, TargetAuth, TargetId,
     TargetPatch, TargetSpec, TargetUrl, TenantId,
@@ -270,7 +269,7 @@ impl Store {
         id: Option<TargetId>,
         origin: Origin,
     ) -> Result<Target, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let target = Target {
             id: id.unwrap_or_else(TargetId::generate),
             tenant: tenant.clone(),
@@ -371,7 +370,7 @@ impl Store {
             };
             let expected = t.version;
             change(&mut t)?;
-            t.updated_at_ms = now_ms();
+            t.updated_at_ms = self.clock.now_ms();
             t.version = expected + 1;
             if self.save_target(&t, expected).await? {
                 return Ok(Some(t));
@@ -445,7 +444,7 @@ impl Store {
         self.modify_target(tenant, id, |t| {
             let old = std::mem::replace(&mut t.secret, fresh.clone());
             t.previous_secret =
-                (overlap_ms > 0).then(|| (old, now_ms().saturating_add(overlap_ms)));
+                (overlap_ms > 0).then(|| (old, self.clock.now_ms().saturating_add(overlap_ms)));
             Ok(())
         })
         .await

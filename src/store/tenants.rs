@@ -8,7 +8,6 @@ use fred::prelude::*;
 use super::error::{StoreError, unexpected};
 use super::handle::{OPTIMISTIC_ATTEMPTS, Store};
 use crate::crypto::TokenHash;
-use crate::model::time::now_ms;
 use crate::model::{
     ExternalId, Name, Origin, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId,
 };
@@ -77,7 +76,7 @@ impl Store {
         token: Option<(&TokenId, &TokenHash)>,
     ) -> Result<TenantRecord, StoreError> {
         let id = id.unwrap_or_else(TenantId::generate);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let ext_idx = self.blind_ext(spec.external_id.as_ref());
         let sealed_ext = match &spec.external_id {
             Some(e) => self.crypto.seal(e.as_str().as_bytes(), &ext_context(&id))?,
@@ -364,7 +363,7 @@ impl Store {
                 flag(set_ext),
                 sealed,
                 new_idx,
-                now_ms().to_string(),
+                self.clock.now_ms().to_string(),
             ];
             let answer: scripts::Status = UPDATE_TENANT.run(&self.redis, keys, args).await?;
             match answer.status.as_str() {

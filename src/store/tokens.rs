@@ -7,7 +7,6 @@ use fred::prelude::*;
 use super::error::{StoreError, unexpected};
 use super::handle::Store;
 use crate::crypto::{TokenHash, random_token};
-use crate::model::time::now_ms;
 use crate::model::{TenantId, TokenId};
 use crate::redis::invalidation::Invalidation;
 use crate::redis::scripts::{self, ISSUE_TOKEN, REVOKE_TOKEN};
@@ -81,7 +80,7 @@ impl Store {
             tenant.to_string(),
             id.to_string(),
             hash.to_hex(),
-            now_ms().to_string(),
+            self.clock.now_ms().to_string(),
             MAX_TOKENS_PER_TENANT.to_string(),
         ];
         let answer: scripts::Status = ISSUE_TOKEN.run(&self.redis, keys, args).await?;

@@ -3,15 +3,16 @@
 //!
 //! The cookie holds a random session id; Redis holds the session under the id's keyed hash
 //! (a copy of Redis does not yield live sessions). A session ends after `session_idle_s`
-//! without a request (the key's TTL, renewed on use), `session_max_s` after sign-in (checked
-//! on every read), at sign-out, or, for a portal session, when its link is revoked.
+//! without a request, `session_max_s` after sign-in, at sign-out, or, for a portal session,
+//! when its link is revoked. Both limits are checked on every read by the gateway's clock;
+//! the key's TTL (the idle limit, renewed on use) only clears what nobody reads again.
 
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Keys, random_token, secrets_equal};
 use crate::model::TenantId;
-use crate::model::time::now_ms;
+use crate::model::time::Clock;
 use crate::redis::keyspace::Keyspace;
 
 use super::error::WebError;
@@ -47,6 +48,10 @@ pub struct Session {
     /// Sent back in every state-changing form.
     pub csrf: String,
     pub created_ms: u64,
+    /// The last request's time; absent in sessions written before it was kept (their TTL
+    /// alone judged their idleness).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_ms: Option<u64>,
 }
 
 impl Session {
@@ -64,6 +69,7 @@ pub struct Sessions {
     crypto: std::sync::Arc<Keys>,
     idle_s: u64,
     max_s: u64,
+    clock: Clock,
 }
 
 impl Sessions {
@@ -73,6 +79,7 @@ impl Sessions {
         crypto: std::sync::Arc<Keys>,
         idle_s: u64,
         max_s: u64,
+        clock: Clock,
     ) -> Sessions {
         Sessions {
             redis,
@@ -80,6 +87,7 @@ impl Sessions {
             crypto,
             idle_s,
             max_s,
+            clock,
         }
     }
 
@@ -97,10 +105,12 @@ impl Sessions {
     /// Starts a session for `principal`; answers the cookie's value (the session id).
     pub async fn create(&self, principal: Principal) -> Result<(String, Session), WebError> {
         let id = random_token("")?;
+        let now = self.clock.now_ms();
         let session = Session {
             principal,
             csrf: random_token("")?,
-            created_ms: now_ms(),
+            created_ms: now,
+            seen_ms: Some(now),
         };
         let value = serde_json::to_string(&session).map_err(WebError::internal)?;
         let _: () = self
@@ -120,21 +130,35 @@ impl Sessions {
     /// none or it has run out.
     pub async fn read(&self, id: &str) -> Result<Option<Session>, WebError> {
         let key = self.key(id);
-        let pipeline = self.redis.pipeline();
-        let _: () = pipeline.get(&key).await?;
-        let _: () = pipeline.expire(&key, self.idle_s as i64, None).await?;
-        let (value, _): (Option<String>, i64) = pipeline.all().await?;
+        let value: Option<String> = self.redis.get(&key).await?;
         let Some(value) = value else {
             return Ok(None);
         };
         // An unreadable session (another version's) is no session: sign in again.
-        let Ok(session) = serde_json::from_str::<Session>(&value) else {
+        let Ok(mut session) = serde_json::from_str::<Session>(&value) else {
             return Ok(None);
         };
-        if now_ms().saturating_sub(session.created_ms) > self.max_s.saturating_mul(1000) {
+        let now = self.clock.now_ms();
+        let idle = session
+            .seen_ms
+            .is_some_and(|seen| now.saturating_sub(seen) > self.idle_s.saturating_mul(1000));
+        if idle || now.saturating_sub(session.created_ms) > self.max_s.saturating_mul(1000) {
             let _: i64 = self.redis.del(&key).await?;
             return Ok(None);
         }
+        session.seen_ms = Some(now);
+        let value = serde_json::to_string(&session).map_err(WebError::internal)?;
+        // XX: a sign-out between the read and this write stays a sign-out.
+        let _: Option<String> = self
+            .redis
+            .set(
+                &key,
+                value,
+                Some(Expiration::EX(self.idle_s as i64)),
+                Some(SetOptions::XX),
+                false,
+            )
+            .await?;
         Ok(Some(session))
     }
 

@@ -212,6 +212,8 @@ async fn a_503_during_a_stall_says_the_event_may_have_landed_and_it_did() {
     let r = admin(&s, "POST", "/admin/tenants", Some(json!({"name": "acme"}))).await;
     let token = r.json()["token"].as_str().unwrap().to_owned();
     assert_eq!(post(&s, &token, "warm", b"{}").await.status, 202);
+    // Connected before the stall: a connection made during it waits for its end.
+    let probe = redis.client().await;
     let sleeper = redis.client().await;
     let stall = tokio::spawn(async move {
         use fred::prelude::*;
@@ -222,7 +224,7 @@ async fn a_503_during_a_stall_says_the_event_may_have_landed_and_it_did() {
             )
             .await;
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    crate::support::until_asleep(&probe).await;
     let send = || {
         Request::new("POST", "/v1/events/order.paid")
             .bearer(&token)

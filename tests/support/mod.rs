@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod http;
+pub mod logs;
 pub mod postgres;
 pub mod process;
 pub mod sink;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use estafeta::app::{self, Listeners, Role};
 use estafeta::config::Config;
+use estafeta::model::time::{Clock, ClockHand};
 use fred::prelude::*;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -151,13 +153,17 @@ impl RedisServer {
 
     /// A fred client for assertions.
     pub async fn client(&self) -> Client {
-        let client =
-            Builder::from_config(fred::types::config::Config::from_url(&self.url()).unwrap())
-                .build()
-                .unwrap();
-        client.init().await.unwrap();
-        client
+        client_of(&self.url()).await
     }
+}
+
+/// A fred client of the Redis at `url`, for assertions.
+pub async fn client_of(url: &str) -> Client {
+    let client = Builder::from_config(fred::types::config::Config::from_url(url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    client
 }
 
 impl Drop for RedisServer {
@@ -249,6 +255,11 @@ pub struct Gateway {
     pub certs: Arc<tempfile::TempDir>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), app::StartError>>>,
+    /// The gateway's clock: a test moves it ahead instead of sleeping.
+    pub clock: Clock,
+    hand: ClockHand,
+    /// The monitors' settings of its config, for [`Gateway::check_monitors_now`].
+    watch: (u32, u32, bool),
 }
 
 impl Gateway {
@@ -306,8 +317,23 @@ impl Gateway {
             edge_plain: Some(plain),
             admin: Some(admin),
         };
-        let task = tokio::spawn(app::run(config, role, listeners, shutdown.clone()));
+        let (clock, hand) = Clock::adjustable();
+        let watch = (
+            config.monitors.checks_kept,
+            config.monitors.incidents_kept,
+            config.log_store.is_some(),
+        );
+        let task = tokio::spawn(app::run_on(
+            config,
+            role,
+            listeners,
+            shutdown.clone(),
+            clock.clone(),
+        ));
         let gw = Gateway {
+            clock,
+            hand,
+            watch,
             addrs,
             prefix: prefix.to_owned(),
             redis_url: redis_url.to_owned(),
@@ -333,6 +359,75 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("gateway did not become ready");
+    }
+
+    /// Moves the gateway's clock `by` ahead: what it decides by time (due retries, sessions,
+    /// portal links, monitors' deadlines, retention) now sees that much later.
+    pub fn advance(&self, by: Duration) {
+        self.hand.advance(by);
+    }
+
+    /// One pass of the overdue checker over the gateway's shards at its clock's time, as its
+    /// own checker runs them. Once it returns, every monitor overdue by then has been handled,
+    /// by this pass or a concurrent one (the signal script claims each overdue subject once),
+    /// and its alert, if any, is in the stream: a test asserts what happened instead of
+    /// sleeping through "several check periods".
+    pub async fn check_monitors_now(&self) {
+        let tasks = tokio_util::task::TaskTracker::new();
+        let stop = CancellationToken::new();
+        let watches = estafeta::monitors::state::Watches::new(
+            client_of(&self.redis_url).await,
+            estafeta::redis::keyspace::Keyspace::new(&self.prefix),
+            estafeta::monitors::state::WatchSettings {
+                checks_kept: self.watch.0,
+                incidents_kept: self.watch.1,
+                deadline: Duration::from_secs(2),
+                logged: self.watch.2,
+                clock: self.clock.clone(),
+            },
+            &tasks,
+            stop.clone(),
+        );
+        let now = watches.clock().await.unwrap();
+        estafeta::monitors::checker::check_once(&watches, 4, now).await;
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// Waits until the dispatcher has nothing left to do: every shard's entries read and
+    /// finished (no lag, nothing pending) and the retry schedule empty. From then on no
+    /// delivery happens that nothing new starts, so a test asserts "nothing more came" at
+    /// once instead of sleeping through a guess.
+    pub async fn settled(&self) {
+        let redis = client_of(&self.redis_url).await;
+        let keys = estafeta::redis::keyspace::Keyspace::new(&self.prefix);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let system = self.admin("GET", "/admin/system", None).await.json();
+            let mut busy: Vec<String> = Vec::new();
+            for s in system["shards"].as_array().into_iter().flatten() {
+                if s["lag"] != 0 || s["pending"] != 0 {
+                    busy.push(format!(
+                        "shard {}: lag {}, pending {}",
+                        s["shard"], s["lag"], s["pending"]
+                    ));
+                }
+            }
+            for shard in 0..4u16 {
+                let scheduled: u64 = redis.zcard(keys.retries(shard)).await.unwrap_or(0);
+                if scheduled > 0 {
+                    busy.push(format!("shard {shard}: {scheduled} retries scheduled"));
+                }
+            }
+            if busy.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("the dispatcher did not settle: {busy:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the gateway gracefully and returns how `run` ended.
@@ -508,4 +603,20 @@ pub fn binary() -> PathBuf {
         Some(path) if !path.is_empty() => PathBuf::from(path),
         _ => PathBuf::from(env!("CARGO_BIN_EXE_estafeta")),
     }
+}
+
+/// The system's time (ms), as a gateway on the system clock reads it.
+pub fn now_ms() -> u64 {
+    estafeta::model::time::Clock::system().now_ms()
+}
+
+/// Waits until the Redis that `probe` talks to is busy with a `DEBUG SLEEP` another client
+/// sent: a `PING` then finds no answer within 50 ms.
+pub async fn until_asleep(probe: &Client) {
+    eventually(Duration::from_secs(5), "Redis asleep", || async {
+        tokio::time::timeout(Duration::from_millis(50), probe.ping::<String>(None))
+            .await
+            .is_err()
+    })
+    .await;
 }

@@ -1,7 +1,8 @@
 -- signal: records signals of watched subjects (monitors, and sources with a silence watch) of
 -- one shard, in order. Per subject, in one atomic step: the deadline moves, the check is
 -- recorded, the incident opens or resolves, and the alert event is appended to the shard's
--- stream when the status changed. Times are Redis's (`TIME`), whichever instance calls.
+-- stream when the status changed. Times are Redis's (`TIME`), whichever instance calls, plus
+-- `ahead_ms` (how far the caller's clock was moved ahead: 0 but in tests).
 --
 -- A timeout (from the overdue checker) first claims its subject: it proceeds only if the
 -- subject's deadline has passed, and removes it, so with several checkers each overdue
@@ -14,7 +15,7 @@
 --       (the shard's subjects that are down or degraded), then per subject: watch, checks,
 --       incidents
 -- ARGV  layout (from queue::entry), checks_kept, incidents_kept, logged ('1' with a log
---       store), then per subject:
+--       store), ahead_ms, then per subject:
 --       subject, signal ('heartbeat' | 'start' | 'fail' | 'exit' | 'status' | 'event' |
 --       'timeout'), wanted_status ('' for start), kind ('' for a timeout: read from the
 --       state), window_ms, and `more`: newline-separated tenant, name, event_id, incident_id,
@@ -30,7 +31,7 @@ local layout = entry_layout(ARGV[1])
 local keep_checks, keep_incidents = tonumber(ARGV[2]), tonumber(ARGV[3])
 local logged = ARGV[4] == '1'
 local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[5])
 
 local function split_more(p)
   local t = {}
@@ -194,7 +195,7 @@ end
 
 local out = {}
 for i = 0, (#KEYS - 5) / 3 - 1 do
-  local ok, r = pcall(one, KEYS[6 + i * 3], KEYS[7 + i * 3], KEYS[8 + i * 3], 5 + i * 6)
+  local ok, r = pcall(one, KEYS[6 + i * 3], KEYS[7 + i * 3], KEYS[8 + i * 3], 6 + i * 6)
   if ok then out[i + 1] = r else out[i + 1] = {failed = message(r)} end
 end
 return cjson.encode({subjects = out})

@@ -6,7 +6,8 @@ use fred::prelude::*;
 use serde::Deserialize;
 
 use super::attempts::attempts_of;
-use super::{Deliveries, DeliveryState, LoggedEvent, Parsed, hash_fields};
+use super::views::{Parsed, hash_fields};
+use super::{Deliveries, DeliveryState, LoggedEvent};
 use crate::model::{EventId, TenantId};
 use crate::redis::scripts::{LEASE, SHIPPED};
 use crate::store::error::StoreError;

@@ -11,7 +11,7 @@ use crate::api::monitors::{
     HistoryQuery, MonitorView, MonitorWithToken, create_monitor, delete_monitor, list_monitors,
     monitor_checks, monitor_incidents, read_monitor, rotate_monitor_token, update_monitor,
 };
-use crate::model::time::{now_ms, parse_rfc3339};
+use crate::model::time::parse_rfc3339;
 use crate::model::{MonitorPatch, MonitorSpec};
 use crate::monitors::state::{Incident, LiveStatus};
 use crate::web::error::WebError;
@@ -155,7 +155,12 @@ async fn incident_history(
     ctx: &Ctx,
     id: &str,
 ) -> Result<(Vec<Incident>, u64), WebError> {
-    let horizon = now_ms().saturating_sub(UPTIME_DAYS * DAY_MS);
+    let horizon = state
+        .core
+        .store
+        .clock()
+        .now_ms()
+        .saturating_sub(UPTIME_DAYS * DAY_MS);
     let mut all: Vec<Incident> = Vec::new();
     let mut before: Option<String> = None;
     for _ in 0..INCIDENT_PAGES {
@@ -252,7 +257,7 @@ pub async fn show(
         .await?
         .data;
     let created = parse_rfc3339(&m.created_at).unwrap_or(0);
-    let now = now_ms();
+    let now = state.core.store.clock().now_ms();
     let days = uptime(&spans(&incidents, now), created.max(known_from), now);
     let csrf = &ctx.csrf;
     let body = html! {
