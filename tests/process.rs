@@ -343,6 +343,8 @@ async fn sigterm_drains_and_exits_zero() {
         "POST /v1/events/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 2\r\n\r\n{{"
     );
     s.write_all(head.as_bytes()).await.unwrap();
+    // Time for the server to accept and read the head: nothing outside the process shows
+    // that it has (the one fixed wait left in these tests, with its twin in resilience.rs).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = Command::new("kill")
         .arg("-TERM")

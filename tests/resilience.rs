@@ -345,6 +345,7 @@ async fn shutdown_finishes_in_flight_requests() {
         "POST /v1/events/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 7\r\n\r\n{{\"a\":"
     );
     s.write_all(head.as_bytes()).await.unwrap();
+    // Time for the server to accept and read the head: nothing outside shows that it has.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let plain = gw.addrs.plain;
     let stopping = tokio::spawn(gw.stop());

@@ -13,6 +13,7 @@
 //! - [`bounded`]: whole numbers whose bounds are part of their type;
 //! - [`ids`]: id newtypes (`TenantId`, `TargetId`, `EventId`, …) and their generator;
 //! - [`event_type`]: event types and the pattern grammar targets subscribe with;
+//! - [`filter`]: payload filters, compiled once and evaluated per event;
 //! - [`text`]: display names, external ids, header names and values;
 //! - [`tenant`]: rate limits, tenant specs and patches;
 //! - [`target`]: targets (URL rules, delivery modes, formats, retry policies, secrets);
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod bounded;
 pub mod delivery;
 pub mod event_type;
+pub mod filter;
 pub mod ids;
 pub mod invalid;
 pub mod monitor;
