@@ -48,6 +48,9 @@ pub struct TargetView {
     pub ordered: bool,
     pub active: bool,
     pub format: Format,
+    /// The payload filter, as written; `null`: every subscribed event.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Value>,
     /// Why the gateway disabled the target (`gone` after a 410), if it did.
     pub disabled_reason: Option<String>,
     /// Until when the previous secret still signs, during a rotation.
@@ -170,6 +173,7 @@ impl From<&Target> for TargetView {
             ordered: t.ordered,
             active: t.active,
             format: t.format,
+            filter: t.filter.as_ref().map(|f| f.source().clone()),
             disabled_reason: t.disabled_reason.clone(),
             secret_rotating_until: t.rotating_until_ms().map(rfc3339),
             origin: t.origin,

@@ -131,6 +131,9 @@ pub struct TargetDecl {
     /// The signing secret (`whsec_…`, usually `env:NAME`); generated once when absent.
     #[serde(default)]
     pub secret: Option<Secret>,
+    /// A payload filter (an inline table), as the API takes it.
+    #[serde(default)]
+    pub filter: Option<crate::model::filter::TargetFilter>,
 }
 
 impl TargetDecl {
@@ -146,6 +149,7 @@ impl TargetDecl {
             ordered: self.ordered,
             active: self.active,
             format: self.format,
+            filter: self.filter.clone(),
             secret: self
                 .secret
                 .as_ref()

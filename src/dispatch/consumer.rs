@@ -298,7 +298,7 @@ async fn match_targets(
     for event in events {
         let targets = loop {
             match inner.targets.get(&event.tenant).await {
-                Ok(t) => break t.matching(event.event_type.as_str()),
+                Ok(t) => break t.matching_event(&event),
                 Err(e) => {
                     crate::telemetry::redis_error("targets");
                     tracing::warn!(shard, error = %e, "cannot load targets; retrying");

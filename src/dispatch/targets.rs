@@ -8,7 +8,10 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 
 use super::matcher::Matcher;
+use crate::model::filter::Subject;
+use crate::model::time::rfc3339;
 use crate::model::{TargetId, TenantId};
+use crate::queue::StoredEvent;
 use crate::redis::cache::{Cache, CacheSettings};
 use crate::redis::invalidation::{Invalidate, Invalidation};
 use crate::store::{Store, StoreError, Target};
@@ -39,6 +42,35 @@ impl TenantTargets {
             .filter(|t| t.active)
             .cloned()
             .collect()
+    }
+
+    /// The active targets that want `event`: by its type, then by their payload filters. The
+    /// body is parsed once, and only when a filter looks into it.
+    pub fn matching_event(&self, event: &StoredEvent) -> Vec<Arc<Target>> {
+        let mut targets = self.matching(event.event_type.as_str());
+        if targets.iter().all(|t| t.filter.is_none()) {
+            return targets;
+        }
+        let body: Option<serde_json::Value> = targets
+            .iter()
+            .any(|t| t.filter.as_ref().is_some_and(|f| f.filter().reads_body()))
+            .then(|| serde_json::from_slice(&event.body).ok())
+            .flatten();
+        let received_at = rfc3339(event.id.received_at_ms().unwrap_or(0));
+        // The ingest headers a tenant keeps are not stored yet: filters see none.
+        let headers = serde_json::Value::Object(serde_json::Map::new());
+        let subject = Subject {
+            event_type: event.event_type.as_str(),
+            body: body.as_ref(),
+            headers: &headers,
+            received_at: &received_at,
+        };
+        targets.retain(|t| {
+            t.filter
+                .as_ref()
+                .is_none_or(|f| f.filter().matches(&subject))
+        });
+        targets
     }
 
     pub fn by_id(&self, id: &TargetId) -> Option<&Arc<Target>> {

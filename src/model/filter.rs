@@ -454,6 +454,85 @@ fn ordered(found: &Value, order: Order, bound: &Value) -> bool {
     }
 }
 
+/// A target's filter: the JSON it was written as, and its compiled form. Reading one (from a
+/// request, the config file or the store) compiles it, so a filter that exists evaluates.
+#[derive(Clone)]
+pub struct TargetFilter {
+    source: Value,
+    compiled: std::sync::Arc<Filter>,
+}
+
+impl TargetFilter {
+    /// Compiles `source`; the refusal's path is relative to the filter.
+    pub fn new(source: Value) -> Result<TargetFilter, Invalid> {
+        let compiled = std::sync::Arc::new(Filter::compile(&source)?);
+        Ok(TargetFilter { source, compiled })
+    }
+
+    /// The filter as written.
+    pub fn source(&self) -> &Value {
+        &self.source
+    }
+
+    /// The compiled filter.
+    pub fn filter(&self) -> &Filter {
+        &self.compiled
+    }
+}
+
+impl PartialEq for TargetFilter {
+    fn eq(&self, other: &TargetFilter) -> bool {
+        self.source == other.source
+    }
+}
+
+impl std::fmt::Debug for TargetFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TargetFilter({})", self.source)
+    }
+}
+
+impl serde::Serialize for TargetFilter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.source.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TargetFilter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TargetFilter, D::Error> {
+        let source = Value::deserialize(d)?;
+        TargetFilter::new(source).map_err(|e| {
+            let at = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("at {}: ", e.path)
+            };
+            serde::de::Error::custom(format!("{at}{}", e.message))
+        })
+    }
+}
+
+impl utoipa::PartialSchema for TargetFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Object)
+            .description(Some(
+                "A payload filter over `{\"type\", \"body\", \"headers\", \"received_at\"}`: keys are \
+                 dotted paths (`body.amount`, `body.items.$.sku`) or `$or`, `$and`, `$not`; a value \
+                 is a plain value (equality, or membership in an array field) or an object of \
+                 operators (`$eq $neq $gt $gte $lt $lte $in $nin $exist $regex $startsWith \
+                 $endsWith`). A filter that cannot be compiled is refused (400) with its path.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TargetFilter {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "TargetFilter".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,6 +760,19 @@ mod tests {
         assert!(bad.message.starts_with("is not a valid regex"), "{bad}");
         let huge = refused(json!({"body.a": {"$regex": "\\w{1000}\\w{1000}"}}));
         assert_eq!(huge.path, "body.a.$regex", "{huge}");
+    }
+
+    #[test]
+    fn a_target_filter_reads_as_written_and_refuses_with_its_path() {
+        let f: TargetFilter = serde_json::from_value(json!({"body.a": {"$gt": 1}})).unwrap();
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            json!({"body.a": {"$gt": 1}})
+        );
+        let e = serde_json::from_value::<TargetFilter>(json!({"body.a": {"$gt": []}}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "at body.a.$gt: must be a number or a string");
     }
 
     #[test]

@@ -692,6 +692,9 @@ pub struct TargetSpec {
     /// A chosen signing secret; generated when absent.
     #[serde(default)]
     pub secret: Option<SigningSecret>,
+    /// Which of the subscribed events it receives, by their content; all when absent.
+    #[serde(default)]
+    pub filter: Option<super::filter::TargetFilter>,
 }
 
 fn yes() -> bool {
@@ -742,6 +745,9 @@ pub struct TargetPatch {
     pub active: Option<bool>,
     #[serde(default)]
     pub format: Option<Format>,
+    /// `null` removes the filter.
+    #[serde(default, deserialize_with = "super::patch::present")]
+    pub filter: Option<Option<super::filter::TargetFilter>>,
 }
 
 #[cfg(test)]

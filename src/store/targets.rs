@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{StoreError, unexpected};
 use super::handle::{OPTIMISTIC_ATTEMPTS, Store, decode_doc};
 use crate::crypto::random_bytes;
+use crate::model::filter::TargetFilter;
 use crate::model::target::check_ordering;
 use crate::model::{
     Format, Headers, Mode, Origin, Patterns, RetryPolicy, SigningSecret, TargetAuth, TargetId,
@@ -37,6 +38,8 @@ pub struct Target {
     pub active: bool,
     /// `raw`, or a chat platform's message format.
     pub format: Format,
+    /// Which subscribed events it receives, by content.
+    pub filter: Option<TargetFilter>,
     /// Why the gateway disabled the target (`gone` after a 410), if it did.
     pub disabled_reason: Option<String>,
     /// The current signing secret.
@@ -117,6 +120,9 @@ struct TargetDoc {
     active: bool,
     #[serde(default)]
     format: Format,
+    /// Compiled when read: a stored filter that no longer compiles is a corrupt record.
+    #[serde(default)]
+    filter: Option<TargetFilter>,
     #[serde(default)]
     disabled_reason: Option<String>,
     secret: String,
@@ -168,6 +174,7 @@ impl Store {
             ordered: t.ordered,
             active: t.active,
             format: t.format,
+            filter: t.filter.clone(),
             disabled_reason: t.disabled_reason.clone(),
             secret: self
                 .crypto
@@ -222,6 +229,7 @@ impl Store {
             ordered: d.ordered,
             active: d.active,
             format: d.format,
+            filter: d.filter,
             disabled_reason: d.disabled_reason,
             previous_secret,
             created_at_ms: d.created_at_ms,
@@ -282,6 +290,7 @@ impl Store {
             ordered: spec.ordered,
             active: spec.active,
             format: spec.format,
+            filter: spec.filter.clone(),
             disabled_reason: None,
             secret: match &spec.secret {
                 Some(s) => s.clone(),
@@ -424,6 +433,9 @@ impl Store {
             if let Some(f) = patch.format {
                 t.format = f;
             }
+            if let Some(f) = &patch.filter {
+                t.filter = f.clone();
+            }
             Ok(())
         })
         .await
@@ -524,6 +536,7 @@ impl Store {
                     && current.ordered == spec.ordered
                     && current.active == spec.active
                     && current.format == spec.format
+                    && current.filter == spec.filter
                     && spec.secret.as_ref().is_none_or(|s| *s == current.secret);
                 if !same {
                     self.modify_target(tenant, id, |t| {
@@ -536,6 +549,7 @@ impl Store {
                         t.ordered = spec.ordered;
                         t.active = spec.active;
                         t.format = spec.format;
+                        t.filter = spec.filter.clone();
                         if let Some(s) = &spec.secret {
                             t.secret = s.clone();
                         }
