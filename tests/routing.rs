@@ -238,3 +238,148 @@ filter = {filter}
         .unwrap_or_default();
     assert!(e.contains("body.n.$gt"), "{e}");
 }
+
+#[tokio::test]
+async fn a_filter_is_tried_on_the_stored_events_before_it_is_saved() {
+    let gw = gateway("route-filter-test").await;
+    let sink = Sink::start().await;
+    let (tenant, token) = gw.tenant("acme").await;
+    let t = create(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/orders"), "events": ["order.*"]}),
+    )
+    .await
+    .json();
+    let id = t["id"].as_str().unwrap().to_owned();
+    // More events than a page of the listing (500), and some of other types.
+    let mut ids = Vec::new();
+    for i in 0..620 {
+        ids.push(
+            gw.post_ok(
+                &token,
+                "order.paid",
+                format!(r#"{{"amount": {i}}}"#).as_bytes(),
+            )
+            .await,
+        );
+        if i % 100 == 0 {
+            gw.post_ok(&token, "user.created", br#"{"amount": 10000}"#)
+                .await;
+        }
+    }
+    gw.post_ok(&token, "order.note", b"\x00\xff not json").await;
+    let path = format!("/admin/tenants/{tenant}/targets/{id}/filter-test");
+    let tried = |body: Json| {
+        let (gw, path) = (&gw, path.clone());
+        async move { gw.admin("POST", &path, Some(body)).await }
+    };
+    let r = tried(json!({"filter": {"body.amount": {"$gte": 600}}})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        v["evaluated"], 621,
+        "every order.* event, the one that is not JSON too: {v}"
+    );
+    assert_eq!(v["matched"], 20, "{v}");
+    let sample: Vec<&str> = v["sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    let newest: Vec<&str> = ids.iter().rev().take(20).map(String::as_str).collect();
+    assert_eq!(sample, newest, "newest first");
+    assert_eq!(v["errors"], json!([]));
+
+    let r = tried(json!({"filter": {"body.amount": {"$gte": 600}}, "limit": 5})).await;
+    assert_eq!(r.json()["evaluated"], 5, "{}", r.text());
+    let r = tried(json!({"filter": {"type": "order.note"}})).await;
+    assert_eq!(
+        r.json()["matched"],
+        1,
+        "a filter on the type passes a body that is not JSON"
+    );
+    let r = tried(json!({"filter": {"body.amount": {"$gt": []}}})).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("body.amount.$gt"), "{}", r.text());
+    let r = tried(json!({})).await;
+    assert_eq!(r.status, 400, "no filter to try: {}", r.text());
+    let r = tried(json!({"filter": {"type": "order.paid"}, "limit": 10001})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // The saved filter is tried when none is named; nothing of the test is saved.
+    let r = gw
+        .admin(
+            "PATCH",
+            &format!("/admin/tenants/{tenant}/targets/{id}"),
+            Some(json!({"filter": {"body.amount": {"$lt": 3}}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = tried(json!({})).await;
+    assert_eq!(r.json()["matched"], 3, "{}", r.text());
+    let r = gw
+        .admin(
+            "GET",
+            &format!("/admin/tenants/{tenant}/targets/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["filter"], json!({"body.amount": {"$lt": 3}}));
+    // Another tenant cannot try filters on this one's target.
+    let (_, other) = gw.tenant("other").await;
+    let r = support::http::Request::new("POST", &format!("/v1/targets/{id}/filter-test"))
+        .bearer(&other)
+        .json(&json!({"filter": {"type": "order.paid"}}))
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_filter_is_tried_on_one_event_written_out() {
+    let gw = gateway("route-filter-one").await;
+    let (_, token) = gw.tenant("acme").await;
+    let try_it = |body: Json| {
+        let (gw, token) = (&gw, token.clone());
+        async move {
+            support::http::Request::new("POST", "/v1/filter-test")
+                .bearer(&token)
+                .json(&body)
+                .send_plain(gw.addrs.plain)
+                .await
+                .unwrap()
+        }
+    };
+    let r = try_it(json!({
+        "filter": {"body.items.$.sku": "B-2", "headers.x-shop": {"$startsWith": "eu-"}},
+        "event": {"type": "order.paid", "body": {"items": [{"sku": "A-1"}, {"sku": "B-2"}]},
+                  "headers": {"X-Shop": "eu-west"}}
+    }))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"matched": true, "reads_body": true}));
+    let r = try_it(json!({
+        "filter": {"body.items.$.sku": "C-3"},
+        "event": {"type": "order.paid", "body": {"items": [{"sku": "A-1"}]}}
+    }))
+    .await;
+    assert_eq!(r.json()["matched"], false);
+    let r = try_it(json!({
+        "filter": {"received_at": {"$lt": "2026-01-01T00:00:00Z"}},
+        "event": {"type": "a", "received_at": "2025-06-01T10:00:00+02:00"}
+    }))
+    .await;
+    assert_eq!(
+        r.json(),
+        json!({"matched": true, "reads_body": false}),
+        "{}",
+        r.text()
+    );
+    let r = try_it(json!({"filter": {"$or": "x"}, "event": {"type": "a"}})).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("$or"), "{}", r.text());
+    gw.stop().await.unwrap();
+}

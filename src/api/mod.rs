@@ -28,6 +28,7 @@
 pub mod dead_letters;
 pub mod doc;
 pub mod events;
+pub mod filters;
 pub mod find;
 pub mod health;
 pub mod listing;

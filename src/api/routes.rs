@@ -16,7 +16,8 @@ use utoipa_axum::routes;
 use super::health::{self, Readiness};
 use super::scope::{AdminScope, ApiState};
 use super::{
-    dead_letters, events, find, monitors, overview, portal_links, sources, system, targets, tenants,
+    dead_letters, events, filters, find, monitors, overview, portal_links, sources, system,
+    targets, tenants,
 };
 use crate::auth::bearer_token;
 use crate::config::Secret;
@@ -34,6 +35,8 @@ fn tenant_scoped() -> OpenApiRouter<ApiState> {
         .routes(routes!(targets::read, targets::update, targets::remove))
         .routes(routes!(targets::rotate_secret))
         .routes(routes!(targets::test))
+        .routes(routes!(filters::target_filter_test))
+        .routes(routes!(filters::filter_test))
         .routes(routes!(events::recover))
         .routes(routes!(dead_letters::list))
         .routes(routes!(dead_letters::replay))

@@ -223,7 +223,7 @@ impl JsonBody for Rotate {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct TargetPath {
-    target_id: TargetId,
+    pub(super) target_id: TargetId,
 }
 
 impl PathParams for TargetPath {

@@ -514,8 +514,14 @@ impl<'de> serde::Deserialize<'de> for TargetFilter {
 
 impl utoipa::PartialSchema for TargetFilter {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::Object)
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        // The keys a filter may hold, so generated filters mostly compile.
+        let keys = ObjectBuilder::new().schema_type(Type::String).pattern(Some(
+            r"^(\$or|\$and|\$not|type|received_at|(body|headers)(\.[^.]+)*)$",
+        ));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property_names(Some(keys))
             .description(Some(
                 "A payload filter over `{\"type\", \"body\", \"headers\", \"received_at\"}`: keys are \
                  dotted paths (`body.amount`, `body.items.$.sku`) or `$or`, `$and`, `$not`; a value \
