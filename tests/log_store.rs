@@ -968,3 +968,64 @@ async fn monitor_history_reads_redis_then_the_log_store() {
     assert_eq!(r.status, 400);
     gw.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_test_reads_the_events_only_the_log_store_still_holds() {
+    let (gw, db) = gateway("filter-test-cold").await;
+    let sink = Sink::start().await;
+    let (tenant, token) = gw.tenant("acme").await;
+    let t = target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/ok"), "events": ["order.*"]}),
+    )
+    .await;
+    let mut cold = Vec::new();
+    for i in 0..6 {
+        cold.push(
+            post(
+                &gw,
+                &token,
+                "order.paid",
+                format!(r#"{{"n":{i}}}"#).as_bytes(),
+            )
+            .await,
+        );
+    }
+    eventually(Duration::from_secs(10), "delivered", || async {
+        sink.count("/ok") == 6
+    })
+    .await;
+    wait_cold(&gw, &db, &cold).await;
+    // Newer events, still in Redis.
+    let mut hot = Vec::new();
+    for i in 6..9 {
+        hot.push(
+            post(
+                &gw,
+                &token,
+                "order.paid",
+                format!(r#"{{"n":{i}}}"#).as_bytes(),
+            )
+            .await,
+        );
+    }
+    let r = gw
+        .admin(
+            "POST",
+            &format!("/admin/tenants/{tenant}/targets/{t}/filter-test"),
+            Some(json!({"filter": {"body.n": {"$in": [1, 4, 7]}}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["evaluated"], 9, "both tiers: {v}");
+    assert_eq!(v["matched"], 3, "{v}");
+    assert_eq!(
+        v["sample"],
+        json!([hot[1], cold[4], cold[1]]),
+        "newest first across the tiers"
+    );
+    assert_eq!(v["errors"], json!([]));
+    gw.stop().await.unwrap();
+}
