@@ -461,6 +461,29 @@ async fn an_operator_runs_a_tenant_from_the_console() {
         "{details}"
     );
     assert!(!details.contains('{'), "no JSON in the details: {details}");
+    assert!(
+        details.contains("none: every subscribed event"),
+        "{details}"
+    );
+    // A payload filter: refused with its path when it does not compile, shown once saved.
+    b.fill(
+        "#target-form textarea[name=filter]",
+        r#"{"body.order": {"$gte": "x", "$like": 1}}"#,
+    )
+    .await;
+    b.click("#target-form button[type=submit]").await;
+    b.expect_text("body.order.$like").await;
+    b.goto(&format!("http://{}{target_page}", gw.addrs.admin))
+        .await;
+    b.fill(
+        "#target-form textarea[name=filter]",
+        r#"{"body.order": {"$gte": 40}}"#,
+    )
+    .await;
+    b.click("#target-form button[type=submit]").await;
+    b.expect_text("Saved.").await;
+    let filter = b.text("#target-filter").await;
+    assert!(filter.contains("\"$gte\": 40"), "{filter}");
     b.goto(&format!("http://{}{tenant_path}", gw.addrs.admin))
         .await;
     let stats = b.text("#stats").await;

@@ -139,6 +139,9 @@ fn target_fields(current: Option<&TargetView>) -> Markup {
             label { "Growth per attempt" input type="number" name="retry_multiplier" min="1" max="10" step="0.1" value=[retry.map(|r| r.multiplier())]; }
             label { "Longest delay (ms)" input type="number" name="retry_max_delay_ms" min="1" max="86400000" value=[retry.map(|r| r.max_delay_ms())]; }
         }
+        label { "Payload filter (JSON, e.g. {\"body.amount\": {\"$gte\": 1000}}; empty: every subscribed event)"
+            textarea name="filter" spellcheck="false" { (current.and_then(filter_text).unwrap_or_default()) }
+        }
         label { input type="checkbox" name="ordered" checked[current.is_some_and(|t| t.ordered)]; " Ordered (one delivery at a time, in order)" }
         label { input type="checkbox" name="active" checked[current.is_none_or(|t| t.active)]; " Active" }
     }
@@ -193,7 +196,25 @@ fn target_body(form: &Form) -> Result<Value, WebError> {
         t.insert("format".into(), json!(form.get("format")));
     }
     t.insert("retry".into(), retry_body(form)?);
+    t.insert("filter".into(), filter_body(form)?);
     Ok(Value::Object(t))
+}
+
+/// The filter a form gives: `null` (none) when empty, else its JSON, which the API compiles
+/// (naming the path it refuses).
+fn filter_body(form: &Form) -> Result<Value, WebError> {
+    let text = form.get("filter").trim();
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text).map_err(|e| WebError::BadRequest(format!("filter: not JSON ({e})")))
+}
+
+/// A target's filter, pretty-printed.
+fn filter_text(t: &TargetView) -> Option<String> {
+    t.filter
+        .as_ref()
+        .and_then(|f| serde_json::to_string_pretty(f).ok())
 }
 
 /// The retry policy a form gives: `null` (the deployment's) when every field is empty, else
@@ -238,6 +259,10 @@ fn details(t: &TargetView) -> Markup {
                 }
             } }
             dt { "Headers" } dd { @let h = headers_text(t); @if h.is_empty() { "none" } @else { pre.inline { (h) } } }
+            dt { "Payload filter" } dd { @match filter_text(t) {
+                None => "none: every subscribed event",
+                Some(f) => pre.inline id="target-filter" { (f) },
+            } }
             dt { "Authentication" } dd { @match &t.auth {
                 None => "none",
                 Some(TargetAuthView::Bearer(_)) => "bearer (masked)",
