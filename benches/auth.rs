@@ -79,6 +79,8 @@ fn auth_cache_hit(c: &mut Criterion) {
             external_id: None,
             active: true,
             rate_limit: None,
+            catalogue: Default::default(),
+            keep_headers: Default::default(),
         };
         store
             .create_tenant(None, &spec, Origin::Api, Some((&token_id, &hash)))

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::AuthConfig;
 use crate::crypto::TokenHash;
-use crate::model::{RateLimit, TenantId};
+use crate::model::{CatalogueMode, KeepHeaders, RateLimit, TenantId};
 use crate::redis::cache::{Cache, CacheSettings};
 use crate::redis::invalidation::{Invalidate, Invalidation};
 use crate::redis::keyspace::shard_of;
@@ -48,6 +48,10 @@ pub struct TenantAuth {
     pub active: bool,
     /// Shard stream of the tenant's events.
     pub shard: u16,
+    /// How ingest holds the tenant's events to its catalogue.
+    pub catalogue: CatalogueMode,
+    /// The request headers kept with each event.
+    pub keep_headers: KeepHeaders,
     /// The tenant's rate limiter, if it has a limit.
     limiter: Option<Arc<Limiter>>,
 }
@@ -186,6 +190,8 @@ impl Auth {
                     Arc::new(TenantAuth {
                         shard: shard_of(&record.id, self.shards),
                         active: record.active,
+                        catalogue: record.catalogue,
+                        keep_headers: record.keep_headers.clone(),
                         limiter: self
                             .limiter_for(&loaded, record.rate_limit.or(self.default_rate_limit)),
                         id: loaded.clone(),

@@ -29,6 +29,8 @@
 //!   deadline, check, incident, alert) and the overdue checker.
 //! - [`dispatch`]: consumer-group reads, matching, signed deliveries through the SSRF guard,
 //!   chat formats, retries with backoff, outcome recording.
+//! - [`sandbox`]: jq programs (transformations, status maps) compiled and run in worker
+//!   processes, each run bounded in time, a crash or an overrun costing only that run.
 //! - [`log_store`]: the long-term event log in PostgreSQL (optional): migrations, daily
 //!   partitions, the shipper that moves finished events out of Redis, and its reads.
 //! - [`queue`]: the stream layout and the one entry codec, batched durable enqueue, the
@@ -65,6 +67,7 @@ pub mod model;
 pub mod monitors;
 pub mod queue;
 pub mod redis;
+pub mod sandbox;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -39,6 +39,16 @@ enum Command {
         #[arg(long, env = "ESTAFETA_CONFIG", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Run jq programs for a gateway over stdin and stdout (the gateway starts these).
+    #[command(hide = true)]
+    JqWorker {
+        /// Address space of the process, MiB (0: unlimited).
+        #[arg(long, default_value_t = 512)]
+        memory_mb: u64,
+        /// Largest output of a program (bytes, as JSON).
+        #[arg(long, default_value_t = 1024 * 1024)]
+        max_output_bytes: usize,
+    },
     /// Write a self-signed development certificate and key (PEM).
     GenCert {
         /// Folder for dev.crt and dev.key.
@@ -56,6 +66,16 @@ fn main() -> ExitCode {
         Command::Serve { config, role } => serve(&config, role),
         Command::CheckConfig { config } => check_config(&config),
         Command::GenCert { out, hosts } => gen_cert(&out, hosts),
+        Command::JqWorker {
+            memory_mb,
+            max_output_bytes,
+        } => match estafeta::sandbox::worker::serve(estafeta::sandbox::worker::WorkerLimits {
+            memory_mb,
+            max_output_bytes,
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
     }
 }
 

@@ -408,7 +408,7 @@ struct EventHandles {
     duplicate: metrics::Counter,
     latency: metrics::Histogram,
     /// Hits and misses of each cache, in [`CacheName`] order.
-    caches: [(metrics::Counter, metrics::Counter); 5],
+    caches: [(metrics::Counter, metrics::Counter); 6],
 }
 
 static EVENT_HANDLES: LazyLock<EventHandles> = LazyLock::new(|| {
@@ -449,15 +449,17 @@ pub enum CacheName {
     Targets = 2,
     Sources = 3,
     Monitors = 4,
+    Catalogue = 5,
 }
 
 impl CacheName {
-    const ALL: [CacheName; 5] = [
+    const ALL: [CacheName; 6] = [
         CacheName::Token,
         CacheName::Tenant,
         CacheName::Targets,
         CacheName::Sources,
         CacheName::Monitors,
+        CacheName::Catalogue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -467,6 +469,7 @@ impl CacheName {
             CacheName::Targets => "targets",
             CacheName::Sources => "sources",
             CacheName::Monitors => "monitors",
+            CacheName::Catalogue => "catalogue",
         }
     }
 }
@@ -532,6 +535,17 @@ pub fn connection_rejected(listener: &'static str, reason: &'static str) {
 /// A request was refused by a rate limit.
 pub fn rate_limited() {
     metrics::counter!("estafeta_rate_limited_total").increment(1);
+}
+
+/// A request to the jq sandbox ended with `result` (`ok`, `invalid`, `failed`, `timeout`,
+/// `crashed`, `unavailable`).
+pub fn sandbox(result: &'static str) {
+    metrics::counter!("estafeta_jq_runs_total", "result" => result).increment(1);
+}
+
+/// An event broke its tenant's catalogue (`mode`: `warn` accepted it, `enforce` refused it).
+pub fn catalogue_breach(mode: &'static str) {
+    metrics::counter!("estafeta_catalogue_breaches_total", "mode" => mode).increment(1);
 }
 
 /// A delivery attempt ended with `outcome` (`delivered`, `retry`, `dead_letter`, `deferred`,

@@ -10,8 +10,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::scope::{ApiState, TenantScope};
 use crate::http::error::{ApiError, ReadErrors, WriteErrors};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
+use crate::model::catalogue::SchemaError;
 use crate::model::time::{parse_rfc3339, rfc3339};
-use crate::model::{EventId, TargetId};
+use crate::model::{EventId, TargetId, event_meta};
 use crate::store::deliveries::{
     AttemptRecord, EventFilter, EventRecord, EventStatus, EventSummary, State as DeliveryStateKind,
 };
@@ -91,6 +92,14 @@ pub struct EventView {
     pub id: EventId,
     pub event_type: Option<String>,
     pub content_type: Option<String>,
+    /// The ingest request headers the tenant keeps (`keep_headers`), name → value; a header
+    /// sent several times is one value joined with `, `.
+    #[schema(value_type = Object)]
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    /// What a `warn` catalogue found wrong with the event when it was received (an unknown
+    /// type, or the body against its schema); absent when nothing was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_errors: Option<Vec<SchemaError>>,
     #[schema(format = DateTime)]
     pub received_at: String,
     /// One per target the event was expanded to.
@@ -129,10 +138,14 @@ impl From<&EventRecord> for EventView {
                 }
             })
             .collect();
+        let packed = r.content_type.as_deref().unwrap_or_default();
         EventView {
             id: r.id.clone(),
             event_type: r.event_type.clone(),
-            content_type: r.content_type.clone(),
+            content_type: event_meta::content_type_text(packed).map(str::to_owned),
+            headers: event_meta::headers_json(packed.as_bytes()),
+            schema_errors: event_meta::schema_errors(packed.as_bytes())
+                .and_then(|json| serde_json::from_slice(json).ok()),
             received_at: rfc3339(r.received_at_ms),
             deliveries,
             attempts: r.attempts.iter().map(AttemptView::from).collect(),
@@ -239,7 +252,10 @@ pub async fn read_event_body(
     };
     Ok(EventBody {
         id: event.clone(),
-        content_type,
+        content_type: content_type
+            .as_deref()
+            .and_then(event_meta::content_type_text)
+            .map(str::to_owned),
         size: bytes.len() as u64,
         encoding,
         body,
@@ -274,7 +290,11 @@ impl From<EventSummary> for EventListItem {
         EventListItem {
             id: e.id,
             event_type: e.event_type,
-            content_type: e.content_type,
+            content_type: e
+                .content_type
+                .as_deref()
+                .and_then(event_meta::content_type_text)
+                .map(str::to_owned),
             received_at: rfc3339(e.received_at_ms),
             status: e.status,
             deliveries: e

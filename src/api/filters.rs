@@ -12,6 +12,7 @@ use super::targets::TargetPath;
 use crate::http::error::{ApiError, ReadErrors};
 use crate::http::extract::{ApiJson, ApiPath, JsonBody};
 use crate::model::delivery::EventFilter;
+use crate::model::event_meta;
 use crate::model::filter::{Subject, TargetFilter};
 use crate::model::time::{parse_rfc3339, rfc3339};
 use crate::model::{EventId, TargetId};
@@ -128,7 +129,6 @@ pub async fn test_target_filter(
         since_ms,
         ..EventFilter::default()
     };
-    let headers = serde_json::Value::Object(serde_json::Map::new());
     'pages: loop {
         let listed = s
             .history
@@ -165,6 +165,12 @@ pub async fn test_target_filter(
                 continue;
             };
             let received_at = rfc3339(e.received_at_ms);
+            let headers = serde_json::Value::Object(
+                e.content_type
+                    .as_deref()
+                    .map(|packed| event_meta::headers_json(packed.as_bytes()))
+                    .unwrap_or_default(),
+            );
             let subject = Subject {
                 event_type: &e.event_type,
                 body: body.as_ref(),

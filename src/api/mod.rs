@@ -13,6 +13,8 @@
 //! | [`tenants`] | `/admin/tenants…`, `…/tokens…` (admin only) |
 //! | [`portal_links`] | `/admin/tenants/{id}/portal-links…` (admin only) |
 //! | [`targets`] | `…/targets`, `…/targets/{target_id}`, `…/rotate-secret` |
+//! | [`event_types`] | `…/event-types`, `…/event-types/{name}`: the event catalogue |
+//! | [`catalogue_exchange`] | `…/event-types/import`, `…/event-types/export` (OpenAPI 3.1 `webhooks`) |
 //! | [`dead_letters`] | `…/dead-letters`, `…/dead-letters/replay`, `…/dead-letters/{dl_id}` |
 //! | [`events`] | `…/events/{event}` (delivery view), `…/stats`, `…/stats/series`, `/admin/stats/series` (admin only) |
 //! | [`sources`] | `…/sources…`, and their incident and check history |
@@ -25,8 +27,10 @@
 //! [`routes`] builds both listeners' routers from these handlers; [`scope`] holds their shared
 //! state and the tenant scope; [`listing`] the list answers.
 
+pub mod catalogue_exchange;
 pub mod dead_letters;
 pub mod doc;
+pub mod event_types;
 pub mod events;
 pub mod filters;
 pub mod find;

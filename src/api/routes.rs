@@ -16,8 +16,8 @@ use utoipa_axum::routes;
 use super::health::{self, Readiness};
 use super::scope::{AdminScope, ApiState};
 use super::{
-    dead_letters, events, filters, find, monitors, overview, portal_links, sources, system,
-    targets, tenants,
+    catalogue_exchange, dead_letters, event_types, events, filters, find, monitors, overview,
+    portal_links, sources, system, targets, tenants,
 };
 use crate::auth::bearer_token;
 use crate::config::Secret;
@@ -37,6 +37,15 @@ fn tenant_scoped() -> OpenApiRouter<ApiState> {
         .routes(routes!(targets::test))
         .routes(routes!(filters::target_filter_test))
         .routes(routes!(filters::filter_test))
+        .routes(routes!(event_types::list))
+        .routes(routes!(
+            event_types::read,
+            event_types::put,
+            event_types::update,
+            event_types::remove
+        ))
+        .routes(routes!(catalogue_exchange::import))
+        .routes(routes!(catalogue_exchange::export))
         .routes(routes!(events::recover))
         .routes(routes!(dead_letters::list))
         .routes(routes!(dead_letters::replay))

@@ -14,7 +14,8 @@ use crate::http::error::{ApiError, ReadErrors, WriteErrors};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, JsonBody, PathParams};
 use crate::model::time::rfc3339;
 use crate::model::{
-    ExternalId, Name, Origin, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId,
+    CatalogueMode, ExternalId, KeepHeaders, Name, Origin, RateLimit, TenantId, TenantPatch,
+    TenantSpec, TokenId,
 };
 use crate::redis::invalidation::Invalidation;
 use crate::store::tokens::generate_token;
@@ -42,6 +43,10 @@ pub struct TenantView {
     pub external_id: Option<ExternalId>,
     pub active: bool,
     pub rate_limit: Option<RateLimit>,
+    /// How ingest holds events to the tenant's event catalogue.
+    pub catalogue: CatalogueMode,
+    /// Ingest request headers kept with each event (lowercase).
+    pub keep_headers: KeepHeaders,
     /// `api` or `config`: who created the tenant.
     pub origin: Origin,
     #[schema(format = DateTime)]
@@ -58,6 +63,8 @@ impl From<&TenantRecord> for TenantView {
             external_id: r.external_id.clone(),
             active: r.active,
             rate_limit: r.rate_limit,
+            catalogue: r.catalogue,
+            keep_headers: r.keep_headers.clone(),
             origin: r.origin,
             created_at: rfc3339(r.created_at_ms),
             updated_at: rfc3339(r.updated_at_ms),

@@ -44,6 +44,9 @@ pub(super) async fn purge(s: &ApiState, tenant: &TenantId) {
     if let Err(e) = s.store.delete_targets_of(tenant).await {
         failed("targets", &e);
     }
+    if let Err(e) = s.store.delete_catalogue_of(tenant).await {
+        failed("event catalogue", &e);
+    }
     if let Err(e) = s.deliveries.forget_tenant_health(shard, tenant).await {
         failed("targets' health", &e);
     }

@@ -11,9 +11,11 @@ use crate::auth::Auth;
 use crate::config::{CacheConfig, Config};
 use crate::crypto::Keys;
 use crate::dispatch::targets::TargetCache;
+use crate::ingest::catalogue::Catalogues;
 use crate::ingest::heartbeats::MonitorCache;
 use crate::log_store::LogStore;
 use crate::log_store::shipper::ShipperStatus;
+use crate::model::Origin;
 use crate::model::time::Clock;
 use crate::monitors::state::{Subject, WatchSettings, Watches};
 use crate::queue::ensure_groups;
@@ -44,6 +46,8 @@ pub struct Core {
     pub target_cache: TargetCache,
     pub source_cache: SourceCache,
     pub monitor_cache: MonitorCache,
+    /// Each tenant's event catalogue, for ingest.
+    pub catalogues: Catalogues,
     /// The time every stage decides by.
     pub clock: Clock,
 }
@@ -123,6 +127,7 @@ impl Core {
                 store.clone(),
                 cache_settings(&config.caches.monitors),
             ),
+            catalogues: Catalogues::new(store.clone(), cache_settings(&config.caches.catalogue)),
             config,
             role,
             crypto,
@@ -241,6 +246,17 @@ async fn apply_declared(
         for target in &decl.targets {
             store
                 .apply_declared_target(&decl.id, &target.id, &target.spec())
+                .await
+                .map_err(store_failed)?;
+        }
+        for event_type in &decl.event_types {
+            store
+                .put_event_type(
+                    &decl.id,
+                    &event_type.name,
+                    &event_type.spec(),
+                    Origin::Config,
+                )
                 .await
                 .map_err(store_failed)?;
         }

@@ -178,6 +178,7 @@ impl Servers {
         };
         let ingest = IngestState {
             auth: core.auth.clone(),
+            catalogues: core.catalogues.clone(),
             enqueuer,
             body_limits: event_limits,
         };

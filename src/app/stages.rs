@@ -76,6 +76,7 @@ pub async fn background(
     invalidations.register(std::sync::Arc::new(core.target_cache.clone()));
     invalidations.register(std::sync::Arc::new(core.source_cache.clone()));
     invalidations.register(std::sync::Arc::new(core.monitor_cache.clone()));
+    invalidations.register(std::sync::Arc::new(core.catalogues.clone()));
     invalidations
         .subscribe()
         .await

@@ -14,6 +14,28 @@ impl Config {
             ));
         }
         self.web.validate()?;
+        let t = &self.transform;
+        if !(1..=60_000).contains(&t.timeout_ms) {
+            return Err(invalid(
+                "transform.timeout_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        if !(1..=64).contains(&t.workers) {
+            return Err(invalid("transform.workers", "must be between 1 and 64"));
+        }
+        if t.memory_mb != 0 && t.memory_mb < 256 {
+            return Err(invalid(
+                "transform.memory_mb",
+                "must be at least 256 (a worker's stack alone reserves 64 MiB of address space, its code more; 0 leaves it unlimited)",
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&t.max_output_bytes) {
+            return Err(invalid(
+                "transform.max_output_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
         let edge = &self.edge;
         if edge.listen.is_none() && edge.plain_listen.is_none() {
             return Err(invalid(

@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ConfigError, broken, invalid};
 use super::secret::{MIN_SECRET_TOKEN_LEN, Secret};
+use crate::model::catalogue::{Description, EventTypeSpec, Owner, Schemas};
 use crate::model::monitor::{DEFAULT_GRACE, DEFAULT_INTERVAL, Every, Grace};
 use crate::model::{
-    ExternalId, Format, Headers, Mode, MonitorId, MonitorSpec, Name, Patterns, RateLimit,
-    RetryPolicy, SecretText, SigningSecret, TargetAuth, TargetId, TargetSpec, TargetUrl, TenantId,
-    TenantSpec,
+    CatalogueMode, EventType, ExternalId, Format, Headers, KeepHeaders, Mode, MonitorId,
+    MonitorSpec, Name, Patterns, RateLimit, RetryPolicy, SecretText, SigningSecret, TargetAuth,
+    TargetId, TargetSpec, TargetUrl, TenantId, TenantSpec,
 };
 
 /// A tenant declared in the config file.
@@ -33,6 +34,13 @@ pub struct TenantDecl {
     /// The tenant's own rate limit.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// How ingest holds events to the tenant's event catalogue: `off` (default), `warn`,
+    /// `enforce`.
+    #[serde(default)]
+    pub catalogue: CatalogueMode,
+    /// Ingest request headers kept with each event (at most 20 names).
+    #[serde(default)]
+    pub keep_headers: KeepHeaders,
     /// A bearer token of the tenant (usually `env:NAME`).
     #[serde(default)]
     pub token: Option<Secret>,
@@ -45,6 +53,44 @@ pub struct TenantDecl {
     /// The tenant's passive monitors (`[[tenants.monitors]]`).
     #[serde(default)]
     pub monitors: Vec<MonitorDecl>,
+    /// The tenant's event catalogue (`[[tenants.event_types]]`).
+    #[serde(default)]
+    pub event_types: Vec<EventTypeDecl>,
+}
+
+/// An event type of a tenant's catalogue declared in the config file; its schemas are inline
+/// tables by version (`schemas."1" = { type = "object", required = ["id"] }`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTypeDecl {
+    pub name: EventType,
+    #[serde(default)]
+    pub description: Description,
+    #[serde(default)]
+    pub owner: Owner,
+    #[serde(default)]
+    pub group: Option<Name>,
+    #[serde(default)]
+    pub schemas: Schemas,
+    #[serde(default)]
+    pub deprecated: bool,
+    #[serde(default)]
+    pub archived: bool,
+}
+
+impl EventTypeDecl {
+    /// The event type as the store takes it.
+    pub fn spec(&self) -> EventTypeSpec {
+        EventTypeSpec {
+            name: Some(self.name.clone()),
+            description: self.description.clone(),
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            schemas: self.schemas.clone(),
+            deprecated: self.deprecated,
+            archived: self.archived,
+        }
+    }
 }
 
 impl TenantDecl {
@@ -60,6 +106,8 @@ impl TenantDecl {
             external_id: self.external_id.clone(),
             rate_limit: self.rate_limit,
             active: self.active,
+            catalogue: self.catalogue,
+            keep_headers: self.keep_headers.clone(),
         }
     }
 }
@@ -222,6 +270,27 @@ pub(super) fn validate(tenants: &[TenantDecl], allow_private: bool) -> Result<()
                 .spec()
                 .validate(allow_private)
                 .map_err(|e| broken(&tkey, e))?;
+        }
+        let mut type_names = HashSet::new();
+        for (j, declared) in t.event_types.iter().enumerate() {
+            if !type_names.insert(declared.name.as_str().to_ascii_lowercase()) {
+                return Err(invalid(
+                    &format!("{key}.event_types[{j}].name"),
+                    format!(
+                        "`{}` is declared twice (event type names compare without case here)",
+                        declared.name
+                    ),
+                ));
+            }
+        }
+        if t.event_types.len() > crate::model::catalogue::MAX_TYPES {
+            return Err(invalid(
+                &format!("{key}.event_types"),
+                format!(
+                    "declares more than {} event types",
+                    crate::model::catalogue::MAX_TYPES
+                ),
+            ));
         }
         for (j, monitor) in t.monitors.iter().enumerate() {
             let mkey = format!("{key}.monitors[{j}]");

@@ -89,6 +89,9 @@ pub struct Config {
     /// The operator console and the tenant portal.
     #[serde(default)]
     pub web: WebConfig,
+    /// jq programs: targets' transformations and monitors' status maps.
+    #[serde(default)]
+    pub transform: TransformConfig,
     /// Tenants applied idempotently at start (config-driven deployments).
     #[serde(default)]
     pub tenants: Vec<TenantDecl>,
@@ -134,6 +137,8 @@ pub struct CachesConfig {
     pub sources: CacheConfig,
     /// Monitors by URL token and by id, on the edge.
     pub monitors: CacheConfig,
+    /// Each tenant's event catalogue, on the edge (tenants whose `catalogue` is not `off`).
+    pub catalogue: CacheConfig,
 }
 
 impl Default for CachesConfig {
@@ -142,6 +147,7 @@ impl Default for CachesConfig {
             targets: CacheConfig::new(100_000, 30_000, 30_000),
             sources: CacheConfig::new(100_000, 30_000, 1_000),
             monitors: CacheConfig::new(200_000, 30_000, 1_000),
+            catalogue: CacheConfig::new(100_000, 30_000, 1_000),
         }
     }
 }
@@ -512,6 +518,35 @@ impl Default for DispatchConfig {
             secret_rotation_overlap_ms: 24 * 3600 * 1000,
             attempts_kept: 50,
             attempt_headers: KeepHeaders::Failed,
+        }
+    }
+}
+
+/// jq programs, run in worker processes (see [`crate::sandbox`]).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformConfig {
+    /// Bound of one run of a program, from the moment a worker has it.
+    pub timeout_ms: u64,
+    /// Worker processes (each runs one program at a time).
+    pub workers: usize,
+    /// Address space of each worker process (MiB); a program that needs more fails.
+    pub memory_mb: u64,
+    /// Largest output of one run (bytes, as JSON).
+    pub max_output_bytes: usize,
+    /// The `estafeta` executable the workers are started from; the running one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<PathBuf>,
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        TransformConfig {
+            timeout_ms: 50,
+            workers: 2,
+            memory_mb: 512,
+            max_output_bytes: 1024 * 1024,
+            executable: None,
         }
     }
 }

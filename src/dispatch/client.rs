@@ -49,6 +49,7 @@ pub struct AttemptResult {
 pub struct Message<'a> {
     pub event_id: &'a str,
     pub event_type: &'a str,
+    /// The event's content type with its kept headers, packed (`model::event_meta`).
     pub content_type: Option<&'a [u8]>,
     pub body: &'a Bytes,
 }
@@ -194,7 +195,11 @@ pub fn build_request(
     let rendered = super::format::render(target.format, msg.event_type, msg.event_id, msg.body);
     let (body, content_type) = match &rendered {
         Some(b) => (b, Some(b"application/json".as_slice())),
-        None => (msg.body, msg.content_type),
+        None => (
+            msg.body,
+            msg.content_type
+                .and_then(crate::model::event_meta::content_type),
+        ),
     };
     let mut b = http::Request::post(target.url.as_str());
     let headers = b.headers_mut().ok_or("the target url is invalid")?;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 
 use super::matcher::Matcher;
+use crate::model::event_meta;
 use crate::model::filter::Subject;
 use crate::model::time::rfc3339;
 use crate::model::{TargetId, TenantId};
@@ -57,8 +58,13 @@ impl TenantTargets {
             .then(|| serde_json::from_slice(&event.body).ok())
             .flatten();
         let received_at = rfc3339(event.id.received_at_ms().unwrap_or(0));
-        // The ingest headers a tenant keeps are not stored yet: filters see none.
-        let headers = serde_json::Value::Object(serde_json::Map::new());
+        let headers = serde_json::Value::Object(
+            event
+                .content_type
+                .as_deref()
+                .map(event_meta::headers_json)
+                .unwrap_or_default(),
+        );
         let subject = Subject {
             event_type: event.event_type.as_str(),
             body: body.as_ref(),

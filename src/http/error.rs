@@ -23,6 +23,7 @@ use crate::history::HistoryError;
 use crate::http::body::{BodyError, JsonError};
 use crate::log_store::LogStoreError;
 use crate::model::Invalid;
+use crate::model::catalogue::SchemaError;
 use crate::monitors::state::{SignalError, WatchError};
 use crate::queue::QueueError;
 use crate::store::StoreError;
@@ -41,6 +42,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Close the connection after answering (the request body was not read to its end).
     pub close: bool,
+    /// What a schema found wrong (`422 schema_mismatch`), in the error's `errors`.
+    pub errors: Option<Vec<SchemaError>>,
 }
 
 /// The body of every error answer.
@@ -56,6 +59,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// A sentence for people.
     pub message: String,
+    /// `schema_mismatch` only: what the schema found wrong, at most 10, each with the JSON
+    /// pointer into the body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<SchemaError>>,
 }
 
 #[derive(Serialize)]
@@ -67,6 +74,8 @@ struct Envelope<'a> {
 struct Inner<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [SchemaError]>,
 }
 
 impl ApiError {
@@ -77,6 +86,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             close: false,
+            errors: None,
         }
     }
 
@@ -173,6 +183,7 @@ impl ApiError {
             error: Inner {
                 code: self.code,
                 message: &self.message,
+                errors: self.errors.as_deref(),
             },
         };
         serde_json::to_vec(&envelope)
@@ -438,6 +449,7 @@ error_responses!(
         Timeout = 408: "The body arrived too slowly.";
         Conflict = 409: "The Idempotency-Key was used in the last 24 h for a different request.";
         TooLarge = 413: "The body is larger than `edge.max_body_bytes`.";
+        Unprocessable = 422: "The tenant's catalogue is enforced, and the event type is not in it or is archived (`unknown_event_type`), the schema version named does not exist (`unknown_schema_version`), or the body does not follow the schema (`schema_mismatch`, with up to 10 `errors`, each a JSON `pointer` into the body and a `message`).";
         RateLimited = 429: "The tenant is over its rate limit.", headers(("Retry-After" = u64, description = "Seconds to wait"));
         Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
         Unavailable = 503: "The event queue did not take or confirm the write. The event may have been accepted all the same (a timed-out write can still land): a retry with the same `Idempotency-Key` is always safe.", headers(("Retry-After" = u64, description = "Seconds to wait"));
@@ -454,6 +466,7 @@ error_responses!(
         Timeout = 408: "The body arrived too slowly.";
         Conflict = 409: "The sender's delivery id was used for a different request.";
         TooLarge = 413: "The body is larger than `edge.max_body_bytes`.";
+        Unprocessable = 422: "The tenant's catalogue is enforced and the event breaks it (see `post_event`).";
         RateLimited = 429: "The tenant is over its rate limit.", headers(("Retry-After" = u64, description = "Seconds to wait"));
         Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
         Unavailable = 503: "The event queue did not take or confirm the write. The event may have been accepted all the same (a timed-out write can still land): a retry with the same `Idempotency-Key` is always safe.", headers(("Retry-After" = u64, description = "Seconds to wait"));

@@ -70,6 +70,9 @@ pub trait BodyLimited {
 /// A JSON body, and the code of its refusal when a field breaks a rule (`invalid_target`).
 pub trait JsonBody: DeserializeOwned + Send {
     const INVALID: &'static str;
+    /// A larger bound than the listener's for this body (bytes): documents that are big by
+    /// nature (JSON Schemas, an OpenAPI document to import).
+    const MAX_BYTES: Option<u64> = None;
 }
 
 /// A route's typed JSON body, read within bounds. An empty body reads as `{}`.
@@ -81,7 +84,11 @@ impl<S: BodyLimited + Send + Sync, T: JsonBody> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = crate::http::body::read(body, &parts.headers, state.body_limits()).await?;
+        let mut limits = *state.body_limits();
+        if let Some(max) = T::MAX_BYTES {
+            limits.max_bytes = limits.max_bytes.max(max);
+        }
+        let bytes = crate::http::body::read(body, &parts.headers, &limits).await?;
         decode_body(&bytes).map(ApiJson)
     }
 }

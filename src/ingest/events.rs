@@ -16,12 +16,13 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
+use super::catalogue::Catalogues;
 use crate::auth::{Auth, TenantAuth};
 use crate::crypto::sha256_hex;
 use crate::http::body;
 use crate::http::body::BodyLimits;
 use crate::http::error::{ApiError, IngestErrors};
-use crate::model::{EventId, EventType};
+use crate::model::{EventId, EventType, event_meta};
 use crate::queue::{Enqueued, Enqueuer, Idempotency, NewEvent};
 use crate::telemetry;
 
@@ -36,6 +37,8 @@ const ROUTE_PREFIX: &str = "/v1/events/";
 pub struct IngestState {
     /// Token → tenant.
     pub auth: Arc<Auth>,
+    /// Each tenant's event catalogue.
+    pub catalogues: Catalogues,
     /// Durable writes.
     pub enqueuer: Enqueuer,
     /// Body bounds.
@@ -77,6 +80,7 @@ where
     params(
         ("event" = EventType, Path, description = "The event type."),
         ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h returns the first event's id.", max_length = 255, pattern = r"^[\x20-\x7E]+$"),
+        ("Estafeta-Schema-Version" = Option<String>, Header, description = "The schema version of the event type the body follows, when the tenant's catalogue checks bodies; the highest when absent.", pattern = r"^[1-9][0-9]{0,5}$"),
     ),
     request_body(
         description = "The event's body, any content type, kept byte for byte.",
@@ -87,7 +91,7 @@ where
         ),
     ),
     responses(
-        (status = 202, description = "The event is durably in the queue.", body = EventAccepted),
+        (status = 202, description = "The event is durably in the queue.", body = EventAccepted, headers(("Deprecation" = Option<String>, description = "The catalogue deprecates the event type, since this time (RFC 9745: `@<unix seconds>`)."))),
         IngestErrors,
     ),
     security(("tenant_token" = [])),
@@ -140,15 +144,29 @@ pub async fn enqueue_and_answer(
     body: Bytes,
     key_digest: Option<String>,
 ) -> Result<Response, ApiError> {
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .map(|v| Bytes::copy_from_slice(v.as_bytes()));
+    let checked = state
+        .catalogues
+        .check(tenant.catalogue, &tenant.id, &event_type, headers, &body)
+        .await?;
+    let raw_content_type = headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
+    // The content type with the headers the tenant keeps (see `model::event_meta`).
+    let content_type = event_meta::pack(
+        raw_content_type,
+        tenant.keep_headers.names().iter().flat_map(|name| {
+            headers
+                .get_all(name.as_str())
+                .iter()
+                .map(move |v| (name.as_str(), v.as_bytes()))
+        }),
+        checked.schema_errors.as_deref(),
+    );
     let started = Instant::now();
     let idempotency = key_digest.map(|key_digest| Idempotency {
         key_digest,
         fingerprint: sha256_hex(&[
             event_type.as_str().as_bytes(),
-            content_type.as_deref().unwrap_or_default(),
+            // Not the kept headers: a sender's retry may carry a new delivery id in one.
+            raw_content_type.unwrap_or_default(),
             &body,
         ]),
     });
@@ -170,12 +188,19 @@ pub async fn enqueue_and_answer(
     // Written by hand: this is every event's answer, and both values are from fixed alphabets
     // (ids, validated event types), so no escaping is needed.
     let json = format!(r#"{{"id":"{id}","event_type":"{json_type}","duplicate":{duplicate}}}"#);
-    Ok((
+    let mut response = (
         StatusCode::ACCEPTED,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         json,
     )
-        .into_response())
+        .into_response();
+    if let Some(since) = checked.deprecated_at_ms {
+        // RFC 9745: when the type was deprecated, as a structured-field date.
+        if let Ok(v) = HeaderValue::from_str(&format!("@{}", since / 1000)) {
+            response.headers_mut().insert("deprecation", v);
+        }
+    }
+    Ok(response)
 }
 
 /// The `Idempotency-Key` header, validated.

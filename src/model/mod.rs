@@ -11,7 +11,9 @@
 //! - [`invalid`]: a refusal, with the path of the field at fault;
 //! - [`origin`], [`patch`]: who made a record; absent and `null` fields of a patch;
 //! - [`bounded`]: whole numbers whose bounds are part of their type;
+//! - [`catalogue`]: the event catalogue: event types, owners, JSON Schemas by version;
 //! - [`ids`]: id newtypes (`TenantId`, `TargetId`, `EventId`, …) and their generator;
+//! - [`event_meta`]: an event's content type and kept request headers, packed as one value;
 //! - [`event_type`]: event types and the pattern grammar targets subscribe with;
 //! - [`filter`]: payload filters, compiled once and evaluated per event;
 //! - [`text`]: display names, external ids, header names and values;
@@ -29,7 +31,9 @@
 
 pub mod auth;
 pub mod bounded;
+pub mod catalogue;
 pub mod delivery;
+pub mod event_meta;
 pub mod event_type;
 pub mod filter;
 pub mod ids;
@@ -61,5 +65,5 @@ pub use target::{
     Format, Headers, Mode, Patterns, RetryPolicy, SigningSecret, TargetAuth, TargetPatch,
     TargetSpec, TargetUrl,
 };
-pub use tenant::{RateLimit, TenantPatch, TenantSpec};
+pub use tenant::{CatalogueMode, KeepHeaders, RateLimit, TenantPatch, TenantSpec};
 pub use text::{ExternalId, Name};

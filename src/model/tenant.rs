@@ -4,8 +4,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::bounded::Bounded;
+use super::event_meta::MAX_KEPT;
 use super::invalid::{Invalid, in_range};
-use super::text::{ExternalId, Name};
+use super::text::{ExternalId, MAX_HEADER_NAME, Name, check_header_name};
 
 /// A token-bucket (GCRA) rate limit. Only [`RateLimit::try_new`] makes one, so every limit in
 /// the process, including one read back from Redis, has a rate and a burst within bounds.
@@ -115,6 +116,141 @@ impl RateLimit {
     }
 }
 
+/// How ingest holds a tenant's events to its event catalogue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogueMode {
+    /// Any event type, any body (the default: nothing changes for a tenant without a catalogue).
+    #[default]
+    Off,
+    /// Accepted, but a type the catalogue does not know or a body failing its schema is noted
+    /// on the event (`schema_errors`) and counted.
+    Warn,
+    /// Refused: an unknown or archived type is `422 unknown_event_type`, a body failing its
+    /// schema `422 schema_mismatch`.
+    Enforce,
+}
+
+impl CatalogueMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatalogueMode::Off => "off",
+            CatalogueMode::Warn => "warn",
+            CatalogueMode::Enforce => "enforce",
+        }
+    }
+
+    /// The mode as stored; anything unknown reads as `off`, so a record written by a later
+    /// version never refuses events here.
+    pub fn stored(text: &str) -> CatalogueMode {
+        match text {
+            "warn" => CatalogueMode::Warn,
+            "enforce" => CatalogueMode::Enforce,
+            _ => CatalogueMode::Off,
+        }
+    }
+}
+
+/// Request headers that are never kept: they carry credentials.
+const NEVER_KEPT: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+/// The ingest request headers a tenant keeps with each event, for filters, transformations
+/// and views: at most 20 names, kept lowercase and once each, never a credential header.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct KeepHeaders(Vec<String>);
+
+impl TryFrom<Vec<String>> for KeepHeaders {
+    type Error = Invalid;
+    fn try_from(names: Vec<String>) -> Result<KeepHeaders, Invalid> {
+        if names.len() > MAX_KEPT {
+            return Err(Invalid::new(format!(
+                "must name at most {MAX_KEPT} headers"
+            )));
+        }
+        let mut kept: Vec<String> = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            check_header_name(name).map_err(|e| e.within(&format!("[{i}]")))?;
+            let lower = name.to_ascii_lowercase();
+            if NEVER_KEPT.contains(&lower.as_str()) {
+                return Err(Invalid::at(
+                    format!("[{i}]"),
+                    format!("{name:?} carries credentials and is never kept"),
+                ));
+            }
+            if !kept.contains(&lower) {
+                kept.push(lower);
+            }
+        }
+        Ok(KeepHeaders(kept))
+    }
+}
+
+impl From<KeepHeaders> for Vec<String> {
+    fn from(k: KeepHeaders) -> Vec<String> {
+        k.0
+    }
+}
+
+impl KeepHeaders {
+    /// The names, lowercase.
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The stored form: names separated by newlines.
+    pub fn to_stored(&self) -> String {
+        self.0.join("\n")
+    }
+
+    /// Reads the stored form; names that break today's rules are left out rather than refused,
+    /// so one old record cannot stop its tenant's events.
+    pub fn stored(text: &str) -> KeepHeaders {
+        let mut kept: Vec<String> = Vec::new();
+        for name in text.split('\n') {
+            let lower = name.to_ascii_lowercase();
+            if check_header_name(name).is_ok()
+                && !NEVER_KEPT.contains(&lower.as_str())
+                && !kept.contains(&lower)
+                && kept.len() < MAX_KEPT
+            {
+                kept.push(lower);
+            }
+        }
+        KeepHeaders(kept)
+    }
+}
+
+impl utoipa::PartialSchema for KeepHeaders {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+        ArrayBuilder::new()
+            .items(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(super::text::HEADER_NAME_PATTERN))
+                    .min_length(Some(1))
+                    .max_length(Some(MAX_HEADER_NAME)),
+            )
+            .max_items(Some(MAX_KEPT))
+            .description(Some(
+                "Ingest request headers kept with each event (case-insensitive names; never \
+                 Authorization, Proxy-Authorization or Cookie).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for KeepHeaders {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "KeepHeaders".into()
+    }
+}
+
 /// A new tenant, as the admin API and the config file give it.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +266,12 @@ pub struct TenantSpec {
     #[serde(default = "yes")]
     #[schema(default = true)]
     pub active: bool,
+    /// How ingest holds events to the tenant's event catalogue (default `off`).
+    #[serde(default)]
+    pub catalogue: CatalogueMode,
+    /// Ingest request headers kept with each event.
+    #[serde(default)]
+    pub keep_headers: KeepHeaders,
 }
 
 fn yes() -> bool {
@@ -150,6 +292,10 @@ pub struct TenantPatch {
     /// `null` removes the external id.
     #[serde(default, deserialize_with = "super::patch::present")]
     pub external_id: Option<Option<ExternalId>>,
+    #[serde(default)]
+    pub catalogue: Option<CatalogueMode>,
+    #[serde(default)]
+    pub keep_headers: Option<KeepHeaders>,
 }
 
 impl TenantPatch {
@@ -159,11 +305,19 @@ impl TenantPatch {
         self.active.is_some() || self.rate_limit.is_some()
     }
 
+    /// Whether the change alters what ingest does with the tenant's events (its catalogue
+    /// mode, the headers it keeps): every instance's cache must see it within a second too.
+    pub fn changes_ingest(&self) -> bool {
+        self.narrows_access() || self.catalogue.is_some() || self.keep_headers.is_some()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.name.is_none()
             && self.active.is_none()
             && self.rate_limit.is_none()
             && self.external_id.is_none()
+            && self.catalogue.is_none()
+            && self.keep_headers.is_none()
     }
 }
 
@@ -196,6 +350,33 @@ mod tests {
         assert_eq!(RateLimit::clamped(f64::NAN, None).per_second(), 0.001);
         let fast = RateLimit::try_new(1e6, None);
         assert_eq!(fast.map(|l| l.period().as_micros()), Ok(1));
+    }
+
+    #[test]
+    fn kept_headers_are_checked_and_normalised() {
+        let k: Result<KeepHeaders, _> =
+            serde_json::from_str(r#"["X-GitHub-Event", "x-github-event", "X-Req"]"#);
+        assert_eq!(
+            k.as_ref().map(|k| k.names().to_vec()).ok(),
+            Some(vec!["x-github-event".to_owned(), "x-req".to_owned()])
+        );
+        let err = |json: &str| {
+            serde_path_to_error::deserialize::<_, KeepHeaders>(
+                &mut serde_json::Deserializer::from_str(json),
+            )
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+        };
+        assert!(err(r#"["Authorization"]"#).contains("credentials"));
+        assert!(err(r#"["bad name"]"#).contains("not a valid HTTP header name"));
+        let many: Vec<String> = (0..21).map(|i| format!("x-{i}")).collect();
+        assert!(err(&serde_json::to_string(&many).unwrap_or_default()).contains("at most 20"));
+        let stored = KeepHeaders::stored("x-a\ncookie\nbad name\nX-A\nx-b");
+        assert_eq!(stored.names(), ["x-a", "x-b"]);
+        assert_eq!(KeepHeaders::stored(&stored.to_stored()), stored);
+        assert_eq!(KeepHeaders::stored("").names().len(), 0);
+        assert_eq!(CatalogueMode::stored("later"), CatalogueMode::Off);
     }
 
     #[test]

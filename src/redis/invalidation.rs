@@ -2,7 +2,7 @@
 //!
 //! Writers (the store) publish an [`Invalidation`] after every change that a cache elsewhere
 //! may hold: a tenant disabled or deleted, a token revoked, a tenant's targets changed, a
-//! source's or a monitor's definition or URL token changed. Messages are numbered by a counter
+//! source's or a monitor's definition or URL token changed, a tenant's event catalogue changed. Messages are numbered by a counter
 //! in Redis (the `publish_invalidation` script) and published on the invalidation channel as
 //! `<seq> <message>`.
 //!
@@ -41,11 +41,13 @@ pub enum Invalidation {
     Source(TokenHash),
     /// A monitor changed or was deleted: its id and its URL token's hash.
     Monitor { id: MonitorId, token: TokenHash },
+    /// A tenant's event catalogue changed.
+    Catalogue(TenantId),
 }
 
 impl Invalidation {
     /// The wire form: `tenant:<id>`, `token:<hash>`, `targets:<tenant>`, `source:<hash>`,
-    /// `monitor:<id>:<hash>`.
+    /// `monitor:<id>:<hash>`, `catalogue:<tenant>`.
     pub fn encode(&self) -> String {
         match self {
             Invalidation::Tenant(id) => format!("tenant:{id}"),
@@ -53,6 +55,7 @@ impl Invalidation {
             Invalidation::Targets(id) => format!("targets:{id}"),
             Invalidation::Source(h) => format!("source:{}", h.to_hex()),
             Invalidation::Monitor { id, token } => format!("monitor:{id}:{}", token.to_hex()),
+            Invalidation::Catalogue(id) => format!("catalogue:{id}"),
         }
     }
 
@@ -63,6 +66,7 @@ impl Invalidation {
             "tenant" => Invalidation::Tenant(TenantId::parse(rest).ok()?),
             "token" => Invalidation::Token(TokenHash::from_hex(rest)?),
             "targets" => Invalidation::Targets(TenantId::parse(rest).ok()?),
+            "catalogue" => Invalidation::Catalogue(TenantId::parse(rest).ok()?),
             "source" => Invalidation::Source(TokenHash::from_hex(rest)?),
             "monitor" => {
                 let (id, hash) = rest.split_once(':')?;

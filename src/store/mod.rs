@@ -15,6 +15,7 @@
 //!
 //! - [`handle`], [`error`]: the handle the record modules extend, and its failures;
 //! - [`tenants`], [`tokens`]: tenants, their bearer tokens, config-declared tenants;
+//! - [`event_types`]: each tenant's event catalogue;
 //! - [`targets`]: delivery targets (versioned documents, optimistic updates);
 //! - [`sources`], [`monitors`]: documents reached by a URL token; [`source_activity`]: what
 //!   each source last received and refused;
@@ -25,6 +26,7 @@
 
 pub mod deliveries;
 pub mod error;
+pub mod event_types;
 pub mod handle;
 pub mod monitors;
 pub mod portal_links;

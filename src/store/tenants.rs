@@ -9,7 +9,8 @@ use super::error::{StoreError, unexpected};
 use super::handle::{OPTIMISTIC_ATTEMPTS, Store};
 use crate::crypto::TokenHash;
 use crate::model::{
-    ExternalId, Name, Origin, RateLimit, TenantId, TenantPatch, TenantSpec, TokenId,
+    CatalogueMode, ExternalId, KeepHeaders, Name, Origin, RateLimit, TenantId, TenantPatch,
+    TenantSpec, TokenId,
 };
 use crate::redis::invalidation::Invalidation;
 use crate::redis::scripts::{self, CREATE_TENANT, DELETE_TENANT, UPDATE_TENANT};
@@ -35,6 +36,10 @@ pub struct TenantRecord {
     pub updated_at_ms: u64,
     /// Who created the tenant.
     pub origin: Origin,
+    /// How ingest holds its events to its event catalogue.
+    pub catalogue: CatalogueMode,
+    /// The ingest request headers kept with each event.
+    pub keep_headers: KeepHeaders,
     /// Blind index of the external id, for optimistic updates.
     ext_idx: String,
 }
@@ -111,6 +116,8 @@ impl Store {
             origin.as_str().to_owned(),
             token_id,
             token_hash,
+            spec.catalogue.as_str().to_owned(),
+            spec.keep_headers.to_stored(),
         ];
         let answer: scripts::Status = CREATE_TENANT.run(&self.redis, keys, args).await?;
         match answer.status.as_str() {
@@ -123,6 +130,8 @@ impl Store {
                 created_at_ms: now,
                 updated_at_ms: now,
                 origin,
+                catalogue: spec.catalogue,
+                keep_headers: spec.keep_headers.clone(),
                 ext_idx,
             }),
             "exists" => Err(StoreError::Conflict(format!("tenant {id} already exists"))),
@@ -187,6 +196,10 @@ impl Store {
             created_at_ms: ms(f.get("created_at")),
             updated_at_ms: ms(f.get("updated_at")),
             origin: Origin::parse(f.get("origin").map(String::as_str).unwrap_or("api")),
+            catalogue: CatalogueMode::stored(f.get("catalogue").map(String::as_str).unwrap_or("")),
+            keep_headers: KeepHeaders::stored(
+                f.get("keep_headers").map(String::as_str).unwrap_or(""),
+            ),
             ext_idx: f.remove("ext_idx").unwrap_or_default(),
         })
     }
@@ -364,11 +377,22 @@ impl Store {
                 sealed,
                 new_idx,
                 self.clock.now_ms().to_string(),
+                flag(patch.catalogue.is_some()),
+                patch
+                    .catalogue
+                    .map(|c| c.as_str().to_owned())
+                    .unwrap_or_default(),
+                flag(patch.keep_headers.is_some()),
+                patch
+                    .keep_headers
+                    .as_ref()
+                    .map(KeepHeaders::to_stored)
+                    .unwrap_or_default(),
             ];
             let answer: scripts::Status = UPDATE_TENANT.run(&self.redis, keys, args).await?;
             match answer.status.as_str() {
                 "ok" => {
-                    if patch.narrows_access() {
+                    if patch.changes_ingest() {
                         self.publish(Invalidation::Tenant(id.clone())).await;
                     }
                     return self.tenant(id).await;
@@ -447,6 +471,9 @@ impl Store {
                     rate_limit: (current.rate_limit != spec.rate_limit).then_some(spec.rate_limit),
                     external_id: (current.external_id != spec.external_id)
                         .then(|| spec.external_id.clone()),
+                    catalogue: (current.catalogue != spec.catalogue).then_some(spec.catalogue),
+                    keep_headers: (current.keep_headers != spec.keep_headers)
+                        .then(|| spec.keep_headers.clone()),
                 };
                 if !patch.is_empty() {
                     self.update_tenant(id, &patch).await?;

@@ -26,7 +26,7 @@ pub enum Alpn {
 pub struct Request {
     method: String,
     path: String,
-    headers: Vec<(String, String)>,
+    headers: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
 }
 
@@ -76,8 +76,13 @@ impl Request {
         Request::new("GET", path)
     }
 
-    pub fn header(mut self, name: &str, value: &str) -> Request {
-        self.headers.push((name.to_owned(), value.to_owned()));
+    pub fn header(self, name: &str, value: &str) -> Request {
+        self.header_bytes(name, value.as_bytes())
+    }
+
+    /// A header whose value is raw bytes (0x80–0xFF included, as HTTP allows).
+    pub fn header_bytes(mut self, name: &str, value: &[u8]) -> Request {
+        self.headers.push((name.to_owned(), value.to_vec()));
         self
     }
 
@@ -108,7 +113,7 @@ impl Request {
             b = b.header("host", authority);
         }
         for (k, v) in &self.headers {
-            b = b.header(k, v);
+            b = b.header(k, hyper::header::HeaderValue::from_bytes(v).unwrap());
         }
         b.body(Full::new(Bytes::from(self.body.clone()))).unwrap()
     }

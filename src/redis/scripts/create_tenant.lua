@@ -7,11 +7,12 @@
 --       token           the token's hash (a placeholder key when there is none)
 --       tenant_tokens   the tenant's token ids → token hashes
 -- ARGV  id, name, sealed_ext, ext_index, active ('1'/'0'), rate_per_second, rate_burst,
---       now_ms, origin, token_id (''), token_hash ('')
+--       now_ms, origin, token_id (''), token_hash (''), catalogue (off|warn|enforce),
+--       keep_headers (names, newline-separated)
 -- Answer {"status": "ok" | "exists" | "external_id_taken"}
 local tenant, tenants, ext_index_key, token_key, tenant_tokens = unpack(KEYS)
-local id, name, sealed_ext, ext_index, active, rl_ps, rl_burst, now, origin, token_id, token_hash =
-  unpack(ARGV)
+local id, name, sealed_ext, ext_index, active, rl_ps, rl_burst, now, origin, token_id, token_hash,
+  catalogue, keep_headers = unpack(ARGV)
 
 if redis.call('EXISTS', tenant) == 1 then return cjson.encode({status = 'exists'}) end
 if ext_index ~= '' then
@@ -21,7 +22,7 @@ if ext_index ~= '' then
 end
 redis.call('HSET', tenant, 'name', name, 'ext', sealed_ext, 'ext_idx', ext_index,
   'active', active, 'rl_ps', rl_ps, 'rl_burst', rl_burst, 'created_at', now, 'updated_at', now,
-  'origin', origin)
+  'origin', origin, 'catalogue', catalogue, 'keep_headers', keep_headers)
 redis.call('ZADD', tenants, 0, id)
 if token_id ~= '' then
   redis.call('HSET', token_key, 'tenant', id, 'id', token_id, 'created_at', now)

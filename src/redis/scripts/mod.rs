@@ -15,6 +15,7 @@
 //! | `issue_token`, `revoke_token` | `store::tokens` | token hashes |
 //! | `publish_invalidation` | `invalidation` | numbered cache invalidations |
 //! | `save_target`, `delete_target` | `store::targets` | versioned target documents |
+//! | `save_event_type` | `store::event_types` | a tenant's event catalogue |
 //! | `save_tokened`, `delete_tokened` | `store::sources`, `store::monitors` | documents reached by a URL token |
 //! | `append_batch` | `queue::enqueue` | one stream entry per batch, with idempotency keys |
 //! | `expand`, `record`, `claim_due`, `replay`, `restore`, `delete_dead_letter` | `store::deliveries` | delivery records, retry schedule, error queue (`record`, `replay` and `restore` share `delivery.lua`) |
@@ -218,12 +219,17 @@ script!(
     FORGET, "forget"
 );
 script!(
+    /// Writes one event type of a tenant's catalogue.
+    SAVE_EVENT_TYPE, "save_event_type"
+);
+script!(
     /// Counts a sign-in attempt against its throttle.
     SIGNIN_ATTEMPT, "signin_attempt"
 );
 
 /// Every script of the registry.
-pub static ALL: [&Script; 24] = [
+pub static ALL: [&Script; 25] = [
+    &SAVE_EVENT_TYPE,
     &CREATE_TENANT,
     &UPDATE_TENANT,
     &DELETE_TENANT,

@@ -1,39 +1,6 @@
-//! Routing: which targets receive an event beyond its type (payload filters), against a real
-//! Redis and a real sink.
+//! Payload filters: which subscribed events a target receives, by their content.
 
-mod support;
-
-use serde_json::{Value as Json, json};
-use support::sink::Sink;
-use support::{Gateway, RedisServer, unique_prefix};
-
-const FAST: &str = r#"
-[dispatch]
-request_timeout_ms = 1000
-retry_poll_ms = 20
-retry = { initial_delay_ms = 50, multiplier = 2.0, max_delay_ms = 200, max_attempts = 2 }
-"#;
-
-async fn gateway(name: &str) -> Gateway {
-    Gateway::start_with(&RedisServer::shared().url(), &unique_prefix(name), FAST).await
-}
-
-async fn create(gw: &Gateway, tenant: &str, body: Json) -> support::http::Response {
-    gw.admin(
-        "POST",
-        &format!("/admin/tenants/{tenant}/targets"),
-        Some(body),
-    )
-    .await
-}
-
-/// The bodies `path` received, as text, in arrival order.
-fn bodies(sink: &Sink, path: &str) -> Vec<String> {
-    sink.received(path)
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-        .collect()
-}
+use super::*;
 
 #[tokio::test]
 async fn filters_choose_which_subscribed_events_a_target_receives() {
