@@ -625,6 +625,7 @@ mod tests {
             error: None,
             response: None,
             headers: None,
+            transform_version: None,
         }
     }
 

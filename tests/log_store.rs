@@ -740,6 +740,7 @@ fn logged(tenant: &TenantId, at_ms: u64, body: &'static [u8]) -> LoggedEvent {
             error: None,
             response: Some("ok".into()),
             headers: None,
+            transform_version: None,
         }],
     }
 }

@@ -72,6 +72,7 @@ fn logged(tenant: &TenantId, event_type: &str) -> LoggedEvent {
             error: None,
             response: Some("ok".into()),
             headers: None,
+            transform_version: None,
         }],
     }
 }

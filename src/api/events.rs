@@ -52,6 +52,9 @@ pub struct AttemptView {
     /// The response's headers (`set-cookie` redacted), empty without a response; `null`
     /// when they were not kept.
     pub response_headers: Option<Vec<HeaderView>>,
+    /// The version of the target's transformation that shaped (or cancelled) the request;
+    /// `null` when none ran.
+    pub transform_version: Option<u32>,
 }
 
 /// One header of an attempt, in the order it was sent or received.
@@ -82,6 +85,7 @@ impl From<&AttemptRecord> for AttemptView {
             response: a.response.clone(),
             request_headers: a.headers.as_ref().map(|h| header_views(&h.request)),
             response_headers: a.headers.as_ref().map(|h| header_views(&h.response)),
+            transform_version: a.transform_version,
         }
     }
 }

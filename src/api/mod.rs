@@ -15,6 +15,7 @@
 //! | [`targets`] | `…/targets`, `…/targets/{target_id}`, `…/rotate-secret` |
 //! | [`event_types`] | `…/event-types`, `…/event-types/{name}`: the event catalogue |
 //! | [`catalogue_exchange`] | `…/event-types/import`, `…/event-types/export` (OpenAPI 3.1 `webhooks`) |
+//! | [`transforms`] | `…/targets/{target_id}/transform/versions`, `…/transform/simulate` |
 //! | [`dead_letters`] | `…/dead-letters`, `…/dead-letters/replay`, `…/dead-letters/{dl_id}` |
 //! | [`events`] | `…/events/{event}` (delivery view), `…/stats`, `…/stats/series`, `/admin/stats/series` (admin only) |
 //! | [`sources`] | `…/sources…`, and their incident and check history |
@@ -45,6 +46,7 @@ pub mod sources;
 pub mod system;
 pub mod targets;
 pub mod tenants;
+pub mod transforms;
 mod watched;
 
 pub use listing::{Listing, Page};

@@ -17,7 +17,7 @@ use super::health::{self, Readiness};
 use super::scope::{AdminScope, ApiState};
 use super::{
     catalogue_exchange, dead_letters, event_types, events, filters, find, monitors, overview,
-    portal_links, sources, system, targets, tenants,
+    portal_links, sources, system, targets, tenants, transforms,
 };
 use crate::auth::bearer_token;
 use crate::config::Secret;
@@ -37,6 +37,8 @@ fn tenant_scoped() -> OpenApiRouter<ApiState> {
         .routes(routes!(targets::test))
         .routes(routes!(filters::target_filter_test))
         .routes(routes!(filters::filter_test))
+        .routes(routes!(transforms::versions))
+        .routes(routes!(transforms::simulate))
         .routes(routes!(event_types::list))
         .routes(routes!(
             event_types::read,

@@ -28,6 +28,8 @@ pub struct ApiState {
     pub auth: Arc<Auth>,
     /// Live state of monitors and watched sources.
     pub watches: Watches,
+    /// Compiles and runs jq programs (transformations, status maps).
+    pub sandbox: crate::sandbox::Sandbox,
     /// Bounds of management bodies.
     pub body_limits: BodyLimits,
     pub allow_private_targets: bool,

@@ -51,6 +51,8 @@ pub struct TargetView {
     /// The payload filter, as written; `null`: every subscribed event.
     #[schema(value_type = Option<Object>)]
     pub filter: Option<serde_json::Value>,
+    /// The jq transformation and its version; `null`: deliveries go as the event came.
+    pub transform: Option<TransformView>,
     /// Why the gateway disabled the target (`gone` after a 410), if it did.
     pub disabled_reason: Option<String>,
     /// Until when the previous secret still signs, during a rotation.
@@ -174,12 +176,44 @@ impl From<&Target> for TargetView {
             active: t.active,
             format: t.format,
             filter: t.filter.as_ref().map(|f| f.source().clone()),
+            transform: t.transform.as_ref().map(|tr| TransformView {
+                program: tr.program.as_str().to_owned(),
+                enabled: tr.enabled,
+                version: t.transform_version,
+            }),
             disabled_reason: t.disabled_reason.clone(),
             secret_rotating_until: t.rotating_until_ms().map(rfc3339),
             origin: t.origin,
             created_at: rfc3339(t.created_at_ms),
             updated_at: rfc3339(t.updated_at_ms),
         }
+    }
+}
+
+/// A target's transformation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransformView {
+    pub program: String,
+    pub enabled: bool,
+    /// Its version: 1 for the first program, one more at each change.
+    pub version: u32,
+}
+
+/// Refuses a transformation whose program does not compile, with jaq's words.
+pub(super) async fn check_transform(
+    s: &ApiState,
+    transform: Option<&crate::model::transform::TargetTransform>,
+) -> Result<(), ApiError> {
+    let Some(t) = transform else { return Ok(()) };
+    match s.sandbox.check(t.program.as_str()).await {
+        Ok(()) => Ok(()),
+        Err(crate::sandbox::SandboxError::Invalid(why)) => Err(ApiError::bad_request(
+            "invalid_target",
+            format!("transform.program does not compile: {why}"),
+        )),
+        Err(other) => Err(ApiError::unavailable(format!(
+            "the program could not be checked ({other}); retry shortly"
+        ))),
     }
 }
 
@@ -280,6 +314,7 @@ pub async fn create_target(
     spec.validate(s.allow_private_targets)
         .map_err(|e| ApiError::invalid("invalid_target", &e))?;
     check_resolution(s, &spec.url).await?;
+    check_transform(s, spec.transform.as_ref()).await?;
     let created = s
         .store
         .create_target(&scope.tenant, spec, None, Origin::Api)
@@ -374,6 +409,7 @@ pub async fn update_target(
     if let Some(url) = &patch.url {
         check_resolution(s, url).await?;
     }
+    check_transform(s, patch.transform.as_ref().and_then(Option::as_ref)).await?;
     let updated = s
         .store
         .update_target(&scope.tenant, id, patch, s.allow_private_targets)
@@ -534,6 +570,7 @@ pub async fn test_target(
     );
     let keys = SigningKey::all(&target.secrets_at(now));
     let msg = Message {
+        shaped: None,
         event_id: id.as_str(),
         event_type: "estafeta.ping",
         content_type: Some(b"application/json"),

@@ -21,6 +21,7 @@ use crate::monitors::state::{Subject, WatchSettings, Watches};
 use crate::queue::ensure_groups;
 use crate::redis::cache::CacheSettings;
 use crate::redis::keyspace::{Keyspace, shard_of};
+use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::sources::cache::SourceCache;
 use crate::store::{Deliveries, Store, StoreError};
 
@@ -48,6 +49,8 @@ pub struct Core {
     pub monitor_cache: MonitorCache,
     /// Each tenant's event catalogue, for ingest.
     pub catalogues: Catalogues,
+    /// The worker processes that run jq programs (transformations, status maps).
+    pub sandbox: Sandbox,
     /// The time every stage decides by.
     pub clock: Clock,
 }
@@ -87,7 +90,8 @@ impl Core {
             stop_writers,
         );
         upgrade(&config, &store, &watches).await?;
-        apply_declared(&config, &store, &watches).await?;
+        let sandbox = Sandbox::new(sandbox_settings(&config)?);
+        apply_declared(&config, &store, &watches, &sandbox).await?;
         ensure_groups(&redis, &keys, config.queue.shards)
             .await
             .map_err(StartError::prepare("creating consumer groups"))?;
@@ -128,6 +132,7 @@ impl Core {
                 cache_settings(&config.caches.monitors),
             ),
             catalogues: Catalogues::new(store.clone(), cache_settings(&config.caches.catalogue)),
+            sandbox,
             config,
             role,
             crypto,
@@ -226,10 +231,31 @@ fn cache_settings(c: &CacheConfig) -> CacheSettings {
 }
 
 /// Makes the store match the tenants, targets and monitors the config declares.
+/// How the jq sandbox runs: the workers are this executable unless the config names one.
+fn sandbox_settings(config: &Config) -> Result<SandboxSettings, StartError> {
+    let t = &config.transform;
+    let executable = match &t.executable {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().map_err(|e| StartError::Prepare {
+            what: "finding the executable for jq workers (set transform.executable)",
+            cause: Box::new(e),
+        })?,
+    };
+    Ok(SandboxSettings {
+        executable,
+        workers: t.workers,
+        timeout: Duration::from_millis(t.timeout_ms),
+        compile_timeout: Duration::from_millis(t.timeout_ms.max(2_000)),
+        memory_mb: t.memory_mb,
+        max_output_bytes: t.max_output_bytes,
+    })
+}
+
 async fn apply_declared(
     config: &Config,
     store: &Store,
     watches: &Watches,
+    sandbox: &Sandbox,
 ) -> Result<(), StartError> {
     for (index, decl) in config.tenants.iter().enumerate() {
         let failed = |cause: Box<dyn std::error::Error + Send + Sync>| StartError::DeclaredTenant {
@@ -244,6 +270,11 @@ async fn apply_declared(
             .await
             .map_err(store_failed)?;
         for target in &decl.targets {
+            if let Some(t) = &target.transform {
+                sandbox.check(t.program.as_str()).await.map_err(|e| {
+                    failed(format!("target {}: transform.program: {e}", target.id).into())
+                })?;
+            }
             store
                 .apply_declared_target(&decl.id, &target.id, &target.spec())
                 .await

@@ -81,6 +81,7 @@ fn api_state(
         },
         auth: core.auth.clone(),
         watches: core.watches.clone(),
+        sandbox: core.sandbox.clone(),
         body_limits: limits,
         allow_private_targets: config.security.allow_private_targets,
         rotation_overlap_ms: config.dispatch.secret_rotation_overlap_ms,

@@ -168,6 +168,7 @@ impl Dispatch {
             core.store.clone(),
             core.deliveries.clone(),
             core.target_cache.clone(),
+            core.sandbox.clone(),
         )
         .await
         .map_err(|e| StartError::Prepare {

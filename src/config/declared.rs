@@ -182,6 +182,9 @@ pub struct TargetDecl {
     /// A payload filter (an inline table), as the API takes it.
     #[serde(default)]
     pub filter: Option<crate::model::filter::TargetFilter>,
+    /// A jq transformation (`{ program = "…", enabled = true }`), checked at start.
+    #[serde(default)]
+    pub transform: Option<crate::model::transform::TargetTransform>,
 }
 
 impl TargetDecl {
@@ -198,6 +201,7 @@ impl TargetDecl {
             active: self.active,
             format: self.format,
             filter: self.filter.clone(),
+            transform: self.transform.clone(),
             secret: self
                 .secret
                 .as_ref()

@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::backoff::parse_retry_after;
 use super::signing::{SigningKey, signature_header};
 use super::ssrf::{GuardedResolver, is_public, is_refusal, literal_ip};
+use super::transform::Shaped;
 use crate::model::TargetAuth;
 use crate::store::Target;
 
@@ -52,6 +53,9 @@ pub struct Message<'a> {
     /// The event's content type with its kept headers, packed (`model::event_meta`).
     pub content_type: Option<&'a [u8]>,
     pub body: &'a Bytes,
+    /// The request as the target's transformation shaped it: its URL, method, headers and
+    /// body replace the target's and the event's.
+    pub shaped: Option<&'a Shaped>,
 }
 
 /// The pooled client. Cheap to clone.
@@ -191,22 +195,42 @@ pub fn build_request(
     msg: Message<'_>,
     now_secs: i64,
 ) -> Result<http::Request<Full<Bytes>>, String> {
-    // A chat-format target gets the platform's message; what is signed is what is sent.
-    let rendered = super::format::render(target.format, msg.event_type, msg.event_id, msg.body);
-    let (body, content_type) = match &rendered {
-        Some(b) => (b, Some(b"application/json".as_slice())),
-        None => (
-            msg.body,
-            msg.content_type
-                .and_then(crate::model::event_meta::content_type),
-        ),
+    // A chat-format target gets the platform's message (unless a transformation shaped the
+    // request); what is signed is what is sent.
+    let rendered = match msg.shaped {
+        Some(_) => None,
+        None => super::format::render(target.format, msg.event_type, msg.event_id, msg.body),
     };
-    let mut b = http::Request::post(target.url.as_str());
+    let (body, content_type, event_type): (&Bytes, Option<&[u8]>, &str) =
+        match (msg.shaped, &rendered) {
+            (Some(s), _) => (
+                &s.body,
+                s.content_type.as_deref().map(str::as_bytes),
+                s.event_type.as_str(),
+            ),
+            (None, Some(b)) => (b, Some(b"application/json".as_slice()), msg.event_type),
+            (None, None) => (
+                msg.body,
+                msg.content_type
+                    .and_then(crate::model::event_meta::content_type),
+                msg.event_type,
+            ),
+        };
+    let mut b = match msg.shaped {
+        Some(s) => http::Request::builder()
+            .method(s.method.clone())
+            .uri(s.url.as_str()),
+        None => http::Request::post(target.url.as_str()),
+    };
     let headers = b.headers_mut().ok_or("the target url is invalid")?;
-    for (k, v) in target.headers.iter() {
+    let custom: Box<dyn Iterator<Item = (&String, &String)>> = match msg.shaped {
+        Some(s) => Box::new(s.headers.iter().map(|(k, v)| (k, v))),
+        None => Box::new(target.headers.iter()),
+    };
+    for (k, v) in custom {
         let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
         let value = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
-        headers.insert(name, value);
+        headers.append(name, value);
     }
     if let Some(ct) = content_type {
         if let Ok(v) = HeaderValue::from_bytes(ct) {
@@ -225,7 +249,7 @@ pub fn build_request(
         "webhook-signature",
         hv(&signature_header(&key_refs, msg.event_id, now_secs, body))?,
     );
-    headers.insert("estafeta-event-type", hv(msg.event_type)?);
+    headers.insert("estafeta-event-type", hv(event_type)?);
     match &target.auth {
         None => {}
         Some(TargetAuth::Bearer(t)) => {

@@ -50,6 +50,7 @@ impl Dispatcher {
         store: Store,
         deliveries: Deliveries,
         targets: TargetCache,
+        sandbox: crate::sandbox::Sandbox,
     ) -> Result<Dispatcher, DispatchError> {
         let client = DeliveryClient::new(
             settings.request_timeout,
@@ -97,6 +98,7 @@ impl Dispatcher {
             deliveries,
             targets,
             client,
+            sandbox,
         });
         // The lease is held before the first read, so no other process takes this
         // consumer's entries for a dead one's.

@@ -12,6 +12,8 @@
 //!   delivery per target, not two.
 //! - **Matching** ([`matcher`], [`targets`]): each tenant's targets compiled into hash lookups,
 //!   cached and reloaded when the store announces a change.
+//! - **Shaping** ([`transform`]): a target's jq transformation, run in the sandbox, may
+//!   rewrite a delivery's body, headers, URL path and method, or cancel it.
 //! - **Delivering** (`worker`, [`client`], [`signing`], [`ssrf`], [`format`], [`headers`]): a per-target gate (`per_target_concurrency` in flight, at most
 //!   `max_waiting_per_target` waiting) then the global cap (`concurrency`). A delivery that
 //!   finds its target's queue full is deferred to the retry schedule in Redis instead of
@@ -44,6 +46,7 @@ pub mod ssrf;
 mod state;
 mod takeover;
 pub mod targets;
+pub mod transform;
 mod worker;
 
 pub use dispatcher::{DispatchError, Dispatcher};

@@ -42,6 +42,8 @@ pub(super) struct Inner {
     pub(super) recorder: Recorder,
     pub(super) targets: TargetCache,
     pub(super) client: DeliveryClient,
+    /// Runs the targets' transformations.
+    pub(super) sandbox: crate::sandbox::Sandbox,
     /// Deliveries in flight, all targets.
     pub(super) global: Arc<Semaphore>,
     /// Deliveries held in memory (waiting or in flight); bounds the reader.

@@ -10,6 +10,7 @@ use super::client::{AttemptResult, Message};
 use super::delivery::{Delivery, Memory, Queued};
 use super::signing::SigningKey;
 use super::state::{Gate, Inner};
+use super::transform::{self, EventInput, Transformed};
 use crate::model::{DeadLetterId, Mode};
 use crate::store::Target;
 use crate::store::deliveries::{AttemptRecord, DeadLetter, DeliveryState, Next, Outcome, State};
@@ -183,8 +184,54 @@ async fn defer(inner: &Inner, d: &Delivery) {
     }
 }
 
-/// Sends one attempt and decides what it means.
+/// The event as the target's transformation reads it.
+fn event_input(d: &Delivery) -> EventInput<'_> {
+    EventInput {
+        event_type: d.event.event_type.as_str(),
+        meta: d.event.content_type.as_deref(),
+        body: &d.event.body,
+    }
+}
+
+/// Shapes one attempt (the target's transformation), sends it and decides what it means.
 async fn attempt(inner: &Inner, d: &Delivery) -> (Outcome, Verdict, Duration) {
+    let shaped = match transform::apply(
+        &inner.sandbox,
+        &d.target,
+        None,
+        event_input(d),
+        inner.settings.allow_private,
+    )
+    .await
+    {
+        Transformed::Untouched => None,
+        Transformed::Send(s) => Some(s),
+        Transformed::Cancel { version } => {
+            return (cancelled(inner, d, version), Verdict::Final, Duration::ZERO);
+        }
+        Transformed::Fail {
+            version,
+            error,
+            retry,
+        } => {
+            let result = AttemptResult {
+                status: None,
+                retry_after: None,
+                error: Some(error),
+                // A final failure is handled like a refused address: no retry.
+                refused: !retry,
+                response: None,
+                latency: Duration::ZERO,
+                sent: None,
+                received: None,
+            };
+            let (mut outcome, verdict) = decide(inner, d, &result);
+            if let Some(a) = outcome.attempt.as_mut() {
+                a.transform_version = Some(version);
+            }
+            return (outcome, verdict, Duration::ZERO);
+        }
+    };
     let now = inner.deliveries.clock().now_ms();
     let keys = SigningKey::all(&d.target.secrets_at(now));
     let msg = Message {
@@ -192,13 +239,46 @@ async fn attempt(inner: &Inner, d: &Delivery) -> (Outcome, Verdict, Duration) {
         event_type: d.event.event_type.as_str(),
         content_type: d.event.content_type.as_deref(),
         body: &d.event.body,
+        shaped: shaped.as_ref(),
     };
     let result = inner
         .client
         .send(&d.target, &keys, msg, (now / 1000) as i64)
         .await;
-    let (outcome, verdict) = decide(inner, d, &result);
+    let (mut outcome, verdict) = decide(inner, d, &result);
+    if let (Some(a), Some(s)) = (outcome.attempt.as_mut(), &shaped) {
+        a.transform_version = Some(s.version);
+    }
     (outcome, verdict, result.latency)
+}
+
+/// The outcome of a delivery its transformation cancelled: final, not an error, noted in
+/// the attempt log with the program's version.
+fn cancelled(inner: &Inner, d: &Delivery, version: u32) -> Outcome {
+    let now = inner.deliveries.clock().now_ms();
+    let attempt = AttemptRecord {
+        target_id: d.target.id.clone(),
+        attempt: d.attempt,
+        at_ms: now,
+        status: None,
+        latency_ms: 0,
+        error: Some(format!(
+            "cancelled by the target's transformation (version {version})"
+        )),
+        response: None,
+        headers: None,
+        transform_version: Some(version),
+    };
+    let state = DeliveryState {
+        state: State::Cancelled,
+        attempts: d.attempt,
+        last_status: None,
+        last_error: None,
+        next_retry_at_ms: None,
+        updated_at_ms: now,
+        deferrals: 0,
+    };
+    outcome_of(d, state, Some(attempt), Next::Dropped)
 }
 
 fn count(outcome: &Outcome, latency: Duration) {
@@ -262,6 +342,7 @@ fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verd
                     .keeps(verdict == Verdict::Delivered)
             })
             .map(|sent| super::headers::kept(sent, result.received.as_ref(), &d.target)),
+        transform_version: None,
     };
     let mut state = DeliveryState {
         state: State::Succeeded,
@@ -348,6 +429,22 @@ async fn fire_and_forget(inner: &Arc<Inner>, d: &Delivery) {
     let target = d.target.clone();
     inner.tasks.spawn(async move {
         let _permit = permit;
+        let input = EventInput {
+            event_type: event.event_type.as_str(),
+            meta: event.content_type.as_deref(),
+            body: &event.body,
+        };
+        let allow_private = inner2.settings.allow_private;
+        let shaped =
+            match transform::apply(&inner2.sandbox, &target, None, input, allow_private).await {
+                Transformed::Untouched => None,
+                Transformed::Send(s) => Some(s),
+                // Nothing to send, or nothing that can be sent: only a counter remembers it.
+                Transformed::Cancel { .. } | Transformed::Fail { .. } => {
+                    crate::telemetry::delivery("dropped", None);
+                    return;
+                }
+            };
         let now = inner2.deliveries.clock().now_ms();
         let keys = SigningKey::all(&target.secrets_at(now));
         let msg = Message {
@@ -355,6 +452,7 @@ async fn fire_and_forget(inner: &Arc<Inner>, d: &Delivery) {
             event_type: event.event_type.as_str(),
             content_type: event.content_type.as_deref(),
             body: &event.body,
+            shaped: shaped.as_ref(),
         };
         let r = inner2
             .client

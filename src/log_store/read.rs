@@ -11,8 +11,7 @@ use super::handle::LogStore;
 use super::write::{HistoryKind, millis, time};
 use crate::model::delivery::LoggedEvent;
 use crate::model::delivery::{
-    AttemptHeaders, AttemptRecord, DeliveryState, EventFilter, EventRecord, EventStatus,
-    EventSummary, State,
+    AttemptRecord, DeliveryState, EventFilter, EventRecord, EventStatus, EventSummary, State,
 };
 use crate::model::{EventId, EventPattern, TargetId, TenantId};
 
@@ -151,6 +150,10 @@ impl LogStore {
                 let at: SystemTime = r.try_get(2)?;
                 let status: Option<i32> = r.try_get(3)?;
                 let latency: i64 = r.try_get(4)?;
+                let (headers, transform_version) = match r.try_get::<_, Option<String>>(7)? {
+                    Some(text) => AttemptRecord::read_headers_text(&text),
+                    None => (None, None),
+                };
                 logged.attempts.push(AttemptRecord {
                     target_id: parse_id(&target, TargetId::parse)?,
                     attempt: attempt.max(0) as u32,
@@ -159,9 +162,8 @@ impl LogStore {
                     latency_ms: latency.max(0) as u64,
                     error: r.try_get(5)?,
                     response: r.try_get(6)?,
-                    headers: r
-                        .try_get::<_, Option<String>>(7)?
-                        .map(|h| AttemptHeaders::decode(&h)),
+                    headers,
+                    transform_version,
                 });
             }
         }

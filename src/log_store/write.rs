@@ -198,6 +198,7 @@ impl Isolate<LoggedEvent> for EventsTable<'_> {
                 error: None,
                 response: None,
                 headers: None,
+                transform_version: None,
             }],
         };
         self.0
@@ -381,8 +382,7 @@ impl LogStore {
                     .push(i64::try_from(a.latency_ms).unwrap_or(i64::MAX));
                 at.error.push(opt(a.error.as_deref()));
                 at.response.push(opt(a.response.as_deref()));
-                at.headers
-                    .push(a.headers.as_ref().map(|h| PgText::new(&h.encode())));
+                at.headers.push(a.headers_text().map(|h| PgText::new(&h)));
             }
         }
         let tx = client.transaction().await?;

@@ -34,6 +34,8 @@ pub enum State {
     DeadLettered,
     /// Fire-and-forget: sent, response not recorded.
     Sent,
+    /// The target's transformation asked for nothing to be sent.
+    Cancelled,
 }
 
 impl State {
@@ -45,6 +47,7 @@ impl State {
             State::Retrying => "retrying",
             State::DeadLettered => "dead_lettered",
             State::Sent => "sent",
+            State::Cancelled => "cancelled",
         }
     }
 
@@ -55,6 +58,7 @@ impl State {
             "retrying" => State::Retrying,
             "dead_lettered" => State::DeadLettered,
             "sent" => State::Sent,
+            "cancelled" => State::Cancelled,
             _ => return None,
         })
     }
@@ -67,6 +71,7 @@ impl State {
             State::Succeeded => 's',
             State::DeadLettered => 'd',
             State::Sent => 'n',
+            State::Cancelled => 'c',
         }
     }
 
@@ -77,13 +82,17 @@ impl State {
             's' => State::Succeeded,
             'd' => State::DeadLettered,
             'n' => State::Sent,
+            'c' => State::Cancelled,
             _ => return None,
         })
     }
 
     /// Whether nothing more will happen to the delivery (unless it is replayed).
     pub fn is_final(self) -> bool {
-        matches!(self, State::Succeeded | State::DeadLettered | State::Sent)
+        matches!(
+            self,
+            State::Succeeded | State::DeadLettered | State::Sent | State::Cancelled
+        )
     }
 }
 
@@ -111,7 +120,7 @@ impl EventStatus {
             match s {
                 None | Some(State::Pending | State::Retrying) => return EventStatus::InProgress,
                 Some(State::DeadLettered) => failed = true,
-                Some(State::Succeeded | State::Sent) => {}
+                Some(State::Succeeded | State::Sent | State::Cancelled) => {}
             }
         }
         match (any, failed) {
@@ -144,7 +153,7 @@ impl EventStatus {
     pub fn delivery_states(self) -> &'static [State] {
         match self {
             EventStatus::InProgress => &[State::Pending, State::Retrying],
-            EventStatus::Succeeded => &[State::Succeeded, State::Sent],
+            EventStatus::Succeeded => &[State::Succeeded, State::Sent, State::Cancelled],
             EventStatus::Failed => &[State::DeadLettered],
             EventStatus::NoTargets => &[],
         }
@@ -346,7 +355,14 @@ pub struct AttemptRecord {
     /// (`dispatch.attempt_headers`).
     #[serde(default)]
     pub headers: Option<AttemptHeaders>,
+    /// The version of the target's transformation that shaped the request, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform_version: Option<u32>,
 }
+
+/// The line of an attempt's header text that notes its transformation's version. Readers of
+/// earlier versions skip lines that are neither `>` nor `<`.
+const TRANSFORM_NOTE: &str = "#transform: ";
 
 /// The headers of one attempt: what was sent (secrets redacted) and what came back, each
 /// `(name, value)` in order, names in lower case, values as visible text.
@@ -400,19 +416,16 @@ impl AttemptRecord {
     /// listpack). Without headers it is the format of earlier versions.
     pub fn encode(&self) -> String {
         let error = self.error.as_deref().unwrap_or_default();
-        let headers = self
-            .headers
-            .as_ref()
-            .map(AttemptHeaders::encode)
-            .unwrap_or_default();
+        let headers = self.headers_text().unwrap_or_default();
         let error_len = if self.error.is_some() {
             error.len().to_string()
         } else {
             String::new()
         };
-        let lengths = match &self.headers {
-            Some(_) => format!("{error_len},{}", headers.len()),
-            None => error_len,
+        let lengths = if self.headers.is_some() || self.transform_version.is_some() {
+            format!("{error_len},{}", headers.len())
+        } else {
+            error_len
         };
         format!(
             "{}|{}|{}|{}|{}|{}|{}{}{}",
@@ -456,9 +469,12 @@ impl AttemptRecord {
                 (Some(e.to_owned()), r)
             }
         };
-        let (headers, response) = match headers_len {
-            None => (None, rest),
-            Some(n) => (Some(AttemptHeaders::decode(rest.get(..n)?)), rest.get(n..)?),
+        let (headers, transform_version, response) = match headers_len {
+            None => (None, None, rest),
+            Some(n) => {
+                let (h, v) = AttemptRecord::read_headers_text(rest.get(..n)?);
+                (h, v, rest.get(n..)?)
+            }
         };
         Some(AttemptRecord {
             target_id,
@@ -469,7 +485,37 @@ impl AttemptRecord {
             error,
             response: (!response.is_empty()).then(|| response.to_owned()),
             headers,
+            transform_version,
         })
+    }
+
+    /// The attempt's header text, as the log store keeps it too: its headers, then the
+    /// transformation's note; `None` when it has neither.
+    pub fn headers_text(&self) -> Option<String> {
+        let mut text = self.headers.as_ref().map(AttemptHeaders::encode);
+        if let Some(v) = self.transform_version {
+            let t = text.get_or_insert_with(String::new);
+            if !t.is_empty() {
+                t.push('\n');
+            }
+            t.push_str(TRANSFORM_NOTE);
+            t.push_str(&v.to_string());
+        }
+        text
+    }
+
+    /// Reads a header text back: the headers (`None` when it holds none, only a note) and
+    /// the transformation's version.
+    pub fn read_headers_text(text: &str) -> (Option<AttemptHeaders>, Option<u32>) {
+        let version = text
+            .split('\n')
+            .find_map(|l| l.strip_prefix(TRANSFORM_NOTE))
+            .and_then(|v| v.parse().ok());
+        let has_headers = text
+            .split('\n')
+            .any(|l| l.starts_with('>') || l.starts_with('<'));
+        let headers = (has_headers || version.is_none()).then(|| AttemptHeaders::decode(text));
+        (headers, version)
     }
 }
 
@@ -618,6 +664,7 @@ mod tests {
             error: Some("HTTP 500|x".into()),
             response: Some("oops|body".into()),
             headers: None,
+            transform_version: None,
         };
         let back = AttemptRecord::decode(&a.encode()).unwrap();
         assert_eq!(back.error.as_deref(), Some("HTTP 500|x"));
@@ -698,7 +745,7 @@ mod tests {
         ] {
             assert_eq!(EventStatus::parse(s.as_str()), Some(s));
         }
-        for s in [Pending, Retrying, Succeeded, DeadLettered, Sent] {
+        for s in [Pending, Retrying, Succeeded, DeadLettered, Sent, Cancelled] {
             assert_eq!(State::parse(s.as_str()), Some(s));
         }
     }

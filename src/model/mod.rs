@@ -27,6 +27,7 @@
 //! - [`number`]: whole numbers as JSON Schema counts them (`5.0` is `5`);
 //! - [`secret`]: secret strings that never print;
 //! - [`schema`]: pieces of the hand-written OpenAPI schemas;
+//! - [`transform`]: targets' jq transformations and what their output may change;
 //! - [`time`]: the clock and RFC 3339 formatting.
 
 pub mod auth;
@@ -49,6 +50,7 @@ pub mod target;
 pub mod tenant;
 pub mod text;
 pub mod time;
+pub mod transform;
 
 pub use bounded::Bounded;
 pub use event_type::{EventPattern, EventType};

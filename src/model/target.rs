@@ -695,6 +695,9 @@ pub struct TargetSpec {
     /// Which of the subscribed events it receives, by their content; all when absent.
     #[serde(default)]
     pub filter: Option<super::filter::TargetFilter>,
+    /// A jq program that reshapes each delivery (or cancels it) before it is sent.
+    #[serde(default)]
+    pub transform: Option<super::transform::TargetTransform>,
 }
 
 fn yes() -> bool {
@@ -748,6 +751,9 @@ pub struct TargetPatch {
     /// `null` removes the filter.
     #[serde(default, deserialize_with = "super::patch::present")]
     pub filter: Option<Option<super::filter::TargetFilter>>,
+    /// `null` removes the transformation (its earlier versions stay listed).
+    #[serde(default, deserialize_with = "super::patch::present")]
+    pub transform: Option<Option<super::transform::TargetTransform>>,
 }
 
 #[cfg(test)]

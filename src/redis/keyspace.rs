@@ -15,6 +15,7 @@
 //! | `P:{q<n>}:idem:<tenant>:<sha256>` | string, 24 h TTL | `<event id> <fingerprint>` of an `Idempotency-Key` |
 //! | `P:{m}:target:<id>` | hash | a delivery target: `doc` (JSON, secrets sealed), `ver`, `tenant` |
 //! | `P:{m}:tenant_targets:<tenant>` | sorted set (score 0) | a tenant's target ids |
+//! | `P:{m}:target_transforms:<id>` | list | a target's last 20 transformations, newest first (JSON: `version`, `program`, `enabled`, `saved_at`) |
 //! | `P:{m}:event_types:<tenant>` | hash | a tenant's event catalogue: event type → JSON document (description, owner, group, schemas by version, deprecated and archived times) |
 //! | `P:{q<n>}:ev:<event id>` | hash | an event's delivery record: `entry` (stream entry that expanded it), `tenant`, `type`, `ct`, `at`, `d:<target>` (delivery state, compact text), `body` (kept once a retry or the error queue needs it); with a log store also `open` (unfinished deliveries), `fin` (times finished), `fin_at` |
 //! | `P:{q<n>}:att:<event id>` | list | the event's last delivery attempts (JSON), bounded |
@@ -136,6 +137,10 @@ impl Keyspace {
 
     pub fn tenant_targets(&self, tenant: &TenantId) -> String {
         format!("{}:{{m}}:tenant_targets:{tenant}", self.prefix)
+    }
+
+    pub fn target_transforms(&self, id: &TargetId) -> String {
+        format!("{}:{{m}}:target_transforms:{id}", self.prefix)
     }
 
     pub fn event_types(&self, tenant: &TenantId) -> String {

@@ -30,8 +30,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use protocol::{Answer, MAX_FRAME, Request};
 
-/// Longest program text (bytes).
-pub const MAX_PROGRAM_BYTES: usize = 16 * 1024;
+pub use crate::model::transform::MAX_PROGRAM_BYTES;
 
 /// How the pool runs.
 #[derive(Debug, Clone)]
@@ -187,6 +186,9 @@ impl Worker {
             .arg("--max-output-bytes")
             .arg(settings.max_output_bytes.to_string())
             .env_clear()
+            // mimalloc reserves a 1 GiB arena up front, which the worker's address-space
+            // limit would not leave room for; small arenas keep the limit about the program.
+            .env("MIMALLOC_ARENA_RESERVE", "32MiB")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

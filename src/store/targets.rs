@@ -15,6 +15,7 @@ use super::handle::{OPTIMISTIC_ATTEMPTS, Store, decode_doc};
 use crate::crypto::random_bytes;
 use crate::model::filter::TargetFilter;
 use crate::model::target::check_ordering;
+use crate::model::transform::TargetTransform;
 use crate::model::{
     Format, Headers, Mode, Origin, Patterns, RetryPolicy, SigningSecret, TargetAuth, TargetId,
     TargetPatch, TargetSpec, TargetUrl, TenantId,
@@ -40,6 +41,11 @@ pub struct Target {
     pub format: Format,
     /// Which subscribed events it receives, by content.
     pub filter: Option<TargetFilter>,
+    /// The jq program that reshapes its deliveries.
+    pub transform: Option<TargetTransform>,
+    /// The transformation's version: 1 for the first program, one more at each change
+    /// (kept when it is removed, so a new one continues the count).
+    pub transform_version: u32,
     /// Why the gateway disabled the target (`gone` after a 410), if it did.
     pub disabled_reason: Option<String>,
     /// The current signing secret.
@@ -70,6 +76,15 @@ impl Target {
     pub fn rotating_until_ms(&self) -> Option<u64> {
         self.previous_secret.as_ref().map(|(_, until)| *until)
     }
+}
+
+/// One version of a target's transformation, as its history keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransformVersion {
+    pub version: u32,
+    pub program: String,
+    pub enabled: bool,
+    pub saved_at_ms: u64,
 }
 
 /// A retry policy as stored: read back within today's bounds, whatever rules wrote it.
@@ -124,6 +139,10 @@ struct TargetDoc {
     #[serde(default)]
     filter: Option<TargetFilter>,
     #[serde(default)]
+    transform: Option<TargetTransform>,
+    #[serde(default)]
+    transform_version: u32,
+    #[serde(default)]
     disabled_reason: Option<String>,
     secret: String,
     #[serde(default)]
@@ -175,6 +194,8 @@ impl Store {
             active: t.active,
             format: t.format,
             filter: t.filter.clone(),
+            transform: t.transform.clone(),
+            transform_version: t.transform_version,
             disabled_reason: t.disabled_reason.clone(),
             secret: self
                 .crypto
@@ -230,6 +251,8 @@ impl Store {
             active: d.active,
             format: d.format,
             filter: d.filter,
+            transform: d.transform,
+            transform_version: d.transform_version,
             disabled_reason: d.disabled_reason,
             previous_secret,
             created_at_ms: d.created_at_ms,
@@ -239,19 +262,36 @@ impl Store {
         })
     }
 
-    /// Writes `t` if the stored version is still `expected` (0: must not exist yet).
-    /// `Ok(false)` when it moved on (or the tenant is gone: then `NotFound`).
-    async fn save_target(&self, t: &Target, expected: u64) -> Result<bool, StoreError> {
+    /// Writes `t` if the stored version is still `expected` (0: must not exist yet), with its
+    /// transformation's new version in its history when `transform_changed`. `Ok(false)` when
+    /// it moved on (or the tenant is gone: then `NotFound`).
+    async fn save_target(
+        &self,
+        t: &Target,
+        expected: u64,
+        transform_changed: bool,
+    ) -> Result<bool, StoreError> {
         let keys = vec![
             self.keys.target(&t.id),
             self.keys.tenant_targets(&t.tenant),
             self.keys.tenant(&t.tenant),
+            self.keys.target_transforms(&t.id),
         ];
+        let history = match (&t.transform, transform_changed) {
+            (Some(tr), true) => serde_json::to_string(&TransformVersion {
+                version: t.transform_version,
+                program: tr.program.as_str().to_owned(),
+                enabled: tr.enabled,
+                saved_at_ms: t.updated_at_ms,
+            })?,
+            _ => String::new(),
+        };
         let args = vec![
             t.id.to_string(),
             self.seal_doc(t)?,
             expected.to_string(),
             t.tenant.to_string(),
+            history,
         ];
         let answer: scripts::Status = SAVE_TARGET.run(&self.redis, keys, args).await?;
         match answer.status.as_str() {
@@ -291,6 +331,8 @@ impl Store {
             active: spec.active,
             format: spec.format,
             filter: spec.filter.clone(),
+            transform: spec.transform.clone(),
+            transform_version: u32::from(spec.transform.is_some()),
             disabled_reason: None,
             secret: match &spec.secret {
                 Some(s) => s.clone(),
@@ -302,7 +344,10 @@ impl Store {
             origin,
             version: 1,
         };
-        if !self.save_target(&target, 0).await? {
+        if !self
+            .save_target(&target, 0, target.transform.is_some())
+            .await?
+        {
             return Err(StoreError::Conflict(format!(
                 "target {} already exists",
                 target.id
@@ -378,10 +423,15 @@ impl Store {
                 return Ok(None);
             };
             let expected = t.version;
+            let transform_before = t.transform.clone();
             change(&mut t)?;
             t.updated_at_ms = self.clock.now_ms();
             t.version = expected + 1;
-            if self.save_target(&t, expected).await? {
+            let transform_changed = t.transform != transform_before && t.transform.is_some();
+            if transform_changed {
+                t.transform_version = t.transform_version.saturating_add(1);
+            }
+            if self.save_target(&t, expected, transform_changed).await? {
                 return Ok(Some(t));
             }
         }
@@ -436,9 +486,25 @@ impl Store {
             if let Some(f) = &patch.filter {
                 t.filter = f.clone();
             }
+            if let Some(tr) = &patch.transform {
+                t.transform = tr.clone();
+            }
             Ok(())
         })
         .await
+    }
+
+    /// A target's last 20 transformations, newest first.
+    pub async fn transform_versions(
+        &self,
+        id: &TargetId,
+    ) -> Result<Vec<TransformVersion>, StoreError> {
+        let key = self.keys.target_transforms(id);
+        let entries: Vec<String> = self.redis.lrange(&key, 0, -1).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| serde_json::from_str(e).ok())
+            .collect())
     }
 
     /// Replaces the signing secret; the old one keeps signing for `overlap_ms`.
@@ -483,7 +549,11 @@ impl Store {
         struct Deleted {
             deleted: u64,
         }
-        let keys = vec![self.keys.target(id), self.keys.tenant_targets(tenant)];
+        let keys = vec![
+            self.keys.target(id),
+            self.keys.tenant_targets(tenant),
+            self.keys.target_transforms(id),
+        ];
         let d: Deleted = DELETE_TARGET
             .run(&self.redis, keys, vec![id.to_string()])
             .await?;
@@ -537,6 +607,7 @@ impl Store {
                     && current.active == spec.active
                     && current.format == spec.format
                     && current.filter == spec.filter
+                    && current.transform == spec.transform
                     && spec.secret.as_ref().is_none_or(|s| *s == current.secret);
                 if !same {
                     self.modify_target(tenant, id, |t| {
@@ -550,6 +621,7 @@ impl Store {
                         t.active = spec.active;
                         t.format = spec.format;
                         t.filter = spec.filter.clone();
+                        t.transform = spec.transform.clone();
                         if let Some(s) = &spec.secret {
                             t.secret = s.clone();
                         }

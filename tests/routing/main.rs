@@ -3,6 +3,8 @@
 //!
 //! - [`filters`]: payload filters, and trying them on stored events;
 //! - [`kept_headers`]: the ingest headers a tenant keeps, seen by filters and views;
+//! - [`transforms`]: jq transformations: reshaped and cancelled deliveries, the sandbox,
+//!   versions and simulations;
 //! - [`catalogue`]: the event catalogue (types, schemas, import and export) and ingest held
 //!   to it.
 
@@ -14,6 +16,7 @@ mod support;
 mod catalogue;
 mod filters;
 mod kept_headers;
+mod transforms;
 
 use serde_json::{Value as Json, json};
 use support::sink::Sink;

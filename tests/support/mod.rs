@@ -217,8 +217,12 @@ shards = 4
 
 [log]
 level = "warn"
+
+[transform]
+executable = "{worker}"
 {extra}
 "#,
+        worker = env!("CARGO_BIN_EXE_estafeta"),
         tls = addrs.tls,
         plain = addrs.plain,
         admin = addrs.admin,

@@ -36,6 +36,8 @@ pub enum Reply {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    pub method: String,
+    pub query: Option<String>,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
     pub at: Instant,
@@ -83,6 +85,8 @@ impl Sink {
                         let (r, p) = (r.clone(), p.clone());
                         async move {
                             let path = req.uri().path().to_owned();
+                            let method = req.method().to_string();
+                            let query = req.uri().query().map(str::to_owned);
                             let headers = req.headers().clone();
                             let body = req
                                 .into_body()
@@ -92,6 +96,8 @@ impl Sink {
                                 .unwrap_or_default();
                             r.lock().unwrap().push(Received {
                                 path: path.clone(),
+                                method,
+                                query,
                                 headers,
                                 body,
                                 at: Instant::now(),

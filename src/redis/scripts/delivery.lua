@@ -1,12 +1,14 @@
 -- Shared by the scripts that change delivery states (prepended to each).
 --
 -- A delivery state is the text '<kind>|<attempts>|<last status>|<next retry ms>|<updated ms>|
--- <deferrals>|<last error>' (kind p pending, r retrying, s succeeded, d dead-lettered, n sent),
+-- <deferrals>|<last error>' (kind p pending, r retrying, s succeeded, d dead-lettered, n sent,
+-- c cancelled by the target's transformation),
 -- or the JSON document of earlier versions. With a log store, an event's record counts its
 -- unfinished deliveries in `open`: the event sits in the shard's unfinished set while any is
 -- unfinished and in its ship queue once none is, scored by its position in the stream (the
 -- entry's time), which retention never trims past.
-local json_kinds = {pending = 'p', retrying = 'r', succeeded = 's', dead_lettered = 'd', sent = 'n'}
+local json_kinds = {pending = 'p', retrying = 'r', succeeded = 's', dead_lettered = 'd', sent = 'n',
+  cancelled = 'c'}
 
 local function state_kind(v)
   if not v then return nil end
@@ -17,7 +19,7 @@ local function state_kind(v)
 end
 
 local function is_final(kind)
-  return kind == 's' or kind == 'd' or kind == 'n'
+  return kind == 's' or kind == 'd' or kind == 'n' or kind == 'c'
 end
 
 -- The stream position of a record's event: its entry's time, or its receive time.

@@ -69,9 +69,12 @@ impl Deliveries {
                 .map(|a| a.latency_ms.to_string())
                 .unwrap_or_default();
             // Every attempt's duration, answered or not: the series' mean is over attempts.
+            // A delivery given up (its target gone, or its transformation cancelled it) made
+            // no attempt to count.
             let attempt_ms = o
                 .attempt
                 .as_ref()
+                .filter(|_| kind != "drop")
                 .map(|a| a.latency_ms.to_string())
                 .unwrap_or_default();
             // The body is sent only when the outcome keeps the event beyond its stream entry.
