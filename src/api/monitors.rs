@@ -41,6 +41,8 @@ pub struct MonitorView {
     pub grace_s: Grace,
     /// Whether status pushes must be signed.
     pub has_secret: bool,
+    /// The jq program that turns pushed JSON into a status, when the monitor has one.
+    pub status_map: Option<String>,
     pub origin: Origin,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -72,6 +74,7 @@ impl MonitorView {
             heartbeat_interval_s: m.interval_s,
             grace_s: m.grace_s,
             has_secret: m.secret.is_some(),
+            status_map: m.status_map.as_ref().map(|p| p.as_str().to_owned()),
             origin: m.origin,
             created_at: rfc3339(m.created_at_ms),
             updated_at: rfc3339(m.updated_at_ms),
@@ -176,6 +179,7 @@ pub async fn create_monitor(
 ) -> Result<MonitorWithToken, ApiError> {
     spec.validate()
         .map_err(|e| ApiError::invalid("invalid_monitor", &e))?;
+    check_status_map(s, spec.status_map.as_ref()).await?;
     let (monitor, token) = s
         .store
         .create_monitor(&scope.tenant, spec, None, None, Origin::Api)
@@ -184,6 +188,24 @@ pub async fn create_monitor(
         .describe(Subject::monitor(&monitor, scope.shard))
         .await?;
     with_token(s, scope, &monitor, token).await
+}
+
+/// Refuses a status map whose program does not compile, with jaq's words.
+async fn check_status_map(
+    s: &ApiState,
+    program: Option<&crate::model::transform::JqProgram>,
+) -> Result<(), ApiError> {
+    let Some(p) = program else { return Ok(()) };
+    match s.sandbox.check(p.as_str()).await {
+        Ok(()) => Ok(()),
+        Err(crate::sandbox::SandboxError::Invalid(why)) => Err(ApiError::bad_request(
+            "invalid_monitor",
+            format!("status_map does not compile: {why}"),
+        )),
+        Err(other) => Err(ApiError::unavailable(format!(
+            "the program could not be checked ({other}); retry shortly"
+        ))),
+    }
 }
 
 /// Lists the tenant's monitors with their live state.
@@ -270,6 +292,7 @@ pub async fn update_monitor(
     patch
         .validate()
         .map_err(|e| ApiError::invalid("invalid_monitor", &e))?;
+    check_status_map(s, patch.status_map.as_ref().and_then(Option::as_ref)).await?;
     let id = resolve(s, scope, monitor).await?;
     let Some(m) = s.store.update_monitor(&scope.tenant, &id, patch).await? else {
         return Err(ApiError::not_found("monitor"));

@@ -292,6 +292,11 @@ async fn apply_declared(
                 .map_err(store_failed)?;
         }
         for monitor in &decl.monitors {
+            if let Some(map) = &monitor.status_map {
+                sandbox.check(map.as_str()).await.map_err(|e| {
+                    failed(format!("monitor {}: status_map: {e}", monitor.id).into())
+                })?;
+            }
             let applied = store
                 .apply_declared_monitor(
                     &decl.id,

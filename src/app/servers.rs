@@ -189,6 +189,8 @@ impl Servers {
             monitors: core.monitor_cache.clone(),
             watches: core.watches.clone(),
             body_limits: document_limits,
+            mapped_limits: event_limits,
+            sandbox: core.sandbox.clone(),
         };
         let edge_router = api::edge(EdgeParts {
             api: api_state.clone(),

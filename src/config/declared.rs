@@ -130,6 +130,9 @@ pub struct MonitorDecl {
     /// monitor is reached with the tenant's bearer token and its id, or after a rotate-token.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// A jq program turning pushed JSON into a status (checked at start).
+    #[serde(default)]
+    pub status_map: Option<crate::model::transform::JqProgram>,
 }
 
 fn default_interval() -> Every {
@@ -148,6 +151,7 @@ impl MonitorDecl {
             heartbeat_interval_s: self.heartbeat_interval_s,
             grace_s: self.grace_s,
             secret: self.secret.as_ref().map(|s| SecretText::new(s.expose())),
+            status_map: self.status_map.clone(),
         }
     }
 }

@@ -483,6 +483,7 @@ error_responses!(
         Timeout = 408: "The body arrived too slowly.";
         TooLarge = 413: "The body is too large.";
         RateLimited = 429: "The tenant is over its rate limit.", headers(("Retry-After" = u64, description = "Seconds to wait"));
+        Unprocessable = 422: "The monitor's status map failed on the pushed document, or its output is not a status (`status_map_failed`).";
         Internal = 500: "A fault of the gateway; the request id identifies it in the logs.";
         Unavailable = 503: "Redis is unreachable, or the gateway is shutting down.", headers(("Retry-After" = u64, description = "Seconds to wait"));
     }

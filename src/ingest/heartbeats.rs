@@ -29,6 +29,7 @@ use crate::model::{MonitorId, Scheme, Status};
 use crate::monitors::state::{LiveStatus, Recorded, Signal, Subject, Watches};
 use crate::redis::cache::{Cache, CacheSettings};
 use crate::redis::invalidation::{Invalidate, Invalidation};
+use crate::sandbox::Sandbox;
 use crate::store::{Monitor, Store, StoreError};
 use crate::telemetry;
 use crate::telemetry::CacheName;
@@ -143,6 +144,11 @@ pub struct HeartbeatState {
     pub monitors: MonitorCache,
     pub watches: Watches,
     pub body_limits: BodyLimits,
+    /// Bounds of a push to a monitor with a status map: a platform's whole webhook (the
+    /// event bounds).
+    pub mapped_limits: BodyLimits,
+    /// Runs status maps.
+    pub sandbox: Sandbox,
 }
 
 /// The monitor a request names, and its tenant (active, within its rate limit).
@@ -356,6 +362,7 @@ impl PathParams for JobSignalPath {
     request_body = StatusPush,
     responses(
         (status = 200, description = "The status was recorded.", body = SignalAnswer),
+        (status = 202, description = "The monitor's status map ignored the push (`{\"ignore\": true}`): nothing was recorded.", body = Object),
         PushErrors,
     ),
     security((), ("tenant_token" = [])),
@@ -367,7 +374,11 @@ pub async fn push_status(
     request_body: Body,
 ) -> Result<Response, ApiError> {
     let (pm, tenant) = resolve(&s, &path.monitor_id, &headers).await?;
-    let raw = body::read(request_body, &headers, &s.body_limits).await?;
+    let limits = match pm.monitor.status_map {
+        Some(_) => &s.mapped_limits,
+        None => &s.body_limits,
+    };
+    let raw = body::read(request_body, &headers, limits).await?;
     if let Some(verifier) = &pm.verifier {
         verifier
             .verify(&headers, &raw, (s.store.clock().now_ms() / 1000) as i64)
@@ -379,14 +390,87 @@ pub async fn push_status(
                 )
             })?;
     }
-    let push: StatusPush =
-        decode_json(&raw).map_err(|e| ApiError::bad_request("invalid_status", e.to_string()))?;
+    let push: StatusPush = match &pm.monitor.status_map {
+        None => {
+            decode_json(&raw).map_err(|e| ApiError::bad_request("invalid_status", e.to_string()))?
+        }
+        Some(program) => match mapped(&s, program.as_str(), &raw).await? {
+            Some(push) => push,
+            None => return Ok(ignored(&pm.monitor)),
+        },
+    };
     let signal = Signal::Status {
         status: push.status,
         extra: push.extra()?,
     };
     let recorded = record(&s, &pm.monitor, &tenant, &signal).await?;
     Ok(answer(&pm.monitor, &recorded))
+}
+
+/// What the monitor's status map makes of a pushed document: a status push, or `None` when
+/// the program says to ignore it (`{"ignore": true}`).
+async fn mapped(
+    s: &HeartbeatState,
+    program: &str,
+    raw: &[u8],
+) -> Result<Option<StatusPush>, ApiError> {
+    let failed = |m: String| {
+        ApiError::new(
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            "status_map_failed",
+            m,
+        )
+    };
+    let input: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_status",
+            format!("the monitor maps JSON pushes to a status, and the body is not JSON: {e}"),
+        )
+    })?;
+    if let Some(key) = body::duplicate_key(raw) {
+        return Err(ApiError::bad_request(
+            "duplicate_key",
+            format!(
+                "the key {key:?} appears twice in one object of the body; readers disagree on which one counts, so it is refused"
+            ),
+        ));
+    }
+    let output = match s.sandbox.run(program, input).await {
+        Ok(o) => o,
+        Err(e) if e.is_final() => return Err(failed(format!("the status map failed: {e}"))),
+        Err(e) => {
+            return Err(ApiError::unavailable(format!(
+                "the status map could not run ({e}); retry"
+            )));
+        }
+    };
+    if output.get("ignore") == Some(&serde_json::Value::Bool(true)) {
+        return Ok(None);
+    }
+    let push: StatusPush = serde_json::from_value(output.clone()).map_err(|e| {
+        let shown: String = output.to_string().chars().take(200).collect();
+        failed(format!(
+            "the status map's output {shown} is not a status push ({{\"status\": \"up\"|\"down\"|\"degraded\", \"message\"?}}): {e}"
+        ))
+    })?;
+    Ok(Some(push))
+}
+
+/// The answer to a push its status map ignored: nothing was recorded.
+fn ignored(monitor: &Monitor) -> Response {
+    let json = format!(
+        r#"{{"monitor":{{"id":"{}","name":{}}},"ignored":true}}"#,
+        monitor.id, monitor.name_json,
+    );
+    (
+        http::StatusCode::ACCEPTED,
+        [(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response()
 }
 
 /// A heartbeat of a passive monitor (GET as well as POST, for the simplest senders).

@@ -112,6 +112,10 @@ pub struct MonitorSpec {
     #[serde(default)]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 512)]
     pub secret: Option<SecretText>,
+    /// A jq program that turns whatever JSON is pushed to the status URL (an Alertmanager,
+    /// Grafana or GitHub webhook) into `{"status", "message"?}` (or `{"ignore": true}`).
+    #[serde(default)]
+    pub status_map: Option<super::transform::JqProgram>,
 }
 
 fn default_interval() -> Every {
@@ -150,6 +154,9 @@ pub struct MonitorPatch {
     #[serde(default, deserialize_with = "super::patch::present")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 512)]
     pub secret: Option<Option<SecretText>>,
+    /// `null` removes the status map.
+    #[serde(default, deserialize_with = "super::patch::present")]
+    pub status_map: Option<Option<super::transform::JqProgram>>,
 }
 
 impl MonitorPatch {

@@ -10,6 +10,7 @@ use super::error::StoreError;
 use super::handle::{Store, TokenedWrite, decode_doc};
 use crate::crypto::{TokenHash, random_token, secrets_equal};
 use crate::model::monitor::{Every, Grace};
+use crate::model::transform::JqProgram;
 use crate::model::{
     MonitorId, MonitorPatch, MonitorSpec, Name, Origin, SecretText, TenantId, WatchWindow,
 };
@@ -32,6 +33,8 @@ struct MonitorDoc {
     created_at_ms: u64,
     updated_at_ms: u64,
     origin: Origin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status_map: Option<JqProgram>,
 }
 
 /// A monitor's definition, secret opened.
@@ -50,6 +53,8 @@ pub struct Monitor {
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     pub origin: Origin,
+    /// Turns a pushed JSON document into a status.
+    pub status_map: Option<JqProgram>,
     /// The secret as stored (sealed), kept for rewrites of the document.
     sealed_secret: Option<String>,
     /// The stored JSON, which a change must still find in place.
@@ -76,6 +81,7 @@ impl Monitor {
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
             origin: self.origin,
+            status_map: self.status_map.clone(),
         }
     }
 
@@ -122,6 +128,7 @@ impl Store {
             created_at_ms: doc.created_at_ms,
             updated_at_ms: doc.updated_at_ms,
             origin: doc.origin,
+            status_map: doc.status_map,
             sealed_secret: doc.secret,
             stored: json.to_owned(),
         })
@@ -191,6 +198,7 @@ impl Store {
             created_at_ms: now,
             updated_at_ms: now,
             origin,
+            status_map: spec.status_map.clone(),
         };
         let saved = self.save_monitor(&id, &doc, None, None).await?;
         // Another instance may remember this (declared) token as unknown.
@@ -262,6 +270,9 @@ impl Store {
         doc.grace_s = patch.grace_s.unwrap_or(doc.grace_s);
         if let Some(secret) = &patch.secret {
             doc.secret = self.seal_monitor_secret(id, secret.as_ref())?;
+        }
+        if let Some(map) = &patch.status_map {
+            doc.status_map = map.clone();
         }
         doc.updated_at_ms = self.clock.now_ms();
         let saved = self
@@ -342,6 +353,7 @@ impl Store {
         if current.name != spec.name
             || current.interval_s != spec.heartbeat_interval_s
             || current.grace_s != spec.grace_s
+            || current.status_map != spec.status_map
             || !secret_same
         {
             let patch = MonitorPatch {
@@ -349,6 +361,7 @@ impl Store {
                 heartbeat_interval_s: Some(spec.heartbeat_interval_s),
                 grace_s: Some(spec.grace_s),
                 secret: Some(spec.secret.clone()),
+                status_map: Some(spec.status_map.clone()),
             };
             if let Some(updated) = self.update_monitor(tenant, id, &patch).await? {
                 current = updated;

@@ -5,6 +5,7 @@
 //! - [`kept_headers`]: the ingest headers a tenant keeps, seen by filters and views;
 //! - [`transforms`]: jq transformations: reshaped and cancelled deliveries, the sandbox,
 //!   versions and simulations;
+//! - [`status_maps`]: monitors' jq status maps over Alertmanager, Grafana and GitHub payloads;
 //! - [`catalogue`]: the event catalogue (types, schemas, import and export) and ingest held
 //!   to it.
 
@@ -16,6 +17,7 @@ mod support;
 mod catalogue;
 mod filters;
 mod kept_headers;
+mod status_maps;
 mod transforms;
 
 use serde_json::{Value as Json, json};
