@@ -626,6 +626,7 @@ mod tests {
             response: None,
             headers: None,
             transform_version: None,
+            batch_id: None,
         }
     }
 

@@ -543,6 +543,12 @@ pub fn sandbox(result: &'static str) {
     metrics::counter!("estafeta_jq_runs_total", "result" => result).increment(1);
 }
 
+/// A batch of `size` events was cut for a batched target.
+pub fn batch_cut(size: u64) {
+    metrics::counter!("estafeta_batches_total").increment(1);
+    metrics::histogram!("estafeta_batch_events").record(size as f64);
+}
+
 /// An event broke its tenant's catalogue (`mode`: `warn` accepted it, `enforce` refused it).
 pub fn catalogue_breach(mode: &'static str) {
     metrics::counter!("estafeta_catalogue_breaches_total", "mode" => mode).increment(1);

@@ -4,6 +4,7 @@
 //!   answered 202 still reaches the target, through the dead consumer's expired liveness lease
 //!   rather than `reclaim_idle_ms` (duplicates counted and reported).
 //! - Redis flushed under a running dispatcher: it repairs its consumer group and delivers again.
+//! - `kill -9` while a batch gathers: a process started after it sends every event in batches.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -258,4 +259,68 @@ async fn dispatcher_recovers_after_redis_is_flushed() {
         || async { sink.count("/after") == 1 + accepted },
     )
     .await;
+}
+
+/// `kill -9` while a batch gathers: the gathered events and the cut batches live in Redis, so
+/// a process started after it sends every event, in batches, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_batch_gathers_loses_nothing() {
+    let redis = RedisServer::shared();
+    let prefix = unique_prefix("kill9-batch");
+    let sink = Sink::start().await;
+    let mut first = serve(&redis.url(), &prefix, "all");
+    first.wait_ready().await;
+    let token = first.tenant_token().await;
+    let tenant = {
+        let r = support::http::Request::get("/admin/tenants")
+            .bearer(support::ADMIN_TOKEN)
+            .send_plain(first.addrs.admin)
+            .await
+            .unwrap();
+        r.json()["data"][0]["id"].as_str().unwrap().to_owned()
+    };
+    let t = support::http::Request::new("POST", &format!("/admin/tenants/{tenant}/targets"))
+        .bearer(support::ADMIN_TOKEN)
+        .json(&json!({"url": sink.url("/batched"), "events": ["*"],
+                      "batch": {"max_events": 1000, "max_wait_ms": 4000}}))
+        .send_plain(first.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(t.status, 201, "{}", t.text());
+    let posted = post_many(first.addrs.plain, &token, 600, 4).await;
+    assert_eq!(posted.len(), 600);
+    assert_eq!(sink.count("/batched"), 0, "still gathering (4 s)");
+    first.child.kill().unwrap(); // SIGKILL
+    let _ = first.wait_exit(Duration::from_secs(5));
+    let mut second = serve(&redis.url(), &prefix, "all");
+    second.wait_ready().await;
+    eventually(
+        Duration::from_secs(30),
+        "every event, in a batch",
+        || async {
+            let mut seen: Vec<String> = sink
+                .received("/batched")
+                .iter()
+                .flat_map(|r| {
+                    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                    v["events"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["id"].as_str().unwrap().to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            seen.sort();
+            seen.dedup();
+            let mut want = posted.clone();
+            want.sort();
+            seen == want
+        },
+    )
+    .await;
+    eprintln!(
+        "after the kill: {} batch request(s) for 600 events",
+        sink.count("/batched")
+    );
 }

@@ -741,6 +741,7 @@ fn logged(tenant: &TenantId, at_ms: u64, body: &'static [u8]) -> LoggedEvent {
             response: Some("ok".into()),
             headers: None,
             transform_version: None,
+            batch_id: None,
         }],
     }
 }

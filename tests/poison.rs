@@ -73,6 +73,7 @@ fn logged(tenant: &TenantId, event_type: &str) -> LoggedEvent {
             response: Some("ok".into()),
             headers: None,
             transform_version: None,
+            batch_id: None,
         }],
     }
 }

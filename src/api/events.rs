@@ -30,6 +30,8 @@ pub struct DeliveryView {
     pub next_retry_at: Option<String>,
     #[schema(format = DateTime)]
     pub last_attempt_at: Option<String>,
+    /// The batch its last attempt was sent in, for a batched target.
+    pub batch_id: Option<String>,
 }
 
 /// One attempt of a delivery.
@@ -55,6 +57,8 @@ pub struct AttemptView {
     /// The version of the target's transformation that shaped (or cancelled) the request;
     /// `null` when none ran.
     pub transform_version: Option<u32>,
+    /// The batch the event was sent in (its `webhook-id`), for a batched target.
+    pub batch_id: Option<String>,
 }
 
 /// One header of an attempt, in the order it was sent or received.
@@ -86,6 +90,7 @@ impl From<&AttemptRecord> for AttemptView {
             request_headers: a.headers.as_ref().map(|h| header_views(&h.request)),
             response_headers: a.headers.as_ref().map(|h| header_views(&h.response)),
             transform_version: a.transform_version,
+            batch_id: a.batch_id.clone(),
         }
     }
 }
@@ -120,6 +125,7 @@ impl From<&EventRecord> for EventView {
             .map(|(target, state)| {
                 let last = r.attempts.iter().rev().find(|a| a.target_id == *target);
                 let last_attempt_at = last.map(|a| rfc3339(a.at_ms));
+                let batch_id = last.and_then(|a| a.batch_id.clone());
                 match state {
                     Some(s) => DeliveryView {
                         target_id: target.clone(),
@@ -129,6 +135,7 @@ impl From<&EventRecord> for EventView {
                         last_error: s.last_error.clone(),
                         next_retry_at: s.next_retry_at_ms.map(rfc3339),
                         last_attempt_at,
+                        batch_id,
                     },
                     None => DeliveryView {
                         target_id: target.clone(),
@@ -138,6 +145,7 @@ impl From<&EventRecord> for EventView {
                         last_error: None,
                         next_retry_at: None,
                         last_attempt_at: None,
+                        batch_id: None,
                     },
                 }
             })

@@ -53,6 +53,8 @@ pub struct TargetView {
     pub filter: Option<serde_json::Value>,
     /// The jq transformation and its version; `null`: deliveries go as the event came.
     pub transform: Option<TransformView>,
+    /// How events are gathered into batches; `null`: one request per event.
+    pub batch: Option<crate::model::target::TargetBatch>,
     /// Why the gateway disabled the target (`gone` after a 410), if it did.
     pub disabled_reason: Option<String>,
     /// Until when the previous secret still signs, during a rotation.
@@ -181,6 +183,7 @@ impl From<&Target> for TargetView {
                 enabled: tr.enabled,
                 version: t.transform_version,
             }),
+            batch: t.batch,
             disabled_reason: t.disabled_reason.clone(),
             secret_rotating_until: t.rotating_until_ms().map(rfc3339),
             origin: t.origin,

@@ -189,6 +189,9 @@ pub struct TargetDecl {
     /// A jq transformation (`{ program = "…", enabled = true }`), checked at start.
     #[serde(default)]
     pub transform: Option<crate::model::transform::TargetTransform>,
+    /// Batches (`{ max_events = 100, max_wait_ms = 5000 }`).
+    #[serde(default)]
+    pub batch: Option<crate::model::target::TargetBatch>,
 }
 
 impl TargetDecl {
@@ -206,6 +209,7 @@ impl TargetDecl {
             format: self.format,
             filter: self.filter.clone(),
             transform: self.transform.clone(),
+            batch: self.batch,
             secret: self
                 .secret
                 .as_ref()

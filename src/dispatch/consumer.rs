@@ -17,6 +17,7 @@ use crate::queue::entry::decode_each;
 use crate::queue::{RawEntry, StoredEvent};
 use crate::store::Target;
 use crate::store::deliveries::Expansion;
+use crate::store::deliveries::batches::Gathered;
 
 /// Reads new entries of one shard until the dispatcher stops; `conn` is the shard's own
 /// connection for blocking reads.
@@ -205,6 +206,8 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
     };
     let mut owned = owned.into_iter();
     let mut prepared = Vec::new();
+    // Deliveries to batched targets: gathered in Redis, not sent from here.
+    let mut gathered: Vec<(Arc<EventData>, Arc<Target>)> = Vec::new();
     for (entry_id, matched) in decoded {
         let mut deliveries = Vec::new();
         for (event, targets) in matched {
@@ -227,7 +230,11 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
                 body: event.body,
             });
             for target in targets {
-                deliveries.push((data.clone(), target));
+                if target.batch.is_some() && target.mode != Mode::FireAndForget {
+                    gathered.push((data.clone(), target));
+                } else {
+                    deliveries.push((data.clone(), target));
+                }
             }
         }
         if deliveries.is_empty() {
@@ -239,10 +246,49 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
             });
         }
     }
+    // Before any entry is acknowledged: a gathered delivery lives in Redis from then on.
+    if !gather_all(inner, shard, &gathered).await {
+        return;
+    }
     inner.entries.ack(shard, finished).await;
     for p in prepared {
         start_entry(inner, shard, p).await;
     }
+}
+
+/// Puts the deliveries to batched targets in their gathering lists, retrying while Redis
+/// fails; `false` when stopping (the entries stay pending and are read again).
+async fn gather_all(inner: &Inner, shard: u16, gathered: &[(Arc<EventData>, Arc<Target>)]) -> bool {
+    let items: Vec<Gathered<'_>> = gathered
+        .iter()
+        .filter_map(|(e, t)| {
+            let b = t.batch?;
+            Some(Gathered {
+                event_id: &e.id,
+                tenant: &e.tenant,
+                target: &t.id,
+                body: &e.body,
+                content_type: e.content_type.as_ref(),
+                max_events: b.max_events.get(),
+                max_wait_ms: b.max_wait_ms.get(),
+            })
+        })
+        .collect();
+    for chunk in items.chunks(EXPAND_CHUNK) {
+        loop {
+            match inner.deliveries.gather(shard, chunk).await {
+                Ok(_) => break,
+                Err(e) => {
+                    crate::telemetry::redis_error("gather");
+                    tracing::warn!(shard, error = %e, "cannot gather events for batched targets; retrying");
+                    if !inner.pause(Duration::from_millis(500)).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    true
 }
 
 /// The events of an entry that can be read. What cannot be read (the whole entry, or some of

@@ -16,7 +16,7 @@ use super::recorder::Recorder;
 use super::settings::Settings;
 use super::state::Inner;
 use super::targets::TargetCache;
-use super::{consumer, retries, takeover};
+use super::{batches, consumer, retries, takeover};
 use crate::config::RedisConfig;
 use crate::queue::StreamReader;
 use crate::store::{Deliveries, Store};
@@ -120,6 +120,7 @@ impl Dispatcher {
                 .tasks
                 .spawn(takeover::sweep_loop(inner.clone(), shard));
             inner.tasks.spawn(retries::poll_loop(inner.clone(), shard));
+            inner.tasks.spawn(batches::batch_loop(inner.clone(), shard));
         }
         inner.tasks.spawn(consumer::gauges_loop(inner.clone()));
         tracing::info!(consumer = %inner.reader.consumer(), shards = inner.settings.shards, "dispatcher started");

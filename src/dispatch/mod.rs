@@ -22,6 +22,9 @@
 //! - **Recording** (`recorder`, batched): one script call per shard for many outcomes writes the delivery state, the attempt log, the
 //!   counters, and the retry schedule or error queue entry. Only then does the entry's count of
 //!   open deliveries go down; at zero the entry is acknowledged.
+//! - **Batching** ([`batches`]): deliveries to a batched target are gathered in Redis when
+//!   the stream is read, cut into batches (full, or waited long enough), and each batch is sent
+//!   as one signed POST under a lease, retried whole.
 //! - **Retrying** (`retries`): each shard's schedule is a sorted set of due times; a claim
 //!   script leases due deliveries (moves their score forward), so two dispatchers never fire one
 //!   retry twice, and a crash only delays it until the lease ends.
@@ -30,6 +33,7 @@
 //! anything in flight when a process dies is still pending (stream) or leased (schedule).
 
 pub mod backoff;
+pub mod batches;
 pub mod client;
 mod consumer;
 mod delivery;

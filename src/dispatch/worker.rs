@@ -268,6 +268,7 @@ fn cancelled(inner: &Inner, d: &Delivery, version: u32) -> Outcome {
         response: None,
         headers: None,
         transform_version: Some(version),
+        batch_id: None,
     };
     let state = DeliveryState {
         state: State::Cancelled,
@@ -343,6 +344,7 @@ fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verd
             })
             .map(|sent| super::headers::kept(sent, result.received.as_ref(), &d.target)),
         transform_version: None,
+        batch_id: None,
     };
     let mut state = DeliveryState {
         state: State::Succeeded,

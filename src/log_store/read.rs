@@ -150,9 +150,9 @@ impl LogStore {
                 let at: SystemTime = r.try_get(2)?;
                 let status: Option<i32> = r.try_get(3)?;
                 let latency: i64 = r.try_get(4)?;
-                let (headers, transform_version) = match r.try_get::<_, Option<String>>(7)? {
+                let (headers, notes) = match r.try_get::<_, Option<String>>(7)? {
                     Some(text) => AttemptRecord::read_headers_text(&text),
-                    None => (None, None),
+                    None => (None, Default::default()),
                 };
                 logged.attempts.push(AttemptRecord {
                     target_id: parse_id(&target, TargetId::parse)?,
@@ -163,7 +163,8 @@ impl LogStore {
                     error: r.try_get(5)?,
                     response: r.try_get(6)?,
                     headers,
-                    transform_version,
+                    transform_version: notes.transform_version,
+                    batch_id: notes.batch_id,
                 });
             }
         }

@@ -199,6 +199,7 @@ impl Isolate<LoggedEvent> for EventsTable<'_> {
                 response: None,
                 headers: None,
                 transform_version: None,
+                batch_id: None,
             }],
         };
         self.0

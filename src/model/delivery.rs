@@ -358,11 +358,16 @@ pub struct AttemptRecord {
     /// The version of the target's transformation that shaped the request, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform_version: Option<u32>,
+    /// The batch the event was sent in, for a batched target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
 }
 
 /// The line of an attempt's header text that notes its transformation's version. Readers of
 /// earlier versions skip lines that are neither `>` nor `<`.
 const TRANSFORM_NOTE: &str = "#transform: ";
+/// The line of an attempt's header text that names the batch it was part of.
+const BATCH_NOTE: &str = "#batch: ";
 
 /// The headers of one attempt: what was sent (secrets redacted) and what came back, each
 /// `(name, value)` in order, names in lower case, values as visible text.
@@ -422,7 +427,10 @@ impl AttemptRecord {
         } else {
             String::new()
         };
-        let lengths = if self.headers.is_some() || self.transform_version.is_some() {
+        let lengths = if self.headers.is_some()
+            || self.transform_version.is_some()
+            || self.batch_id.is_some()
+        {
             format!("{error_len},{}", headers.len())
         } else {
             error_len
@@ -469,11 +477,11 @@ impl AttemptRecord {
                 (Some(e.to_owned()), r)
             }
         };
-        let (headers, transform_version, response) = match headers_len {
-            None => (None, None, rest),
+        let (headers, notes, response) = match headers_len {
+            None => (None, Notes::default(), rest),
             Some(n) => {
-                let (h, v) = AttemptRecord::read_headers_text(rest.get(..n)?);
-                (h, v, rest.get(n..)?)
+                let (h, notes) = AttemptRecord::read_headers_text(rest.get(..n)?);
+                (h, notes, rest.get(n..)?)
             }
         };
         Some(AttemptRecord {
@@ -485,38 +493,55 @@ impl AttemptRecord {
             error,
             response: (!response.is_empty()).then(|| response.to_owned()),
             headers,
-            transform_version,
+            transform_version: notes.transform_version,
+            batch_id: notes.batch_id,
         })
     }
 
-    /// The attempt's header text, as the log store keeps it too: its headers, then the
-    /// transformation's note; `None` when it has neither.
+    /// The attempt's header text, as the log store keeps it too: its headers, then its notes
+    /// (the transformation's version, the batch); `None` when it has none of them.
     pub fn headers_text(&self) -> Option<String> {
         let mut text = self.headers.as_ref().map(AttemptHeaders::encode);
-        if let Some(v) = self.transform_version {
+        let notes = [
+            (
+                TRANSFORM_NOTE,
+                self.transform_version.map(|v| v.to_string()),
+            ),
+            (BATCH_NOTE, self.batch_id.clone()),
+        ];
+        for (note, value) in notes {
+            let Some(value) = value else { continue };
             let t = text.get_or_insert_with(String::new);
             if !t.is_empty() {
                 t.push('\n');
             }
-            t.push_str(TRANSFORM_NOTE);
-            t.push_str(&v.to_string());
+            t.push_str(note);
+            t.push_str(&value);
         }
         text
     }
 
-    /// Reads a header text back: the headers (`None` when it holds none, only a note) and
-    /// the transformation's version.
-    pub fn read_headers_text(text: &str) -> (Option<AttemptHeaders>, Option<u32>) {
-        let version = text
-            .split('\n')
-            .find_map(|l| l.strip_prefix(TRANSFORM_NOTE))
-            .and_then(|v| v.parse().ok());
+    /// Reads a header text back: the headers (`None` when it holds only notes) and the notes.
+    pub fn read_headers_text(text: &str) -> (Option<AttemptHeaders>, Notes) {
+        let note = |prefix: &str| text.split('\n').find_map(|l| l.strip_prefix(prefix));
+        let notes = Notes {
+            transform_version: note(TRANSFORM_NOTE).and_then(|v| v.parse().ok()),
+            batch_id: note(BATCH_NOTE).map(str::to_owned),
+        };
         let has_headers = text
             .split('\n')
             .any(|l| l.starts_with('>') || l.starts_with('<'));
-        let headers = (has_headers || version.is_none()).then(|| AttemptHeaders::decode(text));
-        (headers, version)
+        let only_notes = notes.transform_version.is_some() || notes.batch_id.is_some();
+        let headers = (has_headers || !only_notes).then(|| AttemptHeaders::decode(text));
+        (headers, notes)
     }
+}
+
+/// What an attempt's header text notes besides the headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notes {
+    pub transform_version: Option<u32>,
+    pub batch_id: Option<String>,
 }
 
 /// An error queue entry.
@@ -665,6 +690,7 @@ mod tests {
             response: Some("oops|body".into()),
             headers: None,
             transform_version: None,
+            batch_id: None,
         };
         let back = AttemptRecord::decode(&a.encode()).unwrap();
         assert_eq!(back.error.as_deref(), Some("HTTP 500|x"));

@@ -192,6 +192,10 @@ id_type!(
     PortalLinkId, "pl", "portal link"
 );
 id_type!(
+    /// A batch of deliveries to one target: `bat_<ULID>`, its `webhook-id`.
+    BatchId, "bat", "batch"
+);
+id_type!(
     /// An event: `evt_<ULID>`, chosen by the gateway before the event is written.
     EventId, "evt", "event"
 );

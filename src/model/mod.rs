@@ -55,8 +55,8 @@ pub mod transform;
 pub use bounded::Bounded;
 pub use event_type::{EventPattern, EventType};
 pub use ids::{
-    DeadLetterId, EventId, IncidentId, MonitorId, PortalLinkId, SourceId, TargetId, TenantId,
-    TokenId,
+    BatchId, DeadLetterId, EventId, IncidentId, MonitorId, PortalLinkId, SourceId, TargetId,
+    TenantId, TokenId,
 };
 pub use invalid::Invalid;
 pub use monitor::{MonitorPatch, MonitorSpec, Status, WatchKind, WatchWindow};

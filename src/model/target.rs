@@ -698,6 +698,60 @@ pub struct TargetSpec {
     /// A jq program that reshapes each delivery (or cancels it) before it is sent.
     #[serde(default)]
     pub transform: Option<super::transform::TargetTransform>,
+    /// Gather events into batches, each sent as one request.
+    #[serde(default)]
+    pub batch: Option<TargetBatch>,
+}
+
+/// How a target's events are gathered into batches: a batch is sent when it holds
+/// `max_events`, or `max_wait_ms` after its first event, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetBatch {
+    #[schema(value_type = u64, minimum = 1, maximum = 1000)]
+    pub max_events: super::Bounded<1, 1000>,
+    #[schema(value_type = u64, minimum = 0, maximum = 300000)]
+    pub max_wait_ms: super::Bounded<0, 300_000>,
+}
+
+/// What a target's settings require of each other: an ordered target and a batched one wait
+/// for their responses (persistent or once); a batch is sent as Estafeta's own JSON, so it
+/// takes no chat format and no transformation.
+pub fn check_combination(
+    ordered: bool,
+    mode: Mode,
+    format: Format,
+    transformed: bool,
+    batch: Option<&TargetBatch>,
+) -> Result<(), Invalid> {
+    check_ordering(ordered, mode)?;
+    if batch.is_some() {
+        if mode == Mode::FireAndForget {
+            return Err(Invalid::at(
+                "batch",
+                "needs a mode that waits for the response (persistent or once)",
+            ));
+        }
+        if ordered {
+            return Err(Invalid::at(
+                "batch",
+                "cannot be combined with ordered (a batch keeps its events' order)",
+            ));
+        }
+        if format != Format::Raw {
+            return Err(Invalid::at(
+                "batch",
+                "cannot be combined with a chat format: a batch is sent as {\"events\": [...]}",
+            ));
+        }
+        if transformed {
+            return Err(Invalid::at(
+                "batch",
+                "cannot be combined with a transformation: a batch is sent as {\"events\": [...]}",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn yes() -> bool {
@@ -711,7 +765,13 @@ impl TargetSpec {
         self.url
             .check_reachable(allow_private)
             .map_err(|p| p.invalid().within("url"))?;
-        check_ordering(self.ordered, self.mode)
+        check_combination(
+            self.ordered,
+            self.mode,
+            self.format,
+            self.transform.is_some(),
+            self.batch.as_ref(),
+        )
     }
 }
 
@@ -754,6 +814,9 @@ pub struct TargetPatch {
     /// `null` removes the transformation (its earlier versions stay listed).
     #[serde(default, deserialize_with = "super::patch::present")]
     pub transform: Option<Option<super::transform::TargetTransform>>,
+    /// `null` stops batching: events gathered so far still go in a last batch.
+    #[serde(default, deserialize_with = "super::patch::present")]
+    pub batch: Option<Option<TargetBatch>>,
 }
 
 #[cfg(test)]

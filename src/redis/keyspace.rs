@@ -19,6 +19,10 @@
 //! | `P:{m}:event_types:<tenant>` | hash | a tenant's event catalogue: event type → JSON document (description, owner, group, schemas by version, deprecated and archived times) |
 //! | `P:{q<n>}:ev:<event id>` | hash | an event's delivery record: `entry` (stream entry that expanded it), `tenant`, `type`, `ct`, `at`, `d:<target>` (delivery state, compact text), `body` (kept once a retry or the error queue needs it); with a log store also `open` (unfinished deliveries), `fin` (times finished), `fin_at` |
 //! | `P:{q<n>}:att:<event id>` | list | the event's last delivery attempts (JSON), bounded |
+//! | `P:{q<n>}:gather:<target>` | list | a batched target's events waiting for its next batch, in arrival order |
+//! | `P:{q<n>}:gathering` | sorted set | `<tenant>|<target>` of the shard's batched targets with events gathered, scored by when their next batch is cut (ms) |
+//! | `P:{q<n>}:batch:<batch id>` | hash | a cut batch: `tenant`, `target`, `events` (ids, comma-separated, in order), `attempts`, `created_at` |
+//! | `P:{q<n>}:batches` | sorted set | cut batches by when they are sent (or retried) next (ms), leased like the retry schedule |
 //! | `P:{q<n>}:retry` | sorted set | deliveries waiting for their next attempt: `<event>:<target>` scored by due time (ms) |
 //! | `P:{q<n>}:dlq:<tenant>` | hash | the tenant's error queue: entry id → JSON |
 //! | `P:{q<n>}:dlq_at:<tenant>` | sorted set | the same entries' ids scored by when they failed (ms): the error queue's order, for paging |
@@ -62,7 +66,7 @@
 //! the check and the append are one atomic script.
 
 use crate::crypto::TokenHash;
-use crate::model::{EventId, MonitorId, SourceId, TargetId, TenantId};
+use crate::model::{BatchId, EventId, MonitorId, SourceId, TargetId, TenantId};
 
 /// The shard of a tenant. Stable across versions and processes (FNV-1a, not a seeded hash):
 /// changing it, or `queue.shards`, would split a tenant's events across two streams.
@@ -217,6 +221,22 @@ impl Keyspace {
     }
 
     /// Deliveries due for another attempt, of one shard.
+    pub fn gather(&self, shard: u16, target: &TargetId) -> String {
+        format!("{}:{{q{shard}}}:gather:{target}", self.prefix)
+    }
+
+    pub fn gathering(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:gathering", self.prefix)
+    }
+
+    pub fn batch(&self, shard: u16, batch: &BatchId) -> String {
+        format!("{}:{{q{shard}}}:batch:{batch}", self.prefix)
+    }
+
+    pub fn batches(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:batches", self.prefix)
+    }
+
     pub fn retries(&self, shard: u16) -> String {
         format!("{}:{{q{shard}}}:retry", self.prefix)
     }

@@ -14,7 +14,7 @@ use super::error::{StoreError, unexpected};
 use super::handle::{OPTIMISTIC_ATTEMPTS, Store, decode_doc};
 use crate::crypto::random_bytes;
 use crate::model::filter::TargetFilter;
-use crate::model::target::check_ordering;
+use crate::model::target::{TargetBatch, check_combination};
 use crate::model::transform::TargetTransform;
 use crate::model::{
     Format, Headers, Mode, Origin, Patterns, RetryPolicy, SigningSecret, TargetAuth, TargetId,
@@ -46,6 +46,8 @@ pub struct Target {
     /// The transformation's version: 1 for the first program, one more at each change
     /// (kept when it is removed, so a new one continues the count).
     pub transform_version: u32,
+    /// How its events are gathered into batches, when they are.
+    pub batch: Option<TargetBatch>,
     /// Why the gateway disabled the target (`gone` after a 410), if it did.
     pub disabled_reason: Option<String>,
     /// The current signing secret.
@@ -143,6 +145,8 @@ struct TargetDoc {
     #[serde(default)]
     transform_version: u32,
     #[serde(default)]
+    batch: Option<TargetBatch>,
+    #[serde(default)]
     disabled_reason: Option<String>,
     secret: String,
     #[serde(default)]
@@ -196,6 +200,7 @@ impl Store {
             filter: t.filter.clone(),
             transform: t.transform.clone(),
             transform_version: t.transform_version,
+            batch: t.batch,
             disabled_reason: t.disabled_reason.clone(),
             secret: self
                 .crypto
@@ -253,6 +258,7 @@ impl Store {
             filter: d.filter,
             transform: d.transform,
             transform_version: d.transform_version,
+            batch: d.batch,
             disabled_reason: d.disabled_reason,
             previous_secret,
             created_at_ms: d.created_at_ms,
@@ -333,6 +339,7 @@ impl Store {
             filter: spec.filter.clone(),
             transform: spec.transform.clone(),
             transform_version: u32::from(spec.transform.is_some()),
+            batch: spec.batch,
             disabled_reason: None,
             secret: match &spec.secret {
                 Some(s) => s.clone(),
@@ -456,7 +463,16 @@ impl Store {
         self.modify_target(tenant, id, |t| {
             let mode = patch.mode.unwrap_or(t.mode);
             let ordered = patch.ordered.unwrap_or(t.ordered);
-            check_ordering(ordered, mode)?;
+            let format = patch.format.unwrap_or(t.format);
+            let transformed = match &patch.transform {
+                Some(tr) => tr.is_some(),
+                None => t.transform.is_some(),
+            };
+            let batch = match &patch.batch {
+                Some(b) => *b,
+                None => t.batch,
+            };
+            check_combination(ordered, mode, format, transformed, batch.as_ref())?;
             if let Some(u) = &patch.url {
                 t.url = u.clone();
             }
@@ -489,6 +505,7 @@ impl Store {
             if let Some(tr) = &patch.transform {
                 t.transform = tr.clone();
             }
+            t.batch = batch;
             Ok(())
         })
         .await
@@ -608,6 +625,7 @@ impl Store {
                     && current.format == spec.format
                     && current.filter == spec.filter
                     && current.transform == spec.transform
+                    && current.batch == spec.batch
                     && spec.secret.as_ref().is_none_or(|s| *s == current.secret);
                 if !same {
                     self.modify_target(tenant, id, |t| {
@@ -622,6 +640,7 @@ impl Store {
                         t.format = spec.format;
                         t.filter = spec.filter.clone();
                         t.transform = spec.transform.clone();
+                        t.batch = spec.batch;
                         if let Some(s) = &spec.secret {
                             t.secret = s.clone();
                         }

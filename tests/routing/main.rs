@@ -5,6 +5,7 @@
 //! - [`kept_headers`]: the ingest headers a tenant keeps, seen by filters and views;
 //! - [`transforms`]: jq transformations: reshaped and cancelled deliveries, the sandbox,
 //!   versions and simulations;
+//! - [`batches`]: batched deliveries by size and by time, retried whole, bounded settings;
 //! - [`status_maps`]: monitors' jq status maps over Alertmanager, Grafana and GitHub payloads;
 //! - [`catalogue`]: the event catalogue (types, schemas, import and export) and ingest held
 //!   to it.
@@ -14,6 +15,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod batches;
 mod catalogue;
 mod filters;
 mod kept_headers;

@@ -16,6 +16,7 @@
 //! | `publish_invalidation` | `invalidation` | numbered cache invalidations |
 //! | `save_target`, `delete_target` | `store::targets` | versioned target documents |
 //! | `save_event_type` | `store::event_types` | a tenant's event catalogue |
+//! | `gather`, `cut_batch` | `store::deliveries::batches` | batched targets' gathering lists and cut batches |
 //! | `save_tokened`, `delete_tokened` | `store::sources`, `store::monitors` | documents reached by a URL token |
 //! | `append_batch` | `queue::enqueue` | one stream entry per batch, with idempotency keys |
 //! | `expand`, `record`, `claim_due`, `replay`, `restore`, `delete_dead_letter` | `store::deliveries` | delivery records, retry schedule, error queue (`record`, `replay` and `restore` share `delivery.lua`) |
@@ -219,6 +220,14 @@ script!(
     FORGET, "forget"
 );
 script!(
+    /// Gathers events for their batched targets.
+    GATHER, "gather"
+);
+script!(
+    /// Cuts a batched target's next batch.
+    CUT_BATCH, "cut_batch"
+);
+script!(
     /// Writes one event type of a tenant's catalogue.
     SAVE_EVENT_TYPE, "save_event_type"
 );
@@ -228,8 +237,10 @@ script!(
 );
 
 /// Every script of the registry.
-pub static ALL: [&Script; 25] = [
+pub static ALL: [&Script; 27] = [
     &SAVE_EVENT_TYPE,
+    &GATHER,
+    &CUT_BATCH,
     &CREATE_TENANT,
     &UPDATE_TENANT,
     &DELETE_TENANT,

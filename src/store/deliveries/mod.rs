@@ -6,10 +6,11 @@
 //! deliveries when the stream is read, [`record`] their outcomes, [`schedule`] the retry
 //! schedule's claims, [`replay`] sending again (the error queue's replays, events restored from
 //! the log store), [`views`] the records read back, [`dead_letters`] the error queue's reads,
-//! [`health`] each target's health, [`ship`] the log store's side. What a record says (states,
+//! [`health`] each target's health, [`batches`] batched targets' gathering and batches, [`ship`] the log store's side. What a record says (states,
 //! attempts, their compact text) is [`crate::model::delivery`].
 
 mod attempts;
+pub mod batches;
 pub mod dead_letters;
 mod expand;
 pub mod health;
