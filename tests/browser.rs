@@ -1399,3 +1399,164 @@ async fn a_time_range_is_recovered_from_the_target_page_after_a_dry_run_count() 
     .await;
     gw.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalogue_a_transformation_and_a_batch_are_run_from_the_pages() {
+    let gw = gateway("browser_routing", EXTRA).await;
+    let sink = Sink::start().await;
+    let (tenant, token) = gw.tenant("routing").await;
+    let b = Browser::start().await;
+    b.sign_in(&gw).await;
+
+    // The tenant's settings: warn on its catalogue, keep a header.
+    b.goto(&console(&gw, &format!("/tenants/{tenant}"))).await;
+    b.css("#tenant-settings select[name=catalogue] option[value=warn]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.fill("#tenant-settings input[name=keep_headers]", "X-Shop")
+        .await;
+    b.click("#tenant-settings button[type=submit]").await;
+    b.expect_text("Saved.").await;
+
+    // The catalogue: a type with a schema; a bad schema is refused with its pointer.
+    b.goto(&console(&gw, &format!("/tenants/{tenant}/event-types")))
+        .await;
+    b.fill("#event-type-form input[name=name]", "order.paid")
+        .await;
+    b.fill("#event-type-form input[name=owner_team]", "Payments")
+        .await;
+    b.fill(
+        "#event-type-form textarea[name=schema]",
+        r#"{"type": "object", "properties": {"amount": {"minimum": "x"}}}"#,
+    )
+    .await;
+    b.click("#event-type-form button[type=submit]").await;
+    b.expect_text("/properties/amount/minimum").await;
+    b.goto(&console(&gw, &format!("/tenants/{tenant}/event-types")))
+        .await;
+    b.fill("#event-type-form input[name=name]", "order.paid")
+        .await;
+    b.fill("#event-type-form input[name=owner_team]", "Payments")
+        .await;
+    b.fill(
+        "#event-type-form textarea[name=schema]",
+        r#"{"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer"}}}"#,
+    )
+    .await;
+    b.click("#event-type-form button[type=submit]").await;
+    b.expect_path(&format!("/console/tenants/{tenant}/event-types/order.paid"))
+        .await;
+    b.expect_text("Version 1").await;
+    b.fill(
+        "#schema-version-form textarea[name=schema]",
+        r#"{"type": "object"}"#,
+    )
+    .await;
+    b.click("#schema-version-form button[type=submit]").await;
+    b.expect_text("Version 2").await;
+    b.click("#deprecate").await;
+    b.expect_text("deprecated").await;
+    b.goto(&console(&gw, &format!("/tenants/{tenant}/event-types")))
+        .await;
+    let listed = b.text("#event-types").await;
+    assert!(
+        listed.contains("order.paid") && listed.contains("Payments") && listed.contains("1, 2"),
+        "{listed}"
+    );
+    b.screenshot("catalogue").await;
+
+    // A target with a transformation, simulated on a real event from its page.
+    let t = gw
+        .create_target(
+            &tenant,
+            json!({"url": sink.url("/shaped"), "events": ["order.*"],
+            "transform": {"program": ".body.cents = (.body.amount * 100)"}}),
+        )
+        .await;
+    let target = t["id"].as_str().unwrap().to_owned();
+    let r = Request::new("POST", "/v1/events/order.paid")
+        .bearer(&token)
+        .header("content-type", "application/json")
+        .header("x-shop", "acme")
+        .header("estafeta-schema-version", "1")
+        .body(br#"{"amount": "7"}"#.to_vec())
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        202,
+        "warn accepts what breaks the schema: {}",
+        r.text()
+    );
+    let event = r.json()["id"].as_str().unwrap().to_owned();
+    b.goto(&console(
+        &gw,
+        &format!("/tenants/{tenant}/targets/{target}"),
+    ))
+    .await;
+    b.fill(
+        "#simulate-form textarea[name=program]",
+        r#".method = "PUT" | .body = {n: .body.amount}"#,
+    )
+    .await;
+    b.fill("#simulate-form input[name=event_id]", &event).await;
+    b.click("#simulate-run").await;
+    b.expect_text("Simulated delivery").await;
+    assert_eq!(b.text("#simulation-outcome").await, "send");
+    assert!(b.text("#simulation-line").await.starts_with("PUT "));
+    assert!(b.text("#simulation-body").await.contains("\"n\":\"7\""));
+
+    // The event's page: its kept header, what the catalogue found, and the shaped attempt.
+    eventually(WAIT, "the shaped delivery", || async {
+        sink.count("/shaped") == 1
+    })
+    .await;
+    b.goto(&console(&gw, &format!("/tenants/{tenant}/events/{event}")))
+        .await;
+    b.wait_text("transformation v1").await;
+    let page = b.body().await;
+    assert!(page.contains("x-shop") && page.contains("acme"), "{page}");
+    assert!(b.text("#schema-errors").await.contains("/amount"));
+
+    // A batch from the settings form: refused beside a transformation, saved without one.
+    b.goto(&console(
+        &gw,
+        &format!("/tenants/{tenant}/targets/{target}"),
+    ))
+    .await;
+    b.fill("#target-form input[name=batch_max_events]", "50")
+        .await;
+    b.fill("#target-form input[name=batch_max_wait_ms]", "100")
+        .await;
+    b.click("#target-form button[type=submit]").await;
+    b.expect_text("cannot be combined with a transformation")
+        .await;
+    b.goto(&console(
+        &gw,
+        &format!("/tenants/{tenant}/targets/{target}"),
+    ))
+    .await;
+    b.fill("#target-form textarea[name=transform_program]", "")
+        .await;
+    b.fill("#target-form input[name=batch_max_events]", "50")
+        .await;
+    b.fill("#target-form input[name=batch_max_wait_ms]", "100")
+        .await;
+    b.click("#target-form button[type=submit]").await;
+    b.expect_text("Saved.").await;
+    assert!(b.text("#target-batch").await.contains("up to 50 events"));
+    // The filter tried on stored events from the same page.
+    b.fill(
+        "#filter-try textarea[name=filter]",
+        r#"{"headers.x-shop": "acme"}"#,
+    )
+    .await;
+    b.click("#filter-try-run").await;
+    b.expect_text("Filter tried").await;
+    assert_eq!(b.text("#filter-matched").await, "1");
+    b.screenshot("filter-tried").await;
+    gw.stop().await.unwrap();
+}

@@ -1855,6 +1855,162 @@ async fn signin_attempt_counts_before_the_check_and_refunds_a_success() {
     assert!(!exists(&r, &k.k("gone")).await);
 }
 
+// ---- routing: the event catalogue, batched targets ----
+
+#[tokio::test]
+async fn save_event_type_writes_over_what_was_read_only_and_keeps_names_apart_by_case() {
+    let r = redis().await;
+    let k = Keys::new("event_types");
+    let (catalogue, tenant) = (k.k("event_types"), k.k("tenant"));
+    let save = |name: &'static str, doc: &'static str, expected: &'static str| {
+        let (r, catalogue, tenant) = (r.clone(), catalogue.clone(), tenant.clone());
+        async move {
+            run(
+                &r,
+                &scripts::SAVE_EVENT_TYPE,
+                &[&catalogue, &tenant],
+                &[name, doc, expected, "2"],
+            )
+            .await
+        }
+    };
+    assert_eq!(save("a.b", "{}", "").await["status"], "no_tenant");
+    let _: () = r.hset(&tenant, ("name", "t")).await.unwrap();
+    assert_eq!(save("a.b", r#"{"v":1}"#, "").await["status"], "ok");
+    assert_eq!(
+        save("a.b", r#"{"v":2}"#, "").await["status"],
+        "changed",
+        "it exists now"
+    );
+    assert_eq!(
+        save("a.b", r#"{"v":2}"#, r#"{"v":9}"#).await["status"],
+        "changed",
+        "not what was read"
+    );
+    assert_eq!(
+        save("a.b", r#"{"v":2}"#, r#"{"v":1}"#).await["status"],
+        "ok"
+    );
+    let clash = save("A.B", "{}", "").await;
+    assert_eq!(clash["status"], "clash");
+    assert_eq!(clash["other"], "a.b");
+    assert_eq!(save("c.d", "{}", "").await["status"], "ok");
+    assert_eq!(
+        save("e.f", "{}", "").await["status"],
+        "full",
+        "at most 2 here"
+    );
+    let stored = hash(&r, &catalogue).await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored["a.b"], r#"{"v":2}"#);
+}
+
+#[tokio::test]
+async fn gather_puts_each_event_once_and_schedules_the_cut_by_size_or_time() {
+    let r = redis().await;
+    let k = Keys::new("gather");
+    let (gathering, list) = (k.k("gathering"), k.k("gather:tgt_a"));
+    let (rec1, rec2, rec3) = (k.k("ev:1"), k.k("ev:2"), k.k("ev:3"));
+    let gather = |recs: Vec<String>, ids: Vec<&'static str>, max: &'static str| {
+        let (r, gathering, list) = (r.clone(), gathering.clone(), list.clone());
+        async move {
+            let mut keys = vec![gathering];
+            let mut args = vec![ids.len().to_string(), "1000".to_owned()];
+            for (rec, id) in recs.iter().zip(&ids) {
+                keys.push(rec.clone());
+                keys.push(list.clone());
+                args.extend([
+                    id.to_string(),
+                    "tgt_a".into(),
+                    "ten_x|tgt_a".into(),
+                    format!("body-{id}\u{0}\u{ff}"),
+                    "application/json".into(),
+                    max.into(),
+                    "5000".into(),
+                ]);
+            }
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&r, &scripts::GATHER, &keys, &args).await
+        }
+    };
+    let a = gather(
+        vec![rec1.clone(), rec2.clone()],
+        vec!["evt_1", "evt_2"],
+        "3",
+    )
+    .await;
+    assert_eq!(a["gathered"], 2);
+    let due: Option<f64> = r.zscore(&gathering, "ten_x|tgt_a").await.unwrap();
+    assert_eq!(due, Some(6000.0), "its first event's time + max_wait_ms");
+    // Sent again (a lost reply, an entry read twice): nothing is gathered twice.
+    let again = gather(
+        vec![rec1.clone(), rec2.clone()],
+        vec!["evt_1", "evt_2"],
+        "3",
+    )
+    .await;
+    assert_eq!(again["gathered"], 0);
+    let ids: Vec<String> = r.lrange(&list, 0, -1).await.unwrap();
+    assert_eq!(ids, vec!["evt_1", "evt_2"]);
+    assert_eq!(
+        hash(&r, &rec1).await["ct"],
+        "application/json",
+        "the body is kept with its content type"
+    );
+    assert!(hash(&r, &rec1).await["body"].starts_with("body-evt_1"));
+    // The batch is full: due at once.
+    gather(vec![rec3.clone()], vec!["evt_3"], "3").await;
+    let due: Option<f64> = r.zscore(&gathering, "ten_x|tgt_a").await.unwrap();
+    assert_eq!(due, Some(1000.0));
+}
+
+#[tokio::test]
+async fn cut_batch_takes_at_most_a_batch_in_order_and_reschedules_the_rest() {
+    let r = redis().await;
+    let k = Keys::new("cut");
+    let (list, gathering, batches) = (k.k("gather:tgt_a"), k.k("gathering"), k.k("batches"));
+    let _: i64 = r
+        .rpush(&list, vec!["e1", "e2", "e3", "e4", "e5"])
+        .await
+        .unwrap();
+    let _: i64 = r
+        .zadd(&gathering, None, None, false, false, (0.0, "t|tgt_a"))
+        .await
+        .unwrap();
+    let cut = |batch: &'static str, key: String| {
+        let (r, list, gathering, batches) =
+            (r.clone(), list.clone(), gathering.clone(), batches.clone());
+        async move {
+            run(
+                &r,
+                &scripts::CUT_BATCH,
+                &[&list, &gathering, &batches, &key],
+                &["t|tgt_a", batch, "ten_t", "tgt_a", "2", "500", "1000"],
+            )
+            .await
+        }
+    };
+    let b1 = k.k("batch:b1");
+    assert_eq!(cut("bat_1", b1.clone()).await["size"], 2);
+    let record = hash(&r, &b1).await;
+    assert_eq!(record["events"], "e1,e2");
+    assert_eq!(record["target"], "tgt_a");
+    assert_eq!(record["attempts"], "0");
+    let due: Option<f64> = r.zscore(&batches, "bat_1").await.unwrap();
+    assert_eq!(due, Some(1000.0), "due to be sent now");
+    let next: Option<f64> = r.zscore(&gathering, "t|tgt_a").await.unwrap();
+    assert_eq!(next, Some(1000.0), "three left: a whole batch, due at once");
+    assert_eq!(cut("bat_2", k.k("batch:b2")).await["size"], 2);
+    let next: Option<f64> = r.zscore(&gathering, "t|tgt_a").await.unwrap();
+    assert_eq!(next, Some(1500.0), "one left: it waits max_wait_ms");
+    assert_eq!(cut("bat_3", k.k("batch:b3")).await["size"], 1);
+    let next: Option<f64> = r.zscore(&gathering, "t|tgt_a").await.unwrap();
+    assert_eq!(next, None, "nothing left to cut");
+    assert_eq!(cut("bat_4", k.k("batch:b4")).await["size"], 0);
+    assert!(!exists(&r, &k.k("batch:b4")).await, "no empty batch");
+}
+
 #[test]
 fn every_script_of_the_registry_is_exercised_here() {
     let source = include_str!("scripts.rs");

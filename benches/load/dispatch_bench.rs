@@ -3,7 +3,11 @@
 //! per second (first 202 to last delivery) and the delivery latency (event id's timestamp, taken
 //! by the gateway before the write, to arrival at the sink).
 //!
-//! `dispatch_bench <edge plain addr> <admin addr> <admin token> <events> <fanout> <rate/s, 0 = max> [--sink-down]`
+//! `dispatch_bench <edge plain addr> <admin addr> <admin token> <events> <fanout> <rate/s, 0 = max> [--sink-down] [--routed] [--batch N]`
+//!
+//! With `--routed` every target has a payload filter (that lets every event through, so the
+//! deliveries are the same) and every other target a jq transformation; with `--batch N` every
+//! target gathers its events into batches of N (the sink counts the events of each batch).
 //!
 //! With `--sink-down` the targets point at a closed port: nothing is delivered, and the caller
 //! watches the gateway's memory while the backlog builds up. With `--sink-delay-ms N` the sink
@@ -50,6 +54,10 @@ async fn sink(tally: Arc<Tally>, delay: Duration) -> SocketAddr {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let tally = tally.clone();
                     async move {
+                        let batched = req
+                            .headers()
+                            .get("estafeta-event-type")
+                            .is_some_and(|v| v.as_bytes() == b"estafeta.batch");
                         let sent = req
                             .headers()
                             .get("webhook-id")
@@ -57,7 +65,21 @@ async fn sink(tally: Arc<Tally>, delay: Duration) -> SocketAddr {
                             .and_then(|id| id.strip_prefix("evt_"))
                             .and_then(|u| ulid::Ulid::from_string(u).ok())
                             .map(|u| u.timestamp_ms());
-                        let _ = req.into_body().collect().await;
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        // A batch counts its events.
+                        let n = if batched {
+                            serde_json::from_slice::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| v["events"].as_array().map(|a| a.len() as u64))
+                                .unwrap_or(0)
+                        } else {
+                            1
+                        };
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
                         }
@@ -69,7 +91,7 @@ async fn sink(tally: Arc<Tally>, delay: Duration) -> SocketAddr {
                                 .unwrap()
                                 .push(now.saturating_sub(sent));
                         }
-                        tally.count.fetch_add(1, Ordering::Relaxed);
+                        tally.count.fetch_add(n, Ordering::Relaxed);
                         tally.last_ms.store(now, Ordering::Relaxed);
                         Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
                     }
@@ -131,6 +153,12 @@ async fn main() {
     let fanout: u64 = args[5].parse().unwrap();
     let rate: f64 = args[6].parse().unwrap();
     let sink_down = args.iter().any(|a| a == "--sink-down");
+    let routed = args.iter().any(|a| a == "--routed");
+    let batch: Option<u64> = args
+        .iter()
+        .position(|a| a == "--batch")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
     let delay = args
         .iter()
         .position(|a| a == "--sink-delay-ms")
@@ -159,8 +187,18 @@ async fn main() {
         tenant["token"].as_str().unwrap().to_owned(),
     );
     for i in 0..fanout {
-        let body = serde_json::json!({"url": format!("http://{sink_addr}/t{i}"), "events": ["*"]})
-            .to_string();
+        let mut spec =
+            serde_json::json!({"url": format!("http://{sink_addr}/t{i}"), "events": ["*"]});
+        if routed {
+            spec["filter"] = serde_json::json!({"body.amount": {"$gte": 0}, "body.currency": {"$in": ["BRL", "USD"]}});
+            if i % 2 == 1 {
+                spec["transform"] = serde_json::json!({"program": ".body.cents = (.body.amount * 100) | .headers[\"x-order\"] = (.body.order | tostring)"});
+            }
+        }
+        if let Some(n) = batch {
+            spec["batch"] = serde_json::json!({"max_events": n, "max_wait_ms": 200});
+        }
+        let body = spec.to_string();
         let t = call(
             admin,
             "POST",
@@ -238,7 +276,12 @@ async fn main() {
     let mut lat = tally.latencies.lock().unwrap().clone();
     lat.sort_unstable();
     println!(
-        "fan-out {fanout:>2}, {accepted} events ({}): {delivered}/{expected} deliveries in {:.1} s = {:.0} deliveries/s; ingest {:.0} events/s; latency p50 {} ms, p99 {} ms, max {} ms",
+        "fan-out {fanout:>2}{}, {accepted} events ({}): {delivered}/{expected} deliveries in {:.1} s = {:.0} deliveries/s; ingest {:.0} events/s; latency p50 {} ms, p99 {} ms, max {} ms",
+        match (routed, batch) {
+            (true, _) => " routed".to_owned(),
+            (_, Some(n)) => format!(" batched by {n}"),
+            _ => String::new(),
+        },
         if rate > 0.0 {
             format!("paced at {rate:.0}/s")
         } else {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::model::event_meta;
-use crate::model::transform::{Output, OutputBody, read_output};
+use crate::model::shaped::{Output, OutputBody, read_output};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::Target;
 
@@ -143,9 +143,9 @@ pub async fn apply(
                 }
             };
             let method = match r.method {
-                crate::model::transform::Method::Post => http::Method::POST,
-                crate::model::transform::Method::Put => http::Method::PUT,
-                crate::model::transform::Method::Patch => http::Method::PATCH,
+                crate::model::shaped::Method::Post => http::Method::POST,
+                crate::model::shaped::Method::Put => http::Method::PUT,
+                crate::model::shaped::Method::Patch => http::Method::PATCH,
             };
             Transformed::Send(Shaped {
                 event_type: if r.event_type.is_empty() {

@@ -239,7 +239,9 @@ impl utoipa::PartialSchema for Schemas {
                     .schema_type(Type::String)
                     .pattern(Some("^[1-9][0-9]{0,5}$")),
             ))
-            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .additional_properties(Some(AdditionalProperties::RefOr(
+                ObjectBuilder::new().schema_type(Type::Object).into(),
+            )))
             .max_properties(Some(MAX_VERSIONS))
             .description(Some(
                 "JSON Schemas (draft 7 or 2020-12) by version: `{\"1\": {…}, \"2\": {…}}`.",

@@ -27,7 +27,7 @@
 //! - [`number`]: whole numbers as JSON Schema counts them (`5.0` is `5`);
 //! - [`secret`]: secret strings that never print;
 //! - [`schema`]: pieces of the hand-written OpenAPI schemas;
-//! - [`transform`]: targets' jq transformations and what their output may change;
+//! - [`transform`]: targets' jq transformations; [`shaped`]: what their output may change;
 //! - [`time`]: the clock and RFC 3339 formatting.
 
 pub mod auth;
@@ -45,6 +45,7 @@ pub mod origin;
 pub mod patch;
 pub mod schema;
 pub mod secret;
+pub mod shaped;
 pub mod source;
 pub mod target;
 pub mod tenant;

@@ -709,9 +709,9 @@ pub struct TargetSpec {
 #[serde(deny_unknown_fields)]
 pub struct TargetBatch {
     #[schema(value_type = u64, minimum = 1, maximum = 1000)]
-    pub max_events: super::Bounded<1, 1000>,
+    pub max_events: super::bounded::Bounded<1, 1000>,
     #[schema(value_type = u64, minimum = 0, maximum = 300000)]
-    pub max_wait_ms: super::Bounded<0, 300_000>,
+    pub max_wait_ms: super::bounded::Bounded<0, 300_000>,
 }
 
 /// What a target's settings require of each other: an ordered target and a batched one wait

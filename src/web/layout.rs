@@ -26,6 +26,7 @@ pub struct Shell<'a> {
 const TENANT_TABS: &[(&str, &str)] = &[
     ("", "Overview"),
     ("/targets", "Targets"),
+    ("/event-types", "Catalogue"),
     ("/events", "Events"),
     ("/dead-letters", "Error queue"),
     ("/sources", "Sources"),
@@ -153,6 +154,12 @@ pub fn notice(key: Option<&str>) -> Markup {
         "revoked" => "Revoked.",
         "replayed" => "Replayed: the deliveries go out again.",
         "resent" => "Sent again.",
+        "version_added" => {
+            "Schema version added: bodies are checked against it unless a request names another."
+        }
+        "deprecated" => "Deprecated: its events are still accepted, with a Deprecation header.",
+        "archived" => "Archived: an enforcing catalogue refuses its events.",
+        "restored" => "Restored.",
         "nothing" => {
             "Nothing to send again: every delivery of this event succeeded or is under way."
         }

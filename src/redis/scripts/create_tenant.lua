@@ -22,7 +22,7 @@ if ext_index ~= '' then
 end
 redis.call('HSET', tenant, 'name', name, 'ext', sealed_ext, 'ext_idx', ext_index,
   'active', active, 'rl_ps', rl_ps, 'rl_burst', rl_burst, 'created_at', now, 'updated_at', now,
-  'origin', origin, 'catalogue', catalogue, 'keep_headers', keep_headers)
+  'origin', origin, 'catalogue', catalogue or 'off', 'keep_headers', keep_headers or '')
 redis.call('ZADD', tenants, 0, id)
 if token_id ~= '' then
   redis.call('HSET', token_key, 'tenant', id, 'id', token_id, 'created_at', now)

@@ -203,3 +203,8 @@ impl Ctx {
         page(&self.shell(title, tab), body).into_response()
     }
 }
+
+/// The target a page's path names (an id out of the id grammar names none).
+pub fn target_id(id: &str) -> Result<crate::model::TargetId, crate::web::error::WebError> {
+    crate::model::TargetId::parse(id).map_err(|_| crate::web::error::WebError::NotFound("target"))
+}

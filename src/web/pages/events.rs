@@ -7,11 +7,12 @@ use maud::{Markup, html};
 
 use super::ctx::{Ctx, Item};
 use crate::api::dead_letters::{Replay, Selection, replay_dead_letters};
+use crate::api::events::EventView;
 use crate::api::events::{
     BodyEncoding, EventBody, EventList, EventQuery, HeaderView, list_events, read_event,
     read_event_body,
 };
-use crate::api::targets::list_targets;
+use crate::api::targets::{TargetView, list_targets};
 use crate::http::extract::decode_query;
 use crate::model::{EventId, TargetId};
 use crate::store::deliveries::State as DeliveryState;
@@ -204,6 +205,15 @@ pub async fn show(
                 dt { "Type" } dd id="event-type" { (event.event_type.as_deref().unwrap_or("—")) }
                 dt { "Content type" } dd { (event.content_type.as_deref().unwrap_or("—")) }
                 dt { "Received (UTC)" } dd { (stamp(&event.received_at)) }
+                @for (name, value) in &event.headers {
+                    dt.kept-header { (name) } dd { (value.as_str().unwrap_or_default()) }
+                }
+            }
+            @if let Some(errors) = &event.schema_errors {
+                div id="schema-errors" {
+                    h3 { "What the catalogue found (accepted: the catalogue only warns)" }
+                    ul { @for e in errors { li { code { @if e.pointer.is_empty() { "(body)" } @else { (e.pointer) } } " " (e.message) } } }
+                }
             }
         }
         section.card {
@@ -219,6 +229,15 @@ pub async fn show(
         }
         h2 { "Deliveries" }
         @if deliveries.is_empty() { p { "No target took this event (yet)." } }
+        @let passed_over = passed_over(&targets, &event, body.as_ref());
+        @if !passed_over.is_empty() {
+            section.card id="not-delivered" {
+                h3 { "Subscribed targets that did not get it" }
+                ul { @for (t, why) in &passed_over {
+                    li { a href=(ctx.page(&format!("/targets/{}", seg(t.id.as_str())))) { (t.url) } ": " (why) }
+                } }
+            }
+        }
         @for d in deliveries {
             @let target = d.target_id.as_str();
             section.card.delivery data-target=(target) {
@@ -235,9 +254,10 @@ pub async fn show(
                     dt { "Last status" } dd { (or_dash(d.last_status)) }
                     dt { "Last error" } dd { (d.last_error.as_deref().unwrap_or("—")) }
                     dt { "Next retry" } dd { (at(d.next_retry_at.as_deref())) }
+                    @if let Some(b) = &d.batch_id { dt { "Batch" } dd.batch { code { (b) } } }
                 }
                 div.table-wrap { table.attempts {
-                    thead { tr { th { "#" } th { "At (UTC)" } th { "Status" } th { "Latency" } th { "Error" } th { "Response" } } }
+                    thead { tr { th { "#" } th { "At (UTC)" } th { "Status" } th { "Latency" } th { "Error" } th { "Response" } th { "Shaped by" } } }
                     tbody {
                         @for a in attempts.iter().filter(|a| a.target_id == d.target_id) {
                             tr {
@@ -247,10 +267,11 @@ pub async fn show(
                                 td { (stored_latency(a.latency_ms)) }
                                 td { (a.error.as_deref().unwrap_or("—")) }
                                 td { code { (a.response.as_deref().unwrap_or("—")) } }
+                                td.shaped { @match a.transform_version { Some(v) => { "transformation v" (v) }, None => "—" } }
                             }
                             @if let (Some(sent), Some(received)) = (&a.request_headers, &a.response_headers) {
                                 tr.headers {
-                                    td colspan="6" {
+                                    td colspan="7" {
                                         details {
                                             summary { "Headers of attempt " (a.attempt) }
                                             div.header-lists {
@@ -275,6 +296,56 @@ pub async fn show(
         }
     };
     Ok(page(&ctx.shell("Event", "/events"), html_body).into_response())
+}
+
+/// The tenant's targets that subscribe to the event's type and have no delivery of it, with
+/// why, as far as their settings today tell: a payload filter that does not let it through,
+/// or the target was disabled or created after the event was read.
+fn passed_over<'a>(
+    targets: &'a [TargetView],
+    event: &EventView,
+    stored: Option<&EventBody>,
+) -> Vec<(&'a TargetView, String)> {
+    let Some(event_type) = event.event_type.as_deref() else {
+        return Vec::new();
+    };
+    let body: Option<serde_json::Value> = stored
+        .filter(|b| matches!(b.encoding, BodyEncoding::Utf8))
+        .and_then(|b| serde_json::from_str(&b.body).ok());
+    targets
+        .iter()
+        .filter(|t| t.events.iter().any(|p| p.matches(event_type)))
+        .filter(|t| !event.deliveries.iter().any(|d| d.target_id == t.id))
+        .map(|t| {
+            let why = if !t.active {
+                "the target is disabled".to_owned()
+            } else if let Some(f) = &t.filter {
+                match crate::model::filter::Filter::compile(f) {
+                    Ok(filter) if filter.reads_body() && stored.is_none() => {
+                        "its payload filter looks into the body, which is no longer kept".to_owned()
+                    }
+                    Ok(filter) => {
+                        let headers = serde_json::Value::Object(event.headers.clone());
+                        let subject = crate::model::filter::Subject {
+                            event_type,
+                            body: body.as_ref(),
+                            headers: &headers,
+                            received_at: &event.received_at,
+                        };
+                        if filter.matches(&subject) {
+                            "its filter lets it through today; it was written or changed after the event".to_owned()
+                        } else {
+                            "its payload filter does not let it through".to_owned()
+                        }
+                    }
+                    Err(_) => "its payload filter".to_owned(),
+                }
+            } else {
+                "subscribed after the event was read, or the event is still being read".to_owned()
+            };
+            (t, why)
+        })
+        .collect()
 }
 
 /// `POST …/events/{event}/resend`: sends the event to a target again, through its error

@@ -7,7 +7,8 @@ use axum::routing::{any, get, post};
 
 use super::ctx::tenant_ctx;
 use super::{
-    dead_letters, events, home, monitors, overview, signin, sources, system, targets, tenants,
+    catalogue, dead_letters, events, home, monitors, overview, routing, signin, sources, system,
+    targets, tenants,
 };
 use crate::web::assets;
 use crate::web::face::Ui;
@@ -30,6 +31,13 @@ fn tenant_pages() -> Router<WebState> {
         .route("/targets/{target_id}/delete", post(targets::remove))
         .route("/targets/{target_id}/recover", post(targets::recover))
         .route("/targets/{target_id}/test", post(targets::test))
+        .route("/targets/{target_id}/filter-try", post(routing::filter_try))
+        .route("/targets/{target_id}/simulate", post(routing::simulate))
+        .route("/event-types", get(catalogue::list).post(catalogue::save))
+        .route(
+            "/event-types/{name}",
+            get(catalogue::show).post(catalogue::act),
+        )
         .route("/events", get(events::list))
         .route("/events/rows", get(events::rows))
         .route("/events/{event}", get(events::show))

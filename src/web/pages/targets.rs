@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
-use super::ctx::{Ctx, Item, Kept};
+use super::ctx::{Ctx, Item, Kept, target_id};
 use super::events::rfc3339_of;
 use super::home::{health_badge, ratio_text};
 use crate::api::events::{Recover, recover_target};
@@ -13,8 +13,9 @@ use crate::api::targets::{
     Rotate, TargetHealthView, TargetView, create_target, delete_target, list_targets, read_target,
     rotate_target_secret, test_target, update_target,
 };
+use crate::api::transforms::list_transform_versions;
 use crate::model::target::TargetAuthView;
-use crate::model::{TargetId, TargetPatch, TargetSpec};
+use crate::model::{TargetPatch, TargetSpec};
 use crate::web::error::WebError;
 use crate::web::form::{Form, Params, decode};
 use crate::web::href::{query, seg};
@@ -142,6 +143,19 @@ fn target_fields(current: Option<&TargetView>) -> Markup {
         label { "Payload filter (JSON, e.g. {\"body.amount\": {\"$gte\": 1000}}; empty: every subscribed event)"
             textarea name="filter" spellcheck="false" { (current.and_then(filter_text).unwrap_or_default()) }
         }
+        fieldset id="transform-fields" {
+            legend { "Transformation (jq; empty: send the event as it came)" }
+            label { "Program: gets {type, body, headers, url, method}, answers the same or {cancel: true}"
+                textarea name="transform_program" spellcheck="false" rows="6" { (current.and_then(|t| t.transform.as_ref()).map(|t| t.program.as_str()).unwrap_or_default()) }
+            }
+            label { input type="checkbox" name="transform_enabled" checked[current.and_then(|t| t.transform.as_ref()).is_none_or(|t| t.enabled)]; " Enabled" }
+        }
+        fieldset id="batch-fields" {
+            @let batch = current.and_then(|t| t.batch);
+            legend { "Batches (empty: one request per event)" }
+            label { "Events per batch (1–1000)" input type="number" name="batch_max_events" min="1" max="1000" value=[batch.map(|b| b.max_events.get())]; }
+            label { "Longest wait (ms, 0–300000)" input type="number" name="batch_max_wait_ms" min="0" max="300000" value=[batch.map(|b| b.max_wait_ms.get())]; }
+        }
         label { input type="checkbox" name="ordered" checked[current.is_some_and(|t| t.ordered)]; " Ordered (one delivery at a time, in order)" }
         label { input type="checkbox" name="active" checked[current.is_none_or(|t| t.active)]; " Active" }
     }
@@ -197,7 +211,37 @@ fn target_body(form: &Form) -> Result<Value, WebError> {
     }
     t.insert("retry".into(), retry_body(form)?);
     t.insert("filter".into(), filter_body(form)?);
+    let program = form.get("transform_program").trim();
+    t.insert(
+        "transform".into(),
+        if program.is_empty() {
+            Value::Null
+        } else {
+            json!({"program": program, "enabled": form.checked("transform_enabled")})
+        },
+    );
+    t.insert("batch".into(), batch_body(form)?);
     Ok(Value::Object(t))
+}
+
+/// The batch settings a form gives: `null` (none) when both are empty; the API checks them.
+fn batch_body(form: &Form) -> Result<Value, WebError> {
+    let (events, wait) = (
+        form.get("batch_max_events").trim(),
+        form.get("batch_max_wait_ms").trim(),
+    );
+    if events.is_empty() && wait.is_empty() {
+        return Ok(Value::Null);
+    }
+    let number = |text: &str, key: &str| -> Result<Value, WebError> {
+        serde_json::from_str::<serde_json::Number>(if text.is_empty() { "0" } else { text })
+            .map(Value::Number)
+            .map_err(|_| WebError::BadRequest(format!("batch.{key} must be a number")))
+    };
+    Ok(json!({
+        "max_events": number(events, "max_events")?,
+        "max_wait_ms": number(wait, "max_wait_ms")?,
+    }))
 }
 
 /// The filter a form gives: `null` (none) when empty, else its JSON, which the API compiles
@@ -263,6 +307,14 @@ fn details(t: &TargetView) -> Markup {
                 None => "none: every subscribed event",
                 Some(f) => pre.inline id="target-filter" { (f) },
             } }
+            dt { "Transformation" } dd { @match &t.transform {
+                None => "none: deliveries go as the event came",
+                Some(tr) => { "version " (tr.version) @if !tr.enabled { " (disabled)" } pre.inline id="target-transform" { (tr.program) } },
+            } }
+            dt { "Batches" } dd id="target-batch" { @match t.batch {
+                None => "no: one request per event",
+                Some(b) => { "up to " (b.max_events.get()) " events, sent at most " (b.max_wait_ms.get()) " ms after the first" },
+            } }
             dt { "Authentication" } dd { @match &t.auth {
                 None => "none",
                 Some(TargetAuthView::Bearer(_)) => "bearer (masked)",
@@ -319,6 +371,9 @@ pub async fn show(
     Params(p): Params,
 ) -> Result<Response, WebError> {
     let t = read_target(&state.core, &ctx.scope, &target_id(&id)?).await?;
+    let versions = list_transform_versions(&state.core, &ctx.scope, &t.id)
+        .await?
+        .data;
     let raw_id = t.id.as_str();
     let h = &t.health;
     let active = t.active;
@@ -350,6 +405,7 @@ pub async fn show(
                 button.secondary type="submit" id="send-test" { "Send test event" }
             }
         }
+        (super::routing::sections(&ctx, &t, &versions))
         @if let Some(n) = p.opt("recovered").and_then(|n| n.parse::<u64>().ok()) {
             p.notice role="status" id="recovered" { "Recovered " (n) " " (if n == 1 { "event" } else { "events" }) ": sent to this target again." }
         }
@@ -543,9 +599,4 @@ pub async fn remove(
     }
     delete_target(&state.core, &ctx.scope, &target_id(&id)?).await?;
     Ok(see_other(&ctx.page("/targets?notice=deleted")))
-}
-
-/// The target a page's path names (an id out of the id grammar names none).
-fn target_id(id: &str) -> Result<TargetId, WebError> {
-    TargetId::parse(id).map_err(|_| WebError::NotFound("target"))
 }

@@ -220,6 +220,16 @@ pub async fn operator_section(
                 label { "External id" input type="text" name="external_id" value=[tenant.external_id.as_ref().map(|e| e.as_str())]; }
                 (rate_fields(tenant.rate_limit.as_ref()))
                 p.muted { "Leave both rate fields empty to remove the tenant's own limit." }
+                label { "Event catalogue at ingest"
+                    select name="catalogue" {
+                        @for (m, label) in [("off", "off: any type, any body"), ("warn", "warn: accept, note what breaks it"), ("enforce", "enforce: refuse what breaks it (422)")] {
+                            option value=(m) selected[m == tenant.catalogue.as_str()] { (label) }
+                        }
+                    }
+                }
+                label { "Request headers kept with each event (comma separated, at most 20)"
+                    input type="text" name="keep_headers" value=(tenant.keep_headers.names().join(", ")) placeholder="X-GitHub-Event, X-Request-Id";
+                }
                 div { button type="submit" { "Save" } }
             }
             div.actions {
@@ -312,6 +322,17 @@ async fn update(State(state): State<WebState>, ctx: Ctx, form: Form) -> Result<R
         "rate_limit".into(),
         rate_limit(&form)?.unwrap_or(Value::Null),
     );
+    // The settings form carries both; a form without them changes neither.
+    if let Some(mode) = form.opt("catalogue") {
+        patch.insert("catalogue".into(), json!(mode));
+        let names: Vec<&str> = form
+            .get("keep_headers")
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        patch.insert("keep_headers".into(), json!(names));
+    }
     let patch: TenantPatch = decode(Value::Object(patch))?;
     tenants::update_tenant(&state.core, &ctx.tenant, &patch).await?;
     Ok(see_other(&format!("{}?notice=saved", ctx.base)))
