@@ -282,14 +282,36 @@ async fn kill_9_while_a_batch_gathers_loses_nothing() {
     let t = support::http::Request::new("POST", &format!("/admin/tenants/{tenant}/targets"))
         .bearer(support::ADMIN_TOKEN)
         .json(&json!({"url": sink.url("/batched"), "events": ["*"],
-                      "batch": {"max_events": 1000, "max_wait_ms": 4000}}))
+                      "batch": {"max_events": 1000, "max_wait_ms": 15000}}))
         .send_plain(first.addrs.admin)
         .await
         .unwrap();
     assert_eq!(t.status, 201, "{}", t.text());
+    let target = t.json()["id"].as_str().unwrap().to_owned();
     let posted = post_many(first.addrs.plain, &token, 600, 4).await;
     assert_eq!(posted.len(), 600);
-    assert_eq!(sink.count("/batched"), 0, "still gathering (4 s)");
+    // Killed while events wait in the gathering list (the batch is cut 15 s after the first).
+    let keys = estafeta::redis::keyspace::Keyspace::new(&prefix);
+    let shard = estafeta::redis::keyspace::shard_of(
+        &estafeta::model::TenantId::parse(&tenant).unwrap(),
+        4, // the test config's queue.shards
+    );
+    let list = keys.gather(shard, &estafeta::model::TargetId::parse(&target).unwrap());
+    let redis_client = redis.client().await;
+    let mut gathered: i64 = 0;
+    for _ in 0..100 {
+        gathered = fred::prelude::ListInterface::llen(&redis_client, &list)
+            .await
+            .unwrap();
+        if gathered > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gathered > 0,
+        "nothing was gathering when the process was killed"
+    );
     first.child.kill().unwrap(); // SIGKILL
     let _ = first.wait_exit(Duration::from_secs(5));
     let mut second = serve(&redis.url(), &prefix, "all");
@@ -320,7 +342,7 @@ async fn kill_9_while_a_batch_gathers_loses_nothing() {
     )
     .await;
     eprintln!(
-        "after the kill: {} batch request(s) for 600 events",
+        "{gathered} events gathering at the kill; {} batch request(s) for 600 events",
         sink.count("/batched")
     );
 }
