@@ -24,7 +24,14 @@ cargo build --release --quiet --bin estafeta --example dispatch_bench
 . benches/common.sh
 bench=./target/release/examples/dispatch_bench
 median() { python3 -c 'import sys,statistics; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
-rate_of() { python3 -c 'import re,sys; print(re.search(r"= (\d+) deliveries/s", sys.stdin.read()).group(1))'; }
+rate_of() { python3 -c 'import re,sys; print(re.search(r"= (\d+) deliveries/s", sys.argv[1]).group(1))' "$1"; }
+# Runs the delivery driver with "$@", prints its line, and appends its rate to the array named
+# by RATES.
+drive() {
+  local line; line=$($bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$@")
+  echo "  $line"
+  eval "$RATES+=(\"$(rate_of "$line")\")"
+}
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if [ -z "$ONLY" ] || [ "$ONLY" = ingest ]; then
@@ -99,10 +106,10 @@ echo "fan-out 10: $EVENTS events per run, plain then routed, $ROUNDS interleaved
 plain=(); routed=()
 for r in $(seq "$ROUNDS"); do
   start_estafeta "plain$r"
-  plain+=("$($bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$EVENTS" 10 0 | tee /dev/stderr | rate_of)")
+  RATES=plain drive "$EVENTS" 10 0
   kill "$EST"; wait "$EST" 2>/dev/null || true
   start_estafeta "routed$r"
-  routed+=("$($bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$EVENTS" 10 0 --routed | tee /dev/stderr | rate_of)")
+  RATES=routed drive "$EVENTS" 10 0 --routed
   kill "$EST"; wait "$EST" 2>/dev/null || true
 done
 p=$(median "${plain[@]}"); q=$(median "${routed[@]}")
@@ -114,10 +121,10 @@ echo "batches: $EVENTS events to one target, unbatched then batched by 100, $ROU
 single=(); batched=()
 for r in $(seq "$ROUNDS"); do
   start_estafeta "single$r"
-  single+=("$($bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$EVENTS" 1 0 | tee /dev/stderr | rate_of)")
+  RATES=single drive "$EVENTS" 1 0
   kill "$EST"; wait "$EST" 2>/dev/null || true
   start_estafeta "batched$r"
-  batched+=("$($bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "$EVENTS" 1 0 --batch 100 | tee /dev/stderr | rate_of)")
+  RATES=batched drive "$EVENTS" 1 0 --batch 100
   kill "$EST"; wait "$EST" 2>/dev/null || true
 done
 p=$(median "${single[@]}"); q=$(median "${batched[@]}")

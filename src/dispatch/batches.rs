@@ -26,6 +26,8 @@ use crate::store::deliveries::batches::{BatchedEvent, DueBatch, DueCut};
 
 /// Most targets cut, and batches claimed, per pass.
 const PER_PASS: usize = 64;
+/// Most batches cut from one target in a pass (while whole batches are waiting).
+const CUTS_PER_TARGET: usize = 50;
 
 /// The event type a batch is announced as (`estafeta-event-type`).
 pub const BATCH_EVENT_TYPE: &str = "estafeta.batch";
@@ -38,10 +40,10 @@ pub(super) async fn batch_loop(inner: Arc<Inner>, shard: u16) {
             _ = inner.stop.cancelled() => break,
             _ = tokio::time::sleep(pause) => {}
         }
-        let cut = cut_due(&inner, shard).await;
+        let (cut, more) = cut_due(&inner, shard).await;
         let sent = send_due(&inner, shard).await;
-        // A full pass means more may be waiting: go again at once.
-        pause = if cut == PER_PASS || sent == PER_PASS {
+        // A full pass, or whole batches still waiting, means more to do: go again at once.
+        pause = if more || cut == PER_PASS || sent == PER_PASS {
             Duration::ZERO
         } else {
             inner.settings.retry_poll
@@ -58,38 +60,49 @@ fn bounds(target: Option<&Target>) -> (u64, u64) {
     }
 }
 
-async fn cut_due(inner: &Inner, shard: u16) -> usize {
+/// Cuts the batches due in `shard`: how many targets were due, and whether whole batches are
+/// still waiting (a target that gathers faster than it is cut).
+async fn cut_due(inner: &Inner, shard: u16) -> (usize, bool) {
     let now = inner.deliveries.clock().now_ms();
     let due = match inner.deliveries.due_cuts(shard, now, PER_PASS).await {
         Ok(d) => d,
         Err(e) => {
             crate::telemetry::redis_error("batches");
             tracing::debug!(shard, error = %e, "cannot read the targets due for a batch");
-            return 0;
+            return (0, false);
         }
     };
     let n = due.len();
+    let mut more = false;
     for cut in due {
         let target = target_of(inner, &cut).await;
         let (max_events, max_wait_ms) = bounds(target.as_deref());
-        let id = BatchId::generate();
-        match inner
-            .deliveries
-            .cut_batch(shard, &cut, &id, max_events, max_wait_ms)
-            .await
-        {
-            Ok(0) => {}
-            Ok(size) => {
-                tracing::debug!(shard, batch = %id, target_id = %cut.target, size, "batch cut");
-                crate::telemetry::batch_cut(size);
-            }
-            Err(e) => {
-                crate::telemetry::redis_error("batches");
-                tracing::warn!(shard, target_id = %cut.target, error = %e, "cannot cut a batch; it is tried again");
+        // Whole batches go at once, one after the other; a part batch waits for its time.
+        for _ in 0..CUTS_PER_TARGET {
+            let id = BatchId::generate();
+            match inner
+                .deliveries
+                .cut_batch(shard, &cut, &id, max_events, max_wait_ms)
+                .await
+            {
+                Ok((0, _)) => break,
+                Ok((size, left)) => {
+                    tracing::debug!(shard, batch = %id, target_id = %cut.target, size, "batch cut");
+                    crate::telemetry::batch_cut(size);
+                    if left < max_events {
+                        break;
+                    }
+                    more = true;
+                }
+                Err(e) => {
+                    crate::telemetry::redis_error("batches");
+                    tracing::warn!(shard, target_id = %cut.target, error = %e, "cannot cut a batch; it is tried again");
+                    break;
+                }
             }
         }
     }
-    n
+    (n, more)
 }
 
 async fn target_of(inner: &Inner, cut: &DueCut) -> Option<Arc<Target>> {

@@ -214,39 +214,61 @@ pub fn parse_version(text: &str) -> Result<u32, Invalid> {
         .ok_or_else(refused)
 }
 
+/// Reads a JSON object of versions, each value read by `each`; a refusal names the version.
+fn read_versions<'de, D, T>(
+    d: D,
+    each: impl Fn(Value) -> Result<T, Invalid>,
+) -> Result<BTreeMap<u32, T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let raw = BTreeMap::<String, Value>::deserialize(d)?;
+    let mut map = BTreeMap::new();
+    for (key, value) in raw {
+        let version = parse_version(&key).map_err(D::Error::custom)?;
+        let read =
+            each(value).map_err(|e| D::Error::custom(format!("version {key} {}", e.message)))?;
+        map.insert(version, read);
+    }
+    Ok(map)
+}
+
+/// The published schema of an object of versions.
+fn versions_schema(
+    values: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    max: Option<usize>,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[1-9][0-9]{0,5}$")),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(values)))
+        .max_properties(max)
+        .description(Some(description))
+        .into()
+}
+
 impl<'de> Deserialize<'de> for Schemas {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Schemas, D::Error> {
-        use serde::de::Error;
-        let raw = BTreeMap::<String, Value>::deserialize(d)?;
-        let mut map = BTreeMap::new();
-        for (key, source) in raw {
-            let version = parse_version(&key).map_err(D::Error::custom)?;
-            let schema = CompiledSchema::compile(source)
-                .map_err(|e| D::Error::custom(format!("version {key} {}", e.message)))?;
-            map.insert(version, schema);
-        }
-        Schemas::new(map).map_err(D::Error::custom)
+        let map = read_versions(d, CompiledSchema::compile)?;
+        Schemas::new(map).map_err(serde::de::Error::custom)
     }
 }
 
 impl utoipa::PartialSchema for Schemas {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property_names(Some(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some("^[1-9][0-9]{0,5}$")),
-            ))
-            .additional_properties(Some(AdditionalProperties::RefOr(
-                ObjectBuilder::new().schema_type(Type::Object).into(),
-            )))
-            .max_properties(Some(MAX_VERSIONS))
-            .description(Some(
-                "JSON Schemas (draft 7 or 2020-12) by version: `{\"1\": {…}, \"2\": {…}}`.",
-            ))
-            .into()
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        versions_schema(
+            ObjectBuilder::new().schema_type(Type::Object).into(),
+            Some(MAX_VERSIONS),
+            "JSON Schemas (draft 7 or 2020-12) by version: `{\"1\": {…}, \"2\": {…}}`.",
+        )
     }
 }
 
@@ -439,39 +461,27 @@ impl SchemaChanges {
 
 impl<'de> Deserialize<'de> for SchemaChanges {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SchemaChanges, D::Error> {
-        use serde::de::Error;
-        let raw = BTreeMap::<String, Value>::deserialize(d)?;
-        let mut map = BTreeMap::new();
-        for (key, source) in raw {
-            let version = parse_version(&key).map_err(D::Error::custom)?;
-            let change = match source {
-                Value::Null => None,
-                source => Some(
-                    CompiledSchema::compile(source)
-                        .map_err(|e| D::Error::custom(format!("version {key} {}", e.message)))?,
-                ),
-            };
-            map.insert(version, change);
-        }
+        let map = read_versions(d, |v| match v {
+            Value::Null => Ok(None),
+            source => CompiledSchema::compile(source).map(Some),
+        })?;
         Ok(SchemaChanges(map))
     }
 }
 
 impl utoipa::PartialSchema for SchemaChanges {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .property_names(Some(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .pattern(Some("^[1-9][0-9]{0,5}$")),
-            ))
-            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
-            .description(Some(
-                "Versions to add or replace (a JSON Schema) or remove (`null`).",
-            ))
-            .into()
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        versions_schema(
+            ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                    Type::Object,
+                    Type::Null,
+                ]))
+                .into(),
+            None,
+            "Versions to add or replace (a JSON Schema) or remove (`null`).",
+        )
     }
 }
 

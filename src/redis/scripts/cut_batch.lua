@@ -4,7 +4,8 @@
 --
 -- KEYS  gather (the target's list), gathering, batches, batch (the new batch's record)
 -- ARGV  member ('<tenant>|<target>'), batch_id, tenant, target, max_events, max_wait_ms, now_ms
--- Answer {"size": events in the batch (0: nothing was gathered, no batch)}
+-- Answer {"size": events in the batch (0: nothing was gathered, no batch), "left": events still
+--        gathered (a whole batch or more: the caller cuts again at once)}
 local list, gathering, batches, batch = unpack(KEYS)
 local member, batch_id, tenant, target, max_events, max_wait, now = unpack(ARGV)
 max_events, max_wait, now = tonumber(max_events), tonumber(max_wait), tonumber(now)
@@ -12,7 +13,7 @@ max_events, max_wait, now = tonumber(max_events), tonumber(max_wait), tonumber(n
 local ids = redis.call('LRANGE', list, 0, max_events - 1)
 if #ids == 0 then
   redis.call('ZREM', gathering, member)
-  return cjson.encode({size = 0})
+  return cjson.encode({size = 0, left = 0})
 end
 redis.call('LTRIM', list, #ids, -1)
 redis.call('HSET', batch, 'tenant', tenant, 'target', target, 'events', table.concat(ids, ','),
@@ -26,4 +27,4 @@ elseif left > 0 then
 else
   redis.call('ZREM', gathering, member)
 end
-return cjson.encode({size = #ids})
+return cjson.encode({size = #ids, left = left})

@@ -47,3 +47,15 @@ local function track(record, member, before, after, unfinished, ship, now)
   end
 end
 
+
+-- Keeps an event's body (and its content type) in its record, once: what outlives the stream
+-- entry (a retry, the error queue, a batch) reads it from there.
+local function keep_body(record, body, ct)
+  if redis.call('HEXISTS', record, 'body') == 0 then
+    if ct ~= '' then
+      redis.call('HSET', record, 'body', body, 'ct', ct)
+    else
+      redis.call('HSET', record, 'body', body)
+    end
+  end
+end

@@ -17,13 +17,7 @@ for i = 1, n do
   local id, target, member, body, ct = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local max_events, max_wait = tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
   if redis.call('HSETNX', record, 'g:' .. target, 1) == 1 then
-    if redis.call('HEXISTS', record, 'body') == 0 then
-      if ct ~= '' then
-        redis.call('HSET', record, 'body', body, 'ct', ct)
-      else
-        redis.call('HSET', record, 'body', body)
-      end
-    end
+    keep_body(record, body, ct)
     local len = redis.call('RPUSH', list, id)
     if len >= max_events then
       redis.call('ZADD', gathering, now, member)

@@ -19,7 +19,7 @@
 //! | `gather`, `cut_batch` | `store::deliveries::batches` | batched targets' gathering lists and cut batches |
 //! | `save_tokened`, `delete_tokened` | `store::sources`, `store::monitors` | documents reached by a URL token |
 //! | `append_batch` | `queue::enqueue` | one stream entry per batch, with idempotency keys |
-//! | `expand`, `record`, `claim_due`, `replay`, `restore`, `delete_dead_letter` | `store::deliveries` | delivery records, retry schedule, error queue (`record`, `replay` and `restore` share `delivery.lua`) |
+//! | `expand`, `record`, `claim_due`, `replay`, `restore`, `delete_dead_letter` | `store::deliveries` | delivery records, retry schedule, error queue (`record`, `replay`, `restore` and `gather` share `delivery.lua`) |
 //! | `shipped`, `lease` | `store::deliveries` (for `log_store::shipper`) | the ship queue, shard leases |
 //! | `signal`, `describe`, `forget` | `monitors::state` | live state of watched subjects, alerts |
 
@@ -221,7 +221,7 @@ script!(
 );
 script!(
     /// Gathers events for their batched targets.
-    GATHER, "gather"
+    GATHER, "gather", with_delivery
 );
 script!(
     /// Cuts a batched target's next batch.

@@ -98,16 +98,6 @@ local function message(e)
   return tostring(e)
 end
 
-local function keep_body(record, body, ct)
-  if redis.call('HEXISTS', record, 'body') == 0 then
-    if ct ~= '' then
-      redis.call('HSET', record, 'body', body, 'ct', ct)
-    else
-      redis.call('HSET', record, 'body', body)
-    end
-  end
-end
-
 local function one(i)
   local k = 5 + (i - 1) * 6
   local record, stats, dead_letters = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]

@@ -149,8 +149,8 @@ impl Deliveries {
         Ok(out)
     }
 
-    /// Cuts `target`'s next batch (at most `max_events`); its size, 0 when nothing was
-    /// gathered (no batch is made).
+    /// Cuts `target`'s next batch (at most `max_events`): its size (0 when nothing was
+    /// gathered: no batch is made) and how many events are left gathered.
     pub async fn cut_batch(
         &self,
         shard: u16,
@@ -158,10 +158,12 @@ impl Deliveries {
         batch: &BatchId,
         max_events: u64,
         max_wait_ms: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(u64, u64), StoreError> {
         #[derive(Deserialize)]
         struct Answer {
             size: u64,
+            #[serde(default)]
+            left: u64,
         }
         let answer: Answer = CUT_BATCH
             .run(
@@ -183,7 +185,7 @@ impl Deliveries {
                 ],
             )
             .await?;
-        Ok(answer.size)
+        Ok((answer.size, answer.left))
     }
 
     /// Claims up to `limit` batches of `shard` due by `now_ms`, leased until
