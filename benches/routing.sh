@@ -9,7 +9,9 @@
 #   3. batches: EVENTS events to one target, unbatched, then batched by 100 (max_wait 200 ms)
 #      against the same sink; the ratio of events delivered per second
 # Usage: benches/routing.sh     (env: ROUNDS=3 DURATION=8s CONNECTIONS=64 EVENTS=20000;
-#                                ONLY=ingest|fanout|batch)
+#                                ONLY=ingest|fanout|batch; ROUTED_CONF=TOML for the routed
+#                                gateway, e.g. $'[transform]\nworkers = 4'; SINK_DELAY_MS=0 for the
+#                                batch runs)
 # Needs: oha (cargo install oha --locked), redis-server, python3. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,7 +110,7 @@ for r in $(seq "$ROUNDS"); do
   start_estafeta "plain$r"
   RATES=plain drive "$EVENTS" 10 0
   kill "$EST"; wait "$EST" 2>/dev/null || true
-  start_estafeta "routed$r"
+  start_estafeta "routed$r" "${ROUTED_CONF:-}"
   RATES=routed drive "$EVENTS" 10 0 --routed
   kill "$EST"; wait "$EST" 2>/dev/null || true
 done
@@ -121,10 +123,10 @@ echo "batches: $EVENTS events to one target, unbatched then batched by 100, $ROU
 single=(); batched=()
 for r in $(seq "$ROUNDS"); do
   start_estafeta "single$r"
-  RATES=single drive "$EVENTS" 1 0
+  RATES=single drive "$EVENTS" 1 0 --sink-delay-ms "${SINK_DELAY_MS:-0}"
   kill "$EST"; wait "$EST" 2>/dev/null || true
   start_estafeta "batched$r"
-  RATES=batched drive "$EVENTS" 1 0 --batch 100
+  RATES=batched drive "$EVENTS" 1 0 --batch 100 --sink-delay-ms "${SINK_DELAY_MS:-0}"
   kill "$EST"; wait "$EST" 2>/dev/null || true
 done
 p=$(median "${single[@]}"); q=$(median "${batched[@]}")

@@ -543,7 +543,10 @@ impl Default for TransformConfig {
     fn default() -> Self {
         TransformConfig {
             timeout_ms: 50,
-            workers: 2,
+            // Each worker idles while the gateway handles its answer: two per core keep both
+            // sides busy (measured: fan-out 10 with transformations, 0.76 of plain with 2, 0.86
+            // with 4, on 2 cores).
+            workers: 4,
             memory_mb: 512,
             max_output_bytes: 1024 * 1024,
             executable: None,

@@ -301,6 +301,90 @@ pub fn duplicate_key(bytes: &[u8]) -> Option<String> {
     found
 }
 
+/// Why a body was not read as JSON by [`parse_unique`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Not JSON at all (serde_json's message).
+    NotJson(String),
+    /// A key stands twice in one object (the first such key).
+    Duplicate(String),
+}
+
+/// Parses a JSON document into a value, in one pass, refusing a key that stands twice in one
+/// object (see [`duplicate_key`]): what a schema or a program reads is what the sender meant.
+pub fn parse_unique(bytes: &[u8]) -> Result<serde_json::Value, Unreadable> {
+    use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    /// Builds a value, noting the first repeated key.
+    struct Build<'s>(&'s mut Option<String>);
+
+    impl<'de> DeserializeSeed<'de> for Build<'_> {
+        type Value = Value;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Build<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(v) = seq.next_element_seed(Build(&mut *self.0))? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value_seed(Build(&mut *self.0))?;
+                if let Some(_earlier) = out.insert(key.clone(), value) {
+                    if self.0.is_none() {
+                        *self.0 = Some(key);
+                    }
+                }
+            }
+            Ok(Value::Object(out))
+        }
+    }
+
+    let mut repeated = None;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Build(&mut repeated)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| Unreadable::NotJson(e.to_string()))?;
+    match repeated {
+        Some(key) => Err(Unreadable::Duplicate(key)),
+        None => Ok(value),
+    }
+}
+
 /// Refuses a JSON document that holds a key twice in one object (see [`duplicate_key`]).
 pub fn refuse_duplicate_keys(bytes: &[u8]) -> Result<(), JsonError> {
     match duplicate_key(bytes) {
@@ -378,6 +462,28 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    #[test]
+    fn parse_unique_reads_json_once_and_refuses_a_repeated_key() {
+        assert_eq!(
+            parse_unique(br#"{"a":[1,{"b":2.5}],"c":null}"#),
+            Ok(serde_json::json!({"a": [1, {"b": 2.5}], "c": null}))
+        );
+        assert_eq!(
+            parse_unique(br#"{"t":"a","\u0074":"b"}"#),
+            Err(Unreadable::Duplicate("t".into()))
+        );
+        assert_eq!(
+            parse_unique(br#"[{"x":{"k":1,"k":2}}]"#),
+            Err(Unreadable::Duplicate("k".into()))
+        );
+        assert!(matches!(parse_unique(b"{} x"), Err(Unreadable::NotJson(_))));
+        assert!(matches!(parse_unique(b"\xff"), Err(Unreadable::NotJson(_))));
+        assert_eq!(
+            parse_unique(br#"{"a":1,"A":2}"#).map(|v| v.as_object().map(|o| o.len())),
+            Ok(Some(2))
+        );
     }
 
     #[test]

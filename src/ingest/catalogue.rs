@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use http::HeaderMap;
 use serde_json::Value;
 
-use crate::http::body::duplicate_key;
+use crate::http::body::{Unreadable, parse_unique};
 use crate::http::error::ApiError;
 use crate::model::catalogue::{CompiledSchema, SchemaError, parse_version};
 use crate::model::{CatalogueMode, EventType, TenantId};
@@ -302,9 +302,9 @@ fn judge(
     else {
         return (deprecated, None);
     };
-    let parsed: Value = match serde_json::from_slice(body) {
+    let parsed: Value = match parse_unique(body) {
         Ok(v) => v,
-        Err(e) => {
+        Err(Unreadable::NotJson(e)) => {
             return (
                 deprecated,
                 Some(Breach::NotJson(format!(
@@ -312,15 +312,15 @@ fn judge(
                 ))),
             );
         }
+        Err(Unreadable::Duplicate(key)) => {
+            return (
+                deprecated,
+                Some(Breach::DuplicateKey(format!(
+                    "the key {key:?} appears twice in one object of the body; readers disagree on which one counts, so it cannot be checked against the schema"
+                ))),
+            );
+        }
     };
-    if let Some(key) = duplicate_key(body) {
-        return (
-            deprecated,
-            Some(Breach::DuplicateKey(format!(
-                "the key {key:?} appears twice in one object of the body; readers disagree on which one counts, so it cannot be checked against the schema"
-            ))),
-        );
-    }
     if schema.is_valid(&parsed) {
         return (deprecated, None);
     }

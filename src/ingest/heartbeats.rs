@@ -421,20 +421,23 @@ async fn mapped(
             m,
         )
     };
-    let input: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_status",
-            format!("the monitor maps JSON pushes to a status, and the body is not JSON: {e}"),
-        )
-    })?;
-    if let Some(key) = body::duplicate_key(raw) {
-        return Err(ApiError::bad_request(
-            "duplicate_key",
-            format!(
-                "the key {key:?} appears twice in one object of the body; readers disagree on which one counts, so it is refused"
-            ),
-        ));
-    }
+    let input = match body::parse_unique(raw) {
+        Ok(v) => v,
+        Err(body::Unreadable::NotJson(e)) => {
+            return Err(ApiError::bad_request(
+                "invalid_status",
+                format!("the monitor maps JSON pushes to a status, and the body is not JSON: {e}"),
+            ));
+        }
+        Err(body::Unreadable::Duplicate(key)) => {
+            return Err(ApiError::bad_request(
+                "duplicate_key",
+                format!(
+                    "the key {key:?} appears twice in one object of the body; readers disagree on which one counts, so it is refused"
+                ),
+            ));
+        }
+    };
     let output = match s.sandbox.run(program, input).await {
         Ok(o) => o,
         Err(e) if e.is_final() => return Err(failed(format!("the status map failed: {e}"))),
