@@ -87,19 +87,31 @@ echo "ingest: $(printf %s "$BODY" | wc -c)-byte body, $DURATION at $CONNECTIONS 
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PLAIN/v1/events/order.paid" \
   -H "Authorization: Bearer $ON_TOKEN" -H 'content-type: application/json' -d "$BODY")
 [ "$code" = 202 ] || { echo "the enforcing tenant refused the bench body: $code" >&2; exit 1; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$EST/stat"; }
+# One oha run against tenant token $1: "<202 answers per second> <gateway CPU µs per request>".
 run_oha() {
-  oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json -m POST \
+  local t0 t1 out; t0=$(cpu_ticks)
+  out=$(oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json -m POST \
     -H "Authorization: Bearer $1" -H 'content-type: application/json' -d "$BODY" \
-    "http://127.0.0.1:$PLAIN/v1/events/order.paid" \
-  | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d.get("statusCodeDistribution",{}); print(d["summary"]["requestsPerSec"] * s.get("202",0) / max(1,sum(s.values())))'
+    "http://127.0.0.1:$PLAIN/v1/events/order.paid")
+  t1=$(cpu_ticks)
+  python3 -c '
+import json, os, sys
+d = json.loads(sys.argv[1]); s = d.get("statusCodeDistribution", {})
+n = max(1, sum(s.values()))
+ticks = int(sys.argv[3]) - int(sys.argv[2])
+print(d["summary"]["requestsPerSec"] * s.get("202", 0) / n, ticks / os.sysconf("SC_CLK_TCK") * 1e6 / n)
+' "$out" "$t0" "$t1"
 }
-offs=(); ons=()
+offs=(); ons=(); off_cpu=(); on_cpu=()
 for r in $(seq "$ROUNDS"); do
-  offs+=("$(run_oha "$OFF_TOKEN")"); ons+=("$(run_oha "$ON_TOKEN")")
-  echo "  round $r: off ${offs[-1]} req/s, enforce ${ons[-1]} req/s"
+  read -r rate cpu < <(run_oha "$OFF_TOKEN"); offs+=("$rate"); off_cpu+=("$cpu")
+  read -r rate cpu < <(run_oha "$ON_TOKEN"); ons+=("$rate"); on_cpu+=("$cpu")
+  printf '  round %s: off %.0f req/s (%.1f µs of gateway CPU each), enforce %.0f req/s (%.1f µs)\n' \
+    "$r" "${offs[-1]}" "${off_cpu[-1]}" "${ons[-1]}" "${on_cpu[-1]}"
 done
 off=$(median "${offs[@]}"); on=$(median "${ons[@]}")
-echo "  medians: off $off req/s, enforce $on req/s; enforce/off = $(python3 -c "print(round($on/$off, 3))")"
+echo "  medians: off $off req/s ($(median "${off_cpu[@]}") µs), enforce $on req/s ($(median "${on_cpu[@]}") µs); enforce/off = $(python3 -c "print(round($on/$off, 3))")"
 kill "$EST"; wait "$EST" 2>/dev/null || true
 fi
 

@@ -217,7 +217,7 @@ pub async fn read_event_type(
     tag = "event-types",
     operation_id = "put_event_type",
     params(EventTypePath),
-    request_body = EventTypeSpec,
+    request_body(content = Option<EventTypeSpec>, description = "The type's fields; an empty body writes a type with no description, owner or schema."),
     responses(
         (status = 201, description = "Created.", body = EventTypeView),
         (status = 200, description = "Replaced (or already so).", body = EventTypeView),
@@ -267,7 +267,7 @@ pub async fn put_event_type(
     tag = "event-types",
     operation_id = "update_event_type",
     params(EventTypePath),
-    request_body = EventTypePatch,
+    request_body(content = Option<EventTypePatch>, description = "Only the fields to change; an empty body changes nothing."),
     responses((status = 200, description = "Changed.", body = EventTypeView), WriteErrors),
 )]
 pub async fn update(

@@ -211,6 +211,18 @@ impl Catalogues {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Checked, ApiError> {
+        if let Some(v) = headers.get(SCHEMA_VERSION_HEADER) {
+            // Malformed, it is bad input whatever the tenant's mode.
+            if v.to_str().ok().and_then(|t| parse_version(t).ok()).is_none() {
+                return Err(ApiError::bad_request(
+                    "invalid_schema_version",
+                    format!(
+                        "Estafeta-Schema-Version must be a version number from 1 to {}, such as 2",
+                        crate::model::catalogue::MAX_VERSION
+                    ),
+                ));
+            }
+        }
         if mode == CatalogueMode::Off {
             return Ok(Checked::default());
         }

@@ -80,7 +80,7 @@ where
     params(
         ("event" = EventType, Path, description = "The event type."),
         ("Idempotency-Key" = Option<String>, Header, description = "A repeat within 24 h returns the first event's id.", max_length = 255, pattern = r"^[\x20-\x7E]+$"),
-        ("Estafeta-Schema-Version" = Option<String>, Header, description = "The schema version of the event type the body follows, when the tenant's catalogue checks bodies; the highest when absent.", pattern = r"^[1-9][0-9]{0,5}$"),
+        ("Estafeta-Schema-Version" = Option<String>, Header, nullable = false, description = "The schema version of the event type the body follows, when the tenant's catalogue checks bodies; the highest when absent.", pattern = r"^[1-9][0-9]{0,5}$"),
     ),
     request_body(
         description = "The event's body, any content type, kept byte for byte.",

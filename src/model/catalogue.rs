@@ -27,7 +27,7 @@ use super::text::Name;
 /// Most schema versions of one event type.
 pub const MAX_VERSIONS: usize = 50;
 /// Highest version number.
-pub const MAX_VERSION: u32 = 100_000;
+pub const MAX_VERSION: u32 = 999_999;
 /// Largest schema, as compact JSON (bytes).
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 /// Most event types in one tenant's catalogue (archived ones included).
@@ -146,7 +146,7 @@ impl<'de> Deserialize<'de> for CompiledSchema {
     }
 }
 
-/// An event type's schemas by version (1 to 100,000; JSON keys are the numbers as text).
+/// An event type's schemas by version (1 to 999,999; JSON keys are the numbers as text).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Schemas(BTreeMap<u32, CompiledSchema>);
 
@@ -377,8 +377,9 @@ impl ToSchema for RepositoryUrl {
 }
 
 /// Who owns an event type (seed 000: the service that emits it, its repository, its team).
+/// Read from a JSON object only (serde would take an array of its fields too).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "OwnerObject")]
 pub struct Owner {
     #[serde(default)]
     pub service: Option<Name>,
@@ -386,6 +387,35 @@ pub struct Owner {
     pub team: Option<Name>,
     #[serde(default)]
     pub repository_url: Option<RepositoryUrl>,
+}
+
+/// An owner as it arrives: an object, its fields checked by [`Owner`]'s own rules.
+#[derive(Deserialize)]
+struct OwnerObject(serde_json::Map<String, Value>);
+
+/// The fields of an [`Owner`], read from the object.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerFields {
+    #[serde(default)]
+    service: Option<Name>,
+    #[serde(default)]
+    team: Option<Name>,
+    #[serde(default)]
+    repository_url: Option<RepositoryUrl>,
+}
+
+impl TryFrom<OwnerObject> for Owner {
+    type Error = String;
+    fn try_from(o: OwnerObject) -> Result<Owner, String> {
+        let f: OwnerFields =
+            serde_json::from_value(Value::Object(o.0)).map_err(|e| e.to_string())?;
+        Ok(Owner {
+            service: f.service,
+            team: f.team,
+            repository_url: f.repository_url,
+        })
+    }
 }
 
 /// An event type as a PUT writes it (or the config file declares it): every field but the
@@ -567,8 +597,8 @@ mod tests {
     #[test]
     fn versions_are_plain_whole_numbers() {
         assert_eq!(parse_version("1"), Ok(1));
-        assert_eq!(parse_version("100000"), Ok(100_000));
-        for bad in ["0", "01", "-1", "1.0", "", "100001", "x"] {
+        assert_eq!(parse_version("999999"), Ok(999_999));
+        for bad in ["0", "01", "-1", "1.0", "", "1000000", "x"] {
             assert!(parse_version(bad).is_err(), "{bad}");
         }
         let spec: Result<EventTypeSpec, _> =
