@@ -213,7 +213,11 @@ impl Catalogues {
     ) -> Result<Checked, ApiError> {
         if let Some(v) = headers.get(SCHEMA_VERSION_HEADER) {
             // Malformed, it is bad input whatever the tenant's mode.
-            if v.to_str().ok().and_then(|t| parse_version(t).ok()).is_none() {
+            if v.to_str()
+                .ok()
+                .and_then(|t| parse_version(t).ok())
+                .is_none()
+            {
                 return Err(ApiError::bad_request(
                     "invalid_schema_version",
                     format!(

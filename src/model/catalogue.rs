@@ -613,6 +613,26 @@ mod tests {
     }
 
     #[test]
+    fn an_owner_is_an_object_of_known_fields() {
+        let owner: Result<Owner, _> =
+            serde_json::from_value(json!({"service": "billing", "team": "Payments"}));
+        assert_eq!(
+            owner.ok().and_then(|o| o.team).map(|t| t.to_string()),
+            Some("Payments".to_string())
+        );
+        for bad in [
+            json!(["billing", "Payments", null]),
+            json!({"service": "billing", "squad": "x"}),
+            json!("billing"),
+        ] {
+            assert!(
+                serde_json::from_value::<Owner>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn schemas_serialize_with_text_keys() {
         let s: Schemas =
             serde_json::from_value(json!({"2": {}, "10": {"type": "object"}})).unwrap_or_default();

@@ -307,6 +307,12 @@ async fn an_enforcing_catalogue_refuses_what_breaks_it_and_a_warning_one_notes_i
             .status,
         202
     );
+    // A malformed version is bad input in any mode.
+    for bad in ["0", "v2", "1.0", "1000000"] {
+        let r = post(&gw, &token, "order.paid", Some(bad), b"{}").await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(r.is_error("invalid_schema_version"), "{}", r.text());
+    }
 
     set_mode(&gw, &tenant, "enforce").await;
     let r = post(&gw, &token, "nobody.knows", None, b"{}").await;
