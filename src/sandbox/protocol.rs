@@ -11,8 +11,39 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
     pub program: String,
-    #[serde(default)]
+    /// Absent for a compile-only request; `null` is an input like any other.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub input: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_null_input_is_not_a_compile_only_request() {
+        for input in [
+            None,
+            Some(Value::Null),
+            Some(serde_json::json!([0, "\u{0}\u{ff}"])),
+        ] {
+            let frame = serde_json::to_vec(&Request {
+                program: ".".into(),
+                input: input.clone(),
+            })
+            .unwrap_or_default();
+            let back: Result<Request, _> = serde_json::from_slice(&frame);
+            assert_eq!(back.ok().and_then(|r| r.input), input);
+        }
+    }
 }
 
 /// A worker's answer.

@@ -7,7 +7,8 @@
 //! that recurses without end still aborts it; the gateway starts another).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -17,6 +18,8 @@ use super::protocol::{Answer, MAX_FRAME, Request};
 
 /// Stack of the thread that runs programs.
 const STACK_BYTES: usize = 64 * 1024 * 1024;
+/// Buffer of each side of the pipes.
+const PIPE_BUFFER: usize = 64 * 1024;
 /// Compiled programs kept; the cache is emptied when it is full.
 const CACHED_PROGRAMS: usize = 256;
 
@@ -47,14 +50,25 @@ pub fn serve(limits: WorkerLimits) -> Result<(), String> {
 }
 
 fn serve_stdio(limits: WorkerLimits) -> Result<(), String> {
-    let mut input = std::io::stdin().lock();
-    let mut output = std::io::stdout().lock();
+    // Plain buffered pipes (std's stdout is line-buffered): the gateway sends several requests
+    // in one write, read here in one call; each answer is one write.
+    let pipe = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| format!("cannot take a pipe: {e}"))
+    };
+    let mut input = BufReader::with_capacity(PIPE_BUFFER, pipe(std::io::stdin().as_fd())?);
+    let mut output = BufWriter::with_capacity(PIPE_BUFFER, pipe(std::io::stdout().as_fd())?);
     let mut cache: HashMap<String, Arc<Result<Program, String>>> = HashMap::new();
     loop {
         let mut len = [0u8; 4];
         match input.read_exact(&mut len) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return output
+                    .flush()
+                    .map_err(|e| format!("writing an answer: {e}"));
+            }
             Err(e) => return Err(format!("reading a request: {e}")),
         }
         let len = u32::from_be_bytes(len) as usize;
@@ -73,7 +87,11 @@ fn serve_stdio(limits: WorkerLimits) -> Result<(), String> {
         output
             .write_all(&(bytes.len() as u32).to_be_bytes())
             .and_then(|()| output.write_all(&bytes))
-            .and_then(|()| output.flush())
+            .map_err(|e| format!("writing an answer: {e}"))?;
+        // At once, not when the batch is done: the gateway's clock for the next request
+        // starts with this answer.
+        output
+            .flush()
             .map_err(|e| format!("writing an answer: {e}"))?;
     }
 }

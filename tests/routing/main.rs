@@ -5,6 +5,7 @@
 //! - [`kept_headers`]: the ingest headers a tenant keeps, seen by filters and views;
 //! - [`transforms`]: jq transformations: reshaped and cancelled deliveries, the sandbox,
 //!   versions and simulations;
+//! - [`sandbox`]: the jq pool itself: runs in flight per process, and those behind a lost one;
 //! - [`batches`]: batched deliveries by size and by time, retried whole, bounded settings;
 //! - [`status_maps`]: monitors' jq status maps over Alertmanager, Grafana and GitHub payloads;
 //! - [`catalogue`]: the event catalogue (types, schemas, import and export) and ingest held
@@ -19,6 +20,7 @@ mod batches;
 mod catalogue;
 mod filters;
 mod kept_headers;
+mod sandbox;
 mod status_maps;
 mod transforms;
 
