@@ -276,7 +276,7 @@ async fn main() {
     let mut lat = tally.latencies.lock().unwrap().clone();
     lat.sort_unstable();
     println!(
-        "fan-out {fanout:>2}{}, {accepted} events ({}): {delivered}/{expected} deliveries in {:.1} s = {:.0} deliveries/s; ingest {:.0} events/s; latency p50 {} ms, p99 {} ms, max {} ms",
+        "fan-out {fanout:>2}{}, {accepted} events ({}): {delivered}/{expected} deliveries in {:.1} s = {:.0} deliveries/s; ingest {:.0} events/s; {}",
         match (routed, batch) {
             (true, _) => " routed".to_owned(),
             (_, Some(n)) => format!(" batched by {n}"),
@@ -290,8 +290,16 @@ async fn main() {
         span_ms as f64 / 1000.0,
         delivered as f64 * 1000.0 / span_ms as f64,
         accepted as f64 / sent_in.as_secs_f64(),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(0),
+        if lat.is_empty() {
+            // A batch's events are not timed one by one.
+            "latency not measured".to_owned()
+        } else {
+            format!(
+                "latency p50 {} ms, p99 {} ms, max {} ms",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                lat.last().copied().unwrap_or(0)
+            )
+        },
     );
 }
