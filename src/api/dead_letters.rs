@@ -77,6 +77,7 @@ pub struct DeadLetterQuery {
     until: Option<String>,
     /// `newest` (the default) or `oldest` first.
     #[serde(default)]
+    #[param(inline)]
     order: Option<Direction>,
     /// Only entries past this one: the `next` of the previous page.
     #[serde(default)]

@@ -364,6 +364,38 @@ mod tests {
     }
 
     #[test]
+    fn every_reference_in_the_description_resolves() -> anyhow::Result<()> {
+        fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if let Some(serde_json::Value::String(r)) = o.get("$ref") {
+                        out.push(r);
+                    }
+                    o.values().for_each(|v| refs(v, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc: serde_json::Value = serde_json::from_str(&document_json(Deployed {
+            portal_link_max_ttl_s: 600,
+        }))?;
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 50, "{} references", found.len());
+        let dangling: Vec<&&str> = found
+            .iter()
+            .filter(|r| {
+                r.strip_prefix('#')
+                    .and_then(|pointer| doc.pointer(pointer))
+                    .is_none()
+            })
+            .collect();
+        assert!(dangling.is_empty(), "references to nothing: {dangling:?}");
+        Ok(())
+    }
+
+    #[test]
     fn operation_ids_are_unique_and_admin_copies_name_their_tenant() {
         let doc = document();
         let mut ids = std::collections::HashSet::new();
