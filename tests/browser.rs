@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -36,10 +37,13 @@ struct Browser {
 impl Browser {
     async fn start() -> Browser {
         let port = free_port();
+        // A process group of its own, so its Chromium processes end with it (killing
+        // chromedriver alone leaves them running, and they weigh on whatever runs next).
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect(
                 "chromedriver not found: install Debian's chromium and chromium-driver \
@@ -219,6 +223,11 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
