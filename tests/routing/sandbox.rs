@@ -49,7 +49,7 @@ async fn many_runs_in_flight_each_get_their_own_answer_in_order() {
 #[tokio::test]
 async fn runs_queued_behind_a_loop_or_a_crash_go_to_the_next_process() {
     // One worker, so everything queues behind the bad program in the same process.
-    let sandbox = pool(1, 300);
+    let sandbox = pool(1, 1_000);
     let bad = ["def f: f; f", "def f: 1 + f; f"];
     for program in bad {
         let first = {
@@ -67,7 +67,7 @@ async fn runs_queued_behind_a_loop_or_a_crash_go_to_the_next_process() {
             assert_eq!(out, Ok(json!(i + 1)), "{program}: run {i} behind it");
         }
         match first.await.unwrap() {
-            Err(SandboxError::Timeout(300)) => assert_eq!(program, bad[0]),
+            Err(SandboxError::Timeout(1_000)) => assert_eq!(program, bad[0]),
             Err(SandboxError::Crashed(how)) => assert_eq!(program, bad[1], "{how}"),
             other => panic!("{program}: {other:?}"),
         }
