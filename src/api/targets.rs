@@ -527,11 +527,13 @@ pub struct TestDelivery {
     pub error: Option<String>,
     /// The first 512 bytes of the response body, as text (NUL and invalid UTF-8 replaced).
     pub response: Option<String>,
+    /// The version of the target's transformation the ping went through, if it has one.
+    pub transform_version: Option<u32>,
 }
 
-/// Sends the target a signed `estafeta.ping` now and says what happened. Nothing is
-/// recorded: not an event, not an attempt, not its health. A disabled target is tested too
-/// (to check it before enabling it).
+/// Sends the target a signed `estafeta.ping` now, through its transformation like any
+/// delivery, and says what happened. Nothing is recorded: not an event, not an attempt, not
+/// its health. A disabled target is tested too (to check it before enabling it).
 #[utoipa::path(
     post,
     path = "/targets/{target_id}/test",
@@ -556,6 +558,7 @@ pub async fn test_target(
 ) -> Result<TestDelivery, ApiError> {
     use crate::dispatch::client::Message;
     use crate::dispatch::signing::SigningKey;
+    use crate::dispatch::transform::{self, EventInput, Transformed};
     let target = s
         .store
         .target(&scope.tenant, target_id)
@@ -571,9 +574,35 @@ pub async fn test_target(
         })
         .to_string(),
     );
+    let unsent = |error: String, version: u32| TestDelivery {
+        webhook_id: id.to_string(),
+        delivered: false,
+        status: None,
+        latency_ms: 0.0,
+        error: Some(error),
+        response: None,
+        transform_version: Some(version),
+    };
+    let event = EventInput {
+        event_type: "estafeta.ping",
+        meta: Some(b"application/json"),
+        body: &body,
+    };
+    let shaped =
+        match transform::apply(&s.sandbox, &target, None, event, s.allow_private_targets).await {
+            Transformed::Untouched => None,
+            Transformed::Send(shaped) => Some(shaped),
+            Transformed::Cancel { version } => {
+                return Ok(unsent(
+                    "the target's transformation cancels it: nothing was sent".into(),
+                    version,
+                ));
+            }
+            Transformed::Fail { version, error, .. } => return Ok(unsent(error, version)),
+        };
     let keys = SigningKey::all(&target.secrets_at(now));
     let msg = Message {
-        shaped: None,
+        shaped: shaped.as_ref(),
         event_id: id.as_str(),
         event_type: "estafeta.ping",
         content_type: Some(b"application/json"),
@@ -595,5 +624,6 @@ pub async fn test_target(
                 .map(|c| format!("the target answered {c}"))
         }),
         response: r.response,
+        transform_version: shaped.map(|s| s.version),
     })
 }

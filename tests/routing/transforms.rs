@@ -482,3 +482,83 @@ transform = {{ program = ".body |= {{wrapped: .}}" }}
         json!(".body |= {wrapped: .}")
     );
 }
+
+#[tokio::test]
+async fn a_test_ping_goes_through_the_transformation_like_a_delivery() {
+    let gw = gateway("transform-ping").await;
+    let sink = Sink::start().await;
+    let (tenant, token) = gw.tenant("acme").await;
+    let shaped = target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/ping"), "events": ["*"], "transform": {"program": ".body.shaped = true | .headers[\"x-ping\"] = .type | .method = \"PUT\""}}),
+    )
+    .await;
+    let id = shaped["id"].as_str().unwrap();
+    let r = Request::new("POST", &format!("/v1/targets/{id}/test"))
+        .bearer(&token)
+        .send_plain(gw.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["delivered"], json!(true), "{v}");
+    assert_eq!(v["transform_version"], json!(1), "{v}");
+    let got = sink.received("/ping");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].method, "PUT");
+    assert_eq!(got[0].header("x-ping").as_deref(), Some("estafeta.ping"));
+    let body: Json = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["shaped"], json!(true), "{body}");
+    assert_eq!(body["type"], json!("estafeta.ping"));
+
+    // A program that cancels pings, or fails on them, sends nothing and says why.
+    for (program, says) in [
+        (
+            r#"if .type == "estafeta.ping" then {cancel: true} else . end"#,
+            "cancels it",
+        ),
+        (r#"error("no pings here")"#, "no pings here"),
+    ] {
+        let r = gw
+            .admin(
+                "PATCH",
+                &format!("/admin/tenants/{tenant}/targets/{id}"),
+                Some(json!({"transform": {"program": program}})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = gw
+            .admin(
+                "POST",
+                &format!("/admin/tenants/{tenant}/targets/{id}/test"),
+                None,
+            )
+            .await;
+        let v = r.json();
+        assert_eq!(v["delivered"], json!(false), "{v}");
+        assert_eq!(v["status"], Json::Null);
+        assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+        assert!(v["transform_version"].as_u64().unwrap() > 1, "{v}");
+    }
+    assert_eq!(sink.count("/ping"), 1, "nothing more was sent");
+    // A target without a transformation says so with null.
+    let plain = target(
+        &gw,
+        &tenant,
+        json!({"url": sink.url("/plain"), "events": ["*"]}),
+    )
+    .await;
+    let r = gw
+        .admin(
+            "POST",
+            &format!(
+                "/admin/tenants/{tenant}/targets/{}/test",
+                plain["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["transform_version"], Json::Null);
+    assert_eq!(sink.count("/plain"), 1);
+}

@@ -478,6 +478,9 @@ pub async fn test(
                 dt { "Latency" } dd { (latency_text(r.latency_ms)) }
                 dt { "Error" } dd { @match &r.error { Some(e) => (e), None => "—" } }
                 dt { "webhook-id" } dd { code { (r.webhook_id) } }
+                @if let Some(v) = r.transform_version {
+                    dt { "Transformation" } dd { "version " (v) }
+                }
             }
             @if let Some(resp) = &r.response { h3 { "Response (first 512 bytes)" } pre.body { (resp) } }
         }
