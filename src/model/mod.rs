@@ -48,6 +48,7 @@ pub mod secret;
 pub mod shaped;
 pub mod source;
 pub mod target;
+pub mod target_url;
 pub mod tenant;
 pub mod text;
 pub mod time;
