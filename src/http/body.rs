@@ -314,6 +314,7 @@ pub enum Unreadable {
 /// object (see [`duplicate_key`]): what a schema or a program reads is what the sender meant.
 pub fn parse_unique(bytes: &[u8]) -> Result<serde_json::Value, Unreadable> {
     use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::map::Entry;
     use serde_json::{Map, Value};
 
     /// Builds a value, noting the first repeated key.
@@ -363,9 +364,15 @@ pub fn parse_unique(bytes: &[u8]) -> Result<serde_json::Value, Unreadable> {
             let mut out = Map::new();
             while let Some(key) = map.next_key::<String>()? {
                 let value = map.next_value_seed(Build(&mut *self.0))?;
-                if let Some(_earlier) = out.insert(key.clone(), value) {
-                    if self.0.is_none() {
-                        *self.0 = Some(key);
+                match out.entry(key) {
+                    Entry::Vacant(e) => {
+                        e.insert(value);
+                    }
+                    Entry::Occupied(mut e) => {
+                        if self.0.is_none() {
+                            *self.0 = Some(e.key().clone());
+                        }
+                        e.insert(value);
                     }
                 }
             }

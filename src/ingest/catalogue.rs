@@ -211,27 +211,27 @@ impl Catalogues {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Checked, ApiError> {
-        if let Some(v) = headers.get(SCHEMA_VERSION_HEADER) {
-            // Malformed, it is bad input whatever the tenant's mode.
-            if v.to_str()
-                .ok()
-                .and_then(|t| parse_version(t).ok())
-                .is_none()
-            {
-                return Err(ApiError::bad_request(
-                    "invalid_schema_version",
-                    format!(
-                        "Estafeta-Schema-Version must be a version number from 1 to {}, such as 2",
-                        crate::model::catalogue::MAX_VERSION
-                    ),
-                ));
-            }
-        }
+        // Read once; malformed, it is bad input whatever the tenant's mode.
+        let asked = match headers.get(SCHEMA_VERSION_HEADER) {
+            None => None,
+            Some(v) => match v.to_str().ok().and_then(|t| parse_version(t).ok()) {
+                Some(version) => Some(version),
+                None => {
+                    return Err(ApiError::bad_request(
+                        "invalid_schema_version",
+                        format!(
+                            "Estafeta-Schema-Version must be a version number from 1 to {}, such as 2",
+                            crate::model::catalogue::MAX_VERSION
+                        ),
+                    ));
+                }
+            },
+        };
         if mode == CatalogueMode::Off {
             return Ok(Checked::default());
         }
         let catalogue = self.of(tenant).await?;
-        let (deprecated_at_ms, breach) = judge(&catalogue, tenant, event_type, headers, body);
+        let (deprecated_at_ms, breach) = judge(&catalogue, tenant, event_type, asked, body);
         let Some(breach) = breach else {
             return Ok(Checked {
                 deprecated_at_ms,
@@ -254,7 +254,7 @@ fn judge(
     catalogue: &TenantCatalogue,
     tenant: &TenantId,
     event_type: &EventType,
-    headers: &HeaderMap,
+    asked: Option<u32>,
     body: &[u8],
 ) -> (Option<u64>, Option<Breach>) {
     let name = event_type.as_str();
@@ -281,34 +281,24 @@ fn judge(
         );
     }
     let deprecated = entry.deprecated_at_ms;
-    let asked = headers.get(SCHEMA_VERSION_HEADER);
     let version = match asked {
         None => match entry.versions.keys().next_back() {
             Some(v) => *v,
             // A type without a schema takes any body.
             None => return (deprecated, None),
         },
+        Some(v) if entry.versions.contains_key(&v) => v,
         Some(v) => {
-            let text = v.to_str().unwrap_or_default();
-            match parse_version(text)
-                .ok()
-                .filter(|v| entry.versions.contains_key(v))
-            {
-                Some(v) => v,
-                None => {
-                    let known: Vec<String> = entry.versions.keys().map(u32::to_string).collect();
-                    let message = format!(
-                        "{name} has no schema version {:?} (versions: {})",
-                        String::from_utf8_lossy(v.as_bytes()),
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    );
-                    return (deprecated, Some(Breach::UnknownVersion(message)));
+            let known: Vec<String> = entry.versions.keys().map(u32::to_string).collect();
+            let message = format!(
+                "{name} has no schema version \"{v}\" (versions: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
                 }
-            }
+            );
+            return (deprecated, Some(Breach::UnknownVersion(message)));
         }
     };
     let Some(schema) = entry

@@ -46,12 +46,13 @@ mod tests {
     }
 }
 
-/// A worker's answer.
+/// A worker's answer. The gateway reads the output as a value; the worker writes it already
+/// serialized (`Answer<Box<RawValue>>`), as it was measured against the output cap.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Answer {
+pub enum Answer<V = Value> {
     /// The program's first output (`null` for a compile-only request).
-    Ok(Value),
+    Ok(V),
     /// The program does not compile.
     Invalid(String),
     /// The program failed on this input.

@@ -12,6 +12,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::program::Program;
 use super::protocol::{Answer, MAX_FRAME, Request};
@@ -100,7 +101,7 @@ fn answer(
     cache: &mut HashMap<String, Arc<Result<Program, String>>>,
     request: Request,
     max_output: usize,
-) -> Answer {
+) -> Answer<Box<RawValue>> {
     let program = match cache.get(&request.program) {
         Some(p) => p.clone(),
         None => {
@@ -117,21 +118,21 @@ fn answer(
         Err(e) => return Answer::Invalid(e.clone()),
     };
     let Some(input) = request.input else {
-        return Answer::Ok(Value::Null);
+        return match serde_json::value::to_raw_value(&Value::Null) {
+            Ok(null) => Answer::Ok(null),
+            Err(e) => Answer::Error(e.to_string()),
+        };
     };
     match program.run(&input) {
-        Ok(out) => {
-            let size = serde_json::to_vec(&out)
-                .map(|b| b.len())
-                .unwrap_or(usize::MAX);
-            if size > max_output {
-                Answer::Error(format!(
-                    "the output is {size} bytes as JSON; at most {max_output}"
-                ))
-            } else {
-                Answer::Ok(out)
-            }
-        }
+        // Serialized once: its size is checked on the bytes that are sent.
+        Ok(out) => match serde_json::value::to_raw_value(&out) {
+            Ok(raw) if raw.get().len() > max_output => Answer::Error(format!(
+                "the output is {} bytes as JSON; at most {max_output}",
+                raw.get().len()
+            )),
+            Ok(raw) => Answer::Ok(raw),
+            Err(e) => Answer::Error(format!("the output cannot be written as JSON: {e}")),
+        },
         Err(e) => Answer::Error(e),
     }
 }
