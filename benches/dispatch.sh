@@ -5,12 +5,16 @@
 #   2. fan-out 10: EVENTS events, ten targets (EVENTS x 10 deliveries)
 #   3. fan-out 10 paced at half the deliveries/s measured in 2, for latency
 #   4. sink down: 20 000 events to a closed port; Estafeta's memory before and after
+#   6. (ONLY=breaker) a receiver down next to nine live ones, 1 000 events/s for BREAKER_S
+#      seconds, with the circuit breaker (the default) and without: the live targets'
+#      deliveries/s and latency, and the attempts spent on the dead one
 #   5. slow receivers: SLOW_EVENTS events to ten targets answering in 200 ms, with the default
 #      limits, then with `concurrency` and `per_target_concurrency` raised to 4 096; prints the
 #      ideal rate (deliveries in flight / latency) and the memory per delivery in flight
 # Usage: benches/dispatch.sh        (env: EVENTS=50000 SLOW_EVENTS=5000; ESTAFETA_BIN=another
 #                                    build, to compare; ONLY=fanout runs steps 1-3,
-#                                    ONLY=slow step 5)
+#                                    ONLY=slow step 5, ONLY=breaker step 6;
+#                                    BREAKER_S=20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-50000}
@@ -83,6 +87,27 @@ print(min(d["concurrency"], 10 * d["per_target_concurrency"]))')
     "RSS idle ${idle} kB, peak ${peak} kB: $(awk "BEGIN {printf \"%.1f\", ($peak - $idle) / $cap}") kB per delivery in flight"
   kill "$EST"; wait "$EST" 2>/dev/null || true
 }
+# A dead receiver beside live ones: attempts spent on it (every failed attempt is its) and
+# what the live ones get, with and without the breaker, in interleaved rounds.
+attempts_failed() {
+  curl -sf "http://127.0.0.1:$ADMIN/metrics" | awk '/^estafeta_deliveries_total\{outcome="(retry|dead_letter)"\}/ {s += $2} END {print s + 0}'
+}
+dead_target() {
+  local name=$1 conf=$2 seconds=${BREAKER_S:-20}
+  start_estafeta "$name" "$conf"
+  local line; line=$($bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" $(( seconds * 1000 )) 10 1000 --dead 1)
+  echo "  $name: $line; attempts on the dead target: $(attempts_failed)"
+  kill "$EST"; wait "$EST" 2>/dev/null || true
+}
+if [ "$ONLY" = breaker ]; then
+  echo "a dead target (connection refused) beside nine live ones, 1000 events/s, ${BREAKER_S:-20} s"
+  for round in 1 2 3; do
+    dead_target "breaker_on_$round" ""
+    dead_target "breaker_off_$round" $'[dispatch.breaker]\nenabled = false'
+  done
+  exit 0
+fi
+
 [ -z "$ONLY" ] || [ "$ONLY" = slow ] || exit 0
 echo "slow receivers: $SLOW_EVENTS events to 10 targets answering in 200 ms"
 slow slow_defaults ""

@@ -237,6 +237,30 @@ pub const METRICS: &[MetricSpec] = &[
         "Delivery attempts by outcome (delivered, retry, dead_letter, deferred, sent)",
     ),
     spec(
+        "estafeta_deliveries_held_total",
+        Counter,
+        &["reason"],
+        "Deliveries parked in the retry schedule without an attempt, by reason (breaker, retry_after, rate_limit, unknown)",
+    ),
+    spec(
+        "estafeta_breaker_transitions_total",
+        Counter,
+        &["to"],
+        "Circuit breakers this dispatcher saw move, by new state (open, closed)",
+    ),
+    spec(
+        "estafeta_target_concurrency_limit",
+        Histogram,
+        &[],
+        "Adaptive per-target in-flight limits, recorded at each change (each target's own is in its view)",
+    ),
+    spec(
+        "estafeta_targets_auto_disabled_total",
+        Counter,
+        &[],
+        "Targets disabled after failing for disable_after_h",
+    ),
+    spec(
         "estafeta_delivery_attempt_seconds",
         Histogram,
         &[],
@@ -571,6 +595,26 @@ pub fn shard_backlog(shard: u16, stream_lag: Option<u64>, scheduled: u64, dead_l
     }
     metrics::gauge!("estafeta_dead_letters", "shard" => s.clone()).set(dead_letters as f64);
     metrics::gauge!("estafeta_retry_queue_depth", "shard" => s).set(scheduled as f64);
+}
+
+/// A delivery parked without an attempt: its target's breaker, pause or rate limit.
+pub fn delivery_held(reason: &'static str) {
+    metrics::counter!("estafeta_deliveries_held_total", "reason" => reason).increment(1);
+}
+
+/// A target's circuit breaker moved to `to` (`open`, `closed`).
+pub fn breaker_transition(to: &'static str) {
+    metrics::counter!("estafeta_breaker_transitions_total", "to" => to).increment(1);
+}
+
+/// An adaptive per-target limit moved to `limit`.
+pub fn concurrency_limit(limit: usize) {
+    metrics::histogram!("estafeta_target_concurrency_limit").record(limit as f64);
+}
+
+/// A target was disabled for failing too long.
+pub fn target_auto_disabled() {
+    metrics::counter!("estafeta_targets_auto_disabled_total").increment(1);
 }
 
 /// Stream entries reclaimed from consumers that stopped answering.

@@ -801,6 +801,7 @@ async fn record(redis: &Client, k: &Keys, outcomes: &[Outcome<'_>]) {
             r#"{"id":"dl_1"}"#,
             o.latency,
             o.attempt_ms,
+            "",
         ]);
     }
     let answer = run(redis, &scripts::RECORD, &keys, &args).await;
@@ -1019,6 +1020,7 @@ async fn expand_and_record_count_each_minute_in_the_series_of_its_hour() {
                 "{}",
                 ms,
                 ms,
+                "",
             ]
             .map(String::from),
         );
@@ -1074,6 +1076,7 @@ async fn expand_and_record_count_each_minute_in_the_series_of_its_hour() {
         "drop",
         "",
         "evt_1:tgt_9",
+        "",
         "",
         "",
         "",
@@ -1776,6 +1779,7 @@ async fn record_fails_an_outcome_whose_record_is_of_another_type_alone() {
             "",
             "12",
             "12",
+            "",
         ]);
     }
     let answer = run(&r, &scripts::RECORD, &keys, &args).await;
@@ -2032,6 +2036,17 @@ async fn record_health(
     now: u64,
     outcomes: &[(&str, &str, &str)],
 ) -> HashMap<String, String> {
+    let gated: Vec<_> = outcomes.iter().map(|(t, k, a)| (*t, *k, *a, "")).collect();
+    record_gated(r, k, now, &gated).await.1
+}
+
+/// The same with each outcome's `gate` argument; the answer and the health hash.
+async fn record_gated(
+    r: &Client,
+    k: &Keys,
+    now: u64,
+    outcomes: &[(&str, &str, &str, &str)],
+) -> (Json, HashMap<String, String>) {
     let mut keys = vec![
         k.k("retries"),
         k.k("dead_total"),
@@ -2050,7 +2065,7 @@ async fn record_health(
     ]
     .map(String::from)
     .to_vec();
-    for (target, kind, attempt) in outcomes {
+    for (target, kind, attempt, gate) in outcomes {
         keys.extend([
             k.k("event:evt_1"),
             k.k("stats:ten_a"),
@@ -2075,6 +2090,7 @@ async fn record_health(
                 "{}",
                 "10",
                 "10",
+                gate,
             ]
             .map(String::from),
         );
@@ -2088,7 +2104,192 @@ async fn record_health(
         [json!({}), json!([])].contains(&answer["counters_failed"]),
         "{answer}"
     );
-    hash(r, &k.k("health:ten_a")).await
+    let health = hash(r, &k.k("health:ten_a")).await;
+    (answer, health)
+}
+
+/// A gate argument: class, probe, pause, then a breaker of a 60 s window, 4 requests, ratio
+/// 0.5, open 30 s doubling to 100 s, two probes, disabling after `disable_ms`.
+fn gate(class: &str, probe: bool, pause: u64, disable_ms: u64) -> String {
+    format!(
+        "{class},{},{pause},1,60000,4,0.5000,30000,100000,2,{disable_ms},7",
+        u8::from(probe)
+    )
+}
+
+async fn probe(r: &Client, k: &Keys, now: u64) -> String {
+    run(
+        r,
+        &scripts::BREAKER_PROBE,
+        &[&k.k("health:ten_a")],
+        &["tgt_1", &now.to_string(), "2", "5000"],
+    )
+    .await
+    .as_str()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+#[tokio::test]
+async fn record_opens_a_breaker_at_its_ratio_and_probes_close_or_reopen_it() {
+    let r = redis().await;
+    let k = Keys::new("record-breaker");
+    let _: () = r.hset(k.k("event:evt_1"), ("entry", "1-0")).await.unwrap();
+    let t0 = 6_000_000u64; // a window start: 100 windows of 60 s
+    let (f, o, n) = (
+        gate("f", false, 0, 0),
+        gate("o", false, 0, 0),
+        gate("n", false, 0, 0),
+    );
+    let at = "tgt_1|1|1|500|10|4|boom";
+
+    // Three attempts, two failed, and a 429 that counts for nothing: below min_requests.
+    let (answer, h) = record_gated(
+        &r,
+        &k,
+        t0,
+        &[
+            ("tgt_1", "retry", at, &f),
+            ("tgt_1", "done", at, &o),
+            ("tgt_1", "retry", at, &f),
+            ("tgt_1", "retry", at, &n),
+        ],
+    )
+    .await;
+    assert_eq!(h["tgt_1:bw"], format!("{t0}:3:2:0:0"));
+    assert_eq!(h["tgt_1:cl"], "7", "the dispatcher's in-flight limit");
+    assert!(!h.contains_key("tgt_1:br"), "still closed");
+    assert!(
+        [json!({}), json!([])].contains(&answer["gates"]),
+        "{answer}"
+    );
+    assert_eq!(probe(&r, &k, t0).await, "c");
+
+    // The fourth attempt, a failure: 3 of 4 failed, over 0.5: open for 30 s.
+    let t1 = t0 + 1_000;
+    let (answer, h) = record_gated(&r, &k, t1, &[("tgt_1", "retry", at, &f)]).await;
+    assert_eq!(h["tgt_1:br"], format!("o:{t1}:{}:1:0:0", t1 + 30_000));
+    assert!(!h.contains_key("tgt_1:bw"), "the window starts again");
+    assert_eq!(
+        answer["gates"][0],
+        json!(["tgt_1", "o", t1, t1 + 30_000, 1, "opened", 0, 0, t0])
+    );
+    // Attempts that were in flight while it opened count for nothing.
+    let (answer, _) = record_gated(&r, &k, t1 + 5, &[("tgt_1", "retry", at, &f)]).await;
+    assert_eq!(answer["gates"][0][5], "", "{answer}");
+
+    // Open: deliveries wait until its time; then two probes, no third.
+    assert_eq!(
+        probe(&r, &k, t1 + 29_999).await,
+        format!("o:{}", t1 + 30_000)
+    );
+    let t2 = t1 + 30_000;
+    assert_eq!(probe(&r, &k, t2).await, "p");
+    assert_eq!(probe(&r, &k, t2 + 1).await, "p");
+    assert_eq!(probe(&r, &k, t2 + 2).await, format!("h:{}", t2 + 5_000));
+    // A grant not answered within the probe timeout is taken back.
+    assert_eq!(probe(&r, &k, t2 + 5_000).await, "p");
+
+    // One probe fails: open again, for twice as long.
+    let pf = gate("f", true, 0, 0);
+    let t3 = t2 + 6_000;
+    let (answer, h) = record_gated(&r, &k, t3, &[("tgt_1", "retry", at, &pf)]).await;
+    assert_eq!(h["tgt_1:br"], format!("o:{t3}:{}:2:0:0", t3 + 60_000));
+    assert_eq!(answer["gates"][0][5], "reopened");
+    // And once more: capped at 100 s.
+    let t4 = t3 + 60_000;
+    assert_eq!(probe(&r, &k, t4).await, "p");
+    let (_, h) = record_gated(&r, &k, t4 + 1, &[("tgt_1", "retry", at, &pf)]).await;
+    assert_eq!(
+        h["tgt_1:br"],
+        format!("o:{}:{}:3:0:0", t4 + 1, t4 + 1 + 100_000)
+    );
+
+    // Two successful probes close it; one is not enough.
+    let t5 = t4 + 1 + 100_000;
+    assert_eq!(probe(&r, &k, t5).await, "p");
+    assert_eq!(probe(&r, &k, t5).await, "p");
+    let po = gate("o", true, 0, 0);
+    let (answer, h) = record_gated(&r, &k, t5 + 1, &[("tgt_1", "done", at, &po)]).await;
+    assert!(h["tgt_1:br"].starts_with("h:"), "{h:?}");
+    assert_eq!(answer["gates"][0][1], "h");
+    let (answer, h) = record_gated(&r, &k, t5 + 2, &[("tgt_1", "done", at, &po)]).await;
+    assert!(h["tgt_1:br"].starts_with("c:"), "{h:?}");
+    assert_eq!(answer["gates"][0][5], "closed");
+    assert_eq!(probe(&r, &k, t5 + 3).await, "c");
+
+    // A 429's pause is kept and reported until it ends.
+    let paused = gate("n", false, t5 + 10_000, 0);
+    let (answer, h) = record_gated(&r, &k, t5 + 4, &[("tgt_1", "retry", at, &paused)]).await;
+    assert_eq!(h["tgt_1:pause"], (t5 + 10_000).to_string());
+    assert_eq!(answer["gates"][0][7], t5 + 10_000);
+
+    // Read as the API reads it.
+    let health = estafeta::store::deliveries::health::parse(h, t5 + 5);
+    let one = &health[&estafeta::model::TargetId::parse("tgt_1").unwrap()];
+    assert_eq!(
+        one.breaker.state,
+        estafeta::store::deliveries::gate::BreakerState::Closed
+    );
+    assert_eq!(one.paused_until_ms, Some(t5 + 10_000));
+}
+
+#[tokio::test]
+async fn record_reports_a_target_failing_longer_than_its_disable_after() {
+    let r = redis().await;
+    let k = Keys::new("record-disable");
+    let _: () = r.hset(k.k("event:evt_1"), ("entry", "1-0")).await.unwrap();
+    let t0 = 6_000_000u64;
+    let at = "tgt_1|1|1|500|10|4|boom";
+    let f = gate("f", false, 0, 10_000);
+    let mut answer = json!(null);
+    for i in 0..4 {
+        answer = record_gated(&r, &k, t0 + i, &[("tgt_1", "retry", at, &f)])
+            .await
+            .0;
+    }
+    assert_eq!(answer["gates"][0][5], "opened");
+    assert_eq!(answer["gates"][0][6], 0, "not failing long enough yet");
+    // Its probe fails ten seconds after the first failure: due to be disabled.
+    assert_eq!(probe(&r, &k, t0 + 30_003).await, "p");
+    let pf = gate("f", true, 0, 10_000);
+    let (answer, _) = record_gated(&r, &k, t0 + 30_004, &[("tgt_1", "retry", at, &pf)]).await;
+    assert_eq!(answer["gates"][0][6], 1, "{answer}");
+    assert_eq!(answer["gates"][0][8], t0, "failing since its first failure");
+    // With the breaker off, failing that long is enough.
+    let k = Keys::new("record-disable-off");
+    let _: () = r.hset(k.k("event:evt_1"), ("entry", "1-0")).await.unwrap();
+    let off = gate("f", false, 0, 10_000).replacen(",1,60000", ",0,60000", 1);
+    record_gated(&r, &k, t0, &[("tgt_1", "retry", at, &off)]).await;
+    let (answer, _) = record_gated(&r, &k, t0 + 10_000, &[("tgt_1", "retry", at, &off)]).await;
+    assert_eq!(answer["gates"][0][6], 1, "{answer}");
+}
+
+#[tokio::test]
+async fn rate_limit_lets_the_burst_through_then_one_per_period() {
+    let r = redis().await;
+    let k = Keys::new("rate");
+    let key = k.k("rate:tgt_1");
+    // 10 per second (100 ms = 100,000 µs), burst 3.
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        waits.push(
+            run(&r, &scripts::RATE_LIMIT, &[&key], &["100000", "3"])
+                .await
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(&waits[..3], &[0, 0, 0], "the burst goes at once: {waits:?}");
+    // The fourth waits for the first cell to free: most of a period, at most one.
+    assert!(waits[3] > 50_000 && waits[3] <= 100_000, "{waits:?}");
+    // Had the refused one taken a cell, the next would wait a period more.
+    assert!(
+        waits[4] <= waits[3],
+        "a refused one takes no cell: {waits:?}"
+    );
+    let ttl: i64 = r.pttl(&key).await.unwrap();
+    assert!(ttl > 0 && ttl <= 1_400, "the key expires once idle: {ttl}");
 }
 
 #[tokio::test]

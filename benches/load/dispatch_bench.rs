@@ -9,6 +9,9 @@
 //! deliveries are the same) and every other target a jq transformation; with `--batch N` every
 //! target gathers its events into batches of N (the sink counts the events of each batch).
 //!
+//! With `--dead K` the last K targets point at a closed port (a receiver that is down next to
+//! live ones): deliveries are counted, and waited for, on the live ones only.
+//!
 //! With `--sink-down` the targets point at a closed port: nothing is delivered, and the caller
 //! watches the gateway's memory while the backlog builds up. With `--sink-delay-ms N` the sink
 //! answers each delivery after N ms (a slow receiver: what bounds throughput is then the number
@@ -166,6 +169,18 @@ async fn main() {
         .map(|ms| Duration::from_millis(ms.parse().unwrap()))
         .unwrap_or_default();
 
+    let dead: u64 = args
+        .iter()
+        .position(|a| a == "--dead")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+        .min(fanout);
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let tally = Arc::new(Tally::default());
     let sink_addr = if sink_down {
         // A port nobody listens on.
@@ -187,8 +202,12 @@ async fn main() {
         tenant["token"].as_str().unwrap().to_owned(),
     );
     for i in 0..fanout {
-        let mut spec =
-            serde_json::json!({"url": format!("http://{sink_addr}/t{i}"), "events": ["*"]});
+        let addr = if i >= fanout - dead {
+            closed
+        } else {
+            sink_addr
+        };
+        let mut spec = serde_json::json!({"url": format!("http://{addr}/t{i}"), "events": ["*"]});
         if routed {
             spec["filter"] = serde_json::json!({"body.amount": {"$gte": 0}, "body.currency": {"$in": ["BRL", "USD"]}});
             if i % 2 == 1 {
@@ -261,7 +280,7 @@ async fn main() {
         );
         return;
     }
-    let expected = accepted * fanout;
+    let expected = accepted * (fanout - dead);
     let deadline = Instant::now() + Duration::from_secs(300);
     while tally.count.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -276,11 +295,16 @@ async fn main() {
     let mut lat = tally.latencies.lock().unwrap().clone();
     lat.sort_unstable();
     println!(
-        "fan-out {fanout:>2}{}, {accepted} events ({}): {delivered}/{expected} deliveries in {:.1} s = {:.0} deliveries/s; ingest {:.0} events/s; {}",
+        "fan-out {fanout:>2}{}{}, {accepted} events ({}): {delivered}/{expected} deliveries in {:.1} s = {:.0} deliveries/s; ingest {:.0} events/s; {}",
         match (routed, batch) {
             (true, _) => " routed".to_owned(),
             (_, Some(n)) => format!(" batched by {n}"),
             _ => String::new(),
+        },
+        if dead > 0 {
+            format!(" ({dead} down)")
+        } else {
+            String::new()
         },
         if rate > 0.0 {
             format!("paced at {rate:.0}/s")

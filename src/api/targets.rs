@@ -13,12 +13,14 @@ use super::listing::Listing;
 use super::scope::{ApiState, TenantScope};
 use crate::http::error::{ApiError, ReadErrors, WriteErrors};
 use crate::http::extract::{ApiJson, ApiPath, JsonBody, PathParams};
+use crate::model::notice as notices;
 use crate::model::target::{TargetAuthView, UrlProblem};
 use crate::model::time::rfc3339;
 use crate::model::{
     EventPattern, Format, Mode, Origin, RetryPolicy, SigningSecret, TargetId, TargetPatch,
     TargetSpec, TargetUrl, TenantId,
 };
+use crate::queue::notices::Notices;
 use crate::store::deliveries::health::{HealthState, TargetHealth};
 use crate::store::{StoreError, Target};
 
@@ -55,6 +57,14 @@ pub struct TargetView {
     pub transform: Option<TransformView>,
     /// How events are gathered into batches; `null`: one request per event.
     pub batch: Option<crate::model::target::TargetBatch>,
+    /// Its own circuit-breaker settings over `[dispatch.breaker]`; `null`: the deployment's.
+    pub breaker: Option<crate::model::target_health::BreakerOverride>,
+    /// Deliveries per second across every dispatcher; `null`: unlimited.
+    pub rate_limit: Option<crate::model::RateLimit>,
+    /// Hours of failure before it is disabled; `null`: `[dispatch] disable_after_h`.
+    pub disable_after_h: Option<crate::model::target_health::Hours>,
+    /// Deliveries in flight at once per dispatcher: `"adaptive"` or a fixed number.
+    pub concurrency: crate::model::target_health::Concurrency,
     /// Why the gateway disabled the target (`gone` after a 410), if it did.
     pub disabled_reason: Option<String>,
     /// Until when the previous secret still signs, during a rotation.
@@ -92,6 +102,39 @@ pub struct TargetHealthView {
     /// Its first failed attempt since its last success, while its newest attempt failed.
     #[schema(format = DateTime)]
     pub failing_since: Option<String>,
+    /// Its circuit breaker, shared by every dispatcher.
+    pub breaker: BreakerView,
+    /// Until when a 429's `Retry-After` holds all its deliveries.
+    #[schema(format = DateTime)]
+    pub paused_until: Option<String>,
+    /// Deliveries in flight at once a dispatcher last allowed it (adaptive, or its fixed
+    /// number); `null` before its first attempt.
+    pub concurrency_limit: Option<u32>,
+}
+
+/// A target's circuit breaker.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BreakerView {
+    pub state: crate::store::deliveries::gate::BreakerState,
+    /// When it entered that state; `null` for a breaker that never opened.
+    #[schema(format = DateTime)]
+    pub since: Option<String>,
+    /// While open: when probes are let through.
+    #[schema(format = DateTime)]
+    pub until: Option<String>,
+    /// How many times it opened since it was last closed (each doubles the open time).
+    pub opens: u32,
+    /// While closed: attempts and the share that failed (network errors, timeouts, 5xx)
+    /// over its current and previous window.
+    pub window_attempts: u64,
+    pub failure_ratio: Option<f64>,
+}
+
+impl BreakerView {
+    /// Its state as one word (`half_open`).
+    pub fn state_word(&self) -> &'static str {
+        self.state.as_str()
+    }
 }
 
 /// A target's newest attempt.
@@ -123,6 +166,20 @@ impl TargetHealthView {
             }),
             last_success_at: h.last_success_ms.map(rfc3339),
             failing_since: h.failing_since_ms.map(rfc3339),
+            breaker: BreakerView {
+                state: h.breaker.state,
+                since: (h.breaker.since_ms > 0).then(|| rfc3339(h.breaker.since_ms)),
+                until: (h.breaker.state == crate::store::deliveries::gate::BreakerState::Open)
+                    .then(|| rfc3339(h.breaker.until_ms)),
+                opens: h.breaker.opens,
+                window_attempts: h.breaker_window.0,
+                failure_ratio: (h.breaker_window.0 > 0).then(|| {
+                    (h.breaker_window.1 as f64 / h.breaker_window.0 as f64 * 10_000.0).round()
+                        / 10_000.0
+                }),
+            },
+            paused_until: h.paused_until_ms.map(rfc3339),
+            concurrency_limit: h.concurrency_limit,
         }
     }
 }
@@ -184,6 +241,10 @@ impl From<&Target> for TargetView {
                 version: t.transform_version,
             }),
             batch: t.batch,
+            breaker: t.breaker,
+            rate_limit: t.rate_limit,
+            disable_after_h: t.disable_after_h,
+            concurrency: t.concurrency,
             disabled_reason: t.disabled_reason.clone(),
             secret_rotating_until: t.rotating_until_ms().map(rfc3339),
             origin: t.origin,
@@ -413,11 +474,48 @@ pub async fn update_target(
         check_resolution(s, url).await?;
     }
     check_transform(s, patch.transform.as_ref().and_then(Option::as_ref)).await?;
+    let was_active = match patch.active {
+        Some(_) => s.store.target(&scope.tenant, id).await?.map(|t| t.active),
+        None => None,
+    };
     let updated = s
         .store
         .update_target(&scope.tenant, id, patch, s.allow_private_targets)
         .await
         .map_err(refused)?;
+    if let (Some(t), Some(true)) = (&updated, patch.active) {
+        // Enabled again by an operator: its breaker starts closed, with nothing held
+        // against it.
+        s.deliveries
+            .reset_gate(scope.shard, &scope.tenant, &t.id)
+            .await?;
+    }
+    if let (Some(t), Some(was)) = (&updated, was_active)
+        && was != t.active
+    {
+        let (event_type, fields) = if t.active {
+            (
+                notices::TARGET_ENABLED,
+                serde_json::json!({"target_id": t.id, "trigger": "manual"}),
+            )
+        } else {
+            (
+                notices::TARGET_DISABLED,
+                serde_json::json!({"target_id": t.id, "trigger": "manual", "reason": "manual",
+                                   "failing_since": null}),
+            )
+        };
+        let wanted =
+            crate::dispatch::targets::TenantTargets::new(s.store.targets_of(&scope.tenant).await?)
+                .matching(event_type)
+                .iter()
+                .any(|other| other.id != t.id);
+        if wanted {
+            Notices::new(&s.store)
+                .tell(scope.shard, &scope.tenant, event_type, fields)
+                .await;
+        }
+    }
     match updated {
         Some(t) => view(s, scope, &t).await,
         None => Err(ApiError::not_found("target")),

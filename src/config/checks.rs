@@ -163,6 +163,11 @@ impl Config {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
+        d.breaker
+            .check()
+            .map_err(|e| invalid(&format!("dispatch.breaker.{}", e.path), e.message))?;
+        crate::model::target_health::Hours::new(d.disable_after_h)
+            .map_err(|e| invalid("dispatch.disable_after_h", e.message))?;
         if d.read_batch > 1000 {
             return Err(invalid("dispatch.read_batch", "must be at most 1000"));
         }

@@ -192,6 +192,18 @@ pub struct TargetDecl {
     /// Batches (`{ max_events = 100, max_wait_ms = 5000 }`).
     #[serde(default)]
     pub batch: Option<crate::model::target::TargetBatch>,
+    /// Its own breaker settings (`{ min_requests = 5 }`), over `[dispatch.breaker]`.
+    #[serde(default)]
+    pub breaker: Option<crate::model::target_health::BreakerOverride>,
+    /// `{ per_second = 50, burst = 10 }`, across every dispatcher.
+    #[serde(default)]
+    pub rate_limit: Option<crate::model::RateLimit>,
+    /// Hours of failure before it is disabled (`[dispatch] disable_after_h` when absent).
+    #[serde(default)]
+    pub disable_after_h: Option<crate::model::target_health::Hours>,
+    /// `"adaptive"` (default) or a fixed number of deliveries in flight.
+    #[serde(default)]
+    pub concurrency: crate::model::target_health::Concurrency,
 }
 
 impl TargetDecl {
@@ -210,6 +222,10 @@ impl TargetDecl {
             filter: self.filter.clone(),
             transform: self.transform.clone(),
             batch: self.batch,
+            breaker: self.breaker,
+            rate_limit: self.rate_limit,
+            disable_after_h: self.disable_after_h,
+            concurrency: self.concurrency,
             secret: self
                 .secret
                 .as_ref()

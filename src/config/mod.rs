@@ -502,6 +502,11 @@ pub struct DispatchConfig {
     /// Which attempts keep their request and response headers (credentials redacted):
     /// `failed` (default), `all` or `none`.
     pub attempt_headers: KeepHeaders,
+    /// Each target's circuit breaker (a target may override any field).
+    pub breaker: crate::model::target_health::BreakerSettings,
+    /// Hours a target may fail (its breaker open, or every attempt failing) before it is
+    /// disabled with `disabled_reason = "failing"`; fractional hours allowed.
+    pub disable_after_h: f64,
 }
 
 impl Default for DispatchConfig {
@@ -518,6 +523,9 @@ impl Default for DispatchConfig {
             secret_rotation_overlap_ms: 24 * 3600 * 1000,
             attempts_kept: 50,
             attempt_headers: KeepHeaders::Failed,
+            breaker: crate::model::target_health::BreakerSettings::default(),
+            // Svix's five days.
+            disable_after_h: 120.0,
         }
     }
 }

@@ -334,6 +334,7 @@ async fn send(inner: &Inner, shard: u16, batch: DueBatch) {
                 next,
                 body: e.body.clone(),
                 content_type: e.content_type.clone(),
+                gate: None,
             }
         })
         .collect();

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::client::DeliveryClient;
+use super::gate::{Effects, Gates};
 use super::hold::OpenEntries;
 use super::recorder::Recorder;
 use super::settings::Settings;
@@ -75,8 +76,16 @@ impl Dispatcher {
         let stop = CancellationToken::new();
         let entries = OpenEntries::new(reader.clone(), settings.reclaim_idle, stop.clone());
         let tasks = TaskTracker::new();
+        let breakers = Arc::new(Gates::default());
+        let notices = crate::queue::notices::Notices::new(&store);
         let recorder = Recorder::start(
             deliveries.clone(),
+            Effects {
+                store: store.clone(),
+                notices: notices.clone(),
+                targets: targets.clone(),
+            },
+            breakers.clone(),
             settings.record_deadline,
             stop.clone(),
             &tasks,
@@ -87,6 +96,8 @@ impl Dispatcher {
             admission: Arc::new(Semaphore::new(admission_total)),
             admission_total,
             gates: Mutex::new(HashMap::new()),
+            breakers,
+            notices,
             tenant_shares: Mutex::new(HashMap::new()),
             ordered: Mutex::new(HashMap::new()),
             entries,

@@ -40,9 +40,14 @@ impl Matcher {
         m
     }
 
-    /// Indices of the targets that want `event_type`, ascending, each once.
+    /// Indices of the targets that want `event_type`, ascending, each once. `*` does not
+    /// take the gateway's operational events (`estafeta.…`): a target asks for them by name.
     pub fn matches(&self, event_type: &str) -> Vec<usize> {
-        let mut out: Vec<usize> = self.all.clone();
+        let mut out: Vec<usize> = if crate::model::notice::is_reserved(event_type) {
+            Vec::new()
+        } else {
+            self.all.clone()
+        };
         if let Some(v) = self.exact.get(event_type) {
             out.extend_from_slice(v);
         }

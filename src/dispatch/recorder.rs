@@ -16,6 +16,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::sync::Arc;
+
+use super::gate::{Effects, Gates};
 use crate::batch::{Batcher, Flush, Limits};
 use crate::store::deliveries::{Deliveries, Outcome};
 
@@ -33,6 +36,9 @@ pub(super) struct Recorder {
 #[derive(Debug)]
 struct Writer {
     deliveries: Deliveries,
+    effects: Effects,
+    /// Told what each call said of its targets' breakers.
+    breakers: Arc<Gates>,
 }
 
 impl Flush for Writer {
@@ -68,13 +74,30 @@ impl Flush for Writer {
 impl Writer {
     /// Records one shard's outcomes; per outcome, whether it is in Redis.
     async fn write_shard(&self, shard: u16, outcomes: &[Outcome]) -> Vec<bool> {
-        let recorded = match self.deliveries.record_many(shard, outcomes).await {
+        let mut recorded = match self.deliveries.record_many(shard, outcomes).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(shard, error = %e, "recording a batch of outcomes failed");
                 return vec![false; outcomes.len()];
             }
         };
+        let gated: Vec<_> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| o.gate.is_some() && !recorded.failed.iter().any(|(f, _)| f == i))
+            .map(|(_, o)| (o.tenant.clone(), o.target_id.clone()))
+            .collect();
+        if !gated.is_empty() || !recorded.gates.is_empty() {
+            self.breakers
+                .apply(
+                    &self.effects,
+                    shard,
+                    recorded.at_ms,
+                    &gated,
+                    std::mem::take(&mut recorded.gates),
+                )
+                .await;
+        }
         if !recorded.counters_failed.is_empty() {
             tracing::error!(shard, keys = ?recorded.counters_failed, "Redis refused counter keys of recorded outcomes (a key of another type?); those counts are lost");
         }
@@ -142,6 +165,8 @@ impl Recorder {
     /// Starts the batcher on `tasks`; what is queued when `stop` fires is still written.
     pub(super) fn start(
         deliveries: Deliveries,
+        effects: Effects,
+        breakers: Arc<Gates>,
         deadline: Duration,
         stop: CancellationToken,
         tasks: &TaskTracker,
@@ -154,7 +179,16 @@ impl Recorder {
             deadline,
         };
         Recorder {
-            batcher: Batcher::start(Writer { deliveries }, limits, tasks, stop),
+            batcher: Batcher::start(
+                Writer {
+                    deliveries,
+                    effects,
+                    breakers,
+                },
+                limits,
+                tasks,
+                stop,
+            ),
         }
     }
 

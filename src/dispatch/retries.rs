@@ -98,6 +98,7 @@ pub(super) async fn poll_loop(inner: Arc<Inner>, shard: u16) {
                     }),
                     body: item.body.clone(),
                     content_type: item.content_type.clone(),
+                    gate: None,
                 };
                 if let Err(e) = inner.deliveries.record(&outcome).await {
                     // The lease ends and the delivery comes back to be parked again.

@@ -30,6 +30,10 @@ pub struct Settings {
     pub admin_port: Option<u16>,
     /// Which attempts keep their headers.
     pub attempt_headers: super::headers::KeepHeaders,
+    /// The deployment's breaker settings (targets override them field by field).
+    pub breaker: crate::model::target_health::BreakerSettings,
+    /// How long a target may fail before it is disabled (ms).
+    pub disable_after_ms: u64,
 }
 
 impl Settings {
@@ -52,6 +56,8 @@ impl Settings {
             record_deadline: c.redis_command_timeout(),
             admin_port: Some(c.admin.listen.port()).filter(|p| *p != 0),
             attempt_headers: d.attempt_headers,
+            breaker: d.breaker,
+            disable_after_ms: (d.disable_after_h * 3_600_000.0).round() as u64,
         }
     }
 }

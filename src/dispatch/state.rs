@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -13,9 +15,11 @@ use tokio_util::task::TaskTracker;
 use super::client::DeliveryClient;
 use super::delivery::{Memory, Queued};
 use super::hold::OpenEntries;
+use super::limit::{Limit, Signal};
 use super::recorder::Recorder;
 use super::settings::Settings;
 use super::targets::TargetCache;
+use crate::model::target_health::Concurrency;
 use crate::model::{TargetId, TenantId};
 use crate::queue::StreamReader;
 use crate::store::{Deliveries, Store, Target};
@@ -28,6 +32,80 @@ pub(super) struct Gate {
     pub(super) waiting: std::sync::atomic::AtomicUsize,
     /// Signalled when one of them gets its permit (or gives up).
     pub(super) room: tokio::sync::Notify,
+    /// The in-flight limit (fixed, or adaptive) and the setting it was made for.
+    pub(super) limit: Limit,
+    setting: Concurrency,
+    /// Permits the semaphore should hold: the limit.
+    cap: AtomicUsize,
+    /// Permits out (in flight) that are to be forgotten when they come back: the limit fell
+    /// below what was in flight.
+    debt: AtomicUsize,
+}
+
+impl Gate {
+    fn new(limit: Limit, setting: Concurrency) -> Gate {
+        let cap = limit.current();
+        Gate {
+            permits: Arc::new(Semaphore::new(cap)),
+            waiting: AtomicUsize::new(0),
+            room: tokio::sync::Notify::new(),
+            limit,
+            setting,
+            cap: AtomicUsize::new(cap),
+            debt: AtomicUsize::new(0),
+        }
+    }
+
+    /// Deliveries holding a permit now.
+    pub(super) fn in_flight(&self) -> usize {
+        let total = self.cap.load(Ordering::Acquire) + self.debt.load(Ordering::Acquire);
+        total.saturating_sub(self.permits.available_permits())
+    }
+
+    /// Learns from one attempt and moves the semaphore to the new limit.
+    pub(super) fn observe(&self, rtt: std::time::Duration, signal: Signal) {
+        if !self.limit.is_adaptive() {
+            return;
+        }
+        let new = self.limit.sample(rtt, signal, self.in_flight());
+        let old = self.cap.swap(new, Ordering::AcqRel);
+        if new > old {
+            let mut more = new - old;
+            // Permits owed are kept rather than added again.
+            while more > 0 {
+                let owed = self.debt.load(Ordering::Acquire);
+                if owed == 0 {
+                    break;
+                }
+                let paid = owed.min(more);
+                if self
+                    .debt
+                    .compare_exchange(owed, owed - paid, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    more -= paid;
+                }
+            }
+            self.permits.add_permits(more);
+        } else if new < old {
+            let fewer = old - new;
+            let forgotten = self.permits.forget_permits(fewer);
+            self.debt.fetch_add(fewer - forgotten, Ordering::AcqRel);
+        }
+        if new != old {
+            crate::telemetry::concurrency_limit(new);
+        }
+    }
+
+    /// Gives a permit back, or forgets it while the limit is below what was in flight.
+    pub(super) fn release(&self, permit: tokio::sync::OwnedSemaphorePermit) {
+        let owed = self
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1));
+        if owed.is_ok() {
+            permit.forget();
+        }
+    }
 }
 
 /// What the dispatcher's tasks share.
@@ -51,6 +129,10 @@ pub(super) struct Inner {
     /// The size of `admission`.
     pub(super) admission_total: usize,
     pub(super) gates: Mutex<HashMap<TargetId, Arc<Gate>>>,
+    /// Each target's breaker and pause as this dispatcher sees them.
+    pub(super) breakers: Arc<super::gate::Gates>,
+    /// Appends operational events.
+    pub(super) notices: crate::queue::notices::Notices,
     /// Each tenant's share of `admission` (half), so one tenant's backlog cannot fill memory
     /// and stop the readers of other tenants' shards.
     pub(super) tenant_shares: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
@@ -101,13 +183,14 @@ impl Inner {
         })
     }
 
-    /// The gate of `target`, made on first use.
+    /// The gate of `target`, made on first use (and again when its setting changed).
     pub(super) fn gate(&self, target: &Target) -> Arc<Gate> {
-        let cap = if target.ordered {
-            1
+        let setting = if target.ordered {
+            Concurrency::Fixed(1)
         } else {
-            self.settings.per_target_concurrency
+            target.concurrency
         };
+        let max = self.settings.per_target_concurrency;
         let mut gates = match self.gates.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -116,15 +199,15 @@ impl Inner {
             // Forget idle gates; busy ones are still held by their deliveries.
             gates.retain(|_, g| Arc::strong_count(g) > 1);
         }
-        gates
-            .entry(target.id.clone())
-            .or_insert_with(|| {
-                Arc::new(Gate {
-                    permits: Arc::new(tokio::sync::Semaphore::new(cap)),
-                    waiting: std::sync::atomic::AtomicUsize::new(0),
-                    room: tokio::sync::Notify::new(),
-                })
-            })
-            .clone()
+        if let Some(g) = gates.get(&target.id).filter(|g| g.setting == setting) {
+            return g.clone();
+        }
+        let limit = match setting {
+            Concurrency::Adaptive => Limit::adaptive(max),
+            Concurrency::Fixed(n) => Limit::fixed(n as usize),
+        };
+        let gate = Arc::new(Gate::new(limit, setting));
+        gates.insert(target.id.clone(), gate.clone());
+        gate
     }
 }

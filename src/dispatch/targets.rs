@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use super::matcher::Matcher;
 use crate::model::event_meta;
 use crate::model::filter::Subject;
+use crate::model::notice as notices;
 use crate::model::time::rfc3339;
 use crate::model::{TargetId, TenantId};
 use crate::queue::StoredEvent;
@@ -49,6 +50,11 @@ impl TenantTargets {
     /// body is parsed once, and only when a filter looks into it.
     pub fn matching_event(&self, event: &StoredEvent) -> Vec<Arc<Target>> {
         let mut targets = self.matching(event.event_type.as_str());
+        // An operational event is never delivered to the target it is about: a failing
+        // target would be told of its own failures, and fail them too.
+        if let Some(about) = notices::about_target(event.event_type.as_str(), &event.body) {
+            targets.retain(|t| t.id.as_str() != about);
+        }
         if targets.iter().all(|t| t.filter.is_none()) {
             return targets;
         }
@@ -111,6 +117,18 @@ impl TargetCache {
             })
             .await?;
         Ok(found.unwrap_or_else(|| Arc::new(TenantTargets::new(Vec::new()))))
+    }
+}
+
+impl TargetCache {
+    /// Whether one of `tenant`'s targets other than `about` wants an event of `event_type`:
+    /// an operational event nobody asked for is not written (it would only fill the stream
+    /// and the counters). When the targets cannot be read, it is written.
+    pub async fn wanted(&self, tenant: &TenantId, event_type: &str, about: &TargetId) -> bool {
+        match self.get(tenant).await {
+            Ok(t) => t.matching(event_type).iter().any(|t| t.id != *about),
+            Err(_) => true,
+        }
     }
 }
 

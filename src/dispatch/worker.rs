@@ -8,11 +8,15 @@ use std::time::Duration;
 use super::backoff::{Verdict, delay, unit_random, verdict_for_status};
 use super::client::{AttemptResult, Message};
 use super::delivery::{Delivery, Memory, Queued};
+use super::gate::{Pass, Why};
+use super::limit::Signal;
 use super::signing::SigningKey;
 use super::state::{Gate, Inner};
 use super::transform::{self, EventInput, Transformed};
+use crate::model::notice as notices;
 use crate::model::{DeadLetterId, Mode};
 use crate::store::Target;
+use crate::store::deliveries::gate::{Class, GateNote};
 use crate::store::deliveries::{AttemptRecord, DeadLetter, DeliveryState, Next, Outcome, State};
 
 /// Starts a delivery: ordered targets take it through their queue (one at a time, in arrival
@@ -78,10 +82,26 @@ async fn run_ordered(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<Queu
         };
         let Some((mut d, _memory)) = next else { break };
         loop {
+            // The head of an ordered queue waits for its target's gate where it is: the
+            // events behind it must not overtake it through the retry schedule.
+            let probe = match inner.pass(&d).await {
+                Pass::Go { probe } => probe,
+                Pass::Wait { until_ms, .. } => {
+                    let now = inner.deliveries.clock().now_ms();
+                    if !inner
+                        .pause(Duration::from_millis(until_ms.saturating_sub(now)))
+                        .await
+                    {
+                        abandon(&inner, &d).await;
+                        return;
+                    }
+                    continue;
+                }
+            };
             let Ok(_global) = inner.global.clone().acquire_owned().await else {
                 return;
             };
-            let Some((next, verdict)) = attempt_and_record(&inner, &d).await else {
+            let Some((next, verdict, _)) = attempt_and_record(&inner, &d, probe).await else {
                 break;
             };
             if let Next::HeldUntil(due) = next {
@@ -120,6 +140,17 @@ pub(super) async fn run(
         defer(&inner, &d).await;
         return;
     };
+    // A target whose breaker is open, paused by a 429 or over its rate limit: the delivery
+    // waits in the retry schedule, its attempts untouched.
+    let probe = match inner.pass(&d).await {
+        Pass::Go { probe } => probe,
+        Pass::Wait { until_ms, why } => {
+            gate.waiting.fetch_sub(1, Ordering::AcqRel);
+            gate.room.notify_one();
+            hold(&inner, &d, until_ms, why).await;
+            return;
+        }
+    };
     // A delivery waits in memory for its target only so long: a target that is merely busy
     // serves it within that time; a slow or failing one gets its backlog parked in Redis.
     let permit =
@@ -130,26 +161,108 @@ pub(super) async fn run(
         defer(&inner, &d).await;
         return;
     };
-    let _target_permit = target_permit;
-    let Ok(_global_permit) = inner.global.clone().acquire_owned().await else {
+    let Ok(global_permit) = inner.global.clone().acquire_owned().await else {
+        gate.release(target_permit);
         abandon(&inner, &d).await;
         return;
     };
-    if let Some((_, verdict)) = attempt_and_record(&inner, &d).await {
+    let done = attempt_and_record(&inner, &d, probe).await;
+    drop(global_permit);
+    if let Some((_, _, (rtt, signal))) = done {
+        gate.observe(rtt, signal);
+    }
+    gate.release(target_permit);
+    if let Some((_, verdict, _)) = done {
         after(&inner, &d, verdict).await;
+    }
+}
+
+/// What an attempt says of its receiver's capacity, for its adaptive limit.
+fn signal_of(outcome: &Outcome) -> Signal {
+    match outcome.attempt.as_ref().and_then(|a| a.status) {
+        Some(429 | 503) => Signal::Refused,
+        Some(_) => Signal::Answered,
+        None => Signal::Unknown,
     }
 }
 
 /// One attempt, its outcome recorded and counted; `None` when it could not be recorded (the
 /// delivery is then abandoned to a reclaim).
-async fn attempt_and_record(inner: &Inner, d: &Delivery) -> Option<(Next, Verdict)> {
-    let (outcome, verdict, latency) = attempt(inner, d).await;
+async fn attempt_and_record(
+    inner: &Inner,
+    d: &Delivery,
+    probe: bool,
+) -> Option<(Next, Verdict, (Duration, Signal))> {
+    let (outcome, verdict, latency) = attempt(inner, d, probe).await;
     if !record(inner, &outcome).await {
         abandon(inner, d).await;
         return None;
     }
     count(&outcome, latency);
-    Some((outcome.next, verdict))
+    tell(inner, d, &outcome).await;
+    let signal = signal_of(&outcome);
+    Some((outcome.next, verdict, (latency, signal)))
+}
+
+/// The operational events an attempt's recorded outcome calls for. None is told about the
+/// delivery of an operational event: two failing targets subscribed to them would otherwise
+/// tell each other of their failures forever.
+async fn tell(inner: &Inner, d: &Delivery, outcome: &Outcome) {
+    if outcome.attempt.is_none() || notices::is_reserved(d.event.event_type.as_str()) {
+        return;
+    }
+    let event_type = match &outcome.next {
+        Next::Done if d.attempt > notices::FAILING_AFTER => notices::DELIVERY_RECOVERED,
+        Next::DeadLetter(_) => notices::DELIVERY_EXHAUSTED,
+        Next::RetryAt(_) | Next::HeldUntil(_) if d.attempt == notices::FAILING_AFTER => {
+            notices::DELIVERY_FAILING
+        }
+        _ => return,
+    };
+    if !inner
+        .targets
+        .wanted(&d.event.tenant, event_type, &d.target.id)
+        .await
+    {
+        return;
+    }
+    let fields = || {
+        serde_json::json!({
+            "target_id": d.target.id,
+            "event_id": d.event.id,
+            "event_type": d.event.event_type,
+            "attempts": d.attempt,
+            "last_status": outcome.state.last_status,
+            "last_error": outcome.state.last_error,
+        })
+    };
+    let (shard, tenant) = (d.shard, &d.event.tenant);
+    match &outcome.next {
+        Next::Done if d.attempt > notices::FAILING_AFTER => {
+            inner
+                .notices
+                .tell(shard, tenant, notices::DELIVERY_RECOVERED, fields())
+                .await;
+        }
+        Next::DeadLetter(dl) => {
+            let mut f = fields();
+            f["dead_letter_id"] = dl.id.to_string().into();
+            inner
+                .notices
+                .tell(shard, tenant, notices::DELIVERY_EXHAUSTED, f)
+                .await;
+        }
+        Next::RetryAt(_) | Next::HeldUntil(_) if d.attempt == notices::FAILING_AFTER => {
+            let told = inner
+                .notices
+                .notify_failing(shard, tenant, d.target.id.as_str(), fields())
+                .await;
+            if let Err(e) = told {
+                tracing::warn!(target_id = %d.target.id, error = %e, "could not append an operational event");
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Parks a delivery whose target is saturated in the retry schedule, without counting an
@@ -184,6 +297,31 @@ async fn defer(inner: &Inner, d: &Delivery) {
     }
 }
 
+/// Parks a delivery its target's gate holds (breaker, pause, rate limit) in the retry
+/// schedule until `until_ms`, without spending an attempt.
+async fn hold(inner: &Inner, d: &Delivery, until_ms: u64, why: Why) {
+    let now = inner.deliveries.clock().now_ms();
+    let outcome = outcome_of(
+        d,
+        DeliveryState {
+            state: State::Retrying,
+            attempts: d.attempt - 1,
+            last_status: None,
+            last_error: Some(why.reason().to_owned()),
+            next_retry_at_ms: Some(until_ms),
+            updated_at_ms: now,
+            deferrals: d.deferrals,
+        },
+        None,
+        Next::RetryAt(until_ms),
+    );
+    if record(inner, &outcome).await {
+        finish(inner, d).await;
+    } else {
+        abandon(inner, d).await;
+    }
+}
+
 /// The event as the target's transformation reads it.
 fn event_input(d: &Delivery) -> EventInput<'_> {
     EventInput {
@@ -194,7 +332,7 @@ fn event_input(d: &Delivery) -> EventInput<'_> {
 }
 
 /// Shapes one attempt (the target's transformation), sends it and decides what it means.
-async fn attempt(inner: &Inner, d: &Delivery) -> (Outcome, Verdict, Duration) {
+async fn attempt(inner: &Inner, d: &Delivery, probe: bool) -> (Outcome, Verdict, Duration) {
     let shaped = match transform::apply(
         &inner.sandbox,
         &d.target,
@@ -225,9 +363,13 @@ async fn attempt(inner: &Inner, d: &Delivery) -> (Outcome, Verdict, Duration) {
                 sent: None,
                 received: None,
             };
-            let (mut outcome, verdict) = decide(inner, d, &result);
+            let (mut outcome, verdict) = decide(inner, d, &result, probe);
             if let Some(a) = outcome.attempt.as_mut() {
                 a.transform_version = Some(version);
+            }
+            // Our program failed, not the receiver: nothing for its breaker to count.
+            if let Some(g) = outcome.gate.as_mut() {
+                g.class = Class::Uncounted;
             }
             return (outcome, verdict, Duration::ZERO);
         }
@@ -245,7 +387,7 @@ async fn attempt(inner: &Inner, d: &Delivery) -> (Outcome, Verdict, Duration) {
         .client
         .send(&d.target, &keys, msg, (now / 1000) as i64)
         .await;
-    let (mut outcome, verdict) = decide(inner, d, &result);
+    let (mut outcome, verdict) = decide(inner, d, &result, probe);
     if let (Some(a), Some(s)) = (outcome.attempt.as_mut(), &shaped) {
         a.transform_version = Some(s.version);
     }
@@ -298,19 +440,83 @@ fn count(outcome: &Outcome, latency: Duration) {
 async fn after(inner: &Inner, d: &Delivery, verdict: Verdict) {
     if verdict == Verdict::Gone {
         tracing::warn!(target_id = %d.target.id, "target answered 410 Gone; disabling it");
-        if let Err(e) = inner
+        match inner
             .store
             .disable_target(&d.target.tenant, &d.target.id, "gone")
             .await
         {
-            tracing::warn!(target_id = %d.target.id, error = %e, "could not disable the target");
+            Ok(())
+                if inner
+                    .targets
+                    .wanted(&d.event.tenant, notices::TARGET_DISABLED, &d.target.id)
+                    .await =>
+            {
+                let fields = serde_json::json!({
+                    "target_id": d.target.id,
+                    "trigger": "automatic",
+                    "reason": "gone",
+                    "failing_since": null,
+                });
+                inner
+                    .notices
+                    .tell(d.shard, &d.event.tenant, notices::TARGET_DISABLED, fields)
+                    .await;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(target_id = %d.target.id, error = %e, "could not disable the target");
+            }
         }
     }
     finish(inner, d).await;
 }
 
+/// How an attempt's result counts for its target's breaker.
+fn class_of(result: &AttemptResult) -> Class {
+    match (result.status, result.refused) {
+        (_, true) => Class::Uncounted,
+        (Some(429), _) => Class::Uncounted,
+        (Some(408 | 500..=599), _) => Class::Failure,
+        (Some(_), _) => Class::Success,
+        (None, _) => Class::Failure,
+    }
+}
+
+/// What the attempt tells its target's gate; a 429 with `Retry-After` pauses the target here
+/// at once (and everywhere once recorded).
+fn gate_note(
+    inner: &Inner,
+    d: &Delivery,
+    result: &AttemptResult,
+    probe: bool,
+    now: u64,
+) -> GateNote {
+    let pause_until_ms = match (result.status, result.retry_after) {
+        (Some(429), Some(after)) => {
+            let until = now.saturating_add(after.as_millis().min(MAX_PAUSE_MS) as u64);
+            inner.breakers.pause(&d.target.id, until);
+            until
+        }
+        _ => 0,
+    };
+    GateNote {
+        class: class_of(result),
+        probe,
+        pause_until_ms,
+        breaker: inner.breaker_of(d),
+        disable_after_ms: d
+            .target
+            .disable_after_h
+            .map_or(inner.settings.disable_after_ms, |h| h.as_ms()),
+        concurrency_limit: inner.gate(&d.target).limit.current() as u32,
+    }
+}
+
+/// Longest pause a 429's `Retry-After` puts on a whole target: an hour, as for one delivery.
+const MAX_PAUSE_MS: u128 = 3_600_000;
+
 /// What `result` means for this delivery.
-fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verdict) {
+fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult, probe: bool) -> (Outcome, Verdict) {
     let now = inner.deliveries.clock().now_ms();
     let verdict = match (result.status, result.refused) {
         (_, true) => Verdict::Final,
@@ -383,7 +589,9 @@ fn decide(inner: &Inner, d: &Delivery, result: &AttemptResult) -> (Outcome, Verd
             })
         }
     };
-    (outcome_of(d, state, Some(attempt), next), verdict)
+    let mut outcome = outcome_of(d, state, Some(attempt), next);
+    outcome.gate = Some(gate_note(inner, d, result, probe, now));
+    (outcome, verdict)
 }
 
 fn outcome_of(
@@ -402,6 +610,7 @@ fn outcome_of(
         next,
         body: d.event.body.clone(),
         content_type: d.event.content_type.clone(),
+        gate: None,
     }
 }
 

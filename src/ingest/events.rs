@@ -123,6 +123,12 @@ where
                 "the event type must be 1 to 128 of A-Z a-z 0-9 _ . -",
             )
         })?;
+    if crate::model::notice::is_reserved(event_type.as_str()) {
+        return Err(ApiError::bad_request(
+            "reserved_event_type",
+            "event types starting with \"estafeta.\" are the gateway's own operational events",
+        ));
+    }
     if let Err(wait) = tenant.check_rate() {
         telemetry::rate_limited();
         return Err(ApiError::rate_limited(wait));

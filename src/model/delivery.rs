@@ -581,6 +581,11 @@ pub struct Recorded {
     pub failed: Vec<(usize, String)>,
     /// Counter and series keys Redis refused: those counts of the call are lost.
     pub counters_failed: Vec<String>,
+    /// The targets of the call whose breaker is not closed, moved, or that are paused or
+    /// due to be disabled.
+    pub gates: Vec<crate::model::target_health::GateReport>,
+    /// The time (ms) the call recorded at: what it says of the breakers was true then.
+    pub at_ms: u64,
 }
 
 /// The outcome of one delivery, to record.
@@ -596,6 +601,9 @@ pub struct Outcome {
     /// Needed when the event must outlive its stream entry (retry, error queue).
     pub body: Bytes,
     pub content_type: Option<Bytes>,
+    /// What the attempt means to the target's breaker, pause and auto-disable; `None` when
+    /// no attempt was made.
+    pub gate: Option<crate::model::target_health::GateNote>,
 }
 
 /// An event as one expansion writes it.

@@ -17,6 +17,8 @@ use super::event_type::EventPattern;
 use super::invalid::{Invalid, in_range};
 use super::schema::string_schema;
 use super::secret::SecretText;
+use super::target_health::{BreakerOverride, Concurrency, Hours};
+use super::tenant::RateLimit;
 use super::text::{HEADER_VALUE_CHARS, check_header_value};
 
 use super::auth::custom_header_name_schema;
@@ -472,6 +474,20 @@ pub struct TargetSpec {
     /// Gather events into batches, each sent as one request.
     #[serde(default)]
     pub batch: Option<TargetBatch>,
+    /// Its own circuit-breaker settings; each absent field takes `[dispatch.breaker]`'s.
+    #[serde(default)]
+    pub breaker: Option<BreakerOverride>,
+    /// Deliveries per second across every dispatcher; over it they wait in the retry
+    /// schedule without spending attempts.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Hours of failure before the gateway disables it; `[dispatch] disable_after_h` when
+    /// absent.
+    #[serde(default)]
+    pub disable_after_h: Option<Hours>,
+    /// Deliveries in flight at once per dispatcher: `"adaptive"` (the default) or a number.
+    #[serde(default)]
+    pub concurrency: Concurrency,
 }
 
 /// How a target's events are gathered into batches: a batch is sent when it holds
@@ -542,8 +558,28 @@ impl TargetSpec {
             self.format,
             self.transform.is_some(),
             self.batch.as_ref(),
-        )
+        )?;
+        check_pacing(self.mode, self.breaker.as_ref(), self.rate_limit.as_ref())
     }
+}
+
+/// A breaker's own rule, and a rate limit's need for a retry schedule: a fire-and-forget
+/// target has none to wait in.
+pub fn check_pacing(
+    mode: Mode,
+    breaker: Option<&BreakerOverride>,
+    rate_limit: Option<&RateLimit>,
+) -> Result<(), Invalid> {
+    if let Some(b) = breaker {
+        b.check().map_err(|e| e.within("breaker"))?;
+    }
+    if rate_limit.is_some() && mode == Mode::FireAndForget {
+        return Err(Invalid::at(
+            "rate_limit",
+            "needs a mode that waits for the response (persistent or once): a delivery over the limit waits in the retry schedule",
+        ));
+    }
+    Ok(())
 }
 
 /// An ordered target needs a mode that waits for the response.
@@ -588,6 +624,17 @@ pub struct TargetPatch {
     /// `null` stops batching: events gathered so far still go in a last batch.
     #[serde(default, deserialize_with = "super::patch::present")]
     pub batch: Option<Option<TargetBatch>>,
+    /// `null`: the deployment's breaker settings.
+    #[serde(default, deserialize_with = "super::patch::present")]
+    pub breaker: Option<Option<BreakerOverride>>,
+    /// `null` removes the rate limit.
+    #[serde(default, deserialize_with = "super::patch::present")]
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// `null`: the deployment's `disable_after_h`.
+    #[serde(default, deserialize_with = "super::patch::present")]
+    pub disable_after_h: Option<Option<Hours>>,
+    #[serde(default)]
+    pub concurrency: Option<Concurrency>,
 }
 
 #[cfg(test)]

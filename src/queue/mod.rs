@@ -16,12 +16,14 @@
 //! - [`entry`]: the entry layout, its encoder and decoder;
 //! - [`enqueue`]: batched, durable writes of new events (with idempotency keys);
 //! - [`consume`]: the reading half: consumer-group reads, acks, releases, reclaims;
+//! - [`notices`]: the gateway's own operational events, appended to a tenant's stream;
 //! - [`retention`]: consumer groups and trimming by age, never past unfinished entries;
 //! - [`sizing`]: the Redis memory a retention needs, projected at start.
 
 pub mod consume;
 pub mod enqueue;
 pub mod entry;
+pub mod notices;
 pub mod retention;
 pub mod sizing;
 

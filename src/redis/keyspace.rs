@@ -307,6 +307,19 @@ impl Keyspace {
         format!("{}:{{q{shard}}}:thealth:{tenant}", self.prefix)
     }
 
+    /// Set while an operational event of `what` about `target` was told recently (its bound).
+    pub fn notice_bound(&self, shard: u16, tenant: &TenantId, target: &str, what: &str) -> String {
+        format!(
+            "{}:{{q{shard}}}:notice:{tenant}:{target}:{what}",
+            self.prefix
+        )
+    }
+
+    /// A target's shared rate limit (`rate_limit.lua`).
+    pub fn target_rate(&self, shard: u16, tenant: &TenantId, target: &TargetId) -> String {
+        format!("{}:{{q{shard}}}:trate:{tenant}:{target}", self.prefix)
+    }
+
     /// A tenant's per-minute counters of one hour (`hour` = ms / 3 600 000), in its shard's
     /// slot so the delivery scripts write them with the tenant's counters.
     pub fn series(&self, shard: u16, tenant: &TenantId, hour: u64) -> String {

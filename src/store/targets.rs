@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::error::{StoreError, unexpected};
 use super::handle::{OPTIMISTIC_ATTEMPTS, Store, decode_doc};
 use crate::crypto::random_bytes;
+use crate::model::RateLimit;
 use crate::model::filter::TargetFilter;
-use crate::model::target::{TargetBatch, check_combination};
+use crate::model::target::{TargetBatch, check_combination, check_pacing};
+use crate::model::target_health::{BreakerOverride, Concurrency, Hours};
 use crate::model::transform::TargetTransform;
 use crate::model::{
     Format, Headers, Mode, Origin, Patterns, RetryPolicy, SigningSecret, TargetAuth, TargetId,
@@ -48,7 +50,15 @@ pub struct Target {
     pub transform_version: u32,
     /// How its events are gathered into batches, when they are.
     pub batch: Option<TargetBatch>,
-    /// Why the gateway disabled the target (`gone` after a 410), if it did.
+    /// Its own circuit-breaker settings, over `[dispatch.breaker]`.
+    pub breaker: Option<BreakerOverride>,
+    /// Deliveries per second across every dispatcher.
+    pub rate_limit: Option<RateLimit>,
+    /// Hours of failure before the gateway disables it (`[dispatch]`'s when absent).
+    pub disable_after_h: Option<Hours>,
+    /// Deliveries in flight at once per dispatcher.
+    pub concurrency: Concurrency,
+    /// Why it is disabled: `manual` (an operator), `gone` (a 410), `failing` (auto-disabled).
     pub disabled_reason: Option<String>,
     /// The current signing secret.
     pub secret: SigningSecret,
@@ -146,6 +156,14 @@ struct TargetDoc {
     transform_version: u32,
     #[serde(default)]
     batch: Option<TargetBatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    breaker: Option<BreakerOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disable_after_h: Option<Hours>,
+    #[serde(default)]
+    concurrency: Concurrency,
     #[serde(default)]
     disabled_reason: Option<String>,
     secret: String,
@@ -201,6 +219,10 @@ impl Store {
             transform: t.transform.clone(),
             transform_version: t.transform_version,
             batch: t.batch,
+            breaker: t.breaker,
+            rate_limit: t.rate_limit,
+            disable_after_h: t.disable_after_h,
+            concurrency: t.concurrency,
             disabled_reason: t.disabled_reason.clone(),
             secret: self
                 .crypto
@@ -259,6 +281,10 @@ impl Store {
             transform: d.transform,
             transform_version: d.transform_version,
             batch: d.batch,
+            breaker: d.breaker,
+            rate_limit: d.rate_limit,
+            disable_after_h: d.disable_after_h,
+            concurrency: d.concurrency,
             disabled_reason: d.disabled_reason,
             previous_secret,
             created_at_ms: d.created_at_ms,
@@ -340,7 +366,11 @@ impl Store {
             transform: spec.transform.clone(),
             transform_version: u32::from(spec.transform.is_some()),
             batch: spec.batch,
-            disabled_reason: None,
+            breaker: spec.breaker,
+            rate_limit: spec.rate_limit,
+            disable_after_h: spec.disable_after_h,
+            concurrency: spec.concurrency,
+            disabled_reason: (!spec.active).then(|| "manual".to_owned()),
             secret: match &spec.secret {
                 Some(s) => s.clone(),
                 None => generate_secret()?,
@@ -473,6 +503,17 @@ impl Store {
                 None => t.batch,
             };
             check_combination(ordered, mode, format, transformed, batch.as_ref())?;
+            let breaker = patch.breaker.unwrap_or(t.breaker);
+            let rate_limit = patch.rate_limit.unwrap_or(t.rate_limit);
+            check_pacing(mode, breaker.as_ref(), rate_limit.as_ref())?;
+            t.breaker = breaker;
+            t.rate_limit = rate_limit;
+            if let Some(h) = patch.disable_after_h {
+                t.disable_after_h = h;
+            }
+            if let Some(c) = patch.concurrency {
+                t.concurrency = c;
+            }
             if let Some(u) = &patch.url {
                 t.url = u.clone();
             }
@@ -490,8 +531,11 @@ impl Store {
             if let Some(a) = &patch.auth {
                 t.auth = a.clone();
             }
-            if patch.active == Some(true) {
-                t.disabled_reason = None;
+            match patch.active {
+                Some(true) => t.disabled_reason = None,
+                // An operator's disable: never healed, whatever disabled it before.
+                Some(false) => t.disabled_reason = Some("manual".to_owned()),
+                None => {}
             }
             if let Some(a) = patch.active {
                 t.active = a;
@@ -626,6 +670,10 @@ impl Store {
                     && current.filter == spec.filter
                     && current.transform == spec.transform
                     && current.batch == spec.batch
+                    && current.breaker == spec.breaker
+                    && current.rate_limit == spec.rate_limit
+                    && current.disable_after_h == spec.disable_after_h
+                    && current.concurrency == spec.concurrency
                     && spec.secret.as_ref().is_none_or(|s| *s == current.secret);
                 if !same {
                     self.modify_target(tenant, id, |t| {
@@ -636,11 +684,18 @@ impl Store {
                         t.headers = spec.headers.clone();
                         t.auth = spec.auth.clone();
                         t.ordered = spec.ordered;
-                        t.active = spec.active;
                         t.format = spec.format;
                         t.filter = spec.filter.clone();
                         t.transform = spec.transform.clone();
                         t.batch = spec.batch;
+                        t.breaker = spec.breaker;
+                        t.rate_limit = spec.rate_limit;
+                        t.disable_after_h = spec.disable_after_h;
+                        t.concurrency = spec.concurrency;
+                        if t.active != spec.active {
+                            t.disabled_reason = (!spec.active).then(|| "manual".to_owned());
+                        }
+                        t.active = spec.active;
                         if let Some(s) = &spec.secret {
                             t.secret = s.clone();
                         }

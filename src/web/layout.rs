@@ -186,9 +186,11 @@ pub fn copyable(id: &str, value: &str) -> Markup {
 /// A status badge: the class comes from a fixed set, the text is escaped.
 pub fn badge(status: &str) -> Markup {
     let class = match status {
-        "up" | "delivered" | "succeeded" | "active" | "ok" | "healthy" => "good",
-        "down" | "failed" | "dead_lettered" | "disabled" | "error" | "failing" => "bad",
-        "degraded" | "retrying" | "in_progress" | "pending" | "late" | "running" => "warn",
+        "up" | "delivered" | "succeeded" | "active" | "ok" | "healthy" | "closed" => "good",
+        "down" | "failed" | "dead_lettered" | "disabled" | "error" | "failing" | "open" => "bad",
+        "degraded" | "retrying" | "in_progress" | "pending" | "late" | "running" | "half_open" => {
+            "warn"
+        }
         _ => "neutral",
     };
     html! { span class={ "badge " (class) } { (status.replace('_', " ")) } }

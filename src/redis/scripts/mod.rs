@@ -184,6 +184,14 @@ script!(
     CLAIM_DUE, "claim_due"
 );
 script!(
+    /// Lets a delivery through a target's circuit breaker, or says until when it waits.
+    BREAKER_PROBE, "breaker_probe"
+);
+script!(
+    /// A target's shared rate limit (GCRA).
+    RATE_LIMIT, "rate_limit"
+);
+script!(
     /// Sends a dead-lettered delivery again.
     REPLAY, "replay", with_delivery
 );
@@ -237,7 +245,7 @@ script!(
 );
 
 /// Every script of the registry.
-pub static ALL: [&Script; 27] = [
+pub static ALL: [&Script; 29] = [
     &SAVE_EVENT_TYPE,
     &GATHER,
     &CUT_BATCH,
@@ -255,6 +263,8 @@ pub static ALL: [&Script; 27] = [
     &EXPAND,
     &RECORD,
     &CLAIM_DUE,
+    &BREAKER_PROBE,
+    &RATE_LIMIT,
     &REPLAY,
     &RESTORE,
     &SHIPPED,

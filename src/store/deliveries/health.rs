@@ -42,6 +42,15 @@ pub struct TargetHealth {
     /// When it started failing: its first failed attempt after its last success, while its
     /// newest attempt failed.
     pub failing_since_ms: Option<u64>,
+    /// Its circuit breaker (closed when never written).
+    pub breaker: super::gate::Breaker,
+    /// The breaker's counts over its current and previous window, while closed: attempts
+    /// and failures.
+    pub breaker_window: (u64, u64),
+    /// Until when a 429's Retry-After holds its deliveries (ms), if it was sent one.
+    pub paused_until_ms: Option<u64>,
+    /// The in-flight limit a dispatcher last reported for it.
+    pub concurrency_limit: Option<u32>,
 }
 
 /// A target's health in one word.
@@ -122,6 +131,15 @@ pub fn parse(fields: HashMap<String, String>, now_ms: u64) -> HashMap<TargetId, 
             "last" => h.last = AttemptRecord::decode(&value),
             "ok_at" => h.last_success_ms = value.parse().ok(),
             "fail_since" => h.failing_since_ms = value.parse().ok(),
+            "br" => h.breaker = super::gate::Breaker::decode(&value).unwrap_or_default(),
+            "bw" => {
+                let n: Vec<u64> = value.split(':').filter_map(|n| n.parse().ok()).collect();
+                if let [_, a, f, pa, pf] = n[..] {
+                    h.breaker_window = (a + pa, (f + pf).min(a + pa));
+                }
+            }
+            "cl" => h.concurrency_limit = value.parse().ok(),
+            "pause" => h.paused_until_ms = value.parse().ok().filter(|p| *p > now_ms),
             bucket if bucket.starts_with('b') => {
                 let mut p = value.splitn(3, ':').map(|n| n.parse::<u64>().ok());
                 if let (Some(Some(start)), Some(Some(a)), Some(Some(f))) =
@@ -142,7 +160,7 @@ pub fn parse(fields: HashMap<String, String>, now_ms: u64) -> HashMap<TargetId, 
 /// The fields a target owns in its tenant's hash.
 fn fields_of(target: &TargetId) -> Vec<String> {
     let mut f: Vec<String> = (0..BUCKETS).map(|k| format!("{target}:b{k}")).collect();
-    for what in ["last", "ok_at", "fail_since"] {
+    for what in ["last", "ok_at", "fail_since", "br", "bw", "pause", "cl"] {
         f.push(format!("{target}:{what}"));
     }
     f
@@ -269,9 +287,9 @@ mod tests {
     }
 
     #[test]
-    fn a_target_owns_fifteen_fields() {
+    fn a_target_owns_nineteen_fields() {
         let f = fields_of(&t("tgt_x"));
-        assert_eq!(f.len(), 15);
+        assert_eq!(f.len(), 19);
         assert!(f.contains(&"tgt_x:b11".to_owned()) && f.contains(&"tgt_x:fail_since".to_owned()));
     }
 }

@@ -13,6 +13,7 @@ mod attempts;
 pub mod batches;
 pub mod dead_letters;
 mod expand;
+pub mod gate;
 pub mod health;
 mod record;
 mod replay;

@@ -18,6 +18,8 @@ struct RecordAnswer {
     failed: Vec<(usize, String)>,
     #[serde(default, deserialize_with = "crate::redis::scripts::list")]
     counters_failed: Vec<String>,
+    #[serde(default, deserialize_with = "crate::redis::scripts::list")]
+    gates: Vec<super::gate::GateReport>,
 }
 
 impl Deliveries {
@@ -41,7 +43,7 @@ impl Deliveries {
         keys.push(self.keys.unfinished(shard));
         keys.push(self.keys.ship(shard));
         keys.push(self.keys.series_all(shard, hour));
-        let mut args: Vec<Value> = Vec::with_capacity(6 + outcomes.len() * 13);
+        let mut args: Vec<Value> = Vec::with_capacity(6 + outcomes.len() * 14);
         args.push((outcomes.len() as i64).into());
         args.push(i64::from(self.attempts_kept).into());
         args.push((self.ttl_secs as i64).into());
@@ -101,6 +103,12 @@ impl Deliveries {
                 dl_json.into(),
                 latency.into(),
                 attempt_ms.into(),
+                o.gate
+                    .as_ref()
+                    .filter(|_| kind != "drop")
+                    .map(|g| g.encode())
+                    .unwrap_or_default()
+                    .into(),
             ]);
         }
         let answer: RecordAnswer = RECORD.run(&self.redis, keys, args).await?;
@@ -111,6 +119,8 @@ impl Deliveries {
                 .map(|(i, why)| (i.saturating_sub(1), why))
                 .collect(),
             counters_failed: answer.counters_failed,
+            gates: answer.gates,
+            at_ms: now,
         })
     }
 

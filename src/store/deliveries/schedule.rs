@@ -185,6 +185,7 @@ impl Deliveries {
             next: Next::Dropped,
             body: Bytes::new(),
             content_type: None,
+            gate: None,
         };
         self.record(&outcome).await
     }

@@ -156,6 +156,17 @@ fn target_fields(current: Option<&TargetView>) -> Markup {
             label { "Events per batch (1–1000)" input type="number" name="batch_max_events" min="1" max="1000" value=[batch.map(|b| b.max_events.get())]; }
             label { "Longest wait (ms, 0–300000)" input type="number" name="batch_max_wait_ms" min="0" max="300000" value=[batch.map(|b| b.max_wait_ms.get())]; }
         }
+        fieldset id="pace-fields" {
+            @let limit = current.and_then(|t| t.rate_limit);
+            legend { "Health and pace (empty: the deployment's settings, no rate limit)" }
+            label { "Deliveries per second, across every dispatcher" input type="number" name="rate_per_second" min="0.001" step="any" value=[limit.map(|l| l.per_second())]; }
+            label { "Burst" input type="number" name="rate_burst" min="1" value=[limit.and_then(|l| l.burst())]; }
+            label { "In flight at once: adaptive, or a number" input type="text" name="concurrency" value=(current.map_or_else(|| "adaptive".to_owned(), |t| match t.concurrency { crate::model::target_health::Concurrency::Adaptive => "adaptive".to_owned(), crate::model::target_health::Concurrency::Fixed(n) => n.to_string() })); }
+            label { "Disable after failing this many hours (fractional)" input type="number" name="disable_after_h" min="0.0001" max="8760" step="any" value=[current.and_then(|t| t.disable_after_h).map(|h| h.get())]; }
+            label { "Circuit breaker overrides (JSON, e.g. {\"min_requests\": 20, \"open_s\": 60})"
+                textarea name="breaker" spellcheck="false" { (current.and_then(|t| t.breaker.as_ref()).and_then(|b| serde_json::to_string(b).ok()).unwrap_or_default()) }
+            }
+        }
         label { input type="checkbox" name="ordered" checked[current.is_some_and(|t| t.ordered)]; " Ordered (one delivery at a time, in order)" }
         label { input type="checkbox" name="active" checked[current.is_none_or(|t| t.active)]; " Active" }
     }
@@ -221,7 +232,53 @@ fn target_body(form: &Form) -> Result<Value, WebError> {
         },
     );
     t.insert("batch".into(), batch_body(form)?);
+    pace_body(form, &mut t)?;
     Ok(Value::Object(t))
+}
+
+/// The rate limit, auto-disable delay and breaker overrides a form gives (`null` when empty);
+/// the API checks them and names the field it refuses.
+fn pace_body(form: &Form, t: &mut Map<String, Value>) -> Result<(), WebError> {
+    let number = |key: &str, what: &str| -> Result<Option<Value>, WebError> {
+        let text = form.get(key).trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str::<serde_json::Number>(text)
+            .map(|n| Some(Value::Number(n)))
+            .map_err(|_| WebError::BadRequest(format!("{what} must be a number")))
+    };
+    let per_second = number("rate_per_second", "rate_limit.per_second")?;
+    let burst = number("rate_burst", "rate_limit.burst")?;
+    let limit = match (per_second, burst) {
+        (None, None) => Value::Null,
+        (Some(p), None) => json!({"per_second": p}),
+        (p, Some(b)) => json!({"per_second": p.unwrap_or(Value::Null), "burst": b}),
+    };
+    t.insert("rate_limit".into(), limit);
+    let concurrency = form.get("concurrency").trim();
+    if !concurrency.is_empty() {
+        let value = match concurrency.parse::<u64>() {
+            Ok(n) => json!(n),
+            Err(_) => json!(concurrency),
+        };
+        t.insert("concurrency".into(), value);
+    }
+    t.insert(
+        "disable_after_h".into(),
+        number("disable_after_h", "disable_after_h")?.unwrap_or(Value::Null),
+    );
+    let breaker = form.get("breaker").trim();
+    t.insert(
+        "breaker".into(),
+        if breaker.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(breaker)
+                .map_err(|e| WebError::BadRequest(format!("breaker: not JSON ({e})")))?
+        },
+    );
+    Ok(())
 }
 
 /// The batch settings a form gives: `null` (none) when both are empty; the API checks them.
@@ -390,6 +447,18 @@ pub async fn show(
                 dt { "Health" } dd id="health-state" { (health_cell(h)) }
                 dt { "Delivered since " (stamp(&h.window_start)) } dd { (ratio_text(h)) }
                 dt { "Failing since" } dd { (at(h.failing_since.as_deref())) }
+                dt { "Circuit breaker" } dd id="breaker-state" {
+                    (badge(h.breaker.state_word()))
+                    @if let Some(u) = &h.breaker.until { " until " (stamp(u)) }
+                    @if h.breaker.opens > 0 { " · opened " (h.breaker.opens) "× since it last closed" }
+                    @if let Some(r) = h.breaker.failure_ratio { " · " (format!("{:.0} %", r * 100.0)) " of " (h.breaker.window_attempts) " recent attempts failed" }
+                }
+                @if let Some(p) = &h.paused_until { dt { "Paused by Retry-After" } dd { "until " (stamp(p)) } }
+                @if let Some(r) = &t.rate_limit { dt { "Rate limit" } dd { (r.per_second()) " per second, burst " (r.effective_burst()) } }
+                dt { "In flight at once" } dd id="concurrency-limit" {
+                    @match h.concurrency_limit { Some(n) => (n), None => "—" }
+                    " (" @match t.concurrency { crate::model::target_health::Concurrency::Adaptive => "adaptive", crate::model::target_health::Concurrency::Fixed(_) => "fixed" } ")"
+                }
                 dt { "Last success" } dd { (at(h.last_success_at.as_deref())) }
                 dt { "Last status" } dd { @match last { Some(a) => { (a.status.map_or_else(|| "—".to_owned(), |c| c.to_string())) " at " (stamp(&a.at)) " (" (super::events::stored_latency(a.latency_ms)) ")" }, None => "—" } }
                 dt { "Last error" } dd { @match last { Some(a) => (a.error.as_deref().unwrap_or("—")), None => "—" } }

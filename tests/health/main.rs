@@ -3,9 +3,24 @@
 //! across tenants and per tenant (troubled targets, monitors down, sources silent, error
 //! queues, backlog, storage), the unwell index built for a deployment that predates it, and
 //! find by id for every kind of id.
+//!
+//! - [`breaker`]: each target's circuit breaker, shared by every instance, and the gateway
+//!   disabling a target that fails too long;
+//! - [`concurrency`]: adaptive per-target concurrency against receivers with a knee or a
+//!   429 above N in flight, and a fixed one kept;
+//! - [`notices`]: operational events, delivered to the targets that ask, never to the one
+//!   they are about;
+//! - [`pacing`]: per-target rate limits across dispatchers and a 429's `Retry-After` holding
+//!   a whole target.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../support/mod.rs"]
 mod support;
+
+mod breaker;
+mod concurrency;
+mod notices;
+mod pacing;
 
 use std::time::Duration;
 
