@@ -261,6 +261,18 @@ pub const METRICS: &[MetricSpec] = &[
         "Targets disabled after failing for disable_after_h",
     ),
     spec(
+        "estafeta_heal_probes_total",
+        Counter,
+        &["outcome"],
+        "Probes (estafeta.ping) of targets disabled for failing, by outcome (ok, failed)",
+    ),
+    spec(
+        "estafeta_targets_healed_total",
+        Counter,
+        &[],
+        "Targets enabled again after two probes in a row answered 2xx",
+    ),
+    spec(
         "estafeta_delivery_attempt_seconds",
         Histogram,
         &[],
@@ -615,6 +627,17 @@ pub fn concurrency_limit(limit: usize) {
 /// A target was disabled for failing too long.
 pub fn target_auto_disabled() {
     metrics::counter!("estafeta_targets_auto_disabled_total").increment(1);
+}
+
+/// A probe of a target disabled for failing.
+pub fn heal_probe(ok: bool) {
+    let outcome = if ok { "ok" } else { "failed" };
+    metrics::counter!("estafeta_heal_probes_total", "outcome" => outcome).increment(1);
+}
+
+/// A target enabled again by its probes.
+pub fn target_healed() {
+    metrics::counter!("estafeta_targets_healed_total").increment(1);
 }
 
 /// Stream entries reclaimed from consumers that stopped answering.

@@ -1176,6 +1176,8 @@ async fn with_a_log_store_an_event_is_queued_for_shipping_once_its_last_delivery
             "7000",
             "600",
             "evt_1",
+            "0",
+            "7000",
         ],
     )
     .await;
@@ -1197,11 +1199,35 @@ async fn with_a_log_store_an_event_is_queued_for_shipping_once_its_last_delivery
             "7000",
             "600",
             "evt_1",
+            "0",
+            "7000",
         ],
     )
     .await;
     assert_eq!(again["replayed"], 0);
     assert_eq!(again["missing"], false);
+    // A target the event never went to (disabled when it came) is sent it only when asked
+    // (`fresh`, a healed target's gap), due when told, and the record is open again.
+    let never = |fresh: &'static str| {
+        [
+            "",
+            "evt_1:tgt_9",
+            "tgt_9",
+            "r|0|||9000|0|",
+            "9000",
+            "600",
+            "evt_1",
+            fresh,
+            "9500",
+        ]
+    };
+    let skipped = run(&r, &scripts::REPLAY, &keys, &never("0")).await;
+    assert_eq!(skipped["replayed"], 0, "not without fresh");
+    let sent = run(&r, &scripts::REPLAY, &keys, &never("1")).await;
+    assert_eq!(sent["replayed"], 1);
+    assert_eq!(score("retries", "evt_1:tgt_9").await, Some(9500.0));
+    let again = run(&r, &scripts::REPLAY, &keys, &never("1")).await;
+    assert_eq!(again["replayed"], 0, "a fresh delivery is made once");
 }
 
 #[tokio::test]
@@ -1422,6 +1448,8 @@ async fn replay_and_delete_take_an_error_queue_entry_once() {
             "7000",
             "600",
             "evt_1",
+            "0",
+            "7000",
         ]
     };
     let replay = async |dl: &'static str| run(&r, &scripts::REPLAY, &keys, &args(dl)).await;

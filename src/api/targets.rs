@@ -63,6 +63,8 @@ pub struct TargetView {
     pub rate_limit: Option<crate::model::RateLimit>,
     /// Hours of failure before it is disabled; `null`: `[dispatch] disable_after_h`.
     pub disable_after_h: Option<crate::model::target_health::Hours>,
+    /// Whether it is probed and enabled again after the gateway disabled it for failing.
+    pub heal: bool,
     /// Deliveries in flight at once per dispatcher: `"adaptive"` or a fixed number.
     pub concurrency: crate::model::target_health::Concurrency,
     /// Why the gateway disabled the target (`gone` after a 410), if it did.
@@ -244,6 +246,7 @@ impl From<&Target> for TargetView {
             breaker: t.breaker,
             rate_limit: t.rate_limit,
             disable_after_h: t.disable_after_h,
+            heal: t.heal,
             concurrency: t.concurrency,
             disabled_reason: t.disabled_reason.clone(),
             secret_rotating_until: t.rotating_until_ms().map(rfc3339),
@@ -490,6 +493,12 @@ pub async fn update_target(
             .reset_gate(scope.shard, &scope.tenant, &t.id)
             .await?;
     }
+    if let (Some(t), Some(_)) = (&updated, patch.active) {
+        // An operator's word ends the probes of a target disabled for failing.
+        s.deliveries
+            .end_heal(scope.shard, &scope.tenant, &t.id)
+            .await?;
+    }
     if let (Some(t), Some(was)) = (&updated, was_active)
         && was != t.active
     {
@@ -654,74 +663,22 @@ pub async fn test_target(
     scope: &TenantScope,
     target_id: &TargetId,
 ) -> Result<TestDelivery, ApiError> {
-    use crate::dispatch::client::Message;
-    use crate::dispatch::signing::SigningKey;
-    use crate::dispatch::transform::{self, EventInput, Transformed};
     let target = s
         .store
         .target(&scope.tenant, target_id)
         .await?
         .ok_or_else(|| ApiError::not_found("target"))?;
     let now = s.store.clock().now_ms();
-    let id = crate::model::EventId::generate();
-    let body = bytes::Bytes::from(
-        serde_json::json!({
-            "type": "estafeta.ping",
-            "target_id": target.id,
-            "sent_at": rfc3339(now),
-        })
-        .to_string(),
-    );
-    let unsent = |error: String, version: u32| TestDelivery {
-        webhook_id: id.to_string(),
-        delivered: false,
-        status: None,
-        latency_ms: 0.0,
-        error: Some(error),
-        response: None,
-        transform_version: Some(version),
-    };
-    let event = EventInput {
-        event_type: "estafeta.ping",
-        meta: Some(b"application/json"),
-        body: &body,
-    };
-    let shaped =
-        match transform::apply(&s.sandbox, &target, None, event, s.allow_private_targets).await {
-            Transformed::Untouched => None,
-            Transformed::Send(shaped) => Some(shaped),
-            Transformed::Cancel { version } => {
-                return Ok(unsent(
-                    "the target's transformation cancels it: nothing was sent".into(),
-                    version,
-                ));
-            }
-            Transformed::Fail { version, error, .. } => return Ok(unsent(error, version)),
-        };
-    let keys = SigningKey::all(&target.secrets_at(now));
-    let msg = Message {
-        shaped: shaped.as_ref(),
-        event_id: id.as_str(),
-        event_type: "estafeta.ping",
-        content_type: Some(b"application/json"),
-        body: &body,
-    };
-    let r = s
-        .client
-        .send(&target, &keys, msg, (now / 1000) as i64)
-        .await;
-    let delivered = r.status.is_some_and(|c| (200..300).contains(&c));
+    let p =
+        crate::dispatch::ping::ping(&s.client, &s.sandbox, s.allow_private_targets, &target, now)
+            .await;
     Ok(TestDelivery {
-        webhook_id: id.to_string(),
-        delivered,
-        status: r.status,
-        latency_ms: (r.latency.as_micros() as f64) / 1000.0,
-        error: r.error.or_else(|| {
-            r.status
-                .filter(|_| !delivered)
-                .map(|c| format!("the target answered {c}"))
-        }),
-        response: r.response,
-        transform_version: shaped.map(|s| s.version),
+        webhook_id: p.webhook_id.to_string(),
+        delivered: p.delivered,
+        status: p.status,
+        latency_ms: (p.latency.as_micros() as f64) / 1000.0,
+        error: p.error,
+        response: p.response,
+        transform_version: p.transform_version,
     })
 }

@@ -164,9 +164,12 @@ impl Dispatch {
         let dispatcher = Dispatcher::start(
             DispatchSettings::from_config(&core.config),
             &core.config.redis,
-            core.redis.clone(),
+            crate::history::History {
+                deliveries: core.deliveries.clone(),
+                redis: core.redis.clone(),
+                log: core.log.clone(),
+            },
             core.store.clone(),
-            core.deliveries.clone(),
             core.target_cache.clone(),
             core.sandbox.clone(),
         )

@@ -168,6 +168,18 @@ impl Config {
             .map_err(|e| invalid(&format!("dispatch.breaker.{}", e.path), e.message))?;
         crate::model::target_health::Hours::new(d.disable_after_h)
             .map_err(|e| invalid("dispatch.disable_after_h", e.message))?;
+        if !(0.05..=21_600.0).contains(&d.heal_probe_s) {
+            return Err(invalid(
+                "dispatch.heal_probe_s",
+                "must be between 0.05 and 21600 (six hours)",
+            ));
+        }
+        if d.heal_replay_max_events > 1_000_000 {
+            return Err(invalid(
+                "dispatch.heal_replay_max_events",
+                "must be at most 1000000",
+            ));
+        }
         if d.read_batch > 1000 {
             return Err(invalid("dispatch.read_batch", "must be at most 1000"));
         }

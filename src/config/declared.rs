@@ -201,6 +201,9 @@ pub struct TargetDecl {
     /// Hours of failure before it is disabled (`[dispatch] disable_after_h` when absent).
     #[serde(default)]
     pub disable_after_h: Option<crate::model::target_health::Hours>,
+    /// Whether it is probed and enabled again after an automatic disable (default true).
+    #[serde(default = "default_true")]
+    pub heal: bool,
     /// `"adaptive"` (default) or a fixed number of deliveries in flight.
     #[serde(default)]
     pub concurrency: crate::model::target_health::Concurrency,
@@ -225,6 +228,7 @@ impl TargetDecl {
             breaker: self.breaker,
             rate_limit: self.rate_limit,
             disable_after_h: self.disable_after_h,
+            heal: self.heal,
             concurrency: self.concurrency,
             secret: self
                 .secret

@@ -507,6 +507,11 @@ pub struct DispatchConfig {
     /// Hours a target may fail (its breaker open, or every attempt failing) before it is
     /// disabled with `disabled_reason = "failing"`; fractional hours allowed.
     pub disable_after_h: f64,
+    /// Seconds before the first probe of a target disabled for failing; each probe that
+    /// fails doubles the wait, up to six hours. Fractional seconds allowed.
+    pub heal_probe_s: f64,
+    /// Most events replayed to a target enabled again by its probes (the newest of its gap).
+    pub heal_replay_max_events: u32,
 }
 
 impl Default for DispatchConfig {
@@ -526,6 +531,8 @@ impl Default for DispatchConfig {
             breaker: crate::model::target_health::BreakerSettings::default(),
             // Svix's five days.
             disable_after_h: 120.0,
+            heal_probe_s: 60.0,
+            heal_replay_max_events: 10_000,
         }
     }
 }
@@ -818,6 +825,13 @@ master_key = "{KEY}"
             (
                 "[dispatch]\nper_target_concurrency = 0",
                 "dispatch.per_target_concurrency",
+            ),
+            ("[dispatch]\nheal_probe_s = 0", "dispatch.heal_probe_s"),
+            ("[dispatch]\nheal_probe_s = 30000", "dispatch.heal_probe_s"),
+            ("[dispatch]\nheal_probe_s = nan", "dispatch.heal_probe_s"),
+            (
+                "[dispatch]\nheal_replay_max_events = 2000000",
+                "dispatch.heal_replay_max_events",
             ),
             (
                 "[[tenants]]\nid = \"a\"\nname = \"A\"\n[[tenants.targets]]\nid = \"t\"\nurl = \"gopher://x\"\nevents = [\"*\"]",

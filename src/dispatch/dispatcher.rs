@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::prelude::*;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,10 +16,11 @@ use super::recorder::Recorder;
 use super::settings::Settings;
 use super::state::Inner;
 use super::targets::TargetCache;
-use super::{batches, consumer, retries, takeover};
+use super::{batches, consumer, heal, retries, takeover};
 use crate::config::RedisConfig;
+use crate::history::History;
 use crate::queue::StreamReader;
-use crate::store::{Deliveries, Store};
+use crate::store::Store;
 
 /// Why the dispatcher could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +47,13 @@ impl Dispatcher {
     pub async fn start(
         settings: Settings,
         redis_cfg: &RedisConfig,
-        redis: Client,
+        history: History,
         store: Store,
-        deliveries: Deliveries,
         targets: TargetCache,
         sandbox: crate::sandbox::Sandbox,
     ) -> Result<Dispatcher, DispatchError> {
+        let redis = history.redis.clone();
+        let deliveries = history.deliveries.clone();
         let client = DeliveryClient::new(
             settings.request_timeout,
             settings.allow_private,
@@ -84,6 +85,8 @@ impl Dispatcher {
                 store: store.clone(),
                 notices: notices.clone(),
                 targets: targets.clone(),
+                deliveries: deliveries.clone(),
+                heal_probe_ms: settings.heal_probe_ms,
             },
             breakers.clone(),
             settings.record_deadline,
@@ -110,6 +113,7 @@ impl Dispatcher {
             targets,
             client,
             sandbox,
+            history,
         });
         // The lease is held before the first read, so no other process takes this
         // consumer's entries for a dead one's.
@@ -132,6 +136,7 @@ impl Dispatcher {
                 .spawn(takeover::sweep_loop(inner.clone(), shard));
             inner.tasks.spawn(retries::poll_loop(inner.clone(), shard));
             inner.tasks.spawn(batches::batch_loop(inner.clone(), shard));
+            inner.tasks.spawn(heal::heal_loop(inner.clone(), shard));
         }
         inner.tasks.spawn(consumer::gauges_loop(inner.clone()));
         tracing::info!(consumer = %inner.reader.consumer(), shards = inner.settings.shards, "dispatcher started");

@@ -68,6 +68,9 @@ pub(super) struct View {
     pub(super) breaker: Breaker,
     pub(super) pause_until_ms: u64,
     read_at: Instant,
+    /// The target's `updated_at` when Redis was read: a view older than the target's last
+    /// change is not trusted (an enable resets the gate in Redis, which no outcome tells).
+    changed_ms: u64,
 }
 
 /// Every target's gate as this dispatcher sees it.
@@ -84,14 +87,16 @@ impl Gates {
         }
     }
 
-    /// The view of `target`, and whether it is due for a read of Redis (marked read now, so
-    /// concurrent deliveries do not all read it).
-    pub(super) fn view(&self, target: &TargetId) -> (Option<View>, bool) {
+    /// The view of `target` as of its change at `changed_ms`, and whether it is due for a
+    /// read of Redis (marked read now, so concurrent deliveries do not all read it).
+    pub(super) fn view(&self, target: &TargetId, changed_ms: u64) -> (Option<View>, bool) {
         let mut views = self.lock();
         if views.len() > 100_000 {
             views.retain(|_, v| v.read_at.elapsed() < REFRESH * 60);
         }
         match views.get_mut(target) {
+            // Read before the target changed: nothing of it holds until Redis is read again.
+            Some(v) if v.changed_ms < changed_ms => (None, true),
             Some(v) if v.read_at.elapsed() < REFRESH => (Some(*v), false),
             Some(v) => {
                 let seen = *v;
@@ -105,6 +110,7 @@ impl Gates {
                         breaker: Breaker::default(),
                         pause_until_ms: 0,
                         read_at: Instant::now(),
+                        changed_ms,
                     },
                 );
                 (None, true)
@@ -113,18 +119,30 @@ impl Gates {
     }
 
     /// A pause only ends by time: the longer of the one known here and the one given stays
-    /// (a read of Redis may come before this dispatcher's own 429 is recorded).
-    pub(super) fn set(&self, target: &TargetId, breaker: Breaker, pause_until_ms: u64) {
+    /// (a read of Redis may come before this dispatcher's own 429 is recorded), unless the
+    /// target changed since (`changed_ms`; `None`: as of the view held).
+    pub(super) fn set(
+        &self,
+        target: &TargetId,
+        breaker: Breaker,
+        pause_until_ms: u64,
+        changed_ms: Option<u64>,
+    ) {
         let mut views = self.lock();
-        let pause_until_ms = views
-            .get(target)
-            .map_or(pause_until_ms, |v| v.pause_until_ms.max(pause_until_ms));
+        let held = views.get(target);
+        let held_changed = held.map_or(0, |v| v.changed_ms);
+        let changed_ms = changed_ms.unwrap_or(held_changed).max(held_changed);
+        let pause_until_ms = match held {
+            Some(v) if v.changed_ms == changed_ms => v.pause_until_ms.max(pause_until_ms),
+            _ => pause_until_ms,
+        };
         views.insert(
             target.clone(),
             View {
                 breaker,
                 pause_until_ms,
                 read_at: Instant::now(),
+                changed_ms,
             },
         );
     }
@@ -140,7 +158,7 @@ impl Gates {
         if newer_known {
             self.pause(target, pause_until_ms);
         } else {
-            self.set(target, breaker, pause_until_ms);
+            self.set(target, breaker, pause_until_ms, None);
         }
     }
 
@@ -164,9 +182,7 @@ impl Gates {
         reports: Vec<GateReport>,
     ) {
         let Effects {
-            store,
-            notices,
-            targets,
+            notices, targets, ..
         } = effects;
         let mut reported: HashMap<String, GateReport> =
             reports.into_iter().map(|r| (r.target.clone(), r)).collect();
@@ -206,9 +222,9 @@ impl Gates {
             if r.disable {
                 let tell = targets
                     .wanted(tenant, notice::TARGET_DISABLED, target)
-                    .await
-                    .then_some(notices);
-                disable(store, tell, shard, tenant, target, r.failing_since_ms).await;
+                    .await;
+                let since = r.failing_since_ms.unwrap_or(at_ms);
+                disable(effects, tell, shard, tenant, target, since).await;
             }
         }
     }
@@ -221,6 +237,10 @@ pub(super) struct Effects {
     pub(super) store: Store,
     pub(super) notices: Notices,
     pub(super) targets: TargetCache,
+    /// Puts a target disabled for failing on the heal schedule.
+    pub(super) deliveries: crate::store::Deliveries,
+    /// The wait before its first probe (ms).
+    pub(super) heal_probe_ms: u64,
 }
 
 fn announce(tenant: &TenantId, target: &TargetId, news: News, b: &Breaker) {
@@ -246,26 +266,34 @@ fn announce(tenant: &TenantId, target: &TargetId, news: News, b: &Breaker) {
 }
 
 async fn disable(
-    store: &Store,
-    notices: Option<&Notices>,
+    effects: &Effects,
+    tell: bool,
     shard: u16,
     tenant: &TenantId,
     target: &TargetId,
-    since: Option<u64>,
+    since: u64,
 ) {
+    let store = &effects.store;
     // Outcomes in flight after the first disable report it again: told once.
-    if let Ok(Some(t)) = store.target(tenant, target).await
-        && !t.active
-    {
-        return;
-    }
+    let heal = match store.target(tenant, target).await {
+        Ok(Some(t)) if !t.active => return,
+        Ok(Some(t)) => t.heal,
+        Ok(None) => return,
+        Err(_) => true,
+    };
     match store.disable_target(tenant, target, "failing").await {
         Ok(()) => {
             crate::telemetry::target_auto_disabled();
             let fields = json!({"target_id": target, "trigger": "automatic", "reason": "failing",
-                                "failing_since": since.map(rfc3339)});
-            if let Some(n) = notices {
-                n.tell(shard, tenant, notice::TARGET_DISABLED, fields).await;
+                                "failing_since": rfc3339(since)});
+            if tell {
+                effects
+                    .notices
+                    .tell(shard, tenant, notice::TARGET_DISABLED, fields)
+                    .await;
+            }
+            if heal {
+                super::heal::start_probing(effects, shard, tenant, target, since).await;
             }
             tracing::warn!(tenant = %tenant, target_id = %target, failing_since_ms = ?since, "target failed for disable_after_h; disabled (reason failing)");
         }

@@ -27,7 +27,8 @@ impl Inner {
     async fn decide_pass(&self, d: &Delivery) -> Pass {
         let settings = self.breaker_of(d);
         let target = &d.target.id;
-        let (seen, stale) = self.breakers.view(target);
+        let changed = d.target.updated_at_ms;
+        let (seen, stale) = self.breakers.view(target, changed);
         let view = if stale {
             match self
                 .deliveries
@@ -35,7 +36,7 @@ impl Inner {
                 .await
             {
                 Ok((breaker, pause)) => {
-                    self.breakers.set(target, breaker, pause);
+                    self.breakers.set(target, breaker, pause, Some(changed));
                     Some((breaker, pause))
                 }
                 Err(e) => {
@@ -96,7 +97,12 @@ impl Inner {
             .await
         {
             Ok(Probe::Pass) => {
-                self.breakers.set(target, Breaker::default(), pause);
+                self.breakers.set(
+                    target,
+                    Breaker::default(),
+                    pause,
+                    Some(d.target.updated_at_ms),
+                );
                 Pass::Go { probe: false }
             }
             Ok(Probe::Probe) => Pass::Go { probe: true },

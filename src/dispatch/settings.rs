@@ -34,6 +34,10 @@ pub struct Settings {
     pub breaker: crate::model::target_health::BreakerSettings,
     /// How long a target may fail before it is disabled (ms).
     pub disable_after_ms: u64,
+    /// The first wait before probing a target disabled for failing (ms).
+    pub heal_probe_ms: u64,
+    /// Most events replayed to a healed target.
+    pub heal_replay_max: u32,
 }
 
 impl Settings {
@@ -58,6 +62,8 @@ impl Settings {
             attempt_headers: d.attempt_headers,
             breaker: d.breaker,
             disable_after_ms: (d.disable_after_h * 3_600_000.0).round() as u64,
+            heal_probe_ms: (d.heal_probe_s * 1000.0).round() as u64,
+            heal_replay_max: d.heal_replay_max_events,
         }
     }
 }

@@ -121,6 +121,12 @@ impl TargetCache {
 }
 
 impl TargetCache {
+    /// Drops this process's copy of `tenant`'s targets at once (the other processes hear of
+    /// the change through the invalidation channel).
+    pub async fn forget(&self, tenant: &TenantId) {
+        self.cache.invalidate(tenant).await;
+    }
+
     /// Whether one of `tenant`'s targets other than `about` wants an event of `event_type`:
     /// an operational event nobody asked for is not written (it would only fill the stream
     /// and the counters). When the targets cannot be read, it is written.

@@ -485,6 +485,11 @@ pub struct TargetSpec {
     /// absent.
     #[serde(default)]
     pub disable_after_h: Option<Hours>,
+    /// Whether the gateway probes it once it disabled it for failing, and enables it again
+    /// when it answers (default `true`).
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    pub heal: bool,
     /// Deliveries in flight at once per dispatcher: `"adaptive"` (the default) or a number.
     #[serde(default)]
     pub concurrency: Concurrency,
@@ -633,6 +638,8 @@ pub struct TargetPatch {
     /// `null`: the deployment's `disable_after_h`.
     #[serde(default, deserialize_with = "super::patch::present")]
     pub disable_after_h: Option<Option<Hours>>,
+    #[serde(default)]
+    pub heal: Option<bool>,
     #[serde(default)]
     pub concurrency: Option<Concurrency>,
 }

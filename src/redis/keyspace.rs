@@ -27,7 +27,8 @@
 //! | `P:{q<n>}:dlq:<tenant>` | hash | the tenant's error queue: entry id → JSON |
 //! | `P:{q<n>}:dlq_at:<tenant>` | sorted set | the same entries' ids scored by when they failed (ms): the error queue's order, for paging |
 //! | `P:{q<n>}:stats:<tenant>` | hash | the tenant's delivery counters |
-//! | `P:{q<n>}:thealth:<tenant>` | hash | how each of the tenant's targets fares: `<target>:b<k>` attempts and failures of a ten-minute bucket (`<start ms>:<attempts>:<failed>`, a ring of 12), `<target>:last` its newest attempt, `<target>:ok_at`, `<target>:fail_since`; see [`crate::store::deliveries::health`] |
+//! | `P:{q<n>}:thealth:<tenant>` | hash | how each of the tenant's targets fares: `<target>:b<k>` attempts and failures of a ten-minute bucket (`<start ms>:<attempts>:<failed>`, a ring of 12), `<target>:last` its newest attempt, `<target>:ok_at`, `<target>:fail_since`, its gate (`br` breaker, `bw` breaker window, `pause`, `cl` in-flight limit) and `heal` (`<wait ms>:<2xx in a row>:<gap start ms>` while probed); see [`crate::store::deliveries::health`] |
+//! | `P:{q<n>}:heal` | sorted set | targets disabled for failing, `<tenant> <target>` scored by their next probe (ms), leased like the retry schedule |
 //! | `P:{q<n>}:series:<tenant>:<hour>` | hash, 49 h TTL | the tenant's per-minute counters of one hour (`hour` = ms / 3 600 000): `<minute of the hour>:<metric>`, metrics `r` received, `s` succeeded, `f` failed attempts, `a` attempts, `l` attempt latency (ms, summed); see [`crate::store::series`] |
 //! | `P:{q<n>}:series_all:<hour>` | hash, 49 h TTL | the same counters summed over the shard's tenants |
 //! | `P:{q<n>}:unfinished` | sorted set | with a log store: events with unfinished deliveries, scored by stream position (ms); retention never trims past the first |
@@ -313,6 +314,12 @@ impl Keyspace {
             "{}:{{q{shard}}}:notice:{tenant}:{target}:{what}",
             self.prefix
         )
+    }
+
+    /// When each target disabled for failing is probed next (score: ms), members
+    /// `<tenant> <target>`; see [`crate::store::deliveries::heal`].
+    pub fn heal(&self, shard: u16) -> String {
+        format!("{}:{{q{shard}}}:heal", self.prefix)
     }
 
     /// A target's shared rate limit (`rate_limit.lua`).

@@ -56,6 +56,8 @@ pub struct Target {
     pub rate_limit: Option<RateLimit>,
     /// Hours of failure before the gateway disables it (`[dispatch]`'s when absent).
     pub disable_after_h: Option<Hours>,
+    /// Whether it is probed and enabled again after an automatic disable.
+    pub heal: bool,
     /// Deliveries in flight at once per dispatcher.
     pub concurrency: Concurrency,
     /// Why it is disabled: `manual` (an operator), `gone` (a 410), `failing` (auto-disabled).
@@ -72,6 +74,40 @@ pub struct Target {
 }
 
 impl Target {
+    /// A target of tenant `t_test` that wants `events`, for unit tests.
+    #[cfg(test)]
+    pub fn sample(events: &[&str]) -> Target {
+        Target {
+            id: TargetId::generate(),
+            tenant: TenantId::parse("t_test").unwrap(),
+            url: TargetUrl::parse("https://example.com/hook").unwrap(),
+            events: serde_json::from_value(serde_json::json!(events)).unwrap(),
+            mode: Mode::default(),
+            retry: None,
+            headers: Headers::default(),
+            auth: None,
+            ordered: false,
+            active: true,
+            format: Format::default(),
+            filter: None,
+            transform: None,
+            transform_version: 0,
+            batch: None,
+            breaker: None,
+            rate_limit: None,
+            disable_after_h: None,
+            heal: true,
+            concurrency: Concurrency::default(),
+            disabled_reason: None,
+            secret: generate_secret().unwrap(),
+            previous_secret: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            origin: Origin::default(),
+            version: 0,
+        }
+    }
+
     /// The secrets that sign a delivery sent at `now_ms`: the current one, and the previous
     /// one during its overlap.
     pub fn secrets_at(&self, now_ms: u64) -> Vec<&SigningSecret> {
@@ -162,6 +198,8 @@ struct TargetDoc {
     rate_limit: Option<RateLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     disable_after_h: Option<Hours>,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    heal: bool,
     #[serde(default)]
     concurrency: Concurrency,
     #[serde(default)]
@@ -172,6 +210,14 @@ struct TargetDoc {
     created_at_ms: u64,
     updated_at_ms: u64,
     origin: Origin,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn secret_context(target: &TargetId) -> String {
@@ -222,6 +268,7 @@ impl Store {
             breaker: t.breaker,
             rate_limit: t.rate_limit,
             disable_after_h: t.disable_after_h,
+            heal: t.heal,
             concurrency: t.concurrency,
             disabled_reason: t.disabled_reason.clone(),
             secret: self
@@ -284,6 +331,7 @@ impl Store {
             breaker: d.breaker,
             rate_limit: d.rate_limit,
             disable_after_h: d.disable_after_h,
+            heal: d.heal,
             concurrency: d.concurrency,
             disabled_reason: d.disabled_reason,
             previous_secret,
@@ -369,6 +417,7 @@ impl Store {
             breaker: spec.breaker,
             rate_limit: spec.rate_limit,
             disable_after_h: spec.disable_after_h,
+            heal: spec.heal,
             concurrency: spec.concurrency,
             disabled_reason: (!spec.active).then(|| "manual".to_owned()),
             secret: match &spec.secret {
@@ -514,6 +563,9 @@ impl Store {
             if let Some(c) = patch.concurrency {
                 t.concurrency = c;
             }
+            if let Some(h) = patch.heal {
+                t.heal = h;
+            }
             if let Some(u) = &patch.url {
                 t.url = u.clone();
             }
@@ -605,6 +657,35 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Enables a target the gateway disabled for failing, once its probes pass; `false` when
+    /// it is no longer so (an operator enabled, disabled or changed it meanwhile, or it is
+    /// gone), and nothing changed.
+    pub async fn enable_healed(
+        &self,
+        tenant: &TenantId,
+        id: &TargetId,
+    ) -> Result<bool, StoreError> {
+        let mut healed = false;
+        self.modify_target(tenant, id, |t| {
+            healed = !t.active && t.heal && t.disabled_reason.as_deref() == Some("failing");
+            if healed {
+                t.active = true;
+                t.disabled_reason = None;
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(
+                    "no longer disabled for failing".into(),
+                ))
+            }
+        })
+        .await
+        .map(|t| t.is_some() && healed)
+        .or_else(|e| match e {
+            StoreError::Conflict(_) if !healed => Ok(false),
+            e => Err(e),
+        })
+    }
+
     async fn remove_target(&self, tenant: &TenantId, id: &TargetId) -> Result<bool, StoreError> {
         #[derive(serde::Deserialize)]
         struct Deleted {
@@ -673,6 +754,7 @@ impl Store {
                     && current.breaker == spec.breaker
                     && current.rate_limit == spec.rate_limit
                     && current.disable_after_h == spec.disable_after_h
+                    && current.heal == spec.heal
                     && current.concurrency == spec.concurrency
                     && spec.secret.as_ref().is_none_or(|s| *s == current.secret);
                 if !same {
@@ -691,6 +773,7 @@ impl Store {
                         t.breaker = spec.breaker;
                         t.rate_limit = spec.rate_limit;
                         t.disable_after_h = spec.disable_after_h;
+                        t.heal = spec.heal;
                         t.concurrency = spec.concurrency;
                         if t.active != spec.active {
                             t.disabled_reason = (!spec.active).then(|| "manual".to_owned());

@@ -8,6 +8,7 @@
 //!   disabling a target that fails too long;
 //! - [`concurrency`]: adaptive per-target concurrency against receivers with a knee or a
 //!   429 above N in flight, and a fixed one kept;
+//! - [`heal`]: a target disabled for failing probed, enabled again and sent its gap;
 //! - [`notices`]: operational events, delivered to the targets that ask, never to the one
 //!   they are about;
 //! - [`pacing`]: per-target rate limits across dispatchers and a 429's `Retry-After` holding
@@ -19,6 +20,7 @@ mod support;
 
 mod breaker;
 mod concurrency;
+mod heal;
 mod notices;
 mod pacing;
 

@@ -160,7 +160,16 @@ pub fn parse(fields: HashMap<String, String>, now_ms: u64) -> HashMap<TargetId, 
 /// The fields a target owns in its tenant's hash.
 fn fields_of(target: &TargetId) -> Vec<String> {
     let mut f: Vec<String> = (0..BUCKETS).map(|k| format!("{target}:b{k}")).collect();
-    for what in ["last", "ok_at", "fail_since", "br", "bw", "pause", "cl"] {
+    for what in [
+        "last",
+        "ok_at",
+        "fail_since",
+        "br",
+        "bw",
+        "pause",
+        "cl",
+        "heal",
+    ] {
         f.push(format!("{target}:{what}"));
     }
     f
@@ -287,9 +296,13 @@ mod tests {
     }
 
     #[test]
-    fn a_target_owns_nineteen_fields() {
+    fn a_target_owns_twenty_fields() {
         let f = fields_of(&t("tgt_x"));
-        assert_eq!(f.len(), 19);
+        assert_eq!(f.len(), 20);
         assert!(f.contains(&"tgt_x:b11".to_owned()) && f.contains(&"tgt_x:fail_since".to_owned()));
+        assert!(
+            f.contains(&"tgt_x:heal".to_owned()),
+            "its probes end with it"
+        );
     }
 }

@@ -9,18 +9,37 @@ use crate::model::{DeadLetterId, EventId, TargetId, TenantId};
 use crate::redis::scripts::{REPLAY, RESTORE};
 use crate::store::error::StoreError;
 
+/// How a delivery is sent again.
+#[derive(Debug, Clone)]
+pub struct Resend<'a> {
+    /// Its error queue entry, removed.
+    pub dl_id: Option<&'a DeadLetterId>,
+    /// The status and error its record keeps showing until the next attempt.
+    pub last: Option<(Option<u16>, Option<String>)>,
+    /// Whether a target the event never went to is sent it (a target enabled again after
+    /// the event came).
+    pub fresh: bool,
+    /// Its place in the retry schedule.
+    pub due_ms: u64,
+}
+
 impl Deliveries {
-    /// Sends one dead-lettered delivery again (due now, fresh attempts), removing its error
-    /// queue entry `dl_id` if given.
-    pub async fn replay_one(
+    /// Sends one delivery again: a dead-lettered one (or, `fresh`, one never made) back into
+    /// the schedule with fresh attempts.
+    pub async fn send_again(
         &self,
         shard: u16,
         tenant: &TenantId,
-        dl_id: Option<&DeadLetterId>,
         event_id: &EventId,
         target_id: &TargetId,
-        last: Option<(Option<u16>, Option<String>)>,
+        how: &Resend<'_>,
     ) -> Result<Replayed, StoreError> {
+        let Resend {
+            dl_id,
+            last,
+            fresh,
+            due_ms,
+        } = how.clone();
         #[derive(Deserialize)]
         struct Answer {
             replayed: u64,
@@ -33,7 +52,7 @@ impl Deliveries {
             attempts: 0,
             last_status,
             last_error,
-            next_retry_at_ms: Some(now),
+            next_retry_at_ms: Some(due_ms),
             updated_at_ms: now,
             deferrals: 0,
         };
@@ -56,6 +75,8 @@ impl Deliveries {
             now.to_string(),
             self.ttl_secs.to_string(),
             event_id.to_string(),
+            if fresh { "1" } else { "0" }.to_owned(),
+            due_ms.to_string(),
         ];
         let r: Answer = REPLAY.run(&self.redis, keys, args).await?;
         Ok(match (r.missing, r.replayed) {

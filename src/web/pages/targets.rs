@@ -163,6 +163,7 @@ fn target_fields(current: Option<&TargetView>) -> Markup {
             label { "Burst" input type="number" name="rate_burst" min="1" value=[limit.and_then(|l| l.burst())]; }
             label { "In flight at once: adaptive, or a number" input type="text" name="concurrency" value=(current.map_or_else(|| "adaptive".to_owned(), |t| match t.concurrency { crate::model::target_health::Concurrency::Adaptive => "adaptive".to_owned(), crate::model::target_health::Concurrency::Fixed(n) => n.to_string() })); }
             label { "Disable after failing this many hours (fractional)" input type="number" name="disable_after_h" min="0.0001" max="8760" step="any" value=[current.and_then(|t| t.disable_after_h).map(|h| h.get())]; }
+            label { input type="checkbox" name="heal" checked[current.is_none_or(|t| t.heal)]; " Heal: probe it once disabled for failing, enable it again when it answers, and send it what it missed" }
             label { "Circuit breaker overrides (JSON, e.g. {\"min_requests\": 20, \"open_s\": 60})"
                 textarea name="breaker" spellcheck="false" { (current.and_then(|t| t.breaker.as_ref()).and_then(|b| serde_json::to_string(b).ok()).unwrap_or_default()) }
             }
@@ -216,6 +217,7 @@ fn target_body(form: &Form) -> Result<Value, WebError> {
         t.insert("auth".into(), a);
     }
     t.insert("ordered".into(), json!(form.checked("ordered")));
+    t.insert("heal".into(), json!(form.checked("heal")));
     t.insert("active".into(), json!(form.checked("active")));
     if !form.get("format").is_empty() {
         t.insert("format".into(), json!(form.get("format")));

@@ -19,7 +19,7 @@ use crate::queue::decode;
 use crate::redis::keyspace::Keyspace;
 use crate::store::deliveries::dead_letters::{DeadLetterFilter, DeadLetterScan, Order};
 use crate::store::deliveries::{
-    DeadLetter, EventFilter, EventRecord, EventStatus, EventSummary, Replayed,
+    DeadLetter, EventFilter, EventRecord, EventStatus, EventSummary, Replayed, Resend,
 };
 use crate::store::{Deliveries, StoreError};
 
@@ -34,6 +34,9 @@ const CLOCK_SKEW_MS: u64 = 60_000;
 const NEAR_MS: u64 = 1_000;
 /// Most deliveries one recovery resends.
 pub const MAX_RECOVER: usize = 10_000;
+
+mod gap;
+pub use gap::Gap;
 
 /// A failure of a history read or replay.
 #[derive(Debug, thiserror::Error)]
@@ -563,38 +566,82 @@ impl History {
         target: &TargetId,
         queued: Option<&DeadLetter>,
     ) -> Result<bool, HistoryError> {
-        let last = queued.map(|d| (d.last_status, d.last_error.clone()));
-        let dl_id = queued.map(|d| &d.id);
+        let how = Resend {
+            dl_id: queued.map(|d| &d.id),
+            last: queued.map(|d| (d.last_status, d.last_error.clone())),
+            fresh: false,
+            due_ms: self.deliveries.clock().now_ms(),
+        };
+        self.send_via(shard, tenant, event, target, &how).await
+    }
+
+    /// Sends a delivery again as `how` says, bringing its event back into Redis when its
+    /// record is gone: from its stream entry (for a `fresh` delivery of an event that had no
+    /// record), else from the log store; `true` when it went back on the schedule.
+    async fn send_via(
+        &self,
+        shard: u16,
+        tenant: &TenantId,
+        event: &EventId,
+        target: &TargetId,
+        how: &Resend<'_>,
+    ) -> Result<bool, HistoryError> {
         let first = self
             .deliveries
-            .replay_one(shard, tenant, dl_id, event, target, last.clone())
+            .send_again(shard, tenant, event, target, how)
             .await?;
         match first {
             Replayed::Replayed => return Ok(true),
             Replayed::Skipped => return Ok(false),
             Replayed::Missing => {}
         }
-        if let Some(log) = &self.log {
+        let mut restored = false;
+        if how.fresh
+            && let Some(e) = self.stream_event(shard, event).await?
+            && e.tenant == *tenant
+        {
+            restored = self.deliveries.restore(shard, &unrecorded(e)).await?;
+        }
+        if !restored && let Some(log) = &self.log {
             if let Some(logged) = log.logged(tenant, event, false).await? {
                 if logged.received_at_ms + log.retention().as_millis() as u64
                     > self.deliveries.clock().now_ms()
                 {
-                    self.deliveries.restore(shard, &logged).await?;
-                    let again = self
-                        .deliveries
-                        .replay_one(shard, tenant, dl_id, event, target, last)
-                        .await?;
-                    if again != Replayed::Missing {
-                        return Ok(again == Replayed::Replayed);
-                    }
+                    restored = self.deliveries.restore(shard, &logged).await?;
                 }
             }
         }
+        if restored {
+            let again = self
+                .deliveries
+                .send_again(shard, tenant, event, target, how)
+                .await?;
+            if again != Replayed::Missing {
+                return Ok(again == Replayed::Replayed);
+            }
+        }
         // Gone from both tiers: its error queue entry cannot be replayed any more.
-        if let Some(d) = dl_id {
+        if let Some(d) = how.dl_id {
             self.deliveries.delete_dead_letter(shard, tenant, d).await?;
         }
         Ok(false)
+    }
+}
+
+/// An event read from its stream entry, as a record with no delivery yet (it matched no
+/// target when it came) is written back.
+fn unrecorded(e: crate::queue::StoredEvent) -> crate::model::delivery::LoggedEvent {
+    crate::model::delivery::LoggedEvent {
+        tenant: e.tenant,
+        received_at_ms: e.id.received_at_ms().unwrap_or(0),
+        id: e.id,
+        event_type: e.event_type.to_string(),
+        content_type: e
+            .content_type
+            .map(|c| String::from_utf8_lossy(&c).into_owned()),
+        body: e.body,
+        deliveries: Vec::new(),
+        attempts: Vec::new(),
     }
 }
 
