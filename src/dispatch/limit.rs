@@ -2,8 +2,10 @@
 //!
 //! A gradient limiter in the style of Netflix's concurrency-limits (`Gradient2`) and Envoy's
 //! adaptive concurrency filter: the limit follows `limit × gradient + √limit`, where the
-//! gradient is `tolerance × min_rtt / rtt` clamped to 0.5–1. While the receiver answers as
-//! fast as it does unloaded (within the tolerance), the gradient is 1 and the limit grows by
+//! gradient is `allowed / rtt` clamped to 0.5–1, `allowed` the larger of `1.5 × min_rtt` and
+//! `min_rtt + 20 ms` (a receiver answering in a millisecond is not queueing when it answers
+//! in five: this process was busy). While the receiver answers as fast as it does unloaded
+//! (within the tolerance), the gradient is 1 and the limit grows by
 //! its square root per sample (smoothed), so a fast receiver reaches the cap in a second or
 //! two; once queueing inside the receiver makes it slower, the gradient falls below 1 and the
 //! limit settles where latency stays within the tolerance of the unloaded one. The unloaded
@@ -31,6 +33,10 @@ use std::time::{Duration, Instant};
 
 /// How much slower than unloaded an answer may be before the limit stops growing.
 const TOLERANCE: f64 = 1.5;
+/// How much slower than unloaded an answer may be in any case: a fast receiver's answers
+/// come a few milliseconds late whenever this process is busy (its own tasks wait for the
+/// cores), which is no sign of a queue in the receiver.
+const SLACK: Duration = Duration::from_millis(20);
 /// The share of each sample's new limit taken (exponential smoothing).
 const SMOOTHING: f64 = 0.2;
 /// The cut on a 429 or 503.
@@ -158,10 +164,12 @@ impl Limit {
                 s.current_min = Some(s.current_min.map_or(rtt, |m| m.min(rtt)));
                 // A limit the target does not use says nothing: grow only when it is used.
                 let used = in_flight as f64 * 2.0 >= s.limit;
+                let allowed = (TOLERANCE * min_rtt.as_secs_f64())
+                    .max((min_rtt + SLACK).as_secs_f64());
                 let gradient = if rtt.is_zero() {
                     1.0
                 } else {
-                    (TOLERANCE * min_rtt.as_secs_f64() / rtt.as_secs_f64()).clamp(0.5, 1.0)
+                    (allowed / rtt.as_secs_f64()).clamp(0.5, 1.0)
                 };
                 let near_ceiling = s.ceiling.is_some_and(|(c, _)| s.limit >= c * 0.9);
                 let growth = match (used, near_ceiling) {
