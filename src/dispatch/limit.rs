@@ -164,8 +164,8 @@ impl Limit {
                 s.current_min = Some(s.current_min.map_or(rtt, |m| m.min(rtt)));
                 // A limit the target does not use says nothing: grow only when it is used.
                 let used = in_flight as f64 * 2.0 >= s.limit;
-                let allowed = (TOLERANCE * min_rtt.as_secs_f64())
-                    .max((min_rtt + SLACK).as_secs_f64());
+                let allowed =
+                    (TOLERANCE * min_rtt.as_secs_f64()).max((min_rtt + SLACK).as_secs_f64());
                 let gradient = if rtt.is_zero() {
                     1.0
                 } else {
