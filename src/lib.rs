@@ -23,6 +23,8 @@
 //! - [`http`]: what both HTTP APIs share: request bodies read within bounds, extractors (typed
 //!   path, query and JSON body) that refuse with the contract's errors, and the one mapping of
 //!   failures to those errors and statuses.
+//! - [`heal`]: targets the dispatcher disabled for failing, probed on a backoff, enabled
+//!   again when they answer and sent the events they missed (through [`history`]).
 //! - [`history`]: event reads, listings, replays and time-range recovery across both tiers
 //!   (Redis for the hot window, the log store for the rest).
 //! - [`monitors`]: the live state of monitors and watched sources (one script per signal:
@@ -59,6 +61,7 @@ pub mod config;
 pub mod crypto;
 pub mod dispatch;
 pub mod edge;
+pub mod heal;
 pub mod history;
 pub mod http;
 pub mod ingest;

@@ -153,6 +153,7 @@ async fn upkeep(handle: metrics_exporter_prometheus::PrometheusHandle, stop: Can
 /// its in-flight deliveries up to `grace` (what is left stays pending in Redis).
 pub struct Dispatch {
     dispatcher: Dispatcher,
+    healer: crate::heal::Running,
     grace: Duration,
 }
 
@@ -164,12 +165,9 @@ impl Dispatch {
         let dispatcher = Dispatcher::start(
             DispatchSettings::from_config(&core.config),
             &core.config.redis,
-            crate::history::History {
-                deliveries: core.deliveries.clone(),
-                redis: core.redis.clone(),
-                log: core.log.clone(),
-            },
+            core.redis.clone(),
             core.store.clone(),
+            core.deliveries.clone(),
             core.target_cache.clone(),
             core.sandbox.clone(),
         )
@@ -178,8 +176,36 @@ impl Dispatch {
             what: "starting the dispatcher",
             cause: Box::new(e),
         })?;
+        let config = &core.config;
+        let healer = crate::heal::Healer {
+            store: core.store.clone(),
+            deliveries: core.deliveries.clone(),
+            history: crate::history::History {
+                deliveries: core.deliveries.clone(),
+                redis: core.redis.clone(),
+                log: core.log.clone(),
+            },
+            targets: core.target_cache.clone(),
+            notices: crate::queue::notices::Notices::new(&core.store),
+            client: crate::dispatch::client::DeliveryClient::new(
+                Duration::from_millis(config.dispatch.request_timeout_ms),
+                config.security.allow_private_targets,
+                1,
+            )
+            .map_err(|e| StartError::Prepare {
+                what: "starting the healer's client",
+                cause: Box::new(e),
+            })?,
+            sandbox: core.sandbox.clone(),
+            allow_private: config.security.allow_private_targets,
+            probe_ms: (config.dispatch.heal_probe_s * 1000.0).round() as u64,
+            replay_max: config.dispatch.heal_replay_max_events as usize,
+            request_timeout: Duration::from_millis(config.dispatch.request_timeout_ms),
+        }
+        .start(config.queue.shards);
         Ok(Some(Dispatch {
             dispatcher,
+            healer,
             grace: Duration::from_millis(core.config.edge.shutdown_grace_ms),
         }))
     }
@@ -191,6 +217,9 @@ impl Stage for Dispatch {
     }
 
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async move { self.dispatcher.shutdown(self.grace).await })
+        Box::pin(async move {
+            self.healer.stop().await;
+            self.dispatcher.shutdown(self.grace).await
+        })
     }
 }

@@ -16,11 +16,10 @@ use super::recorder::Recorder;
 use super::settings::Settings;
 use super::state::Inner;
 use super::targets::TargetCache;
-use super::{batches, consumer, heal, retries, takeover};
+use super::{batches, consumer, retries, takeover};
 use crate::config::RedisConfig;
-use crate::history::History;
 use crate::queue::StreamReader;
-use crate::store::Store;
+use crate::store::{Deliveries, Store};
 
 /// Why the dispatcher could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,13 +46,12 @@ impl Dispatcher {
     pub async fn start(
         settings: Settings,
         redis_cfg: &RedisConfig,
-        history: History,
+        redis: fred::prelude::Client,
         store: Store,
+        deliveries: Deliveries,
         targets: TargetCache,
         sandbox: crate::sandbox::Sandbox,
     ) -> Result<Dispatcher, DispatchError> {
-        let redis = history.redis.clone();
-        let deliveries = history.deliveries.clone();
         let client = DeliveryClient::new(
             settings.request_timeout,
             settings.allow_private,
@@ -113,7 +111,6 @@ impl Dispatcher {
             targets,
             client,
             sandbox,
-            history,
         });
         // The lease is held before the first read, so no other process takes this
         // consumer's entries for a dead one's.
@@ -136,7 +133,6 @@ impl Dispatcher {
                 .spawn(takeover::sweep_loop(inner.clone(), shard));
             inner.tasks.spawn(retries::poll_loop(inner.clone(), shard));
             inner.tasks.spawn(batches::batch_loop(inner.clone(), shard));
-            inner.tasks.spawn(heal::heal_loop(inner.clone(), shard));
         }
         inner.tasks.spawn(consumer::gauges_loop(inner.clone()));
         tracing::info!(consumer = %inner.reader.consumer(), shards = inner.settings.shards, "dispatcher started");

@@ -293,12 +293,36 @@ async fn disable(
                     .await;
             }
             if heal {
-                super::heal::start_probing(effects, shard, tenant, target, since).await;
+                start_probing(effects, shard, tenant, target, since).await;
             }
             tracing::warn!(tenant = %tenant, target_id = %target, failing_since_ms = ?since, "target failed for disable_after_h; disabled (reason failing)");
         }
         Err(e) => {
             tracing::warn!(tenant = %tenant, target_id = %target, error = %e, "could not disable a failing target; tried again at its next failure");
         }
+    }
+}
+
+/// Puts a target just disabled for failing on the heal schedule: probed after
+/// `heal_probe_s`, its gap counted from `since_ms`.
+async fn start_probing(
+    effects: &Effects,
+    shard: u16,
+    tenant: &TenantId,
+    target: &TargetId,
+    since_ms: u64,
+) {
+    let healing = crate::store::deliveries::heal::Healing {
+        wait_ms: effects.heal_probe_ms,
+        oks: 0,
+        since_ms,
+    };
+    let due = effects.deliveries.clock().now_ms() + effects.heal_probe_ms;
+    if let Err(e) = effects
+        .deliveries
+        .schedule_heal(shard, tenant, target, healing, due)
+        .await
+    {
+        tracing::warn!(tenant = %tenant, target_id = %target, error = %e, "could not schedule the probes of a target disabled for failing: it stays disabled until enabled by hand");
     }
 }

@@ -41,7 +41,6 @@ mod dispatcher;
 pub mod format;
 mod gate;
 pub mod headers;
-mod heal;
 mod hold;
 mod limit;
 pub mod matcher;

@@ -36,8 +36,6 @@ pub struct Settings {
     pub disable_after_ms: u64,
     /// The first wait before probing a target disabled for failing (ms).
     pub heal_probe_ms: u64,
-    /// Most events replayed to a healed target.
-    pub heal_replay_max: u32,
 }
 
 impl Settings {
@@ -63,7 +61,6 @@ impl Settings {
             breaker: d.breaker,
             disable_after_ms: (d.disable_after_h * 3_600_000.0).round() as u64,
             heal_probe_ms: (d.heal_probe_s * 1000.0).round() as u64,
-            heal_replay_max: d.heal_replay_max_events,
         }
     }
 }

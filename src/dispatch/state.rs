@@ -122,8 +122,6 @@ pub(super) struct Inner {
     pub(super) client: DeliveryClient,
     /// Runs the targets' transformations.
     pub(super) sandbox: crate::sandbox::Sandbox,
-    /// Sends a target enabled again by its probes the events it missed.
-    pub(super) history: crate::history::History,
     /// Deliveries in flight, all targets.
     pub(super) global: Arc<Semaphore>,
     /// Deliveries held in memory (waiting or in flight); bounds the reader.

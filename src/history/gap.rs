@@ -9,7 +9,8 @@ use crate::model::notice;
 use crate::model::{EventId, TenantId};
 use crate::store::Target;
 use crate::store::deliveries::dead_letters::DeadLetterFilter;
-use crate::store::deliveries::{EventFilter, EventStatus, EventSummary, Resend, State};
+use crate::store::deliveries::replay::Resend;
+use crate::store::deliveries::{EventFilter, EventStatus, EventSummary, State};
 
 /// Events listed per page while the gap is gathered.
 const PAGE: usize = 500;

@@ -18,8 +18,9 @@ use crate::queue::consume::{
 use crate::queue::decode;
 use crate::redis::keyspace::Keyspace;
 use crate::store::deliveries::dead_letters::{DeadLetterFilter, DeadLetterScan, Order};
+use crate::store::deliveries::replay::Resend;
 use crate::store::deliveries::{
-    DeadLetter, EventFilter, EventRecord, EventStatus, EventSummary, Replayed, Resend,
+    DeadLetter, EventFilter, EventRecord, EventStatus, EventSummary, Replayed,
 };
 use crate::store::{Deliveries, StoreError};
 
@@ -35,8 +36,7 @@ const NEAR_MS: u64 = 1_000;
 /// Most deliveries one recovery resends.
 pub const MAX_RECOVER: usize = 10_000;
 
-mod gap;
-pub use gap::Gap;
+pub mod gap;
 
 /// A failure of a history read or replay.
 #[derive(Debug, thiserror::Error)]

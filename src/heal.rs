@@ -12,14 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::gate::Effects;
-use super::ping::ping;
-use super::state::Inner;
-use crate::history::Gap;
+use crate::dispatch::TargetCache;
+use crate::dispatch::client::DeliveryClient;
+use crate::dispatch::ping::ping;
+use crate::history::History;
+use crate::history::gap::Gap;
 use crate::model::notice;
 use crate::model::{TargetId, TenantId};
+use crate::queue::notices::Notices;
+use crate::sandbox::Sandbox;
 use crate::store::deliveries::heal::Healing;
+use crate::store::{Deliveries, Store};
 
 /// Targets probed per pass and shard.
 const BATCH: usize = 16;
@@ -31,36 +37,66 @@ const OKS_NEEDED: u32 = 2;
 /// then, so none parks a gap delivery for a target it still thinks disabled.
 const GAP_DELAY_MS: u64 = 1_000;
 
-/// Puts a target just disabled for failing on the heal schedule: probed after
-/// `heal_probe_s`, its gap counted from `since_ms`.
-pub(super) async fn start_probing(
-    effects: &Effects,
-    shard: u16,
-    tenant: &TenantId,
-    target: &TargetId,
-    since_ms: u64,
-) {
-    let healing = Healing {
-        wait_ms: effects.heal_probe_ms,
-        oks: 0,
-        since_ms,
-    };
-    let due = effects.deliveries.clock().now_ms() + effects.heal_probe_ms;
-    if let Err(e) = effects
-        .deliveries
-        .schedule_heal(shard, tenant, target, healing, due)
-        .await
-    {
-        tracing::warn!(tenant = %tenant, target_id = %target, error = %e, "could not schedule the probes of a target disabled for failing: it stays disabled until enabled by hand");
+/// What the healer needs: where targets and their schedule live, how to reach them, and
+/// whom to tell.
+#[derive(Debug, Clone)]
+pub struct Healer {
+    pub store: Store,
+    pub deliveries: Deliveries,
+    /// Sends a target enabled again the events it missed.
+    pub history: History,
+    pub targets: TargetCache,
+    pub notices: Notices,
+    pub client: DeliveryClient,
+    pub sandbox: Sandbox,
+    pub allow_private: bool,
+    /// `heal_probe_s` (ms): the first wait, and the wait between two passing probes.
+    pub probe_ms: u64,
+    /// `heal_replay_max_events`.
+    pub replay_max: usize,
+    /// The delivery timeout: a probe's lease outlasts it.
+    pub request_timeout: Duration,
+}
+
+/// The running healer: one loop per shard.
+#[derive(Debug)]
+pub struct Running {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Healer {
+    /// Starts probing every shard's due targets.
+    pub fn start(self, shards: u16) -> Running {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let healer = Arc::new(self);
+        for shard in 0..shards {
+            tasks.spawn(heal_loop(healer.clone(), shard, stop.clone()));
+        }
+        tasks.close();
+        Running { stop, tasks }
     }
 }
 
-/// Probes the shard's targets as they come due, until the dispatcher stops.
-pub(super) async fn heal_loop(inner: Arc<Inner>, shard: u16) {
-    let poll = Duration::from_millis(inner.settings.heal_probe_ms.clamp(50, 1_000));
+impl Running {
+    /// Stops after the probes in flight.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.wait().await;
+    }
+}
+
+/// Probes the shard's targets as they come due, until `stop`.
+async fn heal_loop(inner: Arc<Healer>, shard: u16, stop: CancellationToken) {
+    let poll = Duration::from_millis(inner.probe_ms.clamp(50, 1_000));
     // A probe takes at most the request timeout; the lease outlasts it with margin.
-    let lease = (inner.settings.request_timeout.as_millis() as u64).saturating_mul(2) + 5_000;
-    while inner.pause(poll).await {
+    let lease = (inner.request_timeout.as_millis() as u64).saturating_mul(2) + 5_000;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(poll) => {}
+        }
         let now = inner.deliveries.clock().now_ms();
         let claimed = match inner
             .deliveries
@@ -116,7 +152,7 @@ fn next_step(h: Healing, ok: bool, base_ms: u64) -> Step {
 }
 
 async fn probe(
-    inner: &Inner,
+    inner: &Healer,
     shard: u16,
     tenant: &TenantId,
     id: &TargetId,
@@ -140,7 +176,7 @@ async fn probe(
     if target.active || !target.heal || target.disabled_reason.as_deref() != Some("failing") {
         return end().await;
     }
-    let base = inner.settings.heal_probe_ms;
+    let base = inner.probe_ms;
     let now = deliveries.clock().now_ms();
     let healing = healing.unwrap_or(Healing {
         wait_ms: base,
@@ -150,7 +186,7 @@ async fn probe(
     let p = ping(
         &inner.client,
         &inner.sandbox,
-        inner.settings.allow_private,
+        inner.allow_private,
         &target,
         now,
     )
@@ -170,7 +206,7 @@ async fn probe(
 
 /// Enables a target whose probes passed, tells who asked, and sends it its gap.
 async fn enable(
-    inner: &Inner,
+    inner: &Healer,
     shard: u16,
     tenant: &TenantId,
     target: &crate::store::Target,
@@ -207,7 +243,7 @@ async fn enable(
             Gap {
                 since_ms,
                 until_ms: now,
-                max: inner.settings.heal_replay_max as usize,
+                max: inner.replay_max,
                 start_ms: now + GAP_DELAY_MS,
             },
         )
