@@ -193,7 +193,7 @@ pub struct TargetDecl {
     #[serde(default)]
     pub batch: Option<crate::model::target::TargetBatch>,
     /// Its own breaker settings (`{ min_requests = 5 }`), over `[dispatch.breaker]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::patch::object")]
     pub breaker: Option<crate::model::target_health::BreakerOverride>,
     /// `{ per_second = 50, burst = 10 }`, across every dispatcher.
     #[serde(default)]

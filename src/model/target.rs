@@ -475,7 +475,7 @@ pub struct TargetSpec {
     #[serde(default)]
     pub batch: Option<TargetBatch>,
     /// Its own circuit-breaker settings; each absent field takes `[dispatch.breaker]`'s.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::patch::object")]
     pub breaker: Option<BreakerOverride>,
     /// Deliveries per second across every dispatcher; over it they wait in the retry
     /// schedule without spending attempts.
@@ -630,7 +630,7 @@ pub struct TargetPatch {
     #[serde(default, deserialize_with = "super::patch::present")]
     pub batch: Option<Option<TargetBatch>>,
     /// `null`: the deployment's breaker settings.
-    #[serde(default, deserialize_with = "super::patch::present")]
+    #[serde(default, deserialize_with = "super::patch::present_object")]
     pub breaker: Option<Option<BreakerOverride>>,
     /// `null` removes the rate limit.
     #[serde(default, deserialize_with = "super::patch::present")]

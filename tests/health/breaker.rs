@@ -317,6 +317,8 @@ async fn breaker_settings_and_rate_limits_out_of_range_are_refused_naming_the_fi
             "breaker.max_open_s",
         ),
         (json!({"breaker": {"colour": "red"}}), "breaker"),
+        // Not an object: serde would take a sequence of the (all optional) fields.
+        (json!({"breaker": [null, null]}), "breaker"),
         (
             json!({"rate_limit": {"per_second": 0}}),
             "rate_limit.per_second",
@@ -381,6 +383,10 @@ async fn breaker_settings_and_rate_limits_out_of_range_are_refused_naming_the_fi
             &path,
             Some(json!({"breaker": {"probe_requests": 9}})),
         )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = gw
+        .admin("PATCH", &path, Some(json!({"breaker": [null, null]})))
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     let r = gw
