@@ -47,6 +47,8 @@ pub struct TargetView {
     pub retry: Option<RetryPolicy>,
     pub headers: BTreeMap<String, String>,
     pub auth: Option<TargetAuthView>,
+    /// Its TLS settings: the CA bundle and client certificate as given, the key masked.
+    pub tls: Option<crate::model::target_tls::TargetTlsView>,
     pub ordered: bool,
     pub active: bool,
     pub format: Format,
@@ -233,6 +235,7 @@ impl From<&Target> for TargetView {
             retry: t.retry,
             headers: t.headers.as_map().clone(),
             auth: t.auth.as_ref().map(|a| a.redacted()),
+            tls: t.tls.as_ref().map(|t| t.view()),
             ordered: t.ordered,
             active: t.active,
             format: t.format,
@@ -354,6 +357,29 @@ async fn check_resolution(s: &ApiState, url: &TargetUrl) -> Result<(), ApiError>
         })
 }
 
+/// Refuses an OAuth2 token endpoint whose name resolves to a private address, as for URLs.
+async fn check_token_resolution(
+    s: &ApiState,
+    auth: Option<&crate::model::TargetAuth>,
+) -> Result<(), ApiError> {
+    let Some(crate::model::TargetAuth::OAuth2(o)) = auth else {
+        return Ok(());
+    };
+    if s.allow_private_targets {
+        return Ok(());
+    }
+    crate::dispatch::ssrf::check_resolution(o.token_url.as_str())
+        .await
+        .map_err(|_| {
+            ApiError::invalid(
+                "invalid_target",
+                &UrlProblem::ResolvesPrivate
+                    .invalid()
+                    .within("auth.oauth2.token_url"),
+            )
+        })
+}
+
 /// Creates a target; its signing secret is shown this once.
 #[utoipa::path(
     post,
@@ -381,6 +407,7 @@ pub async fn create_target(
     spec.validate(s.allow_private_targets)
         .map_err(|e| ApiError::invalid("invalid_target", &e))?;
     check_resolution(s, &spec.url).await?;
+    check_token_resolution(s, spec.auth.as_ref()).await?;
     check_transform(s, spec.transform.as_ref()).await?;
     let created = s
         .store
@@ -475,6 +502,9 @@ pub async fn update_target(
 ) -> Result<TargetView, ApiError> {
     if let Some(url) = &patch.url {
         check_resolution(s, url).await?;
+    }
+    if let Some(auth) = &patch.auth {
+        check_token_resolution(s, auth.as_ref()).await?;
     }
     check_transform(s, patch.transform.as_ref().and_then(Option::as_ref)).await?;
     let was_active = match patch.active {

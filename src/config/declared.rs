@@ -173,6 +173,13 @@ pub struct TargetDecl {
     /// Credentials (literal in the file; prefer `headers` with nothing secret, or the API).
     #[serde(default, skip_serializing)]
     pub auth: Option<TargetAuth>,
+    /// `{ ca_pem = "…", client_cert_pem = "…", client_key_pem = "…", server_name = "…" }`.
+    #[serde(
+        default,
+        skip_serializing,
+        deserialize_with = "crate::model::patch::object"
+    )]
+    pub tls: Option<crate::model::target_tls::TargetTls>,
     #[serde(default)]
     pub ordered: bool,
     #[serde(default = "default_true")]
@@ -219,6 +226,7 @@ impl TargetDecl {
             retry: self.retry,
             headers: self.headers.clone(),
             auth: self.auth.clone(),
+            tls: self.tls.clone(),
             ordered: self.ordered,
             active: self.active,
             format: self.format,

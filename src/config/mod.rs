@@ -841,6 +841,10 @@ master_key = "{KEY}"
                 "[[tenants]]\nid = \"a\"\nname = \"A\"\n[[tenants.targets]]\nid = \"t\"\nurl = \"https://example.com\"\nevents = [\"*\"]\n[[tenants.targets]]\nid = \"t\"\nurl = \"https://example.com\"\nevents = [\"*\"]",
                 "tenants[0].targets[1].id",
             ),
+            (
+                "[[tenants]]\nid = \"a\"\nname = \"A\"\n[[tenants.targets]]\nid = \"t\"\nurl = \"https://example.com\"\nevents = [\"*\"]\ntls = { ca_pem = \"not PEM\" }",
+                "tenants[0].targets[0]",
+            ),
         ] {
             let err = Config::from_toml(&base(extra))
                 .err()
@@ -848,6 +852,21 @@ master_key = "{KEY}"
                 .unwrap_or_default();
             assert!(err.starts_with(key), "{extra:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn declared_targets_take_tls_and_oauth2() -> anyhow::Result<()> {
+        let c = Config::from_toml(&base(
+            "[[tenants]]\nid = \"a\"\nname = \"A\"\n[[tenants.targets]]\nid = \"t\"\nurl = \"https://example.com/hook\"\nevents = [\"*\"]\ntls = { server_name = \"receiver.internal\" }\nauth = { oauth2 = { token_url = \"https://auth.example.com/token\", client_id = \"c\", client_secret = \"topsecret-oauth\", method = \"client_secret_post\" } }",
+        ))?;
+        let spec = c.tenants[0].targets[0].spec();
+        assert!(spec.tls.as_ref().is_some_and(|t| t.server_name().is_some()));
+        assert!(matches!(
+            spec.auth,
+            Some(crate::model::TargetAuth::OAuth2(_))
+        ));
+        assert!(!c.to_redacted_toml()?.contains("topsecret-oauth"));
+        Ok(())
     }
 
     #[test]

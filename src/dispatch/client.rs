@@ -1,29 +1,25 @@
 //! The outbound HTTP client: pooled HTTP/1.1 and HTTP/2 (ALPN) over rustls, names resolved
 //! through the SSRF guard, one attempt bounded by the request timeout from connect to the
-//! first bytes of the response body.
+//! first bytes of the response body. A target's TLS settings pick its pool; its OAuth2
+//! client, its bearer token (see [`super::oauth2`]).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::backoff::parse_retry_after;
+use super::oauth2::Tokens;
+use super::pool::{HttpClient, pool};
 use super::signing::{SigningKey, signature_header};
-use super::ssrf::{GuardedResolver, is_public, is_refusal, literal_ip};
+use super::ssrf::{is_public, is_refusal, literal_ip};
 use super::transform::Shaped;
 use crate::model::TargetAuth;
 use crate::store::Target;
 
 /// Bytes of a response body kept in the attempt log.
 pub const RESPONSE_SNIPPET: usize = 512;
-
-type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
 
 /// What one attempt produced.
 #[derive(Debug, Clone)]
@@ -61,10 +57,26 @@ pub struct Message<'a> {
 /// The pooled client. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DeliveryClient {
-    client: Client<Connector, Full<Bytes>>,
+    /// Targets without TLS settings.
+    client: HttpClient,
+    /// A pool per distinct TLS settings (and host, when they name the server).
+    pools: moka::sync::Cache<PoolKey, HttpClient>,
+    tokens: Tokens,
     timeout: Duration,
     allow_private: bool,
+    max_idle_per_host: usize,
 }
+
+/// Which pool a target's connections come from.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct PoolKey {
+    tls: [u8; 32],
+    /// The host whose certificate is checked against the settings' server name.
+    renamed_host: Option<String>,
+}
+
+/// Pools of targets with TLS settings kept at once; an idle one is dropped after an hour.
+const MAX_POOLS: u64 = 10_000;
 
 impl DeliveryClient {
     pub fn new(
@@ -72,35 +84,49 @@ impl DeliveryClient {
         allow_private: bool,
         max_idle_per_host: usize,
     ) -> Result<DeliveryClient, rustls::Error> {
-        let roots =
-            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(max_idle_per_host)
-            .build(https);
+        let tls = crate::model::target_tls::default_client_config()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
         Ok(DeliveryClient {
-            client,
+            client: pool(tls, None, allow_private, timeout, max_idle_per_host),
+            pools: moka::sync::Cache::builder()
+                .max_capacity(MAX_POOLS)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            tokens: Tokens::default(),
             timeout,
             allow_private,
+            max_idle_per_host,
         })
+    }
+
+    /// The connection pool of `target`: the shared one, or its TLS settings' own.
+    fn pool_for(&self, target: &Target) -> Result<HttpClient, String> {
+        let Some(tls) = &target.tls else {
+            return Ok(self.client.clone());
+        };
+        let renamed = tls.server_name().map(|name| {
+            let host = url::Url::parse(target.url.as_str())
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            (host, name)
+        });
+        let key = PoolKey {
+            tls: tls.fingerprint(),
+            renamed_host: renamed.as_ref().map(|(h, _)| h.clone()),
+        };
+        self.pools
+            .try_get_with(key, || {
+                let config = tls.client_config().map_err(|e| format!("tls: {e}"))?;
+                Ok(pool(
+                    config,
+                    renamed,
+                    self.allow_private,
+                    self.timeout,
+                    self.max_idle_per_host,
+                ))
+            })
+            .map_err(|e: std::sync::Arc<String>| (*e).clone())
     }
 
     /// Sends `msg` to `target`, signed with `keys`. Never fails: every problem is a result.
@@ -122,7 +148,74 @@ impl DeliveryClient {
             sent,
             received: None,
         };
-        let request = match build_request(target, keys, msg, now_secs) {
+        let http = match self.pool_for(target) {
+            Ok(h) => h,
+            Err(e) => return fail(e, false, None),
+        };
+        let oauth = match &target.auth {
+            Some(TargetAuth::OAuth2(o)) => Some(o),
+            _ => None,
+        };
+        let mut lease = None;
+        if let Some(o) = oauth {
+            match self.tokens.get(&target.id, o, &http, self.timeout).await {
+                Ok(l) => lease = Some(l),
+                Err(e) => return fail(format!("oauth2_token: {e}"), false, None),
+            }
+        }
+        let bearer = lease.as_ref().map(|l| &*l.token);
+        let first = self
+            .exchange(&http, target, keys, msg, now_secs, bearer, started)
+            .await;
+        let (Some(o), Some(l), Some(401)) = (oauth, &lease, first.status) else {
+            return first;
+        };
+        // The receiver refused the token: a cached one is replaced once; a token fetched for
+        // this very attempt is not asked for again.
+        self.tokens.refused(&target.id, o, &l.token).await;
+        if l.fresh {
+            return first;
+        }
+        match self.tokens.get(&target.id, o, &http, self.timeout).await {
+            Ok(again) => {
+                self.exchange(
+                    &http,
+                    target,
+                    keys,
+                    msg,
+                    now_secs,
+                    Some(&again.token),
+                    started,
+                )
+                .await
+            }
+            Err(e) => fail(format!("oauth2_token: {e}"), false, first.sent),
+        }
+    }
+
+    /// One request and its answer, bounded by the request timeout.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        http: &HttpClient,
+        target: &Target,
+        keys: &[SigningKey],
+        msg: Message<'_>,
+        now_secs: i64,
+        bearer: Option<&str>,
+        started: Instant,
+    ) -> AttemptResult {
+        let fail = |error: String, refused: bool, sent: Option<http::HeaderMap>| AttemptResult {
+            status: None,
+            retry_after: None,
+            error: Some(error),
+            refused,
+            response: None,
+            latency: started.elapsed(),
+            sent,
+            received: None,
+        };
+        let request = match build_request(target, keys, msg, now_secs, bearer) {
             Ok(r) => r,
             Err(e) => return fail(e, true, None),
         };
@@ -140,7 +233,7 @@ impl DeliveryClient {
             }
         }
         let attempt = async {
-            let response = self.client.request(request).await.map_err(|e| {
+            let response = http.request(request).await.map_err(|e| {
                 let refused = is_refusal(&e);
                 (describe(&e), refused)
             })?;
@@ -194,6 +287,7 @@ pub fn build_request(
     keys: &[SigningKey],
     msg: Message<'_>,
     now_secs: i64,
+    bearer: Option<&str>,
 ) -> Result<http::Request<Full<Bytes>>, String> {
     // A chat-format target gets the platform's message (unless a transformation shaped the
     // request); what is signed is what is sent.
@@ -264,6 +358,10 @@ pub fn build_request(
         Some(TargetAuth::Header { name, value }) => {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
             headers.insert(name, hv(value.expose())?);
+        }
+        Some(TargetAuth::OAuth2(_)) => {
+            let token = bearer.ok_or("no OAuth2 token was fetched for the request")?;
+            headers.insert(AUTHORIZATION, hv(&format!("Bearer {token}"))?);
         }
     }
     b.body(Full::new(body.clone())).map_err(|e| e.to_string())

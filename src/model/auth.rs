@@ -1,5 +1,6 @@
-//! How the gateway authenticates to a target: a bearer token, basic credentials, or a header
-//! of the target's naming (never one the gateway itself sets), and the masked view of each.
+//! How the gateway authenticates to a target: a bearer token, basic credentials, a header
+//! of the target's naming (never one the gateway itself sets), or an OAuth2 client (client
+//! credentials grant), and the masked view of each.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,6 +10,7 @@ use utoipa::openapi::{RefOr, schema::OneOfBuilder};
 use super::invalid::Invalid;
 use super::schema::string_schema;
 use super::secret::SecretText;
+use super::target_url::TargetUrl;
 use super::text::{HEADER_NAME_PATTERN, HEADER_VALUE_CHARS, check_header_name, check_header_value};
 
 /// Longest credential (bearer token, user name, password, auth header value).
@@ -31,6 +33,70 @@ pub enum TargetAuth {
     },
     /// A header of the target's choosing.
     Header { name: String, value: SecretText },
+    /// A bearer token from an OAuth2 token endpoint (client credentials grant).
+    #[serde(rename = "oauth2")]
+    OAuth2(OAuth2Client),
+}
+
+/// An OAuth2 client of the client credentials grant (RFC 6749 §4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Client {
+    /// The token endpoint: https (unless the deployment allows private targets), and never a
+    /// private address (the SSRF guard).
+    pub token_url: TargetUrl,
+    pub client_id: String,
+    pub client_secret: SecretText,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Sent as `audience` (Auth0, Okta and others ask for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(default)]
+    pub method: ClientAuthMethod,
+}
+
+/// How the client authenticates to the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// HTTP Basic with the form-encoded id and secret (the one every server must support).
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+impl OAuth2Client {
+    /// The token endpoint's own rule: https unless the deployment allows private targets
+    /// (a local token server in a test), and the SSRF guard's.
+    pub fn check_reachable(&self, allow_private: bool) -> Result<(), Invalid> {
+        self.token_url
+            .check_reachable(allow_private)
+            .map_err(|p| p.invalid().within("token_url"))?;
+        if !allow_private
+            && !self
+                .token_url
+                .as_str()
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Err(Invalid::at("token_url", "must use https"));
+        }
+        Ok(())
+    }
+}
+
+impl TargetAuth {
+    /// The OAuth2 token endpoint's rule, when the auth is OAuth2.
+    pub fn check_reachable(&self, allow_private: bool) -> Result<(), Invalid> {
+        match self {
+            TargetAuth::OAuth2(o) => o
+                .check_reachable(allow_private)
+                .map_err(|e| e.within("oauth2")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// [`TargetAuth`] as it arrives, before its check.
@@ -46,6 +112,8 @@ enum AuthFields {
         name: String,
         value: SecretText,
     },
+    #[serde(rename = "oauth2")]
+    OAuth2(OAuth2Client),
 }
 
 impl TryFrom<AuthFields> for TargetAuth {
@@ -76,6 +144,16 @@ impl TryFrom<AuthFields> for TargetAuth {
                 check_custom_header_name(&name).map_err(|e| e.within("header.name"))?;
                 credential("header.value", value.expose())?;
                 TargetAuth::Header { name, value }
+            }
+            AuthFields::OAuth2(o) => {
+                credential("oauth2.client_id", &o.client_id)?;
+                credential("oauth2.client_secret", o.client_secret.expose())?;
+                for (field, v) in [("oauth2.scope", &o.scope), ("oauth2.audience", &o.audience)] {
+                    if let Some(v) = v {
+                        credential(field, v)?;
+                    }
+                }
+                TargetAuth::OAuth2(o)
             }
         })
     }
@@ -122,10 +200,25 @@ impl utoipa::PartialSchema for TargetAuth {
             .additional_properties(Some(
                 utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
             ));
+        let optional_credential = || super::schema::nullable(credential_schema(1));
+        let oauth2 = ObjectBuilder::new()
+            .property("token_url", TargetUrl::schema())
+            .required("token_url")
+            .property("client_id", credential())
+            .required("client_id")
+            .property("client_secret", credential())
+            .required("client_secret")
+            .property("scope", optional_credential())
+            .property("audience", optional_credential())
+            .property("method", ClientAuthMethod::schema())
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
         OneOfBuilder::new()
             .item(one("bearer", credential()))
             .item(one("basic", basic.into()))
             .item(one("header", header.into()))
+            .item(one("oauth2", oauth2.into()))
             .description(Some(
                 "How the gateway authenticates to the target. Answers show it with the secret parts masked.",
             ))
@@ -161,6 +254,14 @@ impl TargetAuth {
                 name: name.clone(),
                 value: MASK.to_owned(),
             },
+            TargetAuth::OAuth2(o) => TargetAuthView::OAuth2 {
+                token_url: o.token_url.as_str().to_owned(),
+                client_id: o.client_id.clone(),
+                client_secret: MASK.to_owned(),
+                scope: o.scope.clone(),
+                audience: o.audience.clone(),
+                method: o.method,
+            },
         }
     }
 }
@@ -173,8 +274,25 @@ const MASK: &str = "***";
 #[serde(rename_all = "snake_case")]
 pub enum TargetAuthView {
     Bearer(String),
-    Basic { username: String, password: String },
-    Header { name: String, value: String },
+    Basic {
+        username: String,
+        password: String,
+    },
+    Header {
+        name: String,
+        value: String,
+    },
+    #[serde(rename = "oauth2")]
+    OAuth2 {
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        audience: Option<String>,
+        method: ClientAuthMethod,
+    },
 }
 
 /// Headers the gateway sets itself; a target may not override them.

@@ -50,6 +50,7 @@ pub mod shaped;
 pub mod source;
 pub mod target;
 pub mod target_health;
+pub mod target_tls;
 pub mod target_url;
 pub mod tenant;
 pub mod text;

@@ -454,6 +454,9 @@ pub struct TargetSpec {
     pub headers: Headers,
     #[serde(default)]
     pub auth: Option<TargetAuth>,
+    /// A private CA, a client certificate (mTLS), a server name: how TLS to it is spoken.
+    #[serde(default, deserialize_with = "super::patch::object")]
+    pub tls: Option<super::target_tls::TargetTls>,
     /// Deliver one at a time, in order (needs `persistent` or `once`).
     #[serde(default)]
     pub ordered: bool,
@@ -564,8 +567,40 @@ impl TargetSpec {
             self.transform.is_some(),
             self.batch.as_ref(),
         )?;
-        check_pacing(self.mode, self.breaker.as_ref(), self.rate_limit.as_ref())
+        check_pacing(self.mode, self.breaker.as_ref(), self.rate_limit.as_ref())?;
+        check_security(
+            &self.url,
+            self.auth.as_ref(),
+            self.tls.as_ref(),
+            allow_private,
+        )
     }
+}
+
+/// What a target's auth and TLS require: an OAuth2 token endpoint the SSRF guard allows,
+/// and an https URL for TLS settings to apply to.
+pub fn check_security(
+    url: &TargetUrl,
+    auth: Option<&TargetAuth>,
+    tls: Option<&super::target_tls::TargetTls>,
+    allow_private: bool,
+) -> Result<(), Invalid> {
+    if let Some(a) = auth {
+        a.check_reachable(allow_private)
+            .map_err(|e| e.within("auth"))?;
+    }
+    if tls.is_some()
+        && !url
+            .as_str()
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    {
+        return Err(Invalid::at(
+            "tls",
+            "applies to https URLs only, and the url is http",
+        ));
+    }
+    Ok(())
 }
 
 /// A breaker's own rule, and a rate limit's need for a retry schedule: a fire-and-forget
@@ -614,6 +649,10 @@ pub struct TargetPatch {
     pub headers: Option<Headers>,
     #[serde(default, deserialize_with = "super::patch::present")]
     pub auth: Option<Option<TargetAuth>>,
+    /// Replaces the TLS settings whole (the key is never shown, so give it again); `null`
+    /// removes them.
+    #[serde(default, deserialize_with = "super::patch::present_object")]
+    pub tls: Option<Option<super::target_tls::TargetTls>>,
     #[serde(default)]
     pub ordered: Option<bool>,
     #[serde(default)]
@@ -711,6 +750,40 @@ mod tests {
             serde_json::json!({"url": "https://x/", "events": ["*"], "ordered": true, "mode": "fire_and_forget"}),
         );
         assert!(f.is_ok_and(|s| s.validate(true).is_err()));
+    }
+
+    #[test]
+    fn an_oauth2_token_endpoint_is_https_and_public_unless_private_targets_are_allowed() {
+        let spec_with = |token_url: &str| {
+            spec(serde_json::json!({"url": "https://example.com/hook", "events": ["*"],
+                "auth": {"oauth2": {"token_url": token_url, "client_id": "c", "client_secret": "s"}}}))
+            .unwrap()
+        };
+        let ok = spec_with("https://auth.example.com/token");
+        assert!(ok.validate(false).is_ok());
+        assert!(
+            matches!(&ok.auth, Some(TargetAuth::OAuth2(o)) if o.method == super::super::auth::ClientAuthMethod::ClientSecretBasic)
+        );
+        let e = spec_with("http://auth.example.com/token")
+            .validate(false)
+            .unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("auth.oauth2.token_url", "must use https")
+        );
+        let e = spec_with("https://10.0.0.1/token")
+            .validate(false)
+            .unwrap_err();
+        assert_eq!(e.path, "auth.oauth2.token_url");
+        assert!(e.message.contains("private"), "{e}");
+        assert!(spec_with("http://127.0.0.1:9/token").validate(true).is_ok());
+        // Its credentials follow the rules of every credential; the secret is masked in views.
+        let refused = spec(serde_json::json!({"url": "https://x/", "events": ["*"],
+            "auth": {"oauth2": {"token_url": "https://a/", "client_id": "c\n", "client_secret": "s"}}}));
+        assert!(refused.unwrap_err().contains("oauth2.client_id"));
+        let view = serde_json::to_value(ok.auth.unwrap().redacted()).unwrap();
+        assert_eq!(view["oauth2"]["client_secret"], "***");
+        assert_eq!(view["oauth2"]["method"], "client_secret_basic");
     }
 
     #[test]

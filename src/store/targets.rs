@@ -15,8 +15,9 @@ use super::handle::{OPTIMISTIC_ATTEMPTS, Store, decode_doc};
 use crate::crypto::random_bytes;
 use crate::model::RateLimit;
 use crate::model::filter::TargetFilter;
-use crate::model::target::{TargetBatch, check_combination, check_pacing};
+use crate::model::target::{TargetBatch, check_combination, check_pacing, check_security};
 use crate::model::target_health::{BreakerOverride, Concurrency, Hours};
+use crate::model::target_tls::TargetTls;
 use crate::model::transform::TargetTransform;
 use crate::model::{
     Format, Headers, Mode, Origin, Patterns, RetryPolicy, SigningSecret, TargetAuth, TargetId,
@@ -37,6 +38,8 @@ pub struct Target {
     pub retry: Option<RetryPolicy>,
     pub headers: Headers,
     pub auth: Option<TargetAuth>,
+    /// How TLS to it is spoken (private CA, client certificate, server name).
+    pub tls: Option<TargetTls>,
     pub ordered: bool,
     pub active: bool,
     /// `raw`, or a chat platform's message format.
@@ -86,6 +89,7 @@ impl Target {
             retry: None,
             headers: Headers::default(),
             auth: None,
+            tls: None,
             ordered: false,
             active: true,
             format: Format::default(),
@@ -179,6 +183,9 @@ struct TargetDoc {
     headers: Headers,
     #[serde(default)]
     auth: Option<String>,
+    /// Sealed whole: it may hold a client key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<String>,
     ordered: bool,
     active: bool,
     #[serde(default)]
@@ -228,6 +235,10 @@ fn auth_context(target: &TargetId) -> String {
     format!("target:{target}:auth")
 }
 
+fn tls_context(target: &TargetId) -> String {
+    format!("target:{target}:tls")
+}
+
 /// A new random signing secret.
 pub fn generate_secret() -> Result<SigningSecret, StoreError> {
     Ok(SigningSecret::from_random(random_bytes()?))
@@ -239,6 +250,13 @@ impl Store {
             Some(a) => {
                 let json = serde_json::to_vec(a)?;
                 Some(self.crypto.seal(&json, &auth_context(&t.id))?)
+            }
+            None => None,
+        };
+        let tls = match &t.tls {
+            Some(tls) => {
+                let json = serde_json::to_vec(tls)?;
+                Some(self.crypto.seal(&json, &tls_context(&t.id))?)
             }
             None => None,
         };
@@ -258,6 +276,7 @@ impl Store {
             retry: t.retry.as_ref().map(StoredRetry::from),
             headers: t.headers.clone(),
             auth,
+            tls,
             ordered: t.ordered,
             active: t.active,
             format: t.format,
@@ -307,6 +326,13 @@ impl Store {
             }
             None => None,
         };
+        let tls = match &d.tls {
+            Some(sealed) => {
+                let plain = self.crypto.open(sealed, &tls_context(id))?;
+                Some(serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))?)
+            }
+            None => None,
+        };
         let previous_secret = match &d.previous_secret {
             Some((s, until)) => Some((secret(s)?, *until)),
             None => None,
@@ -321,6 +347,7 @@ impl Store {
             retry: d.retry.as_ref().map(StoredRetry::policy),
             headers: d.headers,
             auth,
+            tls,
             ordered: d.ordered,
             active: d.active,
             format: d.format,
@@ -407,6 +434,7 @@ impl Store {
             retry: spec.retry,
             headers: spec.headers.clone(),
             auth: spec.auth.clone(),
+            tls: spec.tls.clone(),
             ordered: spec.ordered,
             active: spec.active,
             format: spec.format,
@@ -555,6 +583,11 @@ impl Store {
             let breaker = patch.breaker.unwrap_or(t.breaker);
             let rate_limit = patch.rate_limit.unwrap_or(t.rate_limit);
             check_pacing(mode, breaker.as_ref(), rate_limit.as_ref())?;
+            let url = patch.url.as_ref().unwrap_or(&t.url);
+            let auth = patch.auth.as_ref().unwrap_or(&t.auth);
+            let tls = patch.tls.as_ref().unwrap_or(&t.tls);
+            check_security(url, auth.as_ref(), tls.as_ref(), allow_private)?;
+            t.tls = tls.clone();
             t.breaker = breaker;
             t.rate_limit = rate_limit;
             if let Some(h) = patch.disable_after_h {
@@ -745,6 +778,7 @@ impl Store {
                     && current.retry == spec.retry
                     && current.headers == spec.headers
                     && current.auth == spec.auth
+                    && current.tls == spec.tls
                     && current.ordered == spec.ordered
                     && current.active == spec.active
                     && current.format == spec.format
@@ -765,6 +799,7 @@ impl Store {
                         t.retry = spec.retry;
                         t.headers = spec.headers.clone();
                         t.auth = spec.auth.clone();
+                        t.tls = spec.tls.clone();
                         t.ordered = spec.ordered;
                         t.format = spec.format;
                         t.filter = spec.filter.clone();

@@ -11,6 +11,8 @@
 //! - [`heal`]: a target disabled for failing probed, enabled again and sent its gap;
 //! - [`notices`]: operational events, delivered to the targets that ask, never to the one
 //!   they are about;
+//! - [`outbound`]: TLS to targets (a private CA, mTLS, a server name) and OAuth2 client
+//!   credentials;
 //! - [`pacing`]: per-target rate limits across dispatchers and a 429's `Retry-After` holding
 //!   a whole target.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,6 +24,7 @@ mod breaker;
 mod concurrency;
 mod heal;
 mod notices;
+mod outbound;
 mod pacing;
 
 use std::time::Duration;

@@ -60,106 +60,77 @@ struct Plans {
 
 pub struct Sink {
     pub addr: SocketAddr,
+    scheme: &'static str,
     received: Arc<Mutex<Vec<Received>>>,
     plans: Arc<Mutex<Plans>>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
     stop: CancellationToken,
 }
 
 impl Sink {
     pub async fn start() -> Sink {
+        Sink::start_with(None).await
+    }
+
+    /// A sink that speaks TLS with `tls` (and, if it asks for one, checks the client's
+    /// certificate): its URLs are `https://127.0.0.1:<port>`.
+    pub async fn start_tls(tls: rustls::ServerConfig) -> Sink {
+        Sink::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let plans = Arc::new(Mutex::new(Plans::default()));
         let stop = CancellationToken::new();
-        let (r, p, s) = (received.clone(), plans.clone(), stop.clone());
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let (r, p, s, f) = (
+            received.clone(),
+            plans.clone(),
+            stop.clone(),
+            refused.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     _ = s.cancelled() => return,
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 };
-                let (r, p, s) = (r.clone(), p.clone(), s.clone());
+                let (r, p, s, f) = (r.clone(), p.clone(), s.clone(), f.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (r, p) = (r.clone(), p.clone());
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let method = req.method().to_string();
-                            let query = req.uri().query().map(str::to_owned);
-                            let headers = req.headers().clone();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            r.lock().unwrap().push(Received {
-                                path: path.clone(),
-                                method,
-                                query,
-                                headers,
-                                body,
-                                at: Instant::now(),
-                            });
-                            let reply = {
-                                let mut plans = p.lock().unwrap();
-                                let next =
-                                    plans.queued.get_mut(&path).and_then(VecDeque::pop_front);
-                                next.or_else(|| plans.default.get(&path).cloned())
-                                    .unwrap_or(Reply::Status(200))
-                            };
-                            let mut answer = Bytes::from_static(b"ok");
-                            let mut extra = Vec::new();
-                            let (status, retry_after) = match reply {
-                                Reply::Status(s) => (s, None),
-                                Reply::RetryAfter(s, secs) => (s, Some(secs)),
-                                Reply::Hang => {
-                                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                                    (200, None)
-                                }
-                                Reply::Slow(d, s) => {
-                                    tokio::time::sleep(d).await;
-                                    (s, None)
-                                }
-                                Reply::Body(s, body) => {
-                                    answer = body;
-                                    (s, None)
-                                }
-                                Reply::Headers(s, headers) => {
-                                    extra = headers;
-                                    (s, None)
-                                }
-                            };
-                            let mut resp = hyper::Response::builder().status(status);
-                            for (name, value) in extra {
-                                let value = hyper::header::HeaderValue::from_bytes(&value).unwrap();
-                                resp = resp.header(name, value);
+                    match tls {
+                        None => serve(stream, r, p, s).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => serve(stream, r, p, s).await,
+                            // A client the TLS settings refuse (no or a wrong certificate).
+                            Err(_) => {
+                                f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             }
-                            if let Some(secs) = retry_after {
-                                resp = resp.header("retry-after", secs.to_string());
-                            }
-                            Ok::<_, Infallible>(resp.body(Full::new(answer)).unwrap())
-                        }
-                    });
-                    let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    tokio::select! {
-                        _ = s.cancelled() => {}
-                        _ = conn.serve_connection(TokioIo::new(stream), service) => {}
+                        },
                     }
                 });
             }
         });
         Sink {
             addr,
+            scheme,
             received,
             plans,
+            refused,
             stop,
         }
     }
 
+    /// TLS handshakes the sink refused.
+    pub fn refused_handshakes(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Answers on `path`: `queued` in order, then `default`.
@@ -196,5 +167,81 @@ impl Sink {
 impl Drop for Sink {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// Answers one connection's requests by the plans, recording each.
+async fn serve<IO>(
+    stream: IO,
+    r: Arc<Mutex<Vec<Received>>>,
+    p: Arc<Mutex<Plans>>,
+    s: CancellationToken,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (r, p) = (r.clone(), p.clone());
+        async move {
+            let path = req.uri().path().to_owned();
+            let method = req.method().to_string();
+            let query = req.uri().query().map(str::to_owned);
+            let headers = req.headers().clone();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            r.lock().unwrap().push(Received {
+                path: path.clone(),
+                method,
+                query,
+                headers,
+                body,
+                at: Instant::now(),
+            });
+            let reply = {
+                let mut plans = p.lock().unwrap();
+                let next = plans.queued.get_mut(&path).and_then(VecDeque::pop_front);
+                next.or_else(|| plans.default.get(&path).cloned())
+                    .unwrap_or(Reply::Status(200))
+            };
+            let mut answer = Bytes::from_static(b"ok");
+            let mut extra = Vec::new();
+            let (status, retry_after) = match reply {
+                Reply::Status(s) => (s, None),
+                Reply::RetryAfter(s, secs) => (s, Some(secs)),
+                Reply::Hang => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    (200, None)
+                }
+                Reply::Slow(d, s) => {
+                    tokio::time::sleep(d).await;
+                    (s, None)
+                }
+                Reply::Body(s, body) => {
+                    answer = body;
+                    (s, None)
+                }
+                Reply::Headers(s, headers) => {
+                    extra = headers;
+                    (s, None)
+                }
+            };
+            let mut resp = hyper::Response::builder().status(status);
+            for (name, value) in extra {
+                let value = hyper::header::HeaderValue::from_bytes(&value).unwrap();
+                resp = resp.header(name, value);
+            }
+            if let Some(secs) = retry_after {
+                resp = resp.header("retry-after", secs.to_string());
+            }
+            Ok::<_, Infallible>(resp.body(Full::new(answer)).unwrap())
+        }
+    });
+    let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    tokio::select! {
+        _ = s.cancelled() => {}
+        _ = conn.serve_connection(TokioIo::new(stream), service) => {}
     }
 }

@@ -119,10 +119,33 @@ fn target_fields(current: Option<&TargetView>) -> Markup {
                     option value="bearer" { "bearer token" }
                     option value="basic" { "basic (user and password)" }
                     option value="header" { "a header" }
+                    option value="oauth2" { "OAuth2 client credentials" }
                 }
             }
-            label { "Bearer token, password, or header value" input type="password" name="auth_secret" autocomplete="off"; }
-            label { "User name (basic) or header name" input type="text" name="auth_name" autocomplete="off"; }
+            label { "Bearer token, password, header value or OAuth2 client secret" input type="password" name="auth_secret" autocomplete="off"; }
+            label { "User name (basic), header name or OAuth2 client id" input type="text" name="auth_name" autocomplete="off"; }
+            label { "OAuth2 token URL" input type="url" name="oauth2_token_url" placeholder="https://auth.example.com/oauth/token"; }
+            label { "OAuth2 scope (optional)" input type="text" name="oauth2_scope"; }
+            label { "OAuth2 audience (optional)" input type="text" name="oauth2_audience"; }
+            label { "OAuth2 client authentication"
+                select name="oauth2_method" {
+                    option value="client_secret_basic" { "client_secret_basic (HTTP Basic)" }
+                    option value="client_secret_post" { "client_secret_post (in the form)" }
+                }
+            }
+        }
+        fieldset id="tls-fields" {
+            legend { "TLS to the receiver" }
+            label { "Settings"
+                select name="tls" {
+                    @if current.is_some() { option value="keep" selected { "unchanged (the key is never shown)" } }
+                    option value="fields" { "as below (all empty: the web's public CAs)" }
+                }
+            }
+            label { "CA certificates, PEM (they replace the public roots for this target)" textarea name="tls_ca_pem" spellcheck="false" {} }
+            label { "Client certificate, PEM (mTLS)" textarea name="tls_client_cert_pem" spellcheck="false" {} }
+            label { "Client private key, PEM (sealed, never shown again)" textarea name="tls_client_key_pem" spellcheck="false" autocomplete="off" {} }
+            label { "Server name (when its certificate names another host than the URL's)" input type="text" name="tls_server_name"; }
         }
         label { "Format"
             select name="format" {
@@ -207,6 +230,25 @@ fn target_body(form: &Form) -> Result<Value, WebError> {
         "bearer" => Some(json!({"bearer": secret})),
         "basic" => Some(json!({"basic": {"username": name, "password": secret}})),
         "header" => Some(json!({"header": {"name": name, "value": secret}})),
+        "oauth2" => {
+            let mut o = Map::new();
+            o.insert(
+                "token_url".into(),
+                json!(form.get("oauth2_token_url").trim()),
+            );
+            o.insert("client_id".into(), json!(name));
+            o.insert("client_secret".into(), json!(secret));
+            for field in ["scope", "audience"] {
+                let v = form.get(&format!("oauth2_{field}")).trim();
+                if !v.is_empty() {
+                    o.insert(field.into(), json!(v));
+                }
+            }
+            if !form.get("oauth2_method").is_empty() {
+                o.insert("method".into(), json!(form.get("oauth2_method")));
+            }
+            Some(json!({"oauth2": o}))
+        }
         other => {
             return Err(WebError::BadRequest(format!(
                 "unknown authentication {other:?}"
@@ -215,6 +257,23 @@ fn target_body(form: &Form) -> Result<Value, WebError> {
     };
     if let Some(a) = auth {
         t.insert("auth".into(), a);
+    }
+    if form.get("tls") != "keep" {
+        let mut tls = Map::new();
+        for field in ["ca_pem", "client_cert_pem", "client_key_pem", "server_name"] {
+            let v = form.get(&format!("tls_{field}")).trim();
+            if !v.is_empty() {
+                tls.insert(field.into(), json!(v));
+            }
+        }
+        t.insert(
+            "tls".into(),
+            if tls.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(tls)
+            },
+        );
     }
     t.insert("ordered".into(), json!(form.checked("ordered")));
     t.insert("heal".into(), json!(form.checked("heal")));
@@ -379,6 +438,20 @@ fn details(t: &TargetView) -> Markup {
                 Some(TargetAuthView::Bearer(_)) => "bearer (masked)",
                 Some(TargetAuthView::Basic { .. }) => "basic (masked)",
                 Some(TargetAuthView::Header { .. }) => "header (masked)",
+                Some(TargetAuthView::OAuth2 { token_url, client_id, .. }) => {
+                    "OAuth2 client credentials: client " code { (client_id) } " at " code { (token_url) } " (secret masked)"
+                },
+            } }
+            dt { "TLS" } dd id="target-tls" { @match &t.tls {
+                None => "the web's public CAs, no client certificate",
+                Some(tls) => {
+                    @match &tls.ca_pem {
+                        Some(ca) => { "private CA (" (ca.matches("BEGIN CERTIFICATE").count()) " certificates, instead of the public roots)" },
+                        None => "the web's public CAs",
+                    }
+                    @if tls.client_cert_pem.is_some() { " · client certificate (mTLS; key sealed)" }
+                    @if let Some(n) = &tls.server_name { " · server name " code { (n) } }
+                },
             } }
             dt { "Signing secret" } dd { "sealed; shown at creation and rotation only"
                 @if let Some(until) = &t.secret_rotating_until { " · the previous one signs too until " (stamp(until)) } }
