@@ -46,6 +46,8 @@
 //!   (moka).
 //! - [`batch`]: the one batcher (enqueue, outcome recording, monitor signals).
 //! - [`telemetry`]: logs, metrics, request ids in log lines.
+//! - [`traces`]: OpenTelemetry traces (OTLP), off unless a collector is named: the exporter,
+//!   and how a span continues a stored or received `traceparent`.
 //! - [`crypto`]: the keys derived from the master key: token hashes, sealed secrets; the
 //!   signature schemes inbound webhooks and signed status pushes are verified by.
 //! - [`config`]: the configuration file and its validation.
@@ -74,4 +76,5 @@ pub mod sandbox;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod traces;
 pub mod web;

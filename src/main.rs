@@ -115,7 +115,10 @@ fn serve(path: &std::path::Path, role: Role) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    telemetry::init_logging(&config.log);
+    let tracing = match config.telemetry.resolve(|name| std::env::var(name).ok()) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,6 +126,27 @@ fn serve(path: &std::path::Path, role: Role) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
+    // The exporter lives on the runtime (its gRPC channel, its HTTP client).
+    let traces = match &tracing {
+        None => None,
+        Some(t) => match runtime.block_on(async { estafeta::traces::tracer(t) }) {
+            Ok(made) => Some(made),
+            Err(e) => return fail(format!("telemetry: cannot export traces: {e}")),
+        },
+    };
+    let (tracer, _flush_at_exit) = match traces {
+        Some((tracer, guard)) => (Some(tracer), Some(guard)),
+        None => (None, None),
+    };
+    telemetry::init_logging(&config.log, tracer);
+    if let Some(t) = &tracing {
+        tracing::info!(
+            endpoint = t.endpoint.as_deref().unwrap_or("(from OTEL_EXPORTER_OTLP_*)"),
+            protocol = ?t.protocol,
+            sample_ratio = t.sample_ratio,
+            "exporting traces"
+        );
+    }
     runtime.block_on(async move {
         let listeners = match Listeners::bind(&config, role).await {
             Ok(l) => l,

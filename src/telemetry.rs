@@ -29,24 +29,63 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
-/// Installs the log subscriber. Later calls (tests building several apps) are no-ops.
-pub fn init_logging(cfg: &LogConfig) {
+/// Installs the log subscriber, and with `tracer` the export of spans (see
+/// [`crate::traces`]). Later calls (tests building several apps) are no-ops.
+pub fn init_logging(cfg: &LogConfig, tracer: Option<opentelemetry_sdk::trace::Tracer>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_span_events(FmtSpan::NONE);
-    let _ = match cfg.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    match tracer {
+        None => {
+            // Without traces the one filter is global, as cheap as logs can be.
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_span_events(FmtSpan::NONE);
+            let _ = match cfg.format {
+                LogFormat::Json => builder
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .try_init(),
+                LogFormat::Text => builder.try_init(),
+            };
+        }
+        Some(tracer) => {
+            use tracing_subscriber::Layer;
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            // The exported spans are not log lines, whatever the log level says.
+            let filter = match format!("{}=off", crate::traces::TARGET).parse() {
+                Ok(d) => filter.add_directive(d),
+                Err(_) => filter,
+            };
+            let fmt = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_span_events(FmtSpan::NONE);
+            let logs = match cfg.format {
+                LogFormat::Json => fmt
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_filter(filter)
+                    .boxed(),
+                LogFormat::Text => fmt.with_filter(filter).boxed(),
+            };
+            let spans = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target(crate::traces::TARGET, tracing::Level::TRACE),
+                );
+            let _ = tracing_subscriber::registry()
+                .with(logs)
+                .with(spans)
+                .try_init();
+        }
+    }
     install_panic_hook();
 }
 
@@ -271,6 +310,12 @@ pub const METRICS: &[MetricSpec] = &[
         Counter,
         &[],
         "Targets enabled again after two probes in a row answered 2xx",
+    ),
+    spec(
+        "estafeta_oauth2_token_fetches_total",
+        Counter,
+        &["outcome"],
+        "OAuth2 tokens asked of targets' token endpoints, by outcome (ok, failed)",
     ),
     spec(
         "estafeta_delivery_attempt_seconds",
@@ -633,6 +678,12 @@ pub fn target_auto_disabled() {
 pub fn heal_probe(ok: bool) {
     let outcome = if ok { "ok" } else { "failed" };
     metrics::counter!("estafeta_heal_probes_total", "outcome" => outcome).increment(1);
+}
+
+/// A target's OAuth2 token endpoint was asked for a token.
+pub fn oauth2_token_fetch(ok: bool) {
+    let outcome = if ok { "ok" } else { "failed" };
+    metrics::counter!("estafeta_oauth2_token_fetches_total", "outcome" => outcome).increment(1);
 }
 
 /// A target enabled again by its probes.

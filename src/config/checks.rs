@@ -14,6 +14,7 @@ impl Config {
             ));
         }
         self.web.validate()?;
+        self.telemetry.check()?;
         let t = &self.transform;
         if !(1..=60_000).contains(&t.timeout_ms) {
             return Err(invalid(

@@ -9,6 +9,7 @@ mod declared;
 mod error;
 mod redis_url;
 mod secret;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use error::ConfigError;
 use error::invalid;
 pub use redis_url::{UrlError, is_cluster_url, normalize_url, redact_url, validate_url};
 pub use secret::{MIN_SECRET_TOKEN_LEN, Secret};
+pub use telemetry::{OtlpProtocol, TelemetryConfig, Tracing};
 
 use crate::model::{Invalid, RateLimit, RetryPolicy};
 
@@ -77,6 +79,9 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// Traces (OpenTelemetry, OTLP): off unless a collector is named.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The async runtime.
     #[serde(default)]
     pub runtime: RuntimeConfig,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt, Full};
+use tracing::Instrument;
 
 use super::backoff::parse_retry_after;
 use super::oauth2::Tokens;
@@ -130,12 +131,60 @@ impl DeliveryClient {
     }
 
     /// Sends `msg` to `target`, signed with `keys`. Never fails: every problem is a result.
+    /// An event whose trace is exported gets an `attempt` span, whose `traceparent` the
+    /// receiver gets.
     pub async fn send(
         &self,
         target: &Target,
         keys: &[SigningKey],
         msg: Message<'_>,
         now_secs: i64,
+    ) -> AttemptResult {
+        let parent = match crate::traces::on() {
+            true => msg
+                .content_type
+                .and_then(crate::model::event_meta::traceparent),
+            false => None,
+        };
+        let Some(parent) = parent else {
+            return self.attempt(target, keys, msg, now_secs, None).await;
+        };
+        let span = tracing::info_span!(
+            target: crate::traces::TARGET,
+            "attempt",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            estafeta.event_id = msg.event_id,
+            estafeta.target_id = target.id.as_str(),
+            http.response.status_code = tracing::field::Empty,
+            error.message = tracing::field::Empty,
+        );
+        crate::traces::continue_trace(&span, Some(parent));
+        let traceparent = crate::traces::traceparent(&span);
+        let r = self
+            .attempt(target, keys, msg, now_secs, traceparent.as_deref())
+            .instrument(span.clone())
+            .await;
+        if let Some(status) = r.status {
+            span.record("http.response.status_code", status);
+        }
+        if let Some(e) = &r.error {
+            span.record("error.message", e.as_str());
+        }
+        if r.status.is_none_or(|s| !(200..300).contains(&s)) {
+            span.record("otel.status_code", "ERROR");
+        }
+        r
+    }
+
+    /// [`Self::send`], `traceparent` sent with the request when the event's trace is exported.
+    async fn attempt(
+        &self,
+        target: &Target,
+        keys: &[SigningKey],
+        msg: Message<'_>,
+        now_secs: i64,
+        traceparent: Option<&str>,
     ) -> AttemptResult {
         let started = Instant::now();
         let fail = |error: String, refused: bool, sent: Option<http::HeaderMap>| AttemptResult {
@@ -165,7 +214,15 @@ impl DeliveryClient {
         }
         let bearer = lease.as_ref().map(|l| &*l.token);
         let first = self
-            .exchange(&http, target, keys, msg, now_secs, bearer, started)
+            .exchange(
+                &http,
+                target,
+                keys,
+                msg,
+                now_secs,
+                (bearer, traceparent),
+                started,
+            )
             .await;
         let (Some(o), Some(l), Some(401)) = (oauth, &lease, first.status) else {
             return first;
@@ -184,7 +241,7 @@ impl DeliveryClient {
                     keys,
                     msg,
                     now_secs,
-                    Some(&again.token),
+                    (Some(&again.token), traceparent),
                     started,
                 )
                 .await
@@ -202,7 +259,7 @@ impl DeliveryClient {
         keys: &[SigningKey],
         msg: Message<'_>,
         now_secs: i64,
-        bearer: Option<&str>,
+        (bearer, traceparent): (Option<&str>, Option<&str>),
         started: Instant,
     ) -> AttemptResult {
         let fail = |error: String, refused: bool, sent: Option<http::HeaderMap>| AttemptResult {
@@ -215,10 +272,13 @@ impl DeliveryClient {
             sent,
             received: None,
         };
-        let request = match build_request(target, keys, msg, now_secs, bearer) {
+        let mut request = match build_request(target, keys, msg, now_secs, bearer) {
             Ok(r) => r,
             Err(e) => return fail(e, true, None),
         };
+        if let Some(tp) = traceparent.and_then(|tp| HeaderValue::from_str(tp).ok()) {
+            request.headers_mut().insert("traceparent", tp);
+        }
         // Cheap: the values are shared, not copied.
         let sent = Some(request.headers().clone());
         if !self.allow_private {

@@ -11,7 +11,7 @@ use super::delivery::{Delivery, EventData};
 use super::hold::EntryHold;
 use super::state::Inner;
 use super::worker;
-use crate::model::Mode;
+use crate::model::{EventId, Mode};
 use crate::queue::consume::ReadError;
 use crate::queue::entry::decode_each;
 use crate::queue::{RawEntry, StoredEvent};
@@ -182,6 +182,9 @@ const EXPAND_CHUNK: usize = 512;
 pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec<RawEntry>) {
     let mut finished: Vec<String> = Vec::new();
     let mut decoded: Vec<Matched> = Vec::with_capacity(entries.len());
+    // The `expand` span of each event whose trace is exported, ended once it is expanded.
+    let mut expanding: std::collections::HashMap<EventId, tracing::Span> =
+        std::collections::HashMap::new();
     for (entry_id, fields) in entries {
         if !inner.entries.open(shard, entry_id.clone()) {
             continue;
@@ -194,6 +197,13 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
         if events.is_empty() {
             finished.push(entry_id);
             continue;
+        }
+        if crate::traces::on() {
+            for e in &events {
+                if let Some(span) = expand_span(e) {
+                    expanding.insert(e.id.clone(), span);
+                }
+            }
         }
         // A store failure keeps retrying; stopping leaves the entries pending.
         let Some(matched) = match_targets(inner, shard, events).await else {
@@ -219,6 +229,9 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
                 .into_iter()
                 .filter(|t| !settled.iter().any(|s| s == t.id.as_str()))
                 .collect();
+            if let Some(span) = expanding.remove(&event.id) {
+                span.record("estafeta.targets", targets.len());
+            }
             if targets.is_empty() {
                 continue;
             }
@@ -254,6 +267,23 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
     for p in prepared {
         start_entry(inner, shard, p).await;
     }
+}
+
+/// The `expand` span of an event whose trace is exported: a child of its `ingest` span.
+fn expand_span(event: &StoredEvent) -> Option<tracing::Span> {
+    let parent = event
+        .content_type
+        .as_deref()
+        .and_then(crate::model::event_meta::traceparent)?;
+    let span = tracing::info_span!(
+        target: crate::traces::TARGET,
+        "expand",
+        estafeta.event_id = event.id.as_str(),
+        estafeta.event_type = event.event_type.as_str(),
+        estafeta.targets = tracing::field::Empty,
+    );
+    crate::traces::continue_trace(&span, Some(parent));
+    Some(span)
 }
 
 /// Puts the deliveries to batched targets in their gathering lists, retrying while Redis

@@ -178,11 +178,7 @@ async fn fetch(
         Ok(r) => r,
         Err(_) => Err(TokenError::TimedOut(timeout.as_millis())),
     };
-    metrics::counter!(
-        "estafeta_oauth2_token_fetches_total",
-        "outcome" => if result.is_ok() { "ok" } else { "failed" }
-    )
-    .increment(1);
+    crate::telemetry::oauth2_token_fetch(result.is_ok());
     result
 }
 

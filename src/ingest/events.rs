@@ -15,6 +15,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::catalogue::Catalogues;
 use crate::auth::{Auth, TenantAuth};
@@ -150,6 +151,54 @@ pub async fn enqueue_and_answer(
     body: Bytes,
     key_digest: Option<String>,
 ) -> Result<Response, ApiError> {
+    if !crate::traces::on() {
+        return enqueue(state, tenant, event_type, headers, body, key_digest, None).await;
+    }
+    let span = tracing::info_span!(
+        target: crate::traces::TARGET,
+        "ingest",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        estafeta.tenant_id = %tenant.id,
+        estafeta.event_type = %event_type,
+        estafeta.event_id = tracing::field::Empty,
+        estafeta.duplicate = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::traces::continue_trace(&span, headers.get("traceparent").map(HeaderValue::as_bytes));
+    let traceparent = crate::traces::traceparent(&span);
+    let answer = enqueue(
+        state,
+        tenant,
+        event_type,
+        headers,
+        body,
+        key_digest,
+        traceparent.as_deref(),
+    )
+    .instrument(span.clone())
+    .await;
+    let status = match &answer {
+        Ok(r) => r.status(),
+        Err(e) => e.status,
+    };
+    span.record("http.response.status_code", status.as_u16());
+    if answer.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    answer
+}
+
+/// [`enqueue_and_answer`], its event's trace context `traceparent` when traces are exported.
+async fn enqueue(
+    state: &IngestState,
+    tenant: &TenantAuth,
+    event_type: EventType,
+    headers: &HeaderMap,
+    body: Bytes,
+    key_digest: Option<String>,
+    traceparent: Option<&str>,
+) -> Result<Response, ApiError> {
     let checked = state
         .catalogues
         .check(tenant.catalogue, &tenant.id, &event_type, headers, &body)
@@ -166,6 +215,10 @@ pub async fn enqueue_and_answer(
         }),
         checked.schema_errors.as_deref(),
     );
+    let content_type = match traceparent {
+        Some(tp) => event_meta::with_traceparent(content_type, tp),
+        None => content_type,
+    };
     let started = Instant::now();
     let idempotency = key_digest.map(|key_digest| Idempotency {
         key_digest,
@@ -186,7 +239,25 @@ pub async fn enqueue_and_answer(
         body,
         idempotency,
     };
-    let (id, duplicate) = match state.enqueuer.enqueue(event).await? {
+    let enqueued = match traceparent {
+        None => state.enqueuer.enqueue(event).await?,
+        Some(_) => {
+            let span = tracing::Span::current();
+            span.record("estafeta.event_id", event.id.as_str());
+            let append = tracing::info_span!(
+                target: crate::traces::TARGET,
+                "append",
+                estafeta.event_id = event.id.as_str(),
+            );
+            let enqueued = state.enqueuer.enqueue(event).instrument(append).await?;
+            if let Enqueued::Duplicate { id } = &enqueued {
+                span.record("estafeta.event_id", id.as_str());
+                span.record("estafeta.duplicate", true);
+            }
+            enqueued
+        }
+    };
+    let (id, duplicate) = match enqueued {
         Enqueued::New { id } => (id, false),
         Enqueued::Duplicate { id } => (id, true),
     };

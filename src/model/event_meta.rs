@@ -13,7 +13,9 @@
 //!
 //! The gateway's own notes about the request ride the same way, on lines whose name starts
 //! with `:` (no header name can): `:schema-errors: [...]` holds what a `warn` catalogue found
-//! wrong with the body, as compact JSON (which holds no line feed).
+//! wrong with the body, as compact JSON (which holds no line feed); `:traceparent: 00-…` the
+//! W3C trace context of the request's `ingest` span, when traces are exported, so that every
+//! delivery of the event continues its trace.
 //!
 //! Filters and views unpack it with [`content_type`], [`headers`] and [`schema_errors`].
 
@@ -27,6 +29,8 @@ pub const MAX_VALUE_BYTES: usize = 1024;
 
 /// The note holding schema errors.
 const SCHEMA_ERRORS: &[u8] = b":schema-errors";
+/// The note holding the trace context the event's spans continue.
+const TRACEPARENT: &[u8] = b":traceparent";
 
 /// Packs a content type, kept headers (lowercase names, values as sent) and the schema errors
 /// of a `warn` catalogue (compact JSON) into one value; `None` when there is none of them.
@@ -89,6 +93,24 @@ pub fn schema_errors(packed: &[u8]) -> Option<&[u8]> {
         .map(|(_, value)| value)
 }
 
+/// `packed` with the trace context its event continues (a `traceparent` value, which holds no
+/// line feed).
+pub fn with_traceparent(packed: Option<Bytes>, traceparent: &str) -> Option<Bytes> {
+    let mut out = packed.map(|b| b.to_vec()).unwrap_or_default();
+    out.push(b'\n');
+    out.extend_from_slice(TRACEPARENT);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(traceparent.replace('\n', "").as_bytes());
+    Some(Bytes::from(out))
+}
+
+/// The trace context noted with the event, if traces were exported when it came.
+pub fn traceparent(packed: &[u8]) -> Option<&[u8]> {
+    lines(packed)
+        .find(|(name, _)| *name == TRACEPARENT)
+        .map(|(_, value)| value)
+}
+
 /// The kept headers as a JSON object of name → value, as filters, transformations and views
 /// read them: a header sent several times is one value, joined with `, ` (RFC 9110 § 5.3);
 /// bytes that are not UTF-8 become U+FFFD.
@@ -113,6 +135,23 @@ pub fn headers_json(packed: &[u8]) -> serde_json::Map<String, serde_json::Value>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_context_rides_as_a_note_unseen_by_headers() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let packed = with_traceparent(
+            pack(Some(b"application/json"), [("x-a", &b"1"[..])], None),
+            tp,
+        )
+        .unwrap();
+        assert_eq!(traceparent(&packed), Some(tp.as_bytes()));
+        assert_eq!(content_type(&packed), Some(&b"application/json"[..]));
+        assert_eq!(headers(&packed).count(), 1);
+        let bare = with_traceparent(None, tp).unwrap();
+        assert_eq!(content_type(&bare), None);
+        assert_eq!(traceparent(&bare), Some(tp.as_bytes()));
+        assert_eq!(traceparent(b"application/json"), None);
+    }
 
     #[test]
     fn without_headers_the_packed_value_is_the_content_type() {

@@ -496,4 +496,11 @@ async fn oauth2_tokens_are_shared_replaced_after_a_401_and_a_refusing_endpoint_f
         assert_eq!(settled(&gw, &token, &e).await["state"], "succeeded");
     }
     assert_eq!(auth.count("/token-short"), 3);
+    let metrics = gw
+        .metrics_showing("estafeta_oauth2_token_fetches_total{outcome=\"failed\"}")
+        .await;
+    assert!(
+        metrics.contains("estafeta_oauth2_token_fetches_total{outcome=\"ok\"}"),
+        "{metrics}"
+    );
 }

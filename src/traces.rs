@@ -1,0 +1,232 @@
+//! Traces (OpenTelemetry over OTLP), off unless `[telemetry]` or the `OTEL_*` variables name
+//! a collector. When off nothing here runs: callers ask [`on`] (one relaxed load) before they
+//! make a span or read a header.
+//!
+//! One event's trace: the sender's `traceparent` (if it sent one) is the parent of the
+//! `ingest` span (the request), whose children are `append` (the wait for the event to be
+//! durable in Redis), `expand` (a dispatcher reading it from the stream and finding its
+//! targets) and one `attempt` per delivery attempt (target, status, latency). The stream
+//! carries the link: the `ingest` span's own `traceparent` is stored with the event (a gateway
+//! note in its packed metadata, [`crate::model::event_meta::traceparent`]), so whichever
+//! instance reads it, now or at a retry hours later, continues the same trace; each attempt
+//! sends the receiver a `traceparent` naming the attempt's span. Every span carries
+//! `estafeta.event_id`.
+//!
+//! Spans are `tracing` spans of the target [`TARGET`], turned into OpenTelemetry spans by
+//! tracing-opentelemetry and exported in batches by the SDK's own thread; the log output never
+//! sees them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::config::{OtlpProtocol, Tracing};
+
+/// The `tracing` target of the spans that are exported.
+pub const TARGET: &str = "estafeta::traces";
+
+static ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether traces are exported.
+pub fn on() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// Keeps the exporter running; dropping it sends what is buffered and stops it.
+pub struct Guard {
+    provider: SdkTracerProvider,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("traces::Guard")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        ON.store(false, Ordering::Relaxed);
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("estafeta: traces not all exported at shutdown: {e}");
+        }
+    }
+}
+
+/// The exporter, the sampler and the tracer of `t`. Must run inside the Tokio runtime: the
+/// gRPC channel and the HTTP client live on it.
+pub fn tracer(t: &Tracing) -> Result<(opentelemetry_sdk::trace::Tracer, Guard), String> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let exporter = match t.protocol {
+        OtlpProtocol::Grpc => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            if let Some(e) = &t.endpoint {
+                b = b.with_endpoint(e);
+            }
+            b.build().map_err(|e| e.to_string())?
+        }
+        OtlpProtocol::Http => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_http_client(RuntimeClient::new()?);
+            if let Some(e) = &t.endpoint {
+                b = b.with_endpoint(e);
+            }
+            b.build().map_err(|e| e.to_string())?
+        }
+    };
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        // A sender's decision is kept; new traces are kept at the ratio.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            t.sample_ratio,
+        ))))
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(t.service_name.clone())
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("estafeta");
+    ON.store(true, Ordering::Relaxed);
+    Ok((tracer, Guard { provider }))
+}
+
+/// Makes `span` continue the trace of `traceparent` (a W3C header value); a missing or
+/// malformed one leaves it a new trace.
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&[u8]>) {
+    let Some(value) = traceparent.and_then(|v| std::str::from_utf8(v).ok()) else {
+        return;
+    };
+    let carrier = OneHeader(value);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    if cx.span().span_context().is_valid() {
+        // Fails only when the span is disabled (traces off): nothing to continue then.
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// `span`'s own `traceparent`, for what continues its trace (the stored event, a delivery).
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// One `traceparent` header as the propagator reads it.
+struct OneHeader<'a>(&'a str);
+
+impl opentelemetry::propagation::Extractor for OneHeader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == "traceparent").then_some(self.0)
+    }
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent"]
+    }
+}
+
+/// The OTLP/HTTP exporter's client: hyper on the gateway's runtime. The SDK exports from a
+/// thread of its own, where no runtime runs, so each request is spawned onto the runtime the
+/// exporter was built in and awaited from there.
+#[derive(Debug)]
+struct RuntimeClient {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Longest wait for the collector, and the largest answer read from it.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
+
+impl RuntimeClient {
+    fn new() -> Result<RuntimeClient, String> {
+        let tls = crate::model::target_tls::default_client_config()
+            .map_err(|e| format!("the collector's TLS: {e}"))?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(RuntimeClient {
+            client: hyper_util::client::legacy::Client::builder(
+                hyper_util::rt::TokioExecutor::new(),
+            )
+            .build(https),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for RuntimeClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
+        let sent = self.client.request(request.map(Full::new));
+        let exchange = async move {
+            let response = tokio::time::timeout(EXPORT_TIMEOUT, sent)
+                .await
+                .map_err(|_| "the collector did not answer in time".to_owned())?
+                .map_err(|e| {
+                    let mut text = e.to_string();
+                    let mut cause = std::error::Error::source(&e);
+                    while let Some(c) = cause {
+                        text.push_str(": ");
+                        text.push_str(&c.to_string());
+                        cause = c.source();
+                    }
+                    text
+                })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>(http::Response::from_parts(parts, body))
+        };
+        match self.runtime.spawn(exchange).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e.to_string().into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_traceparent_starts_no_trace() {
+        let carrier = OneHeader("00-xyz-1-01");
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        assert!(!cx.span().span_context().is_valid());
+        let carrier = OneHeader("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_valid() && sc.is_remote() && sc.is_sampled());
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+    }
+}

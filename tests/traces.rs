@@ -1,0 +1,273 @@
+//! Traces end to end, with the binary as users run it: a test collector (OTLP/HTTP with
+//! protobuf bodies, decoded with the protocol's own types) receives the spans of one event,
+//! `ingest` → `append`, `expand`, `attempt`, in the sender's trace, and the receiver gets a
+//! `traceparent` that continues it from the attempt's span. Without a `traceparent` the event
+//! starts a trace of its own, and the receiver continues that one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use prost::Message;
+use serde_json::json;
+use support::http::Request;
+use support::process::Served;
+use support::sink::Sink;
+use support::{ADMIN_TOKEN, RedisServer, eventually};
+use tokio::net::TcpListener;
+
+/// One exported span, as the collector decoded it.
+#[derive(Debug, Clone)]
+struct Span {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    attributes: HashMap<String, String>,
+    service: String,
+}
+
+/// An OTLP/HTTP collector on loopback that keeps every span it is sent.
+struct Collector {
+    addr: std::net::SocketAddr,
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let kept = kept.clone();
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            if path == "/v1/traces" {
+                                let decoded = ExportTraceServiceRequest::decode(body).unwrap();
+                                kept.lock().unwrap().extend(spans_of(decoded));
+                            }
+                            Ok::<_, Infallible>(
+                                hyper::Response::builder()
+                                    .status(200)
+                                    .header("content-type", "application/x-protobuf")
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Collector { addr, spans }
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(AnyValue::StringValue(s)) => s.clone(),
+        Some(AnyValue::IntValue(i)) => i.to_string(),
+        Some(AnyValue::BoolValue(b)) => b.to_string(),
+        Some(AnyValue::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn spans_of(request: ExportTraceServiceRequest) -> Vec<Span> {
+    let mut out = Vec::new();
+    for resource in request.resource_spans {
+        let service = resource
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+            .map(|a| text(&a.value))
+            .unwrap_or_default();
+        for scope in resource.scope_spans {
+            for s in scope.spans {
+                out.push(Span {
+                    name: s.name,
+                    trace_id: hex(&s.trace_id),
+                    span_id: hex(&s.span_id),
+                    parent_span_id: hex(&s.parent_span_id),
+                    attributes: s
+                        .attributes
+                        .iter()
+                        .map(|a| (a.key.clone(), text(&a.value)))
+                        .collect(),
+                    service: service.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+const SENDER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const SENDER_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test]
+async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_senders_trace() {
+    let collector = Collector::start().await;
+    let sink = Sink::start().await;
+    let extra = format!(
+        "[telemetry]\notlp_endpoint = \"http://{}/v1/traces\"\notlp_protocol = \"http\"\nsample_ratio = 1.0\nservice_name = \"estafeta-test\"\n",
+        collector.addr
+    );
+    // The SDK's own variable: export every 100 ms instead of every 5 s.
+    let served = Served::on(
+        &RedisServer::shared().url(),
+        "traces",
+        &extra,
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    let created = Request::new("POST", "/admin/tenants")
+        .bearer(ADMIN_TOKEN)
+        .json(&json!({"name": "traced"}))
+        .send_plain(served.addrs.admin)
+        .await
+        .unwrap()
+        .json();
+    let (tenant, token) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["token"].as_str().unwrap().to_owned(),
+    );
+    let target = Request::new("POST", &format!("/admin/tenants/{tenant}/targets"))
+        .bearer(ADMIN_TOKEN)
+        .json(&json!({"url": sink.url("/hook"), "events": ["*"]}))
+        .send_plain(served.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(target.status, 201, "{}", target.text());
+    let target_id = target.json()["id"].as_str().unwrap().to_owned();
+
+    let sent = Request::new("POST", "/v1/events/order.paid")
+        .bearer(&token)
+        .header(
+            "traceparent",
+            &format!("00-{SENDER_TRACE}-{SENDER_SPAN}-01"),
+        )
+        .body(b"{\"n\":1}".to_vec())
+        .send_plain(served.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(sent.status, 202, "{}", sent.text());
+    let event = sent.json()["id"].as_str().unwrap().to_owned();
+
+    eventually(Duration::from_secs(15), "the delivery", || async {
+        sink.count("/hook") == 1
+    })
+    .await;
+    let received = sink.received("/hook")[0]
+        .header("traceparent")
+        .expect("the delivery carries a traceparent");
+    let parts: Vec<&str> = received.split('-').collect();
+    assert_eq!(parts.len(), 4, "{received}");
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", SENDER_TRACE, "01"));
+    assert_ne!(
+        parts[2], SENDER_SPAN,
+        "the attempt's own span, not the sender's"
+    );
+
+    let named = |spans: &[Span], name: &str| -> Option<Span> {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.attributes.get("estafeta.event_id") == Some(&event))
+            .cloned()
+    };
+    eventually(Duration::from_secs(15), "the four spans", || async {
+        let spans = collector.spans();
+        ["ingest", "append", "expand", "attempt"]
+            .iter()
+            .all(|n| named(&spans, n).is_some())
+    })
+    .await;
+    let spans = collector.spans();
+    let ingest = named(&spans, "ingest").unwrap();
+    assert_eq!(ingest.trace_id, SENDER_TRACE, "{ingest:?}");
+    assert_eq!(ingest.parent_span_id, SENDER_SPAN);
+    assert_eq!(ingest.service, "estafeta-test");
+    assert_eq!(ingest.attributes["estafeta.tenant_id"], tenant);
+    assert_eq!(ingest.attributes["http.response.status_code"], "202");
+    for child in ["append", "expand", "attempt"] {
+        let s = named(&spans, child).unwrap();
+        assert_eq!(s.trace_id, SENDER_TRACE, "{s:?}");
+        assert_eq!(
+            s.parent_span_id, ingest.span_id,
+            "{child} is a child of ingest"
+        );
+    }
+    let attempt = named(&spans, "attempt").unwrap();
+    assert_eq!(
+        attempt.span_id, parts[2],
+        "the receiver continues from the attempt"
+    );
+    assert_eq!(attempt.attributes["estafeta.target_id"], target_id);
+    assert_eq!(attempt.attributes["http.response.status_code"], "200");
+    assert_eq!(
+        named(&spans, "expand").unwrap().attributes["estafeta.targets"],
+        "1"
+    );
+
+    // Without a traceparent, the event's trace is its own, and the receiver continues it.
+    let sent = Request::new("POST", "/v1/events/order.paid")
+        .bearer(&token)
+        .body(b"{\"n\":2}".to_vec())
+        .send_plain(served.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(sent.status, 202);
+    let second = sent.json()["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(15), "the second delivery", || async {
+        sink.count("/hook") == 2
+    })
+    .await;
+    let received = sink.received("/hook")[1].header("traceparent").unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the second event's ingest span",
+        || async {
+            collector.spans().iter().any(|s| {
+                s.name == "ingest" && s.attributes.get("estafeta.event_id") == Some(&second)
+            })
+        },
+    )
+    .await;
+    let own = collector
+        .spans()
+        .into_iter()
+        .find(|s| s.name == "ingest" && s.attributes.get("estafeta.event_id") == Some(&second))
+        .unwrap();
+    assert_eq!(own.parent_span_id, "", "a root span");
+    assert_ne!(own.trace_id, SENDER_TRACE);
+    assert!(
+        received.starts_with(&format!("00-{}-", own.trace_id)),
+        "{received}"
+    );
+}
