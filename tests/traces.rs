@@ -128,6 +128,30 @@ fn spans_of(request: ExportTraceServiceRequest) -> Vec<Span> {
     out
 }
 
+/// A tenant of `served` with one target on `sink`'s `/hook`: (tenant id, token, target id).
+async fn tenant_with_target(served: &Served, sink: &Sink) -> (String, String, String) {
+    let created = Request::new("POST", "/admin/tenants")
+        .bearer(ADMIN_TOKEN)
+        .json(&json!({"name": "traced"}))
+        .send_plain(served.addrs.admin)
+        .await
+        .unwrap()
+        .json();
+    let tenant = created["id"].as_str().unwrap().to_owned();
+    let target = Request::new("POST", &format!("/admin/tenants/{tenant}/targets"))
+        .bearer(ADMIN_TOKEN)
+        .json(&json!({"url": sink.url("/hook"), "events": ["*"]}))
+        .send_plain(served.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(target.status, 201, "{}", target.text());
+    (
+        tenant,
+        created["token"].as_str().unwrap().to_owned(),
+        target.json()["id"].as_str().unwrap().to_owned(),
+    )
+}
+
 const SENDER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SENDER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -147,25 +171,7 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
         &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
     )
     .await;
-    let created = Request::new("POST", "/admin/tenants")
-        .bearer(ADMIN_TOKEN)
-        .json(&json!({"name": "traced"}))
-        .send_plain(served.addrs.admin)
-        .await
-        .unwrap()
-        .json();
-    let (tenant, token) = (
-        created["id"].as_str().unwrap().to_owned(),
-        created["token"].as_str().unwrap().to_owned(),
-    );
-    let target = Request::new("POST", &format!("/admin/tenants/{tenant}/targets"))
-        .bearer(ADMIN_TOKEN)
-        .json(&json!({"url": sink.url("/hook"), "events": ["*"]}))
-        .send_plain(served.addrs.admin)
-        .await
-        .unwrap();
-    assert_eq!(target.status, 201, "{}", target.text());
-    let target_id = target.json()["id"].as_str().unwrap().to_owned();
+    let (tenant, token, target_id) = tenant_with_target(&served, &sink).await;
 
     let sent = Request::new("POST", "/v1/events/order.paid")
         .bearer(&token)
@@ -270,4 +276,55 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
         received.starts_with(&format!("00-{}-", own.trace_id)),
         "{received}"
     );
+}
+
+#[tokio::test]
+async fn a_collector_that_is_down_costs_ingest_and_deliveries_nothing() {
+    // Nothing listens on the collector's port: gRPC exports fail, in the background.
+    let closed = support::free_port();
+    let sink = Sink::start().await;
+    let extra = format!(
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:{closed}\"\notlp_protocol = \"grpc\"\n"
+    );
+    let mut served = Served::on(
+        &RedisServer::shared().url(),
+        "traces-down",
+        &extra,
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    let (_, token, _) = tenant_with_target(&served, &sink).await;
+    for n in 0..20 {
+        let sent = Request::new("POST", "/v1/events/order.paid")
+            .bearer(&token)
+            .body(format!("{{\"n\":{n}}}").into_bytes())
+            .send_plain(served.addrs.plain)
+            .await
+            .unwrap();
+        assert_eq!(sent.status, 202, "{}", sent.text());
+    }
+    eventually(Duration::from_secs(15), "every delivery", || async {
+        sink.count("/hook") == 20
+    })
+    .await;
+    assert!(sink.received("/hook").iter().all(|r| {
+        r.header("traceparent")
+            .is_some_and(|t| t.starts_with("00-"))
+    }));
+    // Still serving, and it stops cleanly with exports pending.
+    assert_eq!(
+        Request::get("/readyz")
+            .send_plain(served.addrs.admin)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        served.terminate(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        served.logs()
+    );
+    assert!(!served.logs().contains("panicked"), "{}", served.logs());
 }

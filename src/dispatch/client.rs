@@ -42,6 +42,27 @@ pub struct AttemptResult {
     pub received: Option<http::HeaderMap>,
 }
 
+impl AttemptResult {
+    /// An attempt that got no usable response.
+    fn failed(
+        error: String,
+        refused: bool,
+        started: Instant,
+        sent: Option<http::HeaderMap>,
+    ) -> AttemptResult {
+        AttemptResult {
+            status: None,
+            retry_after: None,
+            error: Some(error),
+            refused,
+            response: None,
+            latency: started.elapsed(),
+            sent,
+            received: None,
+        }
+    }
+}
+
 /// What is sent: one event to one target.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
@@ -187,15 +208,8 @@ impl DeliveryClient {
         traceparent: Option<&str>,
     ) -> AttemptResult {
         let started = Instant::now();
-        let fail = |error: String, refused: bool, sent: Option<http::HeaderMap>| AttemptResult {
-            status: None,
-            retry_after: None,
-            error: Some(error),
-            refused,
-            response: None,
-            latency: started.elapsed(),
-            sent,
-            received: None,
+        let fail = |error: String, refused: bool, sent: Option<http::HeaderMap>| {
+            AttemptResult::failed(error, refused, started, sent)
         };
         let http = match self.pool_for(target) {
             Ok(h) => h,
@@ -262,15 +276,8 @@ impl DeliveryClient {
         (bearer, traceparent): (Option<&str>, Option<&str>),
         started: Instant,
     ) -> AttemptResult {
-        let fail = |error: String, refused: bool, sent: Option<http::HeaderMap>| AttemptResult {
-            status: None,
-            retry_after: None,
-            error: Some(error),
-            refused,
-            response: None,
-            latency: started.elapsed(),
-            sent,
-            received: None,
+        let fail = |error: String, refused: bool, sent: Option<http::HeaderMap>| {
+            AttemptResult::failed(error, refused, started, sent)
         };
         let mut request = match build_request(target, keys, msg, now_secs, bearer) {
             Ok(r) => r,

@@ -11,7 +11,6 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http_body_util::{BodyExt, Full, Limited};
 use moka::future::Cache;
 use moka::ops::compute::Op;
-use sha2::{Digest, Sha256};
 
 use crate::model::TargetId;
 use crate::model::auth::{ClientAuthMethod, OAuth2Client};
@@ -133,31 +132,20 @@ impl Tokens {
 }
 
 fn key(target: &TargetId, o: &OAuth2Client) -> TokenKey {
-    let mut h = Sha256::new();
     let method = match o.method {
         ClientAuthMethod::ClientSecretBasic => "basic",
         ClientAuthMethod::ClientSecretPost => "post",
     };
-    for part in [
-        Some(o.token_url.as_str()),
-        Some(o.client_id.as_str()),
-        Some(o.client_secret.expose()),
-        o.scope.as_deref(),
-        o.audience.as_deref(),
-        Some(method),
-    ] {
-        match part {
-            Some(p) => {
-                h.update([1]);
-                h.update((p.len() as u64).to_be_bytes());
-                h.update(p.as_bytes());
-            }
-            None => h.update([0]),
-        }
-    }
     TokenKey {
         target: target.clone(),
-        client: h.finalize().into(),
+        client: crate::model::target_tls::digest(&[
+            Some(o.token_url.as_str()),
+            Some(o.client_id.as_str()),
+            Some(o.client_secret.expose()),
+            o.scope.as_deref(),
+            o.audience.as_deref(),
+            Some(method),
+        ]),
     }
 }
 

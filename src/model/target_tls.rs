@@ -260,14 +260,19 @@ fn server_name(name: &str) -> Result<ServerName<'static>, Invalid> {
 }
 
 fn fingerprint(f: &TlsFields) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for part in [
+    digest(&[
         f.ca_pem.as_deref(),
         f.client_cert_pem.as_deref(),
         f.client_key_pem.as_ref().map(SecretText::expose),
         f.server_name.as_deref(),
-    ] {
-        // Length-prefixed, so that no two different settings hash alike.
+    ])
+}
+
+/// A SHA-256 of optional parts, each length-prefixed (and an absent one marked), so that no
+/// two different lists digest alike: the identity of a setting, for caches keyed by it.
+pub fn digest(parts: &[Option<&str>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in parts {
         match part {
             Some(p) => {
                 h.update([1]);

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Traces bench: what exporting spans costs ingest, as users run it (`serve`, role all, one
+# target-less tenant: the dispatcher reads and acknowledges). Three gateways on one Redis:
+#   off   no [telemetry]
+#   r1    [telemetry] sample_ratio = 1.0   (every request: ingest + append + expand spans)
+#   r001  [telemetry] sample_ratio = 0.01
+# exporting OTLP/HTTP to a collector stand-in (the bare hyper example: reads the body,
+# answers 202). oha -c CONNECTIONS for DURATION against each, ROUNDS interleaved rounds;
+# prints requests/s per round, the medians and each ratio to `off`.
+#
+# Usage: benches/traces.sh     (env: DURATION=8s CONNECTIONS=64 ROUNDS=3)
+# Needs: oha (cargo install oha --locked), redis-server, python3. Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-8s}
+CONNECTIONS=${CONNECTIONS:-64}
+ROUNDS=${ROUNDS:-3}
+ESTAFETA=${ESTAFETA_BIN:-./target/release/estafeta}
+BODY='{"type":"order.paid","data":{"order_id":"ord_8Jq2xYd41Lk","customer":"cus_Q81nd0aP","amount":129900,"currency":"BRL","items":3,"paid_at":"2026-11-22T18:00:00Z","note":"bench payload"}}'
+
+command -v oha >/dev/null || { echo "oha not found: cargo install oha --locked" >&2; exit 1; }
+cargo build --release --quiet --bin estafeta --example bare_hyper
+
+. benches/common.sh
+
+COLLECTOR=$(free_port)
+./target/release/examples/bare_hyper "127.0.0.1:$COLLECTOR" & pids+=($!)
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$COLLECTOR/" && break; sleep 0.1; done
+
+declare -A port token
+for mode in off r1 r001; do
+  case $mode in
+    off) extra="" ;;
+    r1) extra=$'[telemetry]\notlp_endpoint = "http://127.0.0.1:'$COLLECTOR$'/v1/traces"\notlp_protocol = "http"\nsample_ratio = 1.0' ;;
+    r001) extra=$'[telemetry]\notlp_endpoint = "http://127.0.0.1:'$COLLECTOR$'/v1/traces"\notlp_protocol = "http"\nsample_ratio = 0.01' ;;
+  esac
+  start_estafeta "traces_$mode" "$extra"
+  port[$mode]=$PLAIN
+  token[$mode]=$(curl -sf -X POST "http://127.0.0.1:$ADMIN/admin/tenants" \
+    -H "Authorization: Bearer $ADMIN_TOKEN" -d '{"name":"bench"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+done
+
+run() {
+  oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json -m POST \
+    -H "Authorization: Bearer ${token[$1]}" -H 'Content-Type: application/json' -d "$BODY" \
+    "http://127.0.0.1:${port[$1]}/v1/events/order.paid" \
+    | python3 -c 'import json,sys; s=json.load(sys.stdin)["summary"]; print(round(s["requestsPerSec"]), round(s["successRate"],4))'
+}
+
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+declare -A results
+for round in $(seq "$ROUNDS"); do
+  for mode in off r1 r001; do
+    read -r rps ok < <(run "$mode")
+    results[$mode]+="$rps "
+    echo "round $round  $mode  $rps req/s  success $ok"
+  done
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "${results[off]}" "${results[r1]}" "${results[r001]}" <<'PY'
+import statistics, sys
+off, r1, r001 = ([int(x) for x in a.split()] for a in sys.argv[1:4])
+m = {k: statistics.median(v) for k, v in (("off", off), ("ratio 1.0", r1), ("ratio 0.01", r001))}
+for k, v in m.items():
+    print(f"median {k:10s} {v:>9.0f} req/s  {v / m['off']:.3f} x off")
+PY
