@@ -33,6 +33,8 @@ use crate::config::{OtlpProtocol, Tracing};
 pub const TARGET: &str = "estafeta::traces";
 
 static ON: AtomicBool = AtomicBool::new(false);
+/// `sample_ratio` as the bits of an f64.
+static RATIO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Whether traces are exported.
 pub fn on() -> bool {
@@ -84,10 +86,9 @@ pub fn tracer(t: &Tracing) -> Result<(opentelemetry_sdk::trace::Tracer, Guard), 
     };
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        // A sender's decision is kept; new traces are kept at the ratio.
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            t.sample_ratio,
-        ))))
+        // Whether a trace is kept is decided once, at ingest ([`decide`]); every span made
+        // has a sampled parent from then on.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(t.service_name.clone())
@@ -95,8 +96,63 @@ pub fn tracer(t: &Tracing) -> Result<(opentelemetry_sdk::trace::Tracer, Guard), 
         )
         .build();
     let tracer = provider.tracer("estafeta");
+    RATIO.store(t.sample_ratio.to_bits(), Ordering::Relaxed);
     ON.store(true, Ordering::Relaxed);
     Ok((tracer, Guard { provider }))
+}
+
+/// What one request's trace is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Kept: its spans are made (continuing the sender's, if it sent a sampled one).
+    Sample,
+    /// Not kept: no span is made, and this `traceparent` (the sender's, or a new unsampled
+    /// one) is stored with the event and passed on to receivers, so a trace the gateway does
+    /// not record still reaches them whole. It costs what a string costs.
+    Skip(String),
+}
+
+/// Whether the trace of a request with `traceparent` is kept: a sender's decision is
+/// followed (parent-based), a new trace is kept at `sample_ratio`, decided on its trace id as
+/// the specification's TraceIdRatioBased sampler does.
+pub fn decide(traceparent: Option<&[u8]>) -> Decision {
+    let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
+    decide_at(traceparent, ratio)
+}
+
+fn decide_at(traceparent: Option<&[u8]>, ratio: f64) -> Decision {
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let sender = traceparent
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|v| TraceContextPropagator::new().extract(&OneHeader(v)))
+        .map(|cx| cx.span().span_context().clone())
+        .filter(|sc| sc.is_valid());
+    match sender {
+        Some(sc) if sc.is_sampled() => Decision::Sample,
+        Some(sc) => Decision::Skip(format!("00-{}-{}-00", sc.trace_id(), sc.span_id())),
+        None => {
+            let ids = RandomIdGenerator::default();
+            let trace = ids.new_trace_id();
+            let low =
+                u64::from_be_bytes(trace.to_bytes()[8..].try_into().unwrap_or([0xff; 8])) >> 1;
+            // As TraceIdRatioBased: the trace's lower 63 bits against the ratio's share.
+            if (low as f64) < ratio * (1u64 << 63) as f64 {
+                Decision::Sample
+            } else {
+                Decision::Skip(format!("00-{trace}-{}-00", ids.new_span_id()))
+            }
+        }
+    }
+}
+
+/// Whether a stored `traceparent` belongs to a kept trace (its spans are made).
+pub fn sampled(traceparent: &[u8]) -> bool {
+    // `00-<32 hex>-<16 hex>-<2 hex flags>`: the sampled flag is the low bit of the last digit.
+    traceparent.len() == 55
+        && traceparent
+            .last()
+            .and_then(|d| (*d as char).to_digit(16))
+            .is_some_and(|d| d & 1 == 1)
 }
 
 /// Makes `span` continue the trace of `traceparent` (a W3C header value); a missing or
@@ -214,6 +270,34 @@ impl opentelemetry_http::HttpClient for RuntimeClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_is_kept_as_its_sender_says_or_at_the_ratio() {
+        let sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert_eq!(decide_at(Some(sampled), 0.0), Decision::Sample);
+        assert_eq!(
+            decide_at(Some(unsampled), 1.0),
+            Decision::Skip(String::from_utf8(unsampled.to_vec()).unwrap())
+        );
+        assert_eq!(decide_at(None, 1.0), Decision::Sample);
+        assert_eq!(decide_at(Some(b"garbage"), 1.0), Decision::Sample);
+        let Decision::Skip(new) = decide_at(None, 0.0) else {
+            panic!("a ratio of 0 keeps nothing");
+        };
+        assert!(!sampled_flag_set(&new) && new.len() == 55, "{new}");
+        assert!(crate::traces::sampled(sampled) && !crate::traces::sampled(unsampled));
+        assert!(!crate::traces::sampled(b"00-zz"));
+        // About a tenth at 0.1.
+        let kept = (0..20_000)
+            .filter(|_| decide_at(None, 0.1) == Decision::Sample)
+            .count();
+        assert!((1_600..2_400).contains(&kept), "{kept}");
+    }
+
+    fn sampled_flag_set(tp: &str) -> bool {
+        sampled(tp.as_bytes())
+    }
 
     #[test]
     fn a_malformed_traceparent_starts_no_trace() {

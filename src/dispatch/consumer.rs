@@ -274,7 +274,8 @@ fn expand_span(event: &StoredEvent) -> Option<tracing::Span> {
     let parent = event
         .content_type
         .as_deref()
-        .and_then(crate::model::event_meta::traceparent)?;
+        .and_then(crate::model::event_meta::traceparent)
+        .filter(|tp| crate::traces::sampled(tp))?;
     let span = tracing::info_span!(
         target: crate::traces::TARGET,
         "expand",

@@ -154,18 +154,31 @@ pub async fn enqueue_and_answer(
     if !crate::traces::on() {
         return enqueue(state, tenant, event_type, headers, body, key_digest, None).await;
     }
+    let incoming = headers.get("traceparent").map(HeaderValue::as_bytes);
+    if let crate::traces::Decision::Skip(traceparent) = crate::traces::decide(incoming) {
+        return enqueue(
+            state,
+            tenant,
+            event_type,
+            headers,
+            body,
+            key_digest,
+            Some(&traceparent),
+        )
+        .await;
+    }
     let span = tracing::info_span!(
         target: crate::traces::TARGET,
         "ingest",
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        estafeta.tenant_id = %tenant.id,
-        estafeta.event_type = %event_type,
+        estafeta.tenant_id = tenant.id.as_str(),
+        estafeta.event_type = event_type.as_str(),
         estafeta.event_id = tracing::field::Empty,
         estafeta.duplicate = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    crate::traces::continue_trace(&span, headers.get("traceparent").map(HeaderValue::as_bytes));
+    crate::traces::continue_trace(&span, incoming);
     let traceparent = crate::traces::traceparent(&span);
     let answer = enqueue(
         state,
@@ -239,7 +252,7 @@ async fn enqueue(
         body,
         idempotency,
     };
-    let enqueued = match traceparent {
+    let enqueued = match traceparent.filter(|tp| crate::traces::sampled(tp.as_bytes())) {
         None => state.enqueuer.enqueue(event).await?,
         Some(_) => {
             let span = tracing::Span::current();
