@@ -151,21 +151,18 @@ pub async fn enqueue_and_answer(
     body: Bytes,
     key_digest: Option<String>,
 ) -> Result<Response, ApiError> {
-    if !crate::traces::on() {
-        return enqueue(state, tenant, event_type, headers, body, key_digest, None).await;
-    }
-    let incoming = headers.get("traceparent").map(HeaderValue::as_bytes);
-    if let crate::traces::Decision::Skip(traceparent) = crate::traces::decide(incoming) {
-        return enqueue(
-            state,
-            tenant,
-            event_type,
-            headers,
-            body,
-            key_digest,
-            Some(&traceparent),
-        )
-        .await;
+    let incoming = || headers.get("traceparent").map(HeaderValue::as_bytes);
+    // `Some`: no span for this request, and what traceparent its event keeps, if any.
+    let untraced = match crate::traces::on() {
+        false => Some(None),
+        true => match crate::traces::decide(incoming()) {
+            crate::traces::Decision::Skip(traceparent) => Some(Some(traceparent)),
+            crate::traces::Decision::Sample => None,
+        },
+    };
+    if let Some(traceparent) = untraced {
+        let tp = traceparent.as_deref();
+        return enqueue(state, tenant, event_type, headers, body, key_digest, tp).await;
     }
     let span = tracing::info_span!(
         target: crate::traces::TARGET,
@@ -178,7 +175,7 @@ pub async fn enqueue_and_answer(
         estafeta.duplicate = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    crate::traces::continue_trace(&span, incoming);
+    crate::traces::continue_trace(&span, incoming());
     let traceparent = crate::traces::traceparent(&span);
     let answer = enqueue(
         state,
