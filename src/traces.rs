@@ -102,10 +102,11 @@ pub fn tracer(t: &Tracing) -> Result<(opentelemetry_sdk::trace::Tracer, Guard), 
 }
 
 /// What one request's trace is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Decision {
-    /// Kept: its spans are made (continuing the sender's, if it sent a sampled one).
-    Sample,
+    /// Kept: its spans are made, continuing the sender's trace when it sent one (parsed
+    /// here once, for [`set_parent`]).
+    Sample(Option<opentelemetry::Context>),
     /// Not kept: no span is made, and this `traceparent` (the sender's, or a new unsampled
     /// one) is stored with the event and passed on to receivers, so a trace the gateway does
     /// not record still reaches them whole. It costs what a string costs.
@@ -123,13 +124,11 @@ pub fn decide(traceparent: Option<&[u8]>) -> Decision {
 fn decide_at(traceparent: Option<&[u8]>, ratio: f64) -> Decision {
     use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
     let sender = traceparent
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(|v| TraceContextPropagator::new().extract(&OneHeader(v)))
-        .map(|cx| cx.span().span_context().clone())
-        .filter(|sc| sc.is_valid());
+        .and_then(parse)
+        .map(|cx| (cx.span().span_context().clone(), cx));
     match sender {
-        Some(sc) if sc.is_sampled() => Decision::Sample,
-        Some(sc) => Decision::Skip(format!("00-{}-{}-00", sc.trace_id(), sc.span_id())),
+        Some((sc, cx)) if sc.is_sampled() => Decision::Sample(Some(cx)),
+        Some((sc, _)) => Decision::Skip(format!("00-{}-{}-00", sc.trace_id(), sc.span_id())),
         None => {
             let ids = RandomIdGenerator::default();
             let trace = ids.new_trace_id();
@@ -137,7 +136,7 @@ fn decide_at(traceparent: Option<&[u8]>, ratio: f64) -> Decision {
                 u64::from_be_bytes(trace.to_bytes()[8..].try_into().unwrap_or([0xff; 8])) >> 1;
             // As TraceIdRatioBased: the trace's lower 63 bits against the ratio's share.
             if (low as f64) < ratio * (1u64 << 63) as f64 {
-                Decision::Sample
+                Decision::Sample(None)
             } else {
                 Decision::Skip(format!("00-{trace}-{}-00", ids.new_span_id()))
             }
@@ -155,18 +154,25 @@ pub fn sampled(traceparent: &[u8]) -> bool {
             .is_some_and(|d| d & 1 == 1)
 }
 
+/// The context of a W3C `traceparent` value; `None` when it is malformed.
+fn parse(traceparent: &[u8]) -> Option<opentelemetry::Context> {
+    let value = std::str::from_utf8(traceparent).ok()?;
+    let cx = TraceContextPropagator::new().extract(&OneHeader(value));
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
 /// Makes `span` continue the trace of `traceparent` (a W3C header value); a missing or
 /// malformed one leaves it a new trace.
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&[u8]>) {
-    let Some(value) = traceparent.and_then(|v| std::str::from_utf8(v).ok()) else {
-        return;
-    };
-    let carrier = OneHeader(value);
-    let cx = TraceContextPropagator::new().extract(&carrier);
-    if cx.span().span_context().is_valid() {
-        // Fails only when the span is disabled (traces off): nothing to continue then.
-        let _ = span.set_parent(cx);
+    if let Some(cx) = traceparent.and_then(parse) {
+        set_parent(span, cx);
     }
+}
+
+/// Makes `span` a child of `cx`.
+pub fn set_parent(span: &tracing::Span, cx: opentelemetry::Context) {
+    // Fails only when the span is disabled (traces off): nothing to continue then.
+    let _ = span.set_parent(cx);
 }
 
 /// `span`'s own `traceparent`, for what continues its trace (the stored event, a delivery).
@@ -275,13 +281,19 @@ mod tests {
     fn a_trace_is_kept_as_its_sender_says_or_at_the_ratio() {
         let sampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
-        assert_eq!(decide_at(Some(sampled), 0.0), Decision::Sample);
-        assert_eq!(
+        assert!(matches!(
+            decide_at(Some(sampled), 0.0),
+            Decision::Sample(Some(_))
+        ));
+        assert!(matches!(
             decide_at(Some(unsampled), 1.0),
-            Decision::Skip(String::from_utf8(unsampled.to_vec()).unwrap())
-        );
-        assert_eq!(decide_at(None, 1.0), Decision::Sample);
-        assert_eq!(decide_at(Some(b"garbage"), 1.0), Decision::Sample);
+            Decision::Skip(tp) if tp.as_bytes() == unsampled
+        ));
+        assert!(matches!(decide_at(None, 1.0), Decision::Sample(None)));
+        assert!(matches!(
+            decide_at(Some(b"garbage"), 1.0),
+            Decision::Sample(None)
+        ));
         let Decision::Skip(new) = decide_at(None, 0.0) else {
             panic!("a ratio of 0 keeps nothing");
         };
@@ -290,7 +302,7 @@ mod tests {
         assert!(!crate::traces::sampled(b"00-zz"));
         // About a tenth at 0.1.
         let kept = (0..20_000)
-            .filter(|_| decide_at(None, 0.1) == Decision::Sample)
+            .filter(|_| matches!(decide_at(None, 0.1), Decision::Sample(_)))
             .count();
         assert!((1_600..2_400).contains(&kept), "{kept}");
     }

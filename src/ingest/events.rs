@@ -151,19 +151,24 @@ pub async fn enqueue_and_answer(
     body: Bytes,
     key_digest: Option<String>,
 ) -> Result<Response, ApiError> {
-    let incoming = || headers.get("traceparent").map(HeaderValue::as_bytes);
-    // `Some`: no span for this request, and what traceparent its event keeps, if any.
+    // Traces off, or a trace not kept: no span, and the traceparent its event keeps, if any.
     let untraced = match crate::traces::on() {
-        false => Some(None),
-        true => match crate::traces::decide(incoming()) {
-            crate::traces::Decision::Skip(traceparent) => Some(Some(traceparent)),
-            crate::traces::Decision::Sample => None,
-        },
+        false => Err(None),
+        true => {
+            let incoming = headers.get("traceparent").map(HeaderValue::as_bytes);
+            match crate::traces::decide(incoming) {
+                crate::traces::Decision::Skip(traceparent) => Err(Some(traceparent)),
+                crate::traces::Decision::Sample(parent) => Ok(parent),
+            }
+        }
     };
-    if let Some(traceparent) = untraced {
-        let tp = traceparent.as_deref();
-        return enqueue(state, tenant, event_type, headers, body, key_digest, tp).await;
-    }
+    let parent = match untraced {
+        Ok(parent) => parent,
+        Err(traceparent) => {
+            let tp = traceparent.as_deref();
+            return enqueue(state, tenant, event_type, headers, body, key_digest, tp).await;
+        }
+    };
     let span = tracing::info_span!(
         target: crate::traces::TARGET,
         "ingest",
@@ -175,7 +180,9 @@ pub async fn enqueue_and_answer(
         estafeta.duplicate = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    crate::traces::continue_trace(&span, incoming());
+    if let Some(cx) = parent {
+        crate::traces::set_parent(&span, cx);
+    }
     let traceparent = crate::traces::traceparent(&span);
     let answer = enqueue(
         state,

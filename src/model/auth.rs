@@ -74,13 +74,7 @@ impl OAuth2Client {
         self.token_url
             .check_reachable(allow_private)
             .map_err(|p| p.invalid().within("token_url"))?;
-        if !allow_private
-            && !self
-                .token_url
-                .as_str()
-                .get(..8)
-                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-        {
+        if !allow_private && !self.token_url.is_https() {
             return Err(Invalid::at("token_url", "must use https"));
         }
         Ok(())

@@ -589,12 +589,7 @@ pub fn check_security(
         a.check_reachable(allow_private)
             .map_err(|e| e.within("auth"))?;
     }
-    if tls.is_some()
-        && !url
-            .as_str()
-            .get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-    {
+    if tls.is_some() && !url.is_https() {
         return Err(Invalid::at(
             "tls",
             "applies to https URLs only, and the url is http",

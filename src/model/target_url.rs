@@ -81,6 +81,13 @@ impl TargetUrl {
         &self.0
     }
 
+    /// Whether it is an `https` URL (the scheme is checked case-insensitively, as URLs have it).
+    pub fn is_https(&self) -> bool {
+        self.0
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    }
+
     /// Refuses a private, loopback or link-local host unless `allow_private`.
     pub fn check_reachable(&self, allow_private: bool) -> Result<(), UrlProblem> {
         check_url(&self.0, allow_private).map(|_| ())
