@@ -46,3 +46,17 @@ TOML
   EST=$!; pids+=($EST)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PLAIN/readyz" >/dev/null && break; sleep 0.1; done
 }
+
+# Waits (at most 30 s) until the processes started here have gone quiet: under 5 % of a core
+# over half a second. A gateway still draining its dispatch backlog or exporting spans after
+# its round would otherwise take CPU from the next round's gateway.
+settle() {
+  local ticks; ticks() { local t=0 p; for p in "${pids[@]}"; do
+    [ -r "/proc/$p/stat" ] && t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done; echo "$t"; }
+  local hz; hz=$(getconf CLK_TCK)
+  for _ in $(seq 60); do
+    local a; a=$(ticks); sleep 0.5
+    (( ( $(ticks) - a ) * 100 < hz * 5 / 2 )) && return 0
+  done
+  echo "  (not quiet after 30 s)" >&2
+}

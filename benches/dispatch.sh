@@ -8,13 +8,19 @@
 #   6. (ONLY=breaker) a receiver down next to nine live ones, 1 000 events/s for BREAKER_S
 #      seconds, with the circuit breaker (the default) and without: the live targets'
 #      deliveries/s and latency, and the attempts spent on the dead one
+#   7. (ONLY=knee) one target whose receiver answers in 50 ms up to 50 requests in flight and
+#      slower past them (latency ∝ in flight), KNEE_EVENTS events: adaptive (the default)
+#      against a fixed `concurrency = 50` (the hand-tuned best) in three interleaved rounds
+#   8. (ONLY=limit) one target whose receiver answers 429 to a request that finds 50 in
+#      flight (50 ms otherwise), KNEE_EVENTS events, adaptive: the share of attempts that get
+#      429 after the first 10 s, three rounds
 #   5. slow receivers: SLOW_EVENTS events to ten targets answering in 200 ms, with the default
 #      limits, then with `concurrency` and `per_target_concurrency` raised to 4 096; prints the
 #      ideal rate (deliveries in flight / latency) and the memory per delivery in flight
 # Usage: benches/dispatch.sh        (env: EVENTS=50000 SLOW_EVENTS=5000; ESTAFETA_BIN=another
 #                                    build, to compare; ONLY=fanout runs steps 1-3,
 #                                    ONLY=slow step 5, ONLY=breaker step 6;
-#                                    BREAKER_S=20)
+#                                    BREAKER_S=20; ONLY=knee, ONLY=limit: KNEE_EVENTS=30000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${EVENTS:-50000}
@@ -104,6 +110,29 @@ if [ "$ONLY" = breaker ]; then
   for round in 1 2 3; do
     dead_target "breaker_on_$round" ""
     dead_target "breaker_off_$round" $'[dispatch.breaker]\nenabled = false'
+  done
+  exit 0
+fi
+
+# One receiver with a capacity of 1,000 answers/s (50 in flight at 50 ms).
+capacity_run() {
+  local name=$1 conf=$2; shift 2
+  start_estafeta "$name" "$conf"
+  echo "  $name: $($bench "127.0.0.1:$PLAIN" "127.0.0.1:$ADMIN" "$ADMIN_TOKEN" "${KNEE_EVENTS:-30000}" 1 0 --sink-delay-ms 50 "$@")"
+  kill "$EST"; wait "$EST" 2>/dev/null || true
+}
+if [ "$ONLY" = knee ]; then
+  echo "a receiver with a knee at 50 in flight (50 ms below it, latency in proportion above), ${KNEE_EVENTS:-30000} events"
+  for round in 1 2 3; do
+    capacity_run "knee_adaptive_$round" "" --knee 50
+    capacity_run "knee_fixed50_$round" "" --knee 50 --target-concurrency 50
+  done
+  exit 0
+fi
+if [ "$ONLY" = limit ]; then
+  echo "a receiver answering 429 above 50 in flight (50 ms otherwise), ${KNEE_EVENTS:-30000} events"
+  for round in 1 2 3; do
+    capacity_run "limit_adaptive_$round" "" --limit-429 50
   done
   exit 0
 fi

@@ -6,7 +6,9 @@
 #   r001  [telemetry] sample_ratio = 0.01
 # exporting OTLP/HTTP to a collector stand-in (the bare hyper example: reads the body,
 # answers 202). oha -c CONNECTIONS for DURATION against each, ROUNDS interleaved rounds;
-# prints requests/s per round, the medians and each ratio to `off`.
+# prints requests/s (and the gateway's CPU per request) per round, the medians and each ratio to `off`. Each round runs the three
+# in another order, and each run starts once every process is quiet again (`settle`): the
+# gateway of the previous run may still be exporting spans or draining its stream.
 #
 # Usage: benches/traces.sh     (env: DURATION=8s CONNECTIONS=64 ROUNDS=3)
 # Needs: oha (cargo install oha --locked), redis-server, python3. Loopback only.
@@ -28,7 +30,7 @@ COLLECTOR=$(free_port)
 ./target/release/examples/bare_hyper "127.0.0.1:$COLLECTOR" & pids+=($!)
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$COLLECTOR/" && break; sleep 0.1; done
 
-declare -A port token
+declare -A port token pid
 for mode in off r1 r001; do
   case $mode in
     off) extra="" ;;
@@ -36,33 +38,50 @@ for mode in off r1 r001; do
     r001) extra=$'[telemetry]\notlp_endpoint = "http://127.0.0.1:'$COLLECTOR$'/v1/traces"\notlp_protocol = "http"\nsample_ratio = 0.01' ;;
   esac
   start_estafeta "traces_$mode" "$extra"
-  port[$mode]=$PLAIN
+  port[$mode]=$PLAIN; pid[$mode]=$EST
   token[$mode]=$(curl -sf -X POST "http://127.0.0.1:$ADMIN/admin/tenants" \
     -H "Authorization: Bearer $ADMIN_TOKEN" -d '{"name":"bench"}' \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 done
 
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Prints requests/s, the success rate and the gateway's CPU per request in µs (its own
+# threads, the exporter's included; less sensitive to what else the machine does than the
+# rate, though a contended core makes every microsecond longer).
 run() {
+  local t0; t0=$(cpu_ticks "${pid[$1]}")
   oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json -m POST \
     -H "Authorization: Bearer ${token[$1]}" -H 'Content-Type: application/json' -d "$BODY" \
-    "http://127.0.0.1:${port[$1]}/v1/events/order.paid" \
-    | python3 -c 'import json,sys; s=json.load(sys.stdin)["summary"]; print(round(s["requestsPerSec"]), round(s["successRate"],4))'
+    "http://127.0.0.1:${port[$1]}/v1/events/order.paid" > "$work/oha.json"
+  settle
+  python3 - "$work/oha.json" "$(( $(cpu_ticks "${pid[$1]}") - t0 ))" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["summary"]
+n = s["requestsPerSec"] * s["total"]
+print(round(s["requestsPerSec"]), round(s["successRate"], 4), round(int(sys.argv[2]) / int(sys.argv[3]) * 1e6 / n, 1))
+PY
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A results
+declare -A results cpu
+orders=("off r1 r001" "r1 r001 off" "r001 off r1")
 for round in $(seq "$ROUNDS"); do
-  for mode in off r1 r001; do
-    read -r rps ok < <(run "$mode")
+  for mode in ${orders[$(( (round - 1) % 3 ))]}; do
+    settle
+    read -r rps ok us < <(run "$mode")
     results[$mode]+="$rps "
-    echo "round $round  $mode  $rps req/s  success $ok"
+    cpu[$mode]+="$us "
+    echo "round $round  $mode  $rps req/s  success $ok  gateway CPU $us us/request"
   done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "${results[off]}" "${results[r1]}" "${results[r001]}" <<'PY'
+python3 - "${results[off]}" "${results[r1]}" "${results[r001]}" "${cpu[off]}" "${cpu[r1]}" "${cpu[r001]}" <<'PY'
 import statistics, sys
-off, r1, r001 = ([int(x) for x in a.split()] for a in sys.argv[1:4])
-m = {k: statistics.median(v) for k, v in (("off", off), ("ratio 1.0", r1), ("ratio 0.01", r001))}
-for k, v in m.items():
-    print(f"median {k:10s} {v:>9.0f} req/s  {v / m['off']:.3f} x off")
+rates = [[int(x) for x in a.split()] for a in sys.argv[1:4]]
+cpus = [[float(x) for x in a.split()] for a in sys.argv[4:7]]
+names = ("off", "ratio 1.0", "ratio 0.01")
+m = [statistics.median(v) for v in rates]
+c = [statistics.median(v) for v in cpus]
+for k, v, u in zip(names, m, c):
+    print(f"median {k:10s} {v:>9.0f} req/s  {v / m[0]:.3f} x off   CPU {u:.1f} us/request  {u / c[0]:.3f} x off")
 PY

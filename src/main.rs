@@ -127,18 +127,14 @@ fn serve(path: &std::path::Path, role: Role) -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     // The exporter lives on the runtime (its gRPC channel, its HTTP client).
-    let traces = match &tracing {
+    let _flush_at_exit = match &tracing {
         None => None,
-        Some(t) => match runtime.block_on(async { estafeta::traces::tracer(t) }) {
-            Ok(made) => Some(made),
+        Some(t) => match runtime.block_on(async { estafeta::traces::start(t) }) {
+            Ok(guard) => Some(guard),
             Err(e) => return fail(format!("telemetry: cannot export traces: {e}")),
         },
     };
-    let (tracer, _flush_at_exit) = match traces {
-        Some((tracer, guard)) => (Some(tracer), Some(guard)),
-        None => (None, None),
-    };
-    telemetry::init_logging(&config.log, tracer);
+    telemetry::init_logging(&config.log);
     if let Some(t) = &tracing {
         tracing::info!(
             endpoint = t.endpoint.as_deref().unwrap_or("(from OTEL_EXPORTER_OTLP_*)"),

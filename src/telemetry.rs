@@ -29,63 +29,26 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
-/// Installs the log subscriber, and with `tracer` the export of spans (see
-/// [`crate::traces`]). Later calls (tests building several apps) are no-ops.
-pub fn init_logging(cfg: &LogConfig, tracer: Option<opentelemetry_sdk::trace::Tracer>) {
+/// Installs the log subscriber. Later calls (tests building several apps) are no-ops.
+pub fn init_logging(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    match tracer {
-        None => {
-            // Without traces the one filter is global, as cheap as logs can be.
-            let builder = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_span_events(FmtSpan::NONE);
-            let _ = match cfg.format {
-                LogFormat::Json => builder
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .try_init(),
-                LogFormat::Text => builder.try_init(),
-            };
-        }
-        Some(tracer) => {
-            use tracing_subscriber::Layer;
-            use tracing_subscriber::layer::SubscriberExt;
-            use tracing_subscriber::util::SubscriberInitExt;
-            // The exported spans are not log lines, whatever the log level says.
-            let filter = match format!("{}=off", crate::traces::TARGET).parse() {
-                Ok(d) => filter.add_directive(d),
-                Err(_) => filter,
-            };
-            let fmt = tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_span_events(FmtSpan::NONE);
-            let logs = match cfg.format {
-                LogFormat::Json => fmt
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_filter(filter)
-                    .boxed(),
-                LogFormat::Text => fmt.with_filter(filter).boxed(),
-            };
-            let spans = tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(
-                    tracing_subscriber::filter::Targets::new()
-                        .with_target(crate::traces::TARGET, tracing::Level::TRACE),
-                );
-            let _ = tracing_subscriber::registry()
-                .with(logs)
-                .with(spans)
-                .try_init();
-        }
-    }
+    // One global filter: as cheap as logs can be. Exported spans do not pass through here
+    // (`traces::Span` is the OpenTelemetry API's own).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_span_events(FmtSpan::NONE);
+    let _ = match cfg.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
     install_panic_hook();
 }
 
@@ -310,6 +273,12 @@ pub const METRICS: &[MetricSpec] = &[
         Counter,
         &[],
         "Targets enabled again after two probes in a row answered 2xx",
+    ),
+    spec(
+        "estafeta_trace_spans_total",
+        Counter,
+        &["outcome"],
+        "Spans sent to the OTLP collector, by outcome (exported, failed)",
     ),
     spec(
         "estafeta_oauth2_token_fetches_total",

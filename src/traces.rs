@@ -12,29 +12,33 @@
 //! sends the receiver a `traceparent` naming the attempt's span. Every span carries
 //! `estafeta.event_id`.
 //!
-//! Spans are `tracing` spans of the target [`TARGET`], turned into OpenTelemetry spans by
-//! tracing-opentelemetry and exported in batches by the SDK's own thread; the log output never
-//! sees them.
+//! Spans are made with the OpenTelemetry API itself ([`Span`]), not as `tracing` spans
+//! through tracing-opentelemetry: that bridge cost each span its place in the subscriber's
+//! registry, a per-layer filter pass on every poll and a field visitor, about half of what
+//! tracing cost ingest at `sample_ratio = 1.0` (README, benchmarks). The SDK exports them in
+//! batches from a thread of its own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 
 use crate::config::{OtlpProtocol, Tracing};
 
-/// The `tracing` target of the spans that are exported.
-pub const TARGET: &str = "estafeta::traces";
-
+static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracer> = OnceLock::new();
 static ON: AtomicBool = AtomicBool::new(false);
 /// `sample_ratio` as the bits of an f64.
-static RATIO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static RATIO: AtomicU64 = AtomicU64::new(0);
 
 /// Whether traces are exported.
 pub fn on() -> bool {
@@ -61,9 +65,14 @@ impl Drop for Guard {
     }
 }
 
-/// The exporter, the sampler and the tracer of `t`. Must run inside the Tokio runtime: the
-/// gRPC channel and the HTTP client live on it.
-pub fn tracer(t: &Tracing) -> Result<(opentelemetry_sdk::trace::Tracer, Guard), String> {
+/// Spans the exporter may hold before it drops new ones, unless `OTEL_BSP_MAX_QUEUE_SIZE`
+/// says: the SDK's 2,048 is a tenth of a second of a busy gateway's spans, less than a
+/// contended machine may leave the export thread waiting for a core.
+const QUEUE: usize = 65_536;
+
+/// Starts exporting as `t` says: the exporter, the sampler and the tracer [`Span`] uses. Must
+/// run inside the Tokio runtime (the gRPC channel and the HTTP client live on it), once.
+pub fn start(t: &Tracing) -> Result<Guard, String> {
     use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let exporter = match t.protocol {
         OtlpProtocol::Grpc => {
@@ -84,8 +93,19 @@ pub fn tracer(t: &Tracing) -> Result<(opentelemetry_sdk::trace::Tracer, Guard), 
             b.build().map_err(|e| e.to_string())?
         }
     };
+    let mut batch = BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        batch = batch.with_max_queue_size(QUEUE);
+    }
+    let exporter = Counted {
+        inner: exporter,
+        warned_at: AtomicU64::new(0),
+    };
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch.build())
+        .build();
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(processor)
         // Whether a trace is kept is decided once, at ingest ([`decide`]); every span made
         // has a sampled parent from then on.
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
@@ -95,18 +115,77 @@ pub fn tracer(t: &Tracing) -> Result<(opentelemetry_sdk::trace::Tracer, Guard), 
                 .build(),
         )
         .build();
-    let tracer = provider.tracer("estafeta");
+    if TRACER.set(provider.tracer("estafeta")).is_err() {
+        return Err("traces are already exported by this process".into());
+    }
     RATIO.store(t.sample_ratio.to_bits(), Ordering::Relaxed);
     ON.store(true, Ordering::Relaxed);
-    Ok((tracer, Guard { provider }))
+    Ok(Guard { provider })
+}
+
+/// The OTLP exporter, counted (`estafeta_trace_spans_total{outcome}`) and quieter: while
+/// exports fail it warns once a minute, where the SDK would log every failed batch (a hundred
+/// lines a second from a busy gateway whose collector is down).
+#[derive(Debug)]
+struct Counted {
+    inner: opentelemetry_otlp::SpanExporter,
+    /// Seconds since the epoch of the last warning.
+    warned_at: AtomicU64,
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for Counted {
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+        let spans = batch.len() as u64;
+        let sent = self.inner.export(batch);
+        async move {
+            let failed = sent.await.err();
+            let outcome = if failed.is_some() {
+                "failed"
+            } else {
+                "exported"
+            };
+            metrics::counter!("estafeta_trace_spans_total", "outcome" => outcome).increment(spans);
+            if let Some(e) = failed {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let last = self.warned_at.load(Ordering::Relaxed);
+                if now >= last + 60
+                    && self
+                        .warned_at
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(spans, error = %e, "traces: spans could not be exported (failures in the next minute are only counted: estafeta_trace_spans_total{{outcome=\"failed\"}})");
+                }
+            }
+            // Failure is counted and told here; the SDK would log it again per batch.
+            Ok(())
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 /// What one request's trace is.
 #[derive(Debug, Clone)]
 pub enum Decision {
     /// Kept: its spans are made, continuing the sender's trace when it sent one (parsed
-    /// here once, for [`set_parent`]).
-    Sample(Option<opentelemetry::Context>),
+    /// here once, for [`Span::start`]).
+    Sample(Option<Context>),
     /// Not kept: no span is made, and this `traceparent` (the sender's, or a new unsampled
     /// one) is stored with the event and passed on to receivers, so a trace the gateway does
     /// not record still reaches them whole. It costs what a string costs.
@@ -128,7 +207,7 @@ fn decide_at(traceparent: Option<&[u8]>, ratio: f64) -> Decision {
         .map(|cx| (cx.span().span_context().clone(), cx));
     match sender {
         Some((sc, cx)) if sc.is_sampled() => Decision::Sample(Some(cx)),
-        Some((sc, _)) => Decision::Skip(format!("00-{}-{}-00", sc.trace_id(), sc.span_id())),
+        Some((sc, _)) => Decision::Skip(format_traceparent(sc.trace_id(), sc.span_id(), 0)),
         None => {
             let ids = RandomIdGenerator::default();
             let trace = ids.new_trace_id();
@@ -138,7 +217,7 @@ fn decide_at(traceparent: Option<&[u8]>, ratio: f64) -> Decision {
             if (low as f64) < ratio * (1u64 << 63) as f64 {
                 Decision::Sample(None)
             } else {
-                Decision::Skip(format!("00-{trace}-{}-00", ids.new_span_id()))
+                Decision::Skip(format_traceparent(trace, ids.new_span_id(), 0))
             }
         }
     }
@@ -154,51 +233,146 @@ pub fn sampled(traceparent: &[u8]) -> bool {
             .is_some_and(|d| d & 1 == 1)
 }
 
-/// The context of a W3C `traceparent` value; `None` when it is malformed.
-fn parse(traceparent: &[u8]) -> Option<opentelemetry::Context> {
-    let value = std::str::from_utf8(traceparent).ok()?;
-    let cx = TraceContextPropagator::new().extract(&OneHeader(value));
-    cx.span().span_context().is_valid().then_some(cx)
-}
-
-/// Makes `span` continue the trace of `traceparent` (a W3C header value); a missing or
-/// malformed one leaves it a new trace.
-pub fn continue_trace(span: &tracing::Span, traceparent: Option<&[u8]>) {
-    if let Some(cx) = traceparent.and_then(parse) {
-        set_parent(span, cx);
+/// The context of a W3C `traceparent` value; `None` when it is malformed or invalid, which
+/// the specification says to ignore. Parsed here rather than by the SDK's propagator, which
+/// goes through the current context and a split into a vector: this runs for every recorded
+/// expansion and attempt.
+fn parse(traceparent: &[u8]) -> Option<Context> {
+    // `vv-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lowercase; a later version may
+    // append `-` and more, version 00 may not, version ff is invalid.
+    let tp = traceparent;
+    let dashes = tp.get(2) == Some(&b'-') && tp.get(35) == Some(&b'-') && tp.get(52) == Some(&b'-');
+    let version = hex(tp.get(0..2)?)?;
+    let length_fits = match version {
+        0 => tp.len() == 55,
+        0xff => false,
+        _ => tp.len() == 55 || tp.get(55) == Some(&b'-'),
+    };
+    if !dashes || !length_fits {
+        return None;
     }
+    let trace = TraceId::from(hex(&tp[3..35])?);
+    let span = SpanId::from(u64::try_from(hex(&tp[36..52])?).ok()?);
+    let flags = u8::try_from(hex(&tp[53..55])?).ok()?;
+    if trace == TraceId::INVALID || span == SpanId::INVALID {
+        return None;
+    }
+    // Flags other than sampled are not ours to pass on (W3C trace context, "other flags").
+    let flags = TraceFlags::new(flags) & TraceFlags::SAMPLED;
+    let sc = SpanContext::new(trace, span, flags, true, TraceState::default());
+    Some(Context::new().with_remote_span_context(sc))
 }
 
-/// Makes `span` a child of `cx`.
-pub fn set_parent(span: &tracing::Span, cx: opentelemetry::Context) {
-    // Fails only when the span is disabled (traces off): nothing to continue then.
-    let _ = span.set_parent(cx);
-}
-
-/// `span`'s own `traceparent`, for what continues its trace (the stored event, a delivery).
-pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
+/// The value of lowercase hex digits (at most 32).
+fn hex(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |acc, d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u128::from(v))
     })
 }
 
-/// One `traceparent` header as the propagator reads it.
-struct OneHeader<'a>(&'a str);
+/// `00-<trace>-<span>-<flags>`, written without the formatting machinery (it is written for
+/// every recorded ingest and attempt).
+fn format_traceparent(trace: TraceId, span: SpanId, flags: u8) -> String {
+    fn push_hex(out: &mut String, bytes: &[u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for b in bytes {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        }
+    }
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    push_hex(&mut out, &trace.to_bytes());
+    out.push('-');
+    push_hex(&mut out, &span.to_bytes());
+    out.push('-');
+    push_hex(&mut out, &[flags]);
+    out
+}
 
-impl opentelemetry::propagation::Extractor for OneHeader<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        (key == "traceparent").then_some(self.0)
+/// A span being recorded, ended (and queued for export) when dropped. Made only for a kept
+/// trace while traces are exported: every constructor answers `None` otherwise.
+#[derive(Debug)]
+pub struct Span(Context);
+
+impl Span {
+    /// A span of a trace kept at ingest: the child of the sender's span (`parent`), or the
+    /// root of a new trace.
+    pub fn start(
+        name: &'static str,
+        kind: SpanKind,
+        parent: Option<Context>,
+        attributes: Vec<KeyValue>,
+    ) -> Option<Span> {
+        make(name, kind, &parent.unwrap_or_default(), attributes)
     }
-    fn keys(&self) -> Vec<&str> {
-        vec!["traceparent"]
+
+    /// A span continuing the trace of a stored `traceparent`, when that trace is kept.
+    pub fn continuing(
+        name: &'static str,
+        kind: SpanKind,
+        traceparent: &[u8],
+        attributes: Vec<KeyValue>,
+    ) -> Option<Span> {
+        if !on() || !sampled(traceparent) {
+            return None;
+        }
+        make(name, kind, &parse(traceparent)?, attributes)
     }
+
+    /// A span inside this one.
+    pub fn child(
+        &self,
+        name: &'static str,
+        kind: SpanKind,
+        attributes: Vec<KeyValue>,
+    ) -> Option<Span> {
+        make(name, kind, &self.0, attributes)
+    }
+
+    /// Adds an attribute. Once per key: the SDK keeps every value it is given.
+    pub fn set(&self, attribute: KeyValue) {
+        self.0.span().set_attribute(attribute);
+    }
+
+    /// Marks the span failed, with what went wrong if there is something to say.
+    pub fn fail(&self, description: impl Into<std::borrow::Cow<'static, str>>) {
+        self.0.span().set_status(Status::error(description));
+    }
+
+    /// The span's own `traceparent`, for what continues its trace (the stored event, a
+    /// delivery's request).
+    pub fn traceparent(&self) -> String {
+        let span = self.0.span();
+        let sc = span.span_context();
+        format_traceparent(sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8())
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        self.0.span().end();
+    }
+}
+
+fn make(
+    name: &'static str,
+    kind: SpanKind,
+    parent: &Context,
+    attributes: Vec<KeyValue>,
+) -> Option<Span> {
+    let tracer = TRACER.get().filter(|_| on())?;
+    let span = tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent);
+    Some(Span(Context::new().with_span(span)))
 }
 
 /// The OTLP/HTTP exporter's client: hyper on the gateway's runtime. The SDK exports from a
@@ -276,6 +450,20 @@ impl opentelemetry_http::HttpClient for RuntimeClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    /// One `traceparent` header as the propagator reads it.
+    struct OneHeader<'a>(&'a str);
+
+    impl opentelemetry::propagation::Extractor for OneHeader<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent").then_some(self.0)
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
+    }
 
     #[test]
     fn a_trace_is_kept_as_its_sender_says_or_at_the_ratio() {
@@ -313,16 +501,55 @@ mod tests {
 
     #[test]
     fn a_malformed_traceparent_starts_no_trace() {
-        let carrier = OneHeader("00-xyz-1-01");
-        let cx = TraceContextPropagator::new().extract(&carrier);
-        assert!(!cx.span().span_context().is_valid());
-        let carrier = OneHeader("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-        let cx = TraceContextPropagator::new().extract(&carrier);
-        let sc = cx.span().span_context().clone();
+        let context = |tp: &str| parse(tp.as_bytes()).map(|cx| cx.span().span_context().clone());
+        let malformed = [
+            "",
+            "00-xyz-1-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+        ];
+        for tp in malformed {
+            assert!(context(tp).is_none(), "{tp:?} was taken");
+        }
+        // Every byte value in every position of a valid value either parses as the SDK's
+        // propagator reads it or is refused.
+        let valid = *b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for at in 0..valid.len() {
+            for byte in 0..=255u8 {
+                let mut tp = valid;
+                tp[at] = byte;
+                let Some(ours) = parse(&tp).map(|cx| cx.span().span_context().clone()) else {
+                    continue;
+                };
+                let text = std::str::from_utf8(&tp).expect("only hex digits parse");
+                let sdk = TraceContextPropagator::new().extract(&OneHeader(text));
+                assert_eq!(&ours, sdk.span().span_context(), "{text}");
+            }
+        }
+        // A later version may carry more fields; its first four are read.
+        let later = context("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-what");
+        let later = later.expect("a later version is read");
+        assert!(later.is_sampled() && later.is_remote());
+        let sc = context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .expect("a valid traceparent");
         assert!(sc.is_valid() && sc.is_remote() && sc.is_sampled());
         assert_eq!(
             sc.trace_id().to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            format_traceparent(sc.trace_id(), sc.span_id(), 1),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
     }
 }

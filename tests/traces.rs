@@ -99,6 +99,15 @@ fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String 
     }
 }
 
+/// The admin listener's `/metrics`.
+async fn metrics(served: &Served) -> String {
+    Request::get("/metrics")
+        .send_plain(served.addrs.admin)
+        .await
+        .unwrap()
+        .text()
+}
+
 fn spans_of(request: ExportTraceServiceRequest) -> Vec<Span> {
     let mut out = Vec::new();
     for resource in request.resource_spans {
@@ -110,6 +119,16 @@ fn spans_of(request: ExportTraceServiceRequest) -> Vec<Span> {
             .unwrap_or_default();
         for scope in resource.scope_spans {
             for s in scope.spans {
+                let mut keys: Vec<&str> = s.attributes.iter().map(|a| a.key.as_str()).collect();
+                keys.sort_unstable();
+                let before = keys.len();
+                keys.dedup();
+                assert_eq!(
+                    before,
+                    keys.len(),
+                    "a key twice in span {}: {keys:?}",
+                    s.name
+                );
                 out.push(Span {
                     name: s.name,
                     trace_id: hex(&s.trace_id),
@@ -270,11 +289,58 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
         .into_iter()
         .find(|s| s.name == "ingest" && s.attributes.get("estafeta.event_id") == Some(&second))
         .unwrap();
+    let exported = "estafeta_trace_spans_total{outcome=\"exported\"}";
+    eventually(
+        Duration::from_secs(15),
+        "exported spans counted",
+        || async { metrics(&served).await.contains(exported) },
+    )
+    .await;
     assert_eq!(own.parent_span_id, "", "a root span");
     assert_ne!(own.trace_id, SENDER_TRACE);
     assert!(
         received.starts_with(&format!("00-{}-", own.trace_id)),
         "{received}"
+    );
+
+    // A sender's retry (the same idempotency key): its ingest span names the event stored
+    // the first time, once, and says it was a duplicate.
+    let mut firsts = Vec::new();
+    for _ in 0..2 {
+        let sent = Request::new("POST", "/v1/events/order.paid")
+            .bearer(&token)
+            .header("idempotency-key", "traced-retry")
+            .body(b"{\"n\":3}".to_vec())
+            .send_plain(served.addrs.plain)
+            .await
+            .unwrap();
+        assert_eq!(sent.status, 202, "{}", sent.text());
+        firsts.push(sent.json()["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(firsts[0], firsts[1]);
+    eventually(
+        Duration::from_secs(15),
+        "the repeat's ingest span",
+        || async {
+            collector.spans().iter().any(|s| {
+                s.name == "ingest"
+                    && s.attributes.get("estafeta.duplicate").map(String::as_str) == Some("true")
+            })
+        },
+    )
+    .await;
+    let ingests: Vec<_> = collector
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "ingest" && s.attributes.get("estafeta.event_id") == Some(&firsts[0]))
+        .collect();
+    assert_eq!(ingests.len(), 2, "both requests name the stored event");
+    assert_eq!(
+        ingests
+            .iter()
+            .filter(|s| s.attributes.contains_key("estafeta.duplicate"))
+            .count(),
+        1
     );
 }
 
@@ -311,6 +377,30 @@ async fn a_collector_that_is_down_costs_ingest_and_deliveries_nothing() {
         r.header("traceparent")
             .is_some_and(|t| t.starts_with("00-"))
     }));
+    // The failed exports are counted, and told once, not once per batch.
+    let failed = "estafeta_trace_spans_total{outcome=\"failed\"}";
+    eventually(
+        Duration::from_secs(15),
+        "failed exports counted",
+        || async { metrics(&served).await.contains(failed) },
+    )
+    .await;
+    for n in 20..40 {
+        let sent = Request::new("POST", "/v1/events/order.paid")
+            .bearer(&token)
+            .body(format!("{{\"n\":{n}}}").into_bytes())
+            .send_plain(served.addrs.plain)
+            .await
+            .unwrap();
+        assert_eq!(sent.status, 202, "{}", sent.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually(Duration::from_secs(15), "the second twenty", || async {
+        sink.count("/hook") == 40
+    })
+    .await;
+    let warned = served.logs().matches("spans could not be exported").count();
+    assert_eq!(warned, 1, "{}", served.logs());
     // Still serving, and it stops cleanly with exports pending.
     assert_eq!(
         Request::get("/readyz")

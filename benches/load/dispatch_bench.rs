@@ -16,6 +16,14 @@
 //! watches the gateway's memory while the backlog builds up. With `--sink-delay-ms N` the sink
 //! answers each delivery after N ms (a slow receiver: what bounds throughput is then the number
 //! of deliveries in flight).
+//!
+//! Receivers with a capacity (one dispatcher's adaptive limit must find it): with
+//! `--knee N` the sink's answer takes `sink-delay-ms × max(1, in flight / N)` (latency grows
+//! past N requests in flight, as a receiver whose workers are all busy queues the rest);
+//! with `--limit-429 N` it answers 429 at once to a request that finds N already in flight.
+//! Either prints a second line: what the sink served (its own answer times, the 429s) over
+//! the whole run and after the first 10 s. `--target-concurrency N` gives every target a
+//! fixed `concurrency` instead of the adaptive default (the hand-tuned reference).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -42,9 +50,20 @@ struct Tally {
     count: AtomicU64,
     latencies: Mutex<Vec<u64>>,
     last_ms: AtomicU64,
+    in_flight: AtomicU64,
+    /// Every answer: (ms since the epoch when it was sent, µs the sink took, whether a 429).
+    answers: Mutex<Vec<(u64, u64, bool)>>,
 }
 
-async fn sink(tally: Arc<Tally>, delay: Duration) -> SocketAddr {
+/// How the sink answers.
+#[derive(Clone, Copy, Default)]
+struct Receiver {
+    delay: Duration,
+    knee: Option<u64>,
+    limit_429: Option<u64>,
+}
+
+async fn sink(tally: Arc<Tally>, receiver: Receiver) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -83,10 +102,31 @@ async fn sink(tally: Arc<Tally>, delay: Duration) -> SocketAddr {
                         } else {
                             1
                         };
+                        let arrived = Instant::now();
+                        let in_flight = tally.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+                        if receiver.limit_429.is_some_and(|n| in_flight > n) {
+                            tally.in_flight.fetch_sub(1, Ordering::Relaxed);
+                            let took = arrived.elapsed().as_micros() as u64;
+                            tally.answers.lock().unwrap().push((now_ms(), took, true));
+                            let mut r = hyper::Response::new(Full::new(Bytes::new()));
+                            *r.status_mut() = hyper::StatusCode::TOO_MANY_REQUESTS;
+                            return Ok::<_, Infallible>(r);
+                        }
+                        let delay = match receiver.knee {
+                            Some(knee) if in_flight > knee => {
+                                receiver.delay.mul_f64(in_flight as f64 / knee as f64)
+                            }
+                            _ => receiver.delay,
+                        };
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
                         }
+                        tally.in_flight.fetch_sub(1, Ordering::Relaxed);
                         let now = now_ms();
+                        if receiver.knee.is_some() || receiver.limit_429.is_some() {
+                            let took = arrived.elapsed().as_micros() as u64;
+                            tally.answers.lock().unwrap().push((now, took, false));
+                        }
                         if let Some(sent) = sent {
                             tally
                                 .latencies
@@ -162,12 +202,18 @@ async fn main() {
         .position(|a| a == "--batch")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok());
-    let delay = args
-        .iter()
-        .position(|a| a == "--sink-delay-ms")
-        .and_then(|i| args.get(i + 1))
-        .map(|ms| Duration::from_millis(ms.parse().unwrap()))
-        .unwrap_or_default();
+    let number = |flag: &str| -> Option<u64> {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(|n| n.parse().unwrap())
+    };
+    let receiver = Receiver {
+        delay: Duration::from_millis(number("--sink-delay-ms").unwrap_or(0)),
+        knee: number("--knee"),
+        limit_429: number("--limit-429"),
+    };
+    let target_concurrency = number("--target-concurrency");
 
     let dead: u64 = args
         .iter()
@@ -187,7 +233,7 @@ async fn main() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     } else {
-        sink(tally.clone(), delay).await
+        sink(tally.clone(), receiver).await
     };
     let tenant = call(
         admin,
@@ -213,6 +259,9 @@ async fn main() {
             if i % 2 == 1 {
                 spec["transform"] = serde_json::json!({"program": ".body.cents = (.body.amount * 100) | .headers[\"x-order\"] = (.body.order | tostring)"});
             }
+        }
+        if let Some(n) = target_concurrency {
+            spec["concurrency"] = serde_json::json!(n);
         }
         if let Some(n) = batch {
             spec["batch"] = serde_json::json!({"max_events": n, "max_wait_ms": 200});
@@ -326,4 +375,43 @@ async fn main() {
             )
         },
     );
+    if receiver.knee.is_some() || receiver.limit_429.is_some() {
+        let answers = tally.answers.lock().unwrap().clone();
+        println!("  sink: {}", served(&answers, start_ms, receiver));
+    }
+}
+
+/// What a sink with a capacity served: its answer times and 429s, over the run and after the
+/// first 10 s (once a limiter has had time to find the capacity).
+fn served(answers: &[(u64, u64, bool)], start_ms: u64, receiver: Receiver) -> String {
+    let part = |from_ms: u64| {
+        let mine: Vec<_> = answers.iter().filter(|a| a.0 >= from_ms).collect();
+        let refused = mine.iter().filter(|a| a.2).count();
+        let mut took: Vec<u64> = mine.iter().filter(|a| !a.2).map(|a| a.1).collect();
+        took.sort_unstable();
+        let ok = took.len() as f64;
+        let last = mine.iter().map(|a| a.0).max().unwrap_or(from_ms);
+        let secs = (last.saturating_sub(from_ms)).max(1) as f64 / 1000.0;
+        format!(
+            "{} attempts, {refused} answered 429 ({:.2} %), {:.0} answered 200/s, answer time p50 {:.1} ms p99 {:.1} ms",
+            mine.len(),
+            100.0 * refused as f64 / mine.len().max(1) as f64,
+            ok / secs,
+            percentile(&took, 0.5) as f64 / 1000.0,
+            percentile(&took, 0.99) as f64 / 1000.0,
+        )
+    };
+    let capacity = match (
+        receiver.knee.or(receiver.limit_429),
+        receiver.delay.as_secs_f64(),
+    ) {
+        (Some(n), d) if d > 0.0 => format!(" (capacity {:.0}/s", n as f64 / d),
+        _ => " (".to_owned(),
+    };
+    format!(
+        "unloaded answer {} ms{capacity}); whole run: {}; after 10 s: {}",
+        receiver.delay.as_millis(),
+        part(start_ms),
+        part(start_ms + 10_000)
+    )
 }

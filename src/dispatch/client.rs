@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt, Full};
-use tracing::Instrument;
 
 use super::backoff::parse_retry_after;
 use super::oauth2::Tokens;
@@ -170,35 +169,35 @@ impl DeliveryClient {
         let Some(parent) = parent else {
             return self.attempt(target, keys, msg, now_secs, None).await;
         };
-        if !crate::traces::sampled(parent) {
+        use opentelemetry::KeyValue;
+        let span = crate::traces::Span::continuing(
+            "attempt",
+            opentelemetry::trace::SpanKind::Client,
+            parent,
+            vec![
+                KeyValue::new("estafeta.event_id", msg.event_id.to_owned()),
+                KeyValue::new("estafeta.target_id", target.id.as_str().to_owned()),
+            ],
+        );
+        let Some(span) = span else {
             // A trace not recorded here still reaches the receiver whole.
             let passed = std::str::from_utf8(parent).ok();
             return self.attempt(target, keys, msg, now_secs, passed).await;
-        }
-        let span = tracing::info_span!(
-            target: crate::traces::TARGET,
-            "attempt",
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            estafeta.event_id = msg.event_id,
-            estafeta.target_id = target.id.as_str(),
-            http.response.status_code = tracing::field::Empty,
-            error.message = tracing::field::Empty,
-        );
-        crate::traces::continue_trace(&span, Some(parent));
-        let traceparent = crate::traces::traceparent(&span);
+        };
+        let traceparent = span.traceparent();
         let r = self
-            .attempt(target, keys, msg, now_secs, traceparent.as_deref())
-            .instrument(span.clone())
+            .attempt(target, keys, msg, now_secs, Some(&traceparent))
             .await;
         if let Some(status) = r.status {
-            span.record("http.response.status_code", status);
+            span.set(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
         }
-        if let Some(e) = &r.error {
-            span.record("error.message", e.as_str());
-        }
-        if r.status.is_none_or(|s| !(200..300).contains(&s)) {
-            span.record("otel.status_code", "ERROR");
+        match &r.error {
+            Some(e) => span.fail(e.clone()),
+            None if r.status.is_none_or(|s| !(200..300).contains(&s)) => span.fail(""),
+            None => {}
         }
         r
     }

@@ -183,7 +183,7 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
     let mut finished: Vec<String> = Vec::new();
     let mut decoded: Vec<Matched> = Vec::with_capacity(entries.len());
     // The `expand` span of each event whose trace is exported, ended once it is expanded.
-    let mut expanding: std::collections::HashMap<EventId, tracing::Span> =
+    let mut expanding: std::collections::HashMap<EventId, crate::traces::Span> =
         std::collections::HashMap::new();
     for (entry_id, fields) in entries {
         if !inner.entries.open(shard, entry_id.clone()) {
@@ -230,7 +230,10 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
                 .filter(|t| !settled.iter().any(|s| s == t.id.as_str()))
                 .collect();
             if let Some(span) = expanding.remove(&event.id) {
-                span.record("estafeta.targets", targets.len());
+                span.set(opentelemetry::KeyValue::new(
+                    "estafeta.targets",
+                    i64::try_from(targets.len()).unwrap_or(i64::MAX),
+                ));
             }
             if targets.is_empty() {
                 continue;
@@ -270,21 +273,26 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
 }
 
 /// The `expand` span of an event whose trace is exported: a child of its `ingest` span.
-fn expand_span(event: &StoredEvent) -> Option<tracing::Span> {
+fn expand_span(event: &StoredEvent) -> Option<crate::traces::Span> {
+    use opentelemetry::KeyValue;
     let parent = event
         .content_type
         .as_deref()
-        .and_then(crate::model::event_meta::traceparent)
-        .filter(|tp| crate::traces::sampled(tp))?;
-    let span = tracing::info_span!(
-        target: crate::traces::TARGET,
+        .and_then(crate::model::event_meta::traceparent)?;
+    crate::traces::Span::continuing(
         "expand",
-        estafeta.event_id = event.id.as_str(),
-        estafeta.event_type = event.event_type.as_str(),
-        estafeta.targets = tracing::field::Empty,
-    );
-    crate::traces::continue_trace(&span, Some(parent));
-    Some(span)
+        opentelemetry::trace::SpanKind::Internal,
+        parent,
+        // The type is on the `ingest` span; room for the number of targets, set later.
+        {
+            let mut a = Vec::with_capacity(2);
+            a.push(KeyValue::new(
+                "estafeta.event_id",
+                event.id.as_str().to_owned(),
+            ));
+            a
+        },
+    )
 }
 
 /// Puts the deliveries to batched targets in their gathering lists, retrying while Redis

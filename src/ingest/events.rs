@@ -15,7 +15,6 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
-use tracing::Instrument;
 
 use super::catalogue::Catalogues;
 use crate::auth::{Auth, TenantAuth};
@@ -151,62 +150,68 @@ pub async fn enqueue_and_answer(
     body: Bytes,
     key_digest: Option<String>,
 ) -> Result<Response, ApiError> {
+    use crate::traces::{Decision, Span};
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::SpanKind;
     // Traces off, or a trace not kept: no span, and the traceparent its event keeps, if any.
-    let untraced = match crate::traces::on() {
-        false => Err(None),
+    let parent = match crate::traces::on() {
+        false => None,
         true => {
             let incoming = headers.get("traceparent").map(HeaderValue::as_bytes);
             match crate::traces::decide(incoming) {
-                crate::traces::Decision::Skip(traceparent) => Err(Some(traceparent)),
-                crate::traces::Decision::Sample(parent) => Ok(parent),
+                Decision::Skip(traceparent) => {
+                    let trace = Trace::Passed(Some(&traceparent));
+                    return enqueue(state, tenant, event_type, headers, body, key_digest, trace)
+                        .await;
+                }
+                Decision::Sample(parent) => Some(parent),
             }
         }
     };
-    let parent = match untraced {
-        Ok(parent) => parent,
-        Err(traceparent) => {
-            let tp = traceparent.as_deref();
-            return enqueue(state, tenant, event_type, headers, body, key_digest, tp).await;
-        }
+    let attributes = || {
+        // Room for the event id and the status set later, so neither grows the vector.
+        let mut a = Vec::with_capacity(4);
+        a.push(KeyValue::new(
+            "estafeta.tenant_id",
+            tenant.id.as_str().to_owned(),
+        ));
+        a.push(KeyValue::new(
+            "estafeta.event_type",
+            event_type.as_str().to_owned(),
+        ));
+        a
     };
-    let span = tracing::info_span!(
-        target: crate::traces::TARGET,
-        "ingest",
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        estafeta.tenant_id = tenant.id.as_str(),
-        estafeta.event_type = event_type.as_str(),
-        estafeta.event_id = tracing::field::Empty,
-        estafeta.duplicate = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    );
-    if let Some(cx) = parent {
-        crate::traces::set_parent(&span, cx);
-    }
-    let traceparent = crate::traces::traceparent(&span);
-    let answer = enqueue(
-        state,
-        tenant,
-        event_type,
-        headers,
-        body,
-        key_digest,
-        traceparent.as_deref(),
-    )
-    .instrument(span.clone())
-    .await;
+    let span = parent.and_then(|p| Span::start("ingest", SpanKind::Server, p, attributes()));
+    let Some(span) = span else {
+        let trace = Trace::Passed(None);
+        return enqueue(state, tenant, event_type, headers, body, key_digest, trace).await;
+    };
+    let trace = Trace::Recorded(&span);
+    let answer = enqueue(state, tenant, event_type, headers, body, key_digest, trace).await;
     let status = match &answer {
         Ok(r) => r.status(),
         Err(e) => e.status,
     };
-    span.record("http.response.status_code", status.as_u16());
+    span.set(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
     if answer.is_err() {
-        span.record("otel.status_code", "ERROR");
+        span.fail("");
     }
     answer
 }
 
-/// [`enqueue_and_answer`], its event's trace context `traceparent` when traces are exported.
+/// The trace an event belongs to, as ingest knows it.
+enum Trace<'a> {
+    /// Not recorded here: the `traceparent` stored with the event and passed on to its
+    /// receivers (the sender's, or a new unsampled one), if any.
+    Passed(Option<&'a str>),
+    /// Recorded: the request's `ingest` span, whose `traceparent` is stored.
+    Recorded(&'a crate::traces::Span),
+}
+
+/// [`enqueue_and_answer`] in `trace`.
 async fn enqueue(
     state: &IngestState,
     tenant: &TenantAuth,
@@ -214,7 +219,7 @@ async fn enqueue(
     headers: &HeaderMap,
     body: Bytes,
     key_digest: Option<String>,
-    traceparent: Option<&str>,
+    trace: Trace<'_>,
 ) -> Result<Response, ApiError> {
     let checked = state
         .catalogues
@@ -232,9 +237,10 @@ async fn enqueue(
         }),
         checked.schema_errors.as_deref(),
     );
-    let content_type = match traceparent {
-        Some(tp) => event_meta::with_traceparent(content_type, tp),
-        None => content_type,
+    let content_type = match &trace {
+        Trace::Passed(None) => content_type,
+        Trace::Passed(Some(tp)) => event_meta::with_traceparent(content_type, tp),
+        Trace::Recorded(span) => event_meta::with_traceparent(content_type, &span.traceparent()),
     };
     let started = Instant::now();
     let idempotency = key_digest.map(|key_digest| Idempotency {
@@ -256,22 +262,29 @@ async fn enqueue(
         body,
         idempotency,
     };
-    let enqueued = match traceparent.filter(|tp| crate::traces::sampled(tp.as_bytes())) {
-        None => state.enqueuer.enqueue(event).await?,
-        Some(_) => {
-            let span = tracing::Span::current();
-            span.record("estafeta.event_id", event.id.as_str());
-            let append = tracing::info_span!(
-                target: crate::traces::TARGET,
-                "append",
-                estafeta.event_id = event.id.as_str(),
-            );
-            let enqueued = state.enqueuer.enqueue(event).instrument(append).await?;
-            if let Enqueued::Duplicate { id } = &enqueued {
-                span.record("estafeta.event_id", id.as_str());
-                span.record("estafeta.duplicate", true);
+    let enqueued = match trace {
+        Trace::Passed(_) => state.enqueuer.enqueue(event).await?,
+        Trace::Recorded(span) => {
+            use opentelemetry::KeyValue;
+            let id = KeyValue::new("estafeta.event_id", event.id.as_str().to_owned());
+            let append = span.child("append", opentelemetry::trace::SpanKind::Internal, vec![id]);
+            let enqueued = state.enqueuer.enqueue(event).await;
+            if let (Err(_), Some(append)) = (&enqueued, &append) {
+                append.fail("");
             }
-            enqueued
+            drop(append);
+            // The request's event: the one stored before it, for a duplicate.
+            match &enqueued {
+                Ok(Enqueued::New { id }) => {
+                    span.set(KeyValue::new("estafeta.event_id", id.as_str().to_owned()));
+                }
+                Ok(Enqueued::Duplicate { id }) => {
+                    span.set(KeyValue::new("estafeta.event_id", id.as_str().to_owned()));
+                    span.set(KeyValue::new("estafeta.duplicate", true));
+                }
+                Err(_) => {}
+            }
+            enqueued?
         }
     };
     let (id, duplicate) = match enqueued {
