@@ -99,6 +99,19 @@ fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String 
     }
 }
 
+/// Posts events `{"n": n}` for each `n` of `ns`, each accepted.
+async fn post_events(served: &Served, token: &str, ns: std::ops::Range<u32>) {
+    for n in ns {
+        let sent = Request::new("POST", "/v1/events/order.paid")
+            .bearer(token)
+            .body(format!("{{\"n\":{n}}}").into_bytes())
+            .send_plain(served.addrs.plain)
+            .await
+            .unwrap();
+        assert_eq!(sent.status, 202, "{}", sent.text());
+    }
+}
+
 /// The admin listener's `/metrics`.
 async fn metrics(served: &Served) -> String {
     Request::get("/metrics")
@@ -360,15 +373,7 @@ async fn a_collector_that_is_down_costs_ingest_and_deliveries_nothing() {
     )
     .await;
     let (_, token, _) = tenant_with_target(&served, &sink).await;
-    for n in 0..20 {
-        let sent = Request::new("POST", "/v1/events/order.paid")
-            .bearer(&token)
-            .body(format!("{{\"n\":{n}}}").into_bytes())
-            .send_plain(served.addrs.plain)
-            .await
-            .unwrap();
-        assert_eq!(sent.status, 202, "{}", sent.text());
-    }
+    post_events(&served, &token, 0..20).await;
     eventually(Duration::from_secs(15), "every delivery", || async {
         sink.count("/hook") == 20
     })
@@ -385,16 +390,7 @@ async fn a_collector_that_is_down_costs_ingest_and_deliveries_nothing() {
         || async { metrics(&served).await.contains(failed) },
     )
     .await;
-    for n in 20..40 {
-        let sent = Request::new("POST", "/v1/events/order.paid")
-            .bearer(&token)
-            .body(format!("{{\"n\":{n}}}").into_bytes())
-            .send_plain(served.addrs.plain)
-            .await
-            .unwrap();
-        assert_eq!(sent.status, 202, "{}", sent.text());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    post_events(&served, &token, 20..40).await;
     eventually(Duration::from_secs(15), "the second twenty", || async {
         sink.count("/hook") == 40
     })
