@@ -15,8 +15,8 @@
 //! Spans are made with the OpenTelemetry API itself ([`Span`]), not as `tracing` spans
 //! through tracing-opentelemetry: that bridge cost each span its place in the subscriber's
 //! registry, a per-layer filter pass on every poll and a field visitor: most of the CPU
-//! that tracing added to ingest at `sample_ratio = 1.0` (README, benchmarks). The SDK exports them in
-//! batches from a thread of its own.
+//! that tracing added to ingest at `sample_ratio = 1.0` (README, benchmarks). The SDK
+//! exports them in batches from a thread of its own.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
