@@ -99,6 +99,7 @@ pub fn start(t: &Tracing) -> Result<Guard, String> {
     }
     let exporter = Counted {
         inner: exporter,
+        started: std::time::Instant::now(),
         warned_at: AtomicU64::new(0),
     };
     let processor = BatchSpanProcessor::builder(exporter)
@@ -129,7 +130,8 @@ pub fn start(t: &Tracing) -> Result<Guard, String> {
 #[derive(Debug)]
 struct Counted {
     inner: opentelemetry_otlp::SpanExporter,
-    /// Seconds since the epoch of the last warning.
+    started: std::time::Instant,
+    /// When it last warned: seconds since `started`, plus one (0: never).
     warned_at: AtomicU64,
 }
 
@@ -149,11 +151,10 @@ impl opentelemetry_sdk::trace::SpanExporter for Counted {
             };
             metrics::counter!("estafeta_trace_spans_total", "outcome" => outcome).increment(spans);
             if let Some(e) = failed {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                // Seconds since the exporter started, plus one: 0 is "never warned".
+                let now = self.started.elapsed().as_secs() + 1;
                 let last = self.warned_at.load(Ordering::Relaxed);
-                if now >= last + 60
+                if (last == 0 || now >= last + 60)
                     && self
                         .warned_at
                         .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
