@@ -279,13 +279,7 @@ fn hex(digits: &[u8]) -> Option<u128> {
 /// `00-<trace>-<span>-<flags>`, written without the formatting machinery (it is written for
 /// every recorded ingest and attempt).
 fn format_traceparent(trace: TraceId, span: SpanId, flags: u8) -> String {
-    fn push_hex(out: &mut String, bytes: &[u8]) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for b in bytes {
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-        }
-    }
+    use crate::crypto::push_hex;
     let mut out = String::with_capacity(55);
     out.push_str("00-");
     push_hex(&mut out, &trace.to_bytes());

@@ -112,13 +112,17 @@ async fn post_events(served: &Served, token: &str, ns: std::ops::Range<u32>) {
     }
 }
 
-/// The admin listener's `/metrics`.
-async fn metrics(served: &Served) -> String {
-    Request::get("/metrics")
-        .send_plain(served.addrs.admin)
-        .await
-        .unwrap()
-        .text()
+/// Waits (at most 15 s) until the admin listener's `/metrics` shows `series`.
+async fn metrics_show(served: &Served, series: &str) {
+    eventually(Duration::from_secs(15), series, || async {
+        Request::get("/metrics")
+            .send_plain(served.addrs.admin)
+            .await
+            .unwrap()
+            .text()
+            .contains(series)
+    })
+    .await;
 }
 
 fn spans_of(request: ExportTraceServiceRequest) -> Vec<Span> {
@@ -302,13 +306,7 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
         .into_iter()
         .find(|s| s.name == "ingest" && s.attributes.get("estafeta.event_id") == Some(&second))
         .unwrap();
-    let exported = "estafeta_trace_spans_total{outcome=\"exported\"}";
-    eventually(
-        Duration::from_secs(15),
-        "exported spans counted",
-        || async { metrics(&served).await.contains(exported) },
-    )
-    .await;
+    metrics_show(&served, "estafeta_trace_spans_total{outcome=\"exported\"}").await;
     assert_eq!(own.parent_span_id, "", "a root span");
     assert_ne!(own.trace_id, SENDER_TRACE);
     assert!(
@@ -383,13 +381,7 @@ async fn a_collector_that_is_down_costs_ingest_and_deliveries_nothing() {
             .is_some_and(|t| t.starts_with("00-"))
     }));
     // The failed exports are counted, and told once, not once per batch.
-    let failed = "estafeta_trace_spans_total{outcome=\"failed\"}";
-    eventually(
-        Duration::from_secs(15),
-        "failed exports counted",
-        || async { metrics(&served).await.contains(failed) },
-    )
-    .await;
+    metrics_show(&served, "estafeta_trace_spans_total{outcome=\"failed\"}").await;
     post_events(&served, &token, 20..40).await;
     eventually(Duration::from_secs(15), "the second twenty", || async {
         sink.count("/hook") == 40
