@@ -3,14 +3,17 @@
 //! make a span or read a header.
 //!
 //! One event's trace: the sender's `traceparent` (if it sent one) is the parent of the
-//! `ingest` span (the request), whose children are `append` (the wait for the event to be
-//! durable in Redis), `expand` (a dispatcher reading it from the stream and finding its
-//! targets) and one `attempt` per delivery attempt (target, status, latency). The stream
+//! `ingest` span (the request), whose children are `expand` (a dispatcher reading it from
+//! the stream and finding its targets) and one `attempt` per delivery attempt (target,
+//! status, latency). The Redis write is one `append` span per batch (many events, one
+//! command): the child of the batch's first traced event's `ingest`, linked to the `ingest`
+//! of every traced event in it, so each event's trace leads to its write; a batched target's
+//! request (many events, one request) is likewise one `attempt` linked to each. The stream
 //! carries the link: the `ingest` span's own `traceparent` is stored with the event (a gateway
 //! note in its packed metadata, [`crate::model::event_meta::traceparent`]), so whichever
 //! instance reads it, now or at a retry hours later, continues the same trace; each attempt
-//! sends the receiver a `traceparent` naming the attempt's span. Every span carries
-//! `estafeta.event_id`.
+//! sends the receiver a `traceparent` naming the attempt's span. Every span but a batch's
+//! carries `estafeta.event_id`; a batch's carries its size.
 //!
 //! Spans are made with the OpenTelemetry API itself ([`Span`]), not as `tracing` spans
 //! through tracing-opentelemetry: that bridge cost each span its place in the subscriber's
@@ -110,6 +113,8 @@ pub fn start(t: &Tracing) -> Result<Guard, String> {
         // Whether a trace is kept is decided once, at ingest ([`decide`]); every span made
         // has a sampled parent from then on.
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+        // A batch's `append` links to every event of it (the SDK keeps 128 by default).
+        .with_max_links_per_span(crate::config::MAX_BATCH_EVENTS as u32)
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(t.service_name.clone())
@@ -295,6 +300,22 @@ fn format_traceparent(trace: TraceId, span: SpanId, flags: u8) -> String {
 #[derive(Debug)]
 pub struct Span(Context);
 
+/// Where a span is, for work done later on behalf of several traces to link to (the one
+/// Redis write of a batch of events).
+#[derive(Debug, Clone)]
+pub struct Link(SpanContext);
+
+impl Link {
+    /// The span a stored `traceparent` names, when its trace is kept.
+    pub fn of_traceparent(traceparent: &[u8]) -> Option<Link> {
+        if !sampled(traceparent) {
+            return None;
+        }
+        let cx = parse(traceparent)?;
+        Some(Link(cx.span().span_context().clone()))
+    }
+}
+
 impl Span {
     /// A span of a trace kept at ingest: the child of the sender's span (`parent`), or the
     /// root of a new trace.
@@ -320,14 +341,25 @@ impl Span {
         make(name, kind, &parse(traceparent)?, attributes)
     }
 
-    /// A span inside this one.
-    pub fn child(
-        &self,
+    /// A span for work done at once for several traces (one Redis write of many events):
+    /// the child of the first of `links`, linked to every one of them. `None` without links.
+    pub fn batch(
         name: &'static str,
         kind: SpanKind,
+        links: Vec<Link>,
         attributes: Vec<KeyValue>,
     ) -> Option<Span> {
-        make(name, kind, &self.0, attributes)
+        let parent = Context::new().with_remote_span_context(links.first()?.0.clone());
+        let links = links
+            .into_iter()
+            .map(|l| opentelemetry::trace::Link::with_context(l.0))
+            .collect();
+        make_linked(name, kind, &parent, attributes, links)
+    }
+
+    /// This span, for a [`Span::batch`] to link to.
+    pub fn link(&self) -> Link {
+        Link(self.0.span().span_context().clone())
     }
 
     /// Adds an attribute. Once per key: the SDK keeps every value it is given.
@@ -361,12 +393,25 @@ fn make(
     parent: &Context,
     attributes: Vec<KeyValue>,
 ) -> Option<Span> {
+    make_linked(name, kind, parent, attributes, Vec::new())
+}
+
+fn make_linked(
+    name: &'static str,
+    kind: SpanKind,
+    parent: &Context,
+    attributes: Vec<KeyValue>,
+    links: Vec<opentelemetry::trace::Link>,
+) -> Option<Span> {
     let tracer = TRACER.get().filter(|_| on())?;
-    let span = tracer
+    let mut builder = tracer
         .span_builder(name)
         .with_kind(kind)
-        .with_attributes(attributes)
-        .start_with_context(tracer, parent);
+        .with_attributes(attributes);
+    if !links.is_empty() {
+        builder = builder.with_links(links);
+    }
+    let span = builder.start_with_context(tracer, parent);
     Some(Span(Context::new().with_span(span)))
 }
 

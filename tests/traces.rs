@@ -2,7 +2,9 @@
 //! protobuf bodies, decoded with the protocol's own types) receives the spans of one event,
 //! `ingest` → `append`, `expand`, `attempt`, in the sender's trace, and the receiver gets a
 //! `traceparent` that continues it from the attempt's span. Without a `traceparent` the event
-//! starts a trace of its own, and the receiver continues that one.
+//! starts a trace of its own, and the receiver continues that one. A Redis write of many
+//! events is one `append` span, and a batched target's request one `attempt` span, each
+//! linked to every event's `ingest`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -35,6 +37,8 @@ struct Span {
     parent_span_id: String,
     attributes: HashMap<String, String>,
     service: String,
+    /// The spans it links to: (trace id, span id).
+    links: Vec<(String, String)>,
 }
 
 /// An OTLP/HTTP collector on loopback that keeps every span it is sent.
@@ -157,6 +161,11 @@ fn spans_of(request: ExportTraceServiceRequest) -> Vec<Span> {
                         .map(|a| (a.key.clone(), text(&a.value)))
                         .collect(),
                     service: service.clone(),
+                    links: s
+                        .links
+                        .iter()
+                        .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                        .collect(),
                 });
             }
         }
@@ -243,11 +252,20 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
             .find(|s| s.name == name && s.attributes.get("estafeta.event_id") == Some(&event))
             .cloned()
     };
+    // The batch's write links to the ingest of each of its events.
+    let append_of = |spans: &[Span], ingest: &Span| -> Option<Span> {
+        let me = (ingest.trace_id.clone(), ingest.span_id.clone());
+        spans
+            .iter()
+            .find(|s| s.name == "append" && s.links.contains(&me))
+            .cloned()
+    };
     eventually(Duration::from_secs(15), "the four spans", || async {
         let spans = collector.spans();
-        ["ingest", "append", "expand", "attempt"]
+        ["ingest", "expand", "attempt"]
             .iter()
             .all(|n| named(&spans, n).is_some())
+            && named(&spans, "ingest").is_some_and(|i| append_of(&spans, &i).is_some())
     })
     .await;
     let spans = collector.spans();
@@ -257,8 +275,14 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
     assert_eq!(ingest.service, "estafeta-test");
     assert_eq!(ingest.attributes["estafeta.tenant_id"], tenant);
     assert_eq!(ingest.attributes["http.response.status_code"], "202");
-    for child in ["append", "expand", "attempt"] {
-        let s = named(&spans, child).unwrap();
+    let append = append_of(&spans, &ingest).unwrap();
+    assert_eq!(append.attributes["estafeta.batch_events"], "1");
+    assert_eq!(append.links.len(), 1, "{append:?}");
+    for (child, s) in [
+        ("append", append),
+        ("expand", named(&spans, "expand").unwrap()),
+        ("attempt", named(&spans, "attempt").unwrap()),
+    ] {
         assert_eq!(s.trace_id, SENDER_TRACE, "{s:?}");
         assert_eq!(
             s.parent_span_id, ingest.span_id,
@@ -352,6 +376,158 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
             .filter(|s| s.attributes.contains_key("estafeta.duplicate"))
             .count(),
         1
+    );
+
+    // Many requests at once share Redis writes: each write is one `append` span, the child of
+    // its first event's ingest and linked to every event's ingest; each ingest is linked from
+    // exactly one write.
+    let sent = futures_util::future::join_all((0..60).map(|n| {
+        let request = Request::new("POST", "/v1/events/order.paid")
+            .bearer(&token)
+            .body(format!("{{\"burst\":{n}}}").into_bytes());
+        let plain = served.addrs.plain;
+        async move { request.send_plain(plain).await }
+    }))
+    .await;
+    let burst: Vec<String> = sent
+        .into_iter()
+        .map(|r| {
+            let r = r.unwrap();
+            assert_eq!(r.status, 202, "{}", r.text());
+            r.json()["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let burst_ingests = |spans: &[Span]| -> Vec<Span> {
+        spans
+            .iter()
+            .filter(|s| {
+                s.name == "ingest"
+                    && s.attributes
+                        .get("estafeta.event_id")
+                        .is_some_and(|id| burst.contains(id))
+            })
+            .cloned()
+            .collect()
+    };
+    eventually(Duration::from_secs(15), "the burst's spans", || async {
+        let spans = collector.spans();
+        let ingests = burst_ingests(&spans);
+        ingests.len() == 60 && ingests.iter().all(|i| append_of(&spans, i).is_some())
+    })
+    .await;
+    let spans = collector.spans();
+    for ingest in burst_ingests(&spans) {
+        let me = (ingest.trace_id.clone(), ingest.span_id.clone());
+        let writes: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.name == "append" && s.links.contains(&me))
+            .collect();
+        assert_eq!(writes.len(), 1, "one write per event: {writes:?}");
+        let write = writes[0];
+        assert_eq!(
+            write.attributes["estafeta.batch_events"],
+            write.links.len().to_string(),
+            "every event of the batch is traced, so linked: {write:?}"
+        );
+        assert_eq!(
+            (&write.trace_id, &write.parent_span_id),
+            (&write.links[0].0, &write.links[0].1),
+            "a child of its first event's ingest"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batched_targets_request_is_one_attempt_span_linked_to_each_events_trace() {
+    let collector = Collector::start().await;
+    let sink = Sink::start().await;
+    let extra = format!(
+        "[telemetry]\notlp_endpoint = \"http://{}/v1/traces\"\notlp_protocol = \"http\"\n",
+        collector.addr
+    );
+    let served = Served::on(
+        &RedisServer::shared().url(),
+        "traces-batch",
+        &extra,
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    let created = Request::new("POST", "/admin/tenants")
+        .bearer(ADMIN_TOKEN)
+        .json(&json!({"name": "batched"}))
+        .send_plain(served.addrs.admin)
+        .await
+        .unwrap()
+        .json();
+    let tenant = created["id"].as_str().unwrap();
+    let token = created["token"].as_str().unwrap();
+    let target = Request::new("POST", &format!("/admin/tenants/{tenant}/targets"))
+        .bearer(ADMIN_TOKEN)
+        .json(&json!({"url": sink.url("/batched"), "events": ["*"],
+                      "batch": {"max_events": 3, "max_wait_ms": 60000}}))
+        .send_plain(served.addrs.admin)
+        .await
+        .unwrap();
+    assert_eq!(target.status, 201, "{}", target.text());
+    let target_id = target.json()["id"].as_str().unwrap().to_owned();
+    // Three senders' traces, one event each: one batch of three.
+    let senders: Vec<String> = (1..=3).map(|n| format!("{n:032x}")).collect();
+    for trace in &senders {
+        let sent = Request::new("POST", "/v1/events/order.paid")
+            .bearer(token)
+            .header("traceparent", &format!("00-{trace}-{SENDER_SPAN}-01"))
+            .body(b"{}".to_vec())
+            .send_plain(served.addrs.plain)
+            .await
+            .unwrap();
+        assert_eq!(sent.status, 202, "{}", sent.text());
+    }
+    eventually(Duration::from_secs(15), "the batch", || async {
+        sink.count("/batched") == 1
+    })
+    .await;
+    let received = sink.received("/batched")[0]
+        .header("traceparent")
+        .expect("a batch carries a traceparent");
+    let attempt_of = |spans: &[Span]| {
+        spans
+            .iter()
+            .find(|s| s.name == "attempt" && s.attributes.contains_key("estafeta.batch_id"))
+            .cloned()
+    };
+    eventually(
+        Duration::from_secs(15),
+        "the batch's attempt span",
+        || async { attempt_of(&collector.spans()).is_some() },
+    )
+    .await;
+    let spans = collector.spans();
+    let attempt = attempt_of(&spans).unwrap();
+    assert_eq!(attempt.attributes["estafeta.batch_events"], "3");
+    assert_eq!(attempt.attributes["estafeta.target_id"], target_id);
+    assert_eq!(attempt.attributes["http.response.status_code"], "200");
+    assert!(!attempt.attributes.contains_key("estafeta.event_id"));
+    // Linked to each event's ingest span, in each sender's own trace.
+    let mut linked: Vec<&str> = attempt.links.iter().map(|(t, _)| t.as_str()).collect();
+    linked.sort_unstable();
+    assert_eq!(
+        linked,
+        senders.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    for (trace, span) in &attempt.links {
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.name == "ingest" && &s.trace_id == trace && &s.span_id == span),
+            "a link to an ingest span: {trace}-{span}"
+        );
+    }
+    // The receiver continues the attempt, in the trace of the batch's first event.
+    assert_eq!(attempt.trace_id, attempt.links[0].0);
+    assert_eq!(attempt.parent_span_id, attempt.links[0].1);
+    assert_eq!(
+        received,
+        format!("00-{}-{}-01", attempt.trace_id, attempt.span_id)
     );
 }
 

@@ -202,6 +202,32 @@ pub fn body(events: &[BatchedEvent]) -> Bytes {
     Bytes::from(serde_json::to_vec(&Batch { events: items }).unwrap_or_default())
 }
 
+/// The `attempt` span of a batch some of whose events' traces are kept: linked to each of
+/// them (a child of the first), so every event's trace leads to the request that carried it.
+fn batch_span(batch: &DueBatch, target: &Target) -> Option<crate::traces::Span> {
+    use opentelemetry::KeyValue;
+    if !crate::traces::on() {
+        return None;
+    }
+    let links: Vec<_> = batch
+        .events
+        .iter()
+        .filter_map(|e| e.content_type.as_deref())
+        .filter_map(crate::model::event_meta::traceparent)
+        .filter_map(crate::traces::Link::of_traceparent)
+        .collect();
+    crate::traces::Span::batch(
+        "attempt",
+        opentelemetry::trace::SpanKind::Client,
+        links,
+        vec![
+            KeyValue::new("estafeta.batch_id", batch.id.as_str().to_owned()),
+            KeyValue::new("estafeta.target_id", target.id.as_str().to_owned()),
+            KeyValue::new("estafeta.batch_events", batch.events.len() as i64),
+        ],
+    )
+}
+
 /// Sends one batch and records its outcome on each of its events.
 async fn send(inner: &Inner, shard: u16, batch: DueBatch) {
     let cut = DueCut {
@@ -239,10 +265,16 @@ async fn send(inner: &Inner, shard: u16, batch: DueBatch) {
             body: &body,
             shaped: None,
         };
-        let r = inner
-            .client
-            .send(&target, &keys, msg, (now / 1000) as i64)
-            .await;
+        let now_secs = (now / 1000) as i64;
+        let r = match batch_span(&batch, &target) {
+            Some(span) => {
+                inner
+                    .client
+                    .send_in(&target, &keys, msg, now_secs, span)
+                    .await
+            }
+            None => inner.client.send(&target, &keys, msg, now_secs).await,
+        };
         let verdict = match (r.status, r.refused) {
             (_, true) => Verdict::Final,
             (Some(s), _) => verdict_for_status(s),

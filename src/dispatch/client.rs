@@ -184,6 +184,21 @@ impl DeliveryClient {
             let passed = std::str::from_utf8(parent).ok();
             return self.attempt(target, keys, msg, now_secs, passed).await;
         };
+        self.send_in(target, keys, msg, now_secs, span).await
+    }
+
+    /// [`Self::send`] as `span`, which ends with the attempt: its `traceparent` goes to the
+    /// receiver, the answer's status and any failure are set on it. A batch's attempt comes
+    /// here with its own span, linked to its events' traces.
+    pub async fn send_in(
+        &self,
+        target: &Target,
+        keys: &[SigningKey],
+        msg: Message<'_>,
+        now_secs: i64,
+        span: crate::traces::Span,
+    ) -> AttemptResult {
+        use opentelemetry::KeyValue;
         let traceparent = span.traceparent();
         let r = self
             .attempt(target, keys, msg, now_secs, Some(&traceparent))

@@ -261,18 +261,16 @@ async fn enqueue(
         content_type,
         body,
         idempotency,
+        trace: match &trace {
+            Trace::Recorded(span) => Some(span.link()),
+            Trace::Passed(_) => None,
+        },
     };
     let enqueued = match trace {
         Trace::Passed(_) => state.enqueuer.enqueue(event).await?,
         Trace::Recorded(span) => {
             use opentelemetry::KeyValue;
-            let id = KeyValue::new("estafeta.event_id", event.id.as_str().to_owned());
-            let append = span.child("append", opentelemetry::trace::SpanKind::Internal, vec![id]);
             let enqueued = state.enqueuer.enqueue(event).await;
-            if let (Err(_), Some(append)) = (&enqueued, &append) {
-                append.fail("");
-            }
-            drop(append);
             // The request's event: the one stored before it, for a duplicate.
             match &enqueued {
                 Ok(Enqueued::New { id }) => {

@@ -64,6 +64,8 @@ pub struct NewEvent {
     pub body: Bytes,
     /// Set when the request carried an `Idempotency-Key`.
     pub idempotency: Option<Idempotency>,
+    /// The request's span, when its trace is kept: the batch's `append` span links to it.
+    pub trace: Option<crate::traces::Link>,
 }
 
 impl QueueError {
@@ -327,6 +329,7 @@ impl Writer {
             groups.entry(e.shard).or_default().push(i);
         }
         telemetry::enqueue_batch(events.len());
+        let span = self.span(&events);
         // A command timeout below the floor is honoured as it is.
         let floor = MIN_COMMAND_TIMEOUT.min(self.command_timeout);
         let remaining = || {
@@ -353,7 +356,29 @@ impl Writer {
                 out[i] = outcome;
             }
         }
+        if let Some(span) = span
+            && out.iter().any(|o| o.is_err())
+        {
+            span.fail("");
+        }
         out
+    }
+
+    /// The batch's `append` span, when some of its events' traces are kept: one span for the
+    /// one write, linked to each of their `ingest` spans.
+    fn span(&self, events: &[NewEvent]) -> Option<crate::traces::Span> {
+        use opentelemetry::KeyValue;
+        if !crate::traces::on() {
+            return None;
+        }
+        let links: Vec<_> = events.iter().filter_map(|e| e.trace.clone()).collect();
+        let size = KeyValue::new("estafeta.batch_events", events.len() as i64);
+        crate::traces::Span::batch(
+            "append",
+            opentelemetry::trace::SpanKind::Client,
+            links,
+            vec![size],
+        )
     }
 
     /// The client for one step of a batch, waiting at most `timeout`.
@@ -481,6 +506,7 @@ mod tests {
                 key_digest: "k".into(),
                 fingerprint: fp.into(),
             }),
+            trace: None,
         }
     }
 

@@ -172,7 +172,9 @@ async fn https_targets_trust_their_own_ca_present_their_certificate_and_check_a_
         )
         .await,
     );
-    let event = gw.post_ok(&token, "order.paid", b"{\"n\":1}").await;
+    // Every byte a sender may send goes through TLS as it came.
+    let every_byte: Vec<u8> = (0..=255u8).collect();
+    let event = gw.post_ok(&token, "order.paid", &every_byte).await;
     eventually(WAIT, "every target's delivery is final", || async {
         let r = gw.get_as(&token, &format!("/v1/events/{event}")).await;
         let d = r.json()["deliveries"].clone();
@@ -212,6 +214,14 @@ async fn https_targets_trust_their_own_ca_present_their_certificate_and_check_a_
     assert_eq!(mtls.count("/anonymous"), 0);
     assert_eq!(mtls.count("/mtls"), 1);
     assert_eq!(renamed.count("/named"), 1);
+    assert_eq!(
+        mtls.received("/mtls")[0].body.as_ref(),
+        every_byte.as_slice()
+    );
+    assert_eq!(
+        renamed.received("/named")[0].body.as_ref(),
+        every_byte.as_slice()
+    );
 
     // The test route goes through the same TLS.
     let tested = gw
@@ -388,9 +398,10 @@ async fn oauth2_tokens_are_shared_replaced_after_a_401_and_a_refusing_endpoint_f
         "{target}"
     );
 
-    // Five deliveries, one token.
-    let mut events = Vec::new();
-    for n in 0..5 {
+    // Five deliveries, one token; the first carries every byte a sender may send.
+    let every_byte: Vec<u8> = (0..=255u8).collect();
+    let mut events = vec![gw.post_ok(&token, "order.paid", &every_byte).await];
+    for n in 1..5 {
         events.push(
             gw.post_ok(&token, "order.paid", format!("{{\"n\":{n}}}").as_bytes())
                 .await,
@@ -399,6 +410,13 @@ async fn oauth2_tokens_are_shared_replaced_after_a_401_and_a_refusing_endpoint_f
     for e in &events {
         assert_eq!(settled(&gw, &token, e).await["state"], "succeeded");
     }
+    assert!(
+        receiver
+            .received("/hook")
+            .iter()
+            .any(|r| r.body.as_ref() == every_byte.as_slice()),
+        "the body arrives as it was sent"
+    );
     assert_eq!(auth.count("/token"), 1);
     let asked = &auth.received("/token")[0];
     let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&asked.body)
