@@ -173,8 +173,8 @@ fn spans_of(request: ExportTraceServiceRequest) -> Vec<Span> {
     out
 }
 
-/// A tenant of `served` with one target on `sink`'s `/hook`: (tenant id, token, target id).
-async fn tenant_with_target(served: &Served, sink: &Sink) -> (String, String, String) {
+/// A tenant of `served` with one target made from `spec`: (tenant id, token, target id).
+async fn tenant_with_target(served: &Served, spec: serde_json::Value) -> (String, String, String) {
     let created = Request::new("POST", "/admin/tenants")
         .bearer(ADMIN_TOKEN)
         .json(&json!({"name": "traced"}))
@@ -185,7 +185,7 @@ async fn tenant_with_target(served: &Served, sink: &Sink) -> (String, String, St
     let tenant = created["id"].as_str().unwrap().to_owned();
     let target = Request::new("POST", &format!("/admin/tenants/{tenant}/targets"))
         .bearer(ADMIN_TOKEN)
-        .json(&json!({"url": sink.url("/hook"), "events": ["*"]}))
+        .json(&spec)
         .send_plain(served.addrs.admin)
         .await
         .unwrap();
@@ -197,6 +197,22 @@ async fn tenant_with_target(served: &Served, sink: &Sink) -> (String, String, St
     )
 }
 
+/// A gateway (role all) exporting every trace to `collector` over OTLP/HTTP, every 100 ms
+/// (the SDK's own variable; its default is 5 s).
+async fn traced_gateway(collector: &Collector, prefix: &str) -> Served {
+    let extra = format!(
+        "[telemetry]\notlp_endpoint = \"http://{}/v1/traces\"\notlp_protocol = \"http\"\nsample_ratio = 1.0\nservice_name = \"estafeta-test\"\n",
+        collector.addr
+    );
+    Served::on(
+        &RedisServer::shared().url(),
+        prefix,
+        &extra,
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await
+}
+
 const SENDER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SENDER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -204,19 +220,9 @@ const SENDER_SPAN: &str = "00f067aa0ba902b7";
 async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_senders_trace() {
     let collector = Collector::start().await;
     let sink = Sink::start().await;
-    let extra = format!(
-        "[telemetry]\notlp_endpoint = \"http://{}/v1/traces\"\notlp_protocol = \"http\"\nsample_ratio = 1.0\nservice_name = \"estafeta-test\"\n",
-        collector.addr
-    );
-    // The SDK's own variable: export every 100 ms instead of every 5 s.
-    let served = Served::on(
-        &RedisServer::shared().url(),
-        "traces",
-        &extra,
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    )
-    .await;
-    let (tenant, token, target_id) = tenant_with_target(&served, &sink).await;
+    let served = traced_gateway(&collector, "traces").await;
+    let hook = json!({"url": sink.url("/hook"), "events": ["*"]});
+    let (tenant, token, target_id) = tenant_with_target(&served, hook).await;
 
     let sent = Request::new("POST", "/v1/events/order.paid")
         .bearer(&token)
@@ -441,35 +447,11 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
 async fn a_batched_targets_request_is_one_attempt_span_linked_to_each_events_trace() {
     let collector = Collector::start().await;
     let sink = Sink::start().await;
-    let extra = format!(
-        "[telemetry]\notlp_endpoint = \"http://{}/v1/traces\"\notlp_protocol = \"http\"\n",
-        collector.addr
-    );
-    let served = Served::on(
-        &RedisServer::shared().url(),
-        "traces-batch",
-        &extra,
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    )
-    .await;
-    let created = Request::new("POST", "/admin/tenants")
-        .bearer(ADMIN_TOKEN)
-        .json(&json!({"name": "batched"}))
-        .send_plain(served.addrs.admin)
-        .await
-        .unwrap()
-        .json();
-    let tenant = created["id"].as_str().unwrap();
-    let token = created["token"].as_str().unwrap();
-    let target = Request::new("POST", &format!("/admin/tenants/{tenant}/targets"))
-        .bearer(ADMIN_TOKEN)
-        .json(&json!({"url": sink.url("/batched"), "events": ["*"],
-                      "batch": {"max_events": 3, "max_wait_ms": 60000}}))
-        .send_plain(served.addrs.admin)
-        .await
-        .unwrap();
-    assert_eq!(target.status, 201, "{}", target.text());
-    let target_id = target.json()["id"].as_str().unwrap().to_owned();
+    let served = traced_gateway(&collector, "traces-batch").await;
+    let batched = json!({"url": sink.url("/batched"), "events": ["*"],
+                         "batch": {"max_events": 3, "max_wait_ms": 60000}});
+    let (_, token, target_id) = tenant_with_target(&served, batched).await;
+    let token = token.as_str();
     // Three senders' traces, one event each: one batch of three.
     let senders: Vec<String> = (1..=3).map(|n| format!("{n:032x}")).collect();
     for trace in &senders {
@@ -546,7 +528,8 @@ async fn a_collector_that_is_down_costs_ingest_and_deliveries_nothing() {
         &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
     )
     .await;
-    let (_, token, _) = tenant_with_target(&served, &sink).await;
+    let hook = json!({"url": sink.url("/hook"), "events": ["*"]});
+    let (_, token, _) = tenant_with_target(&served, hook).await;
     post_events(&served, &token, 0..20).await;
     eventually(Duration::from_secs(15), "every delivery", || async {
         sink.count("/hook") == 20

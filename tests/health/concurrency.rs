@@ -151,7 +151,7 @@ async fn adaptive_concurrency_settles_near_a_receivers_knee() {
     let (tenant, target) = run(&gw, &seen, addr, 800, json!({})).await;
     let limit = limit_of(&gw, &tenant, &target).await.unwrap();
     // Not pinned at the knee's floor, not at the 256 cap: where latency stays within the
-    // tolerance (1.5 × unloaded), with room for a busy machine's noise.
+    // tolerance (1.25 × unloaded), with room for a busy machine's noise.
     assert!(
         (KNEE as u64 / 2..=KNEE as u64 * 3).contains(&limit),
         "settled at {limit} for a knee at {KNEE}"
