@@ -208,12 +208,9 @@ pub fn decide(traceparent: Option<&[u8]>) -> Decision {
 
 fn decide_at(traceparent: Option<&[u8]>, ratio: f64) -> Decision {
     use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
-    let sender = traceparent
-        .and_then(parse)
-        .map(|cx| (cx.span().span_context().clone(), cx));
-    match sender {
-        Some((sc, cx)) if sc.is_sampled() => Decision::Sample(Some(cx)),
-        Some((sc, _)) => Decision::Skip(format_traceparent(sc.trace_id(), sc.span_id(), 0)),
+    match traceparent.and_then(parse) {
+        Some(sc) if sc.is_sampled() => Decision::Sample(Some(remote(sc))),
+        Some(sc) => Decision::Skip(format_traceparent(sc.trace_id(), sc.span_id(), 0)),
         None => {
             let ids = RandomIdGenerator::default();
             let trace = ids.new_trace_id();
@@ -243,7 +240,7 @@ pub fn sampled(traceparent: &[u8]) -> bool {
 /// the specification says to ignore. Parsed here rather than by the SDK's propagator, which
 /// goes through the current context and a split into a vector: this runs for every recorded
 /// expansion and attempt.
-fn parse(traceparent: &[u8]) -> Option<Context> {
+fn parse(traceparent: &[u8]) -> Option<SpanContext> {
     // `vv-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, lowercase; a later version may
     // append `-` and more, version 00 may not, version ff is invalid.
     let tp = traceparent;
@@ -265,8 +262,18 @@ fn parse(traceparent: &[u8]) -> Option<Context> {
     }
     // Flags other than sampled are not ours to pass on (W3C trace context, "other flags").
     let flags = TraceFlags::new(flags) & TraceFlags::SAMPLED;
-    let sc = SpanContext::new(trace, span, flags, true, TraceState::default());
-    Some(Context::new().with_remote_span_context(sc))
+    Some(SpanContext::new(
+        trace,
+        span,
+        flags,
+        true,
+        TraceState::default(),
+    ))
+}
+
+/// A context whose current span is `sc`, for a span to be made inside it.
+fn remote(sc: SpanContext) -> Context {
+    Context::new().with_remote_span_context(sc)
 }
 
 /// The value of lowercase hex digits (at most 32).
@@ -311,8 +318,7 @@ impl Link {
         if !sampled(traceparent) {
             return None;
         }
-        let cx = parse(traceparent)?;
-        Some(Link(cx.span().span_context().clone()))
+        parse(traceparent).map(Link)
     }
 }
 
@@ -338,7 +344,7 @@ impl Span {
         if !on() || !sampled(traceparent) {
             return None;
         }
-        make(name, kind, &parse(traceparent)?, attributes)
+        make(name, kind, &remote(parse(traceparent)?), attributes)
     }
 
     /// A span for work done at once for several traces (one Redis write of many events):
@@ -349,7 +355,7 @@ impl Span {
         links: Vec<Link>,
         attributes: Vec<KeyValue>,
     ) -> Option<Span> {
-        let parent = Context::new().with_remote_span_context(links.first()?.0.clone());
+        let parent = remote(links.first()?.0.clone());
         let links = links
             .into_iter()
             .map(|l| opentelemetry::trace::Link::with_context(l.0))
@@ -541,7 +547,7 @@ mod tests {
 
     #[test]
     fn a_malformed_traceparent_starts_no_trace() {
-        let context = |tp: &str| parse(tp.as_bytes()).map(|cx| cx.span().span_context().clone());
+        let context = |tp: &str| parse(tp.as_bytes());
         let malformed = [
             "",
             "00-xyz-1-01",
@@ -568,7 +574,7 @@ mod tests {
             for byte in 0..=255u8 {
                 let mut tp = valid;
                 tp[at] = byte;
-                let Some(ours) = parse(&tp).map(|cx| cx.span().span_context().clone()) else {
+                let Some(ours) = parse(&tp) else {
                     continue;
                 };
                 let text = std::str::from_utf8(&tp).expect("only hex digits parse");
