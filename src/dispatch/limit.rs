@@ -12,9 +12,10 @@
 //!
 //! While answers come within the tolerance the limit grows faster than the square root: by
 //! half per round trip. A new target starts at 64, so it reaches a cap of 256 in under four
-//! round trips: deliveries wait for their target's limit only so long (`defer`, a second or
-//! more) before they are parked in Redis for longer, so a slow climb under a backlog parks
-//! most of it (a start at 16 halved ten 200 ms receivers' deliveries per second). A receiver
+//! round trips: deliveries wait for their target's limit only so long (eight `defer`s, while
+//! the target serves) before they are parked in Redis for longer, so a slow climb under a
+//! deep backlog parks part of it (a start at 16 halved ten 200 ms receivers' deliveries per
+//! second when the wait was one `defer`). A receiver
 //! with a knee below 64 sees its latency at most that much above the knee's for a round trip
 //! or two, while the gradient halves the limit per round trip at most.
 //!

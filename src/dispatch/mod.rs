@@ -18,7 +18,10 @@
 //!   `max_waiting_per_target` waiting) then the global cap (`concurrency`). A delivery that
 //!   finds its target's queue full is deferred to the retry schedule in Redis instead of
 //!   waiting in memory, so a slow target costs memory for its cap, not its backlog, and its
-//!   tenant's other targets and other tenants keep moving.
+//!   tenant's other targets and other tenants keep moving. One in the queue waits while the
+//!   target serves it (a permit given back within `defer`, up to eight of them); a target
+//!   that serves nothing for `defer` gets its queue parked too. Its breaker, pause and rate
+//!   limit are asked with the permit in hand, just before it is sent.
 //! - **Recording** (`recorder`, batched): one script call per shard for many outcomes writes the delivery state, the attempt log, the
 //!   counters, and the retry schedule or error queue entry. Only then does the entry's count of
 //!   open deliveries go down; at zero the entry is acknowledged.

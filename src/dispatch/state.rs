@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,9 @@ pub(super) struct Gate {
     /// Permits out (in flight) that are to be forgotten when they come back: the limit fell
     /// below what was in flight.
     debt: AtomicUsize,
+    /// Attempts that have given their permit back: a waiter sees from it whether the target
+    /// is serving its queue.
+    served: AtomicU64,
 }
 
 impl Gate {
@@ -53,7 +56,13 @@ impl Gate {
             setting,
             cap: AtomicUsize::new(cap),
             debt: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
         }
+    }
+
+    /// Attempts that have given their permit back so far.
+    pub(super) fn served(&self) -> u64 {
+        self.served.load(Ordering::Acquire)
     }
 
     /// Deliveries holding a permit now.
@@ -99,6 +108,7 @@ impl Gate {
 
     /// Gives a permit back, or forgets it while the limit is below what was in flight.
     pub(super) fn release(&self, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.served.fetch_add(1, Ordering::AcqRel);
         let owed = self
             .debt
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1));

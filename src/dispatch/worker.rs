@@ -140,26 +140,23 @@ pub(super) async fn run(
         defer(&inner, &d).await;
         return;
     };
-    // A target whose breaker is open, paused by a 429 or over its rate limit: the delivery
-    // waits in the retry schedule, its attempts untouched.
+    let permit = permit_while_served(&inner, &gate).await;
+    gate.waiting.fetch_sub(1, Ordering::AcqRel);
+    gate.room.notify_one();
+    let Some(target_permit) = permit else {
+        defer(&inner, &d).await;
+        return;
+    };
+    // Asked with the permit in hand, just before sending: a breaker that opened, a pause or a
+    // rate limit cell taken while the delivery waited would be stale by now. Held, the
+    // delivery waits in the retry schedule, its attempts untouched.
     let probe = match inner.pass(&d).await {
         Pass::Go { probe } => probe,
         Pass::Wait { until_ms, why } => {
-            gate.waiting.fetch_sub(1, Ordering::AcqRel);
-            gate.room.notify_one();
+            gate.release(target_permit);
             hold(&inner, &d, until_ms, why).await;
             return;
         }
-    };
-    // A delivery waits in memory for its target only so long: a target that is merely busy
-    // serves it within that time; a slow or failing one gets its backlog parked in Redis.
-    let permit =
-        tokio::time::timeout(inner.settings.defer, gate.permits.clone().acquire_owned()).await;
-    gate.waiting.fetch_sub(1, Ordering::AcqRel);
-    gate.room.notify_one();
-    let Ok(Ok(target_permit)) = permit else {
-        defer(&inner, &d).await;
-        return;
     };
     let Ok(global_permit) = inner.global.clone().acquire_owned().await else {
         gate.release(target_permit);
@@ -174,6 +171,41 @@ pub(super) async fn run(
     gate.release(target_permit);
     if let Some((_, verdict, _)) = done {
         after(&inner, &d, verdict).await;
+    }
+}
+
+/// How many `defer`s a delivery may wait for its target's permit while the target serves.
+const MAX_DEFERS_WAITED: u32 = 8;
+
+/// The target's permit, waited for while the target is serving: a delivery waits in memory
+/// as long as its target gave back a permit within the last `defer` (a busy target, or one
+/// still finding its limit, serves its queue), up to [`MAX_DEFERS_WAITED`] of them. A target
+/// that served nothing for `defer` (hanging, or far slower than its queue) gets its backlog
+/// parked in Redis instead. `None`: parked.
+async fn permit_while_served(
+    inner: &Inner,
+    gate: &Gate,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let defer = inner.settings.defer;
+    let give_up = tokio::time::Instant::now() + defer * MAX_DEFERS_WAITED;
+    // One acquisition throughout: the semaphore is fair, and acquiring again would lose the
+    // delivery's place in the queue.
+    let acquire = gate.permits.clone().acquire_owned();
+    tokio::pin!(acquire);
+    let mut seen = gate.served();
+    let mut check = tokio::time::Instant::now() + defer;
+    loop {
+        tokio::select! {
+            permit = &mut acquire => return permit.ok(),
+            _ = tokio::time::sleep_until(check) => {
+                let served = gate.served();
+                if served == seen || check >= give_up {
+                    return None;
+                }
+                seen = served;
+                check += defer;
+            }
+        }
     }
 }
 

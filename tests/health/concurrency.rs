@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use estafeta::model::delivery::DeliveryState;
+use fred::prelude::*;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -215,4 +217,95 @@ async fn a_fixed_concurrency_is_kept() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("concurrency"), "{}", r.text());
+}
+
+/// Each delivery's count of deferrals (parked unsent because its target was saturated), as
+/// its event's record holds it. An attempt sets it back to 0: it is seen while the delivery
+/// is parked (a second at least).
+async fn deferrals(gw: &Gateway, target: &str) -> Vec<u32> {
+    let redis = RedisServer::shared().client().await;
+    let keys = estafeta::redis::keyspace::Keyspace::new(&gw.prefix);
+    let mut out = Vec::new();
+    for (shard, e) in crate::support::all_events(&redis, &gw.prefix).await {
+        let state: Option<String> = redis
+            .hget(keys.event_record(shard, &e.id), format!("d:{target}"))
+            .await
+            .unwrap();
+        if let Some(s) = state.as_deref().and_then(DeliveryState::decode) {
+            out.push(s.deferrals);
+        }
+    }
+    out
+}
+
+/// A target at `addr` with a fixed `concurrency` and `n` events for it.
+async fn target_with_queue(gw: &Gateway, addr: SocketAddr, concurrency: u32, n: usize) -> String {
+    let (tenant, token) = gw.tenant("Queue Ltd").await;
+    let target = gw
+        .create_target(
+            &tenant,
+            json!({"url": format!("http://{addr}/in"), "events": ["*"], "concurrency": concurrency}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..n {
+        gw.post_ok(&token, "job", format!("{i}").as_bytes()).await;
+    }
+    target
+}
+
+#[tokio::test]
+async fn a_busy_target_keeps_its_queue_while_it_serves() {
+    let gw = Gateway::start_with(&RedisServer::shared().url(), &unique_prefix("busy"), FAST).await;
+    let seen = Arc::new(Seen::default());
+    let addr = receiver(seen.clone(), usize::MAX, |_| {
+        (Duration::from_millis(100), false)
+    })
+    .await;
+    // 20 answers a second: the last of 60 waits three seconds for its turn, three times the
+    // `defer` (1 s here) a delivery once waited before it was parked.
+    const N: usize = 60;
+    let target = target_with_queue(&gw, addr, 2, N).await;
+    let mut parked = 0;
+    let mut records = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.served.load(Ordering::Acquire) < N {
+        assert!(std::time::Instant::now() < deadline, "every event served");
+        let counts = deferrals(&gw, &target).await;
+        records = records.max(counts.len());
+        parked = parked.max(counts.iter().filter(|c| **c > 0).count());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(records, N, "every delivery has its record");
+    assert_eq!(
+        parked, 0,
+        "a target that serves its queue has none of it parked"
+    );
+}
+
+#[tokio::test]
+async fn a_target_that_serves_nothing_gets_its_queue_parked() {
+    let gw = Gateway::start_with(&RedisServer::shared().url(), &unique_prefix("stuck"), FAST).await;
+    let seen = Arc::new(Seen::default());
+    // Longer than the request timeout (5 s): no permit comes back for a while.
+    let addr = receiver(seen.clone(), usize::MAX, |_| {
+        (Duration::from_secs(30), false)
+    })
+    .await;
+    let target = target_with_queue(&gw, addr, 1, 4).await;
+    eventually(
+        Duration::from_secs(20),
+        "the deliveries behind the hanging one are parked",
+        || async {
+            deferrals(&gw, &target)
+                .await
+                .iter()
+                .filter(|c| **c > 0)
+                .count()
+                >= 3
+        },
+    )
+    .await;
 }
