@@ -3,12 +3,13 @@
 //! make a span or read a header.
 //!
 //! One event's trace: the sender's `traceparent` (if it sent one) is the parent of the
-//! `ingest` span (the request), whose children are `expand` (a dispatcher reading it from
-//! the stream and finding its targets) and one `attempt` per delivery attempt (target,
-//! status, latency). The Redis write is one `append` span per batch (many events, one
-//! command): the child of the batch's first traced event's `ingest`, linked to the `ingest`
-//! of every traced event in it, so each event's trace leads to its write; a batched target's
-//! request (many events, one request) is likewise one `attempt` linked to each. The stream
+//! `ingest` span (the request), whose children are one `attempt` per delivery attempt
+//! (target, status, latency). Work done at once for many events is one span, as
+//! OpenTelemetry's messaging conventions do batches: the child of the first traced event's
+//! `ingest`, linked to the `ingest` of every traced event in it, so each event's trace leads
+//! to it. That is the Redis write (`append`, one command for a batch of events), a
+//! dispatcher's read (`expand`: reading entries from the stream and finding their events'
+//! targets) and a batched target's request (one `attempt` for many events). The stream
 //! carries the link: the `ingest` span's own `traceparent` is stored with the event (a gateway
 //! note in its packed metadata, [`crate::model::event_meta::traceparent`]), so whichever
 //! instance reads it, now or at a retry hours later, continues the same trace; each attempt

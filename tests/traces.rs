@@ -3,8 +3,8 @@
 //! `ingest` → `append`, `expand`, `attempt`, in the sender's trace, and the receiver gets a
 //! `traceparent` that continues it from the attempt's span. Without a `traceparent` the event
 //! starts a trace of its own, and the receiver continues that one. A Redis write of many
-//! events is one `append` span, and a batched target's request one `attempt` span, each
-//! linked to every event's `ingest`.
+//! events is one `append` span, a dispatcher's read of many one `expand` span, and a batched
+//! target's request one `attempt` span, each linked to every event's `ingest`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -258,20 +258,23 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
             .find(|s| s.name == name && s.attributes.get("estafeta.event_id") == Some(&event))
             .cloned()
     };
-    // The batch's write links to the ingest of each of its events.
-    let append_of = |spans: &[Span], ingest: &Span| -> Option<Span> {
+    // The batch's write and the dispatcher's read link to the ingest of each of their events.
+    let linked = |spans: &[Span], name: &str, ingest: &Span| -> Option<Span> {
         let me = (ingest.trace_id.clone(), ingest.span_id.clone());
         spans
             .iter()
-            .find(|s| s.name == "append" && s.links.contains(&me))
+            .find(|s| s.name == name && s.links.contains(&me))
             .cloned()
     };
+    let append_of = |spans: &[Span], ingest: &Span| linked(spans, "append", ingest);
+    let expand_of = |spans: &[Span], ingest: &Span| linked(spans, "expand", ingest);
     eventually(Duration::from_secs(15), "the four spans", || async {
         let spans = collector.spans();
-        ["ingest", "expand", "attempt"]
+        ["ingest", "attempt"]
             .iter()
             .all(|n| named(&spans, n).is_some())
-            && named(&spans, "ingest").is_some_and(|i| append_of(&spans, &i).is_some())
+            && named(&spans, "ingest")
+                .is_some_and(|i| append_of(&spans, &i).is_some() && expand_of(&spans, &i).is_some())
     })
     .await;
     let spans = collector.spans();
@@ -284,9 +287,13 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
     let append = append_of(&spans, &ingest).unwrap();
     assert_eq!(append.attributes["estafeta.batch_events"], "1");
     assert_eq!(append.links.len(), 1, "{append:?}");
+    let expand = expand_of(&spans, &ingest).unwrap();
+    assert_eq!(expand.attributes["estafeta.batch_events"], "1");
+    assert_eq!(expand.attributes["estafeta.deliveries"], "1");
+    assert_eq!(expand.links.len(), 1, "{expand:?}");
     for (child, s) in [
         ("append", append),
-        ("expand", named(&spans, "expand").unwrap()),
+        ("expand", expand),
         ("attempt", named(&spans, "attempt").unwrap()),
     ] {
         assert_eq!(s.trace_id, SENDER_TRACE, "{s:?}");
@@ -302,10 +309,6 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
     );
     assert_eq!(attempt.attributes["estafeta.target_id"], target_id);
     assert_eq!(attempt.attributes["http.response.status_code"], "200");
-    assert_eq!(
-        named(&spans, "expand").unwrap().attributes["estafeta.targets"],
-        "1"
-    );
 
     // Without a traceparent, the event's trace is its own, and the receiver continues it.
     let sent = Request::new("POST", "/v1/events/order.paid")
@@ -418,28 +421,35 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
     eventually(Duration::from_secs(15), "the burst's spans", || async {
         let spans = collector.spans();
         let ingests = burst_ingests(&spans);
-        ingests.len() == 60 && ingests.iter().all(|i| append_of(&spans, i).is_some())
+        ingests.len() == 60
+            && ingests
+                .iter()
+                .all(|i| append_of(&spans, i).is_some() && expand_of(&spans, i).is_some())
     })
     .await;
+    // The dispatcher reads them in a few reads, and each read is one `expand` span likewise.
+    // Every event of this gateway is traced, so a batch's links are all of its events.
     let spans = collector.spans();
     for ingest in burst_ingests(&spans) {
         let me = (ingest.trace_id.clone(), ingest.span_id.clone());
-        let writes: Vec<&Span> = spans
-            .iter()
-            .filter(|s| s.name == "append" && s.links.contains(&me))
-            .collect();
-        assert_eq!(writes.len(), 1, "one write per event: {writes:?}");
-        let write = writes[0];
-        assert_eq!(
-            write.attributes["estafeta.batch_events"],
-            write.links.len().to_string(),
-            "every event of the batch is traced, so linked: {write:?}"
-        );
-        assert_eq!(
-            (&write.trace_id, &write.parent_span_id),
-            (&write.links[0].0, &write.links[0].1),
-            "a child of its first event's ingest"
-        );
+        for name in ["append", "expand"] {
+            let batches: Vec<&Span> = spans
+                .iter()
+                .filter(|s| s.name == name && s.links.contains(&me))
+                .collect();
+            assert_eq!(batches.len(), 1, "one {name} per event: {batches:?}");
+            let batch = batches[0];
+            assert_eq!(
+                batch.attributes["estafeta.batch_events"],
+                batch.links.len().to_string(),
+                "every event of the batch is traced, so linked: {batch:?}"
+            );
+            assert_eq!(
+                (&batch.trace_id, &batch.parent_span_id),
+                (&batch.links[0].0, &batch.links[0].1),
+                "{name}: a child of its first event's ingest"
+            );
+        }
     }
 }
 
