@@ -10,7 +10,13 @@
 # in another order, and each run starts once every process is quiet again (`settle`): the
 # gateway of the previous run may still be exporting spans or draining its stream.
 #
-# Usage: benches/traces.sh     (env: DURATION=8s CONNECTIONS=64 ROUNDS=3)
+# Each round's ratios are taken within the round (the three runs back to back), and their
+# median is printed beside the ratio of the medians: on a shared machine the rate drifts
+# between rounds more than between the runs of one round. With RATE=n oha offers n requests/s
+# instead of as many as it can: then the gateway's CPU per request, not the rate, is the
+# figure, and it does not depend on what oha's own threads take from the gateway.
+#
+# Usage: benches/traces.sh     (env: DURATION=8s CONNECTIONS=64 ROUNDS=3 RATE=)
 # Needs: oha (cargo install oha --locked), redis-server, python3. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +24,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8s}
 CONNECTIONS=${CONNECTIONS:-64}
 ROUNDS=${ROUNDS:-3}
+RATE=${RATE:-}
 ESTAFETA=${ESTAFETA_BIN:-./target/release/estafeta}
 BODY='{"type":"order.paid","data":{"order_id":"ord_8Jq2xYd41Lk","customer":"cus_Q81nd0aP","amount":129900,"currency":"BRL","items":3,"paid_at":"2026-11-22T18:00:00Z","note":"bench payload"}}'
 
@@ -50,7 +57,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # rate, though a contended core makes every microsecond longer).
 run() {
   local t0; t0=$(cpu_ticks "${pid[$1]}")
-  oha -z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json -m POST \
+  oha -z "$DURATION" -c "$CONNECTIONS" ${RATE:+-q "$RATE"} --no-tui --output-format json -m POST \
     -H "Authorization: Bearer ${token[$1]}" -H 'Content-Type: application/json' -d "$BODY" \
     "http://127.0.0.1:${port[$1]}/v1/events/order.paid" > "$work/oha.json"
   settle
@@ -84,4 +91,11 @@ m = [statistics.median(v) for v in rates]
 c = [statistics.median(v) for v in cpus]
 for k, v, u in zip(names, m, c):
     print(f"median {k:10s} {v:>9.0f} req/s  {v / m[0]:.3f} x off   CPU {u:.1f} us/request  {u / c[0]:.3f} x off")
+# The same ratios taken round by round, then their median.
+for i, k in ((1, "ratio 1.0"), (2, "ratio 0.01")):
+    r = [a / b for a, b in zip(rates[i], rates[0])]
+    u = [a / b for a, b in zip(cpus[i], cpus[0])]
+    print(f"per round {k:10s} rate " + " / ".join(f"{x:.3f}" for x in r)
+          + f" (median {statistics.median(r):.3f} x off); CPU " + " / ".join(f"{x:.3f}" for x in u)
+          + f" (median {statistics.median(u):.3f} x off)")
 PY

@@ -1,5 +1,6 @@
-//! Traces end to end, with the binary as users run it: a test collector (OTLP/HTTP with
-//! protobuf bodies, decoded with the protocol's own types) receives the spans of one event,
+//! Traces end to end, with the binary as users run it: a test collector (OTLP over HTTP with
+//! protobuf bodies, or over gRPC, decoded with the protocol's own types) receives the spans
+//! of one event,
 //! `ingest` → `append`, `expand`, `attempt`, in the sender's trace, and the receiver gets a
 //! `traceparent` that continues it from the attempt's span. Without a `traceparent` the event
 //! starts a trace of its own, and the receiver continues that one. A Redis write of many
@@ -15,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -62,17 +65,25 @@ impl Collector {
                         async move {
                             let path = req.uri().path().to_owned();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
-                            if path == "/v1/traces" {
-                                let decoded = ExportTraceServiceRequest::decode(body).unwrap();
-                                kept.lock().unwrap().extend(spans_of(decoded));
-                            }
-                            Ok::<_, Infallible>(
-                                hyper::Response::builder()
-                                    .status(200)
-                                    .header("content-type", "application/x-protobuf")
-                                    .body(Full::new(Bytes::new()))
+                            Ok::<_, Infallible>(match path.as_str() {
+                                "/v1/traces" => {
+                                    let decoded = ExportTraceServiceRequest::decode(body).unwrap();
+                                    kept.lock().unwrap().extend(spans_of(decoded));
+                                    hyper::Response::builder()
+                                        .status(200)
+                                        .header("content-type", "application/x-protobuf")
+                                        .body(Full::new(Bytes::new()).boxed())
+                                        .unwrap()
+                                }
+                                GRPC_EXPORT => {
+                                    kept.lock().unwrap().extend(spans_of(grpc_request(&body)));
+                                    grpc_ok()
+                                }
+                                _ => hyper::Response::builder()
+                                    .status(404)
+                                    .body(Full::new(Bytes::new()).boxed())
                                     .unwrap(),
-                            )
+                            })
                         }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -87,6 +98,33 @@ impl Collector {
     fn spans(&self) -> Vec<Span> {
         self.spans.lock().unwrap().clone()
     }
+}
+
+/// OTLP/gRPC's one method for traces.
+const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The request of a gRPC call: one message, after gRPC's prefix (an uncompressed flag and
+/// its length, big-endian).
+fn grpc_request(body: &[u8]) -> ExportTraceServiceRequest {
+    assert_eq!(body[0], 0, "an uncompressed message");
+    let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+    assert_eq!(body.len(), 5 + len, "one message");
+    ExportTraceServiceRequest::decode(&body[5..]).unwrap()
+}
+
+/// A gRPC success: an empty `ExportTraceServiceResponse` and `grpc-status: 0` in the trailers.
+fn grpc_ok() -> hyper::Response<BoxBody<Bytes, Infallible>> {
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+    let frames = [
+        Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    hyper::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        .unwrap()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -200,8 +238,14 @@ async fn tenant_with_target(served: &Served, spec: serde_json::Value) -> (String
 /// A gateway (role all) exporting every trace to `collector` over OTLP/HTTP, every 100 ms
 /// (the SDK's own variable; its default is 5 s).
 async fn traced_gateway(collector: &Collector, prefix: &str) -> Served {
+    traced_gateway_over(collector, prefix, "http").await
+}
+
+/// [`traced_gateway`] over `protocol` (`http` or `grpc`).
+async fn traced_gateway_over(collector: &Collector, prefix: &str, protocol: &str) -> Served {
+    let path = if protocol == "http" { "/v1/traces" } else { "" };
     let extra = format!(
-        "[telemetry]\notlp_endpoint = \"http://{}/v1/traces\"\notlp_protocol = \"http\"\nsample_ratio = 1.0\nservice_name = \"estafeta-test\"\n",
+        "[telemetry]\notlp_endpoint = \"http://{}{path}\"\notlp_protocol = \"{protocol}\"\nsample_ratio = 1.0\nservice_name = \"estafeta-test\"\n",
         collector.addr
     );
     Served::on(
@@ -521,6 +565,57 @@ async fn a_batched_targets_request_is_one_attempt_span_linked_to_each_events_tra
         received,
         format!("00-{}-{}-01", attempt.trace_id, attempt.span_id)
     );
+}
+
+#[tokio::test]
+async fn spans_reach_a_grpc_collector() {
+    let collector = Collector::start().await;
+    let sink = Sink::start().await;
+    let served = traced_gateway_over(&collector, "traces-grpc", "grpc").await;
+    let hook = json!({"url": sink.url("/hook"), "events": ["*"]});
+    let (_, token, _) = tenant_with_target(&served, hook).await;
+    post_events(&served, &token, 0..3).await;
+    eventually(Duration::from_secs(15), "the deliveries", || async {
+        sink.count("/hook") == 3
+    })
+    .await;
+    let attempt_of = |traceparent: &str| {
+        let mut parts = traceparent.split('-').skip(1);
+        (
+            parts.next().unwrap().to_owned(),
+            parts.next().unwrap().to_owned(),
+        )
+    };
+    let received: Vec<(String, String)> = sink
+        .received("/hook")
+        .iter()
+        .map(|r| attempt_of(&r.header("traceparent").unwrap()))
+        .collect();
+    eventually(
+        Duration::from_secs(15),
+        "each event's spans over gRPC",
+        || async {
+            let spans = collector.spans();
+            received.iter().all(|(trace, span)| {
+                let attempt = spans
+                    .iter()
+                    .find(|s| s.name == "attempt" && (&s.trace_id, &s.span_id) == (trace, span));
+                attempt.is_some_and(|a| {
+                    spans.iter().any(|s| {
+                        s.name == "ingest"
+                            && s.span_id == a.parent_span_id
+                            && s.service == "estafeta-test"
+                    })
+                })
+            })
+        },
+    )
+    .await;
+    let spans = collector.spans();
+    for name in ["append", "expand"] {
+        assert!(spans.iter().any(|s| s.name == name), "{name}: {spans:?}");
+    }
+    metrics_show(&served, "estafeta_trace_spans_total{outcome=\"exported\"}").await;
 }
 
 #[tokio::test]
