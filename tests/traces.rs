@@ -5,7 +5,8 @@
 //! `traceparent` that continues it from the attempt's span. Without a `traceparent` the event
 //! starts a trace of its own, and the receiver continues that one. A Redis write of many
 //! events is one `append` span, a dispatcher's read of many one `expand` span, and a batched
-//! target's request one `attempt` span, each linked to every event's `ingest`.
+//! target's request one `attempt` span, each linked to every event's `ingest`. An event
+//! replayed from the log store, gone from Redis, is still in its trace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fred::prelude::*;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -669,4 +671,147 @@ async fn a_collector_that_is_down_costs_ingest_and_deliveries_nothing() {
         served.logs()
     );
     assert!(!served.logs().contains("panicked"), "{}", served.logs());
+}
+
+#[tokio::test]
+async fn a_replay_from_the_log_store_continues_the_events_trace() {
+    // The event outlives Redis (a hot window of two seconds; a record lives twice the reclaim
+    // idle, 12 s here) and comes back from PostgreSQL:
+    // its stored `traceparent` comes back with it, so the replayed attempt is in the sender's
+    // trace, a child of the original `ingest`.
+    let collector = Collector::start().await;
+    let sink = Sink::start().await;
+    sink.plan("/hook", vec![], support::sink::Reply::Status(503));
+    let db = support::postgres::PgServer::shared()
+        .database("traces_replay")
+        .await;
+    let prefix = support::unique_prefix("traces-replay");
+    let extra = format!(
+        "[telemetry]\notlp_endpoint = \"http://{}/v1/traces\"\notlp_protocol = \"http\"\nsample_ratio = 1.0\n\n[log_store]\nurl = \"{db}\"\n\n[dispatch]\nrequest_timeout_ms = 1000\nreclaim_idle_ms = 6000\n",
+        collector.addr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let certs = support::certs();
+    let addrs = support::process::addrs();
+    let text = support::config_toml(
+        &RedisServer::shared().url(),
+        &prefix,
+        &addrs,
+        certs.path(),
+        &extra,
+    )
+    .replace(
+        "[queue]\nshards = 4",
+        "[queue]\nshards = 4\nhot_window_s = 2",
+    );
+    let config = support::process::write_config(dir.path(), &text);
+    let mut served = Served::start(&config, addrs, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
+    served.dirs = vec![dir, certs];
+    served.wait_ready().await;
+    let hook = json!({"url": sink.url("/hook"), "events": ["*"], "mode": "once"});
+    let (_, token, _) = tenant_with_target(&served, hook).await;
+
+    let sent = Request::new("POST", "/v1/events/order.paid")
+        .bearer(&token)
+        .header(
+            "traceparent",
+            &format!("00-{SENDER_TRACE}-{SENDER_SPAN}-01"),
+        )
+        .body(b"{\"n\":1}".to_vec())
+        .send_plain(served.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(sent.status, 202, "{}", sent.text());
+    let event = sent.json()["id"].as_str().unwrap().to_owned();
+    let dead_letters = || async {
+        Request::get("/v1/dead-letters")
+            .bearer(&token)
+            .send_plain(served.addrs.plain)
+            .await
+            .unwrap()
+            .json()["data"]
+            .clone()
+    };
+    eventually(
+        Duration::from_secs(15),
+        "the event dead-lettered",
+        || async {
+            dead_letters()
+                .await
+                .as_array()
+                .is_some_and(|a| a.len() == 1)
+        },
+    )
+    .await;
+    // Shipped to PostgreSQL, then gone from Redis.
+    let pg = support::postgres::connect(&db).await;
+    eventually(Duration::from_secs(20), "the event shipped", || async {
+        let n: i64 = pg
+            .query_one("SELECT count(*) FROM events WHERE id = $1", &[&event])
+            .await
+            .unwrap()
+            .get(0);
+        n == 1
+    })
+    .await;
+    let redis = RedisServer::shared().client().await;
+    eventually(
+        Duration::from_secs(40),
+        "its Redis copy expired",
+        || async {
+            let mut left = 0i64;
+            for shard in 0..4 {
+                left += redis
+                    .exists::<i64, _>(format!("{prefix}:{{q{shard}}}:ev:{event}"))
+                    .await
+                    .unwrap();
+            }
+            left == 0
+        },
+    )
+    .await;
+
+    sink.plan("/hook", vec![], support::sink::Reply::Status(200));
+    let dl = dead_letters().await[0]["id"].clone();
+    let replayed = Request::new("POST", "/v1/dead-letters/replay")
+        .bearer(&token)
+        .json(&json!({"ids": [dl]}))
+        .send_plain(served.addrs.plain)
+        .await
+        .unwrap();
+    assert_eq!(replayed.json()["replayed"], 1, "{}", replayed.text());
+    // The first request was the failed attempt (503), the second the replay.
+    eventually(Duration::from_secs(15), "the replayed delivery", || async {
+        sink.count("/hook") == 2
+    })
+    .await;
+    let traceparent = sink.received("/hook")[1].header("traceparent").unwrap();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!((parts[1], parts[3]), (SENDER_TRACE, "01"), "{traceparent}");
+    eventually(
+        Duration::from_secs(15),
+        "the replayed attempt's span",
+        || async {
+            let spans = collector.spans();
+            let ingest = spans.iter().find(|s| {
+                s.name == "ingest" && s.attributes.get("estafeta.event_id") == Some(&event)
+            });
+            let attempt = spans
+                .iter()
+                .find(|s| s.name == "attempt" && s.span_id == parts[2]);
+            match (ingest, attempt) {
+                (Some(i), Some(a)) => {
+                    assert_eq!(a.trace_id, SENDER_TRACE, "{a:?}");
+                    assert_eq!(
+                        a.parent_span_id, i.span_id,
+                        "a child of the original ingest"
+                    );
+                    assert_eq!(a.attributes["http.response.status_code"], "200");
+                    true
+                }
+                _ => false,
+            }
+        },
+    )
+    .await;
 }
