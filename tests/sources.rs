@@ -402,3 +402,89 @@ async fn tokens_rotate_and_sources_belong_to_their_tenant() {
     );
     assert_eq!(hook(&gw, &new_url, &[], b"1").await.status, 404);
 }
+
+#[tokio::test]
+async fn a_request_answered_503_is_accepted_when_the_sender_retries_it() {
+    // Redis answers the replay mark but refuses the event's write (an ACL taking the write
+    // commands away stands for an outage that starts between the two): the sender gets a 503
+    // and retries the same signed request, which must be accepted, not refused as a replay.
+    let redis = RedisServer::start(false);
+    let gw = Gateway::start_with(&redis.url(), &unique_prefix("src-outage"), "").await;
+    let (tenant, token) = gw.tenant("acme").await;
+    let stripe = source(
+        &gw,
+        &tenant,
+        json!({"name": "stripe", "verify": {"scheme": "stripe", "secret": "whsec_stripe"},
+        "event_type": {"json_pointer": "/type"}}),
+    )
+    .await;
+    let url = stripe["url"].as_str().unwrap();
+    let signed = |body: &[u8]| {
+        let t = now();
+        format!(
+            "t={t},v1={}",
+            hmac_hex(b"whsec_stripe", &[t.to_string().as_bytes(), b".", body])
+        )
+    };
+    let send = |sig: String, body: &'static [u8]| {
+        let gw = &gw;
+        async move { hook(gw, url, &[("stripe-signature", &sig)], body).await }
+    };
+    let no_writes = |more: &[&str]| {
+        let mut args = vec!["ACL", "SETUSER", "default", "-xadd", "-evalsha", "-eval"];
+        args.extend(more);
+        assert_eq!(redis.cli(&args).trim(), "OK");
+    };
+    let writes_back = || {
+        assert_eq!(
+            redis.cli(&["ACL", "SETUSER", "default", "+@all"]).trim(),
+            "OK"
+        )
+    };
+
+    let body: &[u8] = br#"{"id":"evt_1","type":"charge.succeeded"}"#;
+    let sig = signed(body);
+    no_writes(&[]);
+    let failed = send(sig.clone(), body).await;
+    writes_back();
+    assert_eq!(failed.status, 503, "{}", failed.text());
+    let retried = send(sig.clone(), body).await;
+    assert_eq!(
+        retried.status,
+        202,
+        "the retry is accepted: {}",
+        retried.text()
+    );
+    assert_eq!(
+        send(sig, body).await.status,
+        401,
+        "once accepted, the same request again is a replay"
+    );
+
+    // The claim cannot even be let go (no DEL either): the retry is told to come back (503,
+    // not a refusal) until the claim lapses (twice the test's 1 s command timeout and a second).
+    let body: &[u8] = br#"{"id":"evt_2","type":"charge.succeeded"}"#;
+    let sig = signed(body);
+    no_writes(&["-del"]);
+    let failed = send(sig.clone(), body).await;
+    writes_back();
+    assert_eq!(failed.status, 503, "{}", failed.text());
+    let early = send(sig.clone(), body).await;
+    assert_eq!(early.status, 503, "{}", early.text());
+    assert!(early.text().contains("retry shortly"), "{}", early.text());
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "the retry accepted once the claim lapsed",
+        || async { send(sig.clone(), body).await.status == 202 },
+    )
+    .await;
+    let delivered = gw
+        .get_as(&token, "/v1/events?event_type=charge.succeeded")
+        .await;
+    assert_eq!(
+        delivered.json()["data"].as_array().map(Vec::len),
+        Some(2),
+        "each event stored once: {}",
+        delivered.text()
+    );
+}

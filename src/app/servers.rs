@@ -202,6 +202,8 @@ impl Servers {
                 redis: core.redis.clone(),
                 watches: core.watches.clone(),
                 trusted_proxies: config.web.proxies().unwrap_or_default().into(),
+                // An enqueue's longest wait (a Redis command), twice, and a second more.
+                claim_for: config.redis_command_timeout() * 2 + std::time::Duration::from_secs(1),
             },
             heartbeats: heartbeats.clone(),
             readiness: core.readiness.clone(),

@@ -5,23 +5,25 @@
 //! delivery id, when it sends one, as the idempotency key.
 //!
 //! Replays: a request whose signature was already accepted (same id, timestamp and signature)
-//! is refused; a sender's retry of the same delivery (new timestamp and signature, same id) is
-//! answered with the first event (`duplicate: true`), not enqueued again.
+//! is refused, the signature being marked once its event is in the queue ([`super::replay`]);
+//! a sender's retry of the same delivery (new timestamp and signature, same id) is answered
+//! with the first event (`duplicate: true`), not enqueued again.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::Response;
 use fred::prelude::*;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 
-use super::cache::{HookSource, SourceCache};
+use super::cache::SourceCache;
+use super::replay::{self, Claimed};
 use crate::crypto::sha256_hex;
 use crate::http::body;
 use crate::http::error::{ApiError, HookErrors};
 use crate::http::extract::ApiPath;
 use crate::ingest::events::{IngestState, enqueue_and_answer};
-use crate::model::{EventType, EventTypeRule, Scheme};
+use crate::model::{EventType, EventTypeRule};
 use crate::monitors::state::{Signal, Subject, Watches};
 use crate::store::source_activity::Refusal;
 use crate::store::{Source, Store, StoreError};
@@ -38,6 +40,8 @@ pub struct HookState {
     pub watches: Watches,
     /// Proxies whose `X-Forwarded-For` names the sender of a refused delivery.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// How long a signature is claimed while its event is enqueued (see [`super::replay`]).
+    pub claim_for: std::time::Duration,
 }
 
 fn refused() -> ApiError {
@@ -126,18 +130,27 @@ pub async fn post_hook(
                 return Err(refused());
             }
         };
-    if let Err(e) = refuse_replay(&s, &hook, tenant.shard, headers).await {
-        if e.status == http::StatusCode::UNAUTHORIZED {
-            note_refusal(
-                &s,
-                source,
-                "a delivery already accepted, sent again".into(),
-                sender(),
-            );
-        }
-        return Err(e);
-    }
+    // Before the replay claim: a request refused here leaves nothing behind.
     let event_type = event_type(&source.event_type, headers, &raw)?;
+    let claimed = replay::claim(
+        &s.redis,
+        s.store.keyspace(),
+        tenant.shard,
+        &source.id,
+        (hook.verifier.scheme, hook.verifier.tolerance()),
+        headers,
+        s.claim_for,
+    )
+    .await?;
+    let claim = match claimed {
+        Claimed::Replay => {
+            let why = "a delivery already accepted, sent again";
+            note_refusal(&s, source, why.into(), sender());
+            return Err(refused());
+        }
+        Claimed::Held(claim) => Some(claim),
+        Claimed::Unmarked => None,
+    };
     let key_digest = verified.delivery_id.map(|id| {
         sha256_hex(&[
             b"source:",
@@ -146,8 +159,11 @@ pub async fn post_hook(
             id.as_bytes(),
         ])
     });
-    let answer =
-        enqueue_and_answer(&s.ingest, &tenant, event_type, headers, raw, key_digest).await?;
+    let answer = enqueue_and_answer(&s.ingest, &tenant, event_type, headers, raw, key_digest).await;
+    if let Some(claim) = claim {
+        claim.settle(&s.redis, answer.is_ok()).await;
+    }
+    let answer = answer?;
     note_received(&s, source);
     if let Some(subject) = Subject::source(source, tenant.shard) {
         // The event is already durable: a failed watch update must not turn it into an error
@@ -167,8 +183,6 @@ pub async fn post_hook(
     Ok(answer)
 }
 
-/// Remembers each accepted signature of a timestamped scheme for twice the tolerance; the
-/// same signed request again is a replay.
 /// Notes that `source` accepted a webhook, after its sender has the answer.
 fn note_received(s: &HookState, source: &Source) {
     let (store, id) = (s.store.clone(), source.id.clone());
@@ -192,59 +206,6 @@ fn note_refusal(s: &HookState, source: &Source, reason: String, sender_ip: Optio
             tracing::warn!(source = %id, error = %e, "could not note a refused webhook");
         }
     });
-}
-
-async fn refuse_replay(
-    s: &HookState,
-    hook: &HookSource,
-    shard: u16,
-    headers: &HeaderMap,
-) -> Result<(), ApiError> {
-    let header = match hook.verifier.scheme {
-        Scheme::StandardWebhooks => "webhook-signature",
-        Scheme::Stripe => "stripe-signature",
-        _ => return Ok(()),
-    };
-    let signed = [
-        headers
-            .get("webhook-id")
-            .map(HeaderValue::as_bytes)
-            .unwrap_or_default(),
-        headers
-            .get("webhook-timestamp")
-            .map(HeaderValue::as_bytes)
-            .unwrap_or_default(),
-        headers
-            .get(header)
-            .map(HeaderValue::as_bytes)
-            .unwrap_or_default(),
-    ];
-    let key = s
-        .store
-        .keyspace()
-        .source_seen(shard, &hook.source.id, &sha256_hex(&signed));
-    let ttl = (hook.verifier.tolerance().as_secs() * 2).max(1) as i64;
-    let first: Result<Option<String>, _> = s
-        .redis
-        .set(
-            key,
-            "1",
-            Some(fred::types::Expiration::EX(ttl)),
-            Some(fred::types::SetOptions::NX),
-            false,
-        )
-        .await;
-    match first {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(refused()),
-        Err(e) => {
-            telemetry::redis_error("replay_check");
-            tracing::warn!(error = %e, "replay check failed");
-            Err(ApiError::unavailable(
-                "the queue is unreachable; retry shortly",
-            ))
-        }
-    }
 }
 
 /// The event type by the source's rule, validated.

@@ -7,6 +7,8 @@
 //! - the signature schemes (Standard Webhooks, GitHub, Stripe, HMAC-SHA256 hex) are
 //!   [`crate::crypto::verify`], below both this module and `ingest`, whose signed monitor
 //!   status pushes use them too;
+//! - [`replay`]: a timestamped scheme's signatures, claimed while their event is enqueued and
+//!   marked seen once it is in the queue;
 //! - [`cache`]: the sources by token hash, with their verifiers, dropped on change.
 //!
 //! A source's records live in [`crate::store`] (`store::sources`, `store::source_activity`);
@@ -15,3 +17,4 @@
 
 pub mod cache;
 pub mod hooks;
+pub mod replay;
