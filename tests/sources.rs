@@ -27,6 +27,18 @@ async fn source(gw: &Gateway, tenant: &str, body: Json) -> Json {
     r.json()
 }
 
+/// A Stripe source (secret `whsec_stripe`, the type at `/type`); returns its URL.
+async fn stripe_source(gw: &Gateway, tenant: &str) -> String {
+    let s = source(
+        gw,
+        tenant,
+        json!({"name": "stripe", "verify": {"scheme": "stripe", "secret": "whsec_stripe"},
+        "event_type": {"json_pointer": "/type"}}),
+    )
+    .await;
+    s["url"].as_str().unwrap().to_owned()
+}
+
 fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
     for p in parts {
@@ -253,20 +265,14 @@ async fn standard_webhooks_with_tolerance_and_replay_refusal() {
 async fn stripe_hex_and_none_schemes() {
     let gw = gateway("src-more").await;
     let (tenant, _) = gw.tenant("acme").await;
-    let stripe = source(
-        &gw,
-        &tenant,
-        json!({"name": "stripe", "verify": {"scheme": "stripe", "secret": "whsec_stripe"},
-        "event_type": {"json_pointer": "/type"}}),
-    )
-    .await;
+    let url = stripe_source(&gw, &tenant).await;
+    let url = url.as_str();
     let body = br#"{"id":"evt_1","type":"charge.succeeded"}"#;
     let t = now();
     let sig = format!(
         "t={t},v1={}",
         hmac_hex(b"whsec_stripe", &[t.to_string().as_bytes(), b".", body])
     );
-    let url = stripe["url"].as_str().unwrap();
     assert_eq!(
         hook(&gw, url, &[("stripe-signature", &sig)], body)
             .await
@@ -411,14 +417,8 @@ async fn a_request_answered_503_is_accepted_when_the_sender_retries_it() {
     let redis = RedisServer::start(false);
     let gw = Gateway::start_with(&redis.url(), &unique_prefix("src-outage"), "").await;
     let (tenant, token) = gw.tenant("acme").await;
-    let stripe = source(
-        &gw,
-        &tenant,
-        json!({"name": "stripe", "verify": {"scheme": "stripe", "secret": "whsec_stripe"},
-        "event_type": {"json_pointer": "/type"}}),
-    )
-    .await;
-    let url = stripe["url"].as_str().unwrap();
+    let url = stripe_source(&gw, &tenant).await;
+    let url = url.as_str();
     let signed = |body: &[u8]| {
         let t = now();
         format!(

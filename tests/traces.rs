@@ -262,16 +262,10 @@ async fn traced_gateway_over(collector: &Collector, prefix: &str, protocol: &str
 const SENDER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SENDER_SPAN: &str = "00f067aa0ba902b7";
 
-#[tokio::test]
-async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_senders_trace() {
-    let collector = Collector::start().await;
-    let sink = Sink::start().await;
-    let served = traced_gateway(&collector, "traces").await;
-    let hook = json!({"url": sink.url("/hook"), "events": ["*"]});
-    let (tenant, token, target_id) = tenant_with_target(&served, hook).await;
-
+/// Posts `{"n":1}` with the sender's `traceparent` (sampled); returns the event id.
+async fn post_in_senders_trace(served: &Served, token: &str) -> String {
     let sent = Request::new("POST", "/v1/events/order.paid")
-        .bearer(&token)
+        .bearer(token)
         .header(
             "traceparent",
             &format!("00-{SENDER_TRACE}-{SENDER_SPAN}-01"),
@@ -281,7 +275,18 @@ async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_sen
         .await
         .unwrap();
     assert_eq!(sent.status, 202, "{}", sent.text());
-    let event = sent.json()["id"].as_str().unwrap().to_owned();
+    sent.json()["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn one_events_spans_reach_the_collector_and_the_receiver_continues_the_senders_trace() {
+    let collector = Collector::start().await;
+    let sink = Sink::start().await;
+    let served = traced_gateway(&collector, "traces").await;
+    let hook = json!({"url": sink.url("/hook"), "events": ["*"]});
+    let (tenant, token, target_id) = tenant_with_target(&served, hook).await;
+
+    let event = post_in_senders_trace(&served, &token).await;
 
     eventually(Duration::from_secs(15), "the delivery", || async {
         sink.count("/hook") == 1
@@ -711,18 +716,7 @@ async fn a_replay_from_the_log_store_continues_the_events_trace() {
     let hook = json!({"url": sink.url("/hook"), "events": ["*"], "mode": "once"});
     let (_, token, _) = tenant_with_target(&served, hook).await;
 
-    let sent = Request::new("POST", "/v1/events/order.paid")
-        .bearer(&token)
-        .header(
-            "traceparent",
-            &format!("00-{SENDER_TRACE}-{SENDER_SPAN}-01"),
-        )
-        .body(b"{\"n\":1}".to_vec())
-        .send_plain(served.addrs.plain)
-        .await
-        .unwrap();
-    assert_eq!(sent.status, 202, "{}", sent.text());
-    let event = sent.json()["id"].as_str().unwrap().to_owned();
+    let event = post_in_senders_trace(&served, &token).await;
     let dead_letters = || async {
         Request::get("/v1/dead-letters")
             .bearer(&token)
