@@ -314,6 +314,13 @@ pub struct Span(Context);
 pub struct Link(SpanContext);
 
 impl Link {
+    /// The span a stored event's packed metadata names (its gateway note), when its trace
+    /// is kept.
+    pub fn of_event_meta(meta: Option<&[u8]>) -> Option<Link> {
+        meta.and_then(crate::model::event_meta::traceparent)
+            .and_then(Link::of_traceparent)
+    }
+
     /// The span a stored `traceparent` names, when its trace is kept.
     pub fn of_traceparent(traceparent: &[u8]) -> Option<Link> {
         if !sampled(traceparent) {

@@ -212,9 +212,7 @@ fn batch_span(batch: &DueBatch, target: &Target) -> Option<crate::traces::Span> 
     let links: Vec<_> = batch
         .events
         .iter()
-        .filter_map(|e| e.content_type.as_deref())
-        .filter_map(crate::model::event_meta::traceparent)
-        .filter_map(crate::traces::Link::of_traceparent)
+        .filter_map(|e| crate::traces::Link::of_event_meta(e.content_type.as_deref()))
         .collect();
     crate::traces::Span::batch(
         "attempt",

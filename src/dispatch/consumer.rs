@@ -200,7 +200,11 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
         }
         events_read += events.len();
         if crate::traces::on() {
-            traced.extend(events.iter().filter_map(trace_link));
+            traced.extend(
+                events
+                    .iter()
+                    .filter_map(|e| crate::traces::Link::of_event_meta(e.content_type.as_deref())),
+            );
         }
         // A store failure keeps retrying; stopping leaves the entries pending.
         let Some(matched) = match_targets(inner, shard, events).await else {
@@ -270,15 +274,6 @@ pub(super) async fn process_entries(inner: &Arc<Inner>, shard: u16, entries: Vec
     for p in prepared {
         start_entry(inner, shard, p).await;
     }
-}
-
-/// Where an event's trace is (its `ingest` span), when that trace is exported.
-fn trace_link(event: &StoredEvent) -> Option<crate::traces::Link> {
-    let traceparent = event
-        .content_type
-        .as_deref()
-        .and_then(crate::model::event_meta::traceparent)?;
-    crate::traces::Link::of_traceparent(traceparent)
 }
 
 /// The `expand` spans of one read (finding the targets of its `events` events): like a

@@ -24,6 +24,9 @@ use crate::model::{TargetId, TenantId};
 use crate::queue::StreamReader;
 use crate::store::{Deliveries, Store, Target};
 
+/// How many `defer`s a delivery may wait for its target's permit while the target serves.
+const MAX_DEFERS_WAITED: u32 = 8;
+
 /// The per-target gate: in-flight cap and a count of deliveries waiting for it.
 #[derive(Debug)]
 pub(super) struct Gate {
@@ -60,9 +63,38 @@ impl Gate {
         }
     }
 
-    /// Attempts that have given their permit back so far.
-    pub(super) fn served(&self) -> u64 {
-        self.served.load(Ordering::Acquire)
+    /// A permit for one of the deliveries counted as `waiting`, which it stops being: waited
+    /// for while the target is serving, that is as long as the target gave back a permit
+    /// within the last `defer` (a busy target, or one still finding its limit, serves its
+    /// queue), up to [`MAX_DEFERS_WAITED`] of them. `None`: the target served nothing for
+    /// `defer` (hanging, or far slower than its queue), and the delivery is to be parked.
+    pub(super) async fn permit_while_served(
+        &self,
+        defer: Duration,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let give_up = tokio::time::Instant::now() + defer * MAX_DEFERS_WAITED;
+        // One acquisition throughout: the semaphore is fair, and acquiring again would lose
+        // the delivery's place in the queue.
+        let acquire = self.permits.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let mut seen = self.served.load(Ordering::Acquire);
+        let mut check = tokio::time::Instant::now() + defer;
+        let permit = loop {
+            tokio::select! {
+                permit = &mut acquire => break permit.ok(),
+                _ = tokio::time::sleep_until(check) => {
+                    let served = self.served.load(Ordering::Acquire);
+                    if served == seen || check >= give_up {
+                        break None;
+                    }
+                    seen = served;
+                    check += defer;
+                }
+            }
+        };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.room.notify_one();
+        permit
     }
 
     /// Deliveries holding a permit now.

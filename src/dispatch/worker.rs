@@ -140,10 +140,7 @@ pub(super) async fn run(
         defer(&inner, &d).await;
         return;
     };
-    let permit = permit_while_served(&inner, &gate).await;
-    gate.waiting.fetch_sub(1, Ordering::AcqRel);
-    gate.room.notify_one();
-    let Some(target_permit) = permit else {
+    let Some(target_permit) = gate.permit_while_served(inner.settings.defer).await else {
         defer(&inner, &d).await;
         return;
     };
@@ -171,41 +168,6 @@ pub(super) async fn run(
     gate.release(target_permit);
     if let Some((_, verdict, _)) = done {
         after(&inner, &d, verdict).await;
-    }
-}
-
-/// How many `defer`s a delivery may wait for its target's permit while the target serves.
-const MAX_DEFERS_WAITED: u32 = 8;
-
-/// The target's permit, waited for while the target is serving: a delivery waits in memory
-/// as long as its target gave back a permit within the last `defer` (a busy target, or one
-/// still finding its limit, serves its queue), up to [`MAX_DEFERS_WAITED`] of them. A target
-/// that served nothing for `defer` (hanging, or far slower than its queue) gets its backlog
-/// parked in Redis instead. `None`: parked.
-async fn permit_while_served(
-    inner: &Inner,
-    gate: &Gate,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    let defer = inner.settings.defer;
-    let give_up = tokio::time::Instant::now() + defer * MAX_DEFERS_WAITED;
-    // One acquisition throughout: the semaphore is fair, and acquiring again would lose the
-    // delivery's place in the queue.
-    let acquire = gate.permits.clone().acquire_owned();
-    tokio::pin!(acquire);
-    let mut seen = gate.served();
-    let mut check = tokio::time::Instant::now() + defer;
-    loop {
-        tokio::select! {
-            permit = &mut acquire => return permit.ok(),
-            _ = tokio::time::sleep_until(check) => {
-                let served = gate.served();
-                if served == seen || check >= give_up {
-                    return None;
-                }
-                seen = served;
-                check += defer;
-            }
-        }
     }
 }
 

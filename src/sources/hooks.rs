@@ -135,9 +135,8 @@ pub async fn post_hook(
     let claimed = replay::claim(
         &s.redis,
         s.store.keyspace(),
-        tenant.shard,
-        &source.id,
-        (hook.verifier.scheme, hook.verifier.tolerance()),
+        (tenant.shard, &source.id),
+        &hook.verifier,
         headers,
         s.claim_for,
     )

@@ -16,6 +16,7 @@ use fred::prelude::*;
 use http::{HeaderMap, HeaderValue};
 
 use crate::crypto::sha256_hex;
+use crate::crypto::verify::Verifier;
 use crate::http::error::ApiError;
 use crate::model::{Scheme, SourceId};
 use crate::redis::keyspace::Keyspace;
@@ -53,19 +54,18 @@ fn signature_header(scheme: Scheme) -> Option<&'static str> {
     }
 }
 
-/// Claims the signature of a request for `source`, verified with `scheme` (`tolerance` its
-/// timestamp window), for `hold` at most. Errors: 503 when Redis cannot be asked, or when
-/// another copy of the request is being enqueued right now.
+/// Claims the signature of a request for `source`, checked by `verifier`, for `hold` at
+/// most. Errors: 503 when Redis cannot be asked, or when another copy of the request is being
+/// enqueued right now.
 pub async fn claim(
     redis: &Client,
     keys: &Keyspace,
-    shard: u16,
-    source: &SourceId,
-    (scheme, tolerance): (Scheme, Duration),
+    (shard, source): (u16, &SourceId),
+    verifier: &Verifier,
     headers: &HeaderMap,
     hold: Duration,
 ) -> Result<Claimed, ApiError> {
-    let Some(header) = signature_header(scheme) else {
+    let Some(header) = signature_header(verifier.scheme) else {
         return Ok(Claimed::Unmarked);
     };
     let value = |name: &str| {
@@ -95,7 +95,7 @@ pub async fn claim(
         ApiError::unavailable("the queue is unreachable; retry shortly")
     };
     if set.map_err(unreachable)?.is_some() {
-        let keep = (tolerance * 2).max(Duration::from_secs(1));
+        let keep = (verifier.tolerance() * 2).max(Duration::from_secs(1));
         return Ok(Claimed::Held(Claim { key, keep }));
     }
     let found: Option<String> = redis.get(key.as_str()).await.map_err(unreachable)?;
